@@ -1,0 +1,1 @@
+//! berth-build: Dockerfile front end (parser, word expansion, .dockerignore), stage graph and builder.

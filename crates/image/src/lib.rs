@@ -1,0 +1,1 @@
+//! berth-image: Image references, content store, layers (safe apply/diff), snapshots, OCI layout.
