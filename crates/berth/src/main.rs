@@ -1,1 +1,64 @@
-fn main() {}
+//! `berth`: the user-facing CLI. Container, image, build, registry and compose commands
+//! arrive with their issues; today it carries the runtime (`berth runtime ...`, the same
+//! as `berth-runc`) and host information.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about = "A daemonless container engine")]
+struct Cli {
+    /// Where berth keeps images, containers and volumes.
+    #[arg(long, global = true, env = "BERTH_ROOT", default_value = "/var/lib/berth")]
+    root: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// runc-compatible low-level runtime commands (state under <root>/runtime).
+    Runtime {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Show how this host looks to berth (cgroup layout, kernel).
+    Info {
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Runtime { args } => {
+            let mut full: Vec<std::ffi::OsString> = vec!["berth runtime".into(), "--root".into()];
+            full.push(cli.root.join("runtime").into_os_string());
+            full.extend(args.into_iter().map(Into::into));
+            berth_cli::runc::main(full)
+        }
+        Cmd::Info { format } => info(&cli.root, &format),
+    };
+    std::process::exit(code);
+}
+
+fn info(root: &std::path::Path, format: &str) -> i32 {
+    let layout = berth_runtime::cgroups::Layout::get();
+    let cgroup = if layout.is_pure_v2() {
+        "v2"
+    } else if layout.v2.is_some() {
+        "hybrid"
+    } else {
+        "v1"
+    };
+    let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let v = serde_json::json!({ "root": root, "cgroupVersion": cgroup, "kernel": kernel, "version": env!("CARGO_PKG_VERSION") });
+    if format == "json" {
+        println!("{v}");
+    } else {
+        println!("Root: {}\nCgroup: {cgroup}\nKernel: {kernel}\nVersion: {}", root.display(), env!("CARGO_PKG_VERSION"));
+    }
+    0
+}

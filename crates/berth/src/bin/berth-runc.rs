@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    std::process::exit(berth_cli::runc::main(std::env::args_os()));
+}

@@ -1,0 +1,169 @@
+//! Loading and validating a bundle's config.json before anything is created, so a bad
+//! bundle fails with one line naming the field and leaves nothing behind.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, PosixRlimitType, Process, Spec};
+
+use crate::error::{Context, Error, Result};
+
+/// A validated bundle: the spec plus the absolute rootfs path.
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub spec: Spec,
+    pub rootfs: PathBuf,
+}
+
+impl Bundle {
+    pub fn load(dir: &Path) -> Result<Bundle> {
+        let dir = std::fs::canonicalize(dir).ctx(|| format!("bundle {}", dir.display()))?;
+        let spec = load_spec(&dir.join("config.json"))?;
+        let rootfs = rootfs_path(&dir, &spec)?;
+        validate(&spec)?;
+        Ok(Bundle { dir, spec, rootfs })
+    }
+
+    pub fn process(&self) -> Result<&Process> {
+        self.spec.process().as_ref().ok_or_else(|| Error::config("process", "missing"))
+    }
+}
+
+/// Parses config.json keeping the JSON path of the first error, e.g.
+/// `linux.namespaces[2].type: unknown variant "foo"`.
+pub fn load_spec(path: &Path) -> Result<Spec> {
+    let text = std::fs::read(path).ctx(|| format!("{}", path.display()))?;
+    let de = &mut serde_json::Deserializer::from_slice(&text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if field == "." { String::from("config.json") } else { field };
+        Error::config(field, inner.to_string())
+    })
+}
+
+fn rootfs_path(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
+    let root = spec.root().as_ref().ok_or_else(|| Error::config("root", "missing"))?;
+    let path = bundle.join(root.path());
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(_) => Err(Error::config("root.path", format!("{} is not a directory", path.display()))),
+        Err(e) => Err(Error::config("root.path", format!("{}: {e}", path.display()))),
+    }
+}
+
+fn validate(spec: &Spec) -> Result<()> {
+    if let Some(linux) = spec.linux() {
+        let mut seen = HashSet::new();
+        for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
+            if !seen.insert(ns.typ()) {
+                return Err(Error::config(
+                    format!("linux.namespaces[{i}]"),
+                    format!("duplicate namespace type {}", ns.typ()),
+                ));
+            }
+            if let Some(p) = ns.path() {
+                if !p.exists() {
+                    let f = format!("linux.namespaces[{i}].path");
+                    return Err(Error::config(f, format!("{} does not exist", p.display())));
+                }
+            }
+        }
+        let new_user = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
+        if new_user && linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty()) {
+            return Err(Error::config("linux.uidMappings", "a new user namespace needs uid mappings"));
+        }
+    }
+    if let Some(process) = spec.process() {
+        validate_rlimits(process)?;
+        if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(Error::config("process.args", "must not be empty"));
+        }
+        if !process.cwd().is_absolute() {
+            return Err(Error::config("process.cwd", "must be an absolute path"));
+        }
+    }
+    Ok(())
+}
+
+/// Without CAP_SYS_RESOURCE (as on our build machines) the hard limits can only go down,
+/// so a spec asking for more would fail deep inside the container; say so up front.
+fn validate_rlimits(process: &Process) -> Result<()> {
+    let can_raise = has_effective_cap(24 /* CAP_SYS_RESOURCE */);
+    for rl in process.rlimits().iter().flatten() {
+        let field = format!("process.rlimits[{}]", rlimit_name(rl.typ()));
+        if rl.soft() > rl.hard() {
+            return Err(Error::config(field, format!("soft limit {} exceeds hard limit {}", rl.soft(), rl.hard())));
+        }
+        let (_, cur_hard) = current_rlimit(rlimit_resource(rl.typ()));
+        if !can_raise && rl.hard() > cur_hard {
+            return Err(Error::config(
+                field,
+                format!(
+                    "hard limit {} exceeds this host's hard limit {} and CAP_SYS_RESOURCE is not held",
+                    rl.hard(),
+                    cur_hard
+                ),
+            ));
+        }
+        if rlimit_resource(rl.typ()) == libc::RLIMIT_NOFILE as i32 {
+            let nr_open = read_u64("/proc/sys/fs/nr_open").unwrap_or(u64::MAX);
+            if rl.hard() > nr_open {
+                return Err(Error::config(field, format!("hard limit {} exceeds fs.nr_open {nr_open}", rl.hard())));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn rlimit_name(t: PosixRlimitType) -> String {
+    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+pub(crate) fn rlimit_resource(t: PosixRlimitType) -> i32 {
+    use PosixRlimitType::*;
+    (match t {
+        RlimitCpu => libc::RLIMIT_CPU,
+        RlimitFsize => libc::RLIMIT_FSIZE,
+        RlimitData => libc::RLIMIT_DATA,
+        RlimitStack => libc::RLIMIT_STACK,
+        RlimitCore => libc::RLIMIT_CORE,
+        RlimitRss => libc::RLIMIT_RSS,
+        RlimitNproc => libc::RLIMIT_NPROC,
+        RlimitNofile => libc::RLIMIT_NOFILE,
+        RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        RlimitAs => libc::RLIMIT_AS,
+        RlimitLocks => libc::RLIMIT_LOCKS,
+        RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        RlimitNice => libc::RLIMIT_NICE,
+        RlimitRtprio => libc::RLIMIT_RTPRIO,
+        RlimitRttime => libc::RLIMIT_RTTIME,
+    }) as i32
+}
+
+fn current_rlimit(resource: i32) -> (u64, u64) {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct we own.
+    if unsafe { libc::getrlimit(resource as _, &mut rl) } != 0 {
+        return (u64::MAX, u64::MAX);
+    }
+    (rl.rlim_cur, rl.rlim_max)
+}
+
+pub(crate) fn has_effective_cap(cap: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return true };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << cap) != 0)
+}
+
+pub(crate) fn read_u64(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
