@@ -1,0 +1,104 @@
+//! Tables shared with BuildKit and moby/patternmatcher (see the workspace's
+//! shared test data). They are read from `$BERTH_TESTDATA`; without it each
+//! test says so on stderr and passes, so the crate builds and tests alone.
+
+use std::path::PathBuf;
+
+use berth_build::shell::{Lexer, VarSource};
+
+fn testdata() -> Option<PathBuf> {
+    match std::env::var_os("BERTH_TESTDATA") {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            eprintln!("BERTH_TESTDATA is not set: lacking the peer test data, skipped");
+            None
+        }
+    }
+}
+
+fn read(path: PathBuf) -> String {
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn shell_env_var_table() {
+    let Some(root) = testdata() else { return };
+    let text = read(root.join("dockerfile/shell/envVarTest"));
+    let env: Vec<(String, String)> = [
+        ("PWD", "/home"),
+        ("SHELL", "bash"),
+        ("KOREAN", "한국어"),
+        ("NULL", ""),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let lexer = Lexer::new('\\');
+    let (mut run, mut failures) = (0, Vec::new());
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with('#') || line.trim_start().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.trim_start().split('|').collect();
+        assert_eq!(cols.len(), 3, "line {}", n + 1);
+        let (platform, input, expected) = (cols[0].trim(), cols[1].trim(), cols[2].trim());
+        if platform == "W" {
+            continue;
+        }
+        run += 1;
+        let got = lexer.expand_word(input, &env as &dyn VarSource);
+        let ok = match (&got, expected) {
+            (Err(_), "error") => true,
+            (Ok(w), e) => e != "error" && w == e,
+            _ => false,
+        };
+        if !ok {
+            failures.push(format!(
+                "line {}: {input:?} => {got:?}, want {expected:?}",
+                n + 1
+            ));
+        }
+    }
+    eprintln!("envVarTest: {run} rows, {} failures", failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn shell_words_table() {
+    let Some(root) = testdata() else { return };
+    let text = read(root.join("dockerfile/shell/wordsTest"));
+    let mut env: Vec<(String, String)> = Vec::new();
+    let lexer = Lexer::new('\\');
+    let (mut run, mut failures) = (0, Vec::new());
+    for (n, line) in text.lines().enumerate() {
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("ENV ") {
+            let rest = rest.trim_start_matches(' ');
+            let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
+            env.push((k.to_string(), v.to_string()));
+            continue;
+        }
+        let cols: Vec<&str> = line.split('|').collect();
+        assert_eq!(cols.len(), 2, "line {}", n + 1);
+        let input = cols[0].trim();
+        let expected: Vec<String> = cols[1]
+            .trim_start_matches(' ')
+            .split(',')
+            .map(String::from)
+            .collect();
+        run += 1;
+        let got = lexer
+            .expand_words(input, &env as &dyn VarSource)
+            .unwrap_or_else(|_| vec!["error".to_string()]);
+        if got != expected {
+            failures.push(format!(
+                "line {}: {input:?} => {got:?}, want {expected:?}",
+                n + 1
+            ));
+        }
+    }
+    eprintln!("wordsTest: {run} rows, {} failures", failures.len());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
