@@ -102,3 +102,74 @@ fn shell_words_table() {
     eprintln!("wordsTest: {run} rows, {} failures", failures.len());
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+fn case_dirs(dir: PathBuf) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn parser_dump_cases() {
+    let Some(root) = testdata() else { return };
+    let cases = case_dirs(root.join("dockerfile/parser/testfiles"));
+    let mut failures = Vec::new();
+    for dir in &cases {
+        let text = read(dir.join("Dockerfile"));
+        let expected = read(dir.join("result")).replace("\r\n", "\n");
+        match berth_build::parse_raw(&text, "Dockerfile") {
+            Ok(df) => {
+                let got = df.dump();
+                if got.trim_end() != expected.trim_end() {
+                    failures.push(format!(
+                        "{}:\n--- got\n{got}--- want\n{expected}",
+                        dir.display()
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{}: {e}", dir.display())),
+        }
+    }
+    eprintln!(
+        "parser testfiles: {} cases, {} failures",
+        cases.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn parser_negative_cases() {
+    let Some(root) = testdata() else { return };
+    let cases = case_dirs(root.join("dockerfile/parser/testfiles-negative"));
+    assert!(!cases.is_empty());
+    for dir in &cases {
+        let text = read(dir.join("Dockerfile"));
+        assert!(
+            berth_build::parse_raw(&text, "Dockerfile").is_err(),
+            "{} should fail",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "parser testfiles-negative: {} cases fail as they must",
+        cases.len()
+    );
+}
+
+#[test]
+fn parser_line_numbers() {
+    let Some(root) = testdata() else { return };
+    let text = read(root.join("dockerfile/parser/testfile-line/Dockerfile"));
+    let df = berth_build::parse_raw(&text, "Dockerfile").expect("parses");
+    let lines: Vec<(usize, usize)> = df
+        .instructions
+        .iter()
+        .map(|i| (i.start_line, i.end_line))
+        .collect();
+    assert_eq!(lines, vec![(5, 5), (11, 12), (17, 31)]);
+}
