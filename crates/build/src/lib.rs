@@ -1,6 +1,7 @@
 //! berth-build: Dockerfile front end (parser, word expansion, .dockerignore), stage graph and builder.
 
 pub mod ast;
+pub mod dockerignore;
 pub mod error;
 pub mod heredoc;
 pub mod instructions;

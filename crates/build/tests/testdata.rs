@@ -173,3 +173,39 @@ fn parser_line_numbers() {
         .collect();
     assert_eq!(lines, vec![(5, 5), (11, 12), (17, 31)]);
 }
+
+#[test]
+fn dockerignore_matches_table() {
+    let Some(root) = testdata() else { return };
+    let text = read(root.join("dockerignore/matches.jsonl"));
+    let (mut run, mut failures) = (0, Vec::new());
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let row: serde_json::Value = serde_json::from_str(line).expect("valid JSON row");
+        let patterns: Vec<String> = row["patterns"]
+            .as_array()
+            .expect("patterns")
+            .iter()
+            .map(|p| p.as_str().expect("string pattern").to_string())
+            .collect();
+        let path = row["path"].as_str().expect("path");
+        let want = row["excluded"].as_bool().expect("excluded");
+        run += 1;
+        let got = berth_build::dockerignore::PatternMatcher::new(&patterns)
+            .map(|m| m.matches_or_parent_matches(path));
+        if got != Ok(want) {
+            failures.push(format!(
+                "line {}: {patterns:?} {path:?} => {got:?}, want {want}",
+                n + 1
+            ));
+        }
+    }
+    eprintln!(
+        "dockerignore matches: {run} rows, {} failures",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
