@@ -7,6 +7,7 @@ pub mod heredoc;
 pub mod instructions;
 pub mod parser;
 pub mod shell;
+pub mod stages;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Instruction, Kind};
 pub use error::{Error, ErrorKind, Result};
