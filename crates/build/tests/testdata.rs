@@ -209,3 +209,47 @@ fn dockerignore_matches_table() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// buildah's conformance Dockerfiles are real-world inputs: all must parse,
+/// validate and give a stage graph, except `Dockerfile.env`, which upstream
+/// expects to fail at line 12 (`ENV name='a\'b'` has an unterminated quote).
+#[test]
+fn buildah_conformance_dockerfiles_parse() {
+    let Some(root) = testdata() else { return };
+    let mut files = Vec::new();
+    let mut stack = vec![root.join("buildah-conformance")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable dir").flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.starts_with("Dockerfile") || name.starts_with("Containerfile") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut failures = Vec::new();
+    for path in &files {
+        let text = read(path.clone());
+        let result = berth_build::parse(&text, "Dockerfile").and_then(|df| {
+            berth_build::stages::StageGraph::new(&df, &Default::default(), "Dockerfile")
+        });
+        let expect_failure = path.file_name().is_some_and(|n| n == "Dockerfile.env");
+        match result {
+            Err(e) if expect_failure && e.line == 12 => {}
+            Err(e) => failures.push(format!("{}: {e}", path.display())),
+            Ok(_) if expect_failure => {
+                failures.push(format!("{}: should fail at line 12", path.display()))
+            }
+            Ok(_) => {}
+        }
+    }
+    eprintln!(
+        "buildah conformance: {} files, {} failures",
+        files.len(),
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
