@@ -1,0 +1,588 @@
+//! `docker build --check`: BuildKit's lint rules that can be decided from
+//! the Dockerfile alone.
+//!
+//! Rule names, messages and documentation links are BuildKit's, so a
+//! `# check=skip=RuleName` directive written for Docker works here too.
+//! Rules that need the base image's configuration (UndefinedVar in stages
+//! built on images, InvalidBaseImagePlatform) are only applied where the
+//! Dockerfile tells everything: UndefinedVar runs for stages rooted in
+//! `scratch`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+use crate::ast::{Dockerfile, Instruction, Kind};
+use crate::parser::parse_raw;
+use crate::shell::{Lexer, VarSource};
+use crate::stages::{BuildOptions, PROXY_ARGS};
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// BuildKit's rule name (`StageNameCasing`...), or `ParseError`.
+    pub rule: &'static str,
+    /// The message, as BuildKit words it.
+    pub message: String,
+    /// The file name the caller gave.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+}
+
+impl Diagnostic {
+    /// The rule's documentation page.
+    pub fn url(&self) -> String {
+        let mut slug = String::new();
+        for (i, c) in self.rule.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                slug.push('-');
+            }
+            slug.push(c.to_ascii_lowercase());
+        }
+        format!("https://docs.docker.com/go/dockerfile/rule/{slug}/")
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file, self.line, self.rule, self.message
+        )
+    }
+}
+
+/// Lints a Dockerfile. A file that does not parse yields one `ParseError`.
+pub fn check(text: &str, file: &str) -> Vec<Diagnostic> {
+    let df = match parse_raw(text, file) {
+        Ok(df) => df,
+        Err(e) => {
+            return vec![Diagnostic {
+                rule: "ParseError",
+                message: e.kind.to_string(),
+                file: file.to_string(),
+                line: e.line,
+            }]
+        }
+    };
+    let mut lint = Linter {
+        file,
+        out: Vec::new(),
+    };
+    lint.casing(&df);
+    lint.stages(&df);
+    for w in &df.warnings {
+        lint.push(
+            "NoEmptyContinuation",
+            w.line,
+            "Empty continuation line".into(),
+        );
+    }
+    let skip = skipped_rules(&df);
+    let mut out: Vec<Diagnostic> = lint
+        .out
+        .into_iter()
+        .filter(|d| !skip.contains("all") && !skip.contains(d.rule))
+        .collect();
+    out.sort_by_key(|d| d.line);
+    out
+}
+
+/// Rules switched off by `# check=skip=A,B`.
+fn skipped_rules(df: &Dockerfile) -> BTreeSet<&str> {
+    let mut skip = BTreeSet::new();
+    if let Some(value) = df.directive("check") {
+        for part in value.split(';') {
+            if let Some(list) = part.trim().strip_prefix("skip=") {
+                skip.extend(list.split(',').map(str::trim));
+            }
+        }
+    }
+    skip
+}
+
+fn is_upper(s: &str) -> bool {
+    s == s.to_uppercase()
+}
+
+fn is_lower(s: &str) -> bool {
+    s == s.to_lowercase()
+}
+
+struct Linter<'a> {
+    file: &'a str,
+    out: Vec<Diagnostic>,
+}
+
+/// What the lint tracks through one stage.
+#[derive(Default)]
+struct StageState {
+    name: Option<String>,
+    /// Lines of CMD, ENTRYPOINT and HEALTHCHECK.
+    singles: BTreeMap<&'static str, Vec<usize>>,
+    has_shell: bool,
+    abs_workdir: bool,
+    /// ARG and ENV names declared so far (ENV ones are inherited).
+    declared: BTreeSet<String>,
+    env_names: BTreeSet<String>,
+    /// Whether everything the stage inherits is known (rooted in scratch).
+    known_base: bool,
+}
+
+impl Linter<'_> {
+    fn push(&mut self, rule: &'static str, line: usize, message: String) {
+        self.out.push(Diagnostic {
+            rule,
+            message,
+            file: self.file.to_string(),
+            line,
+        });
+    }
+
+    /// ConsistentInstructionCasing: keywords should share the majority case.
+    fn casing(&mut self, df: &Dockerfile) {
+        let upper = df
+            .instructions
+            .iter()
+            .filter(|i| is_upper(&i.keyword))
+            .count();
+        let lower = df
+            .instructions
+            .iter()
+            .filter(|i| is_lower(&i.keyword))
+            .count();
+        let (want_upper, name) = if upper >= lower {
+            (true, "uppercase")
+        } else {
+            (false, "lowercase")
+        };
+        for i in &df.instructions {
+            let ok = if want_upper {
+                is_upper(&i.keyword)
+            } else {
+                is_lower(&i.keyword)
+            };
+            if !ok {
+                let msg = format!(
+                    "Command '{}' should match the case of the command majority ({name})",
+                    i.keyword
+                );
+                self.push("ConsistentInstructionCasing", i.start_line, msg);
+            }
+        }
+    }
+
+    fn stages(&mut self, df: &Dockerfile) {
+        let platform: BTreeMap<String, String> =
+            crate::stages::platform_args(&BuildOptions::default());
+        let mut global: BTreeSet<String> = platform.keys().cloned().collect();
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        let mut finished: BTreeMap<String, StageState> = BTreeMap::new();
+        let mut stage: Option<StageState> = None;
+        for inst in &df.instructions {
+            if inst.kind == Kind::From {
+                if let Some(done) = stage.take() {
+                    self.end_stage(&done);
+                    if let Some(n) = &done.name {
+                        finished.insert(n.clone(), done);
+                    }
+                }
+                stage = Some(self.from(inst, &global, &mut names, &finished));
+                continue;
+            }
+            match stage.as_mut() {
+                None => {
+                    if inst.kind == Kind::Arg {
+                        self.secrets(inst);
+                        global.extend(arg_names(inst));
+                    }
+                }
+                Some(st) => self.instruction(inst, st),
+            }
+        }
+        if let Some(done) = stage {
+            self.end_stage(&done);
+        }
+    }
+
+    fn from(
+        &mut self,
+        inst: &Instruction,
+        global: &BTreeSet<String>,
+        names: &mut BTreeSet<String>,
+        finished: &BTreeMap<String, StageState>,
+    ) -> StageState {
+        let line = inst.start_line;
+        let mut st = StageState::default();
+        if inst.args.len() == 3 {
+            let (from, as_kw, name) = (&inst.keyword, &inst.args[1], &inst.args[2]);
+            if (is_upper(from) && !is_upper(as_kw)) || (is_lower(from) && !is_lower(as_kw)) {
+                self.push(
+                    "FromAsCasing",
+                    line,
+                    format!("'{as_kw}' and '{from}' keywords' casing do not match"),
+                );
+            }
+            if !is_lower(name) {
+                self.push(
+                    "StageNameCasing",
+                    line,
+                    format!("Stage name '{name}' should be lowercase"),
+                );
+            }
+            let lower = name.to_lowercase();
+            if !names.insert(lower.clone()) {
+                self.push(
+                    "DuplicateStageName",
+                    line,
+                    format!("Duplicate stage name \"{lower}\", stage names should be unique"),
+                );
+            }
+            if lower == "scratch" || lower == "context" {
+                self.push(
+                    "ReservedStageName",
+                    line,
+                    format!(
+                        "Stage name should not use the same name as reserved stage \"{lower}\""
+                    ),
+                );
+            }
+            st.name = Some(lower);
+        }
+        let base = inst.args.first().map(String::as_str).unwrap_or("");
+        let mut words = vec![base];
+        if let Some(p) = inst.flag("platform") {
+            words.push(p);
+            self.platform_flag(inst, p);
+        }
+        for var in undefined(&words, global) {
+            self.push(
+                "UndefinedArgInFrom",
+                line,
+                format!("FROM argument '{var}' is not declared"),
+            );
+        }
+        let lower_base = base.to_lowercase();
+        if lower_base == "scratch" {
+            st.known_base = true;
+        } else if let Some(parent) = finished.get(&lower_base) {
+            st.known_base = parent.known_base;
+            st.abs_workdir = parent.abs_workdir;
+            st.env_names = parent.env_names.clone();
+            st.declared = parent.env_names.clone();
+        }
+        st
+    }
+
+    fn platform_flag(&mut self, inst: &Instruction, platform: &str) {
+        let line = inst.start_line;
+        if platform == "$TARGETPLATFORM" || platform == "${TARGETPLATFORM}" {
+            self.push(
+                "RedundantTargetPlatform",
+                line,
+                format!("Setting platform to predefined {platform} in FROM is redundant as this is the default behavior"),
+            );
+        } else if !platform.contains('$') {
+            // A stage named after its platform (build-arm64) is deliberate.
+            let named_for_it = inst.args.get(2).is_some_and(|n| {
+                platform
+                    .split('/')
+                    .nth(1)
+                    .is_some_and(|arch| n.to_lowercase().contains(arch))
+            });
+            if !named_for_it {
+                self.push(
+                    "FromPlatformFlagConstDisallowed",
+                    line,
+                    format!("FROM --platform flag should not use constant value \"{platform}\""),
+                );
+            }
+        }
+    }
+
+    fn instruction(&mut self, inst: &Instruction, st: &mut StageState) {
+        let line = inst.start_line;
+        if st.known_base {
+            self.undefined_vars(inst, st);
+        }
+        match inst.kind {
+            Kind::Cmd | Kind::Entrypoint | Kind::Healthcheck => {
+                st.singles.entry(inst.kind.name()).or_default().push(line);
+                if inst.kind != Kind::Healthcheck
+                    && !inst.json
+                    && !inst.args.is_empty()
+                    && !st.has_shell
+                {
+                    let msg = format!(
+                        "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
+                        inst.kind
+                    );
+                    self.push("JSONArgsRecommended", line, msg);
+                }
+            }
+            Kind::Shell => st.has_shell = true,
+            Kind::Maintainer => self.push(
+                "MaintainerDeprecated",
+                line,
+                "Maintainer instruction is deprecated in favor of using label".into(),
+            ),
+            Kind::Env | Kind::Label => {
+                if inst.is_legacy_key_value() {
+                    let kw = inst.kind.name();
+                    let msg = format!("\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format");
+                    self.push("LegacyKeyValueFormat", line, msg);
+                }
+                if inst.kind == Kind::Env {
+                    self.secrets(inst);
+                    for (k, _) in inst.key_values() {
+                        st.declared.insert(k.to_string());
+                        st.env_names.insert(k.to_string());
+                    }
+                }
+            }
+            Kind::Arg => {
+                self.secrets(inst);
+                st.declared.extend(arg_names(inst));
+            }
+            Kind::Workdir => {
+                let dir = inst.args.first().map(String::as_str).unwrap_or("");
+                if dir.starts_with('/') || dir.starts_with('$') {
+                    st.abs_workdir = true;
+                } else if !st.abs_workdir {
+                    self.push(
+                        "WorkdirRelativePath",
+                        line,
+                        format!("Relative workdir \"{dir}\" can have unexpected results if the base image changes"),
+                    );
+                }
+            }
+            Kind::Expose => {
+                for port in &inst.args {
+                    if let Some((_, proto)) = port.split_once('/') {
+                        if !is_lower(proto) {
+                            let msg = format!("Defined protocol '{port}' in EXPOSE instruction should be lowercase");
+                            self.push("ExposeProtoCasing", line, msg);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// UndefinedVar, for instructions the front end expands itself.
+    fn undefined_vars(&mut self, inst: &Instruction, st: &StageState) {
+        let expanded = matches!(
+            inst.kind,
+            Kind::Add
+                | Kind::Copy
+                | Kind::Env
+                | Kind::Expose
+                | Kind::Label
+                | Kind::StopSignal
+                | Kind::User
+                | Kind::Volume
+                | Kind::Workdir
+        ) || (inst.kind == Kind::Arg);
+        if !expanded || inst.json && inst.kind != Kind::Copy && inst.kind != Kind::Add {
+            return;
+        }
+        let words: Vec<&str> = match inst.kind {
+            Kind::Env | Kind::Label => inst.key_values().into_iter().map(|(_, v)| v).collect(),
+            Kind::Arg => inst
+                .args
+                .iter()
+                .filter_map(|a| a.split_once('=').map(|(_, d)| d))
+                .collect(),
+            _ => inst.args.iter().map(String::as_str).collect(),
+        };
+        let mut known = st.declared.clone();
+        known.extend(PROXY_ARGS.iter().map(|s| s.to_string()));
+        for var in undefined(&words, &known) {
+            self.push(
+                "UndefinedVar",
+                inst.start_line,
+                format!("Usage of undefined variable '${var}'"),
+            );
+        }
+    }
+
+    fn end_stage(&mut self, st: &StageState) {
+        for (kind, lines) in &st.singles {
+            for &line in &lines[..lines.len().saturating_sub(1)] {
+                let msg = format!(
+                    "Multiple {kind} instructions should not be used in the same stage because only the last one will be used"
+                );
+                self.push("MultipleInstructionsDisallowed", line, msg);
+            }
+        }
+    }
+
+    /// SecretsUsedInArgOrEnv.
+    fn secrets(&mut self, inst: &Instruction) {
+        let names: Vec<String> = match inst.kind {
+            Kind::Env => inst
+                .key_values()
+                .iter()
+                .map(|(k, _)| k.to_string())
+                .collect(),
+            _ => arg_names(inst),
+        };
+        for name in names {
+            if looks_secret(&name) {
+                let msg = format!(
+                    "Do not use ARG or ENV instructions for sensitive data ({} \"{name}\")",
+                    inst.kind
+                );
+                self.push("SecretsUsedInArgOrEnv", inst.start_line, msg);
+            }
+        }
+    }
+}
+
+fn arg_names(inst: &Instruction) -> Vec<String> {
+    inst.args
+        .iter()
+        .map(|a| a.split('=').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Whether a variable name suggests a secret (a `_`-separated part such as
+/// `PASSWORD`, `TOKEN`, `KEY`), unless it says it is public.
+fn looks_secret(name: &str) -> bool {
+    static DENY: OnceLock<Regex> = OnceLock::new();
+    static ALLOW: OnceLock<Regex> = OnceLock::new();
+    let deny = DENY.get_or_init(|| {
+        Regex::new(r"(?i)(?:_|^)(?:apikey|auth|credential|credentials|key|password|pword|passwd|secret|token)(?:_|$)")
+            .expect("static regex")
+    });
+    let allow =
+        ALLOW.get_or_init(|| Regex::new(r"(?i)(?:_|^)public(?:_|$)").expect("static regex"));
+    deny.is_match(name) && !allow.is_match(name)
+}
+
+/// Variables the words use that are not in `known`, in first-use order.
+fn undefined(words: &[&str], known: &BTreeSet<String>) -> Vec<String> {
+    struct Known<'a>(&'a BTreeSet<String>);
+    impl VarSource for Known<'_> {
+        fn lookup(&self, name: &str) -> Option<String> {
+            self.0.contains(name).then(String::new)
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    for word in words {
+        if let Ok(e) = Lexer::default().process(word, &Known(known)) {
+            for v in e.unmatched {
+                if !out.contains(&v) {
+                    out.push(v);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> Vec<(&'static str, usize)> {
+        check(text, "Dockerfile")
+            .into_iter()
+            .map(|d| (d.rule, d.line))
+            .collect()
+    }
+
+    #[test]
+    fn stage_names_and_from_casing() {
+        let d = check(
+            "FROM alpine as Build\nFROM scratch AS build\n",
+            "Dockerfile",
+        );
+        let got: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            got,
+            vec![
+                "Dockerfile:1: FromAsCasing: 'as' and 'FROM' keywords' casing do not match",
+                "Dockerfile:1: StageNameCasing: Stage name 'Build' should be lowercase",
+                "Dockerfile:2: DuplicateStageName: Duplicate stage name \"build\", stage names should be unique",
+            ]
+        );
+    }
+
+    #[test]
+    fn json_args_maintainer_and_multiples() {
+        let r = rules("FROM a\nMAINTAINER me\nCMD echo hi\nCMD [\"x\"]\nENTRYPOINT [\"y\"]\nHEALTHCHECK NONE\nHEALTHCHECK NONE\n");
+        assert_eq!(
+            r,
+            vec![
+                ("MaintainerDeprecated", 2),
+                ("JSONArgsRecommended", 3),
+                ("MultipleInstructionsDisallowed", 3),
+                ("MultipleInstructionsDisallowed", 6),
+            ]
+        );
+        assert_eq!(
+            d_url("MultipleInstructionsDisallowed"),
+            "https://docs.docker.com/go/dockerfile/rule/multiple-instructions-disallowed/"
+        );
+    }
+
+    fn d_url(rule: &'static str) -> String {
+        Diagnostic {
+            rule,
+            message: String::new(),
+            file: String::new(),
+            line: 1,
+        }
+        .url()
+    }
+
+    #[test]
+    fn undefined_args_in_from_and_vars() {
+        let r = rules(
+            "ARG TAG\nFROM alpine:$TAG\nFROM img:$NOPE AS x\nFROM scratch\nARG A\nCOPY $A $B /\n",
+        );
+        assert_eq!(r, vec![("UndefinedArgInFrom", 3), ("UndefinedVar", 6)]);
+        assert!(rules("FROM --platform=$BUILDPLATFORM a:$TARGETARCH\n").is_empty());
+    }
+
+    #[test]
+    fn other_rules() {
+        let r =
+            rules("FROM scratch\nENV A b\nWORKDIR rel\nEXPOSE 80/TCP\nARG GITHUB_TOKEN\nrun x\n\n");
+        assert_eq!(
+            r,
+            vec![
+                ("LegacyKeyValueFormat", 2),
+                ("WorkdirRelativePath", 3),
+                ("ExposeProtoCasing", 4),
+                ("SecretsUsedInArgOrEnv", 5),
+                ("ConsistentInstructionCasing", 6),
+            ]
+        );
+        assert_eq!(
+            rules("FROM --platform=$TARGETPLATFORM a\n"),
+            vec![("RedundantTargetPlatform", 1)]
+        );
+        assert_eq!(
+            rules("FROM --platform=linux/amd64 a\n"),
+            vec![("FromPlatformFlagConstDisallowed", 1)]
+        );
+        assert_eq!(
+            rules("FROM a\nRUN a \\\n\n  b\n"),
+            vec![("NoEmptyContinuation", 3)]
+        );
+    }
+
+    #[test]
+    fn skip_directive_and_parse_errors() {
+        assert!(rules("# check=skip=MaintainerDeprecated\nFROM a\nMAINTAINER x\n").is_empty());
+        assert!(rules("# check=skip=all\nFROM a AS B\n").is_empty());
+        assert_eq!(rules("FROM a\nRUN <<EOF\n"), vec![("ParseError", 2)]);
+    }
+}
