@@ -35,6 +35,8 @@ pub mod meta;
 pub mod reference;
 pub mod snapshot;
 mod sys;
+#[cfg(test)]
+mod testutil;
 
 pub use content::{ContentError, ContentStore, Writer};
 pub use digest::{Algorithm, Digest, DigestError};

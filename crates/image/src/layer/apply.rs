@@ -222,8 +222,9 @@ impl LayerStore {
                 });
             }
         }
-        let fd = sys::open_dir_path(tmp).map_err(io_ctx("open unpacked layer"))?;
-        sys::syncfs(fd.as_fd()).map_err(io_ctx("sync unpacked layer"))?;
+        // syncfs needs a real (not O_PATH) descriptor.
+        let dir = File::open(tmp).map_err(io_ctx("open unpacked layer"))?;
+        sys::syncfs(dir.as_fd()).map_err(io_ctx("sync unpacked layer"))?;
         Ok(stats)
     }
 
