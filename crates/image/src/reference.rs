@@ -501,7 +501,8 @@ mod tests {
     fn rejects_table() {
         use ReferenceError as E;
         let long = "a".repeat(250);
-        let cases: Vec<(String, fn(&E) -> bool)> = vec![
+        type Check = fn(&E) -> bool;
+        let cases: Vec<(String, Check)> = vec![
             ("".into(), |e| matches!(e, E::Empty)),
             (
                 "Alpine".into(),

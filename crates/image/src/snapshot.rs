@@ -462,3 +462,216 @@ fn remove_any(p: &Path) -> io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{write_layer, AppliedLayer, ApplyOptions, Compression};
+    use crate::testutil::{is_root, TarBuilder};
+
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        layers: LayerStore,
+        l1: AppliedLayer,
+        l2: AppliedLayer,
+    }
+
+    /// Two layers: the second deletes `a` and makes `d` opaque.
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = LayerStore::open(tmp.path().join("layers")).unwrap();
+        let t1 = TarBuilder::new()
+            .file("a", b"a")
+            .file("b", b"b")
+            .dir("d/", 0o755)
+            .file("d/x", b"x")
+            .finish();
+        let t2 = TarBuilder::new()
+            .file(".wh.a", b"")
+            .dir("d/", 0o755)
+            .file("d/.wh..wh..opq", b"")
+            .file("d/y", b"y")
+            .finish();
+        let opts = ApplyOptions::default();
+        let l1 = layers.apply(None, &t1[..], None, None, &opts).unwrap();
+        let l2 = layers
+            .apply(Some(&l1.chain_id), &t2[..], None, None, &opts)
+            .unwrap();
+        Fixture {
+            tmp,
+            layers,
+            l1,
+            l2,
+        }
+    }
+
+    /// Lazily unmounts on drop so a failing test leaves no mount behind.
+    struct Mounted(PathBuf);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    fn mount(m: &Mount, target: &Path) -> Mounted {
+        fs::create_dir_all(target).unwrap();
+        m.mount_at(target).unwrap();
+        Mounted(target.to_path_buf())
+    }
+
+    fn can_mount() -> bool {
+        let ok = is_root() && overlay_supported();
+        if !ok {
+            eprintln!("skipped: needs root and overlayfs");
+        }
+        ok
+    }
+
+    #[test]
+    fn overlay_whiteouts_hide_lower_files_and_diff_sees_changes() {
+        if !can_mount() {
+            return;
+        }
+        let f = fixture();
+        let snaps = Snapshotter::new(
+            f.tmp.path().join("containers"),
+            f.layers.clone(),
+            SnapshotMode::Overlay,
+        )
+        .unwrap();
+        let parents = [f.l1.chain_id.clone(), f.l2.chain_id.clone()];
+        let mounts = snaps.prepare("c1", &parents).unwrap();
+        assert_eq!(mounts.len(), 1);
+        let m = &mounts[0];
+        assert_eq!(m.fs_type, "overlay");
+        let lower = format!("lowerdir={}:{}", f.l2.path.display(), f.l1.path.display());
+        assert_eq!(m.options[0], lower, "top layer first");
+        assert_eq!(snaps.mounts("c1").unwrap(), mounts);
+
+        let target = f.tmp.path().join("mnt");
+        let guard = mount(m, &target);
+        assert!(!target.join("a").exists(), "whiteout hides the lower file");
+        assert_eq!(fs::read(target.join("b")).unwrap(), b"b");
+        assert!(
+            !target.join("d/x").exists(),
+            "opaque dir hides lower content"
+        );
+        assert_eq!(fs::read(target.join("d/y")).unwrap(), b"y");
+        fs::write(target.join("c"), b"new").unwrap();
+        fs::remove_file(target.join("b")).unwrap();
+        drop(guard);
+
+        let upper = snaps.upper_dir("c1").unwrap();
+        let mut out = Vec::new();
+        write_layer(&upper, &mut out, Compression::None).unwrap();
+        let names: Vec<String> = tar::Archive::new(&out[..])
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
+            .collect();
+        assert_eq!(names, [".wh.b", "c"]);
+
+        snaps.remove("c1").unwrap();
+        assert!(!f.tmp.path().join("containers/c1").exists());
+        assert!(matches!(
+            snaps.remove("c1"),
+            Err(SnapshotError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn single_layer_view_is_a_readonly_bind() {
+        if !can_mount() {
+            return;
+        }
+        let f = fixture();
+        let snaps = Snapshotter::new(
+            f.tmp.path().join("c"),
+            f.layers.clone(),
+            SnapshotMode::Overlay,
+        )
+        .unwrap();
+        let mounts = snaps
+            .view("v", std::slice::from_ref(&f.l1.chain_id))
+            .unwrap();
+        assert_eq!(mounts[0].fs_type, "bind");
+        assert_eq!(mounts[0].source, f.l1.path);
+        assert!(mounts[0].options.contains(&"ro".to_string()));
+        let target = f.tmp.path().join("mnt");
+        let _guard = mount(&mounts[0], &target);
+        assert_eq!(fs::read(target.join("a")).unwrap(), b"a");
+        let err = fs::write(target.join("new"), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+
+        // A multi-layer view is an overlay without upper dir.
+        let v2 = snaps
+            .view("v2", &[f.l1.chain_id.clone(), f.l2.chain_id.clone()])
+            .unwrap();
+        assert_eq!(v2[0].fs_type, "overlay");
+        assert!(v2[0].options.iter().all(|o| !o.starts_with("upperdir")));
+    }
+
+    #[test]
+    fn copy_mode_applies_whiteouts() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let f = fixture();
+        let snaps =
+            Snapshotter::new(f.tmp.path().join("c"), f.layers.clone(), SnapshotMode::Copy).unwrap();
+        assert_eq!(snaps.mode(), SnapshotMode::Copy);
+        let mounts = snaps
+            .prepare("k", &[f.l1.chain_id.clone(), f.l2.chain_id.clone()])
+            .unwrap();
+        assert_eq!(mounts[0].fs_type, "bind");
+        let root = &mounts[0].source;
+        assert!(!root.join("a").exists());
+        assert_eq!(fs::read(root.join("b")).unwrap(), b"b");
+        assert!(!root.join("d/x").exists());
+        assert_eq!(fs::read(root.join("d/y")).unwrap(), b"y");
+        assert_eq!(
+            sys::lgetxattr(&root.join("d"), OsStr::new("trusted.overlay.opaque")).unwrap(),
+            None,
+            "overlay markers are not copied"
+        );
+        snaps.remove("k").unwrap();
+    }
+
+    #[test]
+    fn errors() {
+        let f = fixture();
+        let snaps =
+            Snapshotter::new(f.tmp.path().join("c"), f.layers.clone(), SnapshotMode::Copy).unwrap();
+        for bad in ["", ".", "..", "a/b"] {
+            assert!(matches!(
+                snaps.prepare(bad, &[]),
+                Err(SnapshotError::InvalidKey(_))
+            ));
+        }
+        let missing = crate::digest::Digest::sha256_of(b"missing");
+        assert!(matches!(
+            snaps.prepare("k", &[missing]),
+            Err(SnapshotError::LayerNotFound(_))
+        ));
+        snaps.prepare("k", &[]).unwrap();
+        assert!(matches!(
+            snaps.prepare("k", &[]),
+            Err(SnapshotError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            snaps.mounts("nope"),
+            Err(SnapshotError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn empty_parent_list_is_a_bind_of_upper() {
+        let f = fixture();
+        let snaps =
+            Snapshotter::new(f.tmp.path().join("c"), f.layers.clone(), SnapshotMode::Auto).unwrap();
+        let m = snaps.prepare("scratch", &[]).unwrap();
+        assert_eq!(m[0].fs_type, "bind");
+        assert!(m[0].options.contains(&"rw".to_string()));
+    }
+}
