@@ -170,16 +170,16 @@ impl LayerStore {
         };
         let chain = chain_id(parent, &stats.diff_id);
         let final_path = self.path(&chain);
-        if fs::rename(&tmp, &final_path).is_err() {
-            // Another apply won the race (rename onto a non-empty dir fails).
+        if let Err(e) = fs::rename(&tmp, &final_path) {
             let _ = fs::remove_dir_all(&tmp);
+            // Another apply won the race (rename onto a non-empty dir fails).
             if final_path.is_dir() {
                 return self.present(chain, stats.diff_id);
             }
-            return Err(LayerError::Io {
-                context: format!("rename layer into {}", final_path.display()),
-                source: io::Error::from(io::ErrorKind::Other),
-            });
+            return Err(io_ctx(format!(
+                "rename layer into {}",
+                final_path.display()
+            ))(e));
         }
         crate::content::fsync_dir(&self.root).map_err(io_ctx("fsync layers dir"))?;
         Ok(AppliedLayer {
@@ -453,7 +453,11 @@ impl Extractor<'_> {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !comps.is_empty() => {}
             Err(e) => return Err(io_ctx(format!("resolve parent of {display:?}"))(e)),
         }
-        let (last, parent) = comps.split_last().expect("non-empty checked above");
+        let Some((last, parent)) = comps.split_last() else {
+            return Err(io_ctx("resolve layer root")(io::Error::from_raw_os_error(
+                libc::ENOENT,
+            )));
+        };
         let pfd = self.mkdir_all(parent, display)?;
         match sys::mkdirat(pfd.as_fd(), last, 0o755) {
             Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
@@ -468,20 +472,25 @@ impl Extractor<'_> {
     /// Makes room for a new entry `comps` and returns its parent directory.
     /// An existing directory is kept when the new entry is a directory too;
     /// anything else there is removed (later tar entries replace earlier).
-    /// Returns the parent and whether a directory was kept.
-    fn slot(&self, comps: &[OsString], is_dir: bool, display: &str) -> Result<(OwnedFd, bool)> {
+    /// Returns the parent, the final name and whether a directory was kept.
+    fn slot<'c>(
+        &self,
+        comps: &'c [OsString],
+        is_dir: bool,
+        display: &str,
+    ) -> Result<(OwnedFd, &'c OsStr, bool)> {
         let (name, parent) = comps
             .split_last()
             .ok_or_else(|| LayerError::UnsafePath(display.to_string()))?;
         let pfd = self.mkdir_all(parent, display)?;
         let existing = match sys::lstatat(pfd.as_fd(), name) {
             Ok(st) => st,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok((pfd, false)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok((pfd, name, false)),
             Err(e) => return Err(io_ctx(format!("stat {display:?}"))(e)),
         };
         let existing_is_dir = existing.st_mode & libc::S_IFMT == libc::S_IFDIR;
         if existing_is_dir && is_dir {
-            return Ok((pfd, true));
+            return Ok((pfd, name, true));
         }
         let removed = if existing_is_dir {
             remove_all_at(pfd.as_fd(), name)
@@ -489,7 +498,7 @@ impl Extractor<'_> {
             sys::unlinkat(pfd.as_fd(), name, false)
         };
         removed.map_err(io_ctx(format!("replace {display:?}")))?;
-        Ok((pfd, false))
+        Ok((pfd, name, false))
     }
 
     fn dir(&mut self, comps: Vec<OsString>, meta: Meta, display: &str) -> Result<()> {
@@ -498,8 +507,7 @@ impl Extractor<'_> {
             self.open_in_root(&[], flags)
                 .map_err(io_ctx("open layer root"))?
         } else {
-            let (pfd, kept) = self.slot(&comps, true, display)?;
-            let name = comps.last().expect("non-empty");
+            let (pfd, name, kept) = self.slot(&comps, true, display)?;
             if !kept {
                 sys::mkdirat(pfd.as_fd(), name, 0o700)
                     .map_err(io_ctx(format!("mkdir {display:?}")))?;
@@ -524,8 +532,7 @@ impl Extractor<'_> {
         data: &mut impl Read,
         display: &str,
     ) -> Result<()> {
-        let (pfd, _) = self.slot(comps, false, display)?;
-        let name = comps.last().expect("slot checked non-empty");
+        let (pfd, name, _) = self.slot(comps, false, display)?;
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
         let fd = sys::openat2(pfd.as_fd(), name, flags, 0o600, sys::BENEATH_NOFOLLOW)
             .map_err(io_ctx(format!("create {display:?}")))?;
@@ -541,8 +548,7 @@ impl Extractor<'_> {
     }
 
     fn symlink(&self, comps: &[OsString], target: &OsStr, meta: Meta, display: &str) -> Result<()> {
-        let (pfd, _) = self.slot(comps, false, display)?;
-        let name = comps.last().expect("slot checked non-empty");
+        let (pfd, name, _) = self.slot(comps, false, display)?;
         // The target is stored verbatim: it is only ever resolved inside the
         // container's root, or by us with RESOLVE_IN_ROOT.
         sys::symlinkat(target, pfd.as_fd(), name)
@@ -559,8 +565,7 @@ impl Extractor<'_> {
         let src = self
             .open_in_root(&tcomps, libc::O_PATH | libc::O_NOFOLLOW)
             .map_err(io_ctx(format!("hardlink target of {display:?}")))?;
-        let (pfd, _) = self.slot(comps, false, display)?;
-        let name = comps.last().expect("slot checked non-empty");
+        let (pfd, name, _) = self.slot(comps, false, display)?;
         sys::link_fd(src.as_fd(), pfd.as_fd(), name)
             .map_err(io_ctx(format!("hardlink {display:?}")))
     }
@@ -594,8 +599,7 @@ impl Extractor<'_> {
                 (fmt, sys::makedev(major, minor))
             }
         };
-        let (pfd, _) = self.slot(comps, false, display)?;
-        let name = comps.last().expect("slot checked non-empty");
+        let (pfd, name, _) = self.slot(comps, false, display)?;
         sys::mknodat(pfd.as_fd(), name, fmt | (meta.mode & 0o777), dev)
             .map_err(io_ctx(format!("mknod {display:?}")))?;
         self.finish_special(pfd.as_fd(), name, &meta, true, display)
@@ -629,7 +633,9 @@ impl Extractor<'_> {
     }
 
     fn whiteout(&self, comps: &[OsString], display: &str) -> Result<()> {
-        let (name, parent) = comps.split_last().expect("whiteout has a name");
+        let Some((name, parent)) = comps.split_last() else {
+            return Err(LayerError::InvalidWhiteout(display.to_string()));
+        };
         let name = name.as_bytes();
         if name == OPAQUE_MARKER.as_bytes() {
             let pfd = self.mkdir_all(parent, display)?;
