@@ -21,7 +21,7 @@
 //! entries cannot reach outside it (see [`layer::apply`]).
 //!
 //! Modules:
-//! - [`reference`]: Docker-compatible reference parsing and normalisation.
+//! - [`reference`](mod@reference): Docker-compatible reference parsing and normalisation.
 //! - [`digest`]: validated `algorithm:hex` digests and streaming hashers.
 //! - [`content`]: the content store with resumable, verified ingests.
 //! - [`meta`]: the SQLite metadata store.

@@ -409,28 +409,33 @@ impl Extractor<'_> {
 
     fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>) -> Result<Meta> {
         let h = entry.header();
-        let bad = |what: &str| LayerError::Io {
-            context: format!("bad {what} in tar header"),
-            source: io::Error::from(io::ErrorKind::InvalidData),
-        };
-        let mode = h.mode().map_err(|_| bad("mode"))? & 0o7777;
-        let uid = u32::try_from(h.uid().map_err(|_| bad("uid"))?).map_err(|_| bad("uid"))?;
-        let gid = u32::try_from(h.gid().map_err(|_| bad("gid"))?).map_err(|_| bad("gid"))?;
-        let secs = h.mtime().map_err(|_| bad("mtime"))? as i64;
+        let old = h.as_old();
+        let mode = numeric(h.mode().map(u64::from), &old.mode, "mode")? as u32 & 0o7777;
+        let mut uid = numeric(h.uid(), &old.uid, "uid")?;
+        let mut gid = numeric(h.gid(), &old.gid, "gid")?;
+        let secs = numeric(h.mtime(), &old.mtime, "mtime")? as i64;
         let mut mtime = (secs, 0);
         let mut xattrs = Vec::new();
         if let Some(exts) = entry.pax_extensions().map_err(io_ctx("read pax header"))? {
             for ext in exts.flatten() {
                 let Ok(key) = ext.key() else { continue };
-                if key == "mtime" {
-                    mtime = parse_pax_time(ext.value_bytes()).unwrap_or(mtime);
-                } else if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                    if allowed_xattr(name) {
-                        xattrs.push((OsString::from(name), ext.value_bytes().to_vec()));
+                let value = ext.value_bytes();
+                match key {
+                    "mtime" => mtime = parse_pax_time(value).unwrap_or(mtime),
+                    "uid" => uid = parse_pax_id(value).ok_or_else(|| bad_field("uid"))?,
+                    "gid" => gid = parse_pax_id(value).ok_or_else(|| bad_field("gid"))?,
+                    _ => {
+                        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                            if allowed_xattr(name) {
+                                xattrs.push((OsString::from(name), value.to_vec()));
+                            }
+                        }
                     }
                 }
             }
         }
+        let uid = u32::try_from(uid).map_err(|_| bad_field("uid"))?;
+        let gid = u32::try_from(gid).map_err(|_| bad_field("gid"))?;
         Ok(Meta {
             mode,
             uid,
@@ -765,6 +770,28 @@ fn tolerate_unsupported(r: io::Result<()>) -> io::Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => Ok(()),
         other => other,
     }
+}
+
+fn bad_field(what: &str) -> LayerError {
+    LayerError::Io {
+        context: format!("bad {what} in tar header"),
+        source: io::Error::from(io::ErrorKind::InvalidData),
+    }
+}
+
+/// A numeric header field; some writers leave unused fields blank, which
+/// means zero.
+fn numeric(parsed: io::Result<u64>, raw: &[u8], what: &str) -> Result<u64> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        Err(_) => Err(bad_field(what)),
+    }
+}
+
+/// PAX uid/gid records carry ids too large for the octal header fields.
+fn parse_pax_id(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
 }
 
 /// PAX times are decimal seconds with an optional fraction.

@@ -373,3 +373,34 @@ fn diff_round_trip_and_determinism() {
         assert_eq!(r.diff_id, r1.diff_id, "{c:?}");
     }
 }
+
+#[test]
+fn pax_ids_and_blank_numeric_fields() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let (_d, s) = store();
+    let mut t = TarBuilder::new();
+    t.file_with(
+        "big-ids",
+        b"",
+        Opts {
+            pax: vec![
+                ("uid".into(), b"3000000".to_vec()),
+                ("gid".into(), b"3000001".to_vec()),
+            ],
+            ..Opts::default()
+        },
+    );
+    let mut tar = t.finish();
+    // Blank the ustar uid field of the entry: blank means zero.
+    let pax_len = 512 + 512; // pax header + its one-block body
+    tar[pax_len + 108..pax_len + 116].fill(0);
+    let mut h = tar::Header::from_byte_slice(&tar[pax_len..pax_len + 512]).clone();
+    h.set_cksum();
+    tar[pax_len..pax_len + 512].copy_from_slice(h.as_bytes());
+    let l = apply(&s, &tar).unwrap();
+    let md = fs::symlink_metadata(l.path.join("big-ids")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (3_000_000, 3_000_001));
+}
