@@ -1,1 +1,46 @@
-//! berth-image: Image references, content store, layers (safe apply/diff), snapshots, OCI layout.
+//! berth-image: image references, the content store, image metadata, layer
+//! unpacking and diffing, and snapshots.
+//!
+//! The pieces follow the on-disk layout of the berth design:
+//!
+//! ```text
+//! <root>/berth.db                 SQLite metadata: images, tags, layers   (meta)
+//! <root>/blobs/sha256/<hex>       immutable verified blobs                 (content)
+//! <root>/ingest/<id>/             blobs being written, resumable           (content)
+//! <root>/layers/<chainid-hex>/    each layer unpacked once, overlay lower  (layer::apply)
+//! <containers>/<id>/upper,work    per-container writable layer             (snapshot)
+//! ```
+//!
+//! Every writer follows the same crash rule: write aside, verify, fsync,
+//! rename, fsync the directory, and only then record it in the database, so a
+//! crash at any instant leaves nothing half-written visible.
+//!
+//! Layer extraction is the security-critical part: every path it touches is
+//! resolved by the kernel with `openat2(RESOLVE_IN_ROOT)` relative to the layer
+//! directory, so `..`, absolute paths and symlinks planted by earlier tar
+//! entries cannot reach outside it (see [`layer::apply`]).
+//!
+//! Modules:
+//! - [`reference`](mod@reference): Docker-compatible reference parsing and normalisation.
+//! - [`digest`]: validated `algorithm:hex` digests and streaming hashers.
+//! - [`content`]: the content store with resumable, verified ingests.
+//! - [`meta`]: the SQLite metadata store.
+//! - [`layer`]: chain ids, safe apply of layer tars, and diff of upper dirs.
+//! - [`snapshot`]: overlay (or copy) snapshots described as mounts.
+
+pub mod content;
+pub mod digest;
+pub mod layer;
+pub mod meta;
+pub mod reference;
+pub mod snapshot;
+mod sys;
+#[cfg(test)]
+mod testutil;
+
+pub use content::{ContentError, ContentStore, Writer};
+pub use digest::{Algorithm, Digest, DigestError};
+pub use layer::{chain_id, chain_ids, Compression};
+pub use meta::{ImageRecord, LayerRecord, MetaError, MetaStore, Platform};
+pub use reference::{AnyReference, Reference, ReferenceError};
+pub use snapshot::{Mount, SnapshotError, SnapshotMode, Snapshotter};

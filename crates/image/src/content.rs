@@ -1,0 +1,550 @@
+//! Content store: immutable blobs addressed by digest, written via ingests.
+//!
+//! A blob is written through a [`Writer`] obtained for a caller-chosen ingest
+//! reference (for a pull, typically the descriptor digest). Data goes to
+//! `ingest/<id>/data`; the digest is computed while writing. `commit` checks
+//! size and digest, fsyncs the file, makes it read-only, renames it into
+//! `blobs/<alg>/<hex>` and fsyncs that directory, so a blob path either does
+//! not exist or holds exactly the verified content. An ingest that was
+//! interrupted (process killed, writer dropped) stays under `ingest/` and can
+//! be resumed: opening a writer for the same reference re-reads the partial
+//! data to rebuild the hash state and reports the offset to continue from.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Algorithm, Digest, Hasher};
+
+/// Content store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    /// A filesystem operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Another writer holds this ingest.
+    #[error("ingest {0:?} is locked by another writer")]
+    Locked(String),
+    /// The committed size differs from the expected size.
+    #[error("size mismatch: expected {expected} bytes, wrote {actual}")]
+    SizeMismatch {
+        /// Size the caller expected.
+        expected: u64,
+        /// Bytes actually written.
+        actual: u64,
+    },
+    /// The content does not hash to the expected digest.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// Digest the caller expected.
+        expected: Digest,
+        /// Digest of what was written.
+        actual: Digest,
+    },
+    /// No such blob.
+    #[error("blob {0} not found")]
+    NotFound(Digest),
+}
+
+type Result<T> = std::result::Result<T, ContentError>;
+
+fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> ContentError {
+    let context = context.into();
+    move |source| ContentError::Io { context, source }
+}
+
+/// An ingest left behind by an interrupted writer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestStatus {
+    /// The reference the writer was opened with.
+    pub reference: String,
+    /// Bytes written so far.
+    pub offset: u64,
+}
+
+/// A content store rooted at a directory (`blobs/` and `ingest/` below it).
+#[derive(Debug, Clone)]
+pub struct ContentStore {
+    root: PathBuf,
+}
+
+impl ContentStore {
+    /// Opens (creating if needed) the store under `root`.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        for dir in ["blobs/sha256", "ingest"] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).map_err(io_ctx(format!("create {}", p.display())))?;
+        }
+        Ok(ContentStore { root })
+    }
+
+    /// Where the blob with digest `d` lives (whether or not it exists).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(d.hex())
+    }
+
+    /// Size of a committed blob, or `None` if absent.
+    pub fn info(&self, d: &Digest) -> Result<Option<u64>> {
+        match fs::metadata(self.blob_path(d)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_ctx(format!("stat blob {d}"))(e)),
+        }
+    }
+
+    /// Whether a blob is committed.
+    pub fn contains(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Opens a committed blob for reading.
+    pub fn open_blob(&self, d: &Digest) -> Result<File> {
+        File::open(self.blob_path(d)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ContentError::NotFound(d.clone()),
+            _ => io_ctx(format!("open blob {d}"))(e),
+        })
+    }
+
+    /// Reads a whole committed blob (for manifests and configs).
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.open_blob(d)?
+            .read_to_end(&mut buf)
+            .map_err(io_ctx(format!("read blob {d}")))?;
+        Ok(buf)
+    }
+
+    /// Re-hashes a committed blob and checks it against its name.
+    pub fn verify(&self, d: &Digest) -> Result<()> {
+        let actual = hash_file(&mut self.open_blob(d)?, d.algorithm())
+            .map_err(io_ctx(format!("read blob {d}")))?;
+        if &actual != d {
+            return Err(ContentError::DigestMismatch {
+                expected: d.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes a committed blob; returns whether it existed.
+    pub fn delete(&self, d: &Digest) -> Result<bool> {
+        match fs::remove_file(self.blob_path(d)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_ctx(format!("delete blob {d}"))(e)),
+        }
+    }
+
+    /// All committed blobs.
+    pub fn list(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        let blobs = self.root.join("blobs");
+        for alg in read_dir_names(&blobs)? {
+            for hex in read_dir_names(&blobs.join(&alg))? {
+                if let Ok(d) = format!("{alg}:{hex}").parse() {
+                    out.push(d);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Opens a writer for `reference`, resuming an interrupted ingest of the
+    /// same reference if one exists ([`Writer::offset`] tells where).
+    pub fn writer(&self, reference: &str) -> Result<Writer> {
+        Writer::open(self, reference)
+    }
+
+    /// Interrupted ingests that could be resumed.
+    pub fn ingests(&self) -> Result<Vec<IngestStatus>> {
+        let mut out = Vec::new();
+        for id in read_dir_names(&self.root.join("ingest"))? {
+            let dir = self.root.join("ingest").join(&id);
+            let Ok(reference) = fs::read_to_string(dir.join("ref")) else {
+                continue;
+            };
+            let offset = fs::metadata(dir.join("data")).map(|m| m.len()).unwrap_or(0);
+            out.push(IngestStatus { reference, offset });
+        }
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
+    }
+
+    /// Discards an ingest.
+    pub fn abort(&self, reference: &str) -> Result<()> {
+        remove_dir_if_exists(&self.ingest_dir(reference))
+    }
+
+    /// Writes a whole blob from `reader` and commits it.
+    pub fn put(&self, reader: &mut dyn Read, size: u64, expected: &Digest) -> Result<()> {
+        if self.contains(expected) {
+            return Ok(());
+        }
+        let mut w = self.writer(&format!("put-{expected}"))?;
+        w.truncate()?;
+        io::copy(reader, &mut w).map_err(io_ctx(format!("write blob {expected}")))?;
+        w.commit(size, expected).map(|_| ())
+    }
+
+    /// Ingest references can be any text (a digest, a URL), so the directory
+    /// is named by their hash.
+    fn ingest_dir(&self, reference: &str) -> PathBuf {
+        self.root
+            .join("ingest")
+            .join(Digest::sha256_of(reference.as_bytes()).hex())
+    }
+}
+
+/// One in-progress blob. Dropping it without [`Writer::commit`] leaves the
+/// partial data in `ingest/` (resumable, never visible as a blob).
+pub struct Writer {
+    reference: String,
+    dir: PathBuf,
+    blobs: PathBuf,
+    file: File,
+    hasher: Hasher,
+    offset: u64,
+}
+
+impl Writer {
+    fn open(store: &ContentStore, reference: &str) -> Result<Self> {
+        let dir = store.ingest_dir(reference);
+        fs::create_dir_all(&dir).map_err(io_ctx(format!("create {}", dir.display())))?;
+        fs::write(dir.join("ref"), reference).map_err(io_ctx("write ingest ref"))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("data"))
+            .map_err(io_ctx("open ingest data"))?;
+        lock_exclusive(&file, reference)?;
+        // The hash state cannot be saved portably, so resuming re-reads what
+        // is already on disk; it also makes the offset the true file length.
+        file.seek(SeekFrom::Start(0))
+            .map_err(io_ctx("seek ingest"))?;
+        let mut hasher = Algorithm::Sha256.hasher();
+        let offset = feed(&mut file, &mut hasher).map_err(io_ctx("re-read ingest"))?;
+        Ok(Writer {
+            reference: reference.to_string(),
+            dir,
+            blobs: store.root.join("blobs"),
+            file,
+            hasher,
+            offset,
+        })
+    }
+
+    /// The ingest reference.
+    pub fn reference(&self) -> &str {
+        &self.reference
+    }
+
+    /// Bytes already written: where a resumed download should continue.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Drops any partial data and starts the ingest from zero.
+    pub fn truncate(&mut self) -> Result<()> {
+        self.file.set_len(0).map_err(io_ctx("truncate ingest"))?;
+        self.file
+            .seek(SeekFrom::Start(0))
+            .map_err(io_ctx("seek ingest"))?;
+        self.hasher = Algorithm::Sha256.hasher();
+        self.offset = 0;
+        Ok(())
+    }
+
+    /// Verifies size and digest and makes the blob visible. On a mismatch the
+    /// ingest is discarded and nothing appears under `blobs/`.
+    pub fn commit(mut self, expected_size: u64, expected: &Digest) -> Result<Digest> {
+        if let Err(e) = self.verify(expected_size, expected) {
+            self.discard();
+            return Err(e);
+        }
+        let target_dir = self.blobs.join(expected.algorithm().as_str());
+        let target = target_dir.join(expected.hex());
+        if target.exists() {
+            self.discard();
+            return Ok(expected.clone());
+        }
+        self.file.sync_all().map_err(io_ctx("fsync ingest"))?;
+        self.file
+            .set_permissions(fs::Permissions::from_mode(0o444))
+            .map_err(io_ctx("make blob read-only"))?;
+        fs::create_dir_all(&target_dir).map_err(io_ctx("create blob dir"))?;
+        fs::rename(self.dir.join("data"), &target).map_err(io_ctx("rename blob"))?;
+        fsync_dir(&target_dir).map_err(io_ctx("fsync blob dir"))?;
+        self.discard();
+        Ok(expected.clone())
+    }
+
+    fn verify(&mut self, expected_size: u64, expected: &Digest) -> Result<()> {
+        if self.offset != expected_size {
+            return Err(ContentError::SizeMismatch {
+                expected: expected_size,
+                actual: self.offset,
+            });
+        }
+        let actual = if expected.algorithm() == Algorithm::Sha256 {
+            self.hasher.clone().finish()
+        } else {
+            // Other algorithms are rare; hash the file once more for them.
+            self.file.flush().map_err(io_ctx("flush ingest"))?;
+            hash_file(&mut self.file, expected.algorithm()).map_err(io_ctx("re-read ingest"))?
+        };
+        if &actual != expected {
+            return Err(ContentError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
+    /// Best effort: a leftover ingest directory is harmless (never a blob).
+    fn discard(&self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.offset += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Two writers on one ingest would interleave data; flock makes the second
+/// fail fast, and the kernel drops the lock when a killed process exits.
+fn lock_exclusive(file: &File, reference: &str) -> Result<()> {
+    // SAFETY: flock on a valid open descriptor has no memory effects.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        return Err(ContentError::Locked(reference.to_string()));
+    }
+    Err(io_ctx("lock ingest")(err))
+}
+
+fn feed(r: &mut impl Read, hasher: &mut Hasher) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+}
+
+fn hash_file(file: &mut File, alg: Algorithm) -> io::Result<Digest> {
+    let pos = file.stream_position()?;
+    file.seek(SeekFrom::Start(0))?;
+    let mut h = alg.hasher();
+    feed(file, &mut h)?;
+    file.seek(SeekFrom::Start(pos))?;
+    Ok(h.finish())
+}
+
+/// A rename is durable only once the directory holding the new name is.
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_ctx(format!("list {}", dir.display()))(e)),
+    };
+    let mut names = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(io_ctx(format!("list {}", dir.display())))?;
+        if let Some(name) = entry.file_name().to_str() {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}
+
+fn remove_dir_if_exists(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(io_ctx(format!("remove {}", dir.display()))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, ContentStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = ContentStore::open(dir.path()).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn write_commit_read() {
+        let (_d, s) = store();
+        let data = b"hello blob".repeat(1000);
+        let dg = Digest::sha256_of(&data);
+        let mut w = s.writer("r1").unwrap();
+        assert_eq!(w.offset(), 0);
+        w.write_all(&data).unwrap();
+        assert_eq!(w.commit(data.len() as u64, &dg).unwrap(), dg);
+        assert_eq!(s.read_blob(&dg).unwrap(), data);
+        assert_eq!(s.info(&dg).unwrap(), Some(data.len() as u64));
+        s.verify(&dg).unwrap();
+        assert_eq!(s.list().unwrap(), vec![dg.clone()]);
+        assert!(s.ingests().unwrap().is_empty());
+        let mode = fs::metadata(s.blob_path(&dg)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o444, "committed blobs are read-only");
+        // Committing identical content again is a no-op.
+        s.put(&mut &data[..], data.len() as u64, &dg).unwrap();
+    }
+
+    #[test]
+    fn wrong_digest_or_size_leaves_nothing() {
+        let (_d, s) = store();
+        let data = b"some content";
+        let good = Digest::sha256_of(data);
+        let bad = Digest::sha256_of(b"other");
+        let mut w = s.writer("r").unwrap();
+        w.write_all(data).unwrap();
+        let e = w.commit(data.len() as u64, &bad).unwrap_err();
+        assert!(matches!(e, ContentError::DigestMismatch { .. }), "{e}");
+        let mut w = s.writer("r").unwrap();
+        assert_eq!(w.offset(), 0, "a failed commit discards the ingest");
+        w.write_all(data).unwrap();
+        let e = w.commit(data.len() as u64 + 1, &good).unwrap_err();
+        assert!(matches!(e, ContentError::SizeMismatch { .. }), "{e}");
+        assert!(s.list().unwrap().is_empty());
+        assert!(!s.contains(&good) && !s.contains(&bad));
+        assert!(s.ingests().unwrap().is_empty());
+    }
+
+    #[test]
+    fn dropped_writer_is_invisible_and_resumable() {
+        let (_d, s) = store();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let dg = Digest::sha256_of(&data);
+        {
+            let mut w = s.writer("layer").unwrap();
+            w.write_all(&data[..70_000]).unwrap();
+            // Dropped here: the "process" stops mid-write.
+        }
+        assert!(!s.contains(&dg));
+        assert!(s.list().unwrap().is_empty());
+        let st = s.ingests().unwrap();
+        assert_eq!(
+            st,
+            vec![IngestStatus {
+                reference: "layer".into(),
+                offset: 70_000
+            }]
+        );
+        let mut w = s.writer("layer").unwrap();
+        assert_eq!(w.offset(), 70_000);
+        w.write_all(&data[70_000..]).unwrap();
+        w.commit(data.len() as u64, &dg).unwrap();
+        assert_eq!(s.read_blob(&dg).unwrap(), data);
+    }
+
+    #[test]
+    fn second_writer_is_locked_out() {
+        let (_d, s) = store();
+        let _w = s.writer("x").unwrap();
+        assert!(matches!(s.writer("x"), Err(ContentError::Locked(_))));
+        drop(_w);
+        s.abort("x").unwrap();
+        assert!(s.ingests().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sha512_commit() {
+        let (_d, s) = store();
+        let data = b"sha512 data";
+        let mut h = Algorithm::Sha512.hasher();
+        h.update(data);
+        let dg = h.finish();
+        let mut w = s.writer("s").unwrap();
+        w.write_all(data).unwrap();
+        w.commit(data.len() as u64, &dg).unwrap();
+        assert!(s.blob_path(&dg).to_str().unwrap().contains("blobs/sha512/"));
+        s.verify(&dg).unwrap();
+    }
+
+    /// Helper run in a child process by `killed_writer_leaves_nothing`.
+    #[test]
+    fn child_writer_process() {
+        let Ok(root) = std::env::var("BERTH_TEST_CHILD_WRITER") else {
+            return;
+        };
+        let s = ContentStore::open(&root).unwrap();
+        let mut w = s.writer("killed").unwrap();
+        w.write_all(&[7u8; 4096]).unwrap();
+        w.flush().unwrap();
+        fs::write(Path::new(&root).join("ready"), b"").unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+
+    #[test]
+    fn killed_writer_leaves_nothing() {
+        let (d, s) = store();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "content::tests::child_writer_process",
+                "--nocapture",
+            ])
+            .env("BERTH_TEST_CHILD_WRITER", d.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let ready = d.path().join("ready");
+        for _ in 0..600 {
+            if ready.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(ready.exists(), "child never wrote");
+        child.kill().unwrap(); // SIGKILL mid-ingest
+        child.wait().unwrap();
+        assert!(s.list().unwrap().is_empty(), "no blob may be visible");
+        let mut w = s.writer("killed").unwrap(); // the lock died with the child
+        assert_eq!(w.offset(), 4096);
+        w.write_all(&[7u8; 4096]).unwrap();
+        let all = [7u8; 8192];
+        w.commit(8192, &Digest::sha256_of(&all)).unwrap();
+    }
+}

@@ -1,0 +1,264 @@
+//! Producing a layer tar from an overlay upper directory.
+//!
+//! The upper directory of an overlay mount holds exactly what changed, with
+//! overlayfs' own deletion markers: a 0:0 character device for a deleted
+//! name and `trusted.overlay.opaque=y` on a directory that replaced a lower
+//! one. Those are turned back into OCI whiteouts (`.wh.<name>` and
+//! `.wh..wh..opq`). Entries are written in bytewise name order with no user
+//! or group names, and gzip without a timestamp, so the same upper directory
+//! always yields the same bytes and therefore the same digests.
+//!
+//! The upper directory must be quiescent (its container stopped): paths are
+//! read with `lstat`, never following symlinks, but not with the race-proof
+//! `openat2` walk that [`super::apply`] uses on untrusted input.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use super::tarutil::{append_raw, PaxRecord};
+use super::{io_ctx, Compression, LayerError};
+use crate::digest::{Digest, HashingWriter};
+use crate::sys;
+
+type Result<T> = std::result::Result<T, LayerError>;
+
+/// What [`write_layer`] produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffOutput {
+    /// sha256 of the uncompressed tar (goes in the image config).
+    pub diff_id: Digest,
+    /// sha256 of the bytes written (goes in the manifest).
+    pub digest: Digest,
+    /// Number of bytes written.
+    pub size: u64,
+    /// Length of the uncompressed tar.
+    pub tar_size: u64,
+    /// Compression used.
+    pub compression: Compression,
+}
+
+/// Writes the changes in `upper` as a layer tar to `out`.
+pub fn write_layer(upper: &Path, out: impl Write, compression: Compression) -> Result<DiffOutput> {
+    let counted = HashingWriter::new(out);
+    let encoder = Encoder::new(counted, compression).map_err(io_ctx("start compressor"))?;
+    let mut builder = tar::Builder::new(HashingWriter::new(encoder));
+    let mut walker = Walker {
+        builder: &mut builder,
+        links: HashMap::new(),
+    };
+    walker.dir_children(upper, b"")?;
+    let tar_hasher = builder.into_inner().map_err(io_ctx("finish tar"))?;
+    let (encoder, diff_id, tar_size) = tar_hasher.finish();
+    let counted = encoder.finish().map_err(io_ctx("finish compressor"))?;
+    let (mut out, digest, size) = counted.finish();
+    out.flush().map_err(io_ctx("flush layer"))?;
+    Ok(DiffOutput {
+        diff_id,
+        digest,
+        size,
+        tar_size,
+        compression,
+    })
+}
+
+enum Encoder<W: Write> {
+    Plain(W),
+    Gzip(flate2::write::GzEncoder<W>),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+}
+
+impl<W: Write> Encoder<W> {
+    fn new(w: W, c: Compression) -> io::Result<Self> {
+        Ok(match c {
+            Compression::None => Encoder::Plain(w),
+            // GzBuilder without mtime or file name keeps the output stable.
+            Compression::Gzip => {
+                Encoder::Gzip(flate2::GzBuilder::new().write(w, flate2::Compression::default()))
+            }
+            Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(w, 3)?),
+        })
+    }
+
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Encoder::Plain(w) => Ok(w),
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+impl<W: Write> Write for Encoder<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Plain(w) => w.write(buf),
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Plain(w) => w.flush(),
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+struct Walker<'a, W: Write> {
+    builder: &'a mut tar::Builder<W>,
+    /// First name seen for each multiply-linked inode.
+    links: HashMap<(u64, u64), Vec<u8>>,
+}
+
+impl<W: Write> Walker<'_, W> {
+    /// Emits the children of `dir` (whose archive name is `prefix`, empty or
+    /// ending in `/`) in bytewise order.
+    fn dir_children(&mut self, dir: &Path, prefix: &[u8]) -> Result<()> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .map_err(io_ctx(format!("list {}", dir.display())))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()
+            .map_err(io_ctx(format!("list {}", dir.display())))?;
+        names.sort();
+        for name in names {
+            let mut arc = prefix.to_vec();
+            arc.extend_from_slice(name.as_bytes());
+            self.entry(&dir.join(&name), &arc, &name)?;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, path: &Path, arc: &[u8], name: &OsStr) -> Result<()> {
+        let md = fs::symlink_metadata(path).map_err(io_ctx(format!("stat {}", path.display())))?;
+        let ft = md.file_type();
+        let ctx = |what: &str| io_ctx(format!("{what} {}", path.display()));
+        if ft.is_char_device() && md.rdev() == 0 {
+            return self.whiteout(arc, name, &md);
+        }
+        let mut header = base_header(&md);
+        let pax = xattr_records(path).map_err(ctx("read xattrs of"))?;
+        if ft.is_dir() {
+            let mut dir_name = arc.to_vec();
+            dir_name.push(b'/');
+            header.set_entry_type(tar::EntryType::Directory);
+            append_raw(self.builder, &mut header, &dir_name, None, pax, io::empty())
+                .map_err(ctx("archive"))?;
+            if is_opaque(path).map_err(ctx("read xattrs of"))? {
+                let mut marker = dir_name.clone();
+                marker.extend_from_slice(b".wh..wh..opq");
+                self.empty_file(&marker, &md)?;
+            }
+            return self.dir_children(path, &dir_name);
+        }
+        if ft.is_symlink() {
+            let target = fs::read_link(path).map_err(ctx("readlink"))?;
+            header.set_entry_type(tar::EntryType::Symlink);
+            let link = target.as_os_str().as_bytes();
+            return append_raw(self.builder, &mut header, arc, Some(link), pax, io::empty())
+                .map_err(ctx("archive"));
+        }
+        if md.nlink() > 1 && !ft.is_dir() {
+            if let Some(first) = self.links.get(&(md.dev(), md.ino())).cloned() {
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_size(0);
+                return append_raw(
+                    self.builder,
+                    &mut header,
+                    arc,
+                    Some(&first),
+                    Vec::new(),
+                    io::empty(),
+                )
+                .map_err(ctx("archive"));
+            }
+            self.links.insert((md.dev(), md.ino()), arc.to_vec());
+        }
+        if ft.is_file() {
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_size(md.len());
+            let f = File::open(path).map_err(ctx("open"))?;
+            return append_raw(self.builder, &mut header, arc, None, pax, f)
+                .map_err(ctx("archive"));
+        }
+        let kind = if ft.is_char_device() {
+            tar::EntryType::Char
+        } else if ft.is_block_device() {
+            tar::EntryType::Block
+        } else if ft.is_fifo() {
+            tar::EntryType::Fifo
+        } else {
+            // Sockets are runtime objects; like Docker, leave them out.
+            return Ok(());
+        };
+        header.set_entry_type(kind);
+        if kind != tar::EntryType::Fifo {
+            let (major, minor) = (libc::major(md.rdev()), libc::minor(md.rdev()));
+            header.set_device_major(major).map_err(ctx("archive"))?;
+            header.set_device_minor(minor).map_err(ctx("archive"))?;
+        }
+        append_raw(self.builder, &mut header, arc, None, pax, io::empty()).map_err(ctx("archive"))
+    }
+
+    fn whiteout(&mut self, arc: &[u8], name: &OsStr, md: &fs::Metadata) -> Result<()> {
+        let parent_len = arc.len() - name.len();
+        let mut wh = arc[..parent_len].to_vec();
+        wh.extend_from_slice(b".wh.");
+        wh.extend_from_slice(name.as_bytes());
+        self.empty_file(&wh, md)
+    }
+
+    fn empty_file(&mut self, arc: &[u8], md: &fs::Metadata) -> Result<()> {
+        let mut header = base_header(md);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(0);
+        append_raw(
+            self.builder,
+            &mut header,
+            arc,
+            None,
+            Vec::new(),
+            io::empty(),
+        )
+        .map_err(io_ctx("archive whiteout"))
+    }
+}
+
+fn base_header(md: &fs::Metadata) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(md.mode() & 0o7777);
+    h.set_uid(u64::from(md.uid()));
+    h.set_gid(u64::from(md.gid()));
+    h.set_mtime(md.mtime().max(0) as u64);
+    h.set_size(0);
+    h
+}
+
+/// xattrs worth carrying in a layer: everything but overlayfs' own.
+fn xattr_records(path: &Path) -> io::Result<Vec<PaxRecord>> {
+    let mut names = sys::llistxattr(path)?;
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let Some(n) = name.to_str() else { continue };
+        if n.starts_with("trusted.overlay.") || n.starts_with("user.overlay.") {
+            continue;
+        }
+        if let Some(v) = sys::lgetxattr(path, &name)? {
+            out.push((format!("SCHILY.xattr.{n}"), v));
+        }
+    }
+    Ok(out)
+}
+
+fn is_opaque(path: &Path) -> io::Result<bool> {
+    let v = sys::lgetxattr(path, OsStr::new("trusted.overlay.opaque"))?;
+    Ok(v.as_deref() == Some(b"y"))
+}

@@ -1,0 +1,677 @@
+//! Snapshots: writable (or read-only) root filesystems made of layers.
+//!
+//! Shaped like containerd's snapshotter: [`Snapshotter::prepare`] creates
+//! the writable part and returns [`Mount`] descriptions; the caller mounts
+//! them (typically inside the container's mount namespace), so overlay and
+//! the plain-copy fallback are interchangeable to it.
+//!
+//! Layout under the snapshotter root, per key:
+//!
+//! ```text
+//! <root>/<key>/snapshot.json   kind and parent chain ids (to rebuild mounts)
+//! <root>/<key>/upper/          overlay upper dir: the container's changes
+//! <root>/<key>/work/           overlay work dir
+//! <root>/<key>/fs/             copy mode: a full private copy of the layers
+//! ```
+//!
+//! With the engine's `containers/` as root and the container id as key this
+//! gives `containers/<id>/upper` and `work` as in the berth design.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::layer::LayerStore;
+use crate::sys;
+
+/// Snapshot failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A filesystem operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Keys are single path components.
+    #[error("invalid snapshot key {0:?}")]
+    InvalidKey(String),
+    /// `prepare` on a key that exists.
+    #[error("snapshot {0:?} already exists")]
+    AlreadyExists(String),
+    /// No snapshot with this key.
+    #[error("snapshot {0:?} not found")]
+    NotFound(String),
+    /// A parent layer is not unpacked.
+    #[error("layer {0} is not unpacked")]
+    LayerNotFound(Digest),
+    /// Overlay mode was asked for on a kernel without overlayfs.
+    #[error("overlayfs is not available on this kernel")]
+    OverlayUnavailable,
+    /// The snapshot record does not parse.
+    #[error("corrupt snapshot record {0:?}: {1}")]
+    Corrupt(PathBuf, String),
+}
+
+type Result<T> = std::result::Result<T, SnapshotError>;
+
+fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> SnapshotError {
+    let context = context.into();
+    move |source| SnapshotError::Io { context, source }
+}
+
+/// A mount for the caller to perform, in containerd's shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    /// Filesystem type: `overlay` or `bind`.
+    pub fs_type: String,
+    /// Source: `overlay` or the directory to bind.
+    pub source: PathBuf,
+    /// Options as for mount(8), e.g. `lowerdir=…`, `rbind`, `ro`.
+    pub options: Vec<String>,
+}
+
+impl Mount {
+    /// Performs the mount on `target` (a convenience for callers and tests).
+    /// A read-only bind takes a second, remounting call, as in mount(8).
+    pub fn mount_at(&self, target: &Path) -> io::Result<()> {
+        use nix::mount::{mount, MsFlags};
+        let ro = self.options.iter().any(|o| o == "ro");
+        let to_io = |e: nix::errno::Errno| io::Error::from_raw_os_error(e as i32);
+        if self.fs_type == "bind" {
+            let mut flags = MsFlags::MS_BIND;
+            if self.options.iter().any(|o| o == "rbind") {
+                flags |= MsFlags::MS_REC;
+            }
+            mount(
+                Some(&self.source),
+                target,
+                None::<&str>,
+                flags,
+                None::<&str>,
+            )
+            .map_err(to_io)?;
+            if ro {
+                let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(to_io)?;
+            }
+            return Ok(());
+        }
+        let mut flags = MsFlags::empty();
+        if ro {
+            flags |= MsFlags::MS_RDONLY;
+        }
+        let data: Vec<&str> = self
+            .options
+            .iter()
+            .map(String::as_str)
+            .filter(|o| *o != "ro" && *o != "rw")
+            .collect();
+        mount(
+            Some(&self.source),
+            target,
+            Some(self.fs_type.as_str()),
+            flags,
+            Some(data.join(",").as_str()),
+        )
+        .map_err(to_io)
+    }
+}
+
+/// How snapshots are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotMode {
+    /// Overlay if the kernel has it, else copy.
+    Auto,
+    /// overlayfs over the shared layer directories.
+    Overlay,
+    /// A private full copy of the layers (slow, works everywhere).
+    Copy,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    mode: SnapshotMode,
+    readonly: bool,
+    parents: Vec<Digest>,
+}
+
+/// Creates and removes snapshots under one root directory.
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    root: PathBuf,
+    layers: LayerStore,
+    mode: SnapshotMode,
+}
+
+impl Snapshotter {
+    /// A snapshotter keeping snapshots under `root` and reading layers from
+    /// `layers`. `Auto` is resolved here, once.
+    pub fn new(root: impl AsRef<Path>, layers: LayerStore, mode: SnapshotMode) -> Result<Self> {
+        let root = root.as_ref().to_path_buf();
+        fs::create_dir_all(&root).map_err(io_ctx(format!("create {}", root.display())))?;
+        let mode = match mode {
+            SnapshotMode::Auto if overlay_supported() => SnapshotMode::Overlay,
+            SnapshotMode::Auto => SnapshotMode::Copy,
+            SnapshotMode::Overlay if !overlay_supported() => {
+                return Err(SnapshotError::OverlayUnavailable)
+            }
+            m => m,
+        };
+        Ok(Snapshotter { root, layers, mode })
+    }
+
+    /// The mode in use (never `Auto`).
+    pub fn mode(&self) -> SnapshotMode {
+        self.mode
+    }
+
+    /// Where a snapshot's changes land (the overlay upper dir, or the copy).
+    pub fn upper_dir(&self, key: &str) -> Result<PathBuf> {
+        let dir = self.key_dir(key)?;
+        Ok(match self.mode {
+            SnapshotMode::Copy => dir.join("fs"),
+            _ => dir.join("upper"),
+        })
+    }
+
+    /// Creates a writable snapshot on top of `parents` (layer chain ids,
+    /// bottom layer first) and returns the mounts that assemble it.
+    pub fn prepare(&self, key: &str, parents: &[Digest]) -> Result<Vec<Mount>> {
+        self.create(key, parents, false)
+    }
+
+    /// Creates a read-only view of `parents`. A single layer is a read-only
+    /// bind of its directory; nothing is copied or written.
+    pub fn view(&self, key: &str, parents: &[Digest]) -> Result<Vec<Mount>> {
+        self.create(key, parents, true)
+    }
+
+    /// The mounts of an existing snapshot.
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let dir = self.key_dir(key)?;
+        let record = read_record(&dir, key)?;
+        Ok(self.mounts_for(&dir, &record))
+    }
+
+    /// Deletes a snapshot's directories. The caller unmounts first.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        let dir = self.key_dir(key)?;
+        if !dir.join("snapshot.json").exists() {
+            return Err(SnapshotError::NotFound(key.to_string()));
+        }
+        // Drop the record first: a crash midway leaves no half snapshot
+        // that looks usable.
+        fs::remove_file(dir.join("snapshot.json")).map_err(io_ctx("remove snapshot record"))?;
+        for sub in ["upper", "work", "fs"] {
+            match fs::remove_dir_all(dir.join(sub)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    return Err(io_ctx(format!("remove {sub} of {key:?}"))(e))
+                }
+                _ => {}
+            }
+        }
+        // The key dir may hold the engine's own files (bundle, logs).
+        let _ = fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    fn key_dir(&self, key: &str) -> Result<PathBuf> {
+        let bad = key.is_empty() || key == "." || key == ".." || key.contains(['/', '\0']);
+        if bad {
+            return Err(SnapshotError::InvalidKey(key.to_string()));
+        }
+        Ok(self.root.join(key))
+    }
+
+    fn create(&self, key: &str, parents: &[Digest], readonly: bool) -> Result<Vec<Mount>> {
+        let dir = self.key_dir(key)?;
+        if dir.join("snapshot.json").exists() {
+            return Err(SnapshotError::AlreadyExists(key.to_string()));
+        }
+        for p in parents {
+            if !self.layers.contains(p) {
+                return Err(SnapshotError::LayerNotFound(p.clone()));
+            }
+        }
+        fs::create_dir_all(&dir).map_err(io_ctx(format!("create {}", dir.display())))?;
+        let record = Record {
+            mode: self.mode,
+            readonly,
+            parents: parents.to_vec(),
+        };
+        match self.mode {
+            SnapshotMode::Copy => self.build_copy(&dir, parents)?,
+            _ => make_overlay_dirs(&dir, &record)?,
+        }
+        write_record(&dir, &record)?;
+        Ok(self.mounts_for(&dir, &record))
+    }
+
+    fn build_copy(&self, dir: &Path, parents: &[Digest]) -> Result<()> {
+        let fs_dir = dir.join("fs");
+        let _ = fs::remove_dir_all(&fs_dir);
+        mkdir_mode(&fs_dir, 0o755)?;
+        for p in parents {
+            let src = self.layers.path(p);
+            merge_layer(&src, &fs_dir).map_err(io_ctx(format!("copy layer {p}")))?;
+        }
+        Ok(())
+    }
+
+    fn mounts_for(&self, dir: &Path, record: &Record) -> Vec<Mount> {
+        let rw = if record.readonly { "ro" } else { "rw" };
+        let bind = |source: PathBuf| Mount {
+            fs_type: "bind".into(),
+            source,
+            options: vec!["rbind".into(), rw.into()],
+        };
+        if record.mode == SnapshotMode::Copy {
+            return vec![bind(dir.join("fs"))];
+        }
+        // overlayfs lists lower dirs top first.
+        let lowers: Vec<String> = record
+            .parents
+            .iter()
+            .rev()
+            .map(|p| self.layers.path(p).display().to_string())
+            .collect();
+        match (record.readonly, lowers.len()) {
+            (_, 0) => vec![bind(dir.join("upper"))],
+            (true, 1) => vec![bind(PathBuf::from(&lowers[0]))],
+            // Two or more lowers without an upper make a read-only overlay.
+            (true, _) => vec![overlay(
+                vec![format!("lowerdir={}", lowers.join(":"))],
+                true,
+            )],
+            (false, _) => vec![overlay(
+                vec![
+                    format!("lowerdir={}", lowers.join(":")),
+                    format!("upperdir={}", dir.join("upper").display()),
+                    format!("workdir={}", dir.join("work").display()),
+                ],
+                false,
+            )],
+        }
+    }
+}
+
+fn overlay(mut options: Vec<String>, readonly: bool) -> Mount {
+    if readonly {
+        options.insert(0, "ro".into());
+    }
+    Mount {
+        fs_type: "overlay".into(),
+        source: PathBuf::from("overlay"),
+        options,
+    }
+}
+
+/// Whether the running kernel offers overlayfs (built in or loaded).
+pub fn overlay_supported() -> bool {
+    fs::read_to_string("/proc/filesystems")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.split_whitespace().last() == Some("overlay"))
+        })
+        .unwrap_or(false)
+}
+
+fn make_overlay_dirs(dir: &Path, record: &Record) -> Result<()> {
+    if record.readonly && !record.parents.is_empty() {
+        return Ok(());
+    }
+    mkdir_mode(&dir.join("upper"), 0o755)?;
+    if !record.parents.is_empty() {
+        mkdir_mode(&dir.join("work"), 0o711)?;
+    }
+    Ok(())
+}
+
+fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            Err(io_ctx(format!("create {}", path.display()))(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn write_record(dir: &Path, record: &Record) -> Result<()> {
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| SnapshotError::Corrupt(dir.to_path_buf(), e.to_string()))?;
+    let tmp = dir.join("snapshot.json.tmp");
+    fs::write(&tmp, json).map_err(io_ctx("write snapshot record"))?;
+    fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io_ctx("fsync snapshot record"))?;
+    fs::rename(&tmp, dir.join("snapshot.json")).map_err(io_ctx("commit snapshot record"))?;
+    crate::content::fsync_dir(dir).map_err(io_ctx("fsync snapshot dir"))
+}
+
+fn read_record(dir: &Path, key: &str) -> Result<Record> {
+    let path = dir.join("snapshot.json");
+    let data = match fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(SnapshotError::NotFound(key.to_string()))
+        }
+        Err(e) => return Err(io_ctx("read snapshot record")(e)),
+    };
+    serde_json::from_slice(&data).map_err(|e| SnapshotError::Corrupt(path, e.to_string()))
+}
+
+/// Copies one unpacked layer onto `dst` with overlay semantics: 0:0 char
+/// devices delete, opaque directories hide what was below them.
+fn merge_layer(src: &Path, dst: &Path) -> io::Result<()> {
+    let mut links = HashMap::new();
+    merge_dir(src, dst, &mut links)
+}
+
+fn merge_dir(src: &Path, dst: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> io::Result<()> {
+    if sys::lgetxattr(src, OsStr::new("trusted.overlay.opaque"))?.as_deref() == Some(b"y") {
+        for e in fs::read_dir(dst)? {
+            remove_any(&e?.path())?;
+        }
+    }
+    let mut names: Vec<_> = fs::read_dir(src)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<_>>()?;
+    names.sort();
+    for name in names {
+        let (s, d) = (src.join(&name), dst.join(&name));
+        let md = fs::symlink_metadata(&s)?;
+        let ft = md.file_type();
+        if ft.is_char_device() && md.rdev() == 0 {
+            remove_any(&d)?;
+            continue;
+        }
+        let existing = fs::symlink_metadata(&d).ok();
+        if ft.is_dir() {
+            if !existing.as_ref().is_some_and(|m| m.is_dir()) {
+                remove_any(&d)?;
+                fs::create_dir(&d)?;
+            }
+            merge_dir(&s, &d, links)?;
+        } else {
+            remove_any(&d)?;
+            copy_entry(&s, &d, &md, links)?;
+        }
+        copy_meta(&s, &d, &md)?;
+    }
+    Ok(())
+}
+
+fn copy_entry(
+    s: &Path,
+    d: &Path,
+    md: &fs::Metadata,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> io::Result<()> {
+    let ft = md.file_type();
+    if md.nlink() > 1 {
+        if let Some(first) = links.get(&(md.dev(), md.ino())) {
+            return fs::hard_link(first, d);
+        }
+        links.insert((md.dev(), md.ino()), d.to_path_buf());
+    }
+    if ft.is_symlink() {
+        std::os::unix::fs::symlink(fs::read_link(s)?, d)
+    } else if ft.is_file() {
+        fs::copy(s, d).map(|_| ())
+    } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+        let fmt = md.mode() & libc::S_IFMT;
+        sys::mknod(d, fmt | 0o600, md.rdev())
+    } else {
+        Ok(()) // sockets
+    }
+}
+
+fn copy_meta(s: &Path, d: &Path, md: &fs::Metadata) -> io::Result<()> {
+    std::os::unix::fs::lchown(d, Some(md.uid()), Some(md.gid()))?;
+    if !md.file_type().is_symlink() {
+        fs::set_permissions(d, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+    }
+    for name in sys::llistxattr(s)? {
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with("trusted.overlay."))
+        {
+            continue;
+        }
+        if let Some(v) = sys::lgetxattr(s, &name)? {
+            sys::lsetxattr(d, &name, &v)?;
+        }
+    }
+    sys::lutimes(d, (md.mtime(), md.mtime_nsec()))
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{write_layer, AppliedLayer, ApplyOptions, Compression};
+    use crate::testutil::{is_root, TarBuilder};
+
+    struct Fixture {
+        tmp: tempfile::TempDir,
+        layers: LayerStore,
+        l1: AppliedLayer,
+        l2: AppliedLayer,
+    }
+
+    /// Two layers: the second deletes `a` and makes `d` opaque.
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = LayerStore::open(tmp.path().join("layers")).unwrap();
+        let t1 = TarBuilder::new()
+            .file("a", b"a")
+            .file("b", b"b")
+            .dir("d/", 0o755)
+            .file("d/x", b"x")
+            .finish();
+        let t2 = TarBuilder::new()
+            .file(".wh.a", b"")
+            .dir("d/", 0o755)
+            .file("d/.wh..wh..opq", b"")
+            .file("d/y", b"y")
+            .finish();
+        let opts = ApplyOptions::default();
+        let l1 = layers.apply(None, &t1[..], None, None, &opts).unwrap();
+        let l2 = layers
+            .apply(Some(&l1.chain_id), &t2[..], None, None, &opts)
+            .unwrap();
+        Fixture {
+            tmp,
+            layers,
+            l1,
+            l2,
+        }
+    }
+
+    /// Lazily unmounts on drop so a failing test leaves no mount behind.
+    struct Mounted(PathBuf);
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    fn mount(m: &Mount, target: &Path) -> Mounted {
+        fs::create_dir_all(target).unwrap();
+        m.mount_at(target).unwrap();
+        Mounted(target.to_path_buf())
+    }
+
+    fn can_mount() -> bool {
+        let ok = is_root() && overlay_supported();
+        if !ok {
+            eprintln!("skipped: needs root and overlayfs");
+        }
+        ok
+    }
+
+    #[test]
+    fn overlay_whiteouts_hide_lower_files_and_diff_sees_changes() {
+        if !can_mount() {
+            return;
+        }
+        let f = fixture();
+        let snaps = Snapshotter::new(
+            f.tmp.path().join("containers"),
+            f.layers.clone(),
+            SnapshotMode::Overlay,
+        )
+        .unwrap();
+        let parents = [f.l1.chain_id.clone(), f.l2.chain_id.clone()];
+        let mounts = snaps.prepare("c1", &parents).unwrap();
+        assert_eq!(mounts.len(), 1);
+        let m = &mounts[0];
+        assert_eq!(m.fs_type, "overlay");
+        let lower = format!("lowerdir={}:{}", f.l2.path.display(), f.l1.path.display());
+        assert_eq!(m.options[0], lower, "top layer first");
+        assert_eq!(snaps.mounts("c1").unwrap(), mounts);
+
+        let target = f.tmp.path().join("mnt");
+        let guard = mount(m, &target);
+        assert!(!target.join("a").exists(), "whiteout hides the lower file");
+        assert_eq!(fs::read(target.join("b")).unwrap(), b"b");
+        assert!(
+            !target.join("d/x").exists(),
+            "opaque dir hides lower content"
+        );
+        assert_eq!(fs::read(target.join("d/y")).unwrap(), b"y");
+        fs::write(target.join("c"), b"new").unwrap();
+        fs::remove_file(target.join("b")).unwrap();
+        drop(guard);
+
+        let upper = snaps.upper_dir("c1").unwrap();
+        let mut out = Vec::new();
+        write_layer(&upper, &mut out, Compression::None).unwrap();
+        let names: Vec<String> = tar::Archive::new(&out[..])
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8(e.unwrap().path_bytes().into_owned()).unwrap())
+            .collect();
+        assert_eq!(names, [".wh.b", "c"]);
+
+        snaps.remove("c1").unwrap();
+        assert!(!f.tmp.path().join("containers/c1").exists());
+        assert!(matches!(
+            snaps.remove("c1"),
+            Err(SnapshotError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn single_layer_view_is_a_readonly_bind() {
+        if !can_mount() {
+            return;
+        }
+        let f = fixture();
+        let snaps = Snapshotter::new(
+            f.tmp.path().join("c"),
+            f.layers.clone(),
+            SnapshotMode::Overlay,
+        )
+        .unwrap();
+        let mounts = snaps
+            .view("v", std::slice::from_ref(&f.l1.chain_id))
+            .unwrap();
+        assert_eq!(mounts[0].fs_type, "bind");
+        assert_eq!(mounts[0].source, f.l1.path);
+        assert!(mounts[0].options.contains(&"ro".to_string()));
+        let target = f.tmp.path().join("mnt");
+        let _guard = mount(&mounts[0], &target);
+        assert_eq!(fs::read(target.join("a")).unwrap(), b"a");
+        let err = fs::write(target.join("new"), b"x").unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EROFS));
+
+        // A multi-layer view is an overlay without upper dir.
+        let v2 = snaps
+            .view("v2", &[f.l1.chain_id.clone(), f.l2.chain_id.clone()])
+            .unwrap();
+        assert_eq!(v2[0].fs_type, "overlay");
+        assert!(v2[0].options.iter().all(|o| !o.starts_with("upperdir")));
+    }
+
+    #[test]
+    fn copy_mode_applies_whiteouts() {
+        if !is_root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let f = fixture();
+        let snaps =
+            Snapshotter::new(f.tmp.path().join("c"), f.layers.clone(), SnapshotMode::Copy).unwrap();
+        assert_eq!(snaps.mode(), SnapshotMode::Copy);
+        let mounts = snaps
+            .prepare("k", &[f.l1.chain_id.clone(), f.l2.chain_id.clone()])
+            .unwrap();
+        assert_eq!(mounts[0].fs_type, "bind");
+        let root = &mounts[0].source;
+        assert!(!root.join("a").exists());
+        assert_eq!(fs::read(root.join("b")).unwrap(), b"b");
+        assert!(!root.join("d/x").exists());
+        assert_eq!(fs::read(root.join("d/y")).unwrap(), b"y");
+        assert_eq!(
+            sys::lgetxattr(&root.join("d"), OsStr::new("trusted.overlay.opaque")).unwrap(),
+            None,
+            "overlay markers are not copied"
+        );
+        snaps.remove("k").unwrap();
+    }
+
+    #[test]
+    fn errors() {
+        let f = fixture();
+        let snaps =
+            Snapshotter::new(f.tmp.path().join("c"), f.layers.clone(), SnapshotMode::Copy).unwrap();
+        for bad in ["", ".", "..", "a/b"] {
+            assert!(matches!(
+                snaps.prepare(bad, &[]),
+                Err(SnapshotError::InvalidKey(_))
+            ));
+        }
+        let missing = crate::digest::Digest::sha256_of(b"missing");
+        assert!(matches!(
+            snaps.prepare("k", &[missing]),
+            Err(SnapshotError::LayerNotFound(_))
+        ));
+        snaps.prepare("k", &[]).unwrap();
+        assert!(matches!(
+            snaps.prepare("k", &[]),
+            Err(SnapshotError::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            snaps.mounts("nope"),
+            Err(SnapshotError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn empty_parent_list_is_a_bind_of_upper() {
+        let f = fixture();
+        let snaps =
+            Snapshotter::new(f.tmp.path().join("c"), f.layers.clone(), SnapshotMode::Auto).unwrap();
+        let m = snaps.prepare("scratch", &[]).unwrap();
+        assert_eq!(m[0].fs_type, "bind");
+        assert!(m[0].options.contains(&"rw".to_string()));
+    }
+}
