@@ -1,1 +1,178 @@
-//! Helpers shared by the end-to-end tests (bundles, binaries, cleanup checks).
+//! Helpers shared by the end-to-end tests: locating the built binaries, making busybox
+//! bundles from Debian's busybox-static, and checking that nothing is left behind.
+//!
+//! The tests run as root against the real kernel; they need `/bin/busybox` (Debian's
+//! busybox-static), which `make test` installs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+/// The directory holding the binaries cargo built for this profile.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("BERTH_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join(if cfg!(debug_assertions) { "debug" } else { "release" })
+}
+
+pub fn berth_runc() -> PathBuf {
+    let p = bin_dir().join("berth-runc");
+    assert!(p.exists(), "{} is missing: run `cargo build --bins` first (make test does)", p.display());
+    p
+}
+
+/// Makes a busybox root filesystem with the applet links, a passwd and group file.
+pub fn busybox_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for d in ["proc", "sys", "dev", "etc", "tmp", "root"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("/bin/busybox (Debian busybox-static) is required");
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
+        }
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n").unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n").unwrap();
+    std::fs::set_permissions(dir.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+}
+
+/// A bundle in a temp dir with a runc-like default config (from `berth-runc spec`).
+pub struct Bundle {
+    pub dir: tempfile::TempDir,
+    pub spec: Value,
+}
+
+impl Bundle {
+    pub fn new(args: &[&str]) -> Bundle {
+        let dir = tempfile::tempdir().unwrap();
+        busybox_rootfs(&dir.path().join("rootfs"));
+        let out = Command::new(berth_runc()).args(["spec", "--bundle"]).arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "spec: {}", String::from_utf8_lossy(&out.stderr));
+        let mut spec: Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        spec["process"]["args"] = json!(args);
+        spec["process"]["terminal"] = json!(false);
+        spec["root"]["readonly"] = json!(false);
+        Bundle { dir, spec }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn save(&self) {
+        std::fs::write(self.dir.path().join("config.json"), serde_json::to_vec_pretty(&self.spec).unwrap()).unwrap();
+    }
+}
+
+/// A runtime state root of its own, so tests never see each other's containers.
+pub struct Runc {
+    pub root: tempfile::TempDir,
+}
+
+impl Default for Runc {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runc {
+    pub fn new() -> Runc {
+        Runc { root: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(berth_runc());
+        c.arg("--root").arg(self.root.path());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        output(self.cmd().args(args))
+    }
+
+    /// Saves the bundle and runs `run` in the foreground.
+    pub fn run_bundle(&self, id: &str, b: &Bundle) -> Output {
+        b.save();
+        output(self.cmd().args(["run", "--bundle"]).arg(b.path()).arg(id))
+    }
+
+    pub fn state(&self, id: &str) -> Option<Value> {
+        let out = self.run(&["state", id]);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    pub fn status(&self, id: &str) -> String {
+        self.state(id).map(|s| s["status"].as_str().unwrap_or_default().to_owned()).unwrap_or_else(|| "gone".into())
+    }
+}
+
+/// Runs a command collecting stdout/stderr through files rather than pipes: a created or
+/// detached container inherits the runtime's stdio (as with runc), and would hold a pipe
+/// open — and `Command::output` waiting — for as long as it lives.
+pub fn output(cmd: &mut Command) -> Output {
+    let mut out = tempfile::tempfile().unwrap();
+    let mut err = tempfile::tempfile().unwrap();
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(err.try_clone().unwrap())
+        .status()
+        .unwrap();
+    let read = |f: &mut std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut v = Vec::new();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut v).unwrap();
+        v
+    };
+    Output { status, stdout: read(&mut out), stderr: read(&mut err) }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every cgroup directory named `/berth/<id>` (the default path) on any hierarchy.
+pub fn cgroup_leftovers(rel: &str) -> Vec<PathBuf> {
+    let mut found = vec![];
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else { return found };
+    let rel = rel.trim_start_matches('/');
+    if Path::new("/sys/fs/cgroup").join(rel).exists() {
+        found.push(Path::new("/sys/fs/cgroup").join(rel));
+    }
+    for e in entries.flatten() {
+        let p = e.path().join(rel);
+        if p.exists() {
+            found.push(p);
+        }
+    }
+    found
+}
+
+/// Mount points whose path contains `needle` (e.g. a bundle dir), from our mountinfo.
+pub fn mounts_containing(needle: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let needle = needle.to_string_lossy();
+    info.lines().filter(|l| l.contains(needle.as_ref())).map(str::to_owned).collect()
+}
+
+pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
