@@ -83,8 +83,8 @@ fn emit_arch(prog: &mut Vec<Insn>, audit: u32, section: &Section) -> Result<(), 
 
 /// Turns the per-number table into contiguous ranges, merging neighbours
 /// that return the same action so an allow-list of hundreds of syscalls
-/// needs only as many ranges as it has gaps. `tail` adds ranges above every
-/// table entry.
+/// needs only as many ranges as it has gaps. `tail` adds ranges, in
+/// ascending order, starting above every table entry.
 fn ranges<'a>(table: &'a [Entry], default: u32, tail: &[(u32, u32)]) -> Vec<(u32, Leaf<'a>)> {
     let mut out: Vec<(u32, Leaf<'a>)> = Vec::with_capacity(2 * table.len() + tail.len() + 1);
     let mut push = |start: u32, leaf: Leaf<'a>| match (out.last(), leaf) {
@@ -103,15 +103,12 @@ fn ranges<'a>(table: &'a [Entry], default: u32, tail: &[(u32, u32)]) -> Vec<(u32
         push(entry.nr, leaf);
         next = u64::from(entry.nr) + 1;
     }
-    for &(start, action) in tail {
-        if u64::from(start) > next {
-            push(next as u32, Leaf::Ret(default));
-        }
-        push(start, Leaf::Ret(action));
-        next = u64::from(start) + 1;
-    }
     if next <= u64::from(u32::MAX) {
         push(next as u32, Leaf::Ret(default));
+    }
+    // Tail ranges run up to the next tail range's start (the last to u32::MAX).
+    for &(start, action) in tail {
+        push(start, Leaf::Ret(action));
     }
     out
 }
