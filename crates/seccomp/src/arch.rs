@@ -18,6 +18,9 @@
 //!   here, or aarch64's compat arm, for which no table is wired in) gets the
 //!   default action; an audit value that is not listed kills the process.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use oci_spec::runtime::Arch;
 
 /// `__X32_SYSCALL_BIT` from <asm/unistd.h>.
@@ -37,8 +40,35 @@ pub struct Compat {
     pub lookup: fn(&str) -> Option<u32>,
 }
 
+/// A name -> number map for one syscall table, built on first use.
+/// `Sysno::from_str` is a chain of string comparisons over the whole table;
+/// for a 350-name profile looked up in two or three tables that was most of
+/// the compile time.
+struct Names(OnceLock<HashMap<&'static str, u32>>);
+
+impl Names {
+    const fn new() -> Self {
+        Names(OnceLock::new())
+    }
+
+    fn get<I: Iterator<Item = (&'static str, u32)>>(
+        &self,
+        name: &str,
+        all: impl FnOnce() -> I,
+    ) -> Option<u32> {
+        self.0.get_or_init(|| all().collect()).get(name).copied()
+    }
+}
+
 fn native_nr(name: &str) -> Option<u32> {
-    name.parse::<syscalls::Sysno>().ok().map(|s| s.id() as u32)
+    static NAMES: Names = Names::new();
+    NAMES.get(name, || {
+        use syscalls::Sysno;
+        // Not `Sysno::iter()`: in syscalls 0.8 it stops before the last entry.
+        (0..=Sysno::last().id() as usize)
+            .filter_map(Sysno::new)
+            .map(|s| (s.name(), s.id() as u32))
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -65,9 +95,13 @@ pub const HAS_X32: bool = cfg!(target_arch = "x86_64");
 
 #[cfg(target_arch = "x86_64")]
 fn i386_nr(name: &str) -> Option<u32> {
-    name.parse::<syscalls::x86::Sysno>()
-        .ok()
-        .map(|s| s.id() as u32)
+    static NAMES: Names = Names::new();
+    NAMES.get(name, || {
+        use syscalls::x86::Sysno;
+        (0..=Sysno::last().id() as usize)
+            .filter_map(Sysno::new)
+            .map(|s| (s.name(), s.id() as u32))
+    })
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -2,7 +2,7 @@
 
 use crate::arch::{self, Plan, X32_SYSCALL_BIT};
 use crate::bpf::{self, Insn, MAX_INSNS, MAX_SHORT_JUMP, OP_JEQ, OP_JGE, OP_JGT};
-use crate::rules::{Checked, Cond, Entry, Op, Rule, RET_KILL_PROCESS};
+use crate::rules::{self, Checked, Cond, Entry, Op, Rule, RET_KILL_PROCESS};
 use crate::Error;
 
 /// What a range of syscall numbers leads to.
@@ -25,7 +25,7 @@ struct Section<'a> {
 
 pub fn generate(checked: &Checked, plan: &Plan) -> Result<Vec<Insn>, Error> {
     let default = checked.default_action;
-    let native_table = rules_table(checked, &|name, out| {
+    let native_table = rules::table(checked, &|name, out| {
         out.extend((arch::NATIVE.lookup)(name));
         if plan.x32 {
             out.extend(arch::x32_nr(name));
@@ -46,7 +46,7 @@ pub fn generate(checked: &Checked, plan: &Plan) -> Result<Vec<Insn>, Error> {
     };
     emit_arch(&mut prog, arch::NATIVE.audit, &native)?;
     for compat in &plan.compat {
-        let table = rules_table(checked, &|name, out| out.extend((compat.lookup)(name)));
+        let table = rules::table(checked, &|name, out| out.extend((compat.lookup)(name)));
         let section = Section {
             default_action: default,
             wide: false,
@@ -66,10 +66,6 @@ pub fn generate(checked: &Checked, plan: &Plan) -> Result<Vec<Insn>, Error> {
         });
     }
     Ok(prog)
-}
-
-fn rules_table(checked: &Checked, lookup: &dyn Fn(&str, &mut Vec<u32>)) -> Vec<Entry> {
-    crate::rules::table(checked, lookup)
 }
 
 /// "if arch == audit { section } else skip it"; the accumulator holds the arch.

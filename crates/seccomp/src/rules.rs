@@ -73,10 +73,10 @@ pub struct Entry {
 }
 
 /// The spec after validation, independent of syscall numbering.
-pub struct Checked {
+pub struct Checked<'a> {
     pub default_action: u32,
     /// Per spec entry: names and the rules they get (empty when dropped).
-    pub entries: Vec<(Vec<String>, Vec<Rule>)>,
+    pub entries: Vec<(&'a [String], Vec<Rule>)>,
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -185,7 +185,7 @@ fn entry_rules(call: &LinuxSyscall, action: u32, field: &str) -> Result<Vec<Rule
 }
 
 /// Validates the spec and turns it into rules.
-pub fn check(spec: &LinuxSeccomp) -> Result<Checked, Error> {
+pub fn check(spec: &LinuxSeccomp) -> Result<Checked<'_>, Error> {
     let default_action = encode_action(
         spec.default_action(),
         spec.default_errno_ret(),
@@ -218,7 +218,7 @@ pub fn check(spec: &LinuxSeccomp) -> Result<Checked, Error> {
         } else {
             rules
         };
-        entries.push((call.names().clone(), rules));
+        entries.push((call.names().as_slice(), rules));
     }
     Ok(Checked {
         default_action,
@@ -236,7 +236,7 @@ pub fn table(checked: &Checked, lookup: &dyn Fn(&str, &mut Vec<u32>)) -> Vec<Ent
         if rules.is_empty() {
             continue;
         }
-        for name in names {
+        for name in names.iter() {
             nrs.clear();
             lookup(name, &mut nrs);
             numbered.extend(nrs.iter().map(|&nr| (nr, idx)));
