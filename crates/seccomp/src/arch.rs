@@ -172,15 +172,26 @@ const X86_64_ONLY: [&str; 12] = [
     "uretprobe",
 ];
 
-/// The number an x32 task uses for `name`, `__X32_SYSCALL_BIT` included.
-pub fn x32_nr(name: &str) -> Option<u32> {
-    if let Some(i) = X32_RENUMBERED.iter().position(|n| *n == name) {
-        return Some(X32_SYSCALL_BIT | (512 + i as u32));
+/// The number an x32 task uses for the syscall x86_64 numbers `native`,
+/// `__X32_SYSCALL_BIT` included. Keyed by native number so a profile's names
+/// are hashed once, not compared against these lists one by one.
+pub fn x32_nr(native: u32) -> Option<u32> {
+    static EXCEPTIONS: OnceLock<HashMap<u32, Option<u32>>> = OnceLock::new();
+    let exceptions = EXCEPTIONS.get_or_init(|| {
+        let renumbered = X32_RENUMBERED
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name, Some(X32_SYSCALL_BIT | (512 + i as u32))));
+        let missing = X86_64_ONLY.iter().map(|name| (name, None));
+        renumbered
+            .chain(missing)
+            .filter_map(|(name, x32)| Some((native_nr(name)?, x32)))
+            .collect()
+    });
+    match exceptions.get(&native) {
+        Some(&x32) => x32,
+        None => Some(X32_SYSCALL_BIT | native),
     }
-    if X86_64_ONLY.contains(&name) {
-        return None;
-    }
-    native_nr(name).map(|nr| X32_SYSCALL_BIT | nr)
 }
 
 /// What `architectures` asks of the generated program.

@@ -26,9 +26,11 @@ struct Section<'a> {
 pub fn generate(checked: &Checked, plan: &Plan) -> Result<Vec<Insn>, Error> {
     let default = checked.default_action;
     let native_table = rules::table(checked, &|name, out| {
-        out.extend((arch::NATIVE.lookup)(name));
-        if plan.x32 {
-            out.extend(arch::x32_nr(name));
+        if let Some(nr) = (arch::NATIVE.lookup)(name) {
+            out.push(nr);
+            if plan.x32 {
+                out.extend(arch::x32_nr(nr));
+            }
         }
     });
     // Unlisted x32 syscalls are a bad architecture. The number -1 is left to
