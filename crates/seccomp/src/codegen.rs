@@ -120,10 +120,14 @@ fn emit_tree(out: &mut Vec<Insn>, section: &Section, ranges: &[(u32, Leaf)]) -> 
         [(_, leaf)] => emit_leaf(out, section, *leaf),
         _ => {
             let mid = ranges.len() / 2;
-            let mut low = Vec::new();
-            emit_tree(&mut low, section, &ranges[..mid])?;
-            bpf::skip_if_true(out, OP_JGE, ranges[mid].0, low.len());
-            out.extend(low);
+            // Emit the low half after a placeholder, then fill in the branch
+            // that skips it now that its length is known.
+            let at = out.len();
+            out.push(bpf::ret(0));
+            emit_tree(out, section, &ranges[..mid])?;
+            let mut branch = Vec::with_capacity(2);
+            bpf::skip_if_true(&mut branch, OP_JGE, ranges[mid].0, out.len() - at - 1);
+            out.splice(at..=at, branch);
             emit_tree(out, section, &ranges[mid..])
         }
     }
@@ -275,8 +279,9 @@ fn emit_cond64(c: &mut RuleCode, cond: &Cond) {
     }
 }
 
-/// On a 32-bit architecture only the low word is meaningful; values are
-/// truncated to it, as libseccomp does for 32-bit architectures.
+/// On a 32-bit architecture only the low word is meaningful, so only it is
+/// compared, against the low 32 bits of the spec's value (our choice: the
+/// upper half of a 32-bit task's argument carries nothing to compare).
 fn emit_cond32(c: &mut RuleCode, cond: &Cond) {
     use To::{Fail, Skip};
     let v = lo(cond.value);

@@ -403,3 +403,39 @@ fn compile_time_of_a_docker_sized_profile() {
         start.elapsed() / rounds
     );
 }
+
+#[test]
+fn i386_rules_compare_only_the_low_word() {
+    let f = filter(json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+        "syscalls": [{ "names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 9,
+            "args": [{ "index": 1, "value": (1u64 << 32) | 5, "op": "SCMP_CMP_EQ" }] }]
+    }));
+    const I386_GETPPID: u32 = 64;
+    let i386 = |arg1: u64| {
+        emulate(
+            f.instructions(),
+            &Data {
+                nr: I386_GETPPID,
+                arch: AUDIT_ARCH_I386,
+                args: [0, arg1, 0, 0, 0, 0],
+            },
+        )
+    };
+    assert_eq!(
+        i386(5),
+        ret_errno(9),
+        "32-bit arguments have no high word to compare"
+    );
+    assert_eq!(i386(6), RET_ALLOW);
+    // The native section still compares all 64 bits.
+    let native = |arg1: u64| {
+        emulate(
+            f.instructions(),
+            &Data::native(libc::SYS_getppid, [0, arg1, 0, 0, 0, 0]),
+        )
+    };
+    assert_eq!(native(5), RET_ALLOW);
+    assert_eq!(native((1 << 32) | 5), ret_errno(9));
+}
