@@ -124,9 +124,9 @@ impl Runtime {
         if let Some(res) = linux.and_then(|l| l.resources().as_ref()) {
             cgroup.apply(res)?;
         }
-        let filter = match linux.and_then(|l| l.seccomp().as_ref()) {
-            Some(s) => Some(seccomp::compile(s, &self.root.join(".seccomp-cache"))?),
-            None => None,
+        let (filter, seccomp_listener) = match linux.and_then(|l| l.seccomp().as_ref()) {
+            Some(s) => (Some(seccomp::compile(s, &self.root.join(".seccomp-cache"))?), seccomp::listener_socket(s)?),
+            None => (None, None),
         };
         let fifo = match mode {
             Mode::Create => Some(make_fifo(&sd.fifo())?),
@@ -159,6 +159,7 @@ impl Runtime {
                     new_ns,
                     runtime_hooks,
                     seccomp: filter,
+                    seccomp_listener,
                 })
             }
             Forked::Parent(pid) => pid,

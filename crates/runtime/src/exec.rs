@@ -148,5 +148,6 @@ fn exec_child(
     }
     init::apply_process_limits(process)?;
     let program = init::resolve_program(process)?;
+    let filter = filter.map(|filter| init::Seccomp { filter, listener: None, state: &[] });
     match init::become_process(process, &program, filter, preserve_fds)? {}
 }

@@ -29,6 +29,7 @@ pub struct InitConfig<'a> {
     pub new_ns: u64,
     pub runtime_hooks: bool,
     pub seccomp: Option<seccomp::Filter>,
+    pub seccomp_listener: Option<OwnedFd>,
 }
 
 /// Runs the init and never returns.
@@ -109,7 +110,8 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
     if let Some(h) = spec.hooks().as_ref().and_then(|h| h.start_container().as_ref()) {
         hooks::run_all(h, &state_json)?;
     }
-    become_process(process, &program, cfg.seccomp.as_ref(), cfg.preserve_fds)
+    let filter = cfg.seccomp.as_ref().map(|f| Seccomp { filter: f, listener: cfg.seccomp_listener.as_ref(), state: &state_json });
+    become_process(process, &program, filter, cfg.preserve_fds)
 }
 
 fn dev_is_bind_mounted(spec: &Spec) -> bool {
@@ -277,14 +279,27 @@ fn wait_for_start(cfg: &InitConfig<'_>) -> Result<()> {
     }
 }
 
+/// What `become_process` needs to install a seccomp filter.
+pub struct Seccomp<'a> {
+    pub filter: &'a seccomp::Filter,
+    pub listener: Option<&'a OwnedFd>,
+    pub state: &'a [u8],
+}
+
+impl Seccomp<'_> {
+    fn install(&self) -> Result<()> {
+        seccomp::install(self.filter, self.listener, self.state)
+    }
+}
+
 /// Drops to the process's user and capabilities, applies seccomp, and execs. Shared by
 /// the container's init and by `exec`.
-pub fn become_process(p: &Process, program: &Path, filter: Option<&seccomp::Filter>, preserve_fds: i32) -> Result<Never> {
+pub fn become_process(p: &Process, program: &Path, filter: Option<Seccomp<'_>>, preserve_fds: i32) -> Result<Never> {
     mark_fds_cloexec(3 + preserve_fds);
     let nnp = p.no_new_privileges().unwrap_or(false);
-    if let (Some(f), false) = (filter, nnp) {
+    if let (Some(f), false) = (&filter, nnp) {
         // Without no_new_privs the filter needs CAP_SYS_ADMIN, which we still hold.
-        seccomp::install(f)?;
+        f.install()?;
     }
     let sets = p.capabilities().as_ref().map(caps::Sets::from_spec);
     if let Some(s) = &sets {
@@ -308,8 +323,8 @@ pub fn become_process(p: &Process, program: &Path, filter: Option<&seccomp::Filt
         }
     }
     nix::unistd::chdir(p.cwd()).map_err(|e| Error::config("process.cwd", format!("{}: {e}", p.cwd().display())))?;
-    if let (Some(f), true) = (filter, nnp) {
-        seccomp::install(f)?;
+    if let (Some(f), true) = (&filter, nnp) {
+        f.install()?;
     }
     exec(p, program)
 }
