@@ -98,6 +98,7 @@ enum Cmd {
     /// Run a new process in a running container.
     Exec {
         id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
         #[arg(short, long)]
         process: Option<PathBuf>,

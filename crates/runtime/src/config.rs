@@ -37,7 +37,7 @@ pub fn load_spec(path: &Path) -> Result<Spec> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
-        let field = if field == "." { String::from("config.json") } else { field };
+        let field = if field == "." || field == "?" { String::from("config.json") } else { field };
         Error::config(field, inner.to_string())
     })
 }

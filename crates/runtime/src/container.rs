@@ -142,7 +142,10 @@ impl Runtime {
             .as_ref()
             .is_some_and(|h| h.create_runtime().as_ref().is_some_and(|v| !v.is_empty()) || h.prestart().as_ref().is_some_and(|v| !v.is_empty()));
         let clone_fd = cgroup.clone_into_fd();
-        let pid = match clone3(new_ns, clone_fd.as_ref())? {
+        let cgroupns = LinuxNamespaceType::Cgroup as u64;
+        let unshare_cgroupns = clone_fd.is_none() && new_ns & cgroupns != 0;
+        let clone_flags = if unshare_cgroupns { new_ns & !cgroupns } else { new_ns };
+        let pid = match clone3(clone_flags, clone_fd.as_ref())? {
             Forked::Child => {
                 drop(parent_chan);
                 init::run(InitConfig {
@@ -160,6 +163,7 @@ impl Runtime {
                     runtime_hooks,
                     seccomp: filter,
                     seccomp_listener,
+                    unshare_cgroupns,
                 })
             }
             Forked::Parent(pid) => pid,

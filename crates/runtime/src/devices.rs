@@ -103,7 +103,14 @@ fn create_node(
             .ctx(|| format!("bind device {}", path.display()));
     }
     let perm = Mode::from_bits_truncate(mode & 0o7777);
-    mknod(&dest, kind, perm, makedev(major, minor)).ctx(|| format!("mknod {}", dest.display()))?;
+    match mknod(&dest, kind, perm, makedev(major, minor)) {
+        // The device cgroup may already deny mknod ('m') for this node; a bind of the
+        // host's node needs no such permission.
+        Err(nix::errno::Errno::EPERM) if Path::new(path).exists() => {
+            return create_node(rootfs, path, kind, major, minor, mode, uid, gid, true);
+        }
+        r => r.ctx(|| format!("mknod {}", dest.display()))?,
+    }
     // mknod honours the umask; set the exact mode and owner the spec asked for.
     nix::sys::stat::fchmodat(None, &dest, perm, nix::sys::stat::FchmodatFlags::FollowSymlink)
         .ctx(|| format!("chmod {}", dest.display()))?;

@@ -30,6 +30,9 @@ pub struct InitConfig<'a> {
     pub runtime_hooks: bool,
     pub seccomp: Option<seccomp::Filter>,
     pub seccomp_listener: Option<OwnedFd>,
+    /// The cgroup namespace is made after the runtime moved us into our cgroup (v1 has no
+    /// CLONE_INTO_CGROUP), so that its root is the container's cgroup, not the caller's.
+    pub unshare_cgroupns: bool,
 }
 
 /// Runs the init and never returns.
@@ -59,6 +62,9 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
         // Become root of the new user namespace so files we create belong to it.
         let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
         let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
+    }
+    if cfg.unshare_cgroupns {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).ctx(|| "unshare cgroup namespace".into())?;
     }
     namespaces::join_paths(spec)?;
     if !cfg.no_new_keyring {
