@@ -17,12 +17,20 @@ pub fn bin_dir() -> PathBuf {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join(if cfg!(debug_assertions) { "debug" } else { "release" })
+    target.join(if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    })
 }
 
 pub fn berth_runc() -> PathBuf {
     let p = bin_dir().join("berth-runc");
-    assert!(p.exists(), "{} is missing: run `cargo build --bins` first (make test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --bins` first (make test does)",
+        p.display()
+    );
     p
 }
 
@@ -33,16 +41,29 @@ pub fn busybox_rootfs(dir: &Path) {
     for d in ["proc", "sys", "dev", "etc", "tmp", "root"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("/bin/busybox (Debian busybox-static) is required");
+    std::fs::copy("/bin/busybox", bin.join("busybox"))
+        .expect("/bin/busybox (Debian busybox-static) is required");
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" {
             let _ = std::os::unix::fs::symlink("busybox", bin.join(applet));
         }
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n").unwrap();
-    std::fs::write(dir.join("etc/group"), "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n").unwrap();
-    std::fs::set_permissions(dir.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\ntty:x:5:\nnogroup:x:65534:\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.join("tmp"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
 }
 
 /// A bundle in a temp dir with a runc-like default config (from `berth-runc spec`).
@@ -55,9 +76,19 @@ impl Bundle {
     pub fn new(args: &[&str]) -> Bundle {
         let dir = tempfile::tempdir().unwrap();
         busybox_rootfs(&dir.path().join("rootfs"));
-        let out = Command::new(berth_runc()).args(["spec", "--bundle"]).arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "spec: {}", String::from_utf8_lossy(&out.stderr));
-        let mut spec: Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+        let out = Command::new(berth_runc())
+            .args(["spec", "--bundle"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut spec: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap())
+                .unwrap();
         spec["process"]["args"] = json!(args);
         spec["process"]["terminal"] = json!(false);
         spec["root"]["readonly"] = json!(false);
@@ -69,7 +100,11 @@ impl Bundle {
     }
 
     pub fn save(&self) {
-        std::fs::write(self.dir.path().join("config.json"), serde_json::to_vec_pretty(&self.spec).unwrap()).unwrap();
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.spec).unwrap(),
+        )
+        .unwrap();
     }
 }
 
@@ -86,7 +121,9 @@ impl Default for Runc {
 
 impl Runc {
     pub fn new() -> Runc {
-        Runc { root: tempfile::tempdir().unwrap() }
+        Runc {
+            root: tempfile::tempdir().unwrap(),
+        }
     }
 
     pub fn cmd(&self) -> Command {
@@ -107,11 +144,15 @@ impl Runc {
 
     pub fn state(&self, id: &str) -> Option<Value> {
         let out = self.run(&["state", id]);
-        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
     }
 
     pub fn status(&self, id: &str) -> String {
-        self.state(id).map(|s| s["status"].as_str().unwrap_or_default().to_owned()).unwrap_or_else(|| "gone".into())
+        self.state(id)
+            .map(|s| s["status"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| "gone".into())
     }
 }
 
@@ -134,7 +175,11 @@ pub fn output(cmd: &mut Command) -> Output {
         f.read_to_end(&mut v).unwrap();
         v
     };
-    Output { status, stdout: read(&mut out), stderr: read(&mut err) }
+    Output {
+        status,
+        stdout: read(&mut out),
+        stderr: read(&mut err),
+    }
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -148,7 +193,9 @@ pub fn stderr(o: &Output) -> String {
 /// Every cgroup directory named `/berth/<id>` (the default path) on any hierarchy.
 pub fn cgroup_leftovers(rel: &str) -> Vec<PathBuf> {
     let mut found = vec![];
-    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else { return found };
+    let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return found;
+    };
     let rel = rel.trim_start_matches('/');
     if Path::new("/sys/fs/cgroup").join(rel).exists() {
         found.push(Path::new("/sys/fs/cgroup").join(rel));
@@ -166,13 +213,69 @@ pub fn cgroup_leftovers(rel: &str) -> Vec<PathBuf> {
 pub fn mounts_containing(needle: &Path) -> Vec<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let needle = needle.to_string_lossy();
-    info.lines().filter(|l| l.contains(needle.as_ref())).map(str::to_owned).collect()
+    info.lines()
+        .filter(|l| l.contains(needle.as_ref()))
+        .map(str::to_owned)
+        .collect()
 }
 
 pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !cond() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Writes an OCI image archive (oci-layout, index.json, blobs) of a busybox rootfs, the
+/// form `ctr images import` and `skopeo copy oci-archive:` read. Uses berth-image to make
+/// the layer, so the layer writer is exercised by a real peer too.
+pub fn busybox_oci_archive(out: &Path, ref_name: &str, cmd: &[&str]) {
+    use berth_image::digest::Digest;
+    use berth_image::layer::Compression;
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let blobs = work.path().join("layout/blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let mut layer = Vec::new();
+    let diff = berth_image::layer::write_layer(&rootfs, &mut layer, Compression::Gzip).unwrap();
+    let put = |data: &[u8]| -> Digest {
+        let d = Digest::sha256_of(data);
+        std::fs::write(blobs.join(d.to_string().trim_start_matches("sha256:")), data).unwrap();
+        d
+    };
+    let layer_digest = put(&layer);
+    let config = json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/bin"], "Cmd": cmd},
+        "rootfs": {"type": "layers", "diff_ids": [diff.diff_id.to_string()]}
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_digest = put(&config);
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest.to_string(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest.to_string(), "size": layer.len()}]
+    });
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = put(&manifest);
+    let index = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest.to_string(),
+            "size": manifest.len(), "annotations": {"io.containerd.image.name": ref_name, "org.opencontainers.image.ref.name": "latest"},
+            "platform": {"architecture": "amd64", "os": "linux"}
+        }]
+    });
+    let layout = work.path().join("layout");
+    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let mut ar = tar::Builder::new(std::fs::File::create(out).unwrap());
+    ar.append_dir_all(".", &layout).unwrap();
+    ar.finish().unwrap();
 }

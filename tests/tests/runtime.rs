@@ -7,7 +7,12 @@ use serde_json::json;
 fn run_ok(id: &str, b: &Bundle) -> String {
     let rc = Runc::new();
     let out = rc.run_bundle(id, b);
-    assert!(out.status.success(), "run {id}: {}\n{}", stderr(&out), stdout(&out));
+    assert!(
+        out.status.success(),
+        "run {id}: {}\n{}",
+        stderr(&out),
+        stdout(&out)
+    );
     stdout(&out)
 }
 
@@ -19,7 +24,10 @@ fn exit_code_and_stdio_pass_through() {
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(stdout(&out), "out\n");
     assert!(stderr(&out).contains("err"));
-    assert!(rc.state("exit3").is_none(), "run must delete the container after it exits");
+    assert!(
+        rc.state("exit3").is_none(),
+        "run must delete the container after it exits"
+    );
 }
 
 #[test]
@@ -43,18 +51,34 @@ fn capabilities_all_five_sets() {
     for set in ["CapPrm", "CapEff", "CapBnd"] {
         assert!(out.contains(&format!("{set}:\t{want}")), "{set} in {out}");
     }
-    assert!(out.contains(&format!("CapInh:\t{:016x}", 1u64 << 5)), "{out}");
-    assert!(out.contains(&format!("CapAmb:\t{:016x}", 1u64 << 5)), "{out}");
+    assert!(
+        out.contains(&format!("CapInh:\t{:016x}", 1u64 << 5)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("CapAmb:\t{:016x}", 1u64 << 5)),
+        "{out}"
+    );
 }
 
 #[test]
 fn user_namespace_maps_ids() {
-    let mut b = Bundle::new(&["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u"]);
-    b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /proc/self/uid_map /proc/self/gid_map; id -u",
+    ]);
+    b.spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
     b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
     b.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
     let out = run_ok("userns", &b);
-    let fields: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    let fields: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(fields[0], ["0", "200000", "65536"]);
     assert_eq!(fields[1], ["0", "200000", "65536"]);
     assert_eq!(fields[2], ["0"]);
@@ -78,8 +102,16 @@ fn mounts_in_order_with_flags() {
     mounts.push(json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["nodev", "size=1m", "mode=700"]}));
     let out = run_ok("mounts", &b);
     assert!(out.starts_with("from host\n"), "{out}");
-    assert!(!out.contains("WROTE"), "a read-only bind must refuse writes: {out}");
-    assert!(out.contains("tmpfs /data tmpfs rw,nodev") && out.contains("size=1024k") && out.contains("mode=700"), "{out}");
+    assert!(
+        !out.contains("WROTE"),
+        "a read-only bind must refuse writes: {out}"
+    );
+    assert!(
+        out.contains("tmpfs /data tmpfs rw,nodev")
+            && out.contains("size=1024k")
+            && out.contains("mode=700"),
+        "{out}"
+    );
     assert!(out.contains("tmpfs-ok"));
     assert!(!host.path().join("x").exists());
 }
@@ -91,8 +123,16 @@ fn masked_and_readonly_paths() {
     b.spec["linux"]["readonlyPaths"] = json!(["/proc/sys"]);
     let out = run_ok("masked", &b);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0].trim(), "0", "/proc/timer_list must read as empty: {out}");
-    assert_eq!(lines[1].trim(), "0", "/proc/irq must be an empty dir: {out}");
+    assert_eq!(
+        lines[0].trim(),
+        "0",
+        "/proc/timer_list must read as empty: {out}"
+    );
+    assert_eq!(
+        lines[1].trim(),
+        "0",
+        "/proc/irq must be an empty dir: {out}"
+    );
     assert!(!out.contains("WROTE"), "{out}");
 }
 
@@ -108,11 +148,15 @@ fn readonly_rootfs() {
 #[test]
 fn process_user_groups_umask_cwd_env() {
     let mut b = Bundle::new(&["sh", "-c", "id; umask; pwd; echo $FOO; echo $HOME"]);
-    b.spec["process"]["user"] = json!({"uid": 65534, "gid": 65534, "additionalGids": [5], "umask": 63});
+    b.spec["process"]["user"] =
+        json!({"uid": 65534, "gid": 65534, "additionalGids": [5], "umask": 63});
     b.spec["process"]["cwd"] = json!("/tmp");
     b.spec["process"]["env"] = json!(["PATH=/bin", "FOO=bar"]);
     let out = run_ok("user", &b);
-    assert!(out.starts_with("uid=65534(nobody) gid=65534(nogroup) groups=5(tty)"), "{out}");
+    assert!(
+        out.starts_with("uid=65534(nobody) gid=65534(nogroup) groups=5(tty)"),
+        "{out}"
+    );
     assert!(out.contains("\n0077\n/tmp\nbar\n/nonexistent\n"), "{out}");
 }
 
@@ -128,7 +172,11 @@ fn rlimits_are_applied() {
 
 #[test]
 fn oom_score_adj_and_no_new_privileges() {
-    let mut b = Bundle::new(&["sh", "-c", "cat /proc/self/oom_score_adj; grep NoNewPrivs /proc/self/status"]);
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /proc/self/oom_score_adj; grep NoNewPrivs /proc/self/status",
+    ]);
     b.spec["process"]["oomScoreAdj"] = json!(500);
     b.spec["process"]["noNewPrivileges"] = json!(true);
     let out = run_ok("oomadj", &b);
@@ -149,17 +197,30 @@ fn memory_limit_kills_a_hog() {
     b.spec["linux"]["resources"] = json!({"memory": {"limit": 33554432}});
     let rc = Runc::new();
     let out = rc.run_bundle("oom", &b);
-    assert_eq!(out.status.code(), Some(137), "killed by SIGKILL: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "killed by SIGKILL: {}",
+        stderr(&out)
+    );
     assert_eq!(stdout(&out).trim(), "33554432");
 }
 
 #[test]
 fn pids_limit_stops_a_fork_bomb() {
-    let mut b = Bundle::new(&["sh", "-c", "for i in $(seq 1 30); do sleep 3 & done; echo started $(ls /proc | grep -c '^[0-9]')"]);
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "for i in $(seq 1 30); do sleep 3 & done; echo started $(ls /proc | grep -c '^[0-9]')",
+    ]);
     b.spec["linux"]["resources"] = json!({"pids": {"limit": 10}});
     let out = Runc::new().run_bundle("pids", &b);
     assert!(stderr(&out).contains("can't fork"), "{}", stderr(&out));
-    let n: usize = stdout(&out).trim().trim_start_matches("started ").parse().unwrap_or(0);
+    let n: usize = stdout(&out)
+        .trim()
+        .trim_start_matches("started ")
+        .parse()
+        .unwrap_or(0);
     assert!(n <= 10, "at most 10 tasks may exist, saw {n}");
 }
 
@@ -174,12 +235,24 @@ fn cgroup_resources_and_paths() {
     });
     b.save();
     let rc = Runc::new();
-    let out = output(rc.cmd().args(["run", "-d", "--bundle"]).arg(b.path()).arg("cgres"));
+    let out = output(
+        rc.cmd()
+            .args(["run", "-d", "--bundle"])
+            .arg(b.path())
+            .arg("cgres"),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let v1 = std::path::Path::new("/sys/fs/cgroup/pids").exists();
     let read = |ctrl: &str, file: &str| {
-        let p = if v1 { format!("/sys/fs/cgroup/{ctrl}/berth-test/cgres/{file}") } else { format!("/sys/fs/cgroup/berth-test/cgres/{file}") };
-        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}")).trim().to_owned()
+        let p = if v1 {
+            format!("/sys/fs/cgroup/{ctrl}/berth-test/cgres/{file}")
+        } else {
+            format!("/sys/fs/cgroup/berth-test/cgres/{file}")
+        };
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .trim()
+            .to_owned()
     };
     assert_eq!(read("pids", "pids.max"), "42");
     if v1 {
@@ -202,13 +275,18 @@ fn cgroup_resources_and_paths() {
     assert_eq!(read("pids", "pids.max"), "77");
     let out = rc.run(&["delete", "--force", "cgres"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(cgroup_leftovers("berth-test/cgres").is_empty(), "{:?}", cgroup_leftovers("berth-test/cgres"));
+    assert!(
+        cgroup_leftovers("berth-test/cgres").is_empty(),
+        "{:?}",
+        cgroup_leftovers("berth-test/cgres")
+    );
 }
 
 #[test]
 fn devices_are_created_and_the_allow_list_enforced() {
     let mut b = Bundle::new(&["sh", "-c", "stat -c '%t:%T %a' /dev/myfull; head -c1 /dev/myfull >/dev/null && echo READ-OK; head -c1 /dev/zero | wc -c"]);
-    b.spec["linux"]["devices"] = json!([{"path": "/dev/myfull", "type": "c", "major": 1, "minor": 7, "fileMode": 0o640u32}]);
+    b.spec["linux"]["devices"] =
+        json!([{"path": "/dev/myfull", "type": "c", "major": 1, "minor": 7, "fileMode": 0o640u32}]);
     b.spec["linux"]["resources"] = json!({"devices": [
         {"allow": false, "access": "rwm"},
         {"allow": true, "type": "c", "access": "m"},
@@ -226,7 +304,12 @@ fn no_pivot_runs_with_move_and_chroot() {
     let b = Bundle::new(&["sh", "-c", "ls /bin/busybox"]);
     b.save();
     let rc = Runc::new();
-    let out = output(rc.cmd().args(["run", "--no-pivot", "--bundle"]).arg(b.path()).arg("nopivot"));
+    let out = output(
+        rc.cmd()
+            .args(["run", "--no-pivot", "--bundle"])
+            .arg(b.path())
+            .arg("nopivot"),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "/bin/busybox\n");
 }
@@ -237,7 +320,14 @@ fn lifecycle_create_start_kill_delete() {
     b.save();
     let rc = Runc::new();
     let pidfile = b.path().join("pid");
-    let out = output(rc.cmd().args(["create", "--pid-file"]).arg(&pidfile).arg("--bundle").arg(b.path()).arg("life"));
+    let out = output(
+        rc.cmd()
+            .args(["create", "--pid-file"])
+            .arg(&pidfile)
+            .arg("--bundle")
+            .arg(b.path())
+            .arg("life"),
+    );
     assert!(out.status.success(), "create: {}", stderr(&out));
     let st = rc.state("life").unwrap();
     assert_eq!(st["status"], "created");
@@ -246,15 +336,25 @@ fn lifecycle_create_start_kill_delete() {
     for field in ["pid", "bundle", "rootfs", "created", "owner"] {
         assert!(st.get(field).is_some(), "state lacks {field}: {st}");
     }
-    let pid: i64 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: i64 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(st["pid"].as_i64(), Some(pid));
     let list = rc.run(&["list", "--format", "json"]);
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(list[0]["id"], "life");
     assert!(rc.run(&["start", "life"]).status.success());
     assert_eq!(rc.status("life"), "running");
-    assert!(!rc.run(&["start", "life"]).status.success(), "a running container cannot be started again");
-    assert!(!rc.run(&["delete", "life"]).status.success(), "a running container needs --force");
+    assert!(
+        !rc.run(&["start", "life"]).status.success(),
+        "a running container cannot be started again"
+    );
+    assert!(
+        !rc.run(&["delete", "life"]).status.success(),
+        "a running container needs --force"
+    );
     let out = rc.run(&["kill", "life", "KILL"]);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for(|| rc.status("life") == "stopped", "stopped");
@@ -265,14 +365,26 @@ fn lifecycle_create_start_kill_delete() {
 
 #[test]
 fn kill_delivers_the_named_signal() {
-    let b = Bundle::new(&["sh", "-c", "trap 'echo got-usr1 > /tmp/sig; exit 0' USR1; while true; do sleep 0.05; done"]);
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "trap 'echo got-usr1 > /tmp/sig; exit 0' USR1; while true; do sleep 0.05; done",
+    ]);
     b.save();
     let rc = Runc::new();
-    let out = output(rc.cmd().args(["run", "-d", "--bundle"]).arg(b.path()).arg("sig"));
+    let out = output(
+        rc.cmd()
+            .args(["run", "-d", "--bundle"])
+            .arg(b.path())
+            .arg("sig"),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(rc.run(&["kill", "sig", "SIGUSR1"]).status.success());
     wait_for(|| rc.status("sig") == "stopped", "the trap to exit");
-    assert_eq!(std::fs::read_to_string(b.path().join("rootfs/tmp/sig")).unwrap(), "got-usr1\n");
+    assert_eq!(
+        std::fs::read_to_string(b.path().join("rootfs/tmp/sig")).unwrap(),
+        "got-usr1\n"
+    );
     assert!(rc.run(&["delete", "sig"]).status.success());
 }
 
@@ -282,21 +394,53 @@ fn exec_joins_the_running_container() {
     b.spec["hostname"] = json!("exechost");
     b.save();
     let rc = Runc::new();
-    let out = output(rc.cmd().args(["run", "-d", "--bundle"]).arg(b.path()).arg("ex"));
+    let out = output(
+        rc.cmd()
+            .args(["run", "-d", "--bundle"])
+            .arg(b.path())
+            .arg("ex"),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = rc.run(&["exec", "ex", "sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 7"]);
+    let out = rc.run(&[
+        "exec",
+        "ex",
+        "sh",
+        "-c",
+        "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 7",
+    ]);
     assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
     assert_eq!(stdout(&out), "exechost\nsleep 100 \n");
-    let out = rc.run(&["exec", "--user", "65534:65534", "--env", "X=y", "--cwd", "/tmp", "ex", "sh", "-c", "id -u; echo $X; pwd"]);
+    let out = rc.run(&[
+        "exec",
+        "--user",
+        "65534:65534",
+        "--env",
+        "X=y",
+        "--cwd",
+        "/tmp",
+        "ex",
+        "sh",
+        "-c",
+        "id -u; echo $X; pwd",
+    ]);
     assert_eq!(stdout(&out), "65534\ny\n/tmp\n", "{}", stderr(&out));
     let out = rc.run(&["exec", "ex", "no-such-program"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no-such-program"), "{}", stderr(&out));
     // ps lists both the init and a detached exec
     let pidfile = b.path().join("exec.pid");
-    let out = output(rc.cmd().args(["exec", "-d", "--pid-file"]).arg(&pidfile).args(["ex", "sleep", "50"]));
+    let out = output(
+        rc.cmd()
+            .args(["exec", "-d", "--pid-file"])
+            .arg(&pidfile)
+            .args(["ex", "sleep", "50"]),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
-    let exec_pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let exec_pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let ps = rc.run(&["ps", "--format", "json", "ex"]);
     let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
     assert!(pids.contains(&exec_pid), "{pids:?} lacks {exec_pid}");
@@ -306,10 +450,21 @@ fn exec_joins_the_running_container() {
 
 #[test]
 fn pause_and_resume() {
-    let b = Bundle::new(&["sh", "-c", "while true; do date +%s%N > /tmp/tick; sleep 0.02; done"]);
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "while true; do date +%s%N > /tmp/tick; sleep 0.02; done",
+    ]);
     b.save();
     let rc = Runc::new();
-    assert!(output(rc.cmd().args(["run", "-d", "--bundle"]).arg(b.path()).arg("pz")).status.success());
+    assert!(output(
+        rc.cmd()
+            .args(["run", "-d", "--bundle"])
+            .arg(b.path())
+            .arg("pz")
+    )
+    .status
+    .success());
     let tick = b.path().join("rootfs/tmp/tick");
     wait_for(|| tick.exists(), "first tick");
     assert!(rc.run(&["pause", "pz"]).status.success());
@@ -317,10 +472,17 @@ fn pause_and_resume() {
     std::thread::sleep(std::time::Duration::from_millis(100));
     let a = std::fs::read_to_string(&tick).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert_eq!(a, std::fs::read_to_string(&tick).unwrap(), "a paused container must not run");
+    assert_eq!(
+        a,
+        std::fs::read_to_string(&tick).unwrap(),
+        "a paused container must not run"
+    );
     assert!(rc.run(&["resume", "pz"]).status.success());
     assert_eq!(rc.status("pz"), "running");
-    wait_for(|| std::fs::read_to_string(&tick).unwrap_or_default() != a, "ticks after resume");
+    wait_for(
+        || std::fs::read_to_string(&tick).unwrap_or_default() != a,
+        "ticks after resume",
+    );
     assert!(rc.run(&["delete", "--force", "pz"]).status.success());
 }
 
@@ -330,9 +492,7 @@ fn hooks_run_in_order_with_state_on_stdin() {
     let logf = log.path().join("hooks.log");
     let mut b = Bundle::new(&["true"]);
     b.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/hooklog", "type": "bind", "source": log.path(), "options": ["rbind"]}));
-    let hook = |name: &str, file: &str| {
-        json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read -r s; echo \"{name} $(echo \"$s\" | grep -o '\"id\":\"[a-z]*\"')\" >> {file}")]})
-    };
+    let hook = |name: &str, file: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read -r s; echo \"{name} $(echo \"$s\" | grep -o '\"id\":\"[a-z]*\"')\" >> {file}")]});
     let host_log = logf.to_string_lossy().to_string();
     b.spec["hooks"] = json!({
         "createRuntime": [hook("createRuntime", &host_log)],
@@ -344,8 +504,21 @@ fn hooks_run_in_order_with_state_on_stdin() {
     run_ok("hooks", &b);
     let text = std::fs::read_to_string(&logf).unwrap();
     let names: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    assert_eq!(names, ["createRuntime", "createContainer", "startContainer", "poststart", "poststop"], "{text}");
-    assert!(text.lines().all(|l| l.ends_with("\"id\":\"hooks\"")), "{text}");
+    assert_eq!(
+        names,
+        [
+            "createRuntime",
+            "createContainer",
+            "startContainer",
+            "poststart",
+            "poststop"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.lines().all(|l| l.ends_with("\"id\":\"hooks\"")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -363,7 +536,8 @@ fn failing_hook_aborts_create_and_leaves_nothing() {
 #[test]
 fn hook_timeout_is_enforced() {
     let mut b = Bundle::new(&["true"]);
-    b.spec["hooks"] = json!({"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
+    b.spec["hooks"] =
+        json!({"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
     let rc = Runc::new();
     let t = std::time::Instant::now();
     let out = rc.run_bundle("slowhook", &b);
@@ -383,13 +557,24 @@ fn terminal_through_console_socket() {
     b.save();
     let rc = Runc::new();
     let mut create = rc.cmd();
-    create.args(["create", "--console-socket"]).arg(&sock).arg("--bundle").arg(b.path()).arg("tty1");
+    create
+        .args(["create", "--console-socket"])
+        .arg(&sock)
+        .arg("--bundle")
+        .arg(b.path())
+        .arg("tty1");
     let child = std::thread::spawn(move || output(&mut create));
     let (conn, _) = listener.accept().unwrap();
     let mut buf = [0u8; 256];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = nix::sys::socket::recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), nix::sys::socket::MsgFlags::empty()).unwrap();
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
     let fd = msg
         .cmsgs()
         .unwrap()
@@ -421,19 +606,44 @@ fn terminal_through_console_socket() {
 #[test]
 fn bad_bundles_fail_with_one_line_naming_the_field_and_leave_nothing() {
     let rc = Runc::new();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Bundle)>, &str)> = vec![
-        ("norootfs", Box::new(|b: &mut Bundle| b.spec["root"]["path"] = json!("missing")), "root.path"),
-        ("badns", Box::new(|b: &mut Bundle| b.spec["linux"]["namespaces"][0]["type"] = json!("bogus")), "linux.namespaces[0].type"),
+    type Edit = Box<dyn Fn(&mut Bundle)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "norootfs",
+            Box::new(|b: &mut Bundle| b.spec["root"]["path"] = json!("missing")),
+            "root.path",
+        ),
+        (
+            "badns",
+            Box::new(|b: &mut Bundle| b.spec["linux"]["namespaces"][0]["type"] = json!("bogus")),
+            "linux.namespaces[0].type",
+        ),
         (
             "rlimit",
-            Box::new(|b: &mut Bundle| b.spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 100000000}])),
+            Box::new(|b: &mut Bundle| {
+                b.spec["process"]["rlimits"] =
+                    json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 100000000}])
+            }),
             "process.rlimits[RLIMIT_NOFILE]",
         ),
-        ("noargs", Box::new(|b: &mut Bundle| b.spec["process"]["args"] = json!([])), "process.args"),
-        ("notfound", Box::new(|b: &mut Bundle| b.spec["process"]["args"] = json!(["/no/such/binary"])), "executable file not found"),
+        (
+            "noargs",
+            Box::new(|b: &mut Bundle| b.spec["process"]["args"] = json!([])),
+            "process.args",
+        ),
+        (
+            "notfound",
+            Box::new(|b: &mut Bundle| b.spec["process"]["args"] = json!(["/no/such/binary"])),
+            "executable file not found",
+        ),
         (
             "badmount",
-            Box::new(|b: &mut Bundle| b.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/x", "type": "nosuchfs", "source": "none"}))),
+            Box::new(|b: &mut Bundle| {
+                b.spec["mounts"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"destination": "/x", "type": "nosuchfs", "source": "none"}))
+            }),
             "mounts[",
         ),
     ];
@@ -443,20 +653,40 @@ fn bad_bundles_fail_with_one_line_naming_the_field_and_leave_nothing() {
         let out = rc.run_bundle(id, &b);
         assert!(!out.status.success(), "{id} must fail");
         let err = stderr(&out);
-        assert_eq!(err.trim_end().lines().count(), 1, "{id}: one line, got {err}");
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{id}: one line, got {err}"
+        );
         assert!(err.contains(needle), "{id}: {err} lacks {needle}");
         assert_eq!(rc.status(id), "gone", "{id} left state behind");
-        assert!(cgroup_leftovers(&format!("berth/{id}")).is_empty(), "{id} left a cgroup");
-        assert!(mounts_containing(b.path()).is_empty(), "{id} left mounts: {:?}", mounts_containing(b.path()));
+        assert!(
+            cgroup_leftovers(&format!("berth/{id}")).is_empty(),
+            "{id} left a cgroup"
+        );
+        assert!(
+            mounts_containing(b.path()).is_empty(),
+            "{id} left mounts: {:?}",
+            mounts_containing(b.path())
+        );
     }
     let mut b = Bundle::new(&["true"]);
     b.save();
     std::fs::write(b.path().join("config.json"), "{ not json").unwrap();
-    let out = output(rc.cmd().args(["run", "--bundle"]).arg(b.path()).arg("badjson"));
+    let out = output(
+        rc.cmd()
+            .args(["run", "--bundle"])
+            .arg(b.path())
+            .arg("badjson"),
+    );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("config.json"), "{}", stderr(&out));
     b.spec = json!({});
-    assert_eq!(std::fs::read_dir(rc.root.path()).unwrap().count(), 0, "no state may remain");
+    assert_eq!(
+        std::fs::read_dir(rc.root.path()).unwrap().count(),
+        0,
+        "no state may remain"
+    );
 }
 
 #[test]
@@ -464,7 +694,13 @@ fn errors_go_to_the_log_file_as_json() {
     let rc = Runc::new();
     let logdir = tempfile::tempdir().unwrap();
     let log = logdir.path().join("log.json");
-    let out = output(rc.cmd().arg("--log").arg(&log).args(["--log-format", "json", "state", "nosuch"]));
+    let out =
+        output(
+            rc.cmd()
+                .arg("--log")
+                .arg(&log)
+                .args(["--log-format", "json", "state", "nosuch"]),
+        );
     assert!(!out.status.success());
     let line = std::fs::read_to_string(&log).unwrap();
     let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
@@ -478,18 +714,35 @@ fn features_and_spec() {
     let out = rc.run(&["features"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ociVersionMax"], "1.2.0");
-    assert!(v["linux"]["namespaces"].as_array().unwrap().contains(&json!("time")));
+    assert!(v["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("time")));
     let dir = tempfile::tempdir().unwrap();
-    let out = output(rc.cmd().args(["spec", "--rootless", "--bundle"]).arg(dir.path()));
+    let out = output(
+        rc.cmd()
+            .args(["spec", "--rootless", "--bundle"])
+            .arg(dir.path()),
+    );
     assert!(out.status.success());
-    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
     assert!(spec["linux"]["uidMappings"].is_array());
-    assert!(!output(rc.cmd().args(["spec", "--bundle"]).arg(dir.path())).status.success(), "spec must not overwrite");
+    assert!(
+        !output(rc.cmd().args(["spec", "--bundle"]).arg(dir.path()))
+            .status
+            .success(),
+        "spec must not overwrite"
+    );
 }
 
 #[test]
 fn seccomp_denied_syscall_returns_the_configured_errno() {
-    let mut b = Bundle::new(&["sh", "-c", "mkdir /tmp/d; ls -d /tmp/d 2>/dev/null || echo absent; echo ok"]);
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "mkdir /tmp/d; ls -d /tmp/d 2>/dev/null || echo absent; echo ok",
+    ]);
     b.spec["linux"]["seccomp"] = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64"],
@@ -500,7 +753,11 @@ fn seccomp_denied_syscall_returns_the_configured_errno() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "absent\nok\n");
     // busybox prints strerror(38)
-    assert!(stderr(&out).contains("Function not implemented"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Function not implemented"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -513,6 +770,11 @@ fn seccomp_arg_conditions_and_kill() {
     });
     let rc = Runc::new();
     let out = rc.run_bundle("seccompkill", &b);
-    assert_eq!(out.status.code(), Some(128 + 31), "killed by SIGSYS: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(128 + 31),
+        "killed by SIGSYS: {}",
+        stderr(&out)
+    );
     assert_eq!(stdout(&out), "before\n");
 }

@@ -12,8 +12,16 @@ pub struct Log {
 
 impl Log {
     pub fn init(&self, debug: bool) {
-        let level = if debug { tracing::Level::DEBUG } else { tracing::Level::WARN };
-        let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level).without_time().try_init();
+        let level = if debug {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::WARN
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(level)
+            .without_time()
+            .try_init();
     }
 
     /// Reports a fatal error: one line on stderr, and a JSON/text line in the log file.
@@ -26,7 +34,11 @@ impl Log {
         } else {
             format!("time=\"{time}\" level=error msg={msg:?}")
         };
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             let _ = writeln!(f, "{line}");
         }
     }

@@ -10,7 +10,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "berth", version, about = "A daemonless container engine")]
 struct Cli {
     /// Where berth keeps images, containers and volumes.
-    #[arg(long, global = true, env = "BERTH_ROOT", default_value = "/var/lib/berth")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ROOT",
+        default_value = "/var/lib/berth"
+    )]
     root: PathBuf,
     #[command(subcommand)]
     cmd: Cmd,
@@ -53,12 +58,18 @@ fn info(root: &std::path::Path, format: &str) -> i32 {
     } else {
         "v1"
     };
-    let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
     let v = serde_json::json!({ "root": root, "cgroupVersion": cgroup, "kernel": kernel, "version": env!("CARGO_PKG_VERSION") });
     if format == "json" {
         println!("{v}");
     } else {
-        println!("Root: {}\nCgroup: {cgroup}\nKernel: {kernel}\nVersion: {}", root.display(), env!("CARGO_PKG_VERSION"));
+        println!(
+            "Root: {}\nCgroup: {cgroup}\nKernel: {kernel}\nVersion: {}",
+            root.display(),
+            env!("CARGO_PKG_VERSION")
+        );
     }
     0
 }

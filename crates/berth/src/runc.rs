@@ -14,10 +14,19 @@ use oci_spec::runtime::{LinuxResources, Process, Spec};
 use crate::log::Log;
 
 #[derive(Parser, Debug)]
-#[command(name = "berth-runc", version, about = "OCI runtime with runc's command line")]
+#[command(
+    name = "berth-runc",
+    version,
+    about = "OCI runtime with runc's command line"
+)]
 pub struct Cli {
     /// Directory for container state (runc's --root).
-    #[arg(long, global = true, env = "BERTH_RUNC_ROOT", default_value = "/run/berth-runc")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_RUNC_ROOT",
+        default_value = "/run/berth-runc"
+    )]
     root: PathBuf,
     /// Also write errors to this file.
     #[arg(long, global = true)]
@@ -188,7 +197,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             return if e.use_stderr() { 1 } else { 0 };
         }
     };
-    let log = Log { file: cli.log.clone(), json: cli.log_format == "json" };
+    let log = Log {
+        file: cli.log.clone(),
+        json: cli.log_format == "json",
+    };
     log.init(cli.debug);
     match dispatch(&cli) {
         Ok(code) => code,
@@ -209,7 +221,11 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             rt.create(&a.id, &a.bundle, &create_options(a))?;
         }
         Cmd::Start { id } => rt.start(id)?,
-        Cmd::Run { create, detach, keep } => {
+        Cmd::Run {
+            create,
+            detach,
+            keep,
+        } => {
             let code = rt.run(&create.id, &create.bundle, &create_options(create), *detach)?;
             if *keep {
                 tracing::debug!("--keep: state is removed on exit by this runtime");
@@ -221,11 +237,18 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Cmd::Kill { id, signal, all } => rt.kill(id, parse_signal(signal)?, *all)?,
         Cmd::Delete { id, force } => rt.delete(id, *force)?,
         Cmd::Exec { .. } => return exec(&rt, &cli.cmd),
-        Cmd::Ps { id, format, ps_args } => ps(&rt, id, format, ps_args)?,
+        Cmd::Ps {
+            id,
+            format,
+            ps_args,
+        } => ps(&rt, id, format, ps_args)?,
         Cmd::Pause { id } => rt.pause(id)?,
         Cmd::Resume { id } => rt.resume(id)?,
         Cmd::Update { .. } => update(&rt, &cli.cmd)?,
-        Cmd::Features => println!("{}", serde_json::to_string_pretty(&berth_runtime::features::features())?),
+        Cmd::Features => println!(
+            "{}",
+            serde_json::to_string_pretty(&berth_runtime::features::features())?
+        ),
         Cmd::Spec { bundle, rootless } => write_spec(bundle, *rootless)?,
     }
     Ok(0)
@@ -247,8 +270,13 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
         return Signal::try_from(n).map_err(|_| anyhow!("unknown signal {s:?}"));
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    name.parse::<Signal>().map_err(|_| anyhow!("unknown signal {s:?}"))
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>()
+        .map_err(|_| anyhow!("unknown signal {s:?}"))
 }
 
 fn list(rt: &Runtime, format: &str, quiet: bool) -> Result<()> {
@@ -262,10 +290,25 @@ fn list(rt: &Runtime, format: &str, quiet: bool) -> Result<()> {
     match format {
         "json" => println!("{}", serde_json::to_string(&all)?),
         "table" => {
-            println!("{:<20} {:<8} {:<10} {:<40} {:<32} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
+            println!(
+                "{:<20} {:<8} {:<10} {:<40} {:<32} OWNER",
+                "ID", "PID", "STATUS", "BUNDLE", "CREATED"
+            );
             for s in &all {
-                let pid = if s.status == berth_runtime::Status::Stopped { 0 } else { s.pid };
-                println!("{:<20} {:<8} {:<10} {:<40} {:<32} {}", s.id, pid, s.status, s.bundle.display(), s.created, s.owner);
+                let pid = if s.status == berth_runtime::Status::Stopped {
+                    0
+                } else {
+                    s.pid
+                };
+                println!(
+                    "{:<20} {:<8} {:<10} {:<40} {:<32} {}",
+                    s.id,
+                    pid,
+                    s.status,
+                    s.bundle.display(),
+                    s.created,
+                    s.owner
+                );
             }
         }
         other => bail!("invalid format {other:?}: use table or json"),
@@ -279,15 +322,28 @@ fn ps(rt: &Runtime, id: &str, format: &str, ps_args: &[String]) -> Result<()> {
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(());
     }
-    let args: Vec<String> = if ps_args.is_empty() { vec!["-ef".into()] } else { ps_args.to_vec() };
-    let out = std::process::Command::new("ps").args(&args).output().context("running ps")?;
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
+    let out = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .context("running ps")?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();
-    let col = header.split_whitespace().position(|h| h == "PID").ok_or_else(|| anyhow!("ps output has no PID column"))?;
+    let col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| anyhow!("ps output has no PID column"))?;
     println!("{header}");
     for line in lines {
-        let pid = line.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok());
+        let pid = line
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
             println!("{line}");
         }
@@ -319,7 +375,8 @@ fn exec(rt: &Runtime, cmd: &Cmd) -> Result<i32> {
     let proc_spec: Process = match process {
         Some(path) => {
             let text = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
-            serde_json::from_slice(&text).with_context(|| format!("{}: invalid process JSON", path.display()))?
+            serde_json::from_slice(&text)
+                .with_context(|| format!("{}: invalid process JSON", path.display()))?
         }
         None => {
             if command.is_empty() {
@@ -338,8 +395,14 @@ fn exec(rt: &Runtime, cmd: &Cmd) -> Result<i32> {
             if let Some(u) = user {
                 let (uid, gid) = u.split_once(':').unwrap_or((u, "0"));
                 let mut usr = p.user().clone();
-                usr.set_uid(uid.parse().with_context(|| format!("--user {u}: uid must be numeric"))?);
-                usr.set_gid(gid.parse().with_context(|| format!("--user {u}: gid must be numeric"))?);
+                usr.set_uid(
+                    uid.parse()
+                        .with_context(|| format!("--user {u}: uid must be numeric"))?,
+                );
+                usr.set_gid(
+                    gid.parse()
+                        .with_context(|| format!("--user {u}: gid must be numeric"))?,
+                );
                 if !additional_gids.is_empty() {
                     usr.set_additional_gids(Some(additional_gids.clone()));
                 }
@@ -367,7 +430,10 @@ fn add_caps(p: &mut Process, caps: &[String]) -> Result<()> {
     let mut c = p.capabilities().clone().unwrap_or_default();
     let parsed: Vec<oci_spec::runtime::Capability> = caps
         .iter()
-        .map(|s| serde_json::from_value(serde_json::Value::String(s.clone())).map_err(|_| anyhow!("unknown capability {s}")))
+        .map(|s| {
+            serde_json::from_value(serde_json::Value::String(s.clone()))
+                .map_err(|_| anyhow!("unknown capability {s}"))
+        })
         .collect::<Result<_>>()?;
     let add = |set: &Option<oci_spec::runtime::Capabilities>| {
         let mut s = set.clone().unwrap_or_default();
@@ -406,12 +472,14 @@ fn update(rt: &Runtime, cmd: &Cmd) -> Result<()> {
             std::io::stdin().read_to_string(&mut s)?;
             serde_json::from_str(&s).context("--resources: invalid JSON")?
         }
-        Some(p) => serde_json::from_slice(&std::fs::read(p).with_context(|| format!("{}", p.display()))?)
-            .with_context(|| format!("{}: invalid JSON", p.display()))?,
+        Some(p) => {
+            serde_json::from_slice(&std::fs::read(p).with_context(|| format!("{}", p.display()))?)
+                .with_context(|| format!("{}: invalid JSON", p.display()))?
+        }
         None => LinuxResources::default(),
     };
     if memory.is_some() || memory_reservation.is_some() || memory_swap.is_some() {
-        let mut m = res.memory().clone().unwrap_or_default();
+        let mut m = (*res.memory()).unwrap_or_default();
         if let Some(v) = memory {
             m.set_limit(Some(*v));
         }
@@ -423,7 +491,12 @@ fn update(rt: &Runtime, cmd: &Cmd) -> Result<()> {
         }
         res.set_memory(Some(m));
     }
-    if cpu_shares.is_some() || cpu_quota.is_some() || cpu_period.is_some() || cpuset_cpus.is_some() || cpuset_mems.is_some() {
+    if cpu_shares.is_some()
+        || cpu_quota.is_some()
+        || cpu_period.is_some()
+        || cpuset_cpus.is_some()
+        || cpuset_mems.is_some()
+    {
         let mut c = res.cpu().clone().unwrap_or_default();
         if let Some(v) = cpu_shares {
             c.set_shares(Some(*v));
@@ -461,7 +534,14 @@ fn write_spec(bundle: &Path, rootless: bool) -> Result<()> {
     if path.exists() {
         bail!("{}: file already exists", path.display());
     }
-    let spec = if rootless { Spec::rootless(nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()) } else { Spec::default() };
+    let spec = if rootless {
+        Spec::rootless(
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
+    } else {
+        Spec::default()
+    };
     let mut spec = spec;
     spec.set_hostname(Some("berth".into()));
     let text = serde_json::to_string_pretty(&spec)?;

@@ -20,7 +20,10 @@ pub struct Sets {
 fn mask(set: &Option<Capabilities>) -> u64 {
     let mut m = 0u64;
     for cap in set.iter().flatten() {
-        let name = serde_json::to_value(cap).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let name = serde_json::to_value(cap)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         if let Ok(c) = caps::Capability::from_str(&name) {
             m |= 1u64 << c.index();
         }
@@ -55,7 +58,10 @@ pub fn drop_bounding(keep: u64) -> Result<()> {
             if r != 0 {
                 let e = std::io::Error::last_os_error();
                 if e.raw_os_error() != Some(libc::EINVAL) {
-                    return Err(Error::Io { context: format!("drop bounding capability {cap}"), err: e });
+                    return Err(Error::Io {
+                        context: format!("drop bounding capability {cap}"),
+                        err: e,
+                    });
                 }
             }
         }
@@ -80,27 +86,50 @@ struct CapData {
 const CAP_V3: u32 = 0x20080522;
 
 pub fn set(s: &Sets) -> Result<()> {
-    let hdr = CapHeader { version: CAP_V3, pid: 0 };
+    let hdr = CapHeader {
+        version: CAP_V3,
+        pid: 0,
+    };
     let lo = |v: u64| v as u32;
     let hi = |v: u64| (v >> 32) as u32;
     let data = [
-        CapData { effective: lo(s.effective), permitted: lo(s.permitted), inheritable: lo(s.inheritable) },
-        CapData { effective: hi(s.effective), permitted: hi(s.permitted), inheritable: hi(s.inheritable) },
+        CapData {
+            effective: lo(s.effective),
+            permitted: lo(s.permitted),
+            inheritable: lo(s.inheritable),
+        },
+        CapData {
+            effective: hi(s.effective),
+            permitted: hi(s.permitted),
+            inheritable: hi(s.inheritable),
+        },
     ];
     // SAFETY: header and two data structs as capset(2) expects for version 3.
     let r = unsafe { libc::syscall(libc::SYS_capset, &hdr as *const CapHeader, data.as_ptr()) };
     if r != 0 {
-        return Err(Error::Io { context: "capset".into(), err: std::io::Error::last_os_error() });
+        return Err(Error::Io {
+            context: "capset".into(),
+            err: std::io::Error::last_os_error(),
+        });
     }
     for cap in 0..=last_cap() {
         if s.ambient & (1u64 << cap) != 0 {
             // SAFETY: prctl with integer arguments only.
             let r = unsafe {
-                libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong, 0, 0)
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                )
             };
             if r != 0 {
                 let e = std::io::Error::last_os_error();
-                return Err(Error::Io { context: format!("raise ambient capability {cap}"), err: e });
+                return Err(Error::Io {
+                    context: format!("raise ambient capability {cap}"),
+                    err: e,
+                });
             }
         }
     }

@@ -34,8 +34,13 @@ pub struct Channel {
 }
 
 pub fn pair() -> Result<(Channel, Channel)> {
-    let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .ctx(|| "socketpair".into())?;
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .ctx(|| "socketpair".into())?;
     Ok((Channel { fd: a }, Channel { fd: b }))
 }
 
@@ -69,7 +74,11 @@ impl Channel {
             6 => Tag::Error,
             7 => Tag::NotFound,
             8 => Tag::NoPermission,
-            other => return Err(crate::Error::Init(format!("sync channel: unknown message {other}"))),
+            other => {
+                return Err(crate::Error::Init(format!(
+                    "sync channel: unknown message {other}"
+                )))
+            }
         };
         buf.truncate(n);
         buf.remove(0);

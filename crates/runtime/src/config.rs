@@ -25,7 +25,10 @@ impl Bundle {
     }
 
     pub fn process(&self) -> Result<&Process> {
-        self.spec.process().as_ref().ok_or_else(|| Error::config("process", "missing"))
+        self.spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::config("process", "missing"))
     }
 }
 
@@ -37,18 +40,31 @@ pub fn load_spec(path: &Path) -> Result<Spec> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
-        let field = if field == "." || field == "?" { String::from("config.json") } else { field };
+        let field = if field == "." || field == "?" {
+            String::from("config.json")
+        } else {
+            field
+        };
         Error::config(field, inner.to_string())
     })
 }
 
 fn rootfs_path(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
-    let root = spec.root().as_ref().ok_or_else(|| Error::config("root", "missing"))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| Error::config("root", "missing"))?;
     let path = bundle.join(root.path());
     match std::fs::metadata(&path) {
         Ok(m) if m.is_dir() => Ok(path),
-        Ok(_) => Err(Error::config("root.path", format!("{} is not a directory", path.display()))),
-        Err(e) => Err(Error::config("root.path", format!("{}: {e}", path.display()))),
+        Ok(_) => Err(Error::config(
+            "root.path",
+            format!("{} is not a directory", path.display()),
+        )),
+        Err(e) => Err(Error::config(
+            "root.path",
+            format!("{}: {e}", path.display()),
+        )),
     }
 }
 
@@ -75,7 +91,10 @@ fn validate(spec: &Spec) -> Result<()> {
             .flatten()
             .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none());
         if new_user && linux.uid_mappings().as_ref().is_none_or(|m| m.is_empty()) {
-            return Err(Error::config("linux.uidMappings", "a new user namespace needs uid mappings"));
+            return Err(Error::config(
+                "linux.uidMappings",
+                "a new user namespace needs uid mappings",
+            ));
         }
     }
     if let Some(process) = spec.process() {
@@ -97,7 +116,10 @@ fn validate_rlimits(process: &Process) -> Result<()> {
     for rl in process.rlimits().iter().flatten() {
         let field = format!("process.rlimits[{}]", rlimit_name(rl.typ()));
         if rl.soft() > rl.hard() {
-            return Err(Error::config(field, format!("soft limit {} exceeds hard limit {}", rl.soft(), rl.hard())));
+            return Err(Error::config(
+                field,
+                format!("soft limit {} exceeds hard limit {}", rl.soft(), rl.hard()),
+            ));
         }
         let (_, cur_hard) = current_rlimit(rlimit_resource(rl.typ()));
         if !can_raise && rl.hard() > cur_hard {
@@ -113,7 +135,10 @@ fn validate_rlimits(process: &Process) -> Result<()> {
         if rlimit_resource(rl.typ()) == libc::RLIMIT_NOFILE as i32 {
             let nr_open = read_u64("/proc/sys/fs/nr_open").unwrap_or(u64::MAX);
             if rl.hard() > nr_open {
-                return Err(Error::config(field, format!("hard limit {} exceeds fs.nr_open {nr_open}", rl.hard())));
+                return Err(Error::config(
+                    field,
+                    format!("hard limit {} exceeds fs.nr_open {nr_open}", rl.hard()),
+                ));
             }
         }
     }
@@ -121,7 +146,10 @@ fn validate_rlimits(process: &Process) -> Result<()> {
 }
 
 pub(crate) fn rlimit_name(t: PosixRlimitType) -> String {
-    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 pub(crate) fn rlimit_resource(t: PosixRlimitType) -> i32 {
@@ -147,7 +175,10 @@ pub(crate) fn rlimit_resource(t: PosixRlimitType) -> i32 {
 }
 
 fn current_rlimit(resource: i32) -> (u64, u64) {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit only writes the struct we own.
     if unsafe { libc::getrlimit(resource as _, &mut rl) } != 0 {
         return (u64::MAX, u64::MAX);
@@ -156,7 +187,9 @@ fn current_rlimit(resource: i32) -> (u64, u64) {
 }
 
 pub(crate) fn has_effective_cap(cap: u32) -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return true };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return true;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))

@@ -14,23 +14,36 @@ use crate::error::{Context, Error, Result};
 /// Allocates the pty, sends the master over `socket`, and makes the slave the calling
 /// process's controlling terminal and stdio.
 pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<()> {
-    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).ctx(|| "open /dev/ptmx".into())?;
+    let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .ctx(|| "open /dev/ptmx".into())?;
     grantpt(&master).ctx(|| "grantpt".into())?;
     unlockpt(&master).ctx(|| "unlockpt".into())?;
     let name = ptsname_r(&master).ctx(|| "ptsname".into())?;
     if let Some((rows, cols)) = size {
-        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ reads a winsize we own.
         unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     }
-    let slave = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY, nix::sys::stat::Mode::empty())
-        .ctx(|| format!("open {name}"))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(|| format!("open {name}"))?;
     send_fd(socket, master.as_raw_fd(), name.as_bytes())?;
     drop(master);
     nix::unistd::setsid().ctx(|| "setsid".into())?;
     // SAFETY: TIOCSCTTY takes an integer argument.
     if unsafe { libc::ioctl(slave, libc::TIOCSCTTY, 0) } != 0 {
-        return Err(Error::Io { context: "TIOCSCTTY".into(), err: std::io::Error::last_os_error() });
+        return Err(Error::Io {
+            context: "TIOCSCTTY".into(),
+            err: std::io::Error::last_os_error(),
+        });
     }
     for target in 0..3 {
         nix::unistd::dup2(slave, target).ctx(|| "dup2 pty".into())?;
@@ -44,8 +57,14 @@ pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<()> {
 pub fn send_fd(socket: BorrowedFd<'_>, fd: RawFd, name: &[u8]) -> Result<()> {
     let fds = [fd];
     let iov = [IoSlice::new(name)];
-    sendmsg::<()>(socket.as_raw_fd(), &iov, &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .ctx(|| "send pty master over the console socket".into())?;
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .ctx(|| "send pty master over the console socket".into())?;
     Ok(())
 }
 
@@ -54,8 +73,13 @@ pub fn recv_fd(socket: BorrowedFd<'_>) -> Result<OwnedFd> {
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-        .ctx(|| "receive pty master".into())?;
+    let msg = recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ctx(|| "receive pty master".into())?;
     for c in msg.cmsgs().ctx(|| "receive pty master".into())? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {
@@ -64,5 +88,7 @@ pub fn recv_fd(socket: BorrowedFd<'_>) -> Result<OwnedFd> {
             }
         }
     }
-    Err(Error::Init("console socket: no file descriptor received".into()))
+    Err(Error::Init(
+        "console socket: no file descriptor received".into(),
+    ))
 }

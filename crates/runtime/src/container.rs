@@ -84,7 +84,10 @@ impl Runtime {
         let (pid, ctx) = self.spawn(id, bundle, opts, Mode::Run)?;
         let sd = self.dir(id)?;
         let rec = sd.load(id)?;
-        let started = ctx.chan.send(Tag::Start, &[]).and_then(|_| wait_exec(&ctx.chan));
+        let started = ctx
+            .chan
+            .send(Tag::Start, &[])
+            .and_then(|_| wait_exec(&ctx.chan));
         if let Err(e) = started {
             let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
             let _ = self.destroy(&sd, &rec);
@@ -102,20 +105,37 @@ impl Runtime {
         Ok(code)
     }
 
-    fn spawn(&self, id: &str, bundle_dir: &Path, opts: &CreateOptions, mode: Mode) -> Result<(i32, Spawned)> {
+    fn spawn(
+        &self,
+        id: &str,
+        bundle_dir: &Path,
+        opts: &CreateOptions,
+        mode: Mode,
+    ) -> Result<(i32, Spawned)> {
         let bundle = Bundle::load(bundle_dir)?;
         let spec = &bundle.spec;
         let process = bundle.process()?;
         let sd = self.dir(id)?;
-        std::fs::create_dir_all(&self.root).ctx(|| format!("state root {}", self.root.display()))?;
+        std::fs::create_dir_all(&self.root)
+            .ctx(|| format!("state root {}", self.root.display()))?;
         match std::fs::create_dir(&sd.dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::Exists(id.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::Exists(id.into()))
+            }
             r => r.ctx(|| format!("{}", sd.dir.display()))?,
         }
-        let mut guard = Cleanup { sd: &sd, cgroup: None, pid: None, armed: true };
+        let mut guard = Cleanup {
+            sd: &sd,
+            cgroup: None,
+            pid: None,
+            armed: true,
+        };
         warn_lsm(process);
         if !namespaces::has(spec, LinuxNamespaceType::Mount) {
-            return Err(Error::config("linux.namespaces", "a mount namespace is required"));
+            return Err(Error::config(
+                "linux.namespaces",
+                "a mount namespace is required",
+            ));
         }
         let linux = spec.linux().as_ref();
         let cgroup = Cgroup::resolve(linux.and_then(|l| l.cgroups_path().as_deref()), id);
@@ -125,7 +145,10 @@ impl Runtime {
             cgroup.apply(res)?;
         }
         let (filter, seccomp_listener) = match linux.and_then(|l| l.seccomp().as_ref()) {
-            Some(s) => (Some(seccomp::compile(s, &self.root.join(".seccomp-cache"))?), seccomp::listener_socket(s)?),
+            Some(s) => (
+                Some(seccomp::compile(s, &self.root.join(".seccomp-cache"))?),
+                seccomp::listener_socket(s)?,
+            ),
             None => (None, None),
         };
         let fifo = match mode {
@@ -137,14 +160,18 @@ impl Runtime {
         let (parent_chan, child_chan) = channel::pair()?;
         namespaces::prepare_parent(spec)?;
         let new_ns = namespaces::new_flags(spec);
-        let runtime_hooks = spec
-            .hooks()
-            .as_ref()
-            .is_some_and(|h| h.create_runtime().as_ref().is_some_and(|v| !v.is_empty()) || h.prestart().as_ref().is_some_and(|v| !v.is_empty()));
+        let runtime_hooks = spec.hooks().as_ref().is_some_and(|h| {
+            h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+                || h.prestart().as_ref().is_some_and(|v| !v.is_empty())
+        });
         let clone_fd = cgroup.clone_into_fd();
         let cgroupns = LinuxNamespaceType::Cgroup as u64;
         let unshare_cgroupns = clone_fd.is_none() && new_ns & cgroupns != 0;
-        let clone_flags = if unshare_cgroupns { new_ns & !cgroupns } else { new_ns };
+        let clone_flags = if unshare_cgroupns {
+            new_ns & !cgroupns
+        } else {
+            new_ns
+        };
         let pid = match clone3(clone_flags, clone_fd.as_ref())? {
             Forked::Child => {
                 drop(parent_chan);
@@ -203,12 +230,24 @@ impl Runtime {
             write_pid_file(p, pid)?;
         }
         guard.armed = false;
-        Ok((pid, Spawned { chan: parent_chan, pty_master }))
+        Ok((
+            pid,
+            Spawned {
+                chan: parent_chan,
+                pty_master,
+            },
+        ))
     }
 
     /// Serves the init until it is ready: runs createRuntime/prestart hooks when asked,
     /// and picks up the pty master for a foreground `run -t`.
-    fn wait_ready(&self, chan: &Channel, spec: &Spec, state_json: &[u8], pty: Option<OwnedFd>) -> Result<Option<OwnedFd>> {
+    fn wait_ready(
+        &self,
+        chan: &Channel,
+        spec: &Spec,
+        state_json: &[u8],
+        pty: Option<OwnedFd>,
+    ) -> Result<Option<OwnedFd>> {
         loop {
             match chan.recv()? {
                 Some((Tag::RuntimeHooks, _)) => {
@@ -234,7 +273,10 @@ impl Runtime {
         let sd = self.dir(id)?;
         let rec = sd.load(id)?;
         if rec.public.status != Status::Created {
-            return Err(bad_state(&rec, "cannot start a container that is not created"));
+            return Err(bad_state(
+                &rec,
+                "cannot start a container that is not created",
+            ));
         }
         release_fifo(&sd.fifo())?;
         self.poststart(&rec);
@@ -245,7 +287,12 @@ impl Runtime {
         let mut public = rec.public.clone();
         public.status = Status::Running;
         let json = serde_json::to_vec(&public).unwrap_or_default();
-        if let Some(h) = rec.config.hooks().as_ref().and_then(|h| h.poststart().as_ref()) {
+        if let Some(h) = rec
+            .config
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.poststart().as_ref())
+        {
             for hook in h {
                 if let Err(e) = hooks::run(hook, &json) {
                     tracing::warn!("poststart {e}");
@@ -263,10 +310,17 @@ impl Runtime {
         let entries = match std::fs::read_dir(&self.root) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::Io { context: self.root.display().to_string(), err: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    context: self.root.display().to_string(),
+                    err: e,
+                })
+            }
         };
         for entry in entries.flatten() {
-            let Some(id) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             if let Ok(rec) = self.dir(&id).and_then(|sd| sd.load(&id)) {
                 out.push(rec.public);
             }
@@ -302,7 +356,12 @@ impl Runtime {
         match rec.public.status {
             Status::Stopped | Status::Created => {}
             _ if force => {}
-            _ => return Err(bad_state(&rec, "cannot delete a container that is not stopped; use --force")),
+            _ => {
+                return Err(bad_state(
+                    &rec,
+                    "cannot delete a container that is not stopped; use --force",
+                ))
+            }
         }
         self.destroy(&sd, &rec)
     }
@@ -323,7 +382,12 @@ impl Runtime {
         let mut public = rec.public.clone();
         public.status = Status::Stopped;
         let json = serde_json::to_vec(&public).unwrap_or_default();
-        if let Some(h) = rec.config.hooks().as_ref().and_then(|h| h.poststop().as_ref()) {
+        if let Some(h) = rec
+            .config
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.poststop().as_ref())
+        {
             for hook in h {
                 if let Err(e) = hooks::run(hook, &json) {
                     tracing::warn!("poststop {e}");
@@ -336,7 +400,10 @@ impl Runtime {
     pub fn pause(&self, id: &str) -> Result<()> {
         let rec = self.dir(id)?.load(id)?;
         if rec.public.status != Status::Running {
-            return Err(bad_state(&rec, "cannot pause a container that is not running"));
+            return Err(bad_state(
+                &rec,
+                "cannot pause a container that is not running",
+            ));
         }
         rec.cgroup.freeze(true)
     }
@@ -344,7 +411,10 @@ impl Runtime {
     pub fn resume(&self, id: &str) -> Result<()> {
         let rec = self.dir(id)?.load(id)?;
         if rec.public.status != Status::Paused {
-            return Err(bad_state(&rec, "cannot resume a container that is not paused"));
+            return Err(bad_state(
+                &rec,
+                "cannot resume a container that is not paused",
+            ));
         }
         rec.cgroup.freeze(false)
     }
@@ -373,7 +443,11 @@ pub(crate) struct Spawned {
 }
 
 fn bad_state(rec: &Record, msg: &str) -> Error {
-    Error::BadState { id: rec.public.id.clone(), status: rec.public.status.to_string(), msg: msg.into() }
+    Error::BadState {
+        id: rec.public.id.clone(),
+        status: rec.public.status.to_string(),
+        msg: msg.into(),
+    }
 }
 
 pub(crate) fn init_error(tag: Tag, msg: Vec<u8>) -> Error {
@@ -403,9 +477,14 @@ fn warn_lsm(p: &oci_spec::runtime::Process) {
 }
 
 fn make_fifo(path: &Path) -> Result<OwnedFd> {
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o622)).ctx(|| format!("mkfifo {}", path.display()))?;
-    let fd = nix::fcntl::open(path, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .ctx(|| format!("open {}", path.display()))?;
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o622))
+        .ctx(|| format!("mkfifo {}", path.display()))?;
+    let fd = nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(|| format!("open {}", path.display()))?;
     // SAFETY: a fresh fd nobody else owns.
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
@@ -414,8 +493,12 @@ fn make_fifo(path: &Path) -> Result<OwnedFd> {
 /// byte. EOF instead means the init died before it could be started.
 fn release_fifo(path: &Path) -> Result<()> {
     use nix::fcntl::OFlag;
-    let fd = nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .ctx(|| format!("open {}", path.display()))?;
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(|| format!("open {}", path.display()))?;
     // SAFETY: a fresh fd nobody else owns.
     let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -424,11 +507,19 @@ fn release_fifo(path: &Path) -> Result<()> {
         match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
             Ok(1) => break,
             Ok(_) | Err(nix::errno::Errno::EAGAIN) if Instant::now() < deadline => {
-                let mut pfd = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+                let mut pfd = [nix::poll::PollFd::new(
+                    fd.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
                 let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(100u16));
             }
             Ok(_) => return Err(Error::Init("container init exited before start".into())),
-            Err(e) => return Err(Error::Sys { context: "read exec fifo".into(), err: e }),
+            Err(e) => {
+                return Err(Error::Sys {
+                    context: "read exec fifo".into(),
+                    err: e,
+                })
+            }
         }
     }
     std::fs::remove_file(path).ctx(|| format!("remove {}", path.display()))
@@ -436,12 +527,17 @@ fn release_fifo(path: &Path) -> Result<()> {
 
 /// The console socket to hand to the init: the caller's `--console-socket`, or for a
 /// foreground `run` with a terminal, our own socketpair whose other end receives the pty.
-fn console_for(terminal: bool, opts: &CreateOptions, mode: &Mode) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+fn console_for(
+    terminal: bool,
+    opts: &CreateOptions,
+    mode: &Mode,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
     if !terminal {
         return Ok((None, None));
     }
     if let Some(path) = &opts.console_socket {
-        let s = std::os::unix::net::UnixStream::connect(path).ctx(|| format!("console socket {}", path.display()))?;
+        let s = std::os::unix::net::UnixStream::connect(path)
+            .ctx(|| format!("console socket {}", path.display()))?;
         return Ok((Some(s.into()), None));
     }
     match mode {
@@ -449,7 +545,10 @@ fn console_for(terminal: bool, opts: &CreateOptions, mode: &Mode) -> Result<(Opt
             let (a, b) = std::os::unix::net::UnixStream::pair().ctx(|| "socketpair".into())?;
             Ok((Some(a.into()), Some(b.into())))
         }
-        Mode::Create => Err(Error::config("process.terminal", "a terminal needs --console-socket")),
+        Mode::Create => Err(Error::config(
+            "process.terminal",
+            "a terminal needs --console-socket",
+        )),
     }
 }
 
@@ -463,9 +562,11 @@ fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
     };
     let uid = fmt(linux.and_then(|l| l.uid_mappings().as_ref()));
     let gid = fmt(linux.and_then(|l| l.gid_mappings().as_ref()));
-    std::fs::write(format!("/proc/{pid}/uid_map"), &uid).map_err(|e| Error::config("linux.uidMappings", e.to_string()))?;
+    std::fs::write(format!("/proc/{pid}/uid_map"), &uid)
+        .map_err(|e| Error::config("linux.uidMappings", e.to_string()))?;
     if !gid.is_empty() {
-        std::fs::write(format!("/proc/{pid}/gid_map"), &gid).map_err(|e| Error::config("linux.gidMappings", e.to_string()))?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), &gid)
+            .map_err(|e| Error::config("linux.gidMappings", e.to_string()))?;
     }
     Ok(())
 }
@@ -473,7 +574,8 @@ fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
 pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_extension("tmp-berth");
     let mut f = std::fs::File::create(&tmp).ctx(|| format!("pid file {}", tmp.display()))?;
-    f.write_all(pid.to_string().as_bytes()).ctx(|| format!("pid file {}", tmp.display()))?;
+    f.write_all(pid.to_string().as_bytes())
+        .ctx(|| format!("pid file {}", tmp.display()))?;
     std::fs::rename(&tmp, path).ctx(|| format!("pid file {}", path.display()))
 }
 
@@ -481,7 +583,10 @@ fn wait_gone(pid: i32, start_time: u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while state::process_alive(pid, start_time) && Instant::now() < deadline {
         // Reap it if it is ours (a foreground run); otherwise its parent will.
-        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        let _ = nix::sys::wait::waitpid(
+            Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
@@ -512,8 +617,20 @@ extern "C" fn forward(sig: libc::c_int) {
 /// A foreground `run` passes the signals a terminal or supervisor sends on to the container.
 pub(crate) fn forward_signals(pid: i32) {
     FORWARD_TO.store(pid, std::sync::atomic::Ordering::Relaxed);
-    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+    for sig in [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
         // SAFETY: installing a handler that only calls kill.
-        unsafe { libc::signal(sig, forward as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+        unsafe {
+            libc::signal(
+                sig,
+                forward as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
     }
 }

@@ -19,12 +19,36 @@ struct Dev {
 }
 
 const DEFAULT_DEVICES: [Dev; 6] = [
-    Dev { path: "/dev/null", major: 1, minor: 3 },
-    Dev { path: "/dev/zero", major: 1, minor: 5 },
-    Dev { path: "/dev/full", major: 1, minor: 7 },
-    Dev { path: "/dev/random", major: 1, minor: 8 },
-    Dev { path: "/dev/urandom", major: 1, minor: 9 },
-    Dev { path: "/dev/tty", major: 5, minor: 0 },
+    Dev {
+        path: "/dev/null",
+        major: 1,
+        minor: 3,
+    },
+    Dev {
+        path: "/dev/zero",
+        major: 1,
+        minor: 5,
+    },
+    Dev {
+        path: "/dev/full",
+        major: 1,
+        minor: 7,
+    },
+    Dev {
+        path: "/dev/random",
+        major: 1,
+        minor: 8,
+    },
+    Dev {
+        path: "/dev/urandom",
+        major: 1,
+        minor: 9,
+    },
+    Dev {
+        path: "/dev/tty",
+        major: 5,
+        minor: 0,
+    },
 ];
 
 pub fn setup_dev(rootfs: &Path, devices: &[LinuxDevice], bind: bool) -> Result<()> {
@@ -34,7 +58,17 @@ pub fn setup_dev(rootfs: &Path, devices: &[LinuxDevice], bind: bool) -> Result<(
         if devices.iter().any(|x| x.path() == Path::new(d.path)) {
             continue;
         }
-        create_node(rootfs, Path::new(d.path), SFlag::S_IFCHR, d.major, d.minor, 0o666, 0, 0, bind)?;
+        create_node(
+            rootfs,
+            Path::new(d.path),
+            SFlag::S_IFCHR,
+            d.major,
+            d.minor,
+            0o666,
+            0,
+            0,
+            bind,
+        )?;
     }
     for d in devices {
         let kind = match d.typ() {
@@ -99,8 +133,14 @@ fn create_node(
     let _ = std::fs::remove_file(&dest);
     if bind {
         std::fs::File::create(&dest).ctx(|| format!("create {}", dest.display()))?;
-        return nix::mount::mount(Some(path), &dest, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .ctx(|| format!("bind device {}", path.display()));
+        return nix::mount::mount(
+            Some(path),
+            &dest,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| format!("bind device {}", path.display()));
     }
     let perm = Mode::from_bits_truncate(mode & 0o7777);
     match mknod(&dest, kind, perm, makedev(major, minor)) {
@@ -112,7 +152,13 @@ fn create_node(
         r => r.ctx(|| format!("mknod {}", dest.display()))?,
     }
     // mknod honours the umask; set the exact mode and owner the spec asked for.
-    nix::sys::stat::fchmodat(None, &dest, perm, nix::sys::stat::FchmodatFlags::FollowSymlink)
-        .ctx(|| format!("chmod {}", dest.display()))?;
-    nix::unistd::chown(&dest, Some(uid.into()), Some(gid.into())).ctx(|| format!("chown {}", dest.display()))
+    nix::sys::stat::fchmodat(
+        None,
+        &dest,
+        perm,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .ctx(|| format!("chmod {}", dest.display()))?;
+    nix::unistd::chown(&dest, Some(uid.into()), Some(gid.into()))
+        .ctx(|| format!("chown {}", dest.display()))
 }

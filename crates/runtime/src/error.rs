@@ -13,11 +13,18 @@ pub enum Error {
     #[error("invalid container id \"{0}\": use letters, digits, '_', '+', '-' and '.'")]
     InvalidId(String),
     #[error("container \"{id}\" is {status}: {msg}")]
-    BadState { id: String, status: String, msg: String },
+    BadState {
+        id: String,
+        status: String,
+        msg: String,
+    },
     // The cause is part of the message rather than a `source()`, so that `{:#}` printing
     // at the CLI does not repeat it.
     #[error("{context}: {err}")]
-    Io { context: String, err: std::io::Error },
+    Io {
+        context: String,
+        err: std::io::Error,
+    },
     #[error("{context}: {err}")]
     Sys { context: String, err: nix::Error },
     #[error("cgroup {path}: {msg}")]
@@ -41,7 +48,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn config(path: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Config { path: path.into(), msg: msg.into() }
+        Error::Config {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }
 
@@ -52,12 +62,18 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for std::io::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|err| Error::Io { context: context(), err })
+        self.map_err(|err| Error::Io {
+            context: context(),
+            err,
+        })
     }
 }
 
 impl<T> Context<T> for nix::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|err| Error::Sys { context: context(), err })
+        self.map_err(|err| Error::Sys {
+            context: context(),
+            err,
+        })
     }
 }

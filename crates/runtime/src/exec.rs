@@ -8,7 +8,9 @@ use nix::sched::{setns, CloneFlags};
 use oci_spec::runtime::Process;
 
 use crate::channel::{self, Tag};
-use crate::container::{forward_signals, init_error, wait_exec, wait_exit, write_pid_file, Runtime};
+use crate::container::{
+    forward_signals, init_error, wait_exec, wait_exit, write_pid_file, Runtime,
+};
 use crate::error::{Context, Error, Result};
 use crate::spawn::{clone3, Forked};
 use crate::state::Status;
@@ -44,7 +46,12 @@ impl Runtime {
             });
         }
         let pid = rec.public.pid;
-        let filter = match rec.config.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        let filter = match rec
+            .config
+            .linux()
+            .as_ref()
+            .and_then(|l| l.seccomp().as_ref())
+        {
             Some(s) => Some(seccomp::compile(s, &self.root.join(".seccomp-cache"))?),
             None => None,
         };
@@ -55,7 +62,14 @@ impl Runtime {
         let child = match clone3(0, clone_fd.as_ref())? {
             Forked::Child => {
                 drop(parent_chan);
-                let r = exec_child(pid, process, &child_chan, console.as_ref(), filter.as_ref(), opts.preserve_fds);
+                let r = exec_child(
+                    pid,
+                    process,
+                    &child_chan,
+                    console.as_ref(),
+                    filter.as_ref(),
+                    opts.preserve_fds,
+                );
                 let (tag, msg) = match r {
                     Err(Error::ExecNotFound(n)) => (Tag::NotFound, n),
                     Err(Error::ExecPermission(n)) => (Tag::NoPermission, n),
@@ -64,7 +78,13 @@ impl Runtime {
                 };
                 let _ = child_chan.send(tag, msg.as_bytes());
                 // SAFETY: leave without running the parent's destructors.
-                unsafe { libc::_exit(match tag { Tag::NotFound => 127, Tag::NoPermission => 126, _ => 1 }) }
+                unsafe {
+                    libc::_exit(match tag {
+                        Tag::NotFound => 127,
+                        Tag::NoPermission => 126,
+                        _ => 1,
+                    })
+                }
             }
             Forked::Parent(p) => p,
         };
@@ -72,7 +92,10 @@ impl Runtime {
         drop(console);
         if clone_fd.is_none() {
             if let Err(e) = rec.cgroup.add(child) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 return Err(e);
             }
         }
@@ -89,7 +112,9 @@ impl Runtime {
         }
         forward_signals(child);
         let proxy = match pty {
-            Some(l) => Some(crate::tty::Proxy::start(crate::console::recv_fd(l.as_fd())?)),
+            Some(l) => Some(crate::tty::Proxy::start(crate::console::recv_fd(
+                l.as_fd(),
+            )?)),
             None => None,
         };
         let code = wait_exit(child);
@@ -98,16 +123,23 @@ impl Runtime {
     }
 }
 
-fn exec_console(process: &Process, opts: &ExecOptions) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+fn exec_console(
+    process: &Process,
+    opts: &ExecOptions,
+) -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
     if !process.terminal().unwrap_or(false) {
         return Ok((None, None));
     }
     if let Some(path) = &opts.console_socket {
-        let s = std::os::unix::net::UnixStream::connect(path).ctx(|| format!("console socket {}", path.display()))?;
+        let s = std::os::unix::net::UnixStream::connect(path)
+            .ctx(|| format!("console socket {}", path.display()))?;
         return Ok((Some(s.into()), None));
     }
     if opts.detach {
-        return Err(Error::config("process.terminal", "a detached exec with a terminal needs --console-socket"));
+        return Err(Error::config(
+            "process.terminal",
+            "a detached exec with a terminal needs --console-socket",
+        ));
     }
     let (a, b) = std::os::unix::net::UnixStream::pair().ctx(|| "socketpair".into())?;
     Ok((Some(a.into()), Some(b.into())))
@@ -116,11 +148,14 @@ fn exec_console(process: &Process, opts: &ExecOptions) -> Result<(Option<OwnedFd
 fn join_for_children(pid: i32) -> Result<()> {
     for (name, flag) in [("pid", libc::CLONE_NEWPID), ("time", libc::CLONE_NEWTIME)] {
         let theirs = format!("/proc/{pid}/ns/{name}");
-        let same = std::fs::read_link(&theirs).ok() == std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
+        let same = std::fs::read_link(&theirs).ok()
+            == std::fs::read_link(format!("/proc/self/ns/{name}")).ok();
         if same {
             continue;
         }
-        let Ok(f) = std::fs::File::open(&theirs) else { continue };
+        let Ok(f) = std::fs::File::open(&theirs) else {
+            continue;
+        };
         setns(f, CloneFlags::from_bits_retain(flag)).ctx(|| format!("join {theirs}"))?;
     }
     Ok(())
@@ -142,12 +177,18 @@ fn exec_child(
     namespaces::join_process(pid, &KINDS)?;
     if process.terminal().unwrap_or(false) {
         if let Some(sock) = console {
-            let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
+            let size = process
+                .console_size()
+                .map(|b| (b.height() as u16, b.width() as u16));
             crate::console::setup(sock.as_fd(), size)?;
         }
     }
     init::apply_process_limits(process)?;
     let program = init::resolve_program(process)?;
-    let filter = filter.map(|filter| init::Seccomp { filter, listener: None, state: &[] });
+    let filter = filter.map(|filter| init::Seccomp {
+        filter,
+        listener: None,
+        state: &[],
+    });
     match init::become_process(process, &program, filter, preserve_fds)? {}
 }

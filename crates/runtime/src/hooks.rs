@@ -20,7 +20,10 @@ pub fn run_all(hooks: &[Hook], state_json: &[u8]) -> Result<()> {
 
 pub fn run(hook: &Hook, state_json: &[u8]) -> Result<()> {
     let path = hook.path().clone();
-    let err = |msg: String| Error::Hook { path: path.clone(), msg };
+    let err = |msg: String| Error::Hook {
+        path: path.clone(),
+        msg,
+    };
     let mut cmd = Command::new(&path);
     let args = hook.args().clone().unwrap_or_default();
     if let Some((argv0, rest)) = args.split_first() {
@@ -38,10 +41,17 @@ pub fn run(hook: &Hook, state_json: &[u8]) -> Result<()> {
         // A hook that ignores its stdin may exit before reading it: EPIPE is fine.
         let _ = stdin.write_all(state_json);
     }
-    let Some(deadline) = hook.timeout().filter(|t| *t > 0).map(|t| Instant::now() + Duration::from_secs(t as u64))
+    let Some(deadline) = hook
+        .timeout()
+        .filter(|t| *t > 0)
+        .map(|t| Instant::now() + Duration::from_secs(t as u64))
     else {
         let status = child.wait().map_err(|e| err(format!("wait: {e}")))?;
-        return if status.success() { Ok(()) } else { Err(err(format!("exited with {status}"))) };
+        return if status.success() {
+            Ok(())
+        } else {
+            Err(err(format!("exited with {status}")))
+        };
     };
     loop {
         match child.try_wait() {
@@ -53,7 +63,10 @@ pub fn run(hook: &Hook, state_json: &[u8]) -> Result<()> {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(err(format!("timed out after {}s", hook.timeout().unwrap_or(0))));
+            return Err(err(format!(
+                "timed out after {}s",
+                hook.timeout().unwrap_or(0)
+            )));
         }
         std::thread::sleep(Duration::from_millis(1));
     }

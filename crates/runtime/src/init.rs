@@ -46,7 +46,15 @@ pub fn run(cfg: InitConfig<'_>) -> ! {
     };
     let _ = cfg.chan.send(tag, msg.as_bytes());
     // SAFETY: _exit skips atexit handlers and destructors that belong to the parent's copy.
-    unsafe { libc::_exit(if tag == Tag::NotFound { 127 } else if tag == Tag::NoPermission { 126 } else { 1 }) }
+    unsafe {
+        libc::_exit(if tag == Tag::NotFound {
+            127
+        } else if tag == Tag::NoPermission {
+            126
+        } else {
+            1
+        })
+    }
 }
 
 pub enum Never {}
@@ -54,17 +62,25 @@ pub enum Never {}
 fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
     let state_json = match cfg.chan.recv()? {
         Some((Tag::Go, payload)) => payload,
-        _ => return Err(Error::Init("runtime went away before the container was set up".into())),
+        _ => {
+            return Err(Error::Init(
+                "runtime went away before the container was set up".into(),
+            ))
+        }
     };
     let spec = cfg.spec;
-    let process = spec.process().as_ref().ok_or_else(|| Error::config("process", "missing"))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::config("process", "missing"))?;
     if cfg.new_ns & LinuxNamespaceType::User as u64 != 0 {
         // Become root of the new user namespace so files we create belong to it.
         let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
         let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
     }
     if cfg.unshare_cgroupns {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP).ctx(|| "unshare cgroup namespace".into())?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+            .ctx(|| "unshare cgroup namespace".into())?;
     }
     namespaces::join_paths(spec)?;
     if !cfg.no_new_keyring {
@@ -76,7 +92,11 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
         mounts::prepare_rootfs(spec, cfg.rootfs, cfg.cgroup, cgroupns)?;
         if !dev_is_bind_mounted(spec) {
             let in_userns = namespaces::has(spec, LinuxNamespaceType::User);
-            let devs = spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default();
+            let devs = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.devices().clone())
+                .unwrap_or_default();
             devices::setup_dev(cfg.rootfs, &devs, in_userns)?;
         }
         devices::link_ptmx(cfg.rootfs)?;
@@ -88,7 +108,11 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
             _ => return Err(Error::Init("runtime went away while running hooks".into())),
         }
     }
-    if let Some(h) = spec.hooks().as_ref().and_then(|h| h.create_container().as_ref()) {
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.create_container().as_ref())
+    {
         hooks::run_all(h, &state_json)?;
     }
     if new_mnt {
@@ -104,8 +128,13 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
         mounts::finish_rootfs(spec)?;
     }
     if process.terminal().unwrap_or(false) {
-        let sock = cfg.console.as_ref().ok_or_else(|| Error::config("process.terminal", "needs --console-socket"))?;
-        let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        let sock = cfg
+            .console
+            .as_ref()
+            .ok_or_else(|| Error::config("process.terminal", "needs --console-socket"))?;
+        let size = process
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16));
         console::setup(sock.as_fd(), size)?;
     }
     apply_process_limits(process)?;
@@ -113,10 +142,18 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
     let program = resolve_program(process)?;
     cfg.chan.send(Tag::Ready, &[])?;
     wait_for_start(cfg)?;
-    if let Some(h) = spec.hooks().as_ref().and_then(|h| h.start_container().as_ref()) {
+    if let Some(h) = spec
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.start_container().as_ref())
+    {
         hooks::run_all(h, &state_json)?;
     }
-    let filter = cfg.seccomp.as_ref().map(|f| Seccomp { filter: f, listener: cfg.seccomp_listener.as_ref(), state: &state_json });
+    let filter = cfg.seccomp.as_ref().map(|f| Seccomp {
+        filter: f,
+        listener: cfg.seccomp_listener.as_ref(),
+        state: &state_json,
+    });
     become_process(process, &program, filter, cfg.preserve_fds)
 }
 
@@ -124,7 +161,10 @@ fn dev_is_bind_mounted(spec: &Spec) -> bool {
     spec.mounts().iter().flatten().any(|m| {
         m.destination() == Path::new("/dev")
             && (m.typ().as_deref() == Some("bind")
-                || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind"))
+                || m.options()
+                    .iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind"))
     })
 }
 
@@ -138,32 +178,49 @@ fn join_session_keyring(id: &str) {
 }
 
 fn set_names(spec: &Spec, new_ns: u64) -> Result<()> {
-    let uts = new_ns & LinuxNamespaceType::Uts as u64 != 0 || namespaces::has(spec, LinuxNamespaceType::Uts);
+    let uts = new_ns & LinuxNamespaceType::Uts as u64 != 0
+        || namespaces::has(spec, LinuxNamespaceType::Uts);
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         if !uts {
-            return Err(Error::config("hostname", "setting the hostname needs a uts namespace"));
+            return Err(Error::config(
+                "hostname",
+                "setting the hostname needs a uts namespace",
+            ));
         }
         nix::unistd::sethostname(h).ctx(|| "sethostname".into())?;
     }
     if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
         if !uts {
-            return Err(Error::config("domainname", "setting the domainname needs a uts namespace"));
+            return Err(Error::config(
+                "domainname",
+                "setting the domainname needs a uts namespace",
+            ));
         }
         // SAFETY: setdomainname reads len bytes from the slice.
         if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
-            return Err(Error::Io { context: "setdomainname".into(), err: std::io::Error::last_os_error() });
+            return Err(Error::Io {
+                context: "setdomainname".into(),
+                err: std::io::Error::last_os_error(),
+            });
         }
     }
     Ok(())
 }
 
 fn write_sysctls(spec: &Spec) -> Result<()> {
-    for (k, v) in spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()).into_iter().flatten() {
+    for (k, v) in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.sysctl().as_ref())
+        .into_iter()
+        .flatten()
+    {
         if k.is_empty() || k.contains("..") || k.contains('/') {
             return Err(Error::config(format!("linux.sysctl[{k}]"), "invalid key"));
         }
         let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-        std::fs::write(&path, v).map_err(|e| Error::config(format!("linux.sysctl[{k}]"), e.to_string()))?;
+        std::fs::write(&path, v)
+            .map_err(|e| Error::config(format!("linux.sysctl[{k}]"), e.to_string()))?;
     }
     Ok(())
 }
@@ -174,57 +231,96 @@ pub fn apply_process_limits(p: &Process) -> Result<()> {
             .map_err(|e| Error::config("process.oomScoreAdj", e.to_string()))?;
     }
     for rl in p.rlimits().iter().flatten() {
-        let lim = libc::rlimit { rlim_cur: rl.soft(), rlim_max: rl.hard() };
+        let lim = libc::rlimit {
+            rlim_cur: rl.soft(),
+            rlim_max: rl.hard(),
+        };
         let res = crate::config::rlimit_resource(rl.typ());
         // SAFETY: setrlimit reads the struct we own.
         if unsafe { libc::setrlimit(res as _, &lim) } != 0 {
             let field = format!("process.rlimits[{}]", crate::config::rlimit_name(rl.typ()));
-            return Err(Error::config(field, std::io::Error::last_os_error().to_string()));
+            return Err(Error::config(
+                field,
+                std::io::Error::last_os_error().to_string(),
+            ));
         }
     }
     if let Some(io) = p.io_priority() {
-        let class = match serde_json::to_value(io.class()).ok().and_then(|v| v.as_str().map(str::to_owned)).as_deref() {
+        let class = match serde_json::to_value(io.class())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .as_deref()
+        {
             Some("IOPRIO_CLASS_RT") => 1,
             Some("IOPRIO_CLASS_IDLE") => 3,
             _ => 2,
         };
-        let prio = (class << 13) | (io.priority() as i64 & 0x1fff);
+        let prio = (class << 13) | (io.priority() & 0x1fff);
         // SAFETY: ioprio_set(IOPRIO_WHO_PROCESS, self, prio) takes integers.
         if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, prio) } != 0 {
-            return Err(Error::config("process.ioPriority", std::io::Error::last_os_error().to_string()));
+            return Err(Error::config(
+                "process.ioPriority",
+                std::io::Error::last_os_error().to_string(),
+            ));
         }
     }
     if let Some(s) = p.scheduler() {
         if let Some(nice) = s.nice() {
             // SAFETY: setpriority takes integers.
             if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, *nice) } != 0 {
-                return Err(Error::config("process.scheduler.nice", std::io::Error::last_os_error().to_string()));
+                return Err(Error::config(
+                    "process.scheduler.nice",
+                    std::io::Error::last_os_error().to_string(),
+                ));
             }
         }
-        let policy = match serde_json::to_value(s.policy()).ok().and_then(|v| v.as_str().map(str::to_owned)).as_deref() {
+        let policy = match serde_json::to_value(s.policy())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .as_deref()
+        {
             Some("SCHED_FIFO") => libc::SCHED_FIFO,
             Some("SCHED_RR") => libc::SCHED_RR,
             Some("SCHED_BATCH") => libc::SCHED_BATCH,
             Some("SCHED_IDLE") => libc::SCHED_IDLE,
             Some("SCHED_OTHER") | None => libc::SCHED_OTHER,
-            Some(other) => return Err(Error::Unsupported(format!("process.scheduler.policy: {other} is not supported"))),
+            Some(other) => {
+                return Err(Error::Unsupported(format!(
+                    "process.scheduler.policy: {other} is not supported"
+                )))
+            }
         };
-        let param = libc::sched_param { sched_priority: s.priority().unwrap_or(0) };
+        let param = libc::sched_param {
+            sched_priority: s.priority().unwrap_or(0),
+        };
         // SAFETY: sched_setscheduler reads the param we own.
         if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
-            return Err(Error::config("process.scheduler", std::io::Error::last_os_error().to_string()));
+            return Err(Error::config(
+                "process.scheduler",
+                std::io::Error::last_os_error().to_string(),
+            ));
         }
     }
     Ok(())
 }
 
 fn set_personality(spec: &Spec) -> Result<()> {
-    let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) else { return Ok(()) };
-    let domain = serde_json::to_value(p.domain()).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) else {
+        return Ok(());
+    };
+    let domain = serde_json::to_value(p.domain())
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
     let persona = match domain.as_str() {
         "LINUX" => 0,
         "LINUX32" => 0x0008,
-        other => return Err(Error::config("linux.personality.domain", format!("unknown domain {other}"))),
+        other => {
+            return Err(Error::config(
+                "linux.personality.domain",
+                format!("unknown domain {other}"),
+            ))
+        }
     };
     // SAFETY: personality takes an integer.
     unsafe { libc::personality(persona) };
@@ -234,15 +330,26 @@ fn set_personality(spec: &Spec) -> Result<()> {
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn env_value<'a>(p: &'a Process, key: &str) -> Option<&'a str> {
-    p.env().iter().flatten().find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    p.env()
+        .iter()
+        .flatten()
+        .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
 }
 
 /// Finds args[0] the way execvp would, so a missing program fails `create` (exit 127 for
 /// `run`) instead of a container that dies at `start`.
 pub fn resolve_program(p: &Process) -> Result<PathBuf> {
-    let arg0 = p.args().as_ref().and_then(|a| a.first()).ok_or_else(|| Error::config("process.args", "must not be empty"))?;
+    let arg0 = p
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .ok_or_else(|| Error::config("process.args", "must not be empty"))?;
     if arg0.contains('/') {
-        let path = if Path::new(arg0).is_absolute() { PathBuf::from(arg0) } else { p.cwd().join(arg0) };
+        let path = if Path::new(arg0).is_absolute() {
+            PathBuf::from(arg0)
+        } else {
+            p.cwd().join(arg0)
+        };
         return check_executable(&path, arg0);
     }
     let search = env_value(p, "PATH").unwrap_or(DEFAULT_PATH);
@@ -255,7 +362,11 @@ pub fn resolve_program(p: &Process) -> Result<PathBuf> {
             Err(_) => {}
         }
     }
-    Err(if denied { Error::ExecPermission(arg0.clone()) } else { Error::ExecNotFound(arg0.clone()) })
+    Err(if denied {
+        Error::ExecPermission(arg0.clone())
+    } else {
+        Error::ExecNotFound(arg0.clone())
+    })
 }
 
 fn check_executable(path: &Path, name: &str) -> Result<PathBuf> {
@@ -272,9 +383,14 @@ fn wait_for_start(cfg: &InitConfig<'_>) -> Result<()> {
         Some(fifo) => {
             // Opening for write blocks until `start` opens the other end.
             let path = format!("/proc/self/fd/{}", fifo.as_raw_fd());
-            let fd = nix::fcntl::open(path.as_str(), nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-                .ctx(|| "open exec fifo".into())?;
-            nix::unistd::write(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, b"0").ctx(|| "write exec fifo".into())?;
+            let fd = nix::fcntl::open(
+                path.as_str(),
+                nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ctx(|| "open exec fifo".into())?;
+            nix::unistd::write(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, b"0")
+                .ctx(|| "write exec fifo".into())?;
             let _ = nix::unistd::close(fd);
             Ok(())
         }
@@ -300,7 +416,12 @@ impl Seccomp<'_> {
 
 /// Drops to the process's user and capabilities, applies seccomp, and execs. Shared by
 /// the container's init and by `exec`.
-pub fn become_process(p: &Process, program: &Path, filter: Option<Seccomp<'_>>, preserve_fds: i32) -> Result<Never> {
+pub fn become_process(
+    p: &Process,
+    program: &Path,
+    filter: Option<Seccomp<'_>>,
+    preserve_fds: i32,
+) -> Result<Never> {
     mark_fds_cloexec(3 + preserve_fds);
     let nnp = p.no_new_privileges().unwrap_or(false);
     if let (Some(f), false) = (&filter, nnp) {
@@ -325,10 +446,14 @@ pub fn become_process(p: &Process, program: &Path, filter: Option<Seccomp<'_>>, 
     if nnp {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(Error::Io { context: "no_new_privs".into(), err: std::io::Error::last_os_error() });
+            return Err(Error::Io {
+                context: "no_new_privs".into(),
+                err: std::io::Error::last_os_error(),
+            });
         }
     }
-    nix::unistd::chdir(p.cwd()).map_err(|e| Error::config("process.cwd", format!("{}: {e}", p.cwd().display())))?;
+    nix::unistd::chdir(p.cwd())
+        .map_err(|e| Error::config("process.cwd", format!("{}: {e}", p.cwd().display())))?;
     if let (Some(f), true) = (&filter, nnp) {
         f.install()?;
     }
@@ -337,21 +462,35 @@ pub fn become_process(p: &Process, program: &Path, filter: Option<Seccomp<'_>>, 
 
 fn set_user(p: &Process) -> Result<()> {
     let u = p.user();
-    let groups: Vec<nix::unistd::Gid> = u.additional_gids().iter().flatten().map(|g| (*g).into()).collect();
-    let setgroups_allowed = std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true);
+    let groups: Vec<nix::unistd::Gid> = u
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| (*g).into())
+        .collect();
+    let setgroups_allowed = std::fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() != "deny")
+        .unwrap_or(true);
     if setgroups_allowed {
         nix::unistd::setgroups(&groups).ctx(|| "setgroups".into())?;
     }
     let gid = u.gid().into();
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| Error::config("process.user.gid", format!("{}: {e}", u.gid())))?;
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| Error::config("process.user.gid", format!("{}: {e}", u.gid())))?;
     let uid = u.uid().into();
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| Error::config("process.user.uid", format!("{}: {e}", u.uid())))?;
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| Error::config("process.user.uid", format!("{}: {e}", u.uid())))?;
     Ok(())
 }
 
 fn mark_fds_cloexec(from: i32) {
-    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else { return };
-    let fds: Vec<i32> = dir.flatten().filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok())).collect();
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
     for fd in fds.into_iter().filter(|fd| *fd >= from) {
         // SAFETY: setting a flag on an fd number; a stale number (the dir fd) just fails.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
@@ -359,19 +498,39 @@ fn mark_fds_cloexec(from: i32) {
 }
 
 fn exec(p: &Process, program: &Path) -> Result<Never> {
-    let to_c = |s: &str| CString::new(s).map_err(|_| Error::config("process", format!("NUL byte in {s:?}")));
-    let args: Vec<CString> = p.args().iter().flatten().map(|a| to_c(a)).collect::<Result<_>>()?;
-    let mut env: Vec<CString> = p.env().iter().flatten().map(|e| to_c(e)).collect::<Result<_>>()?;
+    let to_c = |s: &str| {
+        CString::new(s).map_err(|_| Error::config("process", format!("NUL byte in {s:?}")))
+    };
+    let args: Vec<CString> = p
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| to_c(a))
+        .collect::<Result<_>>()?;
+    let mut env: Vec<CString> = p
+        .env()
+        .iter()
+        .flatten()
+        .map(|e| to_c(e))
+        .collect::<Result<_>>()?;
     if env_value(p, "HOME").is_none() {
         env.push(to_c(&format!("HOME={}", home_of(p.user().uid())))?);
     }
     let path = to_c(&program.to_string_lossy())?;
     let err = nix::unistd::execve(&path, &args, &env).unwrap_err();
-    let name = p.args().as_ref().and_then(|a| a.first()).cloned().unwrap_or_default();
+    let name = p
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .cloned()
+        .unwrap_or_default();
     Err(match err {
         nix::errno::Errno::ENOENT => Error::ExecNotFound(name),
         nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => Error::ExecPermission(name),
-        e => Error::Sys { context: format!("exec {}", program.display()), err: e },
+        e => Error::Sys {
+            context: format!("exec {}", program.display()),
+            err: e,
+        },
     })
 }
 

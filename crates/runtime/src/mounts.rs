@@ -20,7 +20,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { flags: MsFlags::empty(), clear: MsFlags::empty(), propagation: MsFlags::empty(), data: Vec::new() }
+        Options {
+            flags: MsFlags::empty(),
+            clear: MsFlags::empty(),
+            propagation: MsFlags::empty(),
+            data: Vec::new(),
+        }
     }
 }
 
@@ -51,15 +56,35 @@ pub fn parse_options(opts: &[String]) -> Options {
             "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty(), MsFlags::empty()),
             "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME, MsFlags::empty()),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty(), MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty(), MsFlags::empty()),
+            "rbind" => (
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                MsFlags::empty(),
+                MsFlags::empty(),
+            ),
             "private" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE),
-            "rprivate" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            "rprivate" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+            ),
             "shared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED),
-            "rshared" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SHARED | MsFlags::MS_REC),
+            "rshared" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_SHARED | MsFlags::MS_REC,
+            ),
             "slave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE),
-            "rslave" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_SLAVE | MsFlags::MS_REC),
+            "rslave" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            ),
             "unbindable" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_UNBINDABLE),
-            "runbindable" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_UNBINDABLE | MsFlags::MS_REC),
+            "runbindable" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+            ),
             // Options for other runtimes' features we do not implement and that change
             // nothing the kernel would check.
             "tmpcopyup" | "idmap" | "ridmap" | "defaults" => continue,
@@ -80,7 +105,11 @@ pub fn parse_options(opts: &[String]) -> Options {
 /// image (e.g. /etc -> /host/etc, or ../../..) cannot send a mount outside the rootfs.
 pub fn secure_join(root: &Path, path: &Path) -> PathBuf {
     let mut resolved = PathBuf::new();
-    let mut pending: Vec<PathBuf> = path.components().rev().map(|c| PathBuf::from(c.as_os_str())).collect();
+    let mut pending: Vec<PathBuf> = path
+        .components()
+        .rev()
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
     let mut hops = 0;
     while let Some(part) = pending.pop() {
         match part.components().next() {
@@ -125,7 +154,13 @@ fn make_target(target: &Path, source_is_file: bool) -> Result<()> {
     Ok(())
 }
 
-fn mnt(source: Option<&Path>, target: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<()> {
+fn mnt(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<()> {
     mount(source, target, fstype, flags, data).ctx(|| {
         format!(
             "mount {} on {} (type {}, flags {:?}, data {:?})",
@@ -149,7 +184,13 @@ pub fn prepare_rootfs(spec: &Spec, rootfs: &Path, cgroup: &Cgroup, cgroupns: boo
     mnt(None, Path::new("/"), None, prop, None)?;
     // pivot_root refuses a shared parent; make the rootfs' parent mount private.
     make_parent_private(rootfs)?;
-    mnt(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    mnt(
+        Some(rootfs),
+        rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         mount_one(rootfs, m, cgroup, cgroupns).map_err(|e| match e {
             Error::Sys { context, err } => Error::Sys {
@@ -167,7 +208,11 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
     let mut best: Option<PathBuf> = None;
     for line in info.lines() {
         let mp = PathBuf::from(unescape(line.split(' ').nth(4).unwrap_or("/")));
-        if rootfs.starts_with(&mp) && best.as_ref().is_none_or(|b| mp.as_os_str().len() > b.as_os_str().len()) {
+        if rootfs.starts_with(&mp)
+            && best
+                .as_ref()
+                .is_none_or(|b| mp.as_os_str().len() > b.as_os_str().len())
+        {
             best = Some(mp);
         }
     }
@@ -182,7 +227,9 @@ fn unescape(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8) {
+            if let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 4]).unwrap_or("x"), 8)
+            {
                 out.push(v);
                 i += 4;
                 continue;
@@ -206,8 +253,15 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup: &Cgroup, cgroupns: bool) -> Resul
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
     if is_bind {
-        let src = source.ok_or_else(|| Error::config(format!("mounts {}", m.destination().display()), "bind mount needs a source"))?;
-        let src_is_file = std::fs::metadata(src).map(|md| !md.is_dir()).unwrap_or(false);
+        let src = source.ok_or_else(|| {
+            Error::config(
+                format!("mounts {}", m.destination().display()),
+                "bind mount needs a source",
+            )
+        })?;
+        let src_is_file = std::fs::metadata(src)
+            .map(|md| !md.is_dir())
+            .unwrap_or(false);
         make_target(&target, src_is_file)?;
         let flags = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
         mnt(Some(src), &target, None, flags, None)?;
@@ -216,18 +270,47 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup: &Cgroup, cgroupns: bool) -> Resul
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() {
             let locked = locked_flags(&target);
-            mnt(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | locked, None)?;
+            mnt(
+                None,
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | locked,
+                None,
+            )?;
         }
     } else {
         make_target(&target, false)?;
         let flags = opts.flags & !MsFlags::MS_BIND;
-        let mut result = mnt(source.or(Some(Path::new(fstype))), &target, Some(fstype), flags, data);
+        let mut result = mnt(
+            source.or(Some(Path::new(fstype))),
+            &target,
+            Some(fstype),
+            flags,
+            data,
+        );
         // mqueue/sysfs in a new user namespace without the matching ns cannot mount; runc
         // falls back to a bind of the host's, and so do we.
         if result.is_err() && (fstype == "sysfs" || fstype == "mqueue") {
-            let host = if fstype == "sysfs" { "/sys" } else { "/dev/mqueue" };
-            result = mnt(Some(Path::new(host)), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None).and_then(|_| {
-                mnt(None, &target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | locked_flags(&target), None)
+            let host = if fstype == "sysfs" {
+                "/sys"
+            } else {
+                "/dev/mqueue"
+            };
+            result = mnt(
+                Some(Path::new(host)),
+                &target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )
+            .and_then(|_| {
+                mnt(
+                    None,
+                    &target,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | locked_flags(&target),
+                    None,
+                )
             });
         }
         result?;
@@ -239,7 +322,9 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup: &Cgroup, cgroupns: bool) -> Resul
 }
 
 fn locked_flags(path: &Path) -> MsFlags {
-    let Ok(st) = nix::sys::statvfs::statvfs(path) else { return MsFlags::empty() };
+    let Ok(st) = nix::sys::statvfs::statvfs(path) else {
+        return MsFlags::empty();
+    };
     use nix::sys::statvfs::FsFlags;
     let mut f = MsFlags::empty();
     let fl = st.flags();
@@ -263,29 +348,87 @@ fn locked_flags(path: &Path) -> MsFlags {
 /// runc does), under a tmpfs on v1 hosts.
 fn mount_cgroup(target: &Path, opts: &Options, cgroup: &Cgroup, cgroupns: bool) -> Result<()> {
     make_target(target, false)?;
-    let flags = (opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC)) | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let flags = (opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC))
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
     let layout = crate::cgroups::Layout::get();
     if layout.is_pure_v2() {
         if cgroupns {
-            return mnt(Some(Path::new("cgroup2")), target, Some("cgroup2"), flags, None);
+            return mnt(
+                Some(Path::new("cgroup2")),
+                target,
+                Some("cgroup2"),
+                flags,
+                None,
+            );
         }
-        let dir = cgroup.dirs.get("").ok_or_else(|| Error::Init("no cgroup2 directory".into()))?;
-        mnt(Some(dir), target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-        return mnt(None, target, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags, None);
+        let dir = cgroup
+            .dirs
+            .get("")
+            .ok_or_else(|| Error::Init("no cgroup2 directory".into()))?;
+        mnt(
+            Some(dir),
+            target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        return mnt(
+            None,
+            target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+            None,
+        );
     }
     let tmpfs_flags = flags & !MsFlags::MS_RDONLY;
-    mnt(Some(Path::new("tmpfs")), target, Some("tmpfs"), tmpfs_flags, Some("mode=755"))?;
+    mnt(
+        Some(Path::new("tmpfs")),
+        target,
+        Some("tmpfs"),
+        tmpfs_flags,
+        Some("mode=755"),
+    )?;
     for (key, dir) in &cgroup.dirs {
-        let name = if key.is_empty() { "unified".to_string() } else { key.strip_prefix("name=").unwrap_or(key).to_string() };
+        let name = if key.is_empty() {
+            "unified".to_string()
+        } else {
+            key.strip_prefix("name=").unwrap_or(key).to_string()
+        };
         let sub = target.join(&name);
         std::fs::create_dir_all(&sub).ctx(|| format!("mkdir {}", sub.display()))?;
         if cgroupns && !key.is_empty() {
-            mnt(Some(Path::new("cgroup")), &sub, Some("cgroup"), flags, Some(key))?;
+            mnt(
+                Some(Path::new("cgroup")),
+                &sub,
+                Some("cgroup"),
+                flags,
+                Some(key),
+            )?;
         } else if cgroupns {
-            mnt(Some(Path::new("cgroup2")), &sub, Some("cgroup2"), flags, None)?;
+            mnt(
+                Some(Path::new("cgroup2")),
+                &sub,
+                Some("cgroup2"),
+                flags,
+                None,
+            )?;
         } else {
-            mnt(Some(dir), &sub, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-            mnt(None, &sub, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags, None)?;
+            mnt(
+                Some(dir),
+                &sub,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None,
+            )?;
+            mnt(
+                None,
+                &sub,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags,
+                None,
+            )?;
         }
         // Comounted controllers get the symlinks userspace expects (cpu -> cpu,cpuacct).
         if key.contains(',') {
@@ -295,7 +438,13 @@ fn mount_cgroup(target: &Path, opts: &Options, cgroup: &Cgroup, cgroupns: bool) 
         }
     }
     if flags.contains(MsFlags::MS_RDONLY) {
-        mnt(None, target, None, MsFlags::MS_REMOUNT | tmpfs_flags | MsFlags::MS_RDONLY, Some("mode=755"))?;
+        mnt(
+            None,
+            target,
+            None,
+            MsFlags::MS_REMOUNT | tmpfs_flags | MsFlags::MS_RDONLY,
+            Some("mode=755"),
+        )?;
     }
     Ok(())
 }
@@ -306,7 +455,13 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
     nix::unistd::chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
     nix::unistd::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
     // Keep unmount events of the old root from propagating back to the host.
-    mnt(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    mnt(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+    )?;
     umount2(".", MntFlags::MNT_DETACH).ctx(|| "unmount old root".into())?;
     nix::unistd::chdir("/").ctx(|| "chdir /".into())
 }
@@ -322,15 +477,34 @@ pub fn move_root(rootfs: &Path) -> Result<()> {
 /// After pivot: masked paths, read-only paths, read-only root, rootfs propagation.
 pub fn finish_rootfs(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
-    for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         readonly_path(Path::new(p))?;
     }
-    for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+    for p in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         mask_path(Path::new(p))?;
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         let locked = locked_flags(Path::new("/"));
-        mnt(None, Path::new("/"), None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked, None)?;
+        mnt(
+            None,
+            Path::new("/"),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked,
+            None,
+        )?;
     }
     if let Some(p) = linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         let prop = parse_options(&[p.to_owned()]).propagation;
@@ -342,7 +516,13 @@ pub fn finish_rootfs(spec: &Spec) -> Result<()> {
 }
 
 fn readonly_path(p: &Path) -> Result<()> {
-    match mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>) {
+    match mount(
+        Some(p),
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    ) {
         Err(nix::errno::Errno::ENOENT) => return Ok(()),
         r => r.ctx(|| format!("readonlyPaths {}", p.display()))?,
     }
@@ -353,8 +533,20 @@ fn readonly_path(p: &Path) -> Result<()> {
 fn mask_path(p: &Path) -> Result<()> {
     let r = match std::fs::metadata(p) {
         Err(_) => return Ok(()),
-        Ok(md) if md.is_dir() => mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>),
-        Ok(_) => mount(Some("/dev/null"), p, None::<&str>, MsFlags::MS_BIND, None::<&str>),
+        Ok(md) if md.is_dir() => mount(
+            Some("tmpfs"),
+            p,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        ),
+        Ok(_) => mount(
+            Some("/dev/null"),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ),
     };
     match r {
         Err(nix::errno::Errno::ENOENT) => Ok(()),

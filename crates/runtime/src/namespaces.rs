@@ -10,7 +10,11 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use crate::error::{Context, Error, Result};
 
 fn namespaces(spec: &Spec) -> impl Iterator<Item = &oci_spec::runtime::LinuxNamespace> {
-    spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).into_iter().flatten()
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
 }
 
 pub fn has(spec: &Spec, t: LinuxNamespaceType) -> bool {
@@ -34,13 +38,13 @@ fn open_ns(path: &Path) -> Result<std::fs::File> {
 pub fn prepare_parent(spec: &Spec) -> Result<()> {
     for ns in namespaces(spec) {
         match (ns.typ(), ns.path()) {
-            (LinuxNamespaceType::Pid, Some(p)) => {
-                setns(open_ns(p)?, CloneFlags::CLONE_NEWPID).ctx(|| format!("join pid namespace {}", p.display()))?
-            }
-            (LinuxNamespaceType::Time, Some(p)) => {
-                setns(open_ns(p)?, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
-                    .ctx(|| format!("join time namespace {}", p.display()))?
-            }
+            (LinuxNamespaceType::Pid, Some(p)) => setns(open_ns(p)?, CloneFlags::CLONE_NEWPID)
+                .ctx(|| format!("join pid namespace {}", p.display()))?,
+            (LinuxNamespaceType::Time, Some(p)) => setns(
+                open_ns(p)?,
+                CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+            )
+            .ctx(|| format!("join time namespace {}", p.display()))?,
             (LinuxNamespaceType::Time, None) => new_time_ns(spec)?,
             _ => {}
         }
@@ -49,17 +53,29 @@ pub fn prepare_parent(spec: &Spec) -> Result<()> {
 }
 
 fn new_time_ns(spec: &Spec) -> Result<()> {
-    nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)).ctx(|| "unshare time namespace".into())?;
-    let offsets = spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref());
+    nix::sched::unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+        .ctx(|| "unshare time namespace".into())?;
+    let offsets = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref());
     let mut text = String::new();
     for (clock, off) in offsets.into_iter().flatten() {
         if clock != "monotonic" && clock != "boottime" {
-            return Err(Error::config(format!("linux.timeOffsets.{clock}"), "only monotonic and boottime can be offset"));
+            return Err(Error::config(
+                format!("linux.timeOffsets.{clock}"),
+                "only monotonic and boottime can be offset",
+            ));
         }
-        text.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
     }
     if !text.is_empty() {
-        std::fs::write("/proc/self/timens_offsets", text).map_err(|e| Error::config("linux.timeOffsets", e.to_string()))?;
+        std::fs::write("/proc/self/timens_offsets", text)
+            .map_err(|e| Error::config("linux.timeOffsets", e.to_string()))?;
     }
     Ok(())
 }
@@ -68,13 +84,21 @@ fn new_time_ns(spec: &Spec) -> Result<()> {
 /// others are joined with the capabilities it grants.
 pub fn join_paths(spec: &Spec) -> Result<()> {
     let mut list: Vec<_> = namespaces(spec)
-        .filter(|n| n.path().is_some() && !matches!(n.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::Time))
+        .filter(|n| {
+            n.path().is_some()
+                && !matches!(n.typ(), LinuxNamespaceType::Pid | LinuxNamespaceType::Time)
+        })
         .collect();
     list.sort_by_key(|n| n.typ() != LinuxNamespaceType::User);
     for ns in list {
-        let path = ns.path().as_ref().map(|p| p.as_path()).unwrap_or(Path::new(""));
+        let path = ns
+            .path()
+            .as_ref()
+            .map(|p| p.as_path())
+            .unwrap_or(Path::new(""));
         let flag = CloneFlags::from_bits_retain(ns.typ() as i32);
-        setns(open_ns(path)?, flag).ctx(|| format!("join {} namespace {}", ns.typ(), path.display()))?;
+        setns(open_ns(path)?, flag)
+            .ctx(|| format!("join {} namespace {}", ns.typ(), path.display()))?;
     }
     Ok(())
 }
@@ -94,7 +118,11 @@ pub fn join_process(pid: i32, kinds: &[(&str, i32)]) -> Result<()> {
         if same || !Path::new(&theirs).exists() {
             continue;
         }
-        setns(open_ns(Path::new(&theirs))?, CloneFlags::from_bits_retain(*flag)).ctx(|| format!("join {theirs}"))?;
+        setns(
+            open_ns(Path::new(&theirs))?,
+            CloneFlags::from_bits_retain(*flag),
+        )
+        .ctx(|| format!("join {theirs}"))?;
     }
     Ok(())
 }

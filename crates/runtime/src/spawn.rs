@@ -32,19 +32,32 @@ pub enum Forked {
 
 /// Must only be called while the process has a single thread.
 pub fn clone3(ns_flags: u64, cgroup: Option<&OwnedFd>) -> Result<Forked> {
-    let mut args = CloneArgs { flags: ns_flags, exit_signal: libc::SIGCHLD as u64, ..Default::default() };
+    let mut args = CloneArgs {
+        flags: ns_flags,
+        exit_signal: libc::SIGCHLD as u64,
+        ..Default::default()
+    };
     if let Some(fd) = cgroup {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd.as_raw_fd() as u64;
     }
     // SAFETY: clone3 with a zero stack behaves like fork; the struct outlives the call.
-    let r = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
     match r {
         0 => Ok(Forked::Child),
         pid if pid > 0 => Ok(Forked::Parent(pid as i32)),
         _ => {
             let err = std::io::Error::last_os_error();
-            Err(Error::Io { context: format!("clone3 (flags {:#x})", args.flags), err })
+            Err(Error::Io {
+                context: format!("clone3 (flags {:#x})", args.flags),
+                err,
+            })
         }
     }
 }

@@ -85,7 +85,8 @@ impl StateDir {
     /// Writes aside and renames so a reader never sees half a state file.
     pub fn save(&self, rec: &Record) -> Result<()> {
         let tmp = self.dir.join(".state.json.tmp");
-        let data = serde_json::to_vec(rec).map_err(|e| Error::Init(format!("encode state: {e}")))?;
+        let data =
+            serde_json::to_vec(rec).map_err(|e| Error::Init(format!("encode state: {e}")))?;
         let mut f = std::fs::File::create(&tmp).ctx(|| format!("{}", tmp.display()))?;
         f.write_all(&data).ctx(|| format!("{}", tmp.display()))?;
         std::fs::rename(&tmp, self.dir.join(FILE)).ctx(|| format!("{}", self.dir.display()))
@@ -95,8 +96,15 @@ impl StateDir {
         let path = self.dir.join(FILE);
         let data = match std::fs::read(&path) {
             Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::NotFound(id.into())),
-            Err(e) => return Err(Error::Io { context: path.display().to_string(), err: e }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(id.into()))
+            }
+            Err(e) => {
+                return Err(Error::Io {
+                    context: path.display().to_string(),
+                    err: e,
+                })
+            }
         };
         let mut rec: Record = serde_json::from_slice(&data)
             .map_err(|e| Error::Init(format!("{}: corrupt state: {e}", path.display())))?;
@@ -120,9 +128,10 @@ impl StateDir {
 
     pub fn remove(&self) -> Result<()> {
         match std::fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::Io { context: self.dir.display().to_string(), err: e })
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                context: self.dir.display().to_string(),
+                err: e,
+            }),
             _ => Ok(()),
         }
     }
@@ -134,7 +143,9 @@ pub fn validate_id(id: &str) -> Result<()> {
         && id != "."
         && id != ".."
         && id.len() <= 1024
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c));
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c));
     if ok {
         Ok(())
     } else {

@@ -16,7 +16,12 @@ impl Proxy {
         let mut reader = std::fs::File::from(master);
         let mut writer = match reader.try_clone() {
             Ok(w) => w,
-            Err(_) => return Proxy { output: None, saved },
+            Err(_) => {
+                return Proxy {
+                    output: None,
+                    saved,
+                }
+            }
         };
         std::thread::spawn(move || {
             let mut stdin = std::io::stdin();
@@ -38,7 +43,10 @@ impl Proxy {
                 let _ = stdout.flush();
             }
         });
-        Proxy { output: Some(output), saved }
+        Proxy {
+            output: Some(output),
+            saved,
+        }
     }
 }
 
@@ -57,7 +65,11 @@ impl Drop for Proxy {
             let _ = h.join();
         }
         if let Some(t) = &self.saved {
-            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
         }
     }
 }

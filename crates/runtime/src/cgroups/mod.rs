@@ -32,7 +32,12 @@ pub struct Layout {
 impl Layout {
     pub fn get() -> &'static Layout {
         static LAYOUT: OnceLock<Layout> = OnceLock::new();
-        LAYOUT.get_or_init(|| Layout::probe().unwrap_or(Layout { v1: vec![], v2: None }))
+        LAYOUT.get_or_init(|| {
+            Layout::probe().unwrap_or(Layout {
+                v1: vec![],
+                v2: None,
+            })
+        })
     }
 
     pub fn is_pure_v2(&self) -> bool {
@@ -41,10 +46,15 @@ impl Layout {
 
     fn probe() -> std::io::Result<Layout> {
         let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-        let mut layout = Layout { v1: vec![], v2: None };
+        let mut layout = Layout {
+            v1: vec![],
+            v2: None,
+        };
         for line in info.lines() {
             // Fields: ... mount-point(4) ... " - " fstype source super-options
-            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
             let mount_point = left.split(' ').nth(4).unwrap_or_default();
             let mut r = right.split(' ');
             let fstype = r.next().unwrap_or_default();
@@ -54,7 +64,9 @@ impl Layout {
                 "cgroup" => {
                     let ctrls: Vec<String> = opts
                         .split(',')
-                        .filter(|o| !matches!(*o, "rw" | "ro" | "relatime" | "noexec" | "nosuid" | "nodev"))
+                        .filter(|o| {
+                            !matches!(*o, "rw" | "ro" | "relatime" | "noexec" | "nosuid" | "nodev")
+                        })
                         .filter(|o| !o.starts_with("release_agent") && *o != "clone_children")
                         .map(str::to_owned)
                         .collect();
@@ -73,8 +85,14 @@ impl Layout {
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         for line in own.lines() {
             let mut parts = line.splitn(3, ':');
-            let (_, ctrls, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
-            if (key.is_empty() && ctrls.is_empty()) || (!key.is_empty() && ctrls.split(',').any(|c| c == key)) {
+            let (_, ctrls, path) = (
+                parts.next(),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or("/"),
+            );
+            if (key.is_empty() && ctrls.is_empty())
+                || (!key.is_empty() && ctrls.split(',').any(|c| c == key))
+            {
                 return PathBuf::from(path);
             }
         }
@@ -94,7 +112,9 @@ impl Cgroup {
     /// relative ones from the caller's own cgroup there (as runc does); none → /berth/<id>.
     pub fn resolve(cgroups_path: Option<&Path>, id: &str) -> Cgroup {
         let default = PathBuf::from(format!("/berth/{id}"));
-        let wanted = cgroups_path.filter(|p| !p.as_os_str().is_empty()).unwrap_or(&default);
+        let wanted = cgroups_path
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(&default);
         let layout = Layout::get();
         let mut dirs = BTreeMap::new();
         let place = |key: &str, mount: &Path| {
@@ -135,7 +155,10 @@ impl Cgroup {
         let v2 = self.v2_dir()?;
         let root = Layout::get().v2.as_ref()?;
         let ctrls = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-        ctrls.split_whitespace().any(|c| c == controller).then_some(v2)
+        ctrls
+            .split_whitespace()
+            .any(|c| c == controller)
+            .then_some(v2)
     }
 
     pub fn create(&self) -> Result<()> {
@@ -155,7 +178,9 @@ impl Cgroup {
     /// Makes the directory and enables every available controller on the way down, which
     /// cgroup2 requires before a child can have limits.
     fn create_v2(&self, dir: &Path) -> Result<()> {
-        let Some(root) = Layout::get().v2.clone() else { return Ok(()) };
+        let Some(root) = Layout::get().v2.clone() else {
+            return Ok(());
+        };
         let rel = dir.strip_prefix(&root).unwrap_or(dir).to_path_buf();
         let mut cur = root;
         for comp in rel.components() {
@@ -177,12 +202,18 @@ impl Cgroup {
             return None;
         }
         let dir = self.v2_dir()?;
-        nix::fcntl::open(dir, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .ok()
-            .map(|fd| {
-                // SAFETY: open returned a fresh fd that nothing else owns.
-                unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
-            })
+        nix::fcntl::open(
+            dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+        .map(|fd| {
+            // SAFETY: open returned a fresh fd that nothing else owns.
+            unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        })
     }
 
     /// Moves `pid` into every hierarchy.
@@ -258,7 +289,10 @@ impl Cgroup {
                     Err(e) if Instant::now() < deadline => {
                         tracing::debug!("rmdir {}: {e}; retrying", dir.display());
                         for pid in self.pids().unwrap_or_default() {
-                            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
                         }
                         std::thread::sleep(Duration::from_millis(5));
                     }
@@ -273,17 +307,23 @@ impl Cgroup {
     pub fn oom_killed(&self) -> bool {
         if let Some(d) = self.v1_dir("memory") {
             return read(d, "memory.oom_control").is_some_and(|s| {
-                s.lines().any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"))
+                s.lines()
+                    .any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"))
             });
         }
-        self.v2_dir().and_then(|d| read(d, "memory.events")).is_some_and(|s| {
-            s.lines().any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"))
-        })
+        self.v2_dir()
+            .and_then(|d| read(d, "memory.events"))
+            .is_some_and(|s| {
+                s.lines()
+                    .any(|l| l.strip_prefix("oom_kill ").is_some_and(|n| n.trim() != "0"))
+            })
     }
 }
 
 fn enable_controllers(dir: &Path) {
-    let Some(avail) = read(dir, "cgroup.controllers") else { return };
+    let Some(avail) = read(dir, "cgroup.controllers") else {
+        return;
+    };
     let enabled = read(dir, "cgroup.subtree_control").unwrap_or_default();
     let missing: Vec<String> = avail
         .split_whitespace()
@@ -301,7 +341,9 @@ fn enable_controllers(dir: &Path) {
 
 /// v1 cpuset children start with empty cpus/mems and reject tasks; inherit the parent's.
 fn init_cpuset(dir: &Path) -> Result<()> {
-    let Some(parent) = dir.parent() else { return Ok(()) };
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
     for file in ["cpuset.cpus", "cpuset.mems"] {
         if read(dir, file).is_some_and(|s| s.trim().is_empty()) {
             if read(parent, file).is_some_and(|s| s.trim().is_empty()) {
@@ -333,9 +375,13 @@ pub(crate) fn read(dir: &Path, file: &str) -> Option<String> {
 }
 
 pub(crate) fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
-    std::fs::write(dir.join(file), value).map_err(|e| cg_err(dir, format!("write {value:?} to {file}: {e}")))
+    std::fs::write(dir.join(file), value)
+        .map_err(|e| cg_err(dir, format!("write {value:?} to {file}: {e}")))
 }
 
 pub(crate) fn cg_err(dir: &Path, msg: String) -> Error {
-    Error::Cgroup { path: dir.to_path_buf(), msg }
+    Error::Cgroup {
+        path: dir.to_path_buf(),
+        msg,
+    }
 }

@@ -25,7 +25,10 @@ impl Cgroup {
     fn need(&self, controller: &str) -> Result<Place<'_>> {
         self.place(controller).ok_or_else(|| {
             let any = self.dirs.values().next().cloned().unwrap_or_default();
-            cg_err(&any, format!("the {controller} controller is not available on this host"))
+            cg_err(
+                &any,
+                format!("the {controller} controller is not available on this host"),
+            )
         })
     }
 
@@ -37,7 +40,11 @@ impl Cgroup {
             self.apply_cpu(c)?;
         }
         if let Some(p) = res.pids() {
-            let value = if p.limit() > 0 { p.limit().to_string() } else { "max".into() };
+            let value = if p.limit() > 0 {
+                p.limit().to_string()
+            } else {
+                "max".into()
+            };
             match self.need("pids")? {
                 Place::V1(d) | Place::V2(d) => write(d, "pids.max", &value)?,
             }
@@ -47,8 +54,16 @@ impl Cgroup {
         }
         for h in res.hugepage_limits().iter().flatten() {
             match self.need("hugetlb")? {
-                Place::V1(d) => write(d, &format!("hugetlb.{}.limit_in_bytes", h.page_size()), &h.limit().to_string())?,
-                Place::V2(d) => write(d, &format!("hugetlb.{}.max", h.page_size()), &h.limit().to_string())?,
+                Place::V1(d) => write(
+                    d,
+                    &format!("hugetlb.{}.limit_in_bytes", h.page_size()),
+                    &h.limit().to_string(),
+                )?,
+                Place::V2(d) => write(
+                    d,
+                    &format!("hugetlb.{}.max", h.page_size()),
+                    &h.limit().to_string(),
+                )?,
             }
         }
         if let Some(devs) = res.devices() {
@@ -62,9 +77,11 @@ impl Cgroup {
             }
             for p in net.priorities().iter().flatten() {
                 match self.need("net_prio")? {
-                    Place::V1(d) | Place::V2(d) => {
-                        write(d, "net_prio.ifpriomap", &format!("{} {}", p.name(), p.priority()))?
-                    }
+                    Place::V1(d) | Place::V2(d) => write(
+                        d,
+                        "net_prio.ifpriomap",
+                        &format!("{} {}", p.name(), p.priority()),
+                    )?,
                 }
             }
         }
@@ -79,11 +96,14 @@ impl Cgroup {
                 }
                 // memsw must stay >= limit at every moment: order the writes by direction.
                 let memsw_exists = d.join("memory.memsw.limit_in_bytes").exists();
-                let cur = read(d, "memory.limit_in_bytes").and_then(|s| s.trim().parse::<i64>().ok());
+                let cur =
+                    read(d, "memory.limit_in_bytes").and_then(|s| s.trim().parse::<i64>().ok());
                 let raising = matches!((m.limit(), cur), (Some(l), Some(c)) if l == -1 || l > c);
                 let set_swap = |d: &Path| -> Result<()> {
                     match m.swap() {
-                        Some(s) if memsw_exists => write(d, "memory.memsw.limit_in_bytes", &s.to_string()),
+                        Some(s) if memsw_exists => {
+                            write(d, "memory.memsw.limit_in_bytes", &s.to_string())
+                        }
                         Some(s) if s != -1 && Some(s) != m.limit() => Err(cg_err(
                             d,
                             "memory.swap: swap accounting is disabled on this host".into(),
@@ -172,7 +192,11 @@ impl Cgroup {
                             Some(q) if q > 0 => q.to_string(),
                             _ => "max".into(),
                         };
-                        write(d, "cpu.max", &format!("{quota} {}", c.period().unwrap_or(100_000)))?;
+                        write(
+                            d,
+                            "cpu.max",
+                            &format!("{quota} {}", c.period().unwrap_or(100_000)),
+                        )?;
                     }
                     if let Some(b) = c.burst() {
                         write(d, "cpu.max.burst", &b.to_string())?;
@@ -199,7 +223,11 @@ impl Cgroup {
         match self.need("blkio").or_else(|_| self.need("io"))? {
             Place::V1(d) => {
                 if let Some(w) = b.weight() {
-                    let file = if d.join("blkio.weight").exists() { "blkio.weight" } else { "blkio.bfq.weight" };
+                    let file = if d.join("blkio.weight").exists() {
+                        "blkio.weight"
+                    } else {
+                        "blkio.bfq.weight"
+                    };
                     write(d, file, &w.to_string())?;
                 }
                 for wd in b.weight_device().iter().flatten() {
@@ -213,14 +241,30 @@ impl Cgroup {
                     }
                 }
                 let throttles = [
-                    ("blkio.throttle.read_bps_device", b.throttle_read_bps_device()),
-                    ("blkio.throttle.write_bps_device", b.throttle_write_bps_device()),
-                    ("blkio.throttle.read_iops_device", b.throttle_read_iops_device()),
-                    ("blkio.throttle.write_iops_device", b.throttle_write_iops_device()),
+                    (
+                        "blkio.throttle.read_bps_device",
+                        b.throttle_read_bps_device(),
+                    ),
+                    (
+                        "blkio.throttle.write_bps_device",
+                        b.throttle_write_bps_device(),
+                    ),
+                    (
+                        "blkio.throttle.read_iops_device",
+                        b.throttle_read_iops_device(),
+                    ),
+                    (
+                        "blkio.throttle.write_iops_device",
+                        b.throttle_write_iops_device(),
+                    ),
                 ];
                 for (file, list) in throttles {
                     for t in list.iter().flatten() {
-                        write(d, file, &format!("{}:{} {}", t.major(), t.minor(), t.rate()))?;
+                        write(
+                            d,
+                            file,
+                            &format!("{}:{} {}", t.major(), t.minor(), t.rate()),
+                        )?;
                     }
                 }
             }
@@ -229,7 +273,11 @@ impl Cgroup {
                     if d.join("io.bfq.weight").exists() {
                         write(d, "io.bfq.weight", &w.to_string())?;
                     } else {
-                        write(d, "io.weight", &format!("default {}", blkio_to_io_weight(w)))?;
+                        write(
+                            d,
+                            "io.weight",
+                            &format!("default {}", blkio_to_io_weight(w)),
+                        )?;
                     }
                 }
                 let throttles = [
@@ -240,7 +288,11 @@ impl Cgroup {
                 ];
                 for (key, list) in throttles {
                     for t in list.iter().flatten() {
-                        write(d, "io.max", &format!("{}:{} {key}={}", t.major(), t.minor(), t.rate()))?;
+                        write(
+                            d,
+                            "io.max",
+                            &format!("{}:{} {key}={}", t.major(), t.minor(), t.rate()),
+                        )?;
                     }
                 }
             }
@@ -252,7 +304,11 @@ impl Cgroup {
         match self.place("devices") {
             Some(Place::V1(d)) => {
                 for r in rules {
-                    let file = if r.allow() { "devices.allow" } else { "devices.deny" };
+                    let file = if r.allow() {
+                        "devices.allow"
+                    } else {
+                        "devices.deny"
+                    };
                     write(d, file, &device_rule(r))?;
                 }
                 Ok(())
@@ -268,18 +324,26 @@ impl Cgroup {
     /// `linux.resources.unified`: raw cgroup2 files; on hybrid hosts only for the
     /// controllers the cgroup2 mount carries.
     fn apply_unified(&self, res: &LinuxResources) -> Result<()> {
-        let Some(map) = res.unified() else { return Ok(()) };
+        let Some(map) = res.unified() else {
+            return Ok(());
+        };
         for (file, value) in map {
             let controller = file.split('.').next().unwrap_or_default();
             let dir = match self.v2_dir() {
                 Some(d) if controller == "cgroup" || self.v1_dir(controller).is_none() => d,
                 _ => {
                     let any = self.dirs.values().next().cloned().unwrap_or_default();
-                    return Err(cg_err(&any, format!("linux.resources.unified[{file}]: not a cgroup2 file on this host")));
+                    return Err(cg_err(
+                        &any,
+                        format!("linux.resources.unified[{file}]: not a cgroup2 file on this host"),
+                    ));
                 }
             };
             if file.contains('/') {
-                return Err(cg_err(dir, format!("linux.resources.unified[{file}]: invalid file name")));
+                return Err(cg_err(
+                    dir,
+                    format!("linux.resources.unified[{file}]: invalid file name"),
+                ));
             }
             write(dir, file, value)?;
         }
@@ -296,7 +360,10 @@ pub(crate) fn device_rule(r: &LinuxDeviceCgroup) -> String {
         },
         None => "a",
     };
-    let num = |n: Option<i64>| n.filter(|v| *v >= 0).map_or("*".to_string(), |v| v.to_string());
+    let num = |n: Option<i64>| {
+        n.filter(|v| *v >= 0)
+            .map_or("*".to_string(), |v| v.to_string())
+    };
     let access = r.access().clone().unwrap_or_else(|| "rwm".into());
     format!("{typ} {}:{} {access}", num(r.major()), num(r.minor()))
 }

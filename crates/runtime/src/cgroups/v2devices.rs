@@ -34,7 +34,12 @@ const JNE_K: u8 = 0x55; // if dst != imm goto +off
 const EXIT: u8 = 0x95;
 
 fn ins(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
-    Insn { code, regs: (src << 4) | dst, off, imm }
+    Insn {
+        code,
+        regs: (src << 4) | dst,
+        off,
+        imm,
+    }
 }
 
 const ACC_MKNOD: i32 = 1;
@@ -69,7 +74,10 @@ fn rule_block(r: &LinuxDeviceCgroup) -> Vec<Insn> {
     }
     let full = mask == ACC_READ | ACC_WRITE | ACC_MKNOD;
     // Body length decides jump distances, so build the tail first and count backwards.
-    let tail = [ins(MOV_K, 0, 0, 0, i32::from(r.allow())), ins(EXIT, 0, 0, 0, 0)];
+    let tail = [
+        ins(MOV_K, 0, 0, 0, i32::from(r.allow())),
+        ins(EXIT, 0, 0, 0, 0),
+    ];
     let mut body: Vec<Insn> = Vec::new();
     let access_len = if full { 0 } else { 3 };
     let total_checks = checks.len() + access_len;
@@ -91,7 +99,12 @@ fn rule_block(r: &LinuxDeviceCgroup) -> Vec<Insn> {
             body.push(ins(AND_K, 6, 0, 0, mask));
             emitted += 1;
             // "any bit" means: skip when the masked value is zero.
-            body.push(Insn { code: 0x15, regs: 6, off: skip_to_end(emitted), imm: 0 }); // JEQ_K
+            body.push(Insn {
+                code: 0x15,
+                regs: 6,
+                off: skip_to_end(emitted),
+                imm: 0,
+            }); // JEQ_K
         }
     }
     body.extend(tail);
@@ -146,7 +159,8 @@ pub fn attach(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
     put32(&mut attr, 4, prog.len() as u32);
     put64(&mut attr, 8, prog.as_ptr() as u64);
     put64(&mut attr, 16, license.as_ptr() as u64);
-    let prog_fd = bpf(BPF_PROG_LOAD, &mut attr).map_err(|e| cg_err(dir, format!("load device program: {e}")))?;
+    let prog_fd = bpf(BPF_PROG_LOAD, &mut attr)
+        .map_err(|e| cg_err(dir, format!("load device program: {e}")))?;
     // SAFETY: the kernel returned a new fd that we now own.
     let prog_fd = unsafe { OwnedFd::from_raw_fd(prog_fd) };
     let cg = std::fs::File::open(dir).map_err(|e| cg_err(dir, format!("open: {e}")))?;
@@ -155,6 +169,7 @@ pub fn attach(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
     put32(&mut attr, 4, prog_fd.as_raw_fd() as u32);
     put32(&mut attr, 8, ATTACH_CGROUP_DEVICE);
     put32(&mut attr, 12, F_ALLOW_OVERRIDE);
-    bpf(BPF_PROG_ATTACH, &mut attr).map_err(|e| cg_err(dir, format!("attach device program: {e}")))?;
+    bpf(BPF_PROG_ATTACH, &mut attr)
+        .map_err(|e| cg_err(dir, format!("attach device program: {e}")))?;
     Ok(())
 }
