@@ -27,6 +27,9 @@ pub enum Tag {
     /// init → runtime: the program cannot be found (127) or executed (126); payload = name.
     NotFound = 7,
     NoPermission = 8,
+    /// runtime → init: the init is in its cgroups. Sent after `Go` so that the slow
+    /// cgroup.procs writes (an RCU grace period on v1) overlap the init's mount work.
+    Joined = 9,
 }
 
 pub struct Channel {
@@ -74,6 +77,7 @@ impl Channel {
             6 => Tag::Error,
             7 => Tag::NotFound,
             8 => Tag::NoPermission,
+            9 => Tag::Joined,
             other => {
                 return Err(crate::Error::Init(format!(
                     "sync channel: unknown message {other}"

@@ -93,6 +93,7 @@ impl Runtime {
             let _ = self.destroy(&sd, &rec);
             return Err(e);
         }
+        tracing::debug!("program started");
         self.poststart(&rec);
         if detach {
             return Ok(0);
@@ -100,8 +101,10 @@ impl Runtime {
         forward_signals(pid);
         let proxy = ctx.pty_master.map(crate::tty::Proxy::start);
         let code = wait_exit(pid);
+        tracing::debug!("program exited");
         drop(proxy);
         self.destroy(&sd, &sd.load(id)?)?;
+        tracing::debug!("deleted");
         Ok(code)
     }
 
@@ -112,6 +115,7 @@ impl Runtime {
         opts: &CreateOptions,
         mode: Mode,
     ) -> Result<(i32, Spawned)> {
+        tracing::debug!("load bundle");
         let bundle = Bundle::load(bundle_dir)?;
         let spec = &bundle.spec;
         let process = bundle.process()?;
@@ -139,6 +143,7 @@ impl Runtime {
         }
         let linux = spec.linux().as_ref();
         let cgroup = Cgroup::resolve(linux.and_then(|l| l.cgroups_path().as_deref()), id);
+        tracing::debug!("create cgroup");
         cgroup.create()?;
         guard.cgroup = Some(cgroup.clone());
         if let Some(res) = linux.and_then(|l| l.resources().as_ref()) {
@@ -164,6 +169,7 @@ impl Runtime {
             h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
                 || h.prestart().as_ref().is_some_and(|v| !v.is_empty())
         });
+        tracing::debug!("clone");
         let clone_fd = cgroup.clone_into_fd();
         let cgroupns = LinuxNamespaceType::Cgroup as u64;
         let unshare_cgroupns = clone_fd.is_none() && new_ns & cgroupns != 0;
@@ -201,9 +207,6 @@ impl Runtime {
         if new_ns & LinuxNamespaceType::User as u64 != 0 {
             write_id_maps(pid, spec)?;
         }
-        if clone_fd.is_none() {
-            cgroup.add(pid)?;
-        }
         let start_time = state::proc_stat(pid).map(|s| s.0).unwrap_or(0);
         let mut rec = Record {
             public: PublicState {
@@ -223,7 +226,14 @@ impl Runtime {
         };
         let state_json = serde_json::to_vec(&rec.public).unwrap_or_default();
         parent_chan.send(Tag::Go, &state_json)?;
+        tracing::debug!("go sent; joining cgroups");
+        if clone_fd.is_none() {
+            cgroup.add(pid)?;
+        }
+        parent_chan.send(Tag::Joined, &[])?;
+        tracing::debug!("cgroups joined");
         let pty_master = self.wait_ready(&parent_chan, spec, &state_json, pty_listener)?;
+        tracing::debug!("init ready");
         rec.public.status = Status::Created;
         sd.save(&rec)?;
         if let Some(p) = &opts.pid_file {

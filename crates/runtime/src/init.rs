@@ -59,6 +59,26 @@ pub fn run(cfg: InitConfig<'_>) -> ! {
 
 pub enum Never {}
 
+/// Next message of kind `want`, noting a `Joined` that arrives first.
+fn recv_expect(cfg: &InitConfig<'_>, joined: &std::cell::Cell<bool>, want: Tag) -> Result<Vec<u8>> {
+    loop {
+        match cfg.chan.recv()? {
+            Some((Tag::Joined, _)) if want != Tag::Joined => joined.set(true),
+            Some((tag, payload)) if tag == want => return Ok(payload),
+            Some((tag, _)) => return Err(Error::Init(format!("sync: expected {want:?}, got {tag:?}"))),
+            None => return Err(Error::Init(format!("runtime went away while the init waited for {want:?}"))),
+        }
+    }
+}
+
+fn wait_joined(cfg: &InitConfig<'_>, joined: &std::cell::Cell<bool>) -> Result<()> {
+    if !joined.get() {
+        recv_expect(cfg, joined, Tag::Joined)?;
+        joined.set(true);
+    }
+    Ok(())
+}
+
 fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
     let state_json = match cfg.chan.recv()? {
         Some((Tag::Go, payload)) => payload,
@@ -78,7 +98,10 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
         let _ = nix::unistd::setresgid(0.into(), 0.into(), 0.into());
         let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
     }
+    let joined = std::cell::Cell::new(false);
     if cfg.unshare_cgroupns {
+        // The namespace's root is the cgroup we are in when we unshare it.
+        wait_joined(cfg, &joined)?;
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .ctx(|| "unshare cgroup namespace".into())?;
     }
@@ -89,7 +112,9 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
     let new_mnt = cfg.new_ns & LinuxNamespaceType::Mount as u64 != 0;
     if new_mnt {
         let cgroupns = cfg.new_ns & LinuxNamespaceType::Cgroup as u64 != 0;
+        tracing::debug!("init: mounts");
         mounts::prepare_rootfs(spec, cfg.rootfs, cfg.cgroup, cgroupns)?;
+        tracing::debug!("init: devices");
         if !dev_is_bind_mounted(spec) {
             let in_userns = namespaces::has(spec, LinuxNamespaceType::User);
             let devs = spec
@@ -102,11 +127,9 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
         devices::link_ptmx(cfg.rootfs)?;
     }
     if cfg.runtime_hooks {
+        wait_joined(cfg, &joined)?;
         cfg.chan.send(Tag::RuntimeHooks, &[])?;
-        match cfg.chan.recv()? {
-            Some((Tag::Continue, _)) => {}
-            _ => return Err(Error::Init("runtime went away while running hooks".into())),
-        }
+        recv_expect(cfg, &joined, Tag::Continue)?;
     }
     if let Some(h) = spec
         .hooks()
@@ -122,6 +145,7 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
             mounts::pivot(cfg.rootfs)?;
         }
     }
+    tracing::debug!("init: pivoted");
     set_names(spec, cfg.new_ns)?;
     write_sysctls(spec)?;
     if new_mnt {
@@ -140,8 +164,10 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
     apply_process_limits(process)?;
     set_personality(spec)?;
     let program = resolve_program(process)?;
+    tracing::debug!("init: set up");
+    wait_joined(cfg, &joined)?;
     cfg.chan.send(Tag::Ready, &[])?;
-    wait_for_start(cfg)?;
+    wait_for_start(cfg, &joined)?;
     if let Some(h) = spec
         .hooks()
         .as_ref()
@@ -378,7 +404,7 @@ fn check_executable(path: &Path, name: &str) -> Result<PathBuf> {
     }
 }
 
-fn wait_for_start(cfg: &InitConfig<'_>) -> Result<()> {
+fn wait_for_start(cfg: &InitConfig<'_>, joined: &std::cell::Cell<bool>) -> Result<()> {
     match &cfg.fifo {
         Some(fifo) => {
             // Opening for write blocks until `start` opens the other end.
@@ -394,10 +420,7 @@ fn wait_for_start(cfg: &InitConfig<'_>) -> Result<()> {
             let _ = nix::unistd::close(fd);
             Ok(())
         }
-        None => match cfg.chan.recv()? {
-            Some((Tag::Start, _)) => Ok(()),
-            _ => Err(Error::Init("runtime went away before start".into())),
-        },
+        None => recv_expect(cfg, joined, Tag::Start).map(|_| ()),
     }
 }
 

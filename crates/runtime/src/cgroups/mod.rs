@@ -175,16 +175,21 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Makes the directory and enables every available controller on the way down, which
-    /// cgroup2 requires before a child can have limits.
+    /// Makes the directory and, on pure v2 hosts, enables every available controller on
+    /// the way down, which cgroup2 requires before a child can have limits. On hybrid
+    /// hosts the directory only tracks the container: enabling a controller there would
+    /// pin it to cgroup2 and stop anyone else (crun, a v1 mount) from using it.
     fn create_v2(&self, dir: &Path) -> Result<()> {
+        let enable = Layout::get().is_pure_v2();
         let Some(root) = Layout::get().v2.clone() else {
             return Ok(());
         };
         let rel = dir.strip_prefix(&root).unwrap_or(dir).to_path_buf();
         let mut cur = root;
         for comp in rel.components() {
-            enable_controllers(&cur);
+            if enable {
+                enable_controllers(&cur, None);
+            }
             cur.push(comp);
             match std::fs::create_dir(&cur) {
                 Ok(()) => {}
@@ -193,6 +198,17 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+
+    /// Enables one controller on the path to our cgroup2 directory, for hybrid hosts where
+    /// the spec asks for a limit only cgroup2 carries (hugetlb here).
+    pub(crate) fn enable_v2_controller(&self, controller: &str) {
+        let (Some(root), Some(dir)) = (Layout::get().v2.as_ref(), self.v2_dir()) else { return };
+        let mut cur = root.clone();
+        for comp in dir.strip_prefix(root).unwrap_or(dir).components() {
+            enable_controllers(&cur, Some(controller));
+            cur.push(comp);
+        }
     }
 
     /// An fd of the cgroup2 directory for clone3(CLONE_INTO_CGROUP), on pure v2 hosts only
@@ -320,13 +336,15 @@ impl Cgroup {
     }
 }
 
-fn enable_controllers(dir: &Path) {
+/// Enables `only` (or every available controller) for the children of `dir`.
+fn enable_controllers(dir: &Path, only: Option<&str>) {
     let Some(avail) = read(dir, "cgroup.controllers") else {
         return;
     };
     let enabled = read(dir, "cgroup.subtree_control").unwrap_or_default();
     let missing: Vec<String> = avail
         .split_whitespace()
+        .filter(|c| only.is_none_or(|o| o == *c))
         .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
         .map(|c| format!("+{c}"))
         .collect();

@@ -53,6 +53,9 @@ impl Cgroup {
             self.apply_blkio(b)?;
         }
         for h in res.hugepage_limits().iter().flatten() {
+            if let Place::V2(_) = self.need("hugetlb")? {
+                self.enable_v2_controller("hugetlb");
+            }
             match self.need("hugetlb")? {
                 Place::V1(d) => write(
                     d,
