@@ -1,0 +1,34 @@
+# berth — the two commands a fresh Debian machine needs:
+#   make demo   installs what is missing, builds, and runs the main demo
+#   make test   installs what is missing, builds, and runs every test (as root)
+SHELL := /bin/bash
+DEB_PACKAGES := busybox-static runc crun containerd hyperfine jq time
+# Peer test data (BuildKit parser cases, moby's .dockerignore table, ...): see README.
+TESTDATA ?= $(firstword $(wildcard $(BERTH_TESTDATA) shared/testdata ../shared/testdata /work/shared/testdata))
+
+.PHONY: setup build test demo bench lint
+
+setup:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+
+build: setup
+	cargo build --release --bins
+
+test: setup
+	cargo build --workspace --bins
+	BERTH_TESTDATA=$(TESTDATA) cargo test --workspace
+
+demo: build
+	scripts/demo.sh
+
+bench: build
+	bench/runtime.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --all-targets -- -D warnings
