@@ -245,7 +245,11 @@ pub fn busybox_oci_archive(out: &Path, ref_name: &str, cmd: &[&str]) {
     let diff = berth_image::layer::write_layer(&rootfs, &mut layer, Compression::Gzip).unwrap();
     let put = |data: &[u8]| -> Digest {
         let d = Digest::sha256_of(data);
-        std::fs::write(blobs.join(d.to_string().trim_start_matches("sha256:")), data).unwrap();
+        std::fs::write(
+            blobs.join(d.to_string().trim_start_matches("sha256:")),
+            data,
+        )
+        .unwrap();
         d
     };
     let layer_digest = put(&layer);
@@ -273,8 +277,16 @@ pub fn busybox_oci_archive(out: &Path, ref_name: &str, cmd: &[&str]) {
         }]
     });
     let layout = work.path().join("layout");
-    std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let mut ar = tar::Builder::new(std::fs::File::create(out).unwrap());
     ar.append_dir_all(".", &layout).unwrap();
     ar.finish().unwrap();

@@ -31,7 +31,10 @@ impl Containerd {
             .spawn()
             .expect("containerd (Debian package containerd) is required");
         let c = Containerd { child, dir };
-        wait_for(|| c.sock().exists() && c.ctr(&["version"]).status.success(), "containerd to listen");
+        wait_for(
+            || c.sock().exists() && c.ctr(&["version"]).status.success(),
+            "containerd to listen",
+        );
         c
     }
 
@@ -40,7 +43,13 @@ impl Containerd {
     }
 
     fn ctr(&self, args: &[&str]) -> std::process::Output {
-        output(Command::new("ctr").arg("--address").arg(self.sock()).args(["--namespace", "berthtest"]).args(args))
+        output(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(self.sock())
+                .args(["--namespace", "berthtest"])
+                .args(args),
+        )
     }
 
     fn log(&self) -> String {
@@ -53,8 +62,16 @@ impl Drop for Containerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Shims outlive containerd; stop the ones serving our socket's namespace.
-        let _ = Command::new("pkill").args(["-f", &format!("containerd-shim.*-address {}", self.sock().display())]).status();
-        let _ = Command::new("umount").arg("-R").arg(self.dir.path()).status();
+        let _ = Command::new("pkill")
+            .args([
+                "-f",
+                &format!("containerd-shim.*-address {}", self.sock().display()),
+            ])
+            .status();
+        let _ = Command::new("umount")
+            .arg("-R")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -68,37 +85,111 @@ fn ctr_runs_exec_and_kills_through_berth_runc() {
     let archive = c.dir.path().join("busybox.tar");
     busybox_oci_archive(&archive, "docker.io/library/berthbox:latest", &["sh"]);
     let out = c.ctr(&["images", "import", archive.to_str().unwrap()]);
-    assert!(out.status.success(), "import: {}{}", stderr(&out), stdout(&out));
+    assert!(
+        out.status.success(),
+        "import: {}{}",
+        stderr(&out),
+        stdout(&out)
+    );
     let image = "docker.io/library/berthbox:latest";
     let runc = runc_path();
     // Unique ids: an aborted earlier run may have left its shim's runtime state behind.
     let tag = std::process::id();
-    let (c1, c0, c2) = (format!("c1-{tag}"), format!("c0-{tag}"), format!("c2-{tag}"));
+    let (c1, c0, c2) = (
+        format!("c1-{tag}"),
+        format!("c0-{tag}"),
+        format!("c2-{tag}"),
+    );
 
     // Foreground run with output checked and --rm.
-    let out = c.ctr(&["run", "--rm", "--runc-binary", &runc, image, &c1, "sh", "-c", "echo hello-from-ctr; echo $$"]);
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        &runc,
+        image,
+        &c1,
+        "sh",
+        "-c",
+        "echo hello-from-ctr; echo $$",
+    ]);
     assert!(out.status.success(), "run: {}\n{}", stderr(&out), c.log());
     assert_eq!(stdout(&out), "hello-from-ctr\n1\n");
 
     // Exit codes come through the shim.
-    let out = c.ctr(&["run", "--rm", "--runc-binary", &runc, image, &c0, "sh", "-c", "exit 5"]);
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        &runc,
+        image,
+        &c0,
+        "sh",
+        "-c",
+        "exit 5",
+    ]);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
 
     // Detached task, exec into it, kill it.
-    let out = c.ctr(&["run", "-d", "--runc-binary", &runc, image, &c2, "sleep", "300"]);
-    assert!(out.status.success(), "run -d: {}\n{}", stderr(&out), c.log());
-    let out = c.ctr(&["task", "exec", "--exec-id", "e1", &c2, "sh", "-c", "echo in-exec; tr '\\0' ' ' < /proc/1/cmdline"]);
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--runc-binary",
+        &runc,
+        image,
+        &c2,
+        "sleep",
+        "300",
+    ]);
+    assert!(
+        out.status.success(),
+        "run -d: {}\n{}",
+        stderr(&out),
+        c.log()
+    );
+    let out = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        &c2,
+        "sh",
+        "-c",
+        "echo in-exec; tr '\\0' ' ' < /proc/1/cmdline",
+    ]);
     assert!(out.status.success(), "exec: {}", stderr(&out));
-    assert!(stdout(&out).starts_with("in-exec\nsleep 300 "), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("in-exec\nsleep 300 "),
+        "{}",
+        stdout(&out)
+    );
     let tasks = stdout(&c.ctr(&["task", "ls"]));
-    assert!(tasks.lines().any(|l| l.starts_with(c2.as_str()) && l.contains("RUNNING")), "{tasks}");
+    assert!(
+        tasks
+            .lines()
+            .any(|l| l.starts_with(c2.as_str()) && l.contains("RUNNING")),
+        "{tasks}"
+    );
     let out = c.ctr(&["task", "kill", "-s", "SIGKILL", &c2]);
     assert!(out.status.success(), "kill: {}", stderr(&out));
-    wait_for(|| stdout(&c.ctr(&["task", "ls"])).lines().any(|l| l.starts_with(c2.as_str()) && l.contains("STOPPED")), "c2 to stop");
+    wait_for(
+        || {
+            stdout(&c.ctr(&["task", "ls"]))
+                .lines()
+                .any(|l| l.starts_with(c2.as_str()) && l.contains("STOPPED"))
+        },
+        "c2 to stop",
+    );
     assert!(c.ctr(&["task", "rm", &c2]).status.success());
     assert!(c.ctr(&["container", "rm", &c2]).status.success());
     // The shim's berth-runc root and the task's cgroup are gone.
-    assert!(!Path::new("/run/containerd/runc/berthtest").join(&c2).exists());
+    assert!(!Path::new("/run/containerd/runc/berthtest")
+        .join(&c2)
+        .exists());
     let cg = format!("berthtest/{c2}");
-    assert!(cgroup_leftovers(&cg).is_empty(), "{:?}", cgroup_leftovers(&cg));
+    assert!(
+        cgroup_leftovers(&cg).is_empty(),
+        "{:?}",
+        cgroup_leftovers(&cg)
+    );
 }

@@ -778,3 +778,112 @@ fn seccomp_arg_conditions_and_kill() {
     );
     assert_eq!(stdout(&out), "before\n");
 }
+
+#[test]
+fn joins_existing_namespaces_by_path() {
+    let mut a = Bundle::new(&["sleep", "100"]);
+    a.spec["hostname"] = json!("shared-uts");
+    a.save();
+    let rc = Runc::new();
+    let out = output(
+        rc.cmd()
+            .args(["run", "-d", "--bundle"])
+            .arg(a.path())
+            .arg("nsowner"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = rc.state("nsowner").unwrap()["pid"].as_i64().unwrap();
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/uts",
+    ]);
+    b.spec["hostname"] = json!(null);
+    for ns in b.spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        match ns["type"].as_str().unwrap() {
+            "network" => ns["path"] = json!(format!("/proc/{pid}/ns/net")),
+            "uts" => ns["path"] = json!(format!("/proc/{pid}/ns/uts")),
+            _ => {}
+        }
+    }
+    let out = run_ok("nsjoiner", &b);
+    let net = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let uts = std::fs::read_link(format!("/proc/{pid}/ns/uts")).unwrap();
+    assert_eq!(
+        out,
+        format!("shared-uts\n{}\n{}\n", net.display(), uts.display())
+    );
+    assert!(rc.run(&["delete", "-f", "nsowner"]).status.success());
+}
+
+#[test]
+fn time_namespace_offsets_the_boottime_clock() {
+    let mut b = Bundle::new(&["cat", "/proc/uptime"]);
+    b.spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
+    b.spec["linux"]["timeOffsets"] = json!({"boottime": {"secs": 1000000, "nanosecs": 0}});
+    let out = run_ok("timens", &b);
+    let up: f64 = out.split_whitespace().next().unwrap().parse().unwrap();
+    let host: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        up - host > 999_000.0,
+        "container uptime {up} vs host {host}"
+    );
+}
+
+#[test]
+fn io_priority_is_applied() {
+    let mut b = Bundle::new(&["ionice"]);
+    b.spec["process"]["ioPriority"] = json!({"class": "IOPRIO_CLASS_IDLE", "priority": 0});
+    assert_eq!(run_ok("ioprio", &b).trim(), "idle");
+}
+
+#[test]
+fn kill_all_signals_every_process() {
+    let b = Bundle::new(&["sh", "-c", "sleep 100 & sleep 100 & wait"]);
+    b.save();
+    let rc = Runc::new();
+    let out = output(
+        rc.cmd()
+            .args(["run", "-d", "--bundle"])
+            .arg(b.path())
+            .arg("killall"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(
+        || {
+            serde_json::from_slice::<Vec<i32>>(&rc.run(&["ps", "-f", "json", "killall"]).stdout)
+                .unwrap()
+                .len()
+                == 3
+        },
+        "three processes",
+    );
+    let pids: Vec<i32> =
+        serde_json::from_slice(&rc.run(&["ps", "-f", "json", "killall"]).stdout).unwrap();
+    assert!(rc
+        .run(&["kill", "--all", "killall", "KILL"])
+        .status
+        .success());
+    wait_for(
+        || {
+            pids.iter().all(|p| {
+                !std::path::Path::new(&format!("/proc/{p}/cmdline")).exists()
+                    || std::fs::read_to_string(format!("/proc/{p}/stat"))
+                        .map(|s| s.contains(") Z"))
+                        .unwrap_or(true)
+            })
+        },
+        "all killed",
+    );
+    wait_for(|| rc.status("killall") == "stopped", "stopped");
+    assert!(rc.run(&["delete", "killall"]).status.success());
+}

@@ -17,11 +17,14 @@ impl Log {
         } else {
             tracing::Level::WARN
         };
-        let fmt = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level);
+        let fmt = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(level);
         // With --debug, stamp events with the time since start: that is how BENCHMARKS.md
         // attributes container start time to its steps.
         let _ = if debug {
-            fmt.with_timer(tracing_subscriber::fmt::time::uptime()).try_init()
+            fmt.with_timer(tracing_subscriber::fmt::time::uptime())
+                .try_init()
         } else {
             fmt.without_time().try_init()
         };

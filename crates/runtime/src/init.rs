@@ -65,8 +65,14 @@ fn recv_expect(cfg: &InitConfig<'_>, joined: &std::cell::Cell<bool>, want: Tag) 
         match cfg.chan.recv()? {
             Some((Tag::Joined, _)) if want != Tag::Joined => joined.set(true),
             Some((tag, payload)) if tag == want => return Ok(payload),
-            Some((tag, _)) => return Err(Error::Init(format!("sync: expected {want:?}, got {tag:?}"))),
-            None => return Err(Error::Init(format!("runtime went away while the init waited for {want:?}"))),
+            Some((tag, _)) => {
+                return Err(Error::Init(format!("sync: expected {want:?}, got {tag:?}")))
+            }
+            None => {
+                return Err(Error::Init(format!(
+                    "runtime went away while the init waited for {want:?}"
+                )))
+            }
         }
     }
 }

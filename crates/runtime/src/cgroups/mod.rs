@@ -203,7 +203,9 @@ impl Cgroup {
     /// Enables one controller on the path to our cgroup2 directory, for hybrid hosts where
     /// the spec asks for a limit only cgroup2 carries (hugetlb here).
     pub(crate) fn enable_v2_controller(&self, controller: &str) {
-        let (Some(root), Some(dir)) = (Layout::get().v2.as_ref(), self.v2_dir()) else { return };
+        let (Some(root), Some(dir)) = (Layout::get().v2.as_ref(), self.v2_dir()) else {
+            return;
+        };
         let mut cur = root.clone();
         for comp in dir.strip_prefix(root).unwrap_or(dir).components() {
             enable_controllers(&cur, Some(controller));
