@@ -121,7 +121,14 @@ fn program(rules: &[LinuxDeviceCgroup]) -> Vec<Insn> {
         ins(LDX_W, 5, 1, 8, 0),
     ];
     for r in rules.iter().rev() {
-        prog.extend(rule_block(r));
+        let block = rule_block(r);
+        let unconditional = block.len() == 2;
+        prog.extend(block);
+        // The verifier rejects unreachable instructions: nothing may follow a rule that
+        // matches every request (typically the leading "deny all").
+        if unconditional {
+            return prog;
+        }
     }
     prog.push(ins(MOV_K, 0, 0, 0, 1));
     prog.push(ins(EXIT, 0, 0, 0, 0));
