@@ -14,7 +14,12 @@ berth=$here/target/release/berth-runc
 work=$(mktemp -d)
 hugetlb_mounted=0
 cleanup() {
-  if [ $hugetlb_mounted = 1 ]; then umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb; fi
+  if [ $hugetlb_mounted = 1 ]; then
+    # Remove the cgroups the runtimes left (e.g. /berth), or the v1 hierarchy outlives the
+    # unmount and keeps hugetlb away from cgroup2.
+    find /sys/fs/cgroup/hugetlb -mindepth 1 -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT

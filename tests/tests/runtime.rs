@@ -887,3 +887,47 @@ fn kill_all_signals_every_process() {
     wait_for(|| rc.status("killall") == "stopped", "stopped");
     assert!(rc.run(&["delete", "killall"]).status.success());
 }
+
+#[test]
+fn relative_cgroups_path_nests_under_the_callers_cgroup() {
+    let mut b = Bundle::new(&["sleep", "100"]);
+    b.spec["linux"]["cgroupsPath"] = json!("berth-rel/relcg");
+    b.save();
+    let rc = Runc::new();
+    let out = output(
+        rc.cmd()
+            .args(["run", "-d", "--bundle"])
+            .arg(b.path())
+            .arg("relcg"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pid = rc.state("relcg").unwrap()["pid"].as_i64().unwrap();
+    let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    // Every hierarchy: the container sits at <our own cgroup there>/berth-rel/relcg.
+    for line in std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+    {
+        let (prefix, own) = line.rsplit_once(':').unwrap();
+        if !mounted_hierarchy(prefix) {
+            continue;
+        }
+        let want = format!("{prefix}:{}/berth-rel/relcg", own.trim_end_matches('/'));
+        assert!(theirs.lines().any(|l| l == want), "{want} not in {theirs}");
+    }
+    assert!(rc.run(&["delete", "-f", "relcg"]).status.success());
+}
+
+/// Whether the hierarchy of a /proc/self/cgroup line prefix ("4:memory", "0:") is mounted;
+/// a v1 hierarchy can outlive its mount (a benchmark that borrowed hugetlb, say).
+fn mounted_hierarchy(prefix: &str) -> bool {
+    let ctrls = prefix.split_once(':').map(|(_, c)| c).unwrap_or("");
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().any(|l| match l.split_once(" - ") {
+        Some((_, r)) if ctrls.is_empty() => r.starts_with("cgroup2 "),
+        Some((_, r)) => {
+            r.starts_with("cgroup ") && ctrls.split(',').all(|c| r.split(',').any(|o| o == c))
+        }
+        None => false,
+    })
+}
