@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Container start+stop latency: `run` of a busybox bundle executing /bin/true, berth-runc
 # against crun and runc, side by side in one hyperfine run, plus peak RSS of each runtime.
-# Usage: bench/runtime.sh [RUNS]   (needs root; `make setup` installs the peers)
+# Usage: bench/runtime.sh [RUNS]   (needs root; `make bench` installs the peers and builds)
 #
 # crun refuses this project's hybrid cgroup layout unless the hugetlb controller is
 # mounted as cgroup v1, so the script moves hugetlb to a v1 mount for the run and puts
@@ -9,7 +9,8 @@
 set -euo pipefail
 runs=${1:-200}
 here=$(cd "$(dirname "$0")/.." && pwd)
-berth=$here/target/release/berth-runc
+# `make bench` passes the static build (make build-static); plain release works too.
+berth=${BERTH_RUNC_BIN:-$here/target/release/berth-runc}
 [ -x "$berth" ] || (cd "$here" && cargo build --release --bins)
 work=$(mktemp -d)
 hugetlb_mounted=0

@@ -105,12 +105,19 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
         let _ = nix::unistd::setresuid(0.into(), 0.into(), 0.into());
     }
     let joined = std::cell::Cell::new(false);
-    if cfg.unshare_cgroupns {
-        // The namespace's root is the cgroup we are in when we unshare it.
-        wait_joined(cfg, &joined)?;
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
-            .ctx(|| "unshare cgroup namespace".into())?;
-    }
+    let cgroupns_done = std::cell::Cell::new(!cfg.unshare_cgroupns);
+    // The namespace's root is the cgroup we are in when we unshare it, so this waits for
+    // `Joined` — as late as possible (before the first cgroup mount), letting the mounts
+    // before it overlap the runtime's cgroup.procs writes.
+    let mut enter_cgroupns = || -> Result<()> {
+        if !cgroupns_done.get() {
+            wait_joined(cfg, &joined)?;
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
+                .ctx(|| "unshare cgroup namespace".into())?;
+            cgroupns_done.set(true);
+        }
+        Ok(())
+    };
     namespaces::join_paths(spec)?;
     if !cfg.no_new_keyring {
         join_session_keyring(cfg.id);
@@ -119,7 +126,7 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
     if new_mnt {
         let cgroupns = cfg.new_ns & LinuxNamespaceType::Cgroup as u64 != 0;
         tracing::debug!("init: mounts");
-        mounts::prepare_rootfs(spec, cfg.rootfs, cfg.cgroup, cgroupns)?;
+        mounts::prepare_rootfs(spec, cfg.rootfs, cfg.cgroup, cgroupns, &mut enter_cgroupns)?;
         tracing::debug!("init: devices");
         if !dev_is_bind_mounted(spec) {
             let in_userns = namespaces::has(spec, LinuxNamespaceType::User);
@@ -132,6 +139,7 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
         }
         devices::link_ptmx(cfg.rootfs)?;
     }
+    enter_cgroupns()?;
     if cfg.runtime_hooks {
         wait_joined(cfg, &joined)?;
         cfg.chan.send(Tag::RuntimeHooks, &[])?;

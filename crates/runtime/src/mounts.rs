@@ -174,7 +174,15 @@ fn mnt(
 }
 
 /// Prepares the new root: mount propagation, the rootfs bind, and every spec mount.
-pub fn prepare_rootfs(spec: &Spec, rootfs: &Path, cgroup: &Cgroup, cgroupns: bool) -> Result<()> {
+/// `before_cgroup` runs before the first cgroup filesystem is mounted (the init enters its
+/// cgroup namespace there).
+pub fn prepare_rootfs(
+    spec: &Spec,
+    rootfs: &Path,
+    cgroup: &Cgroup,
+    cgroupns: bool,
+    before_cgroup: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     let linux = spec.linux().as_ref();
     let prop = linux
         .and_then(|l| l.rootfs_propagation().as_deref())
@@ -192,6 +200,9 @@ pub fn prepare_rootfs(spec: &Spec, rootfs: &Path, cgroup: &Cgroup, cgroupns: boo
         None,
     )?;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        if matches!(m.typ().as_deref(), Some("cgroup") | Some("cgroup2")) {
+            before_cgroup()?;
+        }
         mount_one(rootfs, m, cgroup, cgroupns).map_err(|e| match e {
             Error::Sys { context, err } => Error::Sys {
                 context: format!("mounts[{i}] {}: {context}", m.destination().display()),
