@@ -931,3 +931,39 @@ fn mounted_hierarchy(prefix: &str) -> bool {
         None => false,
     })
 }
+
+#[test]
+fn scheduler_policy_and_nice() {
+    // /proc/self/stat: field 19 is nice, field 41 the scheduling policy (3 = SCHED_BATCH).
+    let mut b = Bundle::new(&["sh", "-c", "cut -d' ' -f19,41 /proc/self/stat"]);
+    b.spec["process"]["scheduler"] = json!({"policy": "SCHED_BATCH", "nice": 5});
+    assert_eq!(run_ok("sched", &b), "5 3\n");
+}
+
+#[test]
+fn mount_propagation_flags() {
+    let host = tempfile::tempdir().unwrap();
+    let mut b = Bundle::new(&["sh", "-c", "grep -E ' /(sh|pr) ' /proc/self/mountinfo"]);
+    let mounts = b.spec["mounts"].as_array_mut().unwrap();
+    mounts.push(json!({"destination": "/sh", "type": "bind", "source": host.path(), "options": ["rbind", "rshared"]}));
+    mounts.push(json!({"destination": "/pr", "type": "bind", "source": host.path(), "options": ["rbind", "rprivate"]}));
+    let out = run_ok("propagation", &b);
+    let line = |dest: &str| {
+        out.lines()
+            .find(|l| l.split(' ').nth(4) == Some(dest))
+            .unwrap_or_else(|| panic!("{dest} in {out}"))
+            .to_owned()
+    };
+    // Optional fields sit between the mount options and the " - " separator.
+    let optional = |l: &str| {
+        l.split(" - ")
+            .next()
+            .unwrap()
+            .split(' ')
+            .skip(6)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert!(optional(&line("/sh")).contains("shared:"), "{out}");
+    assert!(optional(&line("/pr")).is_empty(), "{out}");
+}

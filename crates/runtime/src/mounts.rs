@@ -463,9 +463,24 @@ fn mount_cgroup(target: &Path, opts: &Options, cgroup: &Cgroup, cgroupns: bool) 
 /// Switches the root to `rootfs`. pivot_root(".", ".") stacks the old root under the new
 /// one, which we then detach: no temporary directory in the image is needed.
 pub fn pivot(rootfs: &Path) -> Result<()> {
-    nix::unistd::chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
+    let open_dir = |p: &Path| {
+        nix::fcntl::open(
+            p,
+            nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_RDONLY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ctx(|| format!("open {}", p.display()))
+    };
+    let old_root = open_dir(Path::new("/"))?;
+    let new_root = open_dir(rootfs)?;
+    nix::unistd::fchdir(new_root).ctx(|| format!("chdir {}", rootfs.display()))?;
     nix::unistd::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
-    // Keep unmount events of the old root from propagating back to the host.
+    // The old root now sits on top of the new one. Go to it by fd (not "."), make it a
+    // slave so its unmount does not propagate to the host, and detach it. Marking "."
+    // instead would also turn the container's own shared mounts into slaves.
+    nix::unistd::fchdir(old_root).ctx(|| "chdir old root".into())?;
     mnt(
         None,
         Path::new("."),
@@ -474,6 +489,9 @@ pub fn pivot(rootfs: &Path) -> Result<()> {
         None,
     )?;
     umount2(".", MntFlags::MNT_DETACH).ctx(|| "unmount old root".into())?;
+    nix::unistd::fchdir(new_root).ctx(|| "chdir new root".into())?;
+    let _ = nix::unistd::close(old_root);
+    let _ = nix::unistd::close(new_root);
     nix::unistd::chdir("/").ctx(|| "chdir /".into())
 }
 
