@@ -142,6 +142,17 @@ impl Runc {
         output(self.cmd().args(["run", "--bundle"]).arg(b.path()).arg(id))
     }
 
+    /// Saves the bundle and runs `run --detach`.
+    pub fn run_detached(&self, id: &str, b: &Bundle) -> Output {
+        b.save();
+        output(
+            self.cmd()
+                .args(["run", "-d", "--bundle"])
+                .arg(b.path())
+                .arg(id),
+        )
+    }
+
     pub fn state(&self, id: &str) -> Option<Value> {
         let out = self.run(&["state", id]);
         out.status

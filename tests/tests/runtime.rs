@@ -235,12 +235,7 @@ fn cgroup_resources_and_paths() {
     });
     b.save();
     let rc = Runc::new();
-    let out = output(
-        rc.cmd()
-            .args(["run", "-d", "--bundle"])
-            .arg(b.path())
-            .arg("cgres"),
-    );
+    let out = rc.run_detached("cgres", &b);
     assert!(out.status.success(), "{}", stderr(&out));
     let v1 = std::path::Path::new("/sys/fs/cgroup/pids").exists();
     let read = |ctrl: &str, file: &str| {
@@ -372,12 +367,7 @@ fn kill_delivers_the_named_signal() {
     ]);
     b.save();
     let rc = Runc::new();
-    let out = output(
-        rc.cmd()
-            .args(["run", "-d", "--bundle"])
-            .arg(b.path())
-            .arg("sig"),
-    );
+    let out = rc.run_detached("sig", &b);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(rc.run(&["kill", "sig", "SIGUSR1"]).status.success());
     wait_for(|| rc.status("sig") == "stopped", "the trap to exit");
@@ -394,12 +384,7 @@ fn exec_joins_the_running_container() {
     b.spec["hostname"] = json!("exechost");
     b.save();
     let rc = Runc::new();
-    let out = output(
-        rc.cmd()
-            .args(["run", "-d", "--bundle"])
-            .arg(b.path())
-            .arg("ex"),
-    );
+    let out = rc.run_detached("ex", &b);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = rc.run(&[
         "exec",
@@ -457,14 +442,7 @@ fn pause_and_resume() {
     ]);
     b.save();
     let rc = Runc::new();
-    assert!(output(
-        rc.cmd()
-            .args(["run", "-d", "--bundle"])
-            .arg(b.path())
-            .arg("pz")
-    )
-    .status
-    .success());
+    assert!(rc.run_detached("pz", &b).status.success());
     let tick = b.path().join("rootfs/tmp/tick");
     wait_for(|| tick.exists(), "first tick");
     assert!(rc.run(&["pause", "pz"]).status.success());
@@ -785,12 +763,7 @@ fn joins_existing_namespaces_by_path() {
     a.spec["hostname"] = json!("shared-uts");
     a.save();
     let rc = Runc::new();
-    let out = output(
-        rc.cmd()
-            .args(["run", "-d", "--bundle"])
-            .arg(a.path())
-            .arg("nsowner"),
-    );
+    let out = rc.run_detached("nsowner", &a);
     assert!(out.status.success(), "{}", stderr(&out));
     let pid = rc.state("nsowner").unwrap()["pid"].as_i64().unwrap();
     let mut b = Bundle::new(&[
@@ -851,12 +824,7 @@ fn kill_all_signals_every_process() {
     let b = Bundle::new(&["sh", "-c", "sleep 100 & sleep 100 & wait"]);
     b.save();
     let rc = Runc::new();
-    let out = output(
-        rc.cmd()
-            .args(["run", "-d", "--bundle"])
-            .arg(b.path())
-            .arg("killall"),
-    );
+    let out = rc.run_detached("killall", &b);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for(
         || {
@@ -894,12 +862,7 @@ fn relative_cgroups_path_nests_under_the_callers_cgroup() {
     b.spec["linux"]["cgroupsPath"] = json!("berth-rel/relcg");
     b.save();
     let rc = Runc::new();
-    let out = output(
-        rc.cmd()
-            .args(["run", "-d", "--bundle"])
-            .arg(b.path())
-            .arg("relcg"),
-    );
+    let out = rc.run_detached("relcg", &b);
     assert!(out.status.success(), "{}", stderr(&out));
     let pid = rc.state("relcg").unwrap()["pid"].as_i64().unwrap();
     let theirs = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
