@@ -50,4 +50,4 @@ echo "state: $("$runc" --root "$root" state demo | jq -r .status)"
 echo "deleted; list is now empty:"
 "$runc" --root "$root" list -q
 
-step "start latency against crun and runc: bench/runtime.sh"
+step "next: make bench (start latency and RSS against crun and runc), make test"
