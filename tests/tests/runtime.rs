@@ -930,3 +930,72 @@ fn mount_propagation_flags() {
     assert!(optional(&line("/sh")).contains("shared:"), "{out}");
     assert!(optional(&line("/pr")).is_empty(), "{out}");
 }
+
+#[test]
+fn preserve_fds_passes_extra_descriptors() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passed");
+    std::fs::write(&file, "through fd 3\n").unwrap();
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat <&3; [ -e /proc/$$/fd/4 ] && echo fd4-leaked || echo no-fd4",
+    ]);
+    b.save();
+    let rc = Runc::new();
+    let f = std::fs::File::open(&file).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let mut cmd = rc.cmd();
+    cmd.args(["run", "--preserve-fds", "1", "--bundle"])
+        .arg(b.path())
+        .arg("fds");
+    // SAFETY: only dup2/fcntl between fork and exec. Both 3 and 4 are open in berth-runc;
+    // with --preserve-fds 1 only 3 may reach the container.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself keeps close-on-exec, so clear it explicitly.
+            for fd in [3, 4] {
+                if (raw != fd && libc::dup2(raw, fd) < 0) || libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let out = output(&mut cmd);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "through fd 3\nno-fd4\n",
+        "fd 3 passes, fd 4 does not"
+    );
+}
+
+#[test]
+fn exec_with_a_process_file() {
+    let b = Bundle::new(&["sleep", "100"]);
+    let rc = Runc::new();
+    assert!(rc.run_detached("exproc", &b).status.success());
+    let process = json!({
+        "args": ["sh", "-c", "echo $GREETING from $(pwd) as $(id -u); grep CapEff /proc/self/status"],
+        "env": ["PATH=/bin", "GREETING=hi"],
+        "cwd": "/tmp",
+        "user": {"uid": 65534, "gid": 65534},
+        "capabilities": {"bounding": ["CAP_KILL"], "effective": [], "permitted": []}
+    });
+    let pfile = b.path().join("process.json");
+    std::fs::write(&pfile, serde_json::to_vec(&process).unwrap()).unwrap();
+    let out = output(
+        rc.cmd()
+            .args(["exec", "--process"])
+            .arg(&pfile)
+            .arg("exproc"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "hi from /tmp as 65534\nCapEff:\t0000000000000000\n"
+    );
+    assert!(rc.run(&["delete", "-f", "exproc"]).status.success());
+}
