@@ -999,3 +999,47 @@ fn exec_with_a_process_file() {
     );
     assert!(rc.run(&["delete", "-f", "exproc"]).status.success());
 }
+
+#[test]
+fn blkio_throttle_on_the_root_disk() {
+    // The device under / (e.g. 254:0 for /dev/vda) as the kernel numbers it.
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dev = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .unwrap()
+        .split(' ')
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    let (major, minor) = dev.split_once(':').unwrap();
+    let (major, minor): (i64, i64) = (major.parse().unwrap(), minor.parse().unwrap());
+    let mut b = Bundle::new(&["sleep", "30"]);
+    b.spec["linux"]["cgroupsPath"] = json!("/berth-test/blkio");
+    b.spec["linux"]["resources"] = json!({"blockIO": {
+        "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
+        "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 300}]
+    }});
+    let rc = Runc::new();
+    let out = rc.run_detached("blkio", &b);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (read_bps, write_iops) = if std::path::Path::new("/sys/fs/cgroup/blkio").exists() {
+        let d = "/sys/fs/cgroup/blkio/berth-test/blkio";
+        (
+            std::fs::read_to_string(format!("{d}/blkio.throttle.read_bps_device")).unwrap(),
+            std::fs::read_to_string(format!("{d}/blkio.throttle.write_iops_device")).unwrap(),
+        )
+    } else {
+        let io = std::fs::read_to_string("/sys/fs/cgroup/berth-test/blkio/io.max").unwrap();
+        (io.clone(), io)
+    };
+    assert!(
+        read_bps.contains(&format!("{dev} 1048576")) || read_bps.contains("rbps=1048576"),
+        "{read_bps}"
+    );
+    assert!(
+        write_iops.contains(&format!("{dev} 300")) || write_iops.contains("wiops=300"),
+        "{write_iops}"
+    );
+    assert!(rc.run(&["delete", "-f", "blkio"]).status.success());
+}
