@@ -1043,3 +1043,25 @@ fn blkio_throttle_on_the_root_disk() {
     );
     assert!(rc.run(&["delete", "-f", "blkio"]).status.success());
 }
+
+#[test]
+fn run_keep_leaves_a_stopped_container() {
+    let b = Bundle::new(&["true"]);
+    b.save();
+    let rc = Runc::new();
+    let out = output(
+        rc.cmd()
+            .args(["run", "--keep", "--bundle"])
+            .arg(b.path())
+            .arg("kept"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(rc.status("kept"), "stopped");
+    assert!(
+        !cgroup_leftovers("berth/kept").is_empty(),
+        "the cgroup stays until delete"
+    );
+    assert!(rc.run(&["delete", "kept"]).status.success());
+    assert_eq!(rc.status("kept"), "gone");
+    assert!(cgroup_leftovers("berth/kept").is_empty());
+}

@@ -226,11 +226,8 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             detach,
             keep,
         } => {
-            let code = rt.run(&create.id, &create.bundle, &create_options(create), *detach)?;
-            if *keep {
-                tracing::debug!("--keep: state is removed on exit by this runtime");
-            }
-            return Ok(code);
+            let opts = create_options(create);
+            return Ok(rt.run(&create.id, &create.bundle, &opts, *detach, *keep)?);
         }
         Cmd::State { id } => println!("{}", serde_json::to_string_pretty(&rt.state(id)?)?),
         Cmd::List { format, quiet } => list(&rt, format, *quiet)?,

@@ -79,8 +79,16 @@ impl Runtime {
     }
 
     /// `run`: create and start in one go. Detached, returns once the program runs;
-    /// otherwise waits for it, deletes the container and returns its exit code.
-    pub fn run(&self, id: &str, bundle: &Path, opts: &CreateOptions, detach: bool) -> Result<i32> {
+    /// otherwise waits for it, deletes the container (unless `keep`, runc's `--keep`,
+    /// which leaves it stopped for a later `delete`) and returns its exit code.
+    pub fn run(
+        &self,
+        id: &str,
+        bundle: &Path,
+        opts: &CreateOptions,
+        detach: bool,
+        keep: bool,
+    ) -> Result<i32> {
         let (pid, ctx) = self.spawn(id, bundle, opts, Mode::Run)?;
         let sd = self.dir(id)?;
         let rec = sd.load(id)?;
@@ -103,8 +111,10 @@ impl Runtime {
         let code = wait_exit(pid);
         tracing::debug!("program exited");
         drop(proxy);
-        self.destroy(&sd, &sd.load(id)?)?;
-        tracing::debug!("deleted");
+        if !keep {
+            self.destroy(&sd, &sd.load(id)?)?;
+            tracing::debug!("deleted");
+        }
         Ok(code)
     }
 
