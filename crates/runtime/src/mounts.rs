@@ -9,11 +9,10 @@ use oci_spec::runtime::{Mount, Spec};
 use crate::cgroups::Cgroup;
 use crate::error::{Context, Error, Result};
 
-/// A mount's options split into flags to set, flags to clear, propagation and fs data.
+/// A mount's options split into mount flags, propagation and filesystem data.
 #[derive(Debug)]
 pub struct Options {
     pub flags: MsFlags,
-    pub clear: MsFlags,
     pub propagation: MsFlags,
     pub data: Vec<String>,
 }
@@ -22,7 +21,6 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             flags: MsFlags::empty(),
-            clear: MsFlags::empty(),
             propagation: MsFlags::empty(),
             data: Vec::new(),
         }
@@ -95,7 +93,6 @@ pub fn parse_options(opts: &[String]) -> Options {
         };
         o.flags |= set;
         o.flags &= !clear;
-        o.clear |= clear;
         o.propagation |= prop;
     }
     o
