@@ -579,3 +579,49 @@ fn mask_path(p: &Path) -> Result<()> {
         r => r.ctx(|| format!("maskedPaths {}", p.display())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_propagation_and_data() {
+        let o = parse_options(
+            &[
+                "rbind", "ro", "nosuid", "rslave", "size=1m", "mode=755", "rw",
+            ]
+            .map(String::from),
+        );
+        assert!(o
+            .flags
+            .contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_NOSUID));
+        assert!(
+            !o.flags.contains(MsFlags::MS_RDONLY),
+            "a later rw clears ro"
+        );
+        assert_eq!(o.propagation, MsFlags::MS_SLAVE | MsFlags::MS_REC);
+        assert_eq!(o.data, ["size=1m", "mode=755"]);
+    }
+
+    #[test]
+    fn secure_join_keeps_symlinks_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("real/dir")).unwrap();
+        std::os::unix::fs::symlink("/etc", r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", r.join("up")).unwrap();
+        std::os::unix::fs::symlink("real/dir", r.join("rel")).unwrap();
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        assert_eq!(
+            secure_join(r, Path::new("/abs/passwd")),
+            r.join("etc/passwd")
+        );
+        assert_eq!(secure_join(r, Path::new("/up/x")), r.join("x"));
+        assert_eq!(secure_join(r, Path::new("/rel/f")), r.join("real/dir/f"));
+        assert_eq!(secure_join(r, Path::new("/../../x")), r.join("x"));
+        assert!(
+            secure_join(r, Path::new("/loop/x")).starts_with(r),
+            "symlink loops end inside"
+        );
+    }
+}

@@ -174,3 +174,30 @@ pub fn process_alive(pid: i32, start_time: u64) -> bool {
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_that_could_escape_the_state_dir_are_refused() {
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "x\0"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["abc", "A-1_b.c+d", "c2-1234"] {
+            assert!(validate_id(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn proc_stat_reads_our_own_start_time() {
+        let (start, state) = proc_stat(std::process::id() as i32).unwrap();
+        assert!(start > 0);
+        assert!(matches!(state, 'R' | 'S'));
+        assert!(process_alive(std::process::id() as i32, start));
+        assert!(
+            !process_alive(std::process::id() as i32, start + 1),
+            "a recycled pid has another start time"
+        );
+    }
+}

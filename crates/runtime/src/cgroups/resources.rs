@@ -390,3 +390,26 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 fn blkio_to_io_weight(w: u16) -> u64 {
     1 + (u64::from(w.clamp(10, 1000)) - 10) * 9999 / 990
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_map_to_cgroup2_weights_like_runc() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(0), 100);
+    }
+
+    #[test]
+    fn device_rules_in_v1_syntax() {
+        let rule: LinuxDeviceCgroup =
+            serde_json::from_str(r#"{"allow": true, "type": "c", "major": 1, "access": "rw"}"#)
+                .unwrap();
+        assert_eq!(device_rule(&rule), "c 1:* rw");
+        let all: LinuxDeviceCgroup = serde_json::from_str(r#"{"allow": false}"#).unwrap();
+        assert_eq!(device_rule(&all), "a *:* rwm");
+    }
+}
