@@ -1065,3 +1065,66 @@ fn run_keep_leaves_a_stopped_container() {
     assert_eq!(rc.status("kept"), "gone");
     assert!(cgroup_leftovers("berth/kept").is_empty());
 }
+
+#[test]
+fn lsm_labels_are_ignored_with_a_warning_when_the_host_has_none() {
+    let mut b = Bundle::new(&["true"]);
+    b.spec["process"]["apparmorProfile"] = json!("berth-default");
+    b.spec["process"]["selinuxLabel"] = json!("system_u:system_r:container_t:s0");
+    let rc = Runc::new();
+    let out = rc.run_bundle("lsm", &b);
+    let no_apparmor = !std::path::Path::new("/sys/kernel/security/apparmor").exists();
+    let no_selinux = !std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    if no_apparmor && no_selinux {
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("apparmorProfile ignored"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("selinuxLabel ignored"),
+            "{}",
+            stderr(&out)
+        );
+    } else {
+        // With an LSM present the label is not ignored, so no warning may claim it is.
+        assert!(!stderr(&out).contains("ignored"), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn update_from_a_resources_file() {
+    let mut b = Bundle::new(&["sleep", "30"]);
+    b.spec["linux"]["cgroupsPath"] = json!("/berth-test/upd");
+    let rc = Runc::new();
+    assert!(rc.run_detached("upd", &b).status.success());
+    let res = b.path().join("resources.json");
+    std::fs::write(
+        &res,
+        r#"{"memory": {"limit": 50331648}, "pids": {"limit": 55}}"#,
+    )
+    .unwrap();
+    let out = output(
+        rc.cmd()
+            .args(["update", "--resources"])
+            .arg(&res)
+            .arg("upd"),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v1 = std::path::Path::new("/sys/fs/cgroup/pids").exists();
+    let (mem, pids) = if v1 {
+        (
+            "/sys/fs/cgroup/memory/berth-test/upd/memory.limit_in_bytes",
+            "/sys/fs/cgroup/pids/berth-test/upd/pids.max",
+        )
+    } else {
+        (
+            "/sys/fs/cgroup/berth-test/upd/memory.max",
+            "/sys/fs/cgroup/berth-test/upd/pids.max",
+        )
+    };
+    assert_eq!(std::fs::read_to_string(mem).unwrap().trim(), "50331648");
+    assert_eq!(std::fs::read_to_string(pids).unwrap().trim(), "55");
+    assert!(rc.run(&["delete", "-f", "upd"]).status.success());
+}
