@@ -23,6 +23,11 @@ fn free_port() -> u16 {
 
 impl Registry {
     fn start(htpasswd: Option<(&str, &str)>) -> Registry {
+        Self::start_with(htpasswd, None)
+    }
+
+    /// With `access`, clients get bearer tokens from the registry's token endpoint.
+    fn start_with(htpasswd: Option<(&str, &str)>, access: Option<&str>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(bin_dir().join("berth"));
@@ -33,6 +38,11 @@ impl Registry {
             let hash = bcrypt::hash(password, 4).unwrap();
             std::fs::write(&file, format!("{user}:{hash}\n")).unwrap();
             cmd.arg("--htpasswd").arg(&file);
+        }
+        if let Some(rules) = access {
+            let file = dir.path().join("access.json");
+            std::fs::write(&file, rules).unwrap();
+            cmd.arg("--access").arg(&file);
         }
         let log = std::fs::File::create(dir.path().join("access.log")).unwrap();
         let child = cmd
@@ -247,6 +257,32 @@ fn skopeo_push_pull_with_basic_auth() {
         &format!("docker://{}/test/busybox:v1", reg.addr),
     ]);
     assert!(!o.status.success());
+}
+
+#[test]
+fn skopeo_push_pull_with_bearer_tokens() {
+    let rules = r#"{"rules": [
+        {"user": "ci", "repo": "*", "actions": ["pull", "push", "delete"]},
+        {"user": "anonymous", "repo": "test/*", "actions": ["pull"]}]}"#;
+    let reg = Registry::start_with(Some(("ci", "hunter2")), Some(rules));
+    // skopeo follows the Bearer challenge to /token with the credentials.
+    round_trip(&reg, Some("ci:hunter2"));
+    // Anonymous pull of test/* is allowed by the rules; anonymous push is not.
+    let dest = format!("docker://{}/test/busybox:v1", reg.addr);
+    let o = skopeo(&["inspect", "--raw", "--tls-verify=false", &dest]);
+    ok(&o, "anonymous pull");
+    let work = tempfile::tempdir().unwrap();
+    let (archive, _, _) = busybox_image(work.path());
+    let src = format!("oci-archive:{}", archive.display());
+    let o = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &src,
+        &format!("docker://{}/test/other:v1", reg.addr),
+    ]);
+    assert!(!o.status.success(), "anonymous push succeeded");
+    let log = reg.log();
+    assert!(log.contains("\"path\":\"/token\""), "{log}");
 }
 
 #[test]

@@ -26,7 +26,15 @@ pub struct ServeArgs {
     /// htpasswd file with bcrypt entries: require basic auth for every request.
     #[arg(long)]
     htpasswd: Option<PathBuf>,
-    /// JSON file with any of: addr, storage, htpasswd, accessLog (flags win).
+    /// Access file (JSON rules: user, repo, actions): switch to bearer tokens from the
+    /// built-in /token endpoint, where users log in with the htpasswd credentials.
+    #[arg(long)]
+    access: Option<PathBuf>,
+    /// Token realm URL sent to clients [default: http://<Host>/token].
+    #[arg(long)]
+    token_realm: Option<String>,
+    /// JSON file with any of: addr, storage, htpasswd, access, tokenRealm, accessLog
+    /// (flags win).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Do not write JSON access-log lines to stderr.
@@ -100,6 +108,12 @@ fn serve(root: &Path, a: ServeArgs) -> anyhow::Result<()> {
     }
     if a.htpasswd.is_some() {
         config.htpasswd = a.htpasswd;
+    }
+    if a.access.is_some() {
+        config.access = a.access;
+    }
+    if a.token_realm.is_some() {
+        config.token_realm = a.token_realm;
     }
     if a.no_access_log {
         config.access_log = false;

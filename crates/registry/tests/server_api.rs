@@ -28,13 +28,17 @@ impl Drop for TestServer {
 }
 
 fn start(htpasswd: Option<PathBuf>) -> TestServer {
+    start_with(|c| c.htpasswd = htpasswd)
+}
+
+fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
+    let mut config = Config {
         addr: "127.0.0.1:0".into(),
         storage: dir.path().join("store"),
-        htpasswd,
-        access_log: false,
+        ..Config::default()
     };
+    adjust(&mut config);
     let server = Server::bind(&config).unwrap();
     let addr = server.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -849,6 +853,137 @@ fn basic_auth() {
     assert_eq!(s.get("/v2/").status, 200);
     push_image(&s, "private", "v1", "h");
     assert_eq!(s.get("/v2/private/manifests/v1").status, 200);
+}
+
+fn basic(creds: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(creds)
+    )
+}
+
+#[test]
+fn bearer_tokens_with_scopes() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("htpasswd");
+    std::fs::write(
+        &users,
+        format!("alice:{}\n", bcrypt::hash("pw", 4).unwrap()),
+    )
+    .unwrap();
+    let access = dir.path().join("access.json");
+    std::fs::write(
+        &access,
+        r#"{"rules": [{"user": "alice", "repo": "*", "actions": ["pull", "push", "delete"]},
+                      {"user": "anonymous", "repo": "public/*", "actions": ["pull"]}]}"#,
+    )
+    .unwrap();
+    let mut s = start_with(|c| {
+        c.htpasswd = Some(users);
+        c.access = Some(access);
+    });
+    let r = s.get("/v2/");
+    assert_eq!(r.status, 401);
+    let challenge = r.header("WWW-Authenticate").unwrap().to_string();
+    assert!(
+        challenge.starts_with(&format!(
+            "Bearer realm=\"{}/token\",service=\"berth-registry\"",
+            s.base
+        )),
+        "{challenge}"
+    );
+    let r = s.req("POST", "/v2/public/app/blobs/uploads/", &[], None);
+    assert_eq!(r.status, 401);
+    assert!(r
+        .header("WWW-Authenticate")
+        .unwrap()
+        .contains("scope=\"repository:public/app:pull,push\""));
+    // Log in at the token endpoint.
+    let token = |s: &TestServer, creds: Option<&str>, scope: &str| -> Option<String> {
+        let mut r = ureq::get(&format!(
+            "{}/token?service=berth-registry&scope={scope}",
+            s.base
+        ));
+        if let Some(c) = creds {
+            r = r.set("Authorization", &basic(c));
+        }
+        let r = into_resp(r.call());
+        (r.status == 200).then(|| format!("Bearer {}", r.json()["token"].as_str().unwrap()))
+    };
+    assert!(token(&s, Some("alice:nope"), "repository:public/app:pull").is_none());
+    s.auth = token(&s, Some("alice:pw"), "repository:public/app:pull,push");
+    assert_eq!(s.get("/v2/").status, 200);
+    let (d, _) = push_image(&s, "public/app", "v1", "t");
+    // The token is for public/app only.
+    assert_eq!(
+        s.req("POST", "/v2/private/blobs/uploads/", &[], None)
+            .status,
+        401
+    );
+    assert_eq!(
+        s.req(
+            "DELETE",
+            &format!("/v2/public/app/manifests/{d}"),
+            &[],
+            None
+        )
+        .status,
+        401
+    );
+    // Anonymous clients may pull public/* and nothing else.
+    s.auth = token(&s, None, "repository:public/app:pull,push");
+    assert_eq!(s.get("/v2/public/app/manifests/v1").status, 200);
+    assert_eq!(
+        s.req("POST", "/v2/public/app/blobs/uploads/", &[], None)
+            .status,
+        401
+    );
+    s.auth = token(&s, None, "repository:private:pull");
+    assert_eq!(s.get("/v2/private/tags/list").status, 401);
+    // The catalog needs access to every repository.
+    s.auth = token(&s, None, "registry:catalog:*");
+    assert_eq!(s.get("/v2/_catalog").status, 401);
+    s.auth = token(&s, Some("alice:pw"), "registry:catalog:*");
+    assert_eq!(
+        s.get("/v2/_catalog").json()["repositories"],
+        json!(["public/app"])
+    );
+    // No mounting from repositories the token cannot read, and no automatic mounts.
+    s.auth = token(&s, Some("alice:pw"), "repository:other:pull,push");
+    let cfg = Digest::sha256_of(b"{\"seed\":\"t\"}");
+    assert_eq!(
+        s.req(
+            "POST",
+            &format!("/v2/other/blobs/uploads/?mount={cfg}"),
+            &[],
+            None
+        )
+        .status,
+        202
+    );
+    let r = s.req(
+        "POST",
+        &format!("/v2/other/blobs/uploads/?mount={cfg}&from=public/app"),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 401);
+    s.auth = token(
+        &s,
+        Some("alice:pw"),
+        "repository:other:pull,push repository:public/app:pull",
+    );
+    let r = s.req(
+        "POST",
+        &format!("/v2/other/blobs/uploads/?mount={cfg}&from=public/app"),
+        &[],
+        None,
+    );
+    assert_eq!(r.status, 201);
+    // Forged tokens fail.
+    s.auth = Some("Bearer e30.AAAA".into());
+    assert_eq!(s.get("/v2/").status, 401);
 }
 
 #[test]

@@ -60,7 +60,7 @@ where
 }
 
 /// Decodes `%XX` escapes (and `+` as space) in a query component.
-fn pct_decode(s: &str) -> String {
+pub fn pct_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -153,7 +153,7 @@ pub async fn dispatch(state: Arc<State>, route: Route, req: Request<Incoming>) -
         Route::Upload { name, id } => {
             check_name(&name)?;
             match (method, id) {
-                (Method::POST, None) => start_upload(st, &name, req).await,
+                (Method::POST, None) => start_upload(st, &name, req, state.tokens_enabled()).await,
                 (Method::PATCH, Some(id)) => patch_upload(st, &name, &id, req).await,
                 (Method::PUT, Some(id)) => put_upload(st, &name, &id, req).await,
                 (Method::GET, Some(id)) => upload_status(st, &name, &id).await,
@@ -607,11 +607,14 @@ async fn try_mount(
     .await
 }
 
-async fn start_upload(st: Storage, name: &str, req: Request<Incoming>) -> Res {
+async fn start_upload(st: Storage, name: &str, req: Request<Incoming>, scoped: bool) -> Res {
     let q = query(&req);
-    if let Some(m) = q.get("mount") {
+    // With per-repository scopes, mounting from "anywhere" would let a client read blobs of
+    // repositories it has no pull access to: only explicit `from` mounts then.
+    let from = q.get("from").map(String::as_str);
+    if let Some(m) = q.get("mount").filter(|_| !scoped || from.is_some()) {
         if let Ok(d) = m.parse::<Digest>() {
-            if try_mount(&st, name, &d, q.get("from").map(String::as_str)).await? {
+            if try_mount(&st, name, &d, from).await? {
                 return Ok(blob_created(name, &d));
             }
         }
