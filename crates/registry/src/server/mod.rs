@@ -296,12 +296,12 @@ fn token_endpoint(
     (api::finish(b, full(body.to_string())), Some(user))
 }
 
-/// The authenticated user for an API request, or the 401 to send.
+/// The authenticated user for an API request, or the challenge of the 401 to send.
 fn authenticate(
     state: &State,
     route: &route::Route,
     req: &Request<Incoming>,
-) -> Result<Option<String>, Response<ResBody>> {
+) -> Result<Option<String>, String> {
     let authz = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -310,13 +310,13 @@ fn authenticate(
         let required = required_access(route, req);
         return match policy.verify(authz, &required) {
             Some(user) => Ok(Some(user)),
-            None => Err(unauthorized(bearer_challenge(state, req, &required))),
+            None => Err(bearer_challenge(state, req, &required)),
         };
     }
     match &state.auth {
         Some(users) => match users.check(authz) {
             Some(user) => Ok(Some(user)),
-            None => Err(unauthorized(BASIC_CHALLENGE.into())),
+            None => Err(BASIC_CHALLENGE.into()),
         },
         None => Ok(None),
     }
@@ -346,7 +346,7 @@ async fn handle(
                     .await
                     .unwrap_or_else(|e| api::error_response(&e))
             }
-            Err(resp) => resp,
+            Err(challenge) => unauthorized(challenge),
         }
     } else {
         api::error_response(
