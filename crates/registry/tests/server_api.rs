@@ -340,6 +340,47 @@ fn chunked_upload_with_ordering() {
 }
 
 #[test]
+fn concurrent_chunks_for_one_offset() {
+    let s = start(None);
+    let loc = s
+        .req("POST", "/v2/repo/blobs/uploads/", &[], None)
+        .header("Location")
+        .unwrap()
+        .to_string();
+    let chunk = vec![9u8; 4 << 20];
+    let range = format!("0-{}", chunk.len() - 1);
+    // Eight clients race to write the first chunk: exactly one wins, the rest see 416.
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    s.req(
+                        "PATCH",
+                        &loc,
+                        &[("Content-Range", range.as_str())],
+                        Some(&chunk),
+                    )
+                    .status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 202).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 416).count(),
+        7,
+        "{statuses:?}"
+    );
+    let r = s.get(&loc);
+    assert_eq!(r.header("Range"), Some(range.as_str()));
+}
+
+#[test]
 fn streamed_patch_then_put() {
     let s = start(None);
     let data = vec![7u8; 200_000];

@@ -152,6 +152,12 @@ pub async fn dispatch(state: Arc<State>, route: Route, req: Request<Incoming>) -
         }
         Route::Upload { name, id } => {
             check_name(&name)?;
+            // One request at a time per session: two interleaved PATCHes would both pass the
+            // offset check and append in any order.
+            let _guard = match &id {
+                Some(id) => Some(state.lock_upload(id).await),
+                None => None,
+            };
             match (method, id) {
                 (Method::POST, None) => start_upload(st, &name, req, state.tokens_enabled()).await,
                 (Method::PATCH, Some(id)) => patch_upload(st, &name, &id, req).await,
@@ -629,6 +635,7 @@ async fn start_upload(st: Storage, name: &str, req: Request<Incoming>, scoped: b
                 Ok(d) => d,
                 Err(e) => {
                     let _ = st.cancel_upload(name, &id);
+                    drain(&mut req.into_body()).await;
                     return Err(e);
                 }
             };
@@ -663,6 +670,23 @@ fn range_error(name: &str, id: &str, size: u64, msg: &str) -> Response<ResBody> 
     finish(b, full(e.body()))
 }
 
+/// The most of a refused request body read and dropped before answering.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// Reads and drops what is left of a refused request body (up to a bound), so the client
+/// gets to read the error instead of a reset while it is still sending.
+async fn drain(body: &mut Incoming) {
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            if seen > DRAIN_LIMIT {
+                return;
+            }
+        }
+    }
+}
+
 /// Appends a request body to an upload. With `range`, the body must be exactly that range
 /// of the blob, starting where the upload stands; otherwise the upload is left as it was.
 /// Returns the upload's new size, or the response to send when the range is wrong.
@@ -674,14 +698,22 @@ async fn append_body(
     range: Option<(u64, u64)>,
 ) -> Result<Result<u64, Response<ResBody>>, ApiError> {
     let (st2, owned, oid) = (st.clone(), name.to_string(), id.to_string());
-    let (file, size) = blocking(move || -> Result<_, ApiError> {
+    let opened = blocking(move || -> Result<_, ApiError> {
         let f = st2.open_upload_append(&owned, &oid)?;
         let size = f.metadata()?.len();
         Ok((f, size))
     })
-    .await?;
+    .await;
+    let (file, size) = match opened {
+        Ok(x) => x,
+        Err(e) => {
+            drain(&mut body).await;
+            return Err(e);
+        }
+    };
     if let Some((start, _)) = range {
         if start != size {
+            drain(&mut body).await;
             return Ok(Err(range_error(
                 name,
                 id,
@@ -744,6 +776,7 @@ async fn patch_upload(st: Storage, name: &str, id: &str, req: Request<Incoming>)
     let range = match content_range(&req) {
         Ok(r) => r,
         Err(_) => {
+            drain(&mut req.into_body()).await;
             let size = st.upload_size(name, id)?;
             return Ok(range_error(name, id, size, "bad Content-Range"));
         }
@@ -756,14 +789,20 @@ async fn patch_upload(st: Storage, name: &str, id: &str, req: Request<Incoming>)
 
 async fn put_upload(st: Storage, name: &str, id: &str, req: Request<Incoming>) -> Res {
     let q = query(&req);
-    let Some(d) = q.get("digest") else {
-        return Err(ApiError::new(
+    let checked = match q.get("digest") {
+        None => Err(ApiError::new(
             Code::DigestInvalid,
             "digest query parameter missing",
-        ));
+        )),
+        Some(d) => parse_digest(d).and_then(|d| Ok((d, content_range(&req)?))),
     };
-    let d = parse_digest(d)?;
-    let range = content_range(&req)?;
+    let (d, range) = match checked {
+        Ok(x) => x,
+        Err(e) => {
+            drain(&mut req.into_body()).await;
+            return Err(e);
+        }
+    };
     if let Err(resp) = append_body(&st, name, id, req.into_body(), range).await? {
         return Ok(resp);
     }

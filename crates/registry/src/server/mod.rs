@@ -16,6 +16,7 @@ pub mod route;
 pub mod storage;
 pub mod token;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -83,6 +84,8 @@ pub struct State {
     auth: Option<auth::Htpasswd>,
     tokens: Option<token::Policy>,
     token_realm: Option<String>,
+    /// Per-upload-session locks, dropped from the map when nobody holds them.
+    upload_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     metrics: metrics::Metrics,
     access_log: bool,
 }
@@ -122,6 +125,7 @@ impl Server {
             auth,
             tokens,
             token_realm: config.token_realm.clone(),
+            upload_locks: Default::default(),
             metrics: metrics::Metrics::default(),
             access_log: config.access_log,
         };
@@ -395,7 +399,44 @@ fn access_log(
     eprintln!("{line}");
 }
 
+/// Holds an upload session's lock; forgets the lock when the last holder is done.
+pub struct UploadGuard {
+    state: Arc<State>,
+    id: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for UploadGuard {
+    fn drop(&mut self) {
+        let mut locks = self
+            .state
+            .upload_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Two references: the map's and the one inside our guard.
+        if locks
+            .get(&self.id)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
+            locks.remove(&self.id);
+        }
+    }
+}
+
 impl State {
+    /// Waits for exclusive use of an upload session.
+    pub async fn lock_upload(self: &Arc<Self>, id: &str) -> UploadGuard {
+        let lock = {
+            let mut locks = self.upload_locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.entry(id.to_string()).or_default().clone()
+        };
+        UploadGuard {
+            state: self.clone(),
+            id: id.to_string(),
+            _held: lock.lock_owned().await,
+        }
+    }
+
     /// Whether access is scoped per repository (bearer tokens).
     pub fn tokens_enabled(&self) -> bool {
         self.tokens.is_some()
