@@ -28,6 +28,14 @@ impl Registry {
 
     /// With `access`, clients get bearer tokens from the registry's token endpoint.
     fn start_with(htpasswd: Option<(&str, &str)>, access: Option<&str>) -> Registry {
+        Self::start_full(htpasswd, access, &[])
+    }
+
+    fn start_full(
+        htpasswd: Option<(&str, &str)>,
+        access: Option<&str>,
+        extra: &[&Path],
+    ) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cmd = Command::new(bin_dir().join("berth"));
@@ -43,6 +51,9 @@ impl Registry {
             let file = dir.path().join("access.json");
             std::fs::write(&file, rules).unwrap();
             cmd.arg("--access").arg(&file);
+        }
+        if let [cert, key] = extra {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
         }
         let log = std::fs::File::create(dir.path().join("access.log")).unwrap();
         let child = cmd
@@ -283,6 +294,64 @@ fn skopeo_push_pull_with_bearer_tokens() {
     assert!(!o.status.success(), "anonymous push succeeded");
     let log = reg.log();
     assert!(log.contains("\"path\":\"/token\""), "{log}");
+}
+
+#[test]
+fn skopeo_over_tls() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    let o = output(
+        Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    ok(&o, "openssl req");
+    // skopeo trusts the CA files (*.crt) of a certificate directory.
+    let trust = certs.path().join("trust");
+    std::fs::create_dir(&trust).unwrap();
+    std::fs::copy(&cert, trust.join("ca.crt")).unwrap();
+    let reg = Registry::start_full(Some(("ci", "pw")), None, &[&cert, &key]);
+    let work = tempfile::tempdir().unwrap();
+    let (archive, digest, _) = busybox_image(work.path());
+    let src = format!("oci-archive:{}", archive.display());
+    let dest = format!("docker://{}/tls/busybox:v1", reg.addr);
+    let trust = trust.to_str().unwrap();
+    // Verified TLS, no insecure flags.
+    let o = skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        trust,
+        "--dest-creds",
+        "ci:pw",
+        &src,
+        &dest,
+    ]);
+    ok(&o, "skopeo push over TLS");
+    let o = skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        trust,
+        "--creds",
+        "ci:pw",
+        &dest,
+    ]);
+    ok(&o, "skopeo inspect over TLS");
+    assert_eq!(Digest::sha256_of(&o.stdout), digest);
+    // Without trusting the certificate, the client refuses.
+    let o = skopeo(&["inspect", "--raw", "--creds", "ci:pw", &dest]);
+    assert!(!o.status.success());
 }
 
 #[test]

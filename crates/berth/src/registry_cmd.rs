@@ -33,8 +33,14 @@ pub struct ServeArgs {
     /// Token realm URL sent to clients [default: http://<Host>/token].
     #[arg(long)]
     token_realm: Option<String>,
-    /// JSON file with any of: addr, storage, htpasswd, access, tokenRealm, accessLog
-    /// (flags win).
+    /// PEM certificate chain: serve HTTPS (needs --tls-key); plain HTTP without it.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// JSON file with any of: addr, storage, htpasswd, access, tokenRealm, tlsCert, tlsKey,
+    /// accessLog (flags win).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Do not write JSON access-log lines to stderr.
@@ -114,6 +120,10 @@ fn serve(root: &Path, a: ServeArgs) -> anyhow::Result<()> {
     }
     if a.token_realm.is_some() {
         config.token_realm = a.token_realm;
+    }
+    if a.tls_cert.is_some() {
+        config.tls_cert = a.tls_cert;
+        config.tls_key = a.tls_key;
     }
     if a.no_access_log {
         config.access_log = false;

@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod route;
 pub mod storage;
+pub mod tls;
 pub mod token;
 
 use std::collections::HashMap;
@@ -53,8 +54,12 @@ pub struct Config {
     /// Access file ([`token`]): switches to bearer tokens from the built-in `/token`
     /// endpoint, where users log in with the htpasswd credentials (or none, anonymously).
     pub access: Option<PathBuf>,
-    /// Token realm URL sent in challenges [default: `http://<Host header>/token`].
+    /// Token realm URL sent in challenges [default: `http(s)://<Host header>/token`].
     pub token_realm: Option<String>,
+    /// PEM certificate chain: serve HTTPS (with `tls_key`) instead of plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Why the server could not start or stopped.
@@ -75,6 +80,10 @@ pub enum ServerError {
     #[error(transparent)]
     Policy(#[from] token::PolicyError),
     #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("TLS needs both a certificate and a key file")]
+    TlsHalf,
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -84,6 +93,8 @@ pub struct State {
     auth: Option<auth::Htpasswd>,
     tokens: Option<token::Policy>,
     token_realm: Option<String>,
+    /// `http` or `https`, for URLs we hand out.
+    scheme: &'static str,
     /// Per-upload-session locks, dropped from the map when nobody holds them.
     upload_locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     metrics: metrics::Metrics,
@@ -94,7 +105,11 @@ pub struct State {
 pub struct Server {
     listener: std::net::TcpListener,
     state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
 
 impl Server {
     /// Opens the storage and binds the address (so callers learn the port before serving).
@@ -114,6 +129,11 @@ impl Server {
             .as_deref()
             .map(token::Policy::load)
             .transpose()?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+            (None, None) => None,
+            _ => return Err(ServerError::TlsHalf),
+        };
         let listener =
             std::net::TcpListener::bind(&config.addr).map_err(|source| ServerError::Bind {
                 addr: config.addr.clone(),
@@ -125,6 +145,7 @@ impl Server {
             auth,
             tokens,
             token_realm: config.token_realm.clone(),
+            scheme: if tls.is_some() { "https" } else { "http" },
             upload_locks: Default::default(),
             metrics: metrics::Metrics::default(),
             access_log: config.access_log,
@@ -132,6 +153,7 @@ impl Server {
         Ok(Server {
             listener,
             state: Arc::new(state),
+            tls,
         })
     }
 
@@ -155,10 +177,25 @@ impl Server {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(handle(state, remote, req).await) }
                     });
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
-                    let watched = graceful.watch(conn);
+                    let watcher = graceful.watcher();
+                    let tls = self.tls.clone();
                     tokio::spawn(async move {
-                        let _ = watched.await;
+                        let http = http1::Builder::new();
+                        match tls {
+                            None => {
+                                let conn = http.serve_connection(TokioIo::new(stream), svc);
+                                let _ = watcher.watch(conn).await;
+                            }
+                            Some(acceptor) => {
+                                let Ok(Ok(stream)) =
+                                    tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await
+                                else {
+                                    return;
+                                };
+                                let conn = http.serve_connection(TokioIo::new(stream), svc);
+                                let _ = watcher.watch(conn).await;
+                            }
+                        }
                     });
                 }
                 () = &mut shutdown => break,
@@ -207,7 +244,7 @@ fn bearer_challenge(state: &State, req: &Request<Incoming>, required: &[token::A
             .get(hyper::header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("localhost");
-        format!("http://{host}/token")
+        format!("{}://{host}/token", state.scheme)
     });
     let mut c = format!("Bearer realm=\"{realm}\",service=\"{SERVICE}\"");
     if !required.is_empty() {
