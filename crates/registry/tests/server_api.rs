@@ -1039,3 +1039,60 @@ fn metrics_endpoint() {
     );
     assert!(text.contains("code=\"404\"} 1"), "{text}");
 }
+
+#[test]
+fn garbage_collection() {
+    use berth_registry::server::gc;
+    use berth_registry::server::storage::Storage;
+    let s = start(None);
+    let (keep, _) = push_image(&s, "app", "keep", "k");
+    let (drop, _) = push_image(&s, "app", "drop", "d");
+    // A blob with no manifest, and an upload in progress.
+    let loose = s.push_blob("app", b"loose blob");
+    let loc = s
+        .req("POST", "/v2/app/blobs/uploads/", &[], None)
+        .header("Location")
+        .unwrap()
+        .to_string();
+    assert_eq!(s.stream_patch(&loc, b"in progress").status, 202);
+    assert_eq!(
+        s.req("DELETE", "/v2/app/manifests/drop", &[], None).status,
+        202
+    );
+    let st = Storage::open(&s.dir.path().join("store")).unwrap();
+    let run = |dry_run, delete_untagged, grace| {
+        gc::collect(
+            &st,
+            &gc::Options {
+                dry_run,
+                delete_untagged,
+                grace,
+            },
+        )
+        .unwrap()
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    let zero = std::time::Duration::ZERO;
+    // Within the grace period nothing unreferenced goes.
+    assert!(run(false, false, hour).blobs.is_empty());
+    // Untagged manifests stay unless asked; the loose blob goes.
+    let r = run(true, false, zero);
+    assert!(r.manifests.is_empty());
+    assert_eq!(r.blobs, vec![loose.clone()]);
+    let r = run(false, true, zero);
+    assert_eq!(r.manifests, vec![("app".to_string(), drop.clone())]);
+    // The dropped image's manifest, config and layer, plus the loose blob.
+    assert_eq!(r.blobs.len(), 4, "{:?}", r.blobs);
+    assert!(r.blobs.contains(&drop) && r.blobs.contains(&loose));
+    assert_eq!(s.get(&format!("/v2/app/manifests/{drop}")).status, 404);
+    assert_eq!(s.get(&format!("/v2/app/blobs/{loose}")).status, 404);
+    assert_eq!(s.get("/v2/app/manifests/keep").status, 200);
+    assert_eq!(s.get(&format!("/v2/app/manifests/{keep}")).status, 200);
+    // The upload in progress is untouched and can finish.
+    let d = Digest::sha256_of(b"in progress");
+    assert_eq!(
+        s.req("PUT", &format!("{loc}?digest={d}"), &[], Some(b""))
+            .status,
+        201
+    );
+}
