@@ -354,6 +354,96 @@ fn skopeo_over_tls() {
     assert!(!o.status.success());
 }
 
+/// podman with a private, throwaway store.
+fn podman(store: &Path, args: &[&str]) -> Output {
+    output(
+        Command::new("podman")
+            .arg("--root")
+            .arg(store.join("root"))
+            .arg("--runroot")
+            .arg(store.join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--events-backend",
+                "none",
+                "--cgroup-manager",
+                "cgroupfs",
+            ])
+            .args(args),
+    )
+}
+
+fn podman_round_trip(creds: Option<&str>) {
+    let reg = Registry::start(creds.map(|c| c.split_once(':').unwrap()));
+    let work = tempfile::tempdir().unwrap();
+    let store = work.path().join("store");
+    let (archive, _, _) = busybox_image(work.path());
+    let local = "localhost/berth-test/busybox:v1";
+    ok(
+        &podman(
+            &store,
+            &["pull", &format!("oci-archive:{}", archive.display())],
+        ),
+        "podman load",
+    );
+    let loaded = podman(&store, &["images", "--format", "{{.ID}}"]);
+    let id = stdout(&loaded).trim().to_string();
+    ok(&podman(&store, &["tag", &id, local]), "podman tag");
+    let remote = format!("{}/pod/busybox:v1", reg.addr);
+    let digest_file = work.path().join("digest");
+    let digest_arg = digest_file.to_str().unwrap();
+    let mut push = vec!["push", "--tls-verify=false", "--digestfile", digest_arg];
+    let mut pull = vec!["pull", "--tls-verify=false"];
+    if let Some(c) = creds {
+        push.extend(["--creds", c]);
+        pull.extend(["--creds", c]);
+    }
+    let dest = format!("docker://{remote}");
+    let push_args = [push.as_slice(), &[local, dest.as_str()]].concat();
+    ok(&podman(&store, &push_args), "podman push");
+    let pushed = std::fs::read_to_string(&digest_file).unwrap();
+    // What the registry serves is what podman pushed.
+    let mut inspect = vec!["inspect", "--raw", "--tls-verify=false"];
+    if let Some(c) = creds {
+        inspect.extend(["--creds", c]);
+    }
+    inspect.push(&dest);
+    let raw = skopeo(&inspect);
+    ok(&raw, "skopeo inspect");
+    assert_eq!(Digest::sha256_of(&raw.stdout).to_string(), pushed.trim());
+    // Pull it back into an empty store.
+    let store2 = work.path().join("store2");
+    let pull_args = [pull.as_slice(), &[remote.as_str()]].concat();
+    ok(&podman(&store2, &pull_args), "podman pull");
+    let o = podman(
+        &store2,
+        &["image", "inspect", "--format", "{{.Digest}}", &remote],
+    );
+    ok(&o, "podman image inspect");
+    assert_eq!(stdout(&o).trim(), pushed.trim());
+    let o = podman(
+        &store2,
+        &["image", "inspect", "--format", "{{.ID}}", &remote],
+    );
+    // `images` shows the short id.
+    let full = stdout(&o).trim().to_string();
+    assert!(
+        !id.is_empty() && full.starts_with(&id),
+        "same image config after the round trip: {full} vs {id}"
+    );
+}
+
+#[test]
+fn podman_push_pull_without_auth() {
+    podman_round_trip(None);
+}
+
+#[test]
+fn podman_push_pull_with_basic_auth() {
+    podman_round_trip(Some("ci:pw"));
+}
+
 #[test]
 fn skopeo_delete_then_gc() {
     let reg = Registry::start(None);
