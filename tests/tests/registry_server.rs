@@ -354,6 +354,39 @@ fn skopeo_over_tls() {
     assert!(!o.status.success());
 }
 
+#[test]
+fn sigterm_finishes_in_flight_upload() {
+    use std::io::{Read, Write};
+    let mut reg = Registry::start(None);
+    let blob = vec![5u8; 1 << 20];
+    let d = Digest::sha256_of(&blob);
+    let mut conn = TcpStream::connect(&reg.addr).unwrap();
+    write!(
+        conn,
+        "POST /v2/r/blobs/uploads/?digest={d} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        blob.len()
+    )
+    .unwrap();
+    conn.write_all(&blob[..1000]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Signal while the body is still arriving; the server must wait for it.
+    let child = reg.child.as_ref().unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // New connections are refused once shutdown began.
+    assert!(TcpStream::connect(&reg.addr).is_err());
+    conn.write_all(&blob[1000..]).unwrap();
+    let mut resp = Vec::new();
+    conn.read_to_end(&mut resp).unwrap();
+    let text = String::from_utf8_lossy(&resp);
+    assert!(text.starts_with("HTTP/1.1 201"), "{text}");
+    let status = reg.stop().expect("exits after the in-flight request");
+    assert!(status.success(), "{status:?}");
+    let stored = reg.storage().join("blobs/sha256").join(d.hex());
+    assert_eq!(std::fs::read(stored).unwrap(), blob);
+}
+
 /// podman with a private, throwaway store.
 fn podman(store: &Path, args: &[&str]) -> Output {
     output(
