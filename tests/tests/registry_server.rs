@@ -387,6 +387,46 @@ fn sigterm_finishes_in_flight_upload() {
     assert_eq!(std::fs::read(stored).unwrap(), blob);
 }
 
+#[test]
+fn config_file() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let users = dir.path().join("htpasswd");
+    std::fs::write(&users, format!("u:{}\n", bcrypt::hash("p", 4).unwrap())).unwrap();
+    let config = dir.path().join("registry.json");
+    let v = serde_json::json!({
+        "addr": addr, "storage": dir.path().join("store"), "htpasswd": users, "accessLog": false,
+    });
+    std::fs::write(&config, v.to_string()).unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new(bin_dir().join("berth"))
+        .args(["registry", "serve", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for(
+        || TcpStream::connect(&addr).is_ok(),
+        "the registry to listen",
+    );
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    conn.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    assert!(dir.path().join("store/blobs").is_dir());
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "",
+        "access log is off"
+    );
+}
+
 /// podman with a private, throwaway store.
 fn podman(store: &Path, args: &[&str]) -> Output {
     output(
