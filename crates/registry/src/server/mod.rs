@@ -108,6 +108,9 @@ pub struct Server {
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
@@ -180,7 +183,11 @@ impl Server {
                     let watcher = graceful.watcher();
                     let tls = self.tls.clone();
                     tokio::spawn(async move {
-                        let http = http1::Builder::new();
+                        let mut http = http1::Builder::new();
+                        // A client that never finishes its headers must not hold a task
+                        // and a socket forever.
+                        http.timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT);
                         match tls {
                             None => {
                                 let conn = http.serve_connection(TokioIo::new(stream), svc);
