@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod registry_cmd;
+
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, about = "A daemonless container engine")]
 struct Cli {
@@ -28,6 +30,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run an OCI registry (`serve`) and collect its garbage (`gc`).
+    #[command(subcommand)]
+    Registry(registry_cmd::RegistryCmd),
     /// Show how this host looks to berth (cgroup layout, kernel).
     Info {
         #[arg(long, default_value = "text")]
@@ -45,6 +50,7 @@ fn main() {
             berth_cli::runc::main(full)
         }
         Cmd::Info { format } => info(&cli.root, &format),
+        Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
     };
     std::process::exit(code);
 }
