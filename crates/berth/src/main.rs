@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod images;
+
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, about = "A daemonless container engine")]
 struct Cli {
@@ -28,6 +30,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    #[command(flatten)]
+    Image(images::ImageCmd),
     /// Show how this host looks to berth (cgroup layout, kernel).
     Info {
         #[arg(long, default_value = "text")]
@@ -45,6 +49,7 @@ fn main() {
             berth_cli::runc::main(full)
         }
         Cmd::Info { format } => info(&cli.root, &format),
+        Cmd::Image(cmd) => images::run(&cli.root, cmd),
     };
     std::process::exit(code);
 }

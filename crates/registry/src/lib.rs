@@ -4,3 +4,5 @@
 //! Not written yet (issues 3 and 6). It will sit on `berth-image` only: the client writes
 //! what it fetches through the image crate's content store, the server keeps its own
 //! content-addressed storage. Async (tokio/hyper) is allowed here and nowhere below the CLI.
+
+pub mod client;
