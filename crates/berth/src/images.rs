@@ -191,9 +191,15 @@ fn pull(root: &Path, image: &str, platform: Option<&str>, quiet: bool, tls: &Tls
         registry: registry_options(reference.domain(), tls)?,
         platform: platform.map(Platform::parse).transpose()?,
     };
-    let label = reference
-        .tag()
-        .map_or_else(|| reference.digest().map(|d| d.to_string()).unwrap_or_default(), str::to_string);
+    let label = reference.tag().map_or_else(
+        || {
+            reference
+                .digest()
+                .map(|d| d.to_string())
+                .unwrap_or_default()
+        },
+        str::to_string,
+    );
     if !quiet {
         println!("{label}: Pulling from {}", reference.path());
     }
@@ -266,7 +272,11 @@ fn rows(store: &LocalStore, filter: Option<&str>) -> Result<Vec<Row>, client::Er
         let created = store
             .config_json(&rec)
             .ok()
-            .and_then(|c| c.get("created").and_then(|v| v.as_str()).map(str::to_string))
+            .and_then(|c| {
+                c.get("created")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
             .and_then(|c| humantime::parse_rfc3339_weak(&c).ok())
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(rec.created_unix, |d| d.as_secs() as i64);
@@ -301,7 +311,11 @@ fn rows(store: &LocalStore, filter: Option<&str>) -> Result<Vec<Row>, client::Er
             });
         }
     }
-    out.sort_by(|a, b| b.created.cmp(&a.created).then(a.repository.cmp(&b.repository)));
+    out.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then(a.repository.cmp(&b.repository))
+    });
     Ok(out)
 }
 
@@ -508,7 +522,9 @@ fn login(
         None => prompt("Username: ")?,
     };
     let password = match (password, password_stdin) {
-        (Some(_), true) => return Err("--password and --password-stdin are mutually exclusive".into()),
+        (Some(_), true) => {
+            return Err("--password and --password-stdin are mutually exclusive".into())
+        }
         (Some(p), false) => p,
         (None, _) => prompt(if password_stdin { "" } else { "Password: " })?,
     };
@@ -560,8 +576,14 @@ mod tests {
     #[test]
     fn server_names() {
         assert_eq!(server_domain(None), "docker.io");
-        assert_eq!(server_domain(Some("https://index.docker.io/v1/".into())), "docker.io");
-        assert_eq!(server_domain(Some("127.0.0.1:5000".into())), "127.0.0.1:5000");
+        assert_eq!(
+            server_domain(Some("https://index.docker.io/v1/".into())),
+            "docker.io"
+        );
+        assert_eq!(
+            server_domain(Some("127.0.0.1:5000".into())),
+            "127.0.0.1:5000"
+        );
         assert_eq!(created_at(0), "1970-01-01 00:00:00 +0000 UTC");
     }
 }

@@ -192,7 +192,11 @@ mod tests {
                 scope: None,
             })
         );
-        assert_eq!(Challenge::parse("Bearer service=x"), None, "realm is required");
+        assert_eq!(
+            Challenge::parse("Bearer service=x"),
+            None,
+            "realm is required"
+        );
         assert_eq!(Challenge::parse("Negotiate abc"), None);
     }
 
@@ -210,12 +214,23 @@ mod tests {
 
     #[test]
     fn token_response_fields() {
-        let r: TokenResponse = serde_json::from_str(r#"{"access_token":"x","expires_in":300}"#).unwrap();
+        let r: TokenResponse =
+            serde_json::from_str(r#"{"access_token":"x","expires_in":300}"#).unwrap();
         assert_eq!(r.into_token(), Some(("x".into(), Duration::from_secs(300))));
         let r: TokenResponse = serde_json::from_str(r#"{"token":""}"#).unwrap();
         assert_eq!(r.into_token(), None);
-        let c = Credentials { username: "u".into(), password: "p".into() };
+        let c = Credentials {
+            username: "u".into(),
+            password: "p".into(),
+        };
         assert_eq!(c.basic_header(), "Basic dTpw");
-        assert!(!format!("{c:?}").contains('p'.to_string().as_str()) || !format!("{c:?}").contains(":p"));
+        let secret = Credentials {
+            username: "u".into(),
+            password: "hunter2".into(),
+        };
+        assert!(
+            !format!("{secret:?}").contains("hunter2"),
+            "debug output hides the password"
+        );
     }
 }

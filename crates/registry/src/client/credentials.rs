@@ -60,9 +60,12 @@ pub fn lookup(path: &Path, domain: &str) -> Result<Option<Credentials>> {
         return Ok(None);
     };
     let want = key_for(domain);
-    let entry = auths
-        .get(&want)
-        .or_else(|| auths.iter().find(|(k, _)| host_of(k) == host_of(&want)).map(|(_, v)| v));
+    let entry = auths.get(&want).or_else(|| {
+        auths
+            .iter()
+            .find(|(k, _)| host_of(k) == host_of(&want))
+            .map(|(_, v)| v)
+    });
     let Some(auth) = entry.and_then(|e| e.get("auth")).and_then(Value::as_str) else {
         return Ok(None);
     };
@@ -146,10 +149,17 @@ mod tests {
     fn round_trip_keeps_other_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
-        std::fs::write(&path, r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"}},"psFormat":"x"}"#).unwrap();
+        std::fs::write(
+            &path,
+            r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dTpw"}},"psFormat":"x"}"#,
+        )
+        .unwrap();
         let hub = lookup(&path, "docker.io").unwrap().unwrap();
         assert_eq!((hub.username.as_str(), hub.password.as_str()), ("u", "p"));
-        let c = Credentials { username: "alice".into(), password: "s3:cret".into() };
+        let c = Credentials {
+            username: "alice".into(),
+            password: "s3:cret".into(),
+        };
         store(&path, "127.0.0.1:5000", &c).unwrap();
         assert_eq!(lookup(&path, "127.0.0.1:5000").unwrap(), Some(c));
         let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();

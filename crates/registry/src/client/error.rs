@@ -56,12 +56,10 @@ pub enum Error {
         reason: String,
     },
     /// Content did not hash to the digest it was fetched or announced by.
-    #[error("{registry}/{repository}: digest mismatch for {what}: expected {expected}, got {actual}")]
+    #[error("{location}: digest mismatch for {what}: expected {expected}, got {actual}")]
     DigestMismatch {
-        /// Registry host.
-        registry: String,
-        /// Repository path.
-        repository: String,
+        /// `registry/repository`.
+        location: String,
         /// Manifest, config or layer.
         what: String,
         /// Digest asked for.

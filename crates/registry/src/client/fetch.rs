@@ -96,8 +96,7 @@ fn verify_manifest(
     let actual = h.finish();
     match expected {
         Some(e) if e != actual => Err(Error::DigestMismatch {
-            registry: reg.domain().to_string(),
-            repository: repo.to_string(),
+            location: format!("{}/{repo}", reg.domain()),
             what: format!("manifest {reference}"),
             expected: e,
             actual,
@@ -129,8 +128,7 @@ pub async fn small_blob(reg: &Registry, repo: &str, desc: &Descriptor) -> Result
     let actual = h.finish();
     if actual != desc.digest || bytes.len() as u64 != desc.size {
         return Err(Error::DigestMismatch {
-            registry: reg.domain().to_string(),
-            repository: repo.to_string(),
+            location: format!("{}/{repo}", reg.domain()),
             what: format!("blob of {} bytes (expected {})", bytes.len(), desc.size),
             expected: desc.digest.clone(),
             actual,
@@ -174,11 +172,16 @@ pub async fn blob_to_store(
     Ok(true)
 }
 
-fn commit_error(reg: &Registry, repo: &str, what: &str, desc: &Descriptor, e: ContentError) -> Error {
+fn commit_error(
+    reg: &Registry,
+    repo: &str,
+    what: &str,
+    desc: &Descriptor,
+    e: ContentError,
+) -> Error {
     match e {
         ContentError::DigestMismatch { expected, actual } => Error::DigestMismatch {
-            registry: reg.domain().to_string(),
-            repository: repo.to_string(),
+            location: format!("{}/{repo}", reg.domain()),
             what: format!("blob {}", desc.digest),
             expected,
             actual,
@@ -237,12 +240,10 @@ async fn download_into(
                 size: desc.size,
             });
         }
-        writer
-            .write_all(&chunk)
-            .map_err(|source| Error::Io {
-                context: format!("write {what} to the store"),
-                source,
-            })?;
+        writer.write_all(&chunk).map_err(|source| Error::Io {
+            context: format!("write {what} to the store"),
+            source,
+        })?;
     }
     Ok(())
 }

@@ -352,7 +352,11 @@ mod tests {
             d(1)
         );
         let m = Manifest::parse(oci.as_bytes(), None, "r").unwrap();
-        assert_eq!(m.kind(), Kind::OciManifest, "shape decides without a media type");
+        assert_eq!(
+            m.kind(),
+            Kind::OciManifest,
+            "shape decides without a media type"
+        );
         let m = Manifest::parse(oci.as_bytes(), Some(DOCKER_MANIFEST), "r").unwrap();
         assert_eq!(m.kind(), Kind::DockerManifest);
         let list = format!(
@@ -361,7 +365,7 @@ mod tests {
         );
         let m = Manifest::parse(list.as_bytes(), Some("application/json"), "r").unwrap();
         assert_eq!(m.kind(), Kind::DockerList);
-        let idx = format!(r#"{{"schemaVersion":2,"manifests":[]}}"#);
+        let idx = r#"{"schemaVersion":2,"manifests":[]}"#;
         let m = Manifest::parse(idx.as_bytes(), Some(OCI_INDEX), "r").unwrap();
         assert_eq!(m.kind(), Kind::OciIndex);
     }
@@ -394,13 +398,22 @@ mod tests {
             entry("arm64", Some("v8"), 2),
             entry("amd64", None, 3),
         ];
-        let pick = |s: &str| Platform::parse(s).unwrap().select(&entries, "r").map(|d| d.digest.clone());
+        let pick = |s: &str| {
+            Platform::parse(s)
+                .unwrap()
+                .select(&entries, "r")
+                .map(|d| d.digest.clone())
+        };
         assert_eq!(pick("linux/amd64").unwrap(), Digest::sha256_of(&[3]));
         assert_eq!(pick("linux/arm64").unwrap(), Digest::sha256_of(&[2]));
         assert_eq!(pick("linux/arm/v7").unwrap(), Digest::sha256_of(&[1]));
         assert_eq!(pick("linux/x86_64").unwrap(), Digest::sha256_of(&[3]));
         let e = pick("linux/s390x").unwrap_err();
-        assert!(e.to_string().contains("linux/arm/v7, linux/arm64/v8, linux/amd64"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("linux/arm/v7, linux/arm64/v8, linux/amd64"),
+            "{e}"
+        );
         assert!(Platform::parse("linux//x").is_err());
         assert_eq!(Platform::host().os, "linux");
     }

@@ -55,7 +55,11 @@ pub struct PullReport {
 }
 
 /// Pulls `reference` into `store` (blocking; runs its own single-threaded runtime).
-pub fn pull(store: &mut LocalStore, reference: &Reference, opts: &PullOptions) -> Result<PullReport> {
+pub fn pull(
+    store: &mut LocalStore,
+    reference: &Reference,
+    opts: &PullOptions,
+) -> Result<PullReport> {
     super::block_on(pull_async(store, reference, opts))
 }
 
@@ -110,7 +114,13 @@ async fn pull_async(
     let local_ref = stored_reference(reference);
     if let Some(rec) = store.meta.image(&resolved.image.digest)? {
         store.meta.tag(&local_ref, &rec.manifest_digest)?;
-        return Ok(report(local_ref, &resolved, rec.config_digest, vec![], true));
+        return Ok(report(
+            local_ref,
+            &resolved,
+            rec.config_digest,
+            vec![],
+            true,
+        ));
     }
     let repo = reference.path();
     let config_bytes = fetch::small_blob(&reg, repo, &resolved.config).await?;
@@ -126,9 +136,26 @@ async fn pull_async(
         });
     }
     let mut added = Added::default();
-    let result = fetch_layers(&reg, repo, &resolved.layers, &config, store, opts, &mut added).await;
+    let result = fetch_layers(
+        &reg,
+        repo,
+        &resolved.layers,
+        &config,
+        store,
+        opts,
+        &mut added,
+    )
+    .await;
     let result = match result {
-        Ok(layers) => record(store, &local_ref, &resolved, &config_bytes, &config, layers, &mut added),
+        Ok(layers) => record(
+            store,
+            &local_ref,
+            &resolved,
+            &config_bytes,
+            &config,
+            layers,
+            &mut added,
+        ),
         Err(e) => Err(e),
     };
     match result {
@@ -171,7 +198,11 @@ fn report(
         layers: r
             .layers
             .iter()
-            .zip(statuses.into_iter().chain(std::iter::repeat(LayerStatus::AlreadyExists)))
+            .zip(
+                statuses
+                    .into_iter()
+                    .chain(std::iter::repeat(LayerStatus::AlreadyExists)),
+            )
             .map(|(d, s)| (d.digest.clone(), s))
             .collect(),
         up_to_date,
@@ -237,7 +268,9 @@ async fn fetch_layers(
     let mut first_err = None;
     let mut done = Vec::new();
     for (i, t) in tasks.into_iter().enumerate() {
-        let r = t.await.map_err(|e| Error::Internal(format!("layer task: {e}")));
+        let r = t
+            .await
+            .map_err(|e| Error::Internal(format!("layer task: {e}")));
         match r.and_then(|r| r) {
             Ok(d) => {
                 if d.downloaded {
@@ -271,7 +304,8 @@ struct LayerJob {
 
 impl LayerJob {
     async fn run(self) -> Result<LayerDone> {
-        let downloaded = fetch::blob_to_store(&self.reg, &self.repo, &self.desc, &self.content).await?;
+        let downloaded =
+            fetch::blob_to_store(&self.reg, &self.repo, &self.desc, &self.content).await?;
         let applied = self.unpack().await?;
         Ok(LayerDone {
             downloaded,
@@ -284,7 +318,8 @@ impl LayerJob {
     /// synchronous file work).
     async fn unpack(&self) -> Result<berth_image::layer::AppliedLayer> {
         let (content, layers) = (self.content.clone(), self.layers.clone());
-        let (desc, parent, diff_id) = (self.desc.clone(), self.parent.clone(), self.diff_id.clone());
+        let (desc, parent, diff_id) =
+            (self.desc.clone(), self.parent.clone(), self.diff_id.clone());
         let registry = self.reg.domain().to_string();
         let repo = self.repo.clone();
         tokio::task::spawn_blocking(move || {

@@ -45,7 +45,12 @@ pub struct PushReport {
 }
 
 /// Pushes the local image `source` to `dest` (blocking).
-pub fn push(store: &LocalStore, source: &str, dest: &Reference, opts: &Options) -> Result<PushReport> {
+pub fn push(
+    store: &LocalStore,
+    source: &str,
+    dest: &Reference,
+    opts: &Options,
+) -> Result<PushReport> {
     super::block_on(push_async(store, source, dest, opts))
 }
 
@@ -151,7 +156,9 @@ impl BlobJob {
     }
 
     async fn exists(&self) -> Result<bool> {
-        let url = self.reg.url(&self.repo, &format!("blobs/{}", self.desc.digest));
+        let url = self
+            .reg
+            .url(&self.repo, &format!("blobs/{}", self.desc.digest));
         let what = self.what("check");
         let make = || Ok(self.reg.http().head(&url));
         let resp = self.reg.send(&push_scope(&self.repo), &what, &make).await?;
@@ -205,7 +212,8 @@ impl BlobJob {
         let digest = self.desc.digest.to_string();
         let size = self.desc.size;
         let make = || {
-            let file = std::fs::File::open(&path).map_err(io_ctx(format!("open {}", path.display())))?;
+            let file =
+                std::fs::File::open(&path).map_err(io_ctx(format!("open {}", path.display())))?;
             Ok(self
                 .reg
                 .http()
@@ -257,8 +265,7 @@ async fn put_manifest(
         .and_then(|v| v.parse::<Digest>().ok());
     match announced {
         Some(a) if &a != digest => Err(Error::DigestMismatch {
-            registry: reg.domain().to_string(),
-            repository: repo.to_string(),
+            location: format!("{}/{repo}", reg.domain()),
             what: format!("pushed manifest {target}"),
             expected: digest.clone(),
             actual: a,
@@ -266,4 +273,3 @@ async fn put_manifest(
         _ => Ok(()),
     }
 }
-

@@ -255,7 +255,9 @@ impl Registry {
                 Ok(cached.map(|t| format!("Bearer {t}")))
             }
             Some(Challenge::Bearer { realm, service, .. }) => {
-                let token = self.fetch_token(&realm, service.as_deref(), Some(scope)).await?;
+                let token = self
+                    .fetch_token(&realm, service.as_deref(), Some(scope))
+                    .await?;
                 Ok(Some(format!("Bearer {token}")))
             }
         }
@@ -324,14 +326,13 @@ impl Registry {
     pub async fn login(&self) -> Result<()> {
         let challenge = self.auth.lock().ok().and_then(|a| a.challenge.clone());
         match challenge {
-            Some(Challenge::Bearer { realm, service, .. }) => {
-                self.fetch_token(&realm, service.as_deref(), None).await.map(|_| ())
-            }
+            Some(Challenge::Bearer { realm, service, .. }) => self
+                .fetch_token(&realm, service.as_deref(), None)
+                .await
+                .map(|_| ()),
             _ => {
                 let url = format!("{}/v2/", self.base);
-                let resp = self
-                    .send("", "login", &|| Ok(self.http.get(&url)))
-                    .await?;
+                let resp = self.send("", "login", &|| Ok(self.http.get(&url))).await?;
                 self.check(resp, "", "login").await.map(|_| ())
             }
         }
@@ -423,7 +424,8 @@ mod tests {
 
     #[test]
     fn registry_error_bodies() {
-        let b = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        let b =
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
         assert_eq!(error_message(b), "MANIFEST_UNKNOWN: manifest unknown");
         assert_eq!(error_message(b"plain text\n"), "plain text");
     }
@@ -433,7 +435,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, "3".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
-        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        h.insert(
+            RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
         assert_eq!(retry_after(&h), None);
     }
 }

@@ -39,8 +39,10 @@ impl LocalStore {
     pub fn open(root: impl AsRef<Path>) -> Result<LocalStore> {
         let root = root.as_ref().to_path_buf();
         std::fs::create_dir_all(&root).map_err(io_ctx(format!("create {}", root.display())))?;
-        let content = ContentStore::open(&root)
-            .map_err(content_ctx(format!("open content store in {}", root.display())))?;
+        let content = ContentStore::open(&root).map_err(content_ctx(format!(
+            "open content store in {}",
+            root.display()
+        )))?;
         let layers = LayerStore::open(root.join("layers")).map_err(|source| Error::Layer {
             context: format!("open layer store in {}", root.display()),
             source,
@@ -96,7 +98,9 @@ impl LocalStore {
     fn find_by_id_prefix(&self, name: &str) -> Result<Option<ImageRecord>> {
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
         let is_prefix = (4..64).contains(&hex.len())
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !is_prefix {
             return Ok(None);
         }
@@ -127,7 +131,9 @@ impl LocalStore {
     pub fn remove(&mut self, name: &str, force: bool) -> Result<Vec<Removal>> {
         let rec = self.find(name)?;
         let tags = self.meta.tags_of(&rec.manifest_digest)?;
-        let by_tag = tags.iter().any(|t| Reference::parse(name).is_ok_and(|r| &r.to_string() == t));
+        let by_tag = tags
+            .iter()
+            .any(|t| Reference::parse(name).is_ok_and(|r| &r.to_string() == t));
         let mut out = Vec::new();
         if by_tag && tags.len() > 1 {
             let r = Reference::parse(name)?;
@@ -156,10 +162,12 @@ impl LocalStore {
         let blobs = self.blobs_of(&rec.manifest_digest)?;
         let unused_layers = self.meta.remove_image(&rec.manifest_digest)?;
         for l in unused_layers {
-            self.layers.remove(&l.chain_id).map_err(|source| Error::Layer {
-                context: format!("remove layer {}", l.chain_id),
-                source,
-            })?;
+            self.layers
+                .remove(&l.chain_id)
+                .map_err(|source| Error::Layer {
+                    context: format!("remove layer {}", l.chain_id),
+                    source,
+                })?;
         }
         let mut still_used = HashSet::new();
         for other in self.meta.images()? {
@@ -222,7 +230,10 @@ impl LocalStore {
     pub fn inspect(&self, rec: &ImageRecord) -> Result<serde_json::Value> {
         let config = self.config_json(rec)?;
         let tags = self.meta.tags_of(&rec.manifest_digest)?;
-        let parsed: Vec<Reference> = tags.iter().filter_map(|t| Reference::parse(t).ok()).collect();
+        let parsed: Vec<Reference> = tags
+            .iter()
+            .filter_map(|t| Reference::parse(t).ok())
+            .collect();
         let repo_tags: Vec<String> = parsed
             .iter()
             .filter(|r| r.tag().is_some())

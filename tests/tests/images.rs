@@ -1,0 +1,342 @@
+//! End-to-end image tests: a real registry (Debian's `docker-registry`) on loopback, skopeo
+//! as the independent client, and the `berth` binary pulling, pushing, listing, tagging
+//! and removing images in a private store.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use berth_tests::{bin_dir, busybox_oci_archive, stderr, stdout, wait_for};
+use serde_json::Value;
+
+/// A `docker-registry serve` process with its own storage, killed on drop.
+struct Registry {
+    dir: tempfile::TempDir,
+    addr: String,
+    child: Child,
+}
+
+impl Registry {
+    /// Starts a registry; with `users`, behind htpasswd basic auth.
+    fn start(users: &[(&str, &str)]) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if !users.is_empty() {
+            let htpasswd = dir.path().join("htpasswd");
+            for (i, (u, p)) in users.iter().enumerate() {
+                let create = if i == 0 { "-cbB" } else { "-bB" };
+                let st = Command::new("htpasswd")
+                    .args([create, htpasswd.to_str().unwrap(), u, p])
+                    .output()
+                    .expect("htpasswd (apache2-utils) is needed");
+                assert!(st.status.success(), "htpasswd: {}", stderr(&st));
+            }
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) is needed");
+        wait_for(
+            || std::net::TcpStream::connect(&addr).is_ok(),
+            "docker-registry to listen",
+        );
+        Registry { dir, addr, child }
+    }
+
+    /// Pushes a fresh busybox image to `repo:tag` with skopeo.
+    fn seed(&self, repo_tag: &str, creds: Option<&str>) {
+        let archive = self.dir.path().join("busybox.tar");
+        busybox_oci_archive(&archive, "busybox", &["sh"]);
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.args(["--dest-creds", c]);
+        }
+        let out = cmd
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/{repo_tag}", self.addr))
+            .output()
+            .expect("skopeo is needed");
+        assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private berth store and docker config dir.
+struct Berth {
+    root: tempfile::TempDir,
+    config: tempfile::TempDir,
+}
+
+impl Berth {
+    fn new() -> Berth {
+        Berth {
+            root: tempfile::tempdir().unwrap(),
+            config: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let bin = bin_dir().join("berth");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --bins`",
+            bin.display()
+        );
+        Command::new(bin)
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args)
+            .env("DOCKER_CONFIG", self.config.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// Every file name under the store, except the database's own journal files.
+    fn snapshot(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(base).unwrap().to_path_buf();
+                if rel.starts_with("berth.db-wal") || rel.starts_with("berth.db-shm") {
+                    continue;
+                }
+                out.push(rel);
+                // Unpacked layers are compared by their top-level entries only.
+                if p.is_dir() && !p.parent().is_some_and(|d| d.ends_with("layers")) {
+                    walk(&p, base, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.root.path(), self.root.path(), &mut out);
+        out.sort();
+        out
+    }
+
+    fn images_json(&self) -> Vec<Value> {
+        self.ok(&["images", "--format", "json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn skopeo_inspect(reference: &str, extra: &[&str]) -> Value {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .args(extra)
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo inspect: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn pull_list_push_and_remove() {
+    let reg = Registry::start(&[]);
+    reg.seed("test/busybox:latest", None);
+    let berth = Berth::new();
+    let src = format!("{}/test/busybox:latest", reg.addr);
+
+    let out = berth.ok(&["pull", "--tls-verify=false", &src]);
+    assert!(out.contains("latest: Pulling from test/busybox"), "{out}");
+    assert!(out.contains("Pull complete"), "{out}");
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+
+    // The unpacked layer holds the very busybox binary the image was made from.
+    let inspect: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &src])).unwrap();
+    let img = &inspect[0];
+    let lower = img["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+    let unpacked = std::fs::read(Path::new(lower).join("bin/busybox")).unwrap();
+    assert_eq!(unpacked, std::fs::read("/bin/busybox").unwrap());
+    assert!(Path::new(lower).join("bin/sh").exists());
+    assert_eq!(img["Os"], "linux");
+    assert_eq!(img["Architecture"], "amd64");
+    assert_eq!(img["RepoTags"][0], src.as_str());
+    let manifest_digest = img["Descriptor"]["digest"].as_str().unwrap().to_string();
+
+    // skopeo sees the same manifest digest berth recorded.
+    let theirs = skopeo_inspect(&src, &[]);
+    assert_eq!(theirs["Digest"], manifest_digest.as_str());
+
+    let rows = berth.images_json();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["Repository"], format!("{}/test/busybox", reg.addr));
+    assert_eq!(rows[0]["Tag"], "latest");
+    let id = rows[0]["ID"].as_str().unwrap().to_string();
+    assert_eq!(berth.ok(&["images", "-q"]).trim(), id);
+    let table = berth.ok(&["images"]);
+    assert!(table.starts_with("REPOSITORY"), "{table}");
+    assert!(table.contains(&id), "{table}");
+
+    // A second pull finds everything in place.
+    let again = berth.ok(&["pull", "--tls-verify=false", &src]);
+    assert!(again.contains("Image is up to date"), "{again}");
+
+    // Tag into another repository of the same registry and push: the layer is mounted
+    // across repositories or uploaded, and skopeo reads back identical digests.
+    let dst = format!("{}/other/copy:v1", reg.addr);
+    berth.ok(&["tag", &src, &dst]);
+    let pushed = berth.ok(&["push", "--tls-verify=false", &dst]);
+    assert!(
+        pushed.contains(&format!("v1: digest: {manifest_digest} size:")),
+        "{pushed}"
+    );
+    let back = skopeo_inspect(&dst, &[]);
+    assert_eq!(back["Digest"], manifest_digest.as_str());
+    assert_eq!(back["Layers"], theirs["Layers"]);
+    // Pushing again finds every blob present.
+    let again = berth.ok(&["push", "--tls-verify=false", &dst]);
+    assert!(again.contains("Layer already exists"), "{again}");
+
+    // rmi by tag only untags while another tag is left; the last one deletes it all.
+    let out = berth.ok(&["rmi", &dst]);
+    assert!(
+        out.contains("Untagged:") && !out.contains("Deleted:"),
+        "{out}"
+    );
+    let out = berth.ok(&["rmi", &src]);
+    assert!(out.contains("Deleted: sha256:"), "{out}");
+    assert!(berth.images_json().is_empty());
+    let left: Vec<_> = berth
+        .snapshot()
+        .into_iter()
+        .filter(|p| {
+            let depth = p.components().count();
+            (p.starts_with("blobs") && depth > 2) || (p.starts_with("layers") && depth > 1)
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn missing_tag_fails_and_leaves_the_store_unchanged() {
+    let reg = Registry::start(&[]);
+    reg.seed("test/busybox:latest", None);
+    let berth = Berth::new();
+    berth.ok(&[
+        "pull",
+        "--tls-verify=false",
+        &format!("{}/test/busybox", reg.addr),
+    ]);
+    let before = berth.snapshot();
+    let images_before = berth.images_json();
+
+    for missing in ["test/busybox:nope", "test/absent:latest"] {
+        let out = berth.run(&[
+            "pull",
+            "--tls-verify=false",
+            &format!("{}/{missing}", reg.addr),
+        ]);
+        assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+        assert!(
+            err.contains("not found") && err.contains(&reg.addr),
+            "{err}"
+        );
+        assert!(err.contains(missing.split(':').next().unwrap()), "{err}");
+    }
+    let digest_ref = format!("{}/test/busybox@sha256:{}", reg.addr, "0".repeat(64));
+    let out = berth.run(&["pull", "--tls-verify=false", &digest_ref]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(berth.snapshot(), before);
+    assert_eq!(berth.images_json(), images_before);
+
+    // Unknown local images are errors too.
+    let out = berth.run(&["rmi", "nosuchimage"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no such image"), "{}", stderr(&out));
+}
+
+#[test]
+fn basic_auth_login_pull_logout() {
+    let reg = Registry::start(&[("alice", "wonderland")]);
+    reg.seed("private/busybox:1", Some("alice:wonderland"));
+    let berth = Berth::new();
+    let image = format!("{}/private/busybox:1", reg.addr);
+
+    let out = berth.run(&["pull", "--tls-verify=false", &image]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("unauthorized"), "{}", stderr(&out));
+
+    let out = berth.run(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "-p",
+        "wrong",
+        &reg.addr,
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(!berth.config.path().join("config.json").exists());
+
+    let out = berth.ok(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "-p",
+        "wonderland",
+        &reg.addr,
+    ]);
+    assert!(out.contains("Login Succeeded"), "{out}");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(berth.config.path().join("config.json")).unwrap())
+            .unwrap();
+    // base64("alice:wonderland"), as docker login writes it.
+    assert_eq!(
+        config["auths"][&reg.addr]["auth"],
+        "YWxpY2U6d29uZGVybGFuZA=="
+    );
+
+    berth.ok(&["pull", "--tls-verify=false", &image]);
+    let pushed = format!("{}/private/again:2", reg.addr);
+    berth.ok(&["tag", &image, &pushed]);
+    berth.ok(&["push", "--tls-verify=false", &pushed]);
+    skopeo_inspect(&pushed, &["--creds", "alice:wonderland"]);
+
+    let out = berth.ok(&["logout", &reg.addr]);
+    assert!(out.contains("Removing login credentials"), "{out}");
+    let out = berth.run(&["pull", "--tls-verify=false", &pushed]);
+    assert_eq!(out.status.code(), Some(125));
+}
