@@ -23,6 +23,8 @@ pub mod pull;
 pub mod push;
 pub mod registry;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 pub use auth::Credentials;
 pub use error::{Error, Result};
