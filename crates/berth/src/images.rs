@@ -238,7 +238,13 @@ fn push(root: &Path, image: &str, quiet: bool, tls: &TlsArgs) -> CmdResult {
         for (digest, status) in report.blobs.iter().skip(1).rev() {
             let word = match status {
                 BlobStatus::LayerAlreadyExists => "Layer already exists".to_string(),
-                BlobStatus::Mounted => "Mounted from another repository".to_string(),
+                BlobStatus::Mounted => format!(
+                    "Mounted from {}",
+                    report
+                        .mounted_from
+                        .as_deref()
+                        .unwrap_or("another repository")
+                ),
                 BlobStatus::Pushed => "Pushed".to_string(),
             };
             println!("{}: {word}", client::store::short_id(digest));

@@ -42,6 +42,8 @@ pub struct PushReport {
     pub manifest_size: u64,
     /// Each blob (config first, then layers) and what happened to it.
     pub blobs: Vec<(Digest, BlobStatus)>,
+    /// The repository blobs were mounted from, when a mount was asked for.
+    pub mounted_from: Option<String>,
 }
 
 /// Pushes the local image `source` to `dest` (blocking).
@@ -75,13 +77,22 @@ async fn push_async(
     let reg = Arc::new(Registry::connect(dest.domain(), opts.clone()).await?);
     let mut blobs = vec![config];
     blobs.extend(layers);
-    let statuses = push_blobs(&reg, dest.path(), &blobs, &store.content, mount_from, opts).await?;
+    let statuses = push_blobs(
+        &reg,
+        dest.path(),
+        &blobs,
+        &store.content,
+        mount_from.clone(),
+        opts,
+    )
+    .await?;
     put_manifest(&reg, dest, &rec.media_type, &bytes, &rec.manifest_digest).await?;
     Ok(PushReport {
         reference: dest.clone(),
         manifest_digest: rec.manifest_digest,
         manifest_size: bytes.len() as u64,
         blobs: blobs.into_iter().map(|d| d.digest).zip(statuses).collect(),
+        mounted_from: mount_from,
     })
 }
 
