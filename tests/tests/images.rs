@@ -458,3 +458,44 @@ fn multi_platform_index_picks_the_platform() {
         "{err}"
     );
 }
+
+#[test]
+fn chunked_push_to_another_registry() {
+    use berth_image::Reference;
+    use berth_registry::client::{self, BlobStatus, LocalStore, Options, PullOptions};
+    let (a, b) = (Registry::start(&[]), Registry::start(&[]));
+    a.seed("test/busybox:latest", None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LocalStore::open(dir.path()).unwrap();
+    let src = Reference::parse(&format!("{}/test/busybox:latest", a.addr)).unwrap();
+    let opts = Options {
+        tls_verify: false,
+        ..Options::default()
+    };
+    let pulled = client::pull(
+        &mut store,
+        &src,
+        &PullOptions {
+            registry: opts.clone(),
+            platform: None,
+        },
+    )
+    .unwrap();
+    let dst = Reference::parse(&format!("{}/chunked/busybox:c", b.addr)).unwrap();
+    let chunked = Options {
+        chunk_size: Some(64 * 1024),
+        ..opts
+    };
+    let report = client::push(&store, &src.to_string(), &dst, &chunked).unwrap();
+    assert!(
+        report.blobs.iter().all(|(_, s)| *s == BlobStatus::Pushed),
+        "{report:?}"
+    );
+    assert_eq!(report.manifest_digest, pulled.manifest_digest);
+    // The registry checked every blob's digest when its upload closed; a fresh pull
+    // from it verifies them again and unpacks the same layer.
+    let back = skopeo_inspect(&dst.to_string(), &[]);
+    assert_eq!(back["Digest"], pulled.manifest_digest.to_string().as_str());
+    let berth = Berth::new();
+    berth.ok(&["pull", "--tls-verify=false", &dst.to_string()]);
+}

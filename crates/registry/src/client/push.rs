@@ -4,8 +4,10 @@
 //! when the repository has it. Otherwise, when another tag of the same image lives in a
 //! repository of the same registry, a cross-repository mount is asked for, which costs
 //! no upload; if the registry declines it answers with an upload session, used as is.
-//! Uploads are monolithic (POST for a session, then one PUT with `?digest=`), streamed
-//! from the blob file. The manifest goes last, byte for byte as stored, so its digest is
+//! Uploads are monolithic (POST for a session, then one PUT with `?digest=`, streamed
+//! from the blob file) or, with [`Options::chunk_size`], chunked: one PATCH per chunk
+//! with its `Content-Range`, each to the `Location` the previous answer gave, then an
+//! empty PUT with `?digest=` that closes the session. The manifest goes last, byte for byte as stored, so its digest is
 //! unchanged, and the registry's `Docker-Content-Digest` is checked against it.
 
 use std::sync::Arc;
@@ -124,6 +126,7 @@ async fn push_blobs(
             desc: desc.clone(),
             content: content.clone(),
             mount_from: mount_from.clone(),
+            chunk_size: opts.chunk_size,
         };
         let limit = limit.clone();
         tasks.push(tokio::spawn(async move {
@@ -147,6 +150,7 @@ struct BlobJob {
     desc: Descriptor,
     content: ContentStore,
     mount_from: Option<String>,
+    chunk_size: Option<u64>,
 }
 
 impl BlobJob {
@@ -158,7 +162,12 @@ impl BlobJob {
             Upload::Mounted => return Ok(BlobStatus::Mounted),
             Upload::Session(l) => l,
         };
-        self.upload(&location).await?;
+        match self.chunk_size {
+            Some(chunk) if chunk > 0 && self.desc.size > chunk => {
+                self.upload_chunked(&location, chunk).await?
+            }
+            _ => self.upload(&location).await?,
+        }
         Ok(BlobStatus::Pushed)
     }
 
@@ -233,6 +242,56 @@ impl BlobJob {
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, size)
                 .body(tokio::fs::File::from_std(file)))
+        };
+        let resp = self.reg.send(&push_scope(&self.repo), &what, &make).await?;
+        self.reg.check(resp, &self.repo, &what).await.map(|_| ())
+    }
+}
+
+impl BlobJob {
+    /// PATCHes the blob chunk by chunk, then closes the session with `?digest=`.
+    async fn upload_chunked(&self, location: &str, chunk: u64) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let what = self.what("upload chunk of");
+        let path = self.content.blob_path(&self.desc.digest);
+        let mut file =
+            std::fs::File::open(&path).map_err(io_ctx(format!("open {}", path.display())))?;
+        let mut location = location.to_string();
+        let mut offset = 0u64;
+        while offset < self.desc.size {
+            let len = chunk.min(self.desc.size - offset);
+            let mut buf = vec![0u8; len as usize];
+            file.seek(SeekFrom::Start(offset))
+                .and_then(|_| file.read_exact(&mut buf))
+                .map_err(io_ctx(format!("read {}", path.display())))?;
+            let range = format!("{offset}-{}", offset + len - 1);
+            let make = || {
+                Ok(self
+                    .reg
+                    .http()
+                    .patch(&location)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header("Content-Range", range.as_str())
+                    .header(CONTENT_LENGTH, len)
+                    .body(buf.clone()))
+            };
+            let resp = self.reg.send(&push_scope(&self.repo), &what, &make).await?;
+            let resp = self.reg.check(resp, &self.repo, &what).await?;
+            // Each answer names where the next chunk goes.
+            if let Some(l) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()) {
+                location = self.reg.resolve_location(l);
+            }
+            offset += len;
+        }
+        let what = self.what("finish upload of");
+        let digest = self.desc.digest.to_string();
+        let make = || {
+            Ok(self
+                .reg
+                .http()
+                .put(&location)
+                .query(&[("digest", digest.as_str())])
+                .header(CONTENT_LENGTH, 0))
         };
         let resp = self.reg.send(&push_scope(&self.repo), &what, &make).await?;
         self.reg.check(resp, &self.repo, &what).await.map(|_| ())

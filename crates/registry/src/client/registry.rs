@@ -30,6 +30,9 @@ pub struct Options {
     pub backoff: Duration,
     /// Layers transferred at once.
     pub parallel: usize,
+    /// Upload blobs larger than this in chunks of this size (PATCH per chunk, then a
+    /// closing PUT); `None` uploads every blob in one PUT.
+    pub chunk_size: Option<u64>,
 }
 
 impl Default for Options {
@@ -40,6 +43,7 @@ impl Default for Options {
             attempts: 5,
             backoff: Duration::from_millis(200),
             parallel: 4,
+            chunk_size: None,
         }
     }
 }
