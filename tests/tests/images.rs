@@ -499,3 +499,74 @@ fn chunked_push_to_another_registry() {
     let berth = Berth::new();
     berth.ok(&["pull", "--tls-verify=false", &dst.to_string()]);
 }
+
+#[test]
+fn save_and_load_round_trip_with_skopeo() {
+    let reg = Registry::start(&[]);
+    reg.seed("test/busybox:latest", None);
+    let src = format!("{}/test/busybox:latest", reg.addr);
+    let berth = Berth::new();
+    berth.ok(&["pull", "--tls-verify=false", &src]);
+    let digest = skopeo_inspect(&src, &[])["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let archive = reg.dir.path().join("saved.tar");
+    berth.ok(&["save", "-o", archive.to_str().unwrap(), &src]);
+
+    // skopeo reads the archive both as docker-archive and as OCI archive; through the OCI
+    // side the manifest is unchanged, so the digest is too.
+    for (transport, repo) in [
+        ("docker-archive", "fromsave/docker:1"),
+        ("oci-archive", "fromsave/oci:1"),
+    ] {
+        let out = Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("{transport}:{}", archive.display()))
+            .arg(format!("docker://{}/{repo}", reg.addr))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy {transport}: {}",
+            stderr(&out)
+        );
+    }
+    let via_oci = skopeo_inspect(&format!("{}/fromsave/oci:1", reg.addr), &[]);
+    assert_eq!(via_oci["Digest"], digest.as_str());
+
+    // berth loads its own archive into a fresh store with the same digests.
+    let fresh = Berth::new();
+    let out = fresh.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.contains(&format!("Loaded image: {src}")), "{out}");
+    let v: Value = serde_json::from_str(&fresh.ok(&["image", "inspect", &src])).unwrap();
+    assert_eq!(v[0]["Descriptor"]["digest"], digest.as_str());
+
+    // A docker-archive written by skopeo loads too, under the name skopeo gave it.
+    let theirs = reg.dir.path().join("skopeo.tar");
+    let out = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{src}"))
+        .arg(format!("docker-archive:{}:other/name:v2", theirs.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo copy to docker-archive: {}",
+        stderr(&out)
+    );
+    let third = Berth::new();
+    let out = third.ok(&["load", "-i", theirs.to_str().unwrap()]);
+    assert!(out.contains("Loaded image: other/name:v2"), "{out}");
+    let v: Value = serde_json::from_str(&third.ok(&["image", "inspect", "other/name:v2"])).unwrap();
+    let lower = v[0]["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(lower).join("bin/busybox")).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+    // Not an archive at all: a clear error, nothing stored.
+    let junk = reg.dir.path().join("junk.tar");
+    std::fs::write(&junk, b"not a tar").unwrap();
+    let out = third.run(&["load", "-i", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+}

@@ -63,6 +63,24 @@ pub enum ImageCmd {
     /// Manage images.
     #[command(subcommand)]
     Image(ImageSub),
+    /// Save images to a tar archive (docker-archive and OCI layout at once).
+    Save {
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+        /// IMAGE...
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Load images from a tar archive (docker-archive or OCI layout).
+    Load {
+        /// Read from this file instead of stdin.
+        #[arg(short, long)]
+        input: Option<std::path::PathBuf>,
+        /// Suppress the load output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Log in to a registry.
     Login {
         /// Username.
@@ -157,6 +175,8 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
             server,
         } => login(server, username, password, password_stdin, &tls),
         ImageCmd::Logout { server } => logout(server),
+        ImageCmd::Save { output, images } => save(root, output.as_deref(), &images),
+        ImageCmd::Load { input, quiet } => load(root, input.as_deref(), quiet),
     };
     match result {
         Ok(code) => code,
@@ -500,6 +520,52 @@ fn inspect(root: &Path, images: &[String], format: Option<String>) -> CmdResult 
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(code)
+}
+
+fn save(root: &Path, output: Option<&Path>, images: &[String]) -> CmdResult {
+    use std::io::IsTerminal;
+    let store = open(root)?;
+    match output {
+        Some(path) => {
+            // Written aside and renamed: a failed save leaves no truncated archive.
+            let tmp = path.with_extension("berth-partial");
+            let file = std::fs::File::create(&tmp)?;
+            let result = client::archive::save(&store, images, std::io::BufWriter::new(file));
+            if let Err(e) = result {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+            std::fs::rename(&tmp, path)?;
+        }
+        None if std::io::stdout().is_terminal() => {
+            return Err(
+                "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
+            )
+        }
+        None => client::archive::save(&store, images, std::io::stdout().lock())?,
+    }
+    Ok(0)
+}
+
+fn load(root: &Path, input: Option<&Path>, quiet: bool) -> CmdResult {
+    let mut store = open(root)?;
+    let loaded = match input {
+        Some(p) => {
+            client::archive::load(&mut store, std::io::BufReader::new(std::fs::File::open(p)?))?
+        }
+        None => client::archive::load(&mut store, std::io::stdin().lock())?,
+    };
+    if !quiet {
+        for l in loaded {
+            if l.tags.is_empty() {
+                println!("Loaded image ID: {}", l.id);
+            }
+            for t in l.tags {
+                println!("Loaded image: {}", t.familiar());
+            }
+        }
+    }
+    Ok(0)
 }
 
 /// `host[:port]` from what users type after `login`: a bare host or a URL.

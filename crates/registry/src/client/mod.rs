@@ -14,6 +14,7 @@
 //! current-thread tokio runtime for the duration of the call and drop it after. Layer
 //! unpacking runs on tokio's blocking threads, which end with the runtime.
 
+pub mod archive;
 pub mod auth;
 pub mod credentials;
 pub mod error;
