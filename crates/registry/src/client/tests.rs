@@ -333,3 +333,64 @@ fn corrupt_blob_or_manifest_leaves_the_store_unchanged() {
         assert!(layers.is_empty(), "{case}: no layer kept");
     }
 }
+
+#[test]
+fn redirected_blob_download_keeps_credentials_home() {
+    // Blob storage on another host name (localhost vs 127.0.0.1 are different hosts to
+    // the client): it must not see the registry's Authorization header.
+    let img = Arc::new(test_image());
+    let i = img.clone();
+    let storage: Arc<Handler> = Arc::new(move |r: &Req| {
+        if r.path.ends_with("layer") {
+            resp(200, &i.layer)
+        } else {
+            resp(200, &i.config)
+        }
+    });
+    let (storage_addr, storage_log) = serve(storage);
+    let storage_port = storage_addr.rsplit(':').next().unwrap().to_string();
+    let i = img.clone();
+    let registry: Arc<Handler> = Arc::new(move |r: &Req| {
+        if r.headers.get("authorization").map(String::as_str) != Some("Basic dTpw") {
+            let mut out = resp(401, b"");
+            out.headers
+                .push(("WWW-Authenticate".into(), r#"Basic realm="x""#.into()));
+            return out;
+        }
+        if r.path == "/v2/t/img/manifests/latest" {
+            return resp(200, &i.manifest);
+        }
+        let target = if r.path.ends_with(&i.layer_digest.to_string()) {
+            "layer"
+        } else {
+            "config"
+        };
+        let mut out = resp(307, b"");
+        out.headers.push((
+            "Location".into(),
+            format!("http://localhost:{storage_port}/{target}"),
+        ));
+        out
+    });
+    let (addr, _log) = serve(registry);
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LocalStore::open(dir.path()).unwrap();
+    let mut opts = fast_options();
+    opts.registry.credentials = Some(super::Credentials {
+        username: "u".into(),
+        password: "p".into(),
+    });
+    let reference = Reference::parse(&format!("{addr}/t/img")).unwrap();
+    pull(&mut store, &reference, &opts).unwrap();
+    let seen = storage_log.lock().unwrap();
+    assert_eq!(
+        seen.len(),
+        2,
+        "config and layer came from storage: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .all(|r| !r.headers.contains_key("authorization")),
+        "credentials leaked to another host: {seen:?}"
+    );
+}
