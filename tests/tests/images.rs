@@ -570,3 +570,125 @@ fn save_and_load_round_trip_with_skopeo() {
     let out = third.run(&["load", "-i", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(125));
 }
+
+/// Writes an OCI layout of a busybox layer plus a 16 MiB incompressible layer.
+fn big_layout(dir: &Path) {
+    use berth_image::digest::Digest;
+    use berth_image::layer::{write_layer, Compression};
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| -> (String, usize) {
+        let d = Digest::sha256_of(data);
+        std::fs::write(blobs.join(d.hex()), data).unwrap();
+        (d.to_string(), data.len())
+    };
+    let base = tempfile::tempdir().unwrap();
+    berth_tests::busybox_rootfs(base.path());
+    let big = tempfile::tempdir().unwrap();
+    let mut random = vec![0u8; 16 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .unwrap();
+    std::fs::write(big.path().join("random.bin"), &random).unwrap();
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (root, compression) in [
+        (base.path(), Compression::Gzip),
+        (big.path(), Compression::None),
+    ] {
+        let mut data = Vec::new();
+        let diff = write_layer(root, &mut data, compression).unwrap();
+        let (digest, size) = put(&data);
+        layers.push(serde_json::json!({"mediaType": compression.oci_media_type(), "digest": digest, "size": size}));
+        diff_ids.push(diff.diff_id.to_string());
+    }
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": layers
+    });
+    let (digest, size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn pull_killed_at_random_points_recovers() {
+    let reg = Registry::start(&[]);
+    let layout = reg.dir.path().join("big");
+    big_layout(&layout);
+    let image = format!("{}/big/image:latest", reg.addr);
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+
+    // How long one whole pull takes here, to spread the kills over it.
+    let probe = Berth::new();
+    let started = std::time::Instant::now();
+    probe.ok(&["pull", "--tls-verify=false", &image]);
+    let full = started.elapsed().as_micros().max(1000) as u64;
+
+    let berth = Berth::new();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    for _ in 0..20 {
+        // xorshift: a cheap random delay in [0, full).
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = std::time::Duration::from_micros(seed % full);
+        let mut child = Command::new(bin_dir().join("berth"))
+            .arg("--root")
+            .arg(berth.root.path())
+            .args(["pull", "-q", "--tls-verify=false", &image])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    berth.ok(&["pull", "--tls-verify=false", &image]);
+
+    // Consistent: every blob hashes to its name, no ingest or temp dir is left, the image
+    // is recorded once and its layers are unpacked.
+    let blobs = berth.root.path().join("blobs/sha256");
+    for e in std::fs::read_dir(&blobs).unwrap().flatten() {
+        let data = std::fs::read(e.path()).unwrap();
+        let name = e.file_name().into_string().unwrap();
+        assert_eq!(berth_image::digest::Digest::sha256_of(&data).hex(), name);
+    }
+    let ingests: Vec<_> = std::fs::read_dir(berth.root.path().join("ingest"))
+        .unwrap()
+        .collect();
+    assert!(ingests.is_empty(), "ingests left: {ingests:?}");
+    let temps: Vec<_> = std::fs::read_dir(berth.root.path().join("layers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(temps.is_empty(), "temp layer dirs left: {temps:?}");
+    assert_eq!(berth.images_json().len(), 1);
+    let v: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &image])).unwrap();
+    let lowers = v[0]["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+    let top = lowers.split(':').next().unwrap();
+    assert_eq!(
+        std::fs::metadata(Path::new(top).join("random.bin"))
+            .unwrap()
+            .len(),
+        16 << 20
+    );
+}
