@@ -137,25 +137,81 @@ pub async fn small_blob(reg: &Registry, repo: &str, desc: &Descriptor) -> Result
     Ok(bytes.to_vec())
 }
 
+/// A copy of a blob's bytes, in order, for a consumer that reads while the download
+/// runs (the layer unpacker). Once the stream cannot continue in order (the ingest had
+/// data from an earlier process, or a registry restarted the body) the consumer gets an
+/// error and the copy stops; the ingest itself is unaffected.
+pub struct Tee {
+    tx: Option<tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>>,
+    broken: bool,
+}
+
+impl Tee {
+    /// A tee feeding `tx`.
+    pub fn new(tx: tokio::sync::mpsc::Sender<std::io::Result<bytes::Bytes>>) -> Tee {
+        Tee {
+            tx: Some(tx),
+            broken: false,
+        }
+    }
+
+    /// Whether the copy was cut off (the consumer saw an error, not the whole blob).
+    pub fn broken(&self) -> bool {
+        self.broken
+    }
+
+    async fn feed(&mut self, chunk: &bytes::Bytes) {
+        if let Some(tx) = &self.tx {
+            if tx.send(Ok(chunk.clone())).await.is_err() {
+                // The consumer stopped reading; its own result tells why.
+                self.tx = None;
+            }
+        }
+    }
+
+    /// Ends the copy with an error, so the consumer cannot take a prefix for the whole.
+    pub async fn fail(&mut self, why: &str) {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx
+                .send(Err(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    why.to_string(),
+                )))
+                .await;
+        }
+        self.broken = true;
+    }
+}
+
 /// Downloads a blob into the content store unless it is already there. Returns whether
-/// it was downloaded (false: already present).
+/// it was downloaded (false: already present). With `tee`, every byte is also handed on
+/// in order as it arrives.
 pub async fn blob_to_store(
     reg: &Registry,
     repo: &str,
     desc: &Descriptor,
     store: &ContentStore,
+    mut tee: Option<&mut Tee>,
 ) -> Result<bool> {
     if store.contains(&desc.digest) {
+        if let Some(t) = tee {
+            t.fail("blob already stored").await;
+        }
         return Ok(false);
     }
     let what = format!("fetch blob {repo}@{}", desc.digest);
     let mut writer = store
         .writer(&format!("pull-{}", desc.digest))
         .map_err(content_ctx(format!("open ingest for {}", desc.digest)))?;
+    if writer.offset() > 0 {
+        if let Some(t) = tee.as_deref_mut() {
+            t.fail("resuming an earlier ingest").await;
+        }
+    }
     let attempts = reg.options().attempts.max(1);
     let mut attempt = 0;
     loop {
-        match download_into(reg, repo, desc, &mut writer).await {
+        match download_into(reg, repo, desc, &mut writer, tee.as_deref_mut()).await {
             Ok(()) => break,
             // A body cut off mid-way: keep what arrived and ask for the rest.
             Err(e @ Error::Http { .. }) if attempt + 1 < attempts => {
@@ -199,12 +255,13 @@ async fn download_into(
     repo: &str,
     desc: &Descriptor,
     writer: &mut berth_image::Writer,
+    mut tee: Option<&mut Tee>,
 ) -> Result<()> {
     let url = reg.url(repo, &format!("blobs/{}", desc.digest));
     let what = format!("fetch blob {repo}@{}", desc.digest);
     if writer.offset() >= desc.size {
         // More than announced (or exactly it, unverified): start over.
-        writer.truncate().map_err(content_ctx(&what))?;
+        restart(writer, tee.as_deref_mut(), &what).await?;
     }
     let offset = writer.offset();
     let make = || {
@@ -217,7 +274,7 @@ async fn download_into(
     };
     let resp = reg.send(&pull_scope(repo), &what, &make).await?;
     if resp.status() == StatusCode::RANGE_NOT_SATISFIABLE {
-        writer.truncate().map_err(content_ctx(&what))?;
+        restart(writer, tee.as_deref_mut(), &what).await?;
         return Err(Error::Status {
             registry: reg.domain().to_string(),
             context: what,
@@ -228,11 +285,11 @@ async fn download_into(
     let mut resp = reg.check(resp, repo, &what).await?;
     if offset > 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
         // The registry ignored Range and sends everything: restart the ingest.
-        writer.truncate().map_err(content_ctx(&what))?;
+        restart(writer, tee.as_deref_mut(), &what).await?;
     }
     while let Some(chunk) = resp.chunk().await.map_err(|e| reg.http_err(&what, e))? {
         if writer.offset() + chunk.len() as u64 > desc.size {
-            writer.truncate().map_err(content_ctx(&what))?;
+            restart(writer, tee.as_deref_mut(), &what).await?;
             return Err(Error::BlobTooLong {
                 registry: reg.domain().to_string(),
                 repository: repo.to_string(),
@@ -244,6 +301,23 @@ async fn download_into(
             context: format!("write {what} to the store"),
             source,
         })?;
+        if let Some(t) = tee.as_deref_mut() {
+            t.feed(&chunk).await;
+        }
     }
     Ok(())
+}
+
+/// Drops the ingest's data; a tee that already passed some of it on is cut off.
+async fn restart(
+    writer: &mut berth_image::Writer,
+    tee: Option<&mut Tee>,
+    what: &str,
+) -> Result<()> {
+    if let Some(t) = tee {
+        if writer.offset() > 0 {
+            t.fail("download restarted").await;
+        }
+    }
+    writer.truncate().map_err(content_ctx(what))
 }

@@ -2,14 +2,16 @@
 //! the local store, unpack the layers, and record the image.
 //!
 //! Layers download in parallel (bounded by [`Options::parallel`]); each one is unpacked
-//! as soon as its blob is verified, on a blocking thread, while the others still
-//! download. Chain ids come from the config's diff ids, so layers do not wait for their
+//! on a blocking thread from the bytes as they arrive (a tee of the download), so
+//! decompression and extraction overlap the transfer. The unpacker checks the diff id,
+//! the ingest commit checks the blob digest; if either fails the layer is removed. Chain ids come from the config's diff ids, so layers do not wait for their
 //! parents. Nothing is recorded in the database until every layer is in place, and a
 //! failed pull removes the blobs and layers it added, so the store is as it was.
 
+use std::io::Read;
 use std::sync::Arc;
 
-use berth_image::layer::{chain_ids, ApplyOptions, LayerStore};
+use berth_image::layer::{chain_ids, AppliedLayer, ApplyOptions, LayerStore};
 use berth_image::{ContentStore, Digest, ImageRecord, LayerRecord, Reference};
 use tokio::sync::Semaphore;
 
@@ -304,9 +306,55 @@ struct LayerJob {
 
 impl LayerJob {
     async fn run(self) -> Result<LayerDone> {
-        let downloaded =
-            fetch::blob_to_store(&self.reg, &self.repo, &self.desc, &self.content).await?;
-        let applied = self.unpack().await?;
+        let chain = berth_image::chain_id(self.parent.as_ref(), &self.diff_id);
+        if self.content.contains(&self.desc.digest) || self.layers.contains(&chain) {
+            let downloaded =
+                fetch::blob_to_store(&self.reg, &self.repo, &self.desc, &self.content, None)
+                    .await?;
+            return self.done(downloaded, self.unpack_stored().await?);
+        }
+        // Unpack while downloading: the unpacker reads the bytes as they arrive, so
+        // decompression and extraction overlap the transfer instead of following it.
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let streamed = self.spawn_unpack(Box::new(ChannelReader::new(rx)));
+        let mut tee = fetch::Tee::new(tx);
+        let downloaded = fetch::blob_to_store(
+            &self.reg,
+            &self.repo,
+            &self.desc,
+            &self.content,
+            Some(&mut tee),
+        )
+        .await;
+        if downloaded.is_err() {
+            tee.fail("download failed").await;
+        }
+        let broken = tee.broken();
+        drop(tee); // end of stream for the unpacker
+        let streamed = streamed
+            .await
+            .map_err(|e| Error::Internal(format!("unpack task: {e}")))?;
+        let downloaded = match downloaded {
+            Ok(d) => d,
+            Err(e) => {
+                // The blob failed its checks: a layer unpacked from it must go too.
+                if let Ok(a) = &streamed {
+                    if !a.already_present {
+                        let _ = self.layers.remove(&a.chain_id);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        match streamed {
+            Ok(applied) if !broken => self.done(downloaded, applied),
+            // The stream was cut (resumed ingest, restarted body) or failed: unpack
+            // again from the verified blob, which also gives the real error if any.
+            _ => self.done(downloaded, self.unpack_stored().await?),
+        }
+    }
+
+    fn done(&self, downloaded: bool, applied: AppliedLayer) -> Result<LayerDone> {
         Ok(LayerDone {
             downloaded,
             unpacked: !applied.already_present,
@@ -314,19 +362,34 @@ impl LayerJob {
         })
     }
 
-    /// Unpacks from the verified blob on a blocking thread (tar extraction is
-    /// synchronous file work).
-    async fn unpack(&self) -> Result<berth_image::layer::AppliedLayer> {
-        let (content, layers) = (self.content.clone(), self.layers.clone());
+    /// Unpacks from the verified blob in the store.
+    async fn unpack_stored(&self) -> Result<AppliedLayer> {
+        let file = self
+            .content
+            .open_blob(&self.desc.digest)
+            .map_err(content_ctx(format!("open layer blob {}", self.desc.digest)))?;
+        self.spawn_unpack(Box::new(file))
+            .await
+            .map_err(|e| Error::Internal(format!("unpack task: {e}")))?
+    }
+
+    /// Runs the layer unpacker on a blocking thread (tar extraction is synchronous file
+    /// work).
+    fn spawn_unpack(
+        &self,
+        input: Box<dyn Read + Send>,
+    ) -> tokio::task::JoinHandle<Result<AppliedLayer>> {
+        let layers = self.layers.clone();
         let (desc, parent, diff_id) =
             (self.desc.clone(), self.parent.clone(), self.diff_id.clone());
-        let registry = self.reg.domain().to_string();
-        let repo = self.repo.clone();
+        let context = format!(
+            "{}/{}: unpack layer {}",
+            self.reg.domain(),
+            self.repo,
+            desc.digest
+        );
         tokio::task::spawn_blocking(move || {
-            let file = content
-                .open_blob(&desc.digest)
-                .map_err(content_ctx(format!("open layer blob {}", desc.digest)))?;
-            let reader = std::io::BufReader::with_capacity(256 * 1024, file);
+            let reader = std::io::BufReader::with_capacity(256 * 1024, input);
             layers
                 .apply(
                     parent.as_ref(),
@@ -335,13 +398,39 @@ impl LayerJob {
                     Some(&diff_id),
                     &ApplyOptions::default(),
                 )
-                .map_err(|source| Error::Layer {
-                    context: format!("{registry}/{repo}: unpack layer {}", desc.digest),
-                    source,
-                })
+                .map_err(|source| Error::Layer { context, source })
         })
-        .await
-        .map_err(|e| Error::Internal(format!("unpack task: {e}")))?
+    }
+}
+
+/// Reads the chunks a download hands over, blocking the unpacker thread until the next
+/// one arrives.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    buf: bytes::Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>) -> Self {
+        ChannelReader {
+            rx,
+            buf: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.buf = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
     }
 }
 
