@@ -2,6 +2,11 @@
 //! so `berth login` and `docker login` share them. The file's other keys are kept as they
 //! are when berth rewrites it. Docker Hub is keyed `https://index.docker.io/v1/`, as
 //! Docker keys it.
+//!
+//! When the file names a credential helper (`credHelpers` for this registry, else
+//! `credsStore`), credentials live in the helper instead: `docker-credential-<name>` is
+//! run with `get`, `store` or `erase` and speaks JSON (`ServerURL`, `Username`,
+//! `Secret`) on stdin/stdout, as Docker's helper protocol defines.
 
 use std::path::{Path, PathBuf};
 
@@ -53,9 +58,81 @@ fn read(path: &Path) -> Result<Map<String, Value>> {
     }
 }
 
+/// The helper configured for `domain`, if any.
+fn helper_for(config: &Map<String, Value>, domain: &str) -> Option<String> {
+    let key = key_for(domain);
+    config
+        .get("credHelpers")
+        .and_then(Value::as_object)
+        .and_then(|h| {
+            h.get(&key).or_else(|| {
+                h.iter()
+                    .find(|(k, _)| host_of(k) == host_of(&key))
+                    .map(|(_, v)| v)
+            })
+        })
+        .or_else(|| config.get("credsStore"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Runs `docker-credential-<helper> <action>` with `input` on stdin.
+fn run_helper(helper: &str, action: &str, input: &[u8]) -> Result<std::process::Output> {
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
+        .arg(action)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(io_ctx(format!("run credential helper {program}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        stdin
+            .write_all(input)
+            .map_err(io_ctx(format!("write to {program}")))?;
+    }
+    child
+        .wait_with_output()
+        .map_err(io_ctx(format!("wait for {program}")))
+}
+
+fn helper_error(helper: &str, action: &str, out: &std::process::Output) -> Error {
+    Error::Io {
+        context: format!("credential helper docker-credential-{helper} {action}"),
+        source: std::io::Error::other(
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+                + String::from_utf8_lossy(&out.stderr).trim(),
+        ),
+    }
+}
+
+fn helper_get(helper: &str, domain: &str) -> Result<Option<Credentials>> {
+    let out = run_helper(helper, "get", key_for(domain).as_bytes())?;
+    if !out.status.success() {
+        // The protocol's way of saying "nothing stored" is a failure with this text.
+        if String::from_utf8_lossy(&out.stdout).contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(helper_error(helper, "get", &out));
+    }
+    let v: Value =
+        serde_json::from_slice(&out.stdout).map_err(|_| helper_error(helper, "get", &out))?;
+    let (user, secret) = (v["Username"].as_str(), v["Secret"].as_str());
+    Ok(user.zip(secret).map(|(u, s)| Credentials {
+        username: u.to_string(),
+        password: s.to_string(),
+    }))
+}
+
 /// Credentials stored for `domain`, if any.
 pub fn lookup(path: &Path, domain: &str) -> Result<Option<Credentials>> {
     let config = read(path)?;
+    if let Some(helper) = helper_for(&config, domain) {
+        return helper_get(&helper, domain);
+    }
     let Some(Value::Object(auths)) = config.get("auths") else {
         return Ok(None);
     };
@@ -84,6 +161,25 @@ pub fn lookup(path: &Path, domain: &str) -> Result<Option<Credentials>> {
 /// Stores credentials for `domain`, creating the file (mode 0600) if needed.
 pub fn store(path: &Path, domain: &str, creds: &Credentials) -> Result<()> {
     let mut config = read(path)?;
+    if let Some(helper) = helper_for(&config, domain) {
+        let input = serde_json::json!({
+            "ServerURL": key_for(domain),
+            "Username": creds.username,
+            "Secret": creds.password,
+        });
+        let out = run_helper(&helper, "store", input.to_string().as_bytes())?;
+        if !out.status.success() {
+            return Err(helper_error(&helper, "store", &out));
+        }
+        // Docker records that the registry has credentials, without the secret.
+        let auths = config
+            .entry("auths")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(m) = auths.as_object_mut() {
+            m.insert(key_for(domain), serde_json::json!({}));
+        }
+        return write(path, &config);
+    }
     let auths = config
         .entry("auths")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -102,6 +198,11 @@ pub fn store(path: &Path, domain: &str, creds: &Credentials) -> Result<()> {
 pub fn remove(path: &Path, domain: &str) -> Result<bool> {
     let mut config = read(path)?;
     let want = key_for(domain);
+    let mut erased = false;
+    if let Some(helper) = helper_for(&config, domain) {
+        let out = run_helper(&helper, "erase", want.as_bytes())?;
+        erased = out.status.success();
+    }
     let removed = match config.get_mut("auths").and_then(Value::as_object_mut) {
         Some(auths) => {
             let keys: Vec<String> = auths
@@ -116,7 +217,7 @@ pub fn remove(path: &Path, domain: &str) -> Result<bool> {
     if removed {
         write(path, &config)?;
     }
-    Ok(removed)
+    Ok(removed || erased)
 }
 
 /// Written aside and renamed, so a crash never leaves a truncated config; 0600 because
@@ -170,5 +271,45 @@ mod tests {
         assert_eq!(lookup(&path, "127.0.0.1:5000").unwrap(), None);
         assert!(lookup(&path, "docker.io").unwrap().is_some());
         assert_eq!(lookup(&dir.path().join("none.json"), "x").unwrap(), None);
+    }
+
+    #[test]
+    fn credential_helper_protocol() {
+        // A helper that keeps one secret in a file next to it, speaking the protocol.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let script = format!(
+            "#!/bin/sh\nread -r input\ncase $1 in\n\
+             store) echo \"$input\" > {d}/stored ;;\n\
+             get) if [ -f {d}/stored ]; then echo '{{\"ServerURL\":\"'$input'\",\"Username\":\"bob\",\"Secret\":\"pw\"}}'; \
+             else echo 'credentials not found in native keychain'; exit 1; fi ;;\n\
+             erase) rm {d}/stored ;;\nesac\n"
+        );
+        let bin = dir.path().join("docker-credential-berthtest");
+        std::fs::write(&bin, script).unwrap();
+        std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"credHelpers":{"reg.example:5000":"berthtest"}}"#).unwrap();
+        // Only this test changes PATH, and only by adding a directory in front.
+        let old = std::env::var("PATH").unwrap_or_default();
+        std::env::set_var("PATH", format!("{d}:{old}"));
+        assert_eq!(lookup(&path, "reg.example:5000").unwrap(), None);
+        let c = Credentials {
+            username: "bob".into(),
+            password: "pw".into(),
+        };
+        store(&path, "reg.example:5000", &c).unwrap();
+        let stored = std::fs::read_to_string(dir.path().join("stored")).unwrap();
+        assert!(stored.contains(r#""Secret":"pw""#), "{stored}");
+        assert!(
+            !std::fs::read_to_string(&path).unwrap().contains("pw"),
+            "no secret in config.json"
+        );
+        assert_eq!(lookup(&path, "reg.example:5000").unwrap(), Some(c));
+        assert!(remove(&path, "reg.example:5000").unwrap());
+        assert_eq!(lookup(&path, "reg.example:5000").unwrap(), None);
+        // Registries without a helper still use auths.
+        assert_eq!(lookup(&path, "other:1").unwrap(), None);
     }
 }
