@@ -206,6 +206,17 @@ fn pull_list_push_and_remove() {
     let table = berth.ok(&["images"]);
     assert!(table.starts_with("REPOSITORY"), "{table}");
     assert!(table.contains(&id), "{table}");
+    let only = |f: &str| berth.ok(&["images", "-q", "--filter", f]);
+    assert_eq!(only("reference=*/test/busybox").trim(), id);
+    assert_eq!(only("reference=*/test/busybox:latest").trim(), id);
+    assert_eq!(only("reference=*/other/*").trim(), "");
+    assert_eq!(only("dangling=true").trim(), "");
+    assert_eq!(only("dangling=false").trim(), id);
+    let history = berth.ok(&["history", &src]);
+    assert!(
+        history.starts_with("IMAGE") && history.contains(&id),
+        "{history}"
+    );
 
     // A second pull finds everything in place.
     let again = berth.ok(&["pull", "--tls-verify=false", &src]);
@@ -444,6 +455,11 @@ fn multi_platform_index_picks_the_platform() {
     // The tag moved to the arm64 image; the amd64 one is left untagged.
     let rows = berth.images_json();
     assert_eq!(rows.len(), 2, "{rows:?}");
+    let dangling = berth.ok(&["images", "-q", "--filter", "dangling=true"]);
+    assert_eq!(
+        dangling.trim(),
+        &amd_id["sha256:".len().."sha256:".len() + 12]
+    );
     let out = berth.run(&[
         "pull",
         "--tls-verify=false",

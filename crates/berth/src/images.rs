@@ -81,6 +81,20 @@ pub enum ImageCmd {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Show the history of an image.
+    History {
+        /// Only show image IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Do not truncate output.
+        #[arg(long)]
+        no_trunc: bool,
+        /// `json` for one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+        /// IMAGE
+        image: String,
+    },
     /// Log in to a registry.
     Login {
         /// Username.
@@ -138,6 +152,9 @@ pub struct ListArgs {
     /// `json` for one JSON object per line, `table` (default).
     #[arg(long)]
     format: Option<String>,
+    /// Filter: `dangling=true|false`, `reference=PATTERN` (`*` within a path part).
+    #[arg(short, long)]
+    filter: Vec<String>,
     /// Only images of this REPOSITORY[:TAG].
     reference: Option<String>,
 }
@@ -175,6 +192,12 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
             server,
         } => login(server, username, password, password_stdin, &tls),
         ImageCmd::Logout { server } => logout(server),
+        ImageCmd::History {
+            quiet,
+            no_trunc,
+            format,
+            image,
+        } => history(root, &image, quiet, no_trunc, format.as_deref()),
         ImageCmd::Save { output, images } => save(root, output.as_deref(), &images),
         ImageCmd::Load { input, quiet } => load(root, input.as_deref(), quiet),
     };
@@ -345,10 +368,74 @@ fn rows(store: &LocalStore, filter: Option<&str>) -> Result<Vec<Row>, client::Er
     Ok(out)
 }
 
+/// `images --filter` terms.
+struct Filters {
+    dangling: Option<bool>,
+    references: Vec<String>,
+}
+
+impl Filters {
+    fn parse(terms: &[String]) -> Result<Filters, String> {
+        let mut f = Filters {
+            dangling: None,
+            references: Vec::new(),
+        };
+        for t in terms {
+            match t.split_once('=') {
+                Some(("dangling", v)) => {
+                    f.dangling = Some(match v.to_ascii_lowercase().as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(format!("invalid filter 'dangling={v}'")),
+                    })
+                }
+                Some(("reference", v)) => f.references.push(v.to_string()),
+                _ => return Err(format!("invalid filter '{t}'")),
+            }
+        }
+        Ok(f)
+    }
+
+    fn keep(&self, r: &Row) -> bool {
+        let dangling = r.repository == "<none>";
+        if self.dangling.is_some_and(|d| d != dangling) {
+            return false;
+        }
+        if self.references.is_empty() {
+            return true;
+        }
+        let full = format!("{}:{}", r.repository, r.tag);
+        self.references
+            .iter()
+            .any(|p| glob(p, &r.repository) || glob(p, &full))
+    }
+}
+
+/// Go's `path.Match` subset Docker's reference filter uses: `*` and `?` within a
+/// `/`-separated part.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len())
+                .take_while(|&i| i == 0 || t[i - 1] != '/')
+                .any(|i| go(rest, &t[i..])),
+            Some(('?', rest)) => t.first().is_some_and(|c| *c != '/') && go(rest, &t[1..]),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(&p, &t)
+}
+
 fn list(root: &Path, a: &ListArgs) -> CmdResult {
     let _ = a.all;
+    let filters = Filters::parse(&a.filter)?;
     let store = open(root)?;
-    let rows = rows(&store, a.reference.as_deref())?;
+    let rows: Vec<Row> = rows(&store, a.reference.as_deref())?
+        .into_iter()
+        .filter(|r| filters.keep(r))
+        .collect();
     let mut out = std::io::stdout().lock();
     if a.quiet {
         let mut seen = std::collections::HashSet::new();
@@ -472,6 +559,65 @@ fn human_size(size: u64) -> String {
         s = s.trim_end_matches('0').trim_end_matches('.').to_string();
     }
     format!("{s}{}", UNITS[unit])
+}
+
+fn history(
+    root: &Path,
+    image: &str,
+    quiet: bool,
+    no_trunc: bool,
+    format: Option<&str>,
+) -> CmdResult {
+    let store = open(root)?;
+    let rec = store.find(image)?;
+    let steps = store.history(&rec)?;
+    let id = |d: &Option<berth_image::Digest>| match d {
+        Some(d) if no_trunc => d.to_string(),
+        Some(d) => client::store::short_id(d),
+        None => "<missing>".to_string(),
+    };
+    let created = |c: &Option<String>| {
+        c.as_deref()
+            .and_then(|c| humantime::parse_rfc3339_weak(c).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or_else(|| "N/A".to_string(), |d| since(d.as_secs() as i64))
+    };
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for s in &steps {
+            writeln!(out, "{}", id(&s.id))?;
+        }
+        return Ok(0);
+    }
+    if format == Some("json") {
+        for s in &steps {
+            let v = serde_json::json!({
+                "ID": id(&s.id), "CreatedSince": created(&s.created), "CreatedBy": s.created_by,
+                "Size": human_size(s.size), "Comment": s.comment,
+            });
+            writeln!(out, "{v}")?;
+        }
+        return Ok(0);
+    }
+    let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+        .map(str::to_string)
+        .to_vec()];
+    for s in &steps {
+        let by = if no_trunc || s.created_by.chars().count() <= 45 {
+            s.created_by.clone()
+        } else {
+            s.created_by.chars().take(44).collect::<String>() + "…"
+        };
+        table.push(vec![
+            id(&s.id),
+            created(&s.created),
+            by,
+            human_size(s.size),
+            s.comment.clone(),
+        ]);
+    }
+    print_table(&mut out, &table)?;
+    Ok(0)
 }
 
 fn tag(root: &Path, source: &str, target: &str) -> CmdResult {
@@ -643,6 +789,17 @@ mod tests {
         assert_eq!(human_size(1_000_000), "1MB");
         assert_eq!(human_size(123_456_789), "123MB");
         assert_eq!(human_size(12_345), "12.3kB");
+    }
+
+    #[test]
+    fn reference_globs() {
+        assert!(glob("busy*", "busybox"));
+        assert!(glob("*/busybox", "127.0.0.1:5000/busybox"));
+        assert!(!glob("*", "a/b"), "* stays within one path part");
+        assert!(glob("a/?", "a/b"));
+        let f = Filters::parse(&["dangling=true".into()]).unwrap();
+        assert!(f.dangling == Some(true) && f.references.is_empty());
+        assert!(Filters::parse(&["label=x".into()]).is_err());
     }
 
     #[test]

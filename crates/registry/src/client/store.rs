@@ -277,6 +277,61 @@ impl LocalStore {
     }
 }
 
+/// One step of an image's history, newest first as `docker history` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The image id for the top entry; `None` ("<missing>") for the ones below.
+    pub id: Option<Digest>,
+    /// When the step ran (RFC 3339), if recorded.
+    pub created: Option<String>,
+    /// The instruction.
+    pub created_by: String,
+    /// Size of the layer the step made (0 for steps without one).
+    pub size: u64,
+    /// Comment.
+    pub comment: String,
+}
+
+impl LocalStore {
+    /// The image's history from its config, each step paired with its layer's size.
+    /// Images without history get one entry per layer.
+    pub fn history(&self, rec: &ImageRecord) -> Result<Vec<HistoryEntry>> {
+        let config = self.config_json(rec)?;
+        let steps = config["history"].as_array().cloned().unwrap_or_default();
+        let mut sizes = rec.layers.iter().map(|l| l.size);
+        let mut out: Vec<HistoryEntry> = if steps.is_empty() {
+            sizes
+                .map(|size| HistoryEntry {
+                    id: None,
+                    created: None,
+                    created_by: String::new(),
+                    size,
+                    comment: String::new(),
+                })
+                .collect()
+        } else {
+            steps
+                .iter()
+                .map(|h| {
+                    let empty = h["empty_layer"].as_bool().unwrap_or(false);
+                    HistoryEntry {
+                        id: None,
+                        created: h["created"].as_str().map(str::to_string),
+                        created_by: h["created_by"].as_str().unwrap_or("").to_string(),
+                        size: if empty { 0 } else { sizes.next().unwrap_or(0) },
+                        comment: h["comment"].as_str().unwrap_or("").to_string(),
+                    }
+                })
+                .collect()
+        };
+        out.reverse();
+        if let Some(top) = out.first_mut() {
+            top.id = Some(rec.config_digest.clone());
+        }
+        Ok(out)
+    }
+}
+
 /// The 12-hex short id Docker prints.
 pub fn short_id(d: &Digest) -> String {
     d.hex().chars().take(12).collect()
