@@ -8,7 +8,7 @@ use berth_image::{ContentError, Digest, MetaError};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The HTTP exchange itself failed (connection, TLS, body read).
-    #[error("{registry}: {context}: {source}")]
+    #[error("{registry}: {context}: {}", causes(.source))]
     Http {
         /// Registry host.
         registry: String,
@@ -139,6 +139,22 @@ pub enum Error {
     /// A background task panicked or was cancelled.
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// reqwest's own text says only "error sending request"; the cause ("connection
+/// refused", a certificate problem) is further down the chain.
+fn causes(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 fn fmt_message(m: &str) -> String {
