@@ -19,6 +19,16 @@ struct Registry {
 impl Registry {
     /// Starts a registry; with `users`, behind htpasswd basic auth.
     fn start(users: &[(&str, &str)]) -> Registry {
+        Registry::start_with(users, false)
+    }
+
+    /// Starts a registry serving https with a certificate for 127.0.0.1 from a fresh
+    /// test CA (`ca.pem` in its directory).
+    fn start_tls() -> Registry {
+        Registry::start_with(&[], true)
+    }
+
+    fn start_with(users: &[(&str, &str)], tls: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -43,6 +53,14 @@ impl Registry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
                 htpasswd.display()
+            ));
+        }
+        if tls {
+            let (cert, key) = make_certificates(dir.path());
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
             ));
         }
         let cfg = dir.path().join("config.yml");
@@ -77,6 +95,70 @@ impl Registry {
             .expect("skopeo is needed");
         assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
     }
+}
+
+/// A test CA (`ca.pem`) and a server certificate for 127.0.0.1 signed by it; returns
+/// the server's certificate and key paths. (webpki refuses a CA certificate used as the
+/// server's own, so the two are kept apart as in real deployments.)
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is needed");
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=berth-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    (dir.join("cert.pem"), dir.join("key.pem"))
 }
 
 impl Drop for Registry {
@@ -711,4 +793,29 @@ fn pull_killed_at_random_points_recovers() {
             .len(),
         16 << 20
     );
+}
+
+#[test]
+fn https_registry_trusts_its_ca_from_certs_d() {
+    let reg = Registry::start_tls();
+    reg.seed("secure/busybox:latest", None);
+    let image = format!("{}/secure/busybox:latest", reg.addr);
+    let berth = Berth::new();
+
+    // Verification is on by default: an unknown issuer is refused, with the reason.
+    let out = berth.run(&["pull", &image]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(err.contains("certificate"), "{err}");
+    // --tls-verify=false accepts it.
+    berth.ok(&["pull", "--tls-verify=false", &image]);
+
+    // The registry's CA where Docker keeps per-registry CAs makes it trusted.
+    let certs_d = Path::new("/etc/docker/certs.d").join(&reg.addr);
+    std::fs::create_dir_all(&certs_d).unwrap();
+    std::fs::copy(reg.dir.path().join("ca.pem"), certs_d.join("ca.crt")).unwrap();
+    let fresh = Berth::new();
+    let out = fresh.run(&["pull", &image]);
+    let _ = std::fs::remove_dir_all(&certs_d);
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -95,7 +95,11 @@ impl Registry {
     /// `127.0.0.1:5000`): finds a working scheme with `GET /v2/` and learns its challenge.
     pub async fn connect(domain: &str, opts: Options) -> Result<Registry> {
         let host = api_host(domain);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        for cert in registry_cas(host) {
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
             .danger_accept_invalid_certs(!opts.tls_verify)
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))
@@ -114,17 +118,23 @@ impl Registry {
             auth: Mutex::new(AuthState::default()),
         };
         match reg.ping().await {
-            Ok(()) => Ok(reg),
+            Ok(_) => Ok(reg),
             Err(e) if plain_ok && matches!(e, Error::Http { .. }) => {
-                // An http server answers a TLS hello with garbage: try plain http.
+                // An http server answers a TLS hello with garbage: try plain http. Only a
+                // registry's answer (200 or 401) counts; an https server answers http with
+                // 400, and then the https error (e.g. an unknown certificate) is the one
+                // worth reporting.
                 reg.base = format!("http://{host}");
-                reg.ping().await.map(|()| reg)
+                match reg.ping().await {
+                    Ok(s) if s == StatusCode::OK || s == StatusCode::UNAUTHORIZED => Ok(reg),
+                    _ => Err(e),
+                }
             }
             Err(e) => Err(e),
         }
     }
 
-    async fn ping(&self) -> Result<()> {
+    async fn ping(&self) -> Result<StatusCode> {
         let url = format!("{}/v2/", self.base);
         let resp = self
             .http
@@ -135,7 +145,7 @@ impl Registry {
         if resp.status() == StatusCode::UNAUTHORIZED {
             self.learn_challenge(resp.headers());
         }
-        Ok(())
+        Ok(resp.status())
     }
 
     /// The reference domain this registry serves.
@@ -368,6 +378,29 @@ impl Registry {
             message,
         })
     }
+}
+
+/// Extra CA certificates for one registry, where Docker and Podman keep them:
+/// `/etc/docker/certs.d/<host>/*.crt` and `/etc/containers/certs.d/<host>/*.crt`.
+/// Unreadable or malformed files are skipped with a warning: the system roots still apply.
+fn registry_cas(host: &str) -> Vec<reqwest::Certificate> {
+    let mut out = Vec::new();
+    for base in ["/etc/docker/certs.d", "/etc/containers/certs.d"] {
+        let Ok(dir) = std::fs::read_dir(std::path::Path::new(base).join(host)) else {
+            continue;
+        };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "crt") {
+                continue;
+            }
+            match std::fs::read(&path).map(|pem| reqwest::Certificate::from_pem(&pem)) {
+                Ok(Ok(cert)) => out.push(cert),
+                _ => tracing::warn!(path = %path.display(), "skipping unreadable CA certificate"),
+            }
+        }
+    }
+    out
 }
 
 fn is_retryable(s: StatusCode) -> bool {
