@@ -29,6 +29,11 @@ impl Registry {
     }
 
     fn start_with(users: &[(&str, &str)], tls: bool) -> Registry {
+        Registry::start_full(users, tls, None)
+    }
+
+    /// `token`: the realm URL and the certificate that signs the tokens.
+    fn start_full(users: &[(&str, &str)], tls: bool, token: Option<(&str, &Path)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -53,6 +58,12 @@ impl Registry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
                 htpasswd.display()
+            ));
+        }
+        if let Some((realm, cert)) = token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: berth-test\n    issuer: berth-test-issuer\n    rootcertbundle: {}\n",
+                cert.display()
             ));
         }
         if tls {
@@ -818,4 +829,205 @@ fn https_registry_trusts_its_ca_from_certs_d() {
     let out = fresh.run(&["pull", &image]);
     let _ = std::fs::remove_dir_all(&certs_d);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A token service for Docker's token auth: `alice:wonderland` gets what the scopes ask
+/// for, anyone else nothing. Tokens are JWTs signed RS256 by openssl with a key whose
+/// certificate travels in the `x5c` header, which the registry checks against its
+/// `rootcertbundle`.
+struct TokenService {
+    dir: tempfile::TempDir,
+    realm: String,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenService {
+    fn start() -> TokenService {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=berth-token",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl: {}", stderr(&out));
+        let der = Command::new("openssl")
+            .args(["x509", "-in", "cert.pem", "-outform", "DER"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+            .stdout;
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let key = dir.path().join("key.pem");
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = issued.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = answer_token(conn, &key, &x5c);
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        TokenService { dir, realm, issued }
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+}
+
+fn answer_token(conn: std::net::TcpStream, key: &Path, x5c: &str) -> std::io::Result<()> {
+    use base64::Engine as _;
+    use std::io::{BufRead, Write};
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut reader = std::io::BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut authorized = false;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" {
+            break;
+        }
+        if h.to_ascii_lowercase().starts_with("authorization:") {
+            authorized = h.trim_end().ends_with("Basic YWxpY2U6d29uZGVybGFuZA==");
+        }
+    }
+    let mut conn = conn;
+    if !authorized && target.contains("account=") {
+        conn.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let mut access = Vec::new();
+    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        let v = percent_decode(v);
+        if k != "scope" || !authorized {
+            continue;
+        }
+        for scope in v.split(' ') {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (parts.next(), parts.next(), parts.next());
+            if let (Some(kind), Some(name), Some(actions)) = (kind, name, actions) {
+                access.push(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}));
+            }
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": "berth-test-issuer", "sub": "alice", "aud": "berth-test",
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let mut sign = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    sign.stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())?;
+    let signature = sign.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", b64.encode(signature));
+    let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+    write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn bearer_token_auth_against_a_token_service() {
+    let tokens = TokenService::start();
+    let reg = Registry::start_full(&[], false, Some((&tokens.realm, &tokens.cert())));
+    reg.seed("team/busybox:latest", Some("alice:wonderland"));
+    let image = format!("{}/team/busybox:latest", reg.addr);
+    let berth = Berth::new();
+
+    let out = berth.run(&["pull", "--tls-verify=false", &image]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("unauthorized"), "{}", stderr(&out));
+
+    let out = berth.run(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "-p",
+        "nope",
+        &reg.addr,
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
+    berth.ok(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "-p",
+        "wonderland",
+        &reg.addr,
+    ]);
+
+    let before = tokens.issued.load(std::sync::atomic::Ordering::SeqCst);
+    berth.ok(&["pull", "--tls-verify=false", &image]);
+    let used = tokens.issued.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(used, 1, "one token (per scope) serves the whole pull");
+
+    let pushed = format!("{}/team/copy:v2", reg.addr);
+    berth.ok(&["tag", &image, &pushed]);
+    // The mount needs pull on the source repository too: the registry's challenge says
+    // so, and berth asks the token service for both scopes.
+    let out = berth.ok(&["push", "--tls-verify=false", &pushed]);
+    assert!(out.contains("Mounted from team/busybox"), "{out}");
+    skopeo_inspect(&pushed, &["--creds", "alice:wonderland"]);
 }

@@ -158,7 +158,14 @@ impl BlobJob {
         if self.exists().await? {
             return Ok(BlobStatus::LayerAlreadyExists);
         }
-        let location = match self.start_upload().await? {
+        let started = match self.start_upload(self.mount_from.is_some()).await {
+            // No read access to the source repository: upload instead, as Docker does.
+            Err(Error::Unauthorized { .. }) if self.mount_from.is_some() => {
+                self.start_upload(false).await?
+            }
+            other => other?,
+        };
+        let location = match started {
             Upload::Mounted => return Ok(BlobStatus::Mounted),
             Upload::Session(l) => l,
         };
@@ -189,20 +196,20 @@ impl BlobJob {
         }
     }
 
-    /// POST an upload session, asking for a mount when a source repository is known.
-    async fn start_upload(&self) -> Result<Upload> {
+    /// POST an upload session, asking for a mount from the source repository with `mount`.
+    async fn start_upload(&self, mount: bool) -> Result<Upload> {
         let url = self.reg.url(&self.repo, "blobs/uploads/");
         let what = self.what("start upload of");
         let digest = self.desc.digest.to_string();
         let make = || {
             let req = self.reg.http().post(&url).header(CONTENT_LENGTH, "0");
-            Ok(match &self.mount_from {
+            Ok(match self.mount_from.as_ref().filter(|_| mount) {
                 Some(from) => req.query(&[("mount", digest.as_str()), ("from", from.as_str())]),
                 None => req,
             })
         };
         let resp = self.reg.send(&push_scope(&self.repo), &what, &make).await?;
-        if resp.status() == StatusCode::CREATED && self.mount_from.is_some() {
+        if resp.status() == StatusCode::CREATED && mount {
             return Ok(Upload::Mounted);
         }
         let resp = self.reg.check(resp, &self.repo, &what).await?;

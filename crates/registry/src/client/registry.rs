@@ -120,13 +120,12 @@ impl Registry {
         match reg.ping().await {
             Ok(_) => Ok(reg),
             Err(e) if plain_ok && matches!(e, Error::Http { .. }) => {
-                // An http server answers a TLS hello with garbage: try plain http. Only a
-                // registry's answer (200 or 401) counts; an https server answers http with
-                // 400, and then the https error (e.g. an unknown certificate) is the one
-                // worth reporting.
+                // An http server answers a TLS hello with garbage: try plain http. An
+                // https server answers plain http with 400, and then the https error
+                // (e.g. an unknown certificate) is the one worth reporting.
                 reg.base = format!("http://{host}");
                 match reg.ping().await {
-                    Ok(s) if s == StatusCode::OK || s == StatusCode::UNAUTHORIZED => Ok(reg),
+                    Ok(s) if s != StatusCode::BAD_REQUEST => Ok(reg),
                     _ => Err(e),
                 }
             }
@@ -202,18 +201,27 @@ impl Registry {
     ) -> Result<Response> {
         let mut attempt = 0u32;
         let mut reauthenticated = false;
+        let mut scope = scope.to_string();
         loop {
             let mut req = make()?;
-            if let Some(h) = self.authorization(scope).await? {
+            if let Some(h) = self.authorization(&scope).await? {
                 req = req.header(AUTHORIZATION, h);
             }
             let last = attempt + 1 >= self.opts.attempts.max(1);
             match req.send().await {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !reauthenticated => {
                     reauthenticated = true;
-                    self.learn_challenge(resp.headers());
                     if let Ok(mut a) = self.auth.lock() {
-                        a.forget(scope);
+                        a.forget(&scope);
+                    }
+                    // The registry may need more than we asked for (a cross-repository
+                    // mount also needs pull on the source): ask for its scopes too.
+                    if let Some(Challenge::Bearer {
+                        scope: Some(wanted),
+                        ..
+                    }) = self.learn_challenge(resp.headers())
+                    {
+                        scope = merge_scopes(&scope, &wanted);
                     }
                 }
                 Ok(resp) if is_retryable(resp.status()) && !last => {
@@ -241,7 +249,7 @@ impl Registry {
             .min(Duration::from_secs(60))
     }
 
-    fn learn_challenge(&self, headers: &HeaderMap) {
+    fn learn_challenge(&self, headers: &HeaderMap) -> Option<Challenge> {
         let challenge = headers
             .get_all(WWW_AUTHENTICATE)
             .iter()
@@ -249,9 +257,10 @@ impl Registry {
             .filter_map(Challenge::parse)
             // Prefer the token flow when a registry offers both.
             .max_by_key(|c| matches!(c, Challenge::Bearer { .. }));
-        if let (Some(c), Ok(mut a)) = (challenge, self.auth.lock()) {
+        if let (Some(c), Ok(mut a)) = (challenge.clone(), self.auth.lock()) {
             a.challenge = Some(c);
         }
+        challenge
     }
 
     async fn authorization(&self, scope: &str) -> Result<Option<String>> {
@@ -289,7 +298,12 @@ impl Registry {
         if let Some(s) = service {
             query.push(("service", s));
         }
-        if let Some(s) = scope {
+        // Several scopes travel as several `scope` parameters, as the token spec says.
+        for s in scope
+            .into_iter()
+            .flat_map(|s| s.split(' '))
+            .filter(|s| !s.is_empty())
+        {
             query.push(("scope", s));
         }
         if let Some(c) = &self.opts.credentials {
@@ -403,6 +417,18 @@ fn registry_cas(host: &str) -> Vec<reqwest::Certificate> {
     out
 }
 
+/// `ours` plus the scopes of `theirs` it lacks, space-separated (the cache key and, split,
+/// the token request's `scope` parameters).
+fn merge_scopes(ours: &str, theirs: &str) -> String {
+    let mut out: Vec<&str> = ours.split(' ').filter(|s| !s.is_empty()).collect();
+    for s in theirs.split(' ') {
+        if !s.is_empty() && !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out.join(" ")
+}
+
 fn is_retryable(s: StatusCode) -> bool {
     s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
 }
@@ -457,6 +483,17 @@ mod tests {
         assert!(!is_loopback("example.com:5000"));
         assert_eq!(api_host("docker.io"), "registry-1.docker.io");
         assert_eq!(api_host("quay.io"), "quay.io");
+    }
+
+    #[test]
+    fn scopes_merge() {
+        assert_eq!(
+            merge_scopes(
+                "repository:a:pull,push",
+                "repository:b:pull repository:a:pull,push"
+            ),
+            "repository:a:pull,push repository:b:pull"
+        );
     }
 
     #[test]
