@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod registry_cmd;
+mod images;
 
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, about = "A daemonless container engine")]
@@ -33,6 +34,8 @@ enum Cmd {
     /// Run an OCI registry (`serve`) and collect its garbage (`gc`).
     #[command(subcommand)]
     Registry(registry_cmd::RegistryCmd),
+    #[command(flatten)]
+    Image(images::ImageCmd),
     /// Show how this host looks to berth (cgroup layout, kernel).
     Info {
         #[arg(long, default_value = "text")]
@@ -51,6 +54,7 @@ fn main() {
         }
         Cmd::Info { format } => info(&cli.root, &format),
         Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
+        Cmd::Image(cmd) => images::run(&cli.root, cmd),
     };
     std::process::exit(code);
 }

@@ -1,0 +1,818 @@
+//! Image commands (`pull`, `push`, `images`, `tag`, `rmi`, `image inspect`, `login`,
+//! `logout`): flags and printing in Docker's words; the work is in `berth-registry`'s
+//! client and `berth-image`.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use berth_image::Reference;
+use berth_registry::client::{
+    self, credentials, BlobStatus, Credentials, LayerStatus, LocalStore, Platform, PullOptions,
+    Removal,
+};
+use clap::{ArgAction, Args, Subcommand};
+
+/// Exit status of a failed image command (Docker's engine error).
+const ENGINE_ERROR: i32 = 125;
+
+/// Registry connection flags shared by pull, push and login.
+#[derive(Args, Debug, Clone)]
+pub struct TlsArgs {
+    /// Require HTTPS and verify certificates (false: allow plain http and any certificate).
+    #[arg(long, num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = ArgAction::Set)]
+    tls_verify: bool,
+}
+
+/// The image subcommands, flattened into berth's top level.
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Download an image from a registry.
+    Pull {
+        /// Set platform if the image is multi-platform (os[/arch[/variant]]).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Suppress verbose output.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// NAME[:TAG|@DIGEST]
+        image: String,
+    },
+    /// Upload an image to a registry.
+    Push {
+        /// Suppress verbose output.
+        #[arg(short, long)]
+        quiet: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// NAME[:TAG]
+        image: String,
+    },
+    /// List images.
+    Images(ListArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
+    Tag {
+        /// SOURCE_IMAGE[:TAG]
+        source: String,
+        /// TARGET_IMAGE[:TAG]
+        target: String,
+    },
+    /// Remove one or more images.
+    Rmi(RmArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageSub),
+    /// Save images to a tar archive (docker-archive and OCI layout at once).
+    Save {
+        /// Write to this file instead of stdout.
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+        /// IMAGE...
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Load images from a tar archive (docker-archive or OCI layout).
+    Load {
+        /// Read from this file instead of stdin.
+        #[arg(short, long)]
+        input: Option<std::path::PathBuf>,
+        /// Suppress the load output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show the history of an image.
+    History {
+        /// Only show image IDs.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Do not truncate output.
+        #[arg(long)]
+        no_trunc: bool,
+        /// `json` for one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+        /// IMAGE
+        image: String,
+    },
+    /// Log in to a registry.
+    Login {
+        /// Username.
+        #[arg(short, long)]
+        username: Option<String>,
+        /// Password.
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Take the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// Registry (default docker.io).
+        server: Option<String>,
+    },
+    /// Log out from a registry.
+    Logout {
+        /// Registry (default docker.io).
+        server: Option<String>,
+    },
+}
+
+/// `image` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ImageSub {
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Remove one or more images.
+    Rm(RmArgs),
+    /// Display detailed information on one or more images.
+    Inspect {
+        /// Output format: `json` (the default, an array).
+        #[arg(short, long)]
+        format: Option<String>,
+        /// IMAGE...
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+}
+
+/// Flags of `images` / `image ls`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Show all images (berth keeps no intermediate images, so the same as without).
+    #[arg(short, long)]
+    all: bool,
+    /// Only show image IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Show digests.
+    #[arg(long)]
+    digests: bool,
+    /// `json` for one JSON object per line, `table` (default).
+    #[arg(long)]
+    format: Option<String>,
+    /// Filter: `dangling=true|false`, `reference=PATTERN` (`*` within a path part).
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// Only images of this REPOSITORY[:TAG].
+    reference: Option<String>,
+}
+
+/// Flags of `rmi` / `image rm`.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// Remove the image even if it has several tags.
+    #[arg(short, long)]
+    force: bool,
+    /// IMAGE...
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+/// Runs an image command; returns the exit status.
+pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
+    let result = match cmd {
+        ImageCmd::Pull {
+            platform,
+            quiet,
+            tls,
+            image,
+        } => pull(root, &image, platform.as_deref(), quiet, &tls),
+        ImageCmd::Push { quiet, tls, image } => push(root, &image, quiet, &tls),
+        ImageCmd::Images(a) | ImageCmd::Image(ImageSub::Ls(a)) => list(root, &a),
+        ImageCmd::Tag { source, target } => tag(root, &source, &target),
+        ImageCmd::Rmi(a) | ImageCmd::Image(ImageSub::Rm(a)) => rmi(root, &a),
+        ImageCmd::Image(ImageSub::Inspect { format, images }) => inspect(root, &images, format),
+        ImageCmd::Login {
+            username,
+            password,
+            password_stdin,
+            tls,
+            server,
+        } => login(server, username, password, password_stdin, &tls),
+        ImageCmd::Logout { server } => logout(server),
+        ImageCmd::History {
+            quiet,
+            no_trunc,
+            format,
+            image,
+        } => history(root, &image, quiet, no_trunc, format.as_deref()),
+        ImageCmd::Save { output, images } => save(root, output.as_deref(), &images),
+        ImageCmd::Load { input, quiet } => load(root, input.as_deref(), quiet),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ENGINE_ERROR
+        }
+    }
+}
+
+type CmdResult = Result<i32, Box<dyn std::error::Error>>;
+
+fn open(root: &Path) -> Result<LocalStore, client::Error> {
+    LocalStore::open(root)
+}
+
+fn registry_options(domain: &str, tls: &TlsArgs) -> Result<client::Options, client::Error> {
+    Ok(client::Options {
+        tls_verify: tls.tls_verify,
+        credentials: credentials::lookup(&credentials::default_path(), domain)?,
+        ..client::Options::default()
+    })
+}
+
+fn pull(root: &Path, image: &str, platform: Option<&str>, quiet: bool, tls: &TlsArgs) -> CmdResult {
+    let named = Reference::parse_name(image)?;
+    if named.tag().is_none() && named.digest().is_none() && !quiet {
+        println!("Using default tag: latest");
+    }
+    let reference = named.with_default_tag();
+    let opts = PullOptions {
+        registry: registry_options(reference.domain(), tls)?,
+        platform: platform.map(Platform::parse).transpose()?,
+    };
+    let label = reference.tag().map_or_else(
+        || {
+            reference
+                .digest()
+                .map(|d| d.to_string())
+                .unwrap_or_default()
+        },
+        str::to_string,
+    );
+    if !quiet {
+        println!("{label}: Pulling from {}", reference.path());
+    }
+    let mut store = open(root)?;
+    let report = client::pull(&mut store, &reference, &opts)?;
+    if !quiet {
+        for (digest, status) in &report.layers {
+            let word = match status {
+                LayerStatus::AlreadyExists => "Already exists",
+                LayerStatus::PullComplete => "Pull complete",
+            };
+            println!("{}: {word}", client::store::short_id(digest));
+        }
+        println!("Digest: {}", report.resolved_digest);
+        let status = if report.up_to_date {
+            "Image is up to date for"
+        } else {
+            "Downloaded newer image for"
+        };
+        println!("Status: {status} {}", reference.familiar());
+    }
+    println!("{reference}");
+    Ok(0)
+}
+
+fn push(root: &Path, image: &str, quiet: bool, tls: &TlsArgs) -> CmdResult {
+    let dest = Reference::parse(image)?;
+    let store = open(root)?;
+    if !quiet {
+        println!("The push refers to repository [{}]", dest.name());
+    }
+    let opts = registry_options(dest.domain(), tls)?;
+    let report = client::push(&store, image, &dest, &opts)?;
+    if !quiet {
+        // Docker lists layers top first and leaves the config out.
+        for (digest, status) in report.blobs.iter().skip(1).rev() {
+            let word = match status {
+                BlobStatus::LayerAlreadyExists => "Layer already exists".to_string(),
+                BlobStatus::Mounted => format!(
+                    "Mounted from {}",
+                    report
+                        .mounted_from
+                        .as_deref()
+                        .unwrap_or("another repository")
+                ),
+                BlobStatus::Pushed => "Pushed".to_string(),
+            };
+            println!("{}: {word}", client::store::short_id(digest));
+        }
+        println!(
+            "{}: digest: {} size: {}",
+            dest.tag().unwrap_or("latest"),
+            report.manifest_digest,
+            report.manifest_size
+        );
+    } else {
+        println!("{dest}");
+    }
+    Ok(0)
+}
+
+/// One row of `images`.
+struct Row {
+    repository: String,
+    tag: String,
+    digest: String,
+    id: String,
+    created: i64,
+    size: u64,
+}
+
+fn rows(store: &LocalStore, filter: Option<&str>) -> Result<Vec<Row>, client::Error> {
+    let filter = filter.map(Reference::parse_name).transpose()?;
+    let mut out = Vec::new();
+    for rec in store.meta.images()? {
+        let created = store
+            .config_json(&rec)
+            .ok()
+            .and_then(|c| {
+                c.get("created")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            })
+            .and_then(|c| humantime::parse_rfc3339_weak(&c).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(rec.created_unix, |d| d.as_secs() as i64);
+        let size = rec.layers.iter().map(|l| l.size).sum();
+        let mut names: Vec<(String, String)> = store
+            .meta
+            .tags_of(&rec.manifest_digest)?
+            .iter()
+            .filter_map(|t| Reference::parse(t).ok())
+            .filter(|r| {
+                filter.as_ref().is_none_or(|f| {
+                    f.name() == r.name() && f.tag().is_none_or(|t| Some(t) == r.tag())
+                })
+            })
+            .map(|r| (r.familiar_name(), r.tag().unwrap_or("<none>").to_string()))
+            .collect();
+        names.dedup();
+        if names.is_empty() {
+            if filter.is_some() {
+                continue;
+            }
+            names.push(("<none>".into(), "<none>".into()));
+        }
+        for (repository, tag) in names {
+            out.push(Row {
+                repository,
+                tag,
+                digest: rec.manifest_digest.to_string(),
+                id: client::store::short_id(&rec.config_digest),
+                created,
+                size,
+            });
+        }
+    }
+    out.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then(a.repository.cmp(&b.repository))
+    });
+    Ok(out)
+}
+
+/// `images --filter` terms.
+struct Filters {
+    dangling: Option<bool>,
+    references: Vec<String>,
+}
+
+impl Filters {
+    fn parse(terms: &[String]) -> Result<Filters, String> {
+        let mut f = Filters {
+            dangling: None,
+            references: Vec::new(),
+        };
+        for t in terms {
+            match t.split_once('=') {
+                Some(("dangling", v)) => {
+                    f.dangling = Some(match v.to_ascii_lowercase().as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(format!("invalid filter 'dangling={v}'")),
+                    })
+                }
+                Some(("reference", v)) => f.references.push(v.to_string()),
+                _ => return Err(format!("invalid filter '{t}'")),
+            }
+        }
+        Ok(f)
+    }
+
+    fn keep(&self, r: &Row) -> bool {
+        let dangling = r.repository == "<none>";
+        if self.dangling.is_some_and(|d| d != dangling) {
+            return false;
+        }
+        if self.references.is_empty() {
+            return true;
+        }
+        let full = format!("{}:{}", r.repository, r.tag);
+        self.references
+            .iter()
+            .any(|p| glob(p, &r.repository) || glob(p, &full))
+    }
+}
+
+/// Go's `path.Match` subset Docker's reference filter uses: `*` and `?` within a
+/// `/`-separated part.
+fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    fn go(p: &[char], t: &[char]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some(('*', rest)) => (0..=t.len())
+                .take_while(|&i| i == 0 || t[i - 1] != '/')
+                .any(|i| go(rest, &t[i..])),
+            Some(('?', rest)) => t.first().is_some_and(|c| *c != '/') && go(rest, &t[1..]),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(&p, &t)
+}
+
+fn list(root: &Path, a: &ListArgs) -> CmdResult {
+    let _ = a.all;
+    let filters = Filters::parse(&a.filter)?;
+    let store = open(root)?;
+    let rows: Vec<Row> = rows(&store, a.reference.as_deref())?
+        .into_iter()
+        .filter(|r| filters.keep(r))
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for r in rows.iter().filter(|r| seen.insert(r.id.clone())) {
+            writeln!(out, "{}", r.id)?;
+        }
+        return Ok(0);
+    }
+    if a.format.as_deref() == Some("json") {
+        for r in &rows {
+            writeln!(out, "{}", row_json(r))?;
+        }
+        return Ok(0);
+    }
+    let mut table = vec![header(a.digests)];
+    for r in &rows {
+        let mut cells = vec![r.repository.clone(), r.tag.clone()];
+        if a.digests {
+            cells.push(r.digest.clone());
+        }
+        cells.extend([r.id.clone(), since(r.created), human_size(r.size)]);
+        table.push(cells);
+    }
+    print_table(&mut out, &table)?;
+    Ok(0)
+}
+
+fn header(digests: bool) -> Vec<String> {
+    let mut h = vec!["REPOSITORY", "TAG"];
+    if digests {
+        h.push("DIGEST");
+    }
+    h.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    h.into_iter().map(str::to_string).collect()
+}
+
+/// Docker's tabwriter layout: columns padded to the widest cell plus three spaces.
+fn print_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == cols {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}   ", w = widths[c]));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+fn row_json(r: &Row) -> serde_json::Value {
+    serde_json::json!({
+        "Containers": "N/A",
+        "CreatedAt": created_at(r.created),
+        "CreatedSince": since(r.created),
+        "Digest": r.digest,
+        "ID": r.id,
+        "Repository": r.repository,
+        "SharedSize": "N/A",
+        "Size": human_size(r.size),
+        "Tag": r.tag,
+        "UniqueSize": "N/A",
+        "VirtualSize": human_size(r.size),
+    })
+}
+
+/// `2024-01-02 03:04:05 +0000 UTC`, Go's default time format as Docker prints it.
+fn created_at(unix: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    let s = humantime::format_rfc3339_seconds(t).to_string();
+    format!("{} +0000 UTC", s.trim_end_matches('Z').replace('T', " "))
+}
+
+/// Docker's `HumanDuration` + " ago".
+fn since(unix: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let secs = (now - unix).max(0);
+    let (mins, hours) = (secs / 60, secs / 3600);
+    let text = match () {
+        _ if secs < 1 => "Less than a second".to_string(),
+        _ if secs == 1 => "1 second".to_string(),
+        _ if secs < 60 => format!("{secs} seconds"),
+        _ if mins == 1 => "About a minute".to_string(),
+        _ if mins < 60 => format!("{mins} minutes"),
+        _ if hours == 1 => "About an hour".to_string(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", hours / 24 / 365),
+    };
+    format!("{text} ago")
+}
+
+/// Decimal units with three significant digits, as `docker images` prints sizes.
+fn human_size(size: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = size as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    let decimals = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{s}{}", UNITS[unit])
+}
+
+fn history(
+    root: &Path,
+    image: &str,
+    quiet: bool,
+    no_trunc: bool,
+    format: Option<&str>,
+) -> CmdResult {
+    let store = open(root)?;
+    let rec = store.find(image)?;
+    let steps = store.history(&rec)?;
+    let id = |d: &Option<berth_image::Digest>| match d {
+        Some(d) if no_trunc => d.to_string(),
+        Some(d) => client::store::short_id(d),
+        None => "<missing>".to_string(),
+    };
+    let created = |c: &Option<String>| {
+        c.as_deref()
+            .and_then(|c| humantime::parse_rfc3339_weak(c).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or_else(|| "N/A".to_string(), |d| since(d.as_secs() as i64))
+    };
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for s in &steps {
+            writeln!(out, "{}", id(&s.id))?;
+        }
+        return Ok(0);
+    }
+    if format == Some("json") {
+        for s in &steps {
+            let v = serde_json::json!({
+                "ID": id(&s.id), "CreatedSince": created(&s.created), "CreatedBy": s.created_by,
+                "Size": human_size(s.size), "Comment": s.comment,
+            });
+            writeln!(out, "{v}")?;
+        }
+        return Ok(0);
+    }
+    let mut table = vec![["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]
+        .map(str::to_string)
+        .to_vec()];
+    for s in &steps {
+        let by = if no_trunc || s.created_by.chars().count() <= 45 {
+            s.created_by.clone()
+        } else {
+            s.created_by.chars().take(44).collect::<String>() + "…"
+        };
+        table.push(vec![
+            id(&s.id),
+            created(&s.created),
+            by,
+            human_size(s.size),
+            s.comment.clone(),
+        ]);
+    }
+    print_table(&mut out, &table)?;
+    Ok(0)
+}
+
+fn tag(root: &Path, source: &str, target: &str) -> CmdResult {
+    let target = Reference::parse(target)?;
+    open(root)?.tag(source, &target)?;
+    Ok(0)
+}
+
+fn rmi(root: &Path, a: &RmArgs) -> CmdResult {
+    let mut store = open(root)?;
+    let mut code = 0;
+    for name in &a.images {
+        match store.remove(name, a.force) {
+            Ok(events) => {
+                for e in events {
+                    match e {
+                        Removal::Untagged(r) => println!("Untagged: {r}"),
+                        Removal::Deleted(d) => println!("Deleted: {d}"),
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn inspect(root: &Path, images: &[String], format: Option<String>) -> CmdResult {
+    if let Some(f) = format.as_deref().filter(|f| *f != "json") {
+        return Err(format!("unsupported --format {f:?} (only json)").into());
+    }
+    let store = open(root)?;
+    let mut out = Vec::new();
+    let mut code = 0;
+    for name in images {
+        match store.find(name).and_then(|rec| store.inspect(&rec)) {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = 1;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(code)
+}
+
+fn save(root: &Path, output: Option<&Path>, images: &[String]) -> CmdResult {
+    use std::io::IsTerminal;
+    let store = open(root)?;
+    match output {
+        Some(path) => {
+            // Written aside and renamed: a failed save leaves no truncated archive.
+            let tmp = path.with_extension("berth-partial");
+            let file = std::fs::File::create(&tmp)?;
+            let result = client::archive::save(&store, images, std::io::BufWriter::new(file));
+            if let Err(e) = result {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e.into());
+            }
+            std::fs::rename(&tmp, path)?;
+        }
+        None if std::io::stdout().is_terminal() => {
+            return Err(
+                "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
+            )
+        }
+        None => client::archive::save(&store, images, std::io::stdout().lock())?,
+    }
+    Ok(0)
+}
+
+fn load(root: &Path, input: Option<&Path>, quiet: bool) -> CmdResult {
+    let mut store = open(root)?;
+    let loaded = match input {
+        Some(p) => {
+            client::archive::load(&mut store, std::io::BufReader::new(std::fs::File::open(p)?))?
+        }
+        None => client::archive::load(&mut store, std::io::stdin().lock())?,
+    };
+    if !quiet {
+        for l in loaded {
+            if l.tags.is_empty() {
+                println!("Loaded image ID: {}", l.id);
+            }
+            for t in l.tags {
+                println!("Loaded image: {}", t.familiar());
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `host[:port]` from what users type after `login`: a bare host or a URL.
+fn server_domain(server: Option<String>) -> String {
+    let s = server.unwrap_or_else(|| "docker.io".to_string());
+    let s = s
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = s.split('/').next().unwrap_or(s);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        h => h.to_string(),
+    }
+}
+
+fn login(
+    server: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_stdin: bool,
+    tls: &TlsArgs,
+) -> CmdResult {
+    let domain = server_domain(server);
+    let username = match username {
+        Some(u) => u,
+        None => prompt("Username: ")?,
+    };
+    let password = match (password, password_stdin) {
+        (Some(_), true) => {
+            return Err("--password and --password-stdin are mutually exclusive".into())
+        }
+        (Some(p), false) => p,
+        (None, _) => prompt(if password_stdin { "" } else { "Password: " })?,
+    };
+    let creds = Credentials { username, password };
+    let opts = client::Options {
+        tls_verify: tls.tls_verify,
+        credentials: Some(creds.clone()),
+        ..client::Options::default()
+    };
+    client::login(&domain, &opts)?;
+    credentials::store(&credentials::default_path(), &domain, &creds)?;
+    println!("Login Succeeded");
+    Ok(0)
+}
+
+fn prompt(label: &str) -> Result<String, Box<dyn std::error::Error>> {
+    if !label.is_empty() {
+        eprint!("{label}");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
+fn logout(server: Option<String>) -> CmdResult {
+    let domain = server_domain(server);
+    if credentials::remove(&credentials::default_path(), &domain)? {
+        println!("Removing login credentials for {domain}");
+    } else {
+        println!("Not logged in to {domain}");
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(4_261_000), "4.26MB");
+        assert_eq!(human_size(1_000_000), "1MB");
+        assert_eq!(human_size(123_456_789), "123MB");
+        assert_eq!(human_size(12_345), "12.3kB");
+    }
+
+    #[test]
+    fn reference_globs() {
+        assert!(glob("busy*", "busybox"));
+        assert!(glob("*/busybox", "127.0.0.1:5000/busybox"));
+        assert!(!glob("*", "a/b"), "* stays within one path part");
+        assert!(glob("a/?", "a/b"));
+        let f = Filters::parse(&["dangling=true".into()]).unwrap();
+        assert!(f.dangling == Some(true) && f.references.is_empty());
+        assert!(Filters::parse(&["label=x".into()]).is_err());
+    }
+
+    #[test]
+    fn server_names() {
+        assert_eq!(server_domain(None), "docker.io");
+        assert_eq!(
+            server_domain(Some("https://index.docker.io/v1/".into())),
+            "docker.io"
+        );
+        assert_eq!(
+            server_domain(Some("127.0.0.1:5000".into())),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(created_at(0), "1970-01-01 00:00:00 +0000 UTC");
+    }
+}

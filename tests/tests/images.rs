@@ -1,0 +1,1033 @@
+//! End-to-end image tests: a real registry (Debian's `docker-registry`) on loopback, skopeo
+//! as the independent client, and the `berth` binary pulling, pushing, listing, tagging
+//! and removing images in a private store.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use berth_tests::{bin_dir, busybox_oci_archive, stderr, stdout, wait_for};
+use serde_json::Value;
+
+/// A `docker-registry serve` process with its own storage, killed on drop.
+struct Registry {
+    dir: tempfile::TempDir,
+    addr: String,
+    child: Child,
+}
+
+impl Registry {
+    /// Starts a registry; with `users`, behind htpasswd basic auth.
+    fn start(users: &[(&str, &str)]) -> Registry {
+        Registry::start_with(users, false)
+    }
+
+    /// Starts a registry serving https with a certificate for 127.0.0.1 from a fresh
+    /// test CA (`ca.pem` in its directory).
+    fn start_tls() -> Registry {
+        Registry::start_with(&[], true)
+    }
+
+    fn start_with(users: &[(&str, &str)], tls: bool) -> Registry {
+        Registry::start_full(users, tls, None)
+    }
+
+    /// `token`: the realm URL and the certificate that signs the tokens.
+    fn start_full(users: &[(&str, &str)], tls: bool, token: Option<(&str, &Path)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if !users.is_empty() {
+            let htpasswd = dir.path().join("htpasswd");
+            for (i, (u, p)) in users.iter().enumerate() {
+                let create = if i == 0 { "-cbB" } else { "-bB" };
+                let st = Command::new("htpasswd")
+                    .args([create, htpasswd.to_str().unwrap(), u, p])
+                    .output()
+                    .expect("htpasswd (apache2-utils) is needed");
+                assert!(st.status.success(), "htpasswd: {}", stderr(&st));
+            }
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        if let Some((realm, cert)) = token {
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: berth-test\n    issuer: berth-test-issuer\n    rootcertbundle: {}\n",
+                cert.display()
+            ));
+        }
+        if tls {
+            let (cert, key) = make_certificates(dir.path());
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(&cfg, config).unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) is needed");
+        wait_for(
+            || std::net::TcpStream::connect(&addr).is_ok(),
+            "docker-registry to listen",
+        );
+        Registry { dir, addr, child }
+    }
+
+    /// Pushes a fresh busybox image to `repo:tag` with skopeo.
+    fn seed(&self, repo_tag: &str, creds: Option<&str>) {
+        let archive = self.dir.path().join("busybox.tar");
+        busybox_oci_archive(&archive, "busybox", &["sh"]);
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--dest-tls-verify=false"]);
+        if let Some(c) = creds {
+            cmd.args(["--dest-creds", c]);
+        }
+        let out = cmd
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/{repo_tag}", self.addr))
+            .output()
+            .expect("skopeo is needed");
+        assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    }
+}
+
+/// A test CA (`ca.pem`) and a server certificate for 127.0.0.1 signed by it; returns
+/// the server's certificate and key paths. (webpki refuses a CA certificate used as the
+/// server's own, so the two are kept apart as in real deployments.)
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is needed");
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=berth-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private berth store and docker config dir.
+struct Berth {
+    root: tempfile::TempDir,
+    config: tempfile::TempDir,
+}
+
+impl Berth {
+    fn new() -> Berth {
+        Berth {
+            root: tempfile::tempdir().unwrap(),
+            config: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let bin = bin_dir().join("berth");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --bins`",
+            bin.display()
+        );
+        Command::new(bin)
+            .arg("--root")
+            .arg(self.root.path())
+            .args(args)
+            .env("DOCKER_CONFIG", self.config.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "berth {args:?} failed: {}\n{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+
+    /// Every file name under the store, except the database's own journal files.
+    fn snapshot(&self) -> Vec<PathBuf> {
+        fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                let rel = p.strip_prefix(base).unwrap().to_path_buf();
+                if rel.starts_with("berth.db-wal") || rel.starts_with("berth.db-shm") {
+                    continue;
+                }
+                out.push(rel);
+                // Unpacked layers are compared by their top-level entries only.
+                if p.is_dir() && !p.parent().is_some_and(|d| d.ends_with("layers")) {
+                    walk(&p, base, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self.root.path(), self.root.path(), &mut out);
+        out.sort();
+        out
+    }
+
+    fn images_json(&self) -> Vec<Value> {
+        self.ok(&["images", "--format", "json"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn skopeo_inspect(reference: &str, extra: &[&str]) -> Value {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .args(extra)
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo inspect: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn pull_list_push_and_remove() {
+    let reg = Registry::start(&[]);
+    reg.seed("test/busybox:latest", None);
+    let berth = Berth::new();
+    let src = format!("{}/test/busybox:latest", reg.addr);
+
+    let out = berth.ok(&["pull", "--tls-verify=false", &src]);
+    assert!(out.contains("latest: Pulling from test/busybox"), "{out}");
+    assert!(out.contains("Pull complete"), "{out}");
+    assert!(out.contains("Status: Downloaded newer image for"), "{out}");
+
+    // The unpacked layer holds the very busybox binary the image was made from.
+    let inspect: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &src])).unwrap();
+    let img = &inspect[0];
+    let lower = img["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+    let unpacked = std::fs::read(Path::new(lower).join("bin/busybox")).unwrap();
+    assert_eq!(unpacked, std::fs::read("/bin/busybox").unwrap());
+    assert!(Path::new(lower).join("bin/sh").exists());
+    assert_eq!(img["Os"], "linux");
+    assert_eq!(img["Architecture"], "amd64");
+    assert_eq!(img["RepoTags"][0], src.as_str());
+    let manifest_digest = img["Descriptor"]["digest"].as_str().unwrap().to_string();
+
+    // skopeo sees the same manifest digest berth recorded.
+    let theirs = skopeo_inspect(&src, &[]);
+    assert_eq!(theirs["Digest"], manifest_digest.as_str());
+
+    let rows = berth.images_json();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["Repository"], format!("{}/test/busybox", reg.addr));
+    assert_eq!(rows[0]["Tag"], "latest");
+    let id = rows[0]["ID"].as_str().unwrap().to_string();
+    assert_eq!(berth.ok(&["images", "-q"]).trim(), id);
+    let table = berth.ok(&["images"]);
+    assert!(table.starts_with("REPOSITORY"), "{table}");
+    assert!(table.contains(&id), "{table}");
+    let only = |f: &str| berth.ok(&["images", "-q", "--filter", f]);
+    assert_eq!(only("reference=*/test/busybox").trim(), id);
+    assert_eq!(only("reference=*/test/busybox:latest").trim(), id);
+    assert_eq!(only("reference=*/other/*").trim(), "");
+    assert_eq!(only("dangling=true").trim(), "");
+    assert_eq!(only("dangling=false").trim(), id);
+    let history = berth.ok(&["history", &src]);
+    assert!(
+        history.starts_with("IMAGE") && history.contains(&id),
+        "{history}"
+    );
+
+    // A second pull finds everything in place.
+    let again = berth.ok(&["pull", "--tls-verify=false", &src]);
+    assert!(again.contains("Image is up to date"), "{again}");
+
+    // Tag into another repository of the same registry and push: the layer is mounted
+    // across repositories or uploaded, and skopeo reads back identical digests.
+    let dst = format!("{}/other/copy:v1", reg.addr);
+    berth.ok(&["tag", &src, &dst]);
+    let pushed = berth.ok(&["push", "--tls-verify=false", &dst]);
+    assert!(pushed.contains(": Mounted from test/busybox"), "{pushed}");
+    assert!(
+        pushed.contains(&format!("v1: digest: {manifest_digest} size:")),
+        "{pushed}"
+    );
+    let back = skopeo_inspect(&dst, &[]);
+    assert_eq!(back["Digest"], manifest_digest.as_str());
+    assert_eq!(back["Layers"], theirs["Layers"]);
+    // Pushing again finds every blob present.
+    let again = berth.ok(&["push", "--tls-verify=false", &dst]);
+    assert!(again.contains("Layer already exists"), "{again}");
+
+    // rmi by tag only untags while another tag is left; the last one deletes it all.
+    let out = berth.ok(&["rmi", &dst]);
+    assert!(
+        out.contains("Untagged:") && !out.contains("Deleted:"),
+        "{out}"
+    );
+    let out = berth.ok(&["rmi", &src]);
+    assert!(out.contains("Deleted: sha256:"), "{out}");
+    assert!(berth.images_json().is_empty());
+    let left: Vec<_> = berth
+        .snapshot()
+        .into_iter()
+        .filter(|p| {
+            let depth = p.components().count();
+            (p.starts_with("blobs") && depth > 2) || (p.starts_with("layers") && depth > 1)
+        })
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn missing_tag_fails_and_leaves_the_store_unchanged() {
+    let reg = Registry::start(&[]);
+    reg.seed("test/busybox:latest", None);
+    let berth = Berth::new();
+    berth.ok(&[
+        "pull",
+        "--tls-verify=false",
+        &format!("{}/test/busybox", reg.addr),
+    ]);
+    let before = berth.snapshot();
+    let images_before = berth.images_json();
+
+    for missing in ["test/busybox:nope", "test/absent:latest"] {
+        let out = berth.run(&[
+            "pull",
+            "--tls-verify=false",
+            &format!("{}/{missing}", reg.addr),
+        ]);
+        assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+        assert!(
+            err.contains("not found") && err.contains(&reg.addr),
+            "{err}"
+        );
+        assert!(err.contains(missing.split(':').next().unwrap()), "{err}");
+    }
+    let digest_ref = format!("{}/test/busybox@sha256:{}", reg.addr, "0".repeat(64));
+    let out = berth.run(&["pull", "--tls-verify=false", &digest_ref]);
+    assert_eq!(out.status.code(), Some(125));
+    assert_eq!(berth.snapshot(), before);
+    assert_eq!(berth.images_json(), images_before);
+
+    // Unknown local images are errors too.
+    let out = berth.run(&["rmi", "nosuchimage"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no such image"), "{}", stderr(&out));
+}
+
+#[test]
+fn basic_auth_login_pull_logout() {
+    let reg = Registry::start(&[("alice", "wonderland")]);
+    reg.seed("private/busybox:1", Some("alice:wonderland"));
+    let berth = Berth::new();
+    let image = format!("{}/private/busybox:1", reg.addr);
+
+    let out = berth.run(&["pull", "--tls-verify=false", &image]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("unauthorized"), "{}", stderr(&out));
+
+    let out = berth.run(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "-p",
+        "wrong",
+        &reg.addr,
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(!berth.config.path().join("config.json").exists());
+
+    let out = berth.ok(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "-p",
+        "wonderland",
+        &reg.addr,
+    ]);
+    assert!(out.contains("Login Succeeded"), "{out}");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(berth.config.path().join("config.json")).unwrap())
+            .unwrap();
+    // base64("alice:wonderland"), as docker login writes it.
+    assert_eq!(
+        config["auths"][&reg.addr]["auth"],
+        "YWxpY2U6d29uZGVybGFuZA=="
+    );
+
+    berth.ok(&["pull", "--tls-verify=false", &image]);
+    let pushed = format!("{}/private/again:2", reg.addr);
+    berth.ok(&["tag", &image, &pushed]);
+    berth.ok(&["push", "--tls-verify=false", &pushed]);
+    skopeo_inspect(&pushed, &["--creds", "alice:wonderland"]);
+
+    let out = berth.ok(&["logout", &reg.addr]);
+    assert!(out.contains("Removing login credentials"), "{out}");
+    let out = berth.run(&["pull", "--tls-verify=false", &pushed]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+/// Writes an OCI layout whose index holds two images, linux/amd64 and linux/arm64/v8,
+/// each a one-layer image with a file `/arch` naming its platform.
+fn multi_platform_layout(dir: &Path) {
+    use berth_image::digest::Digest;
+    use berth_image::layer::{write_layer, Compression};
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| -> (String, usize) {
+        let d = Digest::sha256_of(data);
+        std::fs::write(blobs.join(d.hex()), data).unwrap();
+        (d.to_string(), data.len())
+    };
+    let mut entries = Vec::new();
+    for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("arch"), arch).unwrap();
+        let mut layer = Vec::new();
+        let diff = write_layer(root.path(), &mut layer, Compression::Gzip).unwrap();
+        let (layer_digest, layer_size) = put(&layer);
+        let mut config = serde_json::json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff.diff_id.to_string()]}
+        });
+        let mut platform = serde_json::json!({"architecture": arch, "os": "linux"});
+        if let Some(v) = variant {
+            config["variant"] = v.into();
+            platform["variant"] = v.into();
+        }
+        let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_size}]
+        });
+        let (digest, size) = put(&serde_json::to_vec(&manifest).unwrap());
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size, "platform": platform
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries
+    });
+    let (digest, size) = put(&serde_json::to_vec(&index).unwrap());
+    let top = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json", "digest": digest, "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": "latest"}
+        }]
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn multi_platform_index_picks_the_platform() {
+    let reg = Registry::start(&[]);
+    let layout = reg.dir.path().join("layout");
+    multi_platform_layout(&layout);
+    let out = Command::new("skopeo")
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{}/multi/arch:latest", reg.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy --all: {}", stderr(&out));
+    let berth = Berth::new();
+    let image = format!("{}/multi/arch:latest", reg.addr);
+
+    let arch_of = |platform: Option<&str>| -> (String, String) {
+        let mut args = vec!["pull", "--tls-verify=false"];
+        if let Some(p) = platform {
+            args.extend(["--platform", p]);
+        }
+        args.push(&image);
+        berth.ok(&args);
+        let v: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &image])).unwrap();
+        let lower = v[0]["GraphDriver"]["Data"]["LowerDir"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let file = std::fs::read_to_string(Path::new(&lower).join("arch")).unwrap();
+        assert_eq!(
+            v[0]["Architecture"],
+            file.as_str(),
+            "config and layer agree"
+        );
+        (file, v[0]["Id"].as_str().unwrap().to_string())
+    };
+    let (host, amd_id) = arch_of(None);
+    assert_eq!(host, "amd64");
+    let (arm, arm_id) = arch_of(Some("linux/arm64"));
+    assert_eq!(arm, "arm64");
+    assert_ne!(amd_id, arm_id);
+    // The tag moved to the arm64 image; the amd64 one is left untagged.
+    let rows = berth.images_json();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let dangling = berth.ok(&["images", "-q", "--filter", "dangling=true"]);
+    assert_eq!(
+        dangling.trim(),
+        &amd_id["sha256:".len().."sha256:".len() + 12]
+    );
+    let out = berth.run(&[
+        "pull",
+        "--tls-verify=false",
+        "--platform",
+        "linux/s390x",
+        &image,
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no image for platform linux/s390x") && err.contains("linux/arm64/v8"),
+        "{err}"
+    );
+}
+
+#[test]
+fn chunked_push_to_another_registry() {
+    use berth_image::Reference;
+    use berth_registry::client::{self, BlobStatus, LocalStore, Options, PullOptions};
+    let (a, b) = (Registry::start(&[]), Registry::start(&[]));
+    a.seed("test/busybox:latest", None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LocalStore::open(dir.path()).unwrap();
+    let src = Reference::parse(&format!("{}/test/busybox:latest", a.addr)).unwrap();
+    let opts = Options {
+        tls_verify: false,
+        ..Options::default()
+    };
+    let pulled = client::pull(
+        &mut store,
+        &src,
+        &PullOptions {
+            registry: opts.clone(),
+            platform: None,
+        },
+    )
+    .unwrap();
+    let dst = Reference::parse(&format!("{}/chunked/busybox:c", b.addr)).unwrap();
+    let chunked = Options {
+        chunk_size: Some(64 * 1024),
+        ..opts
+    };
+    let report = client::push(&store, &src.to_string(), &dst, &chunked).unwrap();
+    assert!(
+        report.blobs.iter().all(|(_, s)| *s == BlobStatus::Pushed),
+        "{report:?}"
+    );
+    assert_eq!(report.manifest_digest, pulled.manifest_digest);
+    // The registry checked every blob's digest when its upload closed; a fresh pull
+    // from it verifies them again and unpacks the same layer.
+    let back = skopeo_inspect(&dst.to_string(), &[]);
+    assert_eq!(back["Digest"], pulled.manifest_digest.to_string().as_str());
+    let berth = Berth::new();
+    berth.ok(&["pull", "--tls-verify=false", &dst.to_string()]);
+}
+
+#[test]
+fn save_and_load_round_trip_with_skopeo() {
+    let reg = Registry::start(&[]);
+    reg.seed("test/busybox:latest", None);
+    let src = format!("{}/test/busybox:latest", reg.addr);
+    let berth = Berth::new();
+    berth.ok(&["pull", "--tls-verify=false", &src]);
+    let digest = skopeo_inspect(&src, &[])["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let archive = reg.dir.path().join("saved.tar");
+    berth.ok(&["save", "-o", archive.to_str().unwrap(), &src]);
+
+    // skopeo reads the archive both as docker-archive and as OCI archive; through the OCI
+    // side the manifest is unchanged, so the digest is too.
+    for (transport, repo) in [
+        ("docker-archive", "fromsave/docker:1"),
+        ("oci-archive", "fromsave/oci:1"),
+    ] {
+        let out = Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("{transport}:{}", archive.display()))
+            .arg(format!("docker://{}/{repo}", reg.addr))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "skopeo copy {transport}: {}",
+            stderr(&out)
+        );
+    }
+    let via_oci = skopeo_inspect(&format!("{}/fromsave/oci:1", reg.addr), &[]);
+    assert_eq!(via_oci["Digest"], digest.as_str());
+
+    // berth loads its own archive into a fresh store with the same digests.
+    let fresh = Berth::new();
+    let out = fresh.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.contains(&format!("Loaded image: {src}")), "{out}");
+    let v: Value = serde_json::from_str(&fresh.ok(&["image", "inspect", &src])).unwrap();
+    assert_eq!(v[0]["Descriptor"]["digest"], digest.as_str());
+
+    // A docker-archive written by skopeo loads too, under the name skopeo gave it.
+    let theirs = reg.dir.path().join("skopeo.tar");
+    let out = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{src}"))
+        .arg(format!("docker-archive:{}:other/name:v2", theirs.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo copy to docker-archive: {}",
+        stderr(&out)
+    );
+    let third = Berth::new();
+    let out = third.ok(&["load", "-i", theirs.to_str().unwrap()]);
+    assert!(out.contains("Loaded image: other/name:v2"), "{out}");
+    let v: Value = serde_json::from_str(&third.ok(&["image", "inspect", "other/name:v2"])).unwrap();
+    let lower = v[0]["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(lower).join("bin/busybox")).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+    // Not an archive at all: a clear error, nothing stored.
+    let junk = reg.dir.path().join("junk.tar");
+    std::fs::write(&junk, b"not a tar").unwrap();
+    let out = third.run(&["load", "-i", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+/// Writes an OCI layout of a busybox layer plus a 16 MiB incompressible layer.
+fn big_layout(dir: &Path) {
+    use berth_image::digest::Digest;
+    use berth_image::layer::{write_layer, Compression};
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| -> (String, usize) {
+        let d = Digest::sha256_of(data);
+        std::fs::write(blobs.join(d.hex()), data).unwrap();
+        (d.to_string(), data.len())
+    };
+    let base = tempfile::tempdir().unwrap();
+    berth_tests::busybox_rootfs(base.path());
+    let big = tempfile::tempdir().unwrap();
+    let mut random = vec![0u8; 16 << 20];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut random))
+        .unwrap();
+    std::fs::write(big.path().join("random.bin"), &random).unwrap();
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for (root, compression) in [
+        (base.path(), Compression::Gzip),
+        (big.path(), Compression::None),
+    ] {
+        let mut data = Vec::new();
+        let diff = write_layer(root, &mut data, compression).unwrap();
+        let (digest, size) = put(&data);
+        layers.push(serde_json::json!({"mediaType": compression.oci_media_type(), "digest": digest, "size": size}));
+        diff_ids.push(diff.diff_id.to_string());
+    }
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}});
+    let (config_digest, config_size) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": layers
+    });
+    let (digest, size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": size,
+        "annotations": {"org.opencontainers.image.ref.name": "latest"}}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+#[test]
+fn pull_killed_at_random_points_recovers() {
+    let reg = Registry::start(&[]);
+    let layout = reg.dir.path().join("big");
+    big_layout(&layout);
+    let image = format!("{}/big/image:latest", reg.addr);
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+
+    // How long one whole pull takes here, to spread the kills over it.
+    let probe = Berth::new();
+    let started = std::time::Instant::now();
+    probe.ok(&["pull", "--tls-verify=false", &image]);
+    let full = started.elapsed().as_micros().max(1000) as u64;
+
+    let berth = Berth::new();
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    for _ in 0..20 {
+        // xorshift: a cheap random delay in [0, full).
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = std::time::Duration::from_micros(seed % full);
+        let mut child = Command::new(bin_dir().join("berth"))
+            .arg("--root")
+            .arg(berth.root.path())
+            .args(["pull", "-q", "--tls-verify=false", &image])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    berth.ok(&["pull", "--tls-verify=false", &image]);
+
+    // Consistent: every blob hashes to its name, no partial ingest or temp dir is left,
+    // the image is recorded once and its layers are unpacked.
+    let blobs = berth.root.path().join("blobs/sha256");
+    for e in std::fs::read_dir(&blobs).unwrap().flatten() {
+        let data = std::fs::read(e.path()).unwrap();
+        let name = e.file_name().into_string().unwrap();
+        assert_eq!(berth_image::digest::Digest::sha256_of(&data).hex(), name);
+    }
+    // A kill between a blob's rename and the removal of its ingest directory leaves an
+    // empty remnant; partial data must not be left.
+    let partial: Vec<_> = std::fs::read_dir(berth.root.path().join("ingest"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().join("data").exists())
+        .collect();
+    assert!(partial.is_empty(), "partial ingests left: {partial:?}");
+    let temps: Vec<_> = std::fs::read_dir(berth.root.path().join("layers"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(temps.is_empty(), "temp layer dirs left: {temps:?}");
+    assert_eq!(berth.images_json().len(), 1);
+    let v: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &image])).unwrap();
+    let lowers = v[0]["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+    let top = lowers.split(':').next().unwrap();
+    assert_eq!(
+        std::fs::metadata(Path::new(top).join("random.bin"))
+            .unwrap()
+            .len(),
+        16 << 20
+    );
+}
+
+#[test]
+fn https_registry_trusts_its_ca_from_certs_d() {
+    let reg = Registry::start_tls();
+    reg.seed("secure/busybox:latest", None);
+    let image = format!("{}/secure/busybox:latest", reg.addr);
+    let berth = Berth::new();
+
+    // Verification is on by default: an unknown issuer is refused, with the reason.
+    let out = berth.run(&["pull", &image]);
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(err.contains("certificate"), "{err}");
+    // --tls-verify=false accepts it.
+    berth.ok(&["pull", "--tls-verify=false", &image]);
+
+    // The registry's CA where Docker keeps per-registry CAs makes it trusted.
+    let certs_d = Path::new("/etc/docker/certs.d").join(&reg.addr);
+    std::fs::create_dir_all(&certs_d).unwrap();
+    std::fs::copy(reg.dir.path().join("ca.pem"), certs_d.join("ca.crt")).unwrap();
+    let fresh = Berth::new();
+    let out = fresh.run(&["pull", &image]);
+    let _ = std::fs::remove_dir_all(&certs_d);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A token service for Docker's token auth: `alice:wonderland` gets what the scopes ask
+/// for, anyone else nothing. Tokens are JWTs signed RS256 by openssl with a key whose
+/// certificate travels in the `x5c` header, which the registry checks against its
+/// `rootcertbundle`.
+struct TokenService {
+    dir: tempfile::TempDir,
+    realm: String,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenService {
+    fn start() -> TokenService {
+        use base64::Engine as _;
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=berth-token",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl: {}", stderr(&out));
+        let der = Command::new("openssl")
+            .args(["x509", "-in", "cert.pem", "-outform", "DER"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+            .stdout;
+        let x5c = base64::engine::general_purpose::STANDARD.encode(der);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let realm = format!("http://{}/token", listener.local_addr().unwrap());
+        let key = dir.path().join("key.pem");
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = issued.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let _ = answer_token(conn, &key, &x5c);
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        TokenService { dir, realm, issued }
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+}
+
+fn answer_token(conn: std::net::TcpStream, key: &Path, x5c: &str) -> std::io::Result<()> {
+    use base64::Engine as _;
+    use std::io::{BufRead, Write};
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut reader = std::io::BufReader::new(conn.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let target = line.split_whitespace().nth(1).unwrap_or("").to_string();
+    let mut authorized = false;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" {
+            break;
+        }
+        if h.to_ascii_lowercase().starts_with("authorization:") {
+            authorized = h.trim_end().ends_with("Basic YWxpY2U6d29uZGVybGFuZA==");
+        }
+    }
+    let mut conn = conn;
+    if !authorized && target.contains("account=") {
+        conn.write_all(
+            b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    }
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let mut access = Vec::new();
+    for (k, v) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        let v = percent_decode(v);
+        if k != "scope" || !authorized {
+            continue;
+        }
+        for scope in v.split(' ') {
+            let mut parts = scope.splitn(3, ':');
+            let (kind, name, actions) = (parts.next(), parts.next(), parts.next());
+            if let (Some(kind), Some(name), Some(actions)) = (kind, name, actions) {
+                access.push(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}));
+            }
+        }
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let header = serde_json::json!({"typ": "JWT", "alg": "RS256", "x5c": [x5c]});
+    let claims = serde_json::json!({
+        "iss": "berth-test-issuer", "sub": "alice", "aud": "berth-test",
+        "exp": now + 300, "nbf": now - 10, "iat": now, "jti": format!("{now}-{}", access.len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let mut sign = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    sign.stdin
+        .take()
+        .unwrap()
+        .write_all(signing_input.as_bytes())?;
+    let signature = sign.wait_with_output()?.stdout;
+    let token = format!("{signing_input}.{}", b64.encode(signature));
+    let body = serde_json::json!({"token": token, "expires_in": 300}).to_string();
+    write!(
+        conn,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn bearer_token_auth_against_a_token_service() {
+    let tokens = TokenService::start();
+    let reg = Registry::start_full(&[], false, Some((&tokens.realm, &tokens.cert())));
+    reg.seed("team/busybox:latest", Some("alice:wonderland"));
+    let image = format!("{}/team/busybox:latest", reg.addr);
+    let berth = Berth::new();
+
+    let out = berth.run(&["pull", "--tls-verify=false", &image]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("unauthorized"), "{}", stderr(&out));
+
+    let out = berth.run(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "-p",
+        "nope",
+        &reg.addr,
+    ]);
+    assert_eq!(out.status.code(), Some(125), "{}", stdout(&out));
+    berth.ok(&[
+        "login",
+        "--tls-verify=false",
+        "-u",
+        "alice",
+        "-p",
+        "wonderland",
+        &reg.addr,
+    ]);
+
+    let before = tokens.issued.load(std::sync::atomic::Ordering::SeqCst);
+    berth.ok(&["pull", "--tls-verify=false", &image]);
+    let used = tokens.issued.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert_eq!(used, 1, "one token (per scope) serves the whole pull");
+
+    let pushed = format!("{}/team/copy:v2", reg.addr);
+    berth.ok(&["tag", &image, &pushed]);
+    // The mount needs pull on the source repository too: the registry's challenge says
+    // so, and berth asks the token service for both scopes.
+    let out = berth.ok(&["push", "--tls-verify=false", &pushed]);
+    assert!(out.contains("Mounted from team/busybox"), "{out}");
+    skopeo_inspect(&pushed, &["--creds", "alice:wonderland"]);
+}
