@@ -1,13 +1,14 @@
-//! `berth`: the user-facing CLI. Container, image, build, registry and compose commands
-//! arrive with their issues; today it carries the runtime (`berth runtime ...`, the same
-//! as `berth-runc`) and host information.
+//! `berth`: the user-facing CLI — flags and printing only. Today: image commands (pull,
+//! push, images, tag, rmi, inspect, history, save, load, login, logout), `berth registry
+//! serve|gc`, the runtime (`berth runtime ...`, the same as `berth-runc`) and `info`.
+//! Container, build and compose commands arrive with their issues.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-mod registry_cmd;
 mod images;
+mod registry_cmd;
 
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, about = "A daemonless container engine")]
