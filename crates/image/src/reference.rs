@@ -336,8 +336,9 @@ fn validate_path(path: &str) -> Option<()> {
     path.split('/').all(valid_path_component).then_some(())
 }
 
-/// `[a-z0-9]+ (separator [a-z0-9]+)*` with separator `.`, `_`, `__` or `-+`.
-fn valid_path_component(c: &str) -> bool {
+/// `[a-z0-9]+ (separator [a-z0-9]+)*` with separator `.`, `_`, `__` or `-+`: one
+/// `/`-separated component of a repository name (shared with the registry server).
+pub fn valid_path_component(c: &str) -> bool {
     let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
     let b = c.as_bytes();
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
