@@ -795,6 +795,9 @@ fn pull_killed_at_random_points_recovers() {
         .collect();
     assert!(temps.is_empty(), "temp layer dirs left: {temps:?}");
     assert_eq!(berth.images_json().len(), 1);
+    // berth's own check agrees: every blob, layer and database reference is sound.
+    let check = berth.ok(&["system", "check"]);
+    assert!(check.starts_with("OK: "), "{check}");
     let v: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &image])).unwrap();
     let lowers = v[0]["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
     let top = lowers.split(':').next().unwrap();
@@ -1030,4 +1033,63 @@ fn bearer_token_auth_against_a_token_service() {
     let out = berth.ok(&["push", "--tls-verify=false", &pushed]);
     assert!(out.contains("Mounted from team/busybox"), "{out}");
     skopeo_inspect(&pushed, &["--creds", "alice:wonderland"]);
+}
+
+#[test]
+fn system_check_names_corrupt_blobs_and_missing_layers() {
+    let reg = Registry::start(&[]);
+    reg.seed("check/busybox:latest", None);
+    let src = format!("{}/check/busybox:latest", reg.addr);
+
+    // A store after a pull is consistent.
+    let berth = Berth::new();
+    berth.ok(&["pull", "-q", "--tls-verify=false", &src]);
+    let out = berth.ok(&["system", "check"]);
+    assert!(out.starts_with("OK: "), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    // One flipped byte in the layer blob is caught and named.
+    let inspect: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &src])).unwrap();
+    let manifest = inspect[0]["Descriptor"]["digest"].as_str().unwrap();
+    let blobs = berth.root.path().join("blobs/sha256");
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&manifest["sha256:".len()..])).unwrap())
+            .unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let path = blobs.join(&layer["sha256:".len()..]);
+    let mut data = std::fs::read(&path).unwrap();
+    data[100] ^= 0xff;
+    std::fs::write(&path, &data).unwrap();
+    let out = berth.run(&["system", "check"]);
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains(&layer), "{text}");
+
+    // A deleted layer directory is caught and named, beside the corrupt blob.
+    let lower = inspect[0]["GraphDriver"]["Data"]["LowerDir"]
+        .as_str()
+        .unwrap();
+    std::fs::remove_dir_all(lower).unwrap();
+    let chain = Path::new(lower).file_name().unwrap().to_str().unwrap();
+    let out = berth.run(&["system", "check"]);
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("layer") && l.contains(chain) && l.contains("missing")),
+        "{text}"
+    );
+
+    // A missing blob an image needs is named too.
+    std::fs::remove_file(&path).unwrap();
+    let out = berth.run(&["system", "check"]);
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&layer) && l.contains("missing")),
+        "{text}"
+    );
 }

@@ -170,6 +170,37 @@ pub struct RmArgs {
     images: Vec<String>,
 }
 
+/// `system` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum SystemCmd {
+    /// Verify the image store: blob digests, unpacked layers, database references.
+    Check,
+}
+
+/// Runs a `system` command; returns the exit status.
+pub fn system(root: &Path, cmd: SystemCmd) -> i32 {
+    let SystemCmd::Check = cmd;
+    let report = match open(root).and_then(|s| s.check()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ENGINE_ERROR;
+        }
+    };
+    if report.problems.is_empty() {
+        println!(
+            "OK: {} blobs, {} images, {} layer references verified",
+            report.blobs, report.images, report.layers
+        );
+        return 0;
+    }
+    for p in &report.problems {
+        println!("{p}");
+    }
+    eprintln!("{} problem(s) found", report.problems.len());
+    1
+}
+
 /// Runs an image command; returns the exit status.
 pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
     let result = match cmd {

@@ -37,6 +37,9 @@ enum Cmd {
     Registry(registry_cmd::RegistryCmd),
     #[command(flatten)]
     Image(images::ImageCmd),
+    /// Store maintenance (`check`).
+    #[command(subcommand)]
+    System(images::SystemCmd),
     /// Show how this host looks to berth (cgroup layout, kernel).
     Info {
         #[arg(long, default_value = "text")]
@@ -56,6 +59,7 @@ fn main() {
         Cmd::Info { format } => info(&cli.root, &format),
         Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
         Cmd::Image(cmd) => images::run(&cli.root, cmd),
+        Cmd::System(cmd) => images::system(&cli.root, cmd),
     };
     std::process::exit(code);
 }

@@ -336,3 +336,127 @@ impl LocalStore {
 pub fn short_id(d: &Digest) -> String {
     d.hex().chars().take(12).collect()
 }
+
+/// One inconsistency found by [`LocalStore::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A committed blob does not hash to its name (or cannot be read).
+    CorruptBlob {
+        /// The blob's name.
+        digest: Digest,
+        /// What went wrong.
+        detail: String,
+    },
+    /// An image record names a blob the content store lacks.
+    MissingBlob {
+        /// The image (manifest digest).
+        image: Digest,
+        /// `manifest`, `config` or `layer`.
+        role: &'static str,
+        /// The missing blob.
+        blob: Digest,
+    },
+    /// A layer of an image is not unpacked under `layers/`.
+    MissingLayer {
+        /// The image (manifest digest).
+        image: Digest,
+        /// The layer's chain id (its directory name).
+        chain_id: Digest,
+    },
+    /// The stored manifest of an image cannot be parsed.
+    BadManifest {
+        /// The image (manifest digest).
+        image: Digest,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::CorruptBlob { digest, detail } => write!(f, "blob {digest}: {detail}"),
+            Problem::MissingBlob { image, role, blob } => {
+                write!(f, "image {image}: {role} blob {blob} is missing")
+            }
+            Problem::MissingLayer { image, chain_id } => write!(
+                f,
+                "image {image}: layer {chain_id} is missing (layers/{})",
+                chain_id.hex()
+            ),
+            Problem::BadManifest { image, detail } => {
+                write!(f, "image {image}: manifest unreadable: {detail}")
+            }
+        }
+    }
+}
+
+/// What [`LocalStore::check`] looked at and what it found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Blobs re-hashed.
+    pub blobs: usize,
+    /// Image records checked.
+    pub images: usize,
+    /// Layer references checked.
+    pub layers: usize,
+    /// Everything inconsistent; empty when the store is sound.
+    pub problems: Vec<Problem>,
+}
+
+impl LocalStore {
+    /// Verifies the store end to end: every committed blob hashes to its name, every
+    /// image's manifest, config and layer blobs are present, and every layer of every
+    /// image is unpacked. Reads every blob, so its cost is the store's size; it only
+    /// reports and never repairs, so that a user sees damage before anything is lost.
+    pub fn check(&self) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+        let blobs = self.content.list().map_err(content_ctx("list blobs"))?;
+        for d in blobs {
+            report.blobs += 1;
+            if let Err(e) = self.content.verify(&d) {
+                report.problems.push(Problem::CorruptBlob {
+                    digest: d,
+                    detail: e.to_string(),
+                });
+            }
+        }
+        for rec in self.meta.images()? {
+            report.images += 1;
+            let image = rec.manifest_digest.clone();
+            let mut wanted = vec![("manifest", rec.manifest_digest.clone())];
+            wanted.push(("config", rec.config_digest.clone()));
+            if self.content.contains(&rec.manifest_digest) {
+                match self.manifest(&rec.manifest_digest) {
+                    Ok(Manifest::Image { layers, .. }) => {
+                        wanted.extend(layers.into_iter().map(|l| ("layer", l.digest)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => report.problems.push(Problem::BadManifest {
+                        image: image.clone(),
+                        detail: e.to_string(),
+                    }),
+                }
+            }
+            for (role, blob) in wanted {
+                if !self.content.contains(&blob) {
+                    report.problems.push(Problem::MissingBlob {
+                        image: image.clone(),
+                        role,
+                        blob,
+                    });
+                }
+            }
+            for l in &rec.layers {
+                report.layers += 1;
+                if !self.layers.contains(&l.chain_id) {
+                    report.problems.push(Problem::MissingLayer {
+                        image: image.clone(),
+                        chain_id: l.chain_id.clone(),
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+}
