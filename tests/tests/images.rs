@@ -1093,3 +1093,51 @@ fn system_check_names_corrupt_blobs_and_missing_layers() {
         "{text}"
     );
 }
+
+#[test]
+fn concurrent_pulls_of_one_image_both_succeed() {
+    let reg = Registry::start(&[]);
+    let layout = reg.dir.path().join("big");
+    big_layout(&layout);
+    let image = format!("{}/big/concurrent:latest", reg.addr);
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+
+    // Several rounds on fresh stores, three pulls each, so that the pulls overlap on
+    // the same blobs' ingests, layer unpacking and the final record in every order.
+    for round in 0..3 {
+        let berth = Berth::new();
+        let children: Vec<Child> = (0..3)
+            .map(|_| {
+                Command::new(bin_dir().join("berth"))
+                    .arg("--root")
+                    .arg(berth.root.path())
+                    .args(["pull", "--tls-verify=false", &image])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: a concurrent pull failed: {}\n{}",
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        let check = berth.ok(&["system", "check"]);
+        assert!(
+            check.starts_with("OK: 4 blobs, 1 images, 2 layer"),
+            "{check}"
+        );
+        assert_eq!(berth.images_json().len(), 1);
+    }
+}

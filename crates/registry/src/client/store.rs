@@ -25,6 +25,17 @@ pub struct LocalStore {
     pub meta: MetaStore,
 }
 
+/// A running pull's hold on the store; see [`LocalStore::pull_guard`].
+pub struct PullGuard(std::fs::File);
+
+impl PullGuard {
+    /// Whether this is the only pull running; if so, it now holds the store
+    /// exclusively until dropped.
+    pub fn alone(&self) -> bool {
+        self.0.try_lock().is_ok()
+    }
+}
+
 /// What `rmi` did, in Docker's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Removal {
@@ -54,6 +65,45 @@ impl LocalStore {
             layers,
             meta,
         })
+    }
+
+    /// Taken (shared) by every pull for its whole run. A pull that fails only rolls
+    /// back what it added when it can turn this into an exclusive lock, that is when
+    /// no other pull is running: a concurrent pull may have found that blob or layer
+    /// already present and be about to record an image on it.
+    pub fn pull_guard(&self) -> Result<PullGuard> {
+        let file = self.lock_file()?;
+        file.lock_shared()
+            .map_err(io_ctx("lock the store for a pull"))?;
+        Ok(PullGuard(file))
+    }
+
+    fn lock_file(&self) -> Result<std::fs::File> {
+        let path = self.root.join("pull.lock");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_ctx(format!("open {}", path.display())))
+    }
+
+    /// Every blob and layer (chain id) some image record references.
+    pub fn referenced(&self) -> Result<(HashSet<Digest>, HashSet<Digest>)> {
+        let mut blobs = HashSet::new();
+        let mut layers = HashSet::new();
+        for rec in self.meta.images()? {
+            blobs.insert(rec.config_digest.clone());
+            // An unreadable manifest still pins the blobs it may name; keep them all.
+            match self.blobs_of(&rec.manifest_digest) {
+                Ok(b) => blobs.extend(b),
+                Err(_) => {
+                    blobs.insert(rec.manifest_digest.clone());
+                }
+            }
+            layers.extend(rec.layers.into_iter().map(|l| l.chain_id));
+        }
+        Ok((blobs, layers))
     }
 
     /// The store's root directory.
@@ -159,6 +209,11 @@ impl LocalStore {
 
     /// Deletes an image record, then the layers and blobs no other image uses.
     fn delete_image(&mut self, rec: &ImageRecord) -> Result<()> {
+        // Wait for running pulls: one may be about to record an image on a blob or
+        // layer that looks unused now.
+        let lock = self.lock_file()?;
+        lock.lock()
+            .map_err(io_ctx("lock the store against pulls"))?;
         let blobs = self.blobs_of(&rec.manifest_digest)?;
         let unused_layers = self.meta.remove_image(&rec.manifest_digest)?;
         for l in unused_layers {
