@@ -1141,3 +1141,80 @@ fn concurrent_pulls_of_one_image_both_succeed() {
         assert_eq!(berth.images_json().len(), 1);
     }
 }
+
+/// Pushes a busybox image whose config runs `cmd` (so each `cmd` is a distinct image).
+fn push_busybox(reg: &Registry, repo_tag: &str, cmd: &[&str]) {
+    let archive = reg.dir.path().join(format!("{}.tar", cmd.join("_")));
+    busybox_oci_archive(&archive, "busybox", cmd);
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("docker://{}/{repo_tag}", reg.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+}
+
+#[test]
+fn image_prune_removes_dangling_then_all_unused() {
+    let reg = Registry::start(&[]);
+    let src = format!("{}/prune/app:latest", reg.addr);
+    let berth = Berth::new();
+    push_busybox(&reg, "prune/app:latest", &["sh"]);
+    berth.ok(&["pull", "-q", "--tls-verify=false", &src]);
+    let old_id = berth.images_json()[0]["ID"].as_str().unwrap().to_string();
+    // The tag moves to a new image: the old one is left dangling.
+    push_busybox(&reg, "prune/app:latest", &["echo", "new"]);
+    berth.ok(&["pull", "-q", "--tls-verify=false", &src]);
+    let dangling = berth.ok(&["images", "-q", "--filter", "dangling=true"]);
+    assert_eq!(dangling.trim(), old_id);
+
+    // Without -f it asks; no answer (stdin is empty) removes nothing.
+    berth.ok(&["image", "prune"]);
+    assert_eq!(berth.images_json().len(), 2);
+
+    let out = berth.ok(&["image", "prune", "-f"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Deleted Images:", "{out}");
+    assert!(
+        lines[1].starts_with(&format!("deleted: sha256:{old_id}")),
+        "{out}"
+    );
+    assert_eq!(lines[2], "", "{out}");
+    // Only the config and manifest blobs were the old image's own (the layer is shared).
+    assert!(lines[3].starts_with("Total reclaimed space: "), "{out}");
+    assert_ne!(lines[3], "Total reclaimed space: 0B", "{out}");
+    assert_eq!(lines.len(), 4, "{out}");
+    let rows = berth.images_json();
+    assert_eq!(rows.len(), 1);
+    assert_ne!(rows[0]["ID"], old_id.as_str());
+    assert!(berth.ok(&["system", "check"]).starts_with("OK: "));
+
+    // Nothing dangling is left.
+    assert_eq!(
+        berth.ok(&["image", "prune", "-f"]),
+        "Total reclaimed space: 0B\n"
+    );
+
+    // -a removes the tagged image too, and with it every blob and layer.
+    let out = berth.ok(&["image", "prune", "-a", "-f"]);
+    assert!(out.starts_with("Deleted Images:\n"), "{out}");
+    assert!(out.contains(&format!("untagged: {src}\n")), "{out}");
+    assert!(out.contains("deleted: sha256:"), "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("Total reclaimed space: ") && last.ends_with("MB"),
+        "the busybox layer is megabytes: {out}"
+    );
+    assert!(berth.images_json().is_empty());
+    assert_eq!(
+        std::fs::read_dir(berth.root.path().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        berth.ok(&["system", "check"]).trim(),
+        "OK: 0 blobs, 0 images, 0 layer references verified"
+    );
+}

@@ -126,6 +126,16 @@ pub enum ImageSub {
     Ls(ListArgs),
     /// Remove one or more images.
     Rm(RmArgs),
+    /// Remove unused images: dangling ones (no tag), or with `-a` every image no
+    /// container uses (berth has no containers yet, so every image).
+    Prune {
+        /// Remove all unused images, not just dangling ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Do not prompt for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Display detailed information on one or more images.
     Inspect {
         /// Output format: `json` (the default, an array).
@@ -215,6 +225,7 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
         ImageCmd::Tag { source, target } => tag(root, &source, &target),
         ImageCmd::Rmi(a) | ImageCmd::Image(ImageSub::Rm(a)) => rmi(root, &a),
         ImageCmd::Image(ImageSub::Inspect { format, images }) => inspect(root, &images, format),
+        ImageCmd::Image(ImageSub::Prune { all, force }) => prune(root, all, force),
         ImageCmd::Login {
             username,
             password,
@@ -677,6 +688,41 @@ fn rmi(root: &Path, a: &RmArgs) -> CmdResult {
         }
     }
     Ok(code)
+}
+
+fn prune(root: &Path, all: bool, force: bool) -> CmdResult {
+    if !force {
+        let what = if all {
+            "all images without at least one container associated to them"
+        } else {
+            "all dangling images"
+        };
+        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let mut store = open(root)?;
+    let report = store.prune(all, &Default::default())?;
+    let mut out = std::io::stdout().lock();
+    if !report.removed.is_empty() {
+        writeln!(out, "Deleted Images:")?;
+        for r in &report.removed {
+            match r {
+                Removal::Untagged(t) => writeln!(out, "untagged: {t}")?,
+                Removal::Deleted(d) => writeln!(out, "deleted: {d}")?,
+            }
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        human_size(report.reclaimed)
+    )?;
+    Ok(0)
 }
 
 fn inspect(root: &Path, images: &[String], format: Option<String>) -> CmdResult {

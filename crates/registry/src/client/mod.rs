@@ -33,7 +33,7 @@ pub use manifest::Platform;
 pub use pull::{pull, LayerStatus, PullOptions, PullReport};
 pub use push::{push, BlobStatus, PushReport};
 pub use registry::{Options, Registry};
-pub use store::{CheckReport, LocalStore, Problem, Removal};
+pub use store::{CheckReport, LocalStore, Problem, PruneReport, Removal};
 
 /// Runs `fut` to completion on a fresh current-thread runtime.
 pub(crate) fn block_on<F: std::future::Future<Output = Result<T>>, T>(fut: F) -> Result<T> {

@@ -25,6 +25,15 @@ pub struct LocalStore {
     pub meta: MetaStore,
 }
 
+/// What [`LocalStore::prune`] did.
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    /// Untagged references and deleted images, in order.
+    pub removed: Vec<Removal>,
+    /// Bytes freed.
+    pub reclaimed: u64,
+}
+
 /// A running pull's hold on the store; see [`LocalStore::pull_guard`].
 pub struct PullGuard(std::fs::File);
 
@@ -207,8 +216,38 @@ impl LocalStore {
         Ok(out)
     }
 
-    /// Deletes an image record, then the layers and blobs no other image uses.
-    fn delete_image(&mut self, rec: &ImageRecord) -> Result<()> {
+    /// Removes images as `docker image prune` does: the dangling ones (no tag left),
+    /// or with `all` every image not in `in_use` (config digests of images containers
+    /// run from; berth has no containers yet, so callers pass none). Reports what was
+    /// untagged and deleted and the bytes freed (blobs plus unpacked layers).
+    pub fn prune(&mut self, all: bool, in_use: &HashSet<Digest>) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        for rec in self.meta.images()? {
+            if in_use.contains(&rec.config_digest) {
+                continue;
+            }
+            let tags = self.meta.tags_of(&rec.manifest_digest)?;
+            // As in Docker and `images --filter dangling=true`, an image still named
+            // by `name@digest` (a pull by digest) is not dangling.
+            if !tags.is_empty() && !all {
+                continue;
+            }
+            for t in &tags {
+                report.removed.push(Removal::Untagged(
+                    Reference::parse(t).map_or_else(|_| t.clone(), |r| r.familiar()),
+                ));
+            }
+            report.reclaimed += self.delete_image(&rec)?;
+            report
+                .removed
+                .push(Removal::Deleted(rec.config_digest.clone()));
+        }
+        Ok(report)
+    }
+
+    /// Deletes an image record, then the layers and blobs no other image uses;
+    /// returns the bytes freed.
+    fn delete_image(&mut self, rec: &ImageRecord) -> Result<u64> {
         // Wait for running pulls: one may be about to record an image on a blob or
         // layer that looks unused now.
         let lock = self.lock_file()?;
@@ -216,6 +255,7 @@ impl LocalStore {
             .map_err(io_ctx("lock the store against pulls"))?;
         let blobs = self.blobs_of(&rec.manifest_digest)?;
         let unused_layers = self.meta.remove_image(&rec.manifest_digest)?;
+        let mut freed: u64 = unused_layers.iter().map(|l| l.size).sum();
         for l in unused_layers {
             self.layers
                 .remove(&l.chain_id)
@@ -229,11 +269,16 @@ impl LocalStore {
             still_used.extend(self.blobs_of(&other.manifest_digest)?);
         }
         for b in blobs.difference(&still_used) {
-            self.content
+            let size = self.content.info(b).ok().flatten().unwrap_or(0);
+            if self
+                .content
                 .delete(b)
-                .map_err(content_ctx(format!("delete blob {b}")))?;
+                .map_err(content_ctx(format!("delete blob {b}")))?
+            {
+                freed += size;
+            }
         }
-        Ok(())
+        Ok(freed)
     }
 
     /// The manifest, config and layer blobs of an image.
