@@ -1218,3 +1218,116 @@ fn image_prune_removes_dangling_then_all_unused() {
         "OK: 0 blobs, 0 images, 0 layer references verified"
     );
 }
+
+#[test]
+fn import_a_rootfs_tarball_with_changes_then_push() {
+    let reg = Registry::start(&[]);
+    let berth = Berth::new();
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    berth_tests::busybox_rootfs(&rootfs);
+    let tgz = work.path().join("rootfs.tar.gz");
+    let out = Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&rootfs)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: {}", stderr(&out));
+
+    let reference = format!("{}/imported/busybox:v1", reg.addr);
+    let id = berth.ok(&[
+        "import",
+        "--change",
+        r#"CMD ["echo", "hi"]"#,
+        "-c",
+        "ENTRYPOINT [\"/bin/sh\", \"-c\"]",
+        "-c",
+        "ENV GREETING=\"hello world\" MODE=test",
+        "-c",
+        "WORKDIR /srv",
+        "-c",
+        "USER 1000",
+        "-c",
+        "EXPOSE 8080 53/udp",
+        "-c",
+        "LABEL org.example.kind=imported",
+        tgz.to_str().unwrap(),
+        &reference,
+    ]);
+    let id = id.trim();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+
+    let v: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &reference])).unwrap();
+    let img = &v[0];
+    assert_eq!(img["Id"], id);
+    let c = &img["Config"];
+    assert_eq!(c["Cmd"], serde_json::json!(["echo", "hi"]));
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(
+        c["Env"],
+        serde_json::json!(["GREETING=hello world", "MODE=test"])
+    );
+    assert_eq!(c["WorkingDir"], "/srv");
+    assert_eq!(c["User"], "1000");
+    assert_eq!(
+        c["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}, "53/udp": {}})
+    );
+    assert_eq!(c["Labels"]["org.example.kind"], "imported");
+    assert_eq!(img["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    let lower = img["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(lower).join("bin/busybox")).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+    assert!(berth
+        .ok(&["system", "check"])
+        .starts_with("OK: 3 blobs, 1 images"));
+
+    // Pushed, another client sees the same config and one gzip layer.
+    berth.ok(&["push", "-q", "--tls-verify=false", &reference]);
+    let theirs = skopeo_inspect(&reference, &[]);
+    assert_eq!(theirs["Labels"]["org.example.kind"], "imported");
+    assert_eq!(theirs["Layers"].as_array().unwrap().len(), 1);
+    let manifest = skopeo_inspect(&reference, &["--raw"]);
+    assert_eq!(manifest["config"]["digest"], id);
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let config = skopeo_inspect(&reference, &["--config"]);
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["echo", "hi"]));
+    assert_eq!(config["config"]["WorkingDir"], "/srv");
+
+    // A plain tar from stdin, no reference: a dangling image; a bad change is refused.
+    let tar = work.path().join("rootfs.tar");
+    let out = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&rootfs)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new(bin_dir().join("berth"))
+        .arg("--root")
+        .arg(berth.root.path())
+        .args(["import", "-"])
+        .stdin(std::fs::File::open(&tar).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        berth
+            .ok(&["images", "-q", "--filter", "dangling=true"])
+            .trim(),
+        &stdout(&out).trim()["sha256:".len()..][..12]
+    );
+    let out = berth.run(&["import", "-c", "RUN make", tar.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("RUN make"), "{}", stderr(&out));
+}

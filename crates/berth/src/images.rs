@@ -81,6 +81,17 @@ pub enum ImageCmd {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Import a root filesystem tarball (plain, gzip or zstd) as a one-layer image.
+    Import {
+        /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE,
+        /// LABEL, USER, WORKDIR); repeatable.
+        #[arg(short, long)]
+        change: Vec<String>,
+        /// File to read, or `-` for stdin.
+        source: String,
+        /// REPOSITORY[:TAG] to give the image.
+        reference: Option<String>,
+    },
     /// Show the history of an image.
     History {
         /// Only show image IDs.
@@ -242,6 +253,11 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
         } => history(root, &image, quiet, no_trunc, format.as_deref()),
         ImageCmd::Save { output, images } => save(root, output.as_deref(), &images),
         ImageCmd::Load { input, quiet } => load(root, input.as_deref(), quiet),
+        ImageCmd::Import {
+            change,
+            source,
+            reference,
+        } => import(root, change, &source, reference.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -688,6 +704,23 @@ fn rmi(root: &Path, a: &RmArgs) -> CmdResult {
         }
     }
     Ok(code)
+}
+
+fn import(root: &Path, changes: Vec<String>, source: &str, reference: Option<&str>) -> CmdResult {
+    let opts = client::import::ImportOptions {
+        changes,
+        reference: reference.map(Reference::parse_name).transpose()?,
+        source: source.to_string(),
+    };
+    let mut store = open(root)?;
+    let id = if source == "-" {
+        client::import::import(&mut store, std::io::stdin().lock(), &opts)?
+    } else {
+        let f = std::fs::File::open(source).map_err(|e| format!("open {source}: {e}"))?;
+        client::import::import(&mut store, f, &opts)?
+    };
+    println!("{id}");
+    Ok(0)
 }
 
 fn prune(root: &Path, all: bool, force: bool) -> CmdResult {

@@ -7,6 +7,7 @@
 //! - [`fetch`]: verified manifest and blob downloads (resumable with `Range`).
 //! - [`pull`] / [`push`]: the two transfers, parallel per layer.
 //! - [`store`]: the local store (blobs, layers, metadata) the image commands work on.
+//! - [`import`]: a root filesystem tarball as a one-layer image (`berth import`).
 //! - [`credentials`]: Docker-compatible `config.json` for `login` / `logout`.
 //!
 //! berth's CLI is synchronous (container code paths must never run with extra threads),
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod credentials;
 pub mod error;
 pub mod fetch;
+pub mod import;
 pub mod manifest;
 pub mod pull;
 pub mod push;
