@@ -1331,3 +1331,82 @@ fn import_a_rootfs_tarball_with_changes_then_push() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("RUN make"), "{}", stderr(&out));
 }
+
+#[test]
+fn progress_is_plain_lines_on_a_non_terminal_and_quiet_with_q() {
+    let reg = Registry::start(&[]);
+    let layout = reg.dir.path().join("big");
+    big_layout(&layout);
+    let image = format!("{}/big/progress:latest", reg.addr);
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    let manifest = skopeo_inspect(&image, &["--raw"]);
+    let layers: Vec<(String, u64)> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let d = l["digest"].as_str().unwrap();
+            (
+                d["sha256:".len()..][..12].to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+
+    // stderr is a pipe here: one line when each layer starts, one when it ends, no
+    // terminal control codes.
+    let berth = Berth::new();
+    let out = berth.run(&["pull", "--tls-verify=false", &image]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2 * layers.len(), "{err}");
+    for (short, size) in &layers {
+        let started = format!("{short}: Downloading ");
+        let start = lines.iter().position(|l| l.starts_with(&started));
+        let done = lines
+            .iter()
+            .position(|l| *l == format!("{short}: Pull complete"));
+        assert!(start.is_some() && done.is_some() && start < done, "{err}");
+        // The size, as `docker images` writes sizes (16 MiB of random data is ~16.8MB).
+        let shown = &lines[start.unwrap()][started.len()..];
+        assert!(shown.ends_with("MB") || shown.ends_with("kB"), "{shown}");
+        if *size > 1_000_000 {
+            assert!(
+                shown.starts_with(&(size / 1_000_000).to_string()),
+                "{shown} vs {size}"
+            );
+        }
+    }
+
+    // Pushing to a new repository: every layer is pushed, with the same two lines.
+    let dest = format!("{}/big/progress-copy:latest", reg.addr);
+    berth.ok(&["tag", &image, &dest]);
+    let out = berth.run(&["push", "--tls-verify=false", &dest]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    for (short, _) in &layers {
+        assert!(err.contains(&format!("{short}: Pushing ")), "{err}");
+        assert!(
+            err.lines()
+                .any(|l| l == format!("{short}: Pushed") || l == format!("{short}: Mounted")),
+            "{err}"
+        );
+    }
+
+    // -q: nothing on stderr.
+    let quiet = Berth::new();
+    let out = quiet.run(&["pull", "-q", "--tls-verify=false", &image]);
+    assert!(out.status.success());
+    assert_eq!(stderr(&out), "");
+    let out = quiet.run(&["push", "-q", "--tls-verify=false", &image]);
+    assert!(out.status.success());
+    assert_eq!(stderr(&out), "");
+}

@@ -2,10 +2,11 @@
 //! `logout`): flags and printing in Docker's words; the work is in `berth-registry`'s
 //! client and `berth-image`.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use berth_image::Reference;
+use berth_registry::client::progress::{Event, Observer, Progress};
 use berth_registry::client::{
     self, credentials, BlobStatus, Credentials, LayerStatus, LocalStore, Platform, PullOptions,
     Removal,
@@ -270,6 +271,78 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
 
 type CmdResult = Result<i32, Box<dyn std::error::Error>>;
 
+/// Shows transfer progress on stderr: a bar per blob on a terminal; otherwise (logs,
+/// pipes, CI) one plain line when a blob starts and one when it ends, since redrawn
+/// bars would fill a log with control codes.
+struct Bars {
+    multi: Option<indicatif::MultiProgress>,
+    bars: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+    /// `Downloading` or `Pushing`.
+    verb: &'static str,
+}
+
+impl Bars {
+    /// The progress sink for a transfer; none when `quiet`.
+    fn progress(quiet: bool, verb: &'static str) -> Progress {
+        if quiet {
+            return Progress::default();
+        }
+        let multi = std::io::stderr()
+            .is_terminal()
+            .then(indicatif::MultiProgress::new);
+        Progress::new(std::sync::Arc::new(Bars {
+            multi,
+            bars: Default::default(),
+            verb,
+        }))
+    }
+}
+
+impl Observer for Bars {
+    fn event(&self, event: Event<'_>) {
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
+        match (event, &self.multi) {
+            (Event::Started { digest, total }, Some(multi)) => {
+                let style = indicatif::ProgressStyle::with_template(
+                    "{prefix}: {msg:12} [{bar:30}] {bytes}/{total_bytes}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                let bar = multi.add(indicatif::ProgressBar::new(total));
+                bar.set_style(style);
+                bar.set_prefix(client::store::short_id(digest));
+                bar.set_message(self.verb);
+                bars.insert(digest.to_string(), bar);
+            }
+            (Event::Started { digest, total }, None) => eprintln!(
+                "{}: {} {}",
+                client::store::short_id(digest),
+                self.verb,
+                human_size(total)
+            ),
+            (Event::Advanced { digest, bytes }, Some(_)) => {
+                if let Some(bar) = bars.get(&digest.to_string()) {
+                    bar.inc(bytes);
+                }
+            }
+            (Event::Advanced { .. }, None) => {}
+            (Event::Finished { digest, status }, Some(_)) => {
+                if let Some(bar) = bars.get(&digest.to_string()) {
+                    if let Some(len) = bar.length() {
+                        bar.set_position(len);
+                    }
+                    bar.finish_with_message(status);
+                }
+            }
+            (Event::Finished { digest, status }, None) => {
+                eprintln!("{}: {status}", client::store::short_id(digest))
+            }
+        }
+    }
+}
+
 fn open(root: &Path) -> Result<LocalStore, client::Error> {
     LocalStore::open(root)
 }
@@ -289,7 +362,10 @@ fn pull(root: &Path, image: &str, platform: Option<&str>, quiet: bool, tls: &Tls
     }
     let reference = named.with_default_tag();
     let opts = PullOptions {
-        registry: registry_options(reference.domain(), tls)?,
+        registry: client::Options {
+            progress: Bars::progress(quiet, "Downloading"),
+            ..registry_options(reference.domain(), tls)?
+        },
         platform: platform.map(Platform::parse).transpose()?,
     };
     let label = reference.tag().map_or_else(
@@ -332,7 +408,10 @@ fn push(root: &Path, image: &str, quiet: bool, tls: &TlsArgs) -> CmdResult {
     if !quiet {
         println!("The push refers to repository [{}]", dest.name());
     }
-    let opts = registry_options(dest.domain(), tls)?;
+    let opts = client::Options {
+        progress: Bars::progress(quiet, "Pushing"),
+        ..registry_options(dest.domain(), tls)?
+    };
     let report = client::push(&store, image, &dest, &opts)?;
     if !quiet {
         // Docker lists layers top first and leaves the config out.
@@ -779,7 +858,6 @@ fn inspect(root: &Path, images: &[String], format: Option<String>) -> CmdResult 
 }
 
 fn save(root: &Path, output: Option<&Path>, images: &[String]) -> CmdResult {
-    use std::io::IsTerminal;
     let store = open(root)?;
     match output {
         Some(path) => {

@@ -14,6 +14,7 @@ use reqwest::StatusCode;
 
 use super::error::{content_ctx, Error, Result};
 use super::manifest::{Descriptor, ACCEPT_ALL, MAX_MANIFEST_SIZE};
+use super::progress::Event;
 use super::registry::{pull_scope, Registry};
 
 /// A manifest as fetched: its bytes, digest and media type.
@@ -318,6 +319,10 @@ async fn download_into(
             context: format!("write {what} to the store"),
             source,
         })?;
+        reg.options().progress.emit(Event::Advanced {
+            digest: &desc.digest,
+            bytes: chunk.len() as u64,
+        });
         if let Some(t) = tee.as_deref_mut() {
             t.feed(&chunk).await;
         }

@@ -6,6 +6,7 @@
 //! - [`manifest`]: the four manifest kinds and platform selection.
 //! - [`fetch`]: verified manifest and blob downloads (resumable with `Range`).
 //! - [`pull`] / [`push`]: the two transfers, parallel per layer.
+//! - [`progress`]: per-blob transfer events for progress bars.
 //! - [`store`]: the local store (blobs, layers, metadata) the image commands work on.
 //! - [`import`]: a root filesystem tarball as a one-layer image (`berth import`).
 //! - [`credentials`]: Docker-compatible `config.json` for `login` / `logout`.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod fetch;
 pub mod import;
 pub mod manifest;
+pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod registry;

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use super::error::{content_ctx, Error, Result};
 use super::fetch::{self, FetchedManifest};
 use super::manifest::{Descriptor, ImageConfig, Manifest, Platform};
+use super::progress::Event;
 use super::registry::{Options, Registry};
 use super::store::{LocalStore, PullGuard};
 
@@ -325,8 +326,22 @@ impl LayerJob {
     /// Fetches and unpacks the layer; also says whether this job committed the blob,
     /// even when unpacking it failed afterwards, so that a roll-back can take it out.
     async fn run(self) -> (bool, Result<LayerDone>) {
+        let progress = self.reg.options().progress.clone();
+        let digest = &self.desc.digest;
+        progress.emit(Event::Started {
+            digest,
+            total: self.desc.size,
+        });
         let mut committed = false;
         let result = self.fetch_and_unpack(&mut committed).await;
+        if let Ok(done) = &result {
+            let status = if done.downloaded || done.unpacked {
+                "Pull complete"
+            } else {
+                "Already exists"
+            };
+            progress.emit(Event::Finished { digest, status });
+        }
         (committed, result)
     }
 
