@@ -310,11 +310,12 @@ impl Observer for Bars {
                 )
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                 .progress_chars("=> ");
-                let bar = multi.add(indicatif::ProgressBar::new(total));
-                bar.set_style(style);
-                bar.set_prefix(client::store::short_id(digest));
-                bar.set_message(self.verb);
-                bars.insert(digest.to_string(), bar);
+                // Styled before it is added, so that its first frame is already whole.
+                let bar = indicatif::ProgressBar::new(total)
+                    .with_style(style)
+                    .with_prefix(client::store::short_id(digest))
+                    .with_message(self.verb);
+                bars.insert(digest.to_string(), multi.add(bar));
             }
             (Event::Started { digest, total }, None) => eprintln!(
                 "{}: {} {}",
