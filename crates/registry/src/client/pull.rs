@@ -286,10 +286,11 @@ async fn fetch_layers(
     let mut done = Vec::new();
     for (i, t) in tasks.into_iter().enumerate() {
         let r = match t.await {
-            Ok((committed, r)) => {
-                if committed {
+            Ok((added_here, r)) => {
+                if added_here.blob {
                     added.blobs.push(layers[i].digest.clone());
                 }
+                added.layers.extend(added_here.failed_layer);
                 r
             }
             Err(e) => Err(Error::Internal(format!("layer task: {e}"))),
@@ -312,6 +313,15 @@ async fn fetch_layers(
     }
 }
 
+/// What one layer job added to the store, reported even when the job failed.
+#[derive(Default)]
+struct JobAdded {
+    /// The job committed the layer blob.
+    blob: bool,
+    /// A layer the job unpacked before its blob failed verification.
+    failed_layer: Option<Digest>,
+}
+
 struct LayerJob {
     reg: Arc<Registry>,
     repo: String,
@@ -323,16 +333,17 @@ struct LayerJob {
 }
 
 impl LayerJob {
-    /// Fetches and unpacks the layer; also says whether this job committed the blob,
-    /// even when unpacking it failed afterwards, so that a roll-back can take it out.
-    async fn run(self) -> (bool, Result<LayerDone>) {
+    /// Fetches and unpacks the layer; also says what this job put in the store even
+    /// when it failed, so that the pull's roll-back (which knows whether another pull
+    /// may be using it) takes it out rather than the job itself.
+    async fn run(self) -> (JobAdded, Result<LayerDone>) {
         let progress = self.reg.options().progress.clone();
         let digest = &self.desc.digest;
         progress.emit(Event::Started {
             digest,
             total: self.desc.size,
         });
-        let mut committed = false;
+        let mut committed = JobAdded::default();
         let result = self.fetch_and_unpack(&mut committed).await;
         if let Ok(done) = &result {
             let status = if done.downloaded || done.unpacked {
@@ -345,13 +356,13 @@ impl LayerJob {
         (committed, result)
     }
 
-    async fn fetch_and_unpack(&self, committed: &mut bool) -> Result<LayerDone> {
+    async fn fetch_and_unpack(&self, committed: &mut JobAdded) -> Result<LayerDone> {
         let chain = berth_image::chain_id(self.parent.as_ref(), &self.diff_id);
         if self.content.contains(&self.desc.digest) || self.layers.contains(&chain) {
             let downloaded =
                 fetch::blob_to_store(&self.reg, &self.repo, &self.desc, &self.content, None)
                     .await?;
-            *committed = downloaded;
+            committed.blob = downloaded;
             return self.done(downloaded, self.unpack_stored().await?);
         }
         // Unpack while downloading: the unpacker reads the bytes as they arrive, so
@@ -377,14 +388,14 @@ impl LayerJob {
             .map_err(|e| Error::Internal(format!("unpack task: {e}")))?;
         let downloaded = match downloaded {
             Ok(d) => {
-                *committed = d;
+                committed.blob = d;
                 d
             }
             Err(e) => {
-                // The blob failed its checks: a layer unpacked from it must go too.
+                // The blob failed its checks: a layer unpacked from it goes too.
                 if let Ok(a) = &streamed {
                     if !a.already_present {
-                        let _ = self.layers.remove(&a.chain_id);
+                        committed.failed_layer = Some(a.chain_id.clone());
                     }
                 }
                 return Err(e);
