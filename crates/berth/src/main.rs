@@ -1,6 +1,7 @@
 //! `berth`: the user-facing CLI — flags and printing only. Today: image commands (pull,
-//! push, images, tag, rmi, inspect, history, save, load, login, logout), `berth registry
-//! serve|gc`, the runtime (`berth runtime ...`, the same as `berth-runc`) and `info`.
+//! push, images, tag, rmi, inspect, prune, history, save, load, import, login, logout),
+//! `berth system check`, `berth registry serve|gc`, the runtime (`berth runtime ...`, the
+//! same as `berth-runc`) and `info`.
 //! Container, build and compose commands arrive with their issues.
 
 use std::path::PathBuf;
