@@ -795,6 +795,9 @@ fn pull_killed_at_random_points_recovers() {
         .collect();
     assert!(temps.is_empty(), "temp layer dirs left: {temps:?}");
     assert_eq!(berth.images_json().len(), 1);
+    // berth's own check agrees: every blob, layer and database reference is sound.
+    let check = berth.ok(&["system", "check"]);
+    assert!(check.starts_with("OK: "), "{check}");
     let v: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &image])).unwrap();
     let lowers = v[0]["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
     let top = lowers.split(':').next().unwrap();
@@ -1030,4 +1033,380 @@ fn bearer_token_auth_against_a_token_service() {
     let out = berth.ok(&["push", "--tls-verify=false", &pushed]);
     assert!(out.contains("Mounted from team/busybox"), "{out}");
     skopeo_inspect(&pushed, &["--creds", "alice:wonderland"]);
+}
+
+#[test]
+fn system_check_names_corrupt_blobs_and_missing_layers() {
+    let reg = Registry::start(&[]);
+    reg.seed("check/busybox:latest", None);
+    let src = format!("{}/check/busybox:latest", reg.addr);
+
+    // A store after a pull is consistent.
+    let berth = Berth::new();
+    berth.ok(&["pull", "-q", "--tls-verify=false", &src]);
+    let out = berth.ok(&["system", "check"]);
+    assert!(out.starts_with("OK: "), "{out}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    // One flipped byte in the layer blob is caught and named.
+    let inspect: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &src])).unwrap();
+    let manifest = inspect[0]["Descriptor"]["digest"].as_str().unwrap();
+    let blobs = berth.root.path().join("blobs/sha256");
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&manifest["sha256:".len()..])).unwrap())
+            .unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let path = blobs.join(&layer["sha256:".len()..]);
+    let mut data = std::fs::read(&path).unwrap();
+    data[100] ^= 0xff;
+    std::fs::write(&path, &data).unwrap();
+    let out = berth.run(&["system", "check"]);
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains(&layer), "{text}");
+
+    // A deleted layer directory is caught and named, beside the corrupt blob.
+    let lower = inspect[0]["GraphDriver"]["Data"]["LowerDir"]
+        .as_str()
+        .unwrap();
+    std::fs::remove_dir_all(lower).unwrap();
+    let chain = Path::new(lower).file_name().unwrap().to_str().unwrap();
+    let out = berth.run(&["system", "check"]);
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("layer") && l.contains(chain) && l.contains("missing")),
+        "{text}"
+    );
+
+    // A missing blob an image needs is named too.
+    std::fs::remove_file(&path).unwrap();
+    let out = berth.run(&["system", "check"]);
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.contains(&layer) && l.contains("missing")),
+        "{text}"
+    );
+}
+
+#[test]
+fn concurrent_pulls_of_one_image_both_succeed() {
+    let reg = Registry::start(&[]);
+    let layout = reg.dir.path().join("big");
+    big_layout(&layout);
+    let image = format!("{}/big/concurrent:latest", reg.addr);
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+
+    // Several rounds on fresh stores, three pulls each, so that the pulls overlap on
+    // the same blobs' ingests, layer unpacking and the final record in every order.
+    for round in 0..3 {
+        let berth = Berth::new();
+        let children: Vec<Child> = (0..3)
+            .map(|_| {
+                Command::new(bin_dir().join("berth"))
+                    .arg("--root")
+                    .arg(berth.root.path())
+                    .args(["pull", "--tls-verify=false", &image])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: a concurrent pull failed: {}\n{}",
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        let check = berth.ok(&["system", "check"]);
+        assert!(
+            check.starts_with("OK: 4 blobs, 1 images, 2 layer"),
+            "{check}"
+        );
+        assert_eq!(berth.images_json().len(), 1);
+    }
+}
+
+/// Pushes a busybox image whose config runs `cmd` (so each `cmd` is a distinct image).
+fn push_busybox(reg: &Registry, repo_tag: &str, cmd: &[&str]) {
+    let archive = reg.dir.path().join(format!("{}.tar", cmd.join("_")));
+    busybox_oci_archive(&archive, "busybox", cmd);
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci-archive:{}", archive.display()))
+        .arg(format!("docker://{}/{repo_tag}", reg.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+}
+
+#[test]
+fn image_prune_removes_dangling_then_all_unused() {
+    let reg = Registry::start(&[]);
+    let src = format!("{}/prune/app:latest", reg.addr);
+    let berth = Berth::new();
+    push_busybox(&reg, "prune/app:latest", &["sh"]);
+    berth.ok(&["pull", "-q", "--tls-verify=false", &src]);
+    let old_id = berth.images_json()[0]["ID"].as_str().unwrap().to_string();
+    // The tag moves to a new image: the old one is left dangling.
+    push_busybox(&reg, "prune/app:latest", &["echo", "new"]);
+    berth.ok(&["pull", "-q", "--tls-verify=false", &src]);
+    let dangling = berth.ok(&["images", "-q", "--filter", "dangling=true"]);
+    assert_eq!(dangling.trim(), old_id);
+
+    // Without -f it asks; no answer (stdin is empty) removes nothing.
+    berth.ok(&["image", "prune"]);
+    assert_eq!(berth.images_json().len(), 2);
+
+    let out = berth.ok(&["image", "prune", "-f"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "Deleted Images:", "{out}");
+    assert!(
+        lines[1].starts_with(&format!("deleted: sha256:{old_id}")),
+        "{out}"
+    );
+    assert_eq!(lines[2], "", "{out}");
+    // Only the config and manifest blobs were the old image's own (the layer is shared).
+    assert!(lines[3].starts_with("Total reclaimed space: "), "{out}");
+    assert_ne!(lines[3], "Total reclaimed space: 0B", "{out}");
+    assert_eq!(lines.len(), 4, "{out}");
+    let rows = berth.images_json();
+    assert_eq!(rows.len(), 1);
+    assert_ne!(rows[0]["ID"], old_id.as_str());
+    assert!(berth.ok(&["system", "check"]).starts_with("OK: "));
+
+    // Nothing dangling is left.
+    assert_eq!(
+        berth.ok(&["image", "prune", "-f"]),
+        "Total reclaimed space: 0B\n"
+    );
+
+    // -a removes the tagged image too, and with it every blob and layer.
+    let out = berth.ok(&["image", "prune", "-a", "-f"]);
+    assert!(out.starts_with("Deleted Images:\n"), "{out}");
+    assert!(out.contains(&format!("untagged: {src}\n")), "{out}");
+    assert!(out.contains("deleted: sha256:"), "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(
+        last.starts_with("Total reclaimed space: ") && last.ends_with("MB"),
+        "the busybox layer is megabytes: {out}"
+    );
+    assert!(berth.images_json().is_empty());
+    assert_eq!(
+        std::fs::read_dir(berth.root.path().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        berth.ok(&["system", "check"]).trim(),
+        "OK: 0 blobs, 0 images, 0 layer references verified"
+    );
+}
+
+#[test]
+fn import_a_rootfs_tarball_with_changes_then_push() {
+    let reg = Registry::start(&[]);
+    let berth = Berth::new();
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    berth_tests::busybox_rootfs(&rootfs);
+    let tgz = work.path().join("rootfs.tar.gz");
+    let out = Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&rootfs)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: {}", stderr(&out));
+
+    let reference = format!("{}/imported/busybox:v1", reg.addr);
+    let id = berth.ok(&[
+        "import",
+        "--change",
+        r#"CMD ["echo", "hi"]"#,
+        "-c",
+        "ENTRYPOINT [\"/bin/sh\", \"-c\"]",
+        "-c",
+        "ENV GREETING=\"hello world\" MODE=test",
+        "-c",
+        "WORKDIR /srv",
+        "-c",
+        "USER 1000",
+        "-c",
+        "EXPOSE 8080 53/udp",
+        "-c",
+        "LABEL org.example.kind=imported",
+        tgz.to_str().unwrap(),
+        &reference,
+    ]);
+    let id = id.trim();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+
+    let v: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &reference])).unwrap();
+    let img = &v[0];
+    assert_eq!(img["Id"], id);
+    let c = &img["Config"];
+    assert_eq!(c["Cmd"], serde_json::json!(["echo", "hi"]));
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(
+        c["Env"],
+        serde_json::json!(["GREETING=hello world", "MODE=test"])
+    );
+    assert_eq!(c["WorkingDir"], "/srv");
+    assert_eq!(c["User"], "1000");
+    assert_eq!(
+        c["ExposedPorts"],
+        serde_json::json!({"8080/tcp": {}, "53/udp": {}})
+    );
+    assert_eq!(c["Labels"]["org.example.kind"], "imported");
+    assert_eq!(img["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    let lower = img["GraphDriver"]["Data"]["LowerDir"].as_str().unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(lower).join("bin/busybox")).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+    assert!(berth
+        .ok(&["system", "check"])
+        .starts_with("OK: 3 blobs, 1 images"));
+
+    // Pushed, another client sees the same config and one gzip layer.
+    berth.ok(&["push", "-q", "--tls-verify=false", &reference]);
+    let theirs = skopeo_inspect(&reference, &[]);
+    assert_eq!(theirs["Labels"]["org.example.kind"], "imported");
+    assert_eq!(theirs["Layers"].as_array().unwrap().len(), 1);
+    let manifest = skopeo_inspect(&reference, &["--raw"]);
+    assert_eq!(manifest["config"]["digest"], id);
+    assert_eq!(
+        manifest["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let config = skopeo_inspect(&reference, &["--config"]);
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["echo", "hi"]));
+    assert_eq!(config["config"]["WorkingDir"], "/srv");
+
+    // A plain tar from stdin, no reference: a dangling image; a bad change is refused.
+    let tar = work.path().join("rootfs.tar");
+    let out = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&rootfs)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = Command::new(bin_dir().join("berth"))
+        .arg("--root")
+        .arg(berth.root.path())
+        .args(["import", "-"])
+        .stdin(std::fs::File::open(&tar).unwrap())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        berth
+            .ok(&["images", "-q", "--filter", "dangling=true"])
+            .trim(),
+        &stdout(&out).trim()["sha256:".len()..][..12]
+    );
+    let out = berth.run(&["import", "-c", "RUN make", tar.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("RUN make"), "{}", stderr(&out));
+}
+
+#[test]
+fn progress_is_plain_lines_on_a_non_terminal_and_quiet_with_q() {
+    let reg = Registry::start(&[]);
+    let layout = reg.dir.path().join("big");
+    big_layout(&layout);
+    let image = format!("{}/big/progress:latest", reg.addr);
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    let manifest = skopeo_inspect(&image, &["--raw"]);
+    let layers: Vec<(String, u64)> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let d = l["digest"].as_str().unwrap();
+            (
+                d["sha256:".len()..][..12].to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+
+    // stderr is a pipe here: one line when each layer starts, one when it ends, no
+    // terminal control codes.
+    let berth = Berth::new();
+    let out = berth.run(&["pull", "--tls-verify=false", &image]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!err.contains('\x1b') && !err.contains('\r'), "{err:?}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2 * layers.len(), "{err}");
+    for (short, size) in &layers {
+        let started = format!("{short}: Downloading ");
+        let start = lines.iter().position(|l| l.starts_with(&started));
+        let done = lines
+            .iter()
+            .position(|l| *l == format!("{short}: Pull complete"));
+        assert!(start.is_some() && done.is_some() && start < done, "{err}");
+        // The size, as `docker images` writes sizes (16 MiB of random data is ~16.8MB).
+        let shown = &lines[start.unwrap()][started.len()..];
+        assert!(shown.ends_with("MB") || shown.ends_with("kB"), "{shown}");
+        if *size > 1_000_000 {
+            assert!(
+                shown.starts_with(&(size / 1_000_000).to_string()),
+                "{shown} vs {size}"
+            );
+        }
+    }
+
+    // Pushing to a new repository: every layer is pushed, with the same two lines.
+    let dest = format!("{}/big/progress-copy:latest", reg.addr);
+    berth.ok(&["tag", &image, &dest]);
+    let out = berth.run(&["push", "--tls-verify=false", &dest]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    for (short, _) in &layers {
+        assert!(err.contains(&format!("{short}: Pushing ")), "{err}");
+        assert!(
+            err.lines()
+                .any(|l| l == format!("{short}: Pushed") || l == format!("{short}: Mounted")),
+            "{err}"
+        );
+    }
+
+    // -q: nothing on stderr.
+    let quiet = Berth::new();
+    let out = quiet.run(&["pull", "-q", "--tls-verify=false", &image]);
+    assert!(out.status.success());
+    assert_eq!(stderr(&out), "");
+    let out = quiet.run(&["push", "-q", "--tls-verify=false", &image]);
+    assert!(out.status.success());
+    assert_eq!(stderr(&out), "");
 }

@@ -2,10 +2,11 @@
 //! `logout`): flags and printing in Docker's words; the work is in `berth-registry`'s
 //! client and `berth-image`.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use berth_image::Reference;
+use berth_registry::client::progress::{Event, Observer, Progress};
 use berth_registry::client::{
     self, credentials, BlobStatus, Credentials, LayerStatus, LocalStore, Platform, PullOptions,
     Removal,
@@ -81,6 +82,17 @@ pub enum ImageCmd {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Import a root filesystem tarball (plain, gzip or zstd) as a one-layer image.
+    Import {
+        /// Apply a Dockerfile instruction to the config (CMD, ENTRYPOINT, ENV, EXPOSE,
+        /// LABEL, USER, WORKDIR); repeatable.
+        #[arg(short, long)]
+        change: Vec<String>,
+        /// File to read, or `-` for stdin.
+        source: String,
+        /// REPOSITORY[:TAG] to give the image.
+        reference: Option<String>,
+    },
     /// Show the history of an image.
     History {
         /// Only show image IDs.
@@ -126,6 +138,16 @@ pub enum ImageSub {
     Ls(ListArgs),
     /// Remove one or more images.
     Rm(RmArgs),
+    /// Remove unused images: dangling ones (no tag), or with `-a` every image no
+    /// container uses (berth has no containers yet, so every image).
+    Prune {
+        /// Remove all unused images, not just dangling ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Do not prompt for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Display detailed information on one or more images.
     Inspect {
         /// Output format: `json` (the default, an array).
@@ -170,6 +192,37 @@ pub struct RmArgs {
     images: Vec<String>,
 }
 
+/// `system` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum SystemCmd {
+    /// Verify the image store: blob digests, unpacked layers, database references.
+    Check,
+}
+
+/// Runs a `system` command; returns the exit status.
+pub fn system(root: &Path, cmd: SystemCmd) -> i32 {
+    let SystemCmd::Check = cmd;
+    let report = match open(root).and_then(|s| s.check()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ENGINE_ERROR;
+        }
+    };
+    if report.problems.is_empty() {
+        println!(
+            "OK: {} blobs, {} images, {} layer references verified",
+            report.blobs, report.images, report.layers
+        );
+        return 0;
+    }
+    for p in &report.problems {
+        println!("{p}");
+    }
+    eprintln!("{} problem(s) found", report.problems.len());
+    1
+}
+
 /// Runs an image command; returns the exit status.
 pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
     let result = match cmd {
@@ -184,6 +237,7 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
         ImageCmd::Tag { source, target } => tag(root, &source, &target),
         ImageCmd::Rmi(a) | ImageCmd::Image(ImageSub::Rm(a)) => rmi(root, &a),
         ImageCmd::Image(ImageSub::Inspect { format, images }) => inspect(root, &images, format),
+        ImageCmd::Image(ImageSub::Prune { all, force }) => prune(root, all, force),
         ImageCmd::Login {
             username,
             password,
@@ -200,6 +254,11 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
         } => history(root, &image, quiet, no_trunc, format.as_deref()),
         ImageCmd::Save { output, images } => save(root, output.as_deref(), &images),
         ImageCmd::Load { input, quiet } => load(root, input.as_deref(), quiet),
+        ImageCmd::Import {
+            change,
+            source,
+            reference,
+        } => import(root, change, &source, reference.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -211,6 +270,79 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
 }
 
 type CmdResult = Result<i32, Box<dyn std::error::Error>>;
+
+/// Shows transfer progress on stderr: a bar per blob on a terminal; otherwise (logs,
+/// pipes, CI) one plain line when a blob starts and one when it ends, since redrawn
+/// bars would fill a log with control codes.
+struct Bars {
+    multi: Option<indicatif::MultiProgress>,
+    bars: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+    /// `Downloading` or `Pushing`.
+    verb: &'static str,
+}
+
+impl Bars {
+    /// The progress sink for a transfer; none when `quiet`.
+    fn progress(quiet: bool, verb: &'static str) -> Progress {
+        if quiet {
+            return Progress::default();
+        }
+        let multi = std::io::stderr()
+            .is_terminal()
+            .then(indicatif::MultiProgress::new);
+        Progress::new(std::sync::Arc::new(Bars {
+            multi,
+            bars: Default::default(),
+            verb,
+        }))
+    }
+}
+
+impl Observer for Bars {
+    fn event(&self, event: Event<'_>) {
+        let Ok(mut bars) = self.bars.lock() else {
+            return;
+        };
+        match (event, &self.multi) {
+            (Event::Started { digest, total }, Some(multi)) => {
+                let style = indicatif::ProgressStyle::with_template(
+                    "{prefix}: {msg:12} [{bar:30}] {bytes}/{total_bytes}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> ");
+                // Styled before it is added, so that its first frame is already whole.
+                let bar = indicatif::ProgressBar::new(total)
+                    .with_style(style)
+                    .with_prefix(client::store::short_id(digest))
+                    .with_message(self.verb);
+                bars.insert(digest.to_string(), multi.add(bar));
+            }
+            (Event::Started { digest, total }, None) => eprintln!(
+                "{}: {} {}",
+                client::store::short_id(digest),
+                self.verb,
+                human_size(total)
+            ),
+            (Event::Advanced { digest, bytes }, Some(_)) => {
+                if let Some(bar) = bars.get(&digest.to_string()) {
+                    bar.inc(bytes);
+                }
+            }
+            (Event::Advanced { .. }, None) => {}
+            (Event::Finished { digest, status }, Some(_)) => {
+                if let Some(bar) = bars.get(&digest.to_string()) {
+                    if let Some(len) = bar.length() {
+                        bar.set_position(len);
+                    }
+                    bar.finish_with_message(status);
+                }
+            }
+            (Event::Finished { digest, status }, None) => {
+                eprintln!("{}: {status}", client::store::short_id(digest))
+            }
+        }
+    }
+}
 
 fn open(root: &Path) -> Result<LocalStore, client::Error> {
     LocalStore::open(root)
@@ -231,7 +363,10 @@ fn pull(root: &Path, image: &str, platform: Option<&str>, quiet: bool, tls: &Tls
     }
     let reference = named.with_default_tag();
     let opts = PullOptions {
-        registry: registry_options(reference.domain(), tls)?,
+        registry: client::Options {
+            progress: Bars::progress(quiet, "Downloading"),
+            ..registry_options(reference.domain(), tls)?
+        },
         platform: platform.map(Platform::parse).transpose()?,
     };
     let label = reference.tag().map_or_else(
@@ -274,7 +409,10 @@ fn push(root: &Path, image: &str, quiet: bool, tls: &TlsArgs) -> CmdResult {
     if !quiet {
         println!("The push refers to repository [{}]", dest.name());
     }
-    let opts = registry_options(dest.domain(), tls)?;
+    let opts = client::Options {
+        progress: Bars::progress(quiet, "Pushing"),
+        ..registry_options(dest.domain(), tls)?
+    };
     let report = client::push(&store, image, &dest, &opts)?;
     if !quiet {
         // Docker lists layers top first and leaves the config out.
@@ -648,6 +786,58 @@ fn rmi(root: &Path, a: &RmArgs) -> CmdResult {
     Ok(code)
 }
 
+fn import(root: &Path, changes: Vec<String>, source: &str, reference: Option<&str>) -> CmdResult {
+    let opts = client::import::ImportOptions {
+        changes,
+        reference: reference.map(Reference::parse_name).transpose()?,
+        source: source.to_string(),
+    };
+    let mut store = open(root)?;
+    let id = if source == "-" {
+        client::import::import(&mut store, std::io::stdin().lock(), &opts)?
+    } else {
+        let f = std::fs::File::open(source).map_err(|e| format!("open {source}: {e}"))?;
+        client::import::import(&mut store, f, &opts)?
+    };
+    println!("{id}");
+    Ok(0)
+}
+
+fn prune(root: &Path, all: bool, force: bool) -> CmdResult {
+    if !force {
+        let what = if all {
+            "all images without at least one container associated to them"
+        } else {
+            "all dangling images"
+        };
+        eprint!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let mut store = open(root)?;
+    let report = store.prune(all, &Default::default())?;
+    let mut out = std::io::stdout().lock();
+    if !report.removed.is_empty() {
+        writeln!(out, "Deleted Images:")?;
+        for r in &report.removed {
+            match r {
+                Removal::Untagged(t) => writeln!(out, "untagged: {t}")?,
+                Removal::Deleted(d) => writeln!(out, "deleted: {d}")?,
+            }
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        human_size(report.reclaimed)
+    )?;
+    Ok(0)
+}
+
 fn inspect(root: &Path, images: &[String], format: Option<String>) -> CmdResult {
     if let Some(f) = format.as_deref().filter(|f| *f != "json") {
         return Err(format!("unsupported --format {f:?} (only json)").into());
@@ -669,7 +859,6 @@ fn inspect(root: &Path, images: &[String], format: Option<String>) -> CmdResult 
 }
 
 fn save(root: &Path, output: Option<&Path>, images: &[String]) -> CmdResult {
-    use std::io::IsTerminal;
     let store = open(root)?;
     match output {
         Some(path) => {

@@ -1,6 +1,7 @@
 //! `berth`: the user-facing CLI — flags and printing only. Today: image commands (pull,
-//! push, images, tag, rmi, inspect, history, save, load, login, logout), `berth registry
-//! serve|gc`, the runtime (`berth runtime ...`, the same as `berth-runc`) and `info`.
+//! push, images, tag, rmi, inspect, prune, history, save, load, import, login, logout),
+//! `berth system check`, `berth registry serve|gc`, the runtime (`berth runtime ...`, the
+//! same as `berth-runc`) and `info`.
 //! Container, build and compose commands arrive with their issues.
 
 use std::path::PathBuf;
@@ -37,6 +38,9 @@ enum Cmd {
     Registry(registry_cmd::RegistryCmd),
     #[command(flatten)]
     Image(images::ImageCmd),
+    /// Store maintenance (`check`).
+    #[command(subcommand)]
+    System(images::SystemCmd),
     /// Show how this host looks to berth (cgroup layout, kernel).
     Info {
         #[arg(long, default_value = "text")]
@@ -56,6 +60,7 @@ fn main() {
         Cmd::Info { format } => info(&cli.root, &format),
         Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
         Cmd::Image(cmd) => images::run(&cli.root, cmd),
+        Cmd::System(cmd) => images::system(&cli.root, cmd),
     };
     std::process::exit(code);
 }

@@ -12,7 +12,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -193,7 +193,20 @@ impl ContentStore {
         if self.contains(expected) {
             return Ok(());
         }
-        let mut w = self.writer(&format!("put-{expected}"))?;
+        let mut w = loop {
+            match self.writer(&format!("put-{expected}")) {
+                Ok(w) => break w,
+                // Another process is storing the same blob: wait for it to finish
+                // (commit or give up) rather than fail a pull that merely overlaps.
+                Err(ContentError::Locked(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    if self.contains(expected) {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        };
         w.truncate()?;
         io::copy(reader, &mut w).map_err(io_ctx(format!("write blob {expected}")))?;
         w.commit(size, expected).map(|_| ())
@@ -222,16 +235,30 @@ pub struct Writer {
 impl Writer {
     fn open(store: &ContentStore, reference: &str) -> Result<Self> {
         let dir = store.ingest_dir(reference);
-        fs::create_dir_all(&dir).map_err(io_ctx(format!("create {}", dir.display())))?;
-        fs::write(dir.join("ref"), reference).map_err(io_ctx("write ingest ref"))?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("data"))
-            .map_err(io_ctx("open ingest data"))?;
-        lock_exclusive(&file, reference)?;
+        let mut tries = 0;
+        let mut file = loop {
+            fs::create_dir_all(&dir).map_err(io_ctx(format!("create {}", dir.display())))?;
+            fs::write(dir.join("ref"), reference).map_err(io_ctx("write ingest ref"))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(dir.join("data"))
+                .map_err(io_ctx("open ingest data"))?;
+            lock_exclusive(&file, reference)?;
+            // The writer that held the lock before us may have committed (renamed
+            // `data` into blobs/) or discarded the ingest between our open and our
+            // lock: then this descriptor is a committed blob or an orphan, and writing
+            // to it would corrupt the one or lose data. Only keep it if the path still
+            // names it.
+            let ours = file.metadata().map_err(io_ctx("stat ingest data"))?;
+            match fs::metadata(dir.join("data")) {
+                Ok(m) if m.ino() == ours.ino() && m.dev() == ours.dev() => break file,
+                _ if tries < 100 => tries += 1,
+                _ => return Err(ContentError::Locked(reference.to_string())),
+            }
+        };
         // The hash state cannot be saved portably, so resuming re-reads what
         // is already on disk; it also makes the offset the true file length.
         file.seek(SeekFrom::Start(0))

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::digest::Digest;
 use crate::reference::Reference;
@@ -166,20 +166,35 @@ impl MetaStore {
                 supported: MIGRATIONS.len(),
             });
         }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found) {
-            let tx = self.conn.transaction()?;
+        if found == MIGRATIONS.len() {
+            return Ok(());
+        }
+        // Two processes may open a fresh store at once: the version is read again
+        // under the write lock so that only one of them runs each migration.
+        let tx = self.write()?;
+        let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
         }
+        tx.commit()?;
         Ok(())
+    }
+
+    /// A transaction that takes the write lock at once. A deferred one that reads
+    /// first cannot wait for a concurrent writer (SQLite answers BUSY at the upgrade
+    /// whatever the busy timeout), so concurrent pulls would fail instead of queueing.
+    fn write(&mut self) -> Result<Transaction<'_>> {
+        Ok(self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
 
     /// Records an image and takes a reference on each of its layers.
     /// Returns false (and changes nothing) if the image is already known.
     pub fn add_image(&mut self, image: &ImageRecord) -> Result<bool> {
         check_chain(&image.layers)?;
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let exists: Option<i64> = tx
             .query_row(
                 "SELECT 1 FROM images WHERE manifest_digest = ?1",
@@ -240,7 +255,7 @@ impl MetaStore {
 
     /// Points `reference` at an image; returns the image it pointed at before.
     pub fn tag(&mut self, reference: &Reference, manifest: &Digest) -> Result<Option<Digest>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let prev = resolve_in(&tx, reference)?;
         let known: Option<i64> = tx
             .query_row(
@@ -263,7 +278,7 @@ impl MetaStore {
 
     /// Removes a tag; returns the image it pointed at.
     pub fn untag(&mut self, reference: &Reference) -> Result<Option<Digest>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let prev = resolve_in(&tx, reference)?;
         tx.execute(
             "DELETE FROM tags WHERE reference = ?1",
@@ -313,7 +328,7 @@ impl MetaStore {
     /// Returns the layers no image uses any more (top first); their rows are
     /// gone and the caller deletes their directories.
     pub fn remove_image(&mut self, manifest: &Digest) -> Result<Vec<LayerRecord>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let top: Option<Option<String>> = tx
             .query_row(
                 "SELECT top_layer FROM images WHERE manifest_digest = ?1",

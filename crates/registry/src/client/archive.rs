@@ -164,10 +164,10 @@ pub fn load(store: &mut LocalStore, input: impl Read) -> Result<Vec<Loaded>> {
 }
 
 /// A private directory under the store root, removed when dropped.
-struct Scratch(PathBuf);
+pub(crate) struct Scratch(pub(crate) PathBuf);
 
 impl Scratch {
-    fn new(root: &Path) -> Result<Scratch> {
+    pub(crate) fn new(root: &Path) -> Result<Scratch> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());

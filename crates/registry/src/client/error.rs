@@ -103,6 +103,14 @@ pub enum Error {
     /// The operation would break something that still uses the image.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// An `import --change` instruction berth cannot apply.
+    #[error("invalid change {change:?}: {reason}")]
+    InvalidChange {
+        /// The instruction as given.
+        change: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A local image reference that names nothing in the store.
     #[error("no such image: {0}")]
     ImageNotFound(String),

@@ -14,6 +14,7 @@ use reqwest::StatusCode;
 
 use super::error::{content_ctx, Error, Result};
 use super::manifest::{Descriptor, ACCEPT_ALL, MAX_MANIFEST_SIZE};
+use super::progress::Event;
 use super::registry::{pull_scope, Registry};
 
 /// A manifest as fetched: its bytes, digest and media type.
@@ -200,9 +201,26 @@ pub async fn blob_to_store(
         return Ok(false);
     }
     let what = format!("fetch blob {repo}@{}", desc.digest);
-    let mut writer = store
-        .writer(&format!("pull-{}", desc.digest))
-        .map_err(content_ctx(format!("open ingest for {}", desc.digest)))?;
+    let reference = format!("pull-{}", desc.digest);
+    let mut writer = loop {
+        match store.writer(&reference) {
+            Ok(w) => break w,
+            // Another pull (this process or another) is downloading the same blob:
+            // wait for it instead of failing. It either commits (then the blob is
+            // here and nothing is left to do) or stops, releasing the lock so that
+            // this pull resumes its ingest. A killed holder's lock dies with it.
+            Err(ContentError::Locked(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                if store.contains(&desc.digest) {
+                    if let Some(t) = tee {
+                        t.fail("blob stored by a concurrent pull").await;
+                    }
+                    return Ok(false);
+                }
+            }
+            Err(e) => return Err(content_ctx(format!("open ingest for {}", desc.digest))(e)),
+        }
+    };
     if writer.offset() > 0 {
         if let Some(t) = tee.as_deref_mut() {
             t.fail("resuming an earlier ingest").await;
@@ -301,6 +319,10 @@ async fn download_into(
             context: format!("write {what} to the store"),
             source,
         })?;
+        reg.options().progress.emit(Event::Advanced {
+            digest: &desc.digest,
+            bytes: chunk.len() as u64,
+        });
         if let Some(t) = tee.as_deref_mut() {
             t.feed(&chunk).await;
         }

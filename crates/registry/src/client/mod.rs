@@ -6,7 +6,9 @@
 //! - [`manifest`]: the four manifest kinds and platform selection.
 //! - [`fetch`]: verified manifest and blob downloads (resumable with `Range`).
 //! - [`pull`] / [`push`]: the two transfers, parallel per layer.
+//! - [`progress`]: per-blob transfer events for progress bars.
 //! - [`store`]: the local store (blobs, layers, metadata) the image commands work on.
+//! - [`import`]: a root filesystem tarball as a one-layer image (`berth import`).
 //! - [`credentials`]: Docker-compatible `config.json` for `login` / `logout`.
 //!
 //! berth's CLI is synchronous (container code paths must never run with extra threads),
@@ -19,7 +21,9 @@ pub mod auth;
 pub mod credentials;
 pub mod error;
 pub mod fetch;
+pub mod import;
 pub mod manifest;
+pub mod progress;
 pub mod pull;
 pub mod push;
 pub mod registry;
@@ -33,7 +37,7 @@ pub use manifest::Platform;
 pub use pull::{pull, LayerStatus, PullOptions, PullReport};
 pub use push::{push, BlobStatus, PushReport};
 pub use registry::{Options, Registry};
-pub use store::{LocalStore, Removal};
+pub use store::{CheckReport, LocalStore, Problem, PruneReport, Removal};
 
 /// Runs `fut` to completion on a fresh current-thread runtime.
 pub(crate) fn block_on<F: std::future::Future<Output = Result<T>>, T>(fut: F) -> Result<T> {

@@ -6,7 +6,10 @@
 //! decompression and extraction overlap the transfer. The unpacker checks the diff id,
 //! the ingest commit checks the blob digest; if either fails the layer is removed. Chain ids come from the config's diff ids, so layers do not wait for their
 //! parents. Nothing is recorded in the database until every layer is in place, and a
-//! failed pull removes the blobs and layers it added, so the store is as it was.
+//! failed pull removes the blobs and layers it added, so the store is as it was —
+//! unless another pull is running, which may be using them (see [`Added::roll_back`]).
+//! Two pulls of one blob do not race: the second waits on the ingest lock and then
+//! finds the blob committed.
 
 use std::io::Read;
 use std::sync::Arc;
@@ -18,8 +21,9 @@ use tokio::sync::Semaphore;
 use super::error::{content_ctx, Error, Result};
 use super::fetch::{self, FetchedManifest};
 use super::manifest::{Descriptor, ImageConfig, Manifest, Platform};
+use super::progress::Event;
 use super::registry::{Options, Registry};
-use super::store::LocalStore;
+use super::store::{LocalStore, PullGuard};
 
 /// How to pull.
 #[derive(Debug, Clone, Default)]
@@ -110,6 +114,7 @@ async fn pull_async(
     reference: &Reference,
     opts: &PullOptions,
 ) -> Result<PullReport> {
+    let guard = store.pull_guard()?;
     let reg = Arc::new(Registry::connect(reference.domain(), opts.registry.clone()).await?);
     let platform = opts.platform.clone().unwrap_or_else(Platform::host);
     let resolved = resolve(&reg, reference, &platform).await?;
@@ -169,7 +174,7 @@ async fn pull_async(
             false,
         )),
         Err(e) => {
-            added.roll_back(store);
+            added.roll_back(store, guard);
             Err(e)
         }
     }
@@ -219,12 +224,22 @@ struct Added {
 }
 
 impl Added {
-    fn roll_back(&self, store: &LocalStore) {
-        // Best effort: what cannot be removed is unreferenced and harmless.
-        for chain in &self.layers {
+    /// Removes what this pull added, unless another pull is running (it may have
+    /// found these present and be about to use them) or an image references them.
+    /// Only things this pull committed are listed, so nothing that was in the store
+    /// before it started is touched. Best effort: what stays is unreferenced and
+    /// harmless.
+    fn roll_back(&self, store: &LocalStore, guard: PullGuard) {
+        if !guard.alone() {
+            return;
+        }
+        let Ok((blobs, layers)) = store.referenced() else {
+            return;
+        };
+        for chain in self.layers.iter().filter(|c| !layers.contains(*c)) {
             let _ = store.layers.remove(chain);
         }
-        for b in &self.blobs {
+        for b in self.blobs.iter().filter(|b| !blobs.contains(*b)) {
             let _ = store.content.delete(b);
         }
     }
@@ -270,14 +285,18 @@ async fn fetch_layers(
     let mut first_err = None;
     let mut done = Vec::new();
     for (i, t) in tasks.into_iter().enumerate() {
-        let r = t
-            .await
-            .map_err(|e| Error::Internal(format!("layer task: {e}")));
-        match r.and_then(|r| r) {
-            Ok(d) => {
-                if d.downloaded {
+        let r = match t.await {
+            Ok((added_here, r)) => {
+                if added_here.blob {
                     added.blobs.push(layers[i].digest.clone());
                 }
+                added.layers.extend(added_here.failed_layer);
+                r
+            }
+            Err(e) => Err(Error::Internal(format!("layer task: {e}"))),
+        };
+        match r {
+            Ok(d) => {
                 if d.unpacked {
                     added.layers.push(chains[i].clone());
                 }
@@ -294,6 +313,15 @@ async fn fetch_layers(
     }
 }
 
+/// What one layer job added to the store, reported even when the job failed.
+#[derive(Default)]
+struct JobAdded {
+    /// The job committed the layer blob.
+    blob: bool,
+    /// A layer the job unpacked before its blob failed verification.
+    failed_layer: Option<Digest>,
+}
+
 struct LayerJob {
     reg: Arc<Registry>,
     repo: String,
@@ -305,12 +333,36 @@ struct LayerJob {
 }
 
 impl LayerJob {
-    async fn run(self) -> Result<LayerDone> {
+    /// Fetches and unpacks the layer; also says what this job put in the store even
+    /// when it failed, so that the pull's roll-back (which knows whether another pull
+    /// may be using it) takes it out rather than the job itself.
+    async fn run(self) -> (JobAdded, Result<LayerDone>) {
+        let progress = self.reg.options().progress.clone();
+        let digest = &self.desc.digest;
+        progress.emit(Event::Started {
+            digest,
+            total: self.desc.size,
+        });
+        let mut committed = JobAdded::default();
+        let result = self.fetch_and_unpack(&mut committed).await;
+        if let Ok(done) = &result {
+            let status = if done.downloaded || done.unpacked {
+                "Pull complete"
+            } else {
+                "Already exists"
+            };
+            progress.emit(Event::Finished { digest, status });
+        }
+        (committed, result)
+    }
+
+    async fn fetch_and_unpack(&self, committed: &mut JobAdded) -> Result<LayerDone> {
         let chain = berth_image::chain_id(self.parent.as_ref(), &self.diff_id);
         if self.content.contains(&self.desc.digest) || self.layers.contains(&chain) {
             let downloaded =
                 fetch::blob_to_store(&self.reg, &self.repo, &self.desc, &self.content, None)
                     .await?;
+            committed.blob = downloaded;
             return self.done(downloaded, self.unpack_stored().await?);
         }
         // Unpack while downloading: the unpacker reads the bytes as they arrive, so
@@ -335,12 +387,15 @@ impl LayerJob {
             .await
             .map_err(|e| Error::Internal(format!("unpack task: {e}")))?;
         let downloaded = match downloaded {
-            Ok(d) => d,
+            Ok(d) => {
+                committed.blob = d;
+                d
+            }
             Err(e) => {
-                // The blob failed its checks: a layer unpacked from it must go too.
+                // The blob failed its checks: a layer unpacked from it goes too.
                 if let Ok(a) = &streamed {
                     if !a.already_present {
-                        let _ = self.layers.remove(&a.chain_id);
+                        committed.failed_layer = Some(a.chain_id.clone());
                     }
                 }
                 return Err(e);

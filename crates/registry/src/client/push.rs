@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::error::{io_ctx, Error, Result};
 use super::manifest::{Descriptor, Manifest};
+use super::progress::Event;
 use super::registry::{push_scope, Options, Registry};
 use super::store::LocalStore;
 
@@ -129,9 +130,28 @@ async fn push_blobs(
             chunk_size: opts.chunk_size,
         };
         let limit = limit.clone();
+        let progress = opts.progress.clone();
         tasks.push(tokio::spawn(async move {
             let _permit = limit.acquire_owned().await;
-            job.run().await
+            let digest = job.desc.digest.clone();
+            progress.emit(Event::Started {
+                digest: &digest,
+                total: job.desc.size,
+            });
+            let status = job.run().await;
+            // The body streams from the file without a byte count, so a pushed blob
+            // goes from started to finished in one step.
+            if let Ok(s) = &status {
+                progress.emit(Event::Finished {
+                    digest: &digest,
+                    status: match s {
+                        BlobStatus::Pushed => "Pushed",
+                        BlobStatus::Mounted => "Mounted",
+                        BlobStatus::LayerAlreadyExists => "Layer already exists",
+                    },
+                });
+            }
+            status
         }));
     }
     let mut out = Vec::new();

@@ -33,6 +33,8 @@ pub struct Options {
     /// Upload blobs larger than this in chunks of this size (PATCH per chunk, then a
     /// closing PUT); `None` uploads every blob in one PUT.
     pub chunk_size: Option<u64>,
+    /// Per-blob transfer events (for progress bars).
+    pub progress: super::progress::Progress,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             backoff: Duration::from_millis(200),
             parallel: 4,
             chunk_size: None,
+            progress: super::progress::Progress::default(),
         }
     }
 }

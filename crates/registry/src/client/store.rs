@@ -25,6 +25,26 @@ pub struct LocalStore {
     pub meta: MetaStore,
 }
 
+/// What [`LocalStore::prune`] did.
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    /// Untagged references and deleted images, in order.
+    pub removed: Vec<Removal>,
+    /// Bytes freed.
+    pub reclaimed: u64,
+}
+
+/// A running pull's hold on the store; see [`LocalStore::pull_guard`].
+pub struct PullGuard(std::fs::File);
+
+impl PullGuard {
+    /// Whether this is the only pull running; if so, it now holds the store
+    /// exclusively until dropped.
+    pub fn alone(&self) -> bool {
+        self.0.try_lock().is_ok()
+    }
+}
+
 /// What `rmi` did, in Docker's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Removal {
@@ -54,6 +74,45 @@ impl LocalStore {
             layers,
             meta,
         })
+    }
+
+    /// Taken (shared) by every pull for its whole run. A pull that fails only rolls
+    /// back what it added when it can turn this into an exclusive lock, that is when
+    /// no other pull is running: a concurrent pull may have found that blob or layer
+    /// already present and be about to record an image on it.
+    pub fn pull_guard(&self) -> Result<PullGuard> {
+        let file = self.lock_file()?;
+        file.lock_shared()
+            .map_err(io_ctx("lock the store for a pull"))?;
+        Ok(PullGuard(file))
+    }
+
+    fn lock_file(&self) -> Result<std::fs::File> {
+        let path = self.root.join("pull.lock");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_ctx(format!("open {}", path.display())))
+    }
+
+    /// Every blob and layer (chain id) some image record references.
+    pub fn referenced(&self) -> Result<(HashSet<Digest>, HashSet<Digest>)> {
+        let mut blobs = HashSet::new();
+        let mut layers = HashSet::new();
+        for rec in self.meta.images()? {
+            blobs.insert(rec.config_digest.clone());
+            // An unreadable manifest still pins the blobs it may name; keep them all.
+            match self.blobs_of(&rec.manifest_digest) {
+                Ok(b) => blobs.extend(b),
+                Err(_) => {
+                    blobs.insert(rec.manifest_digest.clone());
+                }
+            }
+            layers.extend(rec.layers.into_iter().map(|l| l.chain_id));
+        }
+        Ok((blobs, layers))
     }
 
     /// The store's root directory.
@@ -157,10 +216,46 @@ impl LocalStore {
         Ok(out)
     }
 
-    /// Deletes an image record, then the layers and blobs no other image uses.
-    fn delete_image(&mut self, rec: &ImageRecord) -> Result<()> {
+    /// Removes images as `docker image prune` does: the dangling ones (no tag left),
+    /// or with `all` every image not in `in_use` (config digests of images containers
+    /// run from; berth has no containers yet, so callers pass none). Reports what was
+    /// untagged and deleted and the bytes freed (blobs plus unpacked layers).
+    pub fn prune(&mut self, all: bool, in_use: &HashSet<Digest>) -> Result<PruneReport> {
+        let mut report = PruneReport::default();
+        for rec in self.meta.images()? {
+            if in_use.contains(&rec.config_digest) {
+                continue;
+            }
+            let tags = self.meta.tags_of(&rec.manifest_digest)?;
+            // As in Docker and `images --filter dangling=true`, an image still named
+            // by `name@digest` (a pull by digest) is not dangling.
+            if !tags.is_empty() && !all {
+                continue;
+            }
+            for t in &tags {
+                report.removed.push(Removal::Untagged(
+                    Reference::parse(t).map_or_else(|_| t.clone(), |r| r.familiar()),
+                ));
+            }
+            report.reclaimed += self.delete_image(&rec)?;
+            report
+                .removed
+                .push(Removal::Deleted(rec.config_digest.clone()));
+        }
+        Ok(report)
+    }
+
+    /// Deletes an image record, then the layers and blobs no other image uses;
+    /// returns the bytes freed.
+    fn delete_image(&mut self, rec: &ImageRecord) -> Result<u64> {
+        // Wait for running pulls: one may be about to record an image on a blob or
+        // layer that looks unused now.
+        let lock = self.lock_file()?;
+        lock.lock()
+            .map_err(io_ctx("lock the store against pulls"))?;
         let blobs = self.blobs_of(&rec.manifest_digest)?;
         let unused_layers = self.meta.remove_image(&rec.manifest_digest)?;
+        let mut freed: u64 = unused_layers.iter().map(|l| l.size).sum();
         for l in unused_layers {
             self.layers
                 .remove(&l.chain_id)
@@ -174,11 +269,16 @@ impl LocalStore {
             still_used.extend(self.blobs_of(&other.manifest_digest)?);
         }
         for b in blobs.difference(&still_used) {
-            self.content
+            let size = self.content.info(b).ok().flatten().unwrap_or(0);
+            if self
+                .content
                 .delete(b)
-                .map_err(content_ctx(format!("delete blob {b}")))?;
+                .map_err(content_ctx(format!("delete blob {b}")))?
+            {
+                freed += size;
+            }
         }
-        Ok(())
+        Ok(freed)
     }
 
     /// The manifest, config and layer blobs of an image.
@@ -335,4 +435,128 @@ impl LocalStore {
 /// The 12-hex short id Docker prints.
 pub fn short_id(d: &Digest) -> String {
     d.hex().chars().take(12).collect()
+}
+
+/// One inconsistency found by [`LocalStore::check`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A committed blob does not hash to its name (or cannot be read).
+    CorruptBlob {
+        /// The blob's name.
+        digest: Digest,
+        /// What went wrong.
+        detail: String,
+    },
+    /// An image record names a blob the content store lacks.
+    MissingBlob {
+        /// The image (manifest digest).
+        image: Digest,
+        /// `manifest`, `config` or `layer`.
+        role: &'static str,
+        /// The missing blob.
+        blob: Digest,
+    },
+    /// A layer of an image is not unpacked under `layers/`.
+    MissingLayer {
+        /// The image (manifest digest).
+        image: Digest,
+        /// The layer's chain id (its directory name).
+        chain_id: Digest,
+    },
+    /// The stored manifest of an image cannot be parsed.
+    BadManifest {
+        /// The image (manifest digest).
+        image: Digest,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::CorruptBlob { digest, detail } => write!(f, "blob {digest}: {detail}"),
+            Problem::MissingBlob { image, role, blob } => {
+                write!(f, "image {image}: {role} blob {blob} is missing")
+            }
+            Problem::MissingLayer { image, chain_id } => write!(
+                f,
+                "image {image}: layer {chain_id} is missing (layers/{})",
+                chain_id.hex()
+            ),
+            Problem::BadManifest { image, detail } => {
+                write!(f, "image {image}: manifest unreadable: {detail}")
+            }
+        }
+    }
+}
+
+/// What [`LocalStore::check`] looked at and what it found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// Blobs re-hashed.
+    pub blobs: usize,
+    /// Image records checked.
+    pub images: usize,
+    /// Layer references checked.
+    pub layers: usize,
+    /// Everything inconsistent; empty when the store is sound.
+    pub problems: Vec<Problem>,
+}
+
+impl LocalStore {
+    /// Verifies the store end to end: every committed blob hashes to its name, every
+    /// image's manifest, config and layer blobs are present, and every layer of every
+    /// image is unpacked. Reads every blob, so its cost is the store's size; it only
+    /// reports and never repairs, so that a user sees damage before anything is lost.
+    pub fn check(&self) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+        let blobs = self.content.list().map_err(content_ctx("list blobs"))?;
+        for d in blobs {
+            report.blobs += 1;
+            if let Err(e) = self.content.verify(&d) {
+                report.problems.push(Problem::CorruptBlob {
+                    digest: d,
+                    detail: e.to_string(),
+                });
+            }
+        }
+        for rec in self.meta.images()? {
+            report.images += 1;
+            let image = rec.manifest_digest.clone();
+            let mut wanted = vec![("manifest", rec.manifest_digest.clone())];
+            wanted.push(("config", rec.config_digest.clone()));
+            if self.content.contains(&rec.manifest_digest) {
+                match self.manifest(&rec.manifest_digest) {
+                    Ok(Manifest::Image { layers, .. }) => {
+                        wanted.extend(layers.into_iter().map(|l| ("layer", l.digest)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => report.problems.push(Problem::BadManifest {
+                        image: image.clone(),
+                        detail: e.to_string(),
+                    }),
+                }
+            }
+            for (role, blob) in wanted {
+                if !self.content.contains(&blob) {
+                    report.problems.push(Problem::MissingBlob {
+                        image: image.clone(),
+                        role,
+                        blob,
+                    });
+                }
+            }
+            for l in &rec.layers {
+                report.layers += 1;
+                if !self.layers.contains(&l.chain_id) {
+                    report.problems.push(Problem::MissingLayer {
+                        image: image.clone(),
+                        chain_id: l.chain_id.clone(),
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
 }

@@ -394,3 +394,91 @@ fn redirected_blob_download_keeps_credentials_home() {
         "credentials leaked to another host: {seen:?}"
     );
 }
+
+/// Serves `img` as `t/img:latest`; counts layer blob requests.
+fn serve_image(img: Arc<TestImage>) -> (String, Arc<Mutex<Vec<Req>>>) {
+    let handler: Arc<Handler> = Arc::new(move |r: &Req| {
+        if r.path == "/v2/t/img/manifests/latest" {
+            let mut out = resp(200, &img.manifest);
+            out.headers
+                .push(("Content-Type".into(), OCI_MANIFEST.into()));
+            return out;
+        }
+        if r.path == format!("/v2/t/img/blobs/{}", img.config_digest) {
+            return resp(200, &img.config);
+        }
+        if r.path == format!("/v2/t/img/blobs/{}", img.layer_digest) {
+            return resp(200, &img.layer);
+        }
+        resp(404, b"{}")
+    });
+    serve(handler)
+}
+
+#[test]
+fn pull_waits_for_a_concurrent_ingest_of_the_same_blob() {
+    let img = Arc::new(test_image());
+    let (addr, log) = serve_image(img.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LocalStore::open(dir.path()).unwrap();
+    // Another pull holds the layer's ingest and commits it a moment later.
+    let other = LocalStore::open(dir.path()).unwrap();
+    let mut w = other
+        .content
+        .writer(&format!("pull-{}", img.layer_digest))
+        .unwrap();
+    w.write_all(&img.layer).unwrap();
+    let (layer_len, layer_digest) = (img.layer.len() as u64, img.layer_digest.clone());
+    let committer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        w.commit(layer_len, &layer_digest).unwrap();
+    });
+    let reference = Reference::parse(&format!("{addr}/t/img")).unwrap();
+    let report = pull(&mut store, &reference, &fast_options()).unwrap();
+    committer.join().unwrap();
+    assert_eq!(report.layers.len(), 1);
+    // It waited and used the other's blob rather than failing or fetching it again.
+    let layer_gets = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path.ends_with(&img.layer_digest.to_string()))
+        .count();
+    assert_eq!(layer_gets, 0);
+    assert!(store.check().unwrap().problems.is_empty());
+}
+
+#[test]
+fn failed_pull_keeps_what_a_concurrent_pull_may_use() {
+    // The layer blob is valid but the config names another diff id: the blob is
+    // committed, then the unpack check fails and the pull rolls back.
+    let mut img = test_image();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [Digest::sha256_of(b"other").to_string()]}
+    }))
+    .unwrap();
+    img.config_digest = Digest::sha256_of(&config);
+    img.config = config;
+    img.manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": img.config_digest.to_string(), "size": img.config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": img.layer_digest.to_string(), "size": img.layer.len()}]
+    }))
+    .unwrap();
+    let img = Arc::new(img);
+    let (addr, _log) = serve_image(img.clone());
+    let reference = Reference::parse(&format!("{addr}/t/img")).unwrap();
+
+    // Alone, the failed pull removes the blob it added.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = LocalStore::open(dir.path()).unwrap();
+    pull(&mut store, &reference, &fast_options()).unwrap_err();
+    assert!(!store.content.contains(&img.layer_digest));
+
+    // With another pull running, it leaves the blob for that one.
+    let running = store.pull_guard().unwrap();
+    pull(&mut store, &reference, &fast_options()).unwrap_err();
+    assert!(store.content.contains(&img.layer_digest));
+    drop(running);
+}
