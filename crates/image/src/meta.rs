@@ -138,13 +138,34 @@ pub struct MetaStore {
 impl MetaStore {
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        // Switching a brand-new database to WAL needs an exclusive lock, and SQLite
+        // answers BUSY to that without consulting the busy handler; several berth
+        // processes opening a fresh store at once retry here instead of failing.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match Self::open_once(path.as_ref()) {
+                Err(MetaError::Sqlite(rusqlite::Error::SqliteFailure(e, _)))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
+        // First, so that the statements below wait for a concurrent writer.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // WAL lets readers run beside one writer; FULL makes each commit
         // durable before it returns, matching the crash rule of the store.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let mut store = MetaStore { conn };
         store.migrate()?;
         Ok(store)
