@@ -70,20 +70,9 @@ impl Runtime {
                     filter.as_ref(),
                     opts.preserve_fds,
                 );
-                let (tag, msg) = match r {
-                    Err(Error::ExecNotFound(n)) => (Tag::NotFound, n),
-                    Err(Error::ExecPermission(n)) => (Tag::NoPermission, n),
-                    Err(e) => (Tag::Error, e.to_string()),
-                    Ok(()) => (Tag::Error, String::new()),
-                };
-                let _ = child_chan.send(tag, msg.as_bytes());
-                // SAFETY: leave without running the parent's destructors.
-                unsafe {
-                    libc::_exit(match tag {
-                        Tag::NotFound => 127,
-                        Tag::NoPermission => 126,
-                        _ => 1,
-                    })
+                match r {
+                    Ok(never) => match never {},
+                    Err(e) => init::fail(&child_chan, e),
                 }
             }
             Forked::Parent(p) => p,
@@ -168,7 +157,7 @@ fn exec_child(
     console: Option<&OwnedFd>,
     filter: Option<&seccomp::Filter>,
     preserve_fds: i32,
-) -> Result<()> {
+) -> Result<init::Never> {
     match chan.recv()? {
         Some((Tag::Go, _)) => {}
         Some((tag, msg)) => return Err(init_error(tag, msg)),
@@ -190,5 +179,5 @@ fn exec_child(
         listener: None,
         state: &[],
     });
-    match init::become_process(process, &program, filter, preserve_fds)? {}
+    init::become_process(process, &program, filter, preserve_fds)
 }

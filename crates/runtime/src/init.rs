@@ -37,24 +37,23 @@ pub struct InitConfig<'a> {
 
 /// Runs the init and never returns.
 pub fn run(cfg: InitConfig<'_>) -> ! {
-    let result = setup(&cfg);
-    let (tag, msg) = match result {
-        Err(Error::ExecNotFound(name)) => (Tag::NotFound, name),
-        Err(Error::ExecPermission(name)) => (Tag::NoPermission, name),
-        Err(e) => (Tag::Error, e.to_string()),
+    match setup(&cfg) {
         Ok(never) => match never {},
-    };
-    let _ = cfg.chan.send(tag, msg.as_bytes());
-    // SAFETY: _exit skips atexit handlers and destructors that belong to the parent's copy.
-    unsafe {
-        libc::_exit(if tag == Tag::NotFound {
-            127
-        } else if tag == Tag::NoPermission {
-            126
-        } else {
-            1
-        })
+        Err(e) => fail(&cfg.chan, e),
     }
+}
+
+/// Reports why a child of the runtime (the init, or an exec'd process) could not become
+/// its program, and exits with the shell's codes: 127 not found, 126 not executable.
+pub fn fail(chan: &Channel, err: Error) -> ! {
+    let (tag, msg, code) = match err {
+        Error::ExecNotFound(name) => (Tag::NotFound, name, 127),
+        Error::ExecPermission(name) => (Tag::NoPermission, name, 126),
+        e => (Tag::Error, e.to_string(), 1),
+    };
+    let _ = chan.send(tag, msg.as_bytes());
+    // SAFETY: _exit skips atexit handlers and destructors that belong to the parent's copy.
+    unsafe { libc::_exit(code) }
 }
 
 pub enum Never {}

@@ -350,36 +350,12 @@ impl Storage {
 
     /// Every manifest revision of a repository.
     pub fn revisions(&self, name: &str) -> io::Result<Vec<Digest>> {
-        let base = self.repo_dir(name).join("_manifests/revisions");
-        let mut out = Vec::new();
-        for alg in list_dir(&base)? {
-            let Ok(alg) = alg.parse::<Algorithm>() else {
-                continue;
-            };
-            for hex in list_dir(&base.join(alg.as_str()))? {
-                if let Ok(d) = Digest::new(alg, &hex) {
-                    out.push(d);
-                }
-            }
-        }
-        Ok(out)
+        digests_under(&self.repo_dir(name).join("_manifests/revisions"))
     }
 
     /// Every blob a repository links, manifests included.
     pub fn linked_blobs(&self, name: &str) -> io::Result<Vec<Digest>> {
-        let base = self.repo_dir(name).join("_layers");
-        let mut out = Vec::new();
-        for alg in list_dir(&base)? {
-            let Ok(alg) = alg.parse::<Algorithm>() else {
-                continue;
-            };
-            for hex in list_dir(&base.join(alg.as_str()))? {
-                if let Ok(d) = Digest::new(alg, &hex) {
-                    out.push(d);
-                }
-            }
-        }
-        Ok(out)
+        digests_under(&self.repo_dir(name).join("_layers"))
     }
 
     /// All repository names, sorted.
@@ -447,6 +423,22 @@ fn list_dir(dir: &Path) -> io::Result<Vec<String>> {
     for e in rd {
         if let Some(n) = e?.file_name().to_str() {
             out.push(n.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// The digests stored as `<base>/<algorithm>/<hex>` entries; other names are ignored.
+fn digests_under(base: &Path) -> io::Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for alg in list_dir(base)? {
+        let Ok(alg) = alg.parse::<Algorithm>() else {
+            continue;
+        };
+        for hex in list_dir(&base.join(alg.as_str()))? {
+            if let Ok(d) = Digest::new(alg, &hex) {
+                out.push(d);
+            }
         }
     }
     Ok(out)
