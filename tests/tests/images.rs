@@ -243,10 +243,18 @@ impl Berth {
         out
     }
 
+    /// `images --format json` rows without "CreatedSince": that one is relative to now and
+    /// changes from one call to the next on its own.
     fn images_json(&self) -> Vec<Value> {
         self.ok(&["images", "--format", "json"])
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| {
+                let mut row: Value = serde_json::from_str(l).unwrap();
+                if let Some(map) = row.as_object_mut() {
+                    map.remove("CreatedSince");
+                }
+                row
+            })
             .collect()
     }
 }
