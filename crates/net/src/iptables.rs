@@ -219,7 +219,6 @@ pub(crate) fn delete(rules: &[Rule], marker: &str) -> Result<()> {
 /// Deletes every rule whose comment is exactly `marker`.
 pub(crate) fn delete_marked(marker: &str) -> Result<()> {
     let saved = save()?;
-    let needle = format!("--comment {marker} ");
     let mut input = String::new();
     let mut table = "";
     let mut body = String::new();
@@ -233,7 +232,7 @@ pub(crate) fn delete_marked(marker: &str) -> Result<()> {
             }
             body.clear();
         } else if let Some(rest) = line.strip_prefix("-A ") {
-            if format!("{line} ").contains(&needle) {
+            if comment_of(line) == Some(marker) {
                 body.push_str(&format!("-D {rest}\n"));
             }
         }
@@ -247,11 +246,20 @@ pub(crate) fn delete_marked(marker: &str) -> Result<()> {
 /// Counts rules whose comment starts with `prefix` (tests and diagnostics).
 pub fn count_marked(prefix: &str) -> Result<usize> {
     let saved = save()?;
-    let needle = format!("--comment {prefix}");
     Ok(saved
         .lines()
-        .filter(|l| l.starts_with("-A ") && l.contains(&needle))
+        .filter(|l| l.starts_with("-A ") && comment_of(l).is_some_and(|c| c.starts_with(prefix)))
         .count())
+}
+
+/// The comment of a saved rule; iptables-save quotes it (the nf_tables backend always
+/// does), so both spellings are accepted.
+fn comment_of(line: &str) -> Option<&str> {
+    let rest = line.split_once("--comment ")?.1;
+    match rest.strip_prefix('"') {
+        Some(q) => q.split_once('"').map(|(c, _)| c),
+        None => rest.split_whitespace().next(),
+    }
 }
 
 fn script(rules: &[Rule], op: &str) -> String {
