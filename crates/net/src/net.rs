@@ -191,7 +191,7 @@ impl Net {
             tx.commit().map_err(NetError::from)
         });
         if let Err(e) = done {
-            detach_kernel(&row.ep)?;
+            detach_kernel(&row.ep, true)?;
             return Err(e);
         }
         Ok(row.ep)
@@ -211,7 +211,7 @@ impl Net {
                 container: container_id.to_string(),
                 network: net.name.clone(),
             })?;
-        detach_kernel(&row.ep)?;
+        detach_kernel(&row.ep, netns_alive(&row.netns))?;
         store::delete_endpoint(&tx, &net.id, container_id)?;
         if let Err(e) = write_hosts(&tx, container_id) {
             tracing::warn!("updating hosts file of {container_id}: {e}");
@@ -233,7 +233,7 @@ impl Net {
             return Ok(());
         }
         for row in &rows {
-            detach_kernel(&row.ep)?;
+            detach_kernel(&row.ep, netns_alive(&row.netns))?;
             store::delete_endpoint(&tx, &row.ep.network_id, container_id)?;
         }
         let nets = store::networks(&tx)?;
@@ -382,6 +382,9 @@ fn plan_endpoint(tx: &Transaction, net: &Network, req: &Attach) -> Result<Endpoi
         crate::ports::resolve(&req.ports, &store::taken_ports(tx)?)?
     };
     let o = ip.octets();
+    let netns = netns_identity(&req.netns)
+        .map(|id| format!("{id}:{}", req.netns.display()))
+        .map_err(|e| NetError::io(format!("network namespace {}", req.netns.display()), e))?;
     let hosts_file = req
         .hosts_file
         .as_ref()
@@ -404,7 +407,27 @@ fn plan_endpoint(tx: &Transaction, net: &Network, req: &Attach) -> Result<Endpoi
         },
         hosts_file,
         hostname: req.hostname.clone(),
+        netns,
     })
+}
+
+/// `dev:ino` of a namespace file: what it names, whatever the path.
+fn netns_identity(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok(format!("{}:{}", m.dev(), m.ino()))
+}
+
+/// Whether the namespace recorded at connect is still the one its path names. When the
+/// container's process is gone the namespace dies with it, and the kernel deletes the
+/// veth pair in the background (its own batched cleanup): deleting it here would cost
+/// the caller the ~20-30 ms of RCU grace periods a link deletion waits for.
+fn netns_alive(recorded: &str) -> bool {
+    let mut parts = recorded.splitn(3, ':');
+    let (Some(dev), Some(ino), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        return true;
+    };
+    netns_identity(Path::new(path)).is_ok_and(|id| id == format!("{dev}:{ino}"))
 }
 
 /// Creates the veth pair, configures the container end and publishes ports; undoes
@@ -419,7 +442,7 @@ fn attach_kernel(net: &Network, ep: &Endpoint, netns: &Path, default_route: bool
         ))
     });
     if let Err(e) = r {
-        if let Err(undo) = detach_kernel(ep) {
+        if let Err(undo) = detach_kernel(ep, true) {
             tracing::warn!("undoing a failed connect: {undo}");
         }
         return Err(e);
@@ -464,11 +487,14 @@ fn attach_links(net: &Network, ep: &Endpoint, netns: &Path, default_route: bool)
     )))
 }
 
-/// Deletes an endpoint's veth pair and rules; what is already gone is fine.
-fn detach_kernel(ep: &Endpoint) -> Result<()> {
-    let mut sock = Socket::open().map_err(|e| NetError::io("opening rtnetlink", e))?;
-    sock.del_link(&ep.host_veth)
-        .map_err(|e| NetError::io(format!("deleting veth {}", ep.host_veth), e))?;
+/// Deletes an endpoint's rules and (with `links`) its veth pair; what is already gone
+/// is fine.
+fn detach_kernel(ep: &Endpoint, links: bool) -> Result<()> {
+    if links {
+        let mut sock = Socket::open().map_err(|e| NetError::io("opening rtnetlink", e))?;
+        sock.del_link(&ep.host_veth)
+            .map_err(|e| NetError::io(format!("deleting veth {}", ep.host_veth), e))?;
+    }
     if !ep.ports.is_empty() {
         let rules = iptables::endpoint_rules(&ep.network_id, &ep.container_id, ep.ip, &ep.ports);
         iptables::delete(

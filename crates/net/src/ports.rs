@@ -92,7 +92,7 @@ fn parse_range(s: &str) -> std::result::Result<(u16, u16), String> {
 
 /// Whether two host bindings (address, protocol, port) would receive the same packets.
 pub(crate) fn overlaps(a: &PortMapping, b: &PortMapping) -> bool {
-    let any = |ip: Option<IpAddr>| ip.map_or(true, |i| i.is_unspecified());
+    let any = |ip: Option<IpAddr>| !matches!(ip, Some(i) if !i.is_unspecified());
     a.proto == b.proto
         && a.host_port == b.host_port
         && (any(a.host_ip) || any(b.host_ip) || a.host_ip == b.host_ip)

@@ -38,6 +38,7 @@ CREATE TABLE endpoints (
     aliases TEXT NOT NULL,
     hosts_file TEXT,
     hostname TEXT NOT NULL,
+    netns TEXT NOT NULL,
     PRIMARY KEY (network_id, container_id),
     UNIQUE (network_id, ip)
 );
@@ -69,7 +70,12 @@ fn open_once(path: &Path, seed: &impl Fn(&Transaction) -> Result<()>) -> Result<
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // NORMAL (no fsync per commit; WAL still makes every commit atomic and survives a
+    // crash of the process): what these tables describe — links, addresses, rules in
+    // the running kernel — does not survive a power loss either, so an fsync per
+    // connect and release (milliseconds on a busy disk) would buy nothing. The setting
+    // is per connection; berth-image's keeps FULL.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS net_schema (version INTEGER NOT NULL)")?;
@@ -159,10 +165,12 @@ pub(crate) struct EndpointRow {
     pub ep: Endpoint,
     pub hosts_file: Option<String>,
     pub hostname: String,
+    /// The namespace path given at connect and the identity (`dev:ino`) it had then.
+    pub netns: String,
 }
 
 const EP_COLS: &str = "e.network_id, n.name, e.container_id, e.name, e.ifname, e.ip, e.prefix, \
-     e.gateway, e.mac, e.host_veth, e.ports, e.aliases, e.hosts_file, e.hostname";
+     e.gateway, e.mac, e.host_veth, e.ports, e.aliases, e.hosts_file, e.hostname, e.netns";
 
 fn endpoint_row(r: &Row) -> rusqlite::Result<EndpointRow> {
     let ip: String = r.get(5)?;
@@ -186,6 +194,7 @@ fn endpoint_row(r: &Row) -> rusqlite::Result<EndpointRow> {
         },
         hosts_file: r.get(12)?,
         hostname: r.get(13)?,
+        netns: r.get(14)?,
     })
 }
 
@@ -240,8 +249,8 @@ pub(crate) fn insert_endpoint(c: &Connection, row: &EndpointRow) -> Result<()> {
     let e = &row.ep;
     c.execute(
         "INSERT INTO endpoints (network_id, container_id, name, ifname, ip, prefix, gateway, \
-         mac, host_veth, ports, aliases, hosts_file, hostname) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         mac, host_veth, ports, aliases, hosts_file, hostname, netns) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             e.network_id,
             e.container_id,
@@ -256,6 +265,7 @@ pub(crate) fn insert_endpoint(c: &Connection, row: &EndpointRow) -> Result<()> {
             serde_json::to_string(&e.aliases).unwrap_or_else(|_| "[]".into()),
             row.hosts_file,
             row.hostname,
+            row.netns,
         ],
     )?;
     Ok(())

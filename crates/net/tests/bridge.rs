@@ -291,10 +291,18 @@ fn release_is_exact_and_idempotent() {
     req.ports = berth_net::parse_publish("0:80").unwrap();
     let eep = root.net.connect(&req).unwrap();
     drop(e);
-    std::thread::sleep(std::time::Duration::from_millis(100));
     root.net.release(&eep.container_id).unwrap();
-    assert!(!link_exists(&eep.host_veth));
     assert_eq!(rules_with(&format!("{marker}:{}", eep.container_id)), 0);
+    assert!(root.net.endpoints(&eep.container_id).unwrap().is_empty());
+    // The pair dies with the namespace, in the kernel's background cleanup.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while link_exists(&eep.host_veth) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "veth outlived its namespace"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 #[test]
