@@ -3,7 +3,7 @@
 //! Rules are applied with `iptables-restore --noflush`, one process per change whatever
 //! the number of rules: it is one atomic transaction on the nf_tables backend, and it
 //! costs one exec where `iptables -A` would cost one (plus a full ruleset fetch) per
-//! rule. Every rule carries a comment marker naming its owner (`berth-net:<id>` for a
+//! rule. Every rule carries a comment marker naming its owner (`berth-net:<bridge>` for a
 //! network, `berth-ep:<id>:<container>` for an endpoint), so an owner's rules can be
 //! found and deleted exactly even when berth's own records are gone.
 
@@ -35,8 +35,10 @@ fn rule(table: &'static str, chain: &'static str, spec: String) -> Rule {
     Rule { table, chain, spec }
 }
 
-pub(crate) fn network_marker(net_id: &str) -> String {
-    format!("berth-net:{}", &net_id[..12.min(net_id.len())])
+/// Keyed by bridge name, not network id: the bridge is the kernel object the rules
+/// serve, and the default bridge is one device whichever berth root set it up.
+pub(crate) fn network_marker(bridge: &str) -> String {
+    format!("berth-net:{bridge}")
 }
 
 pub(crate) fn endpoint_marker(net_id: &str, container_id: &str) -> String {
@@ -49,13 +51,8 @@ pub(crate) fn endpoint_marker(net_id: &str, container_id: &str) -> String {
 
 /// The rules a network needs: NAT out of the host, hairpin and localhost NAT into it, and
 /// forwarding verdicts (docker may have set FORWARD's policy to DROP).
-pub(crate) fn network_rules(
-    net_id: &str,
-    bridge: &str,
-    subnet: Ipv4Net,
-    internal: bool,
-) -> Vec<Rule> {
-    let m = format!("-m comment --comment {}", network_marker(net_id));
+pub(crate) fn network_rules(bridge: &str, subnet: Ipv4Net, internal: bool) -> Vec<Rule> {
+    let m = format!("-m comment --comment {}", network_marker(bridge));
     if internal {
         return vec![
             rule(

@@ -347,7 +347,7 @@ fn remove_locked(tx: &Transaction, net: &Network) -> Result<()> {
     let mut sock = Socket::open().map_err(|e| NetError::io("opening rtnetlink", e))?;
     sock.del_link(&net.bridge)
         .map_err(|e| NetError::io(format!("deleting bridge {}", net.bridge), e))?;
-    iptables::delete_marked(&iptables::network_marker(&net.id))?;
+    iptables::delete_marked(&iptables::network_marker(&net.bridge))?;
     store::delete_network(tx, &net.id)
 }
 
@@ -531,7 +531,11 @@ fn setup_infra(net: &Network) -> Result<()> {
     };
     let ctx = |e| NetError::io(format!("creating bridge {}", net.bridge), e);
     let mut sock = Socket::open().map_err(ctx)?;
-    sock.add_bridge(&net.bridge).map_err(ctx)?;
+    // Derived from the gateway like the endpoints' MACs (02:42:<IPv4>), so it is stable
+    // across re-creation and distinct from every endpoint of the subnet.
+    let g = gateway.octets();
+    let mac = [0x02, 0x42, g[0], g[1], g[2], g[3]];
+    sock.add_bridge(&net.bridge, mac).map_err(ctx)?;
     let idx = netlink::index(&net.bridge).map_err(ctx)?;
     sock.add_addr(idx, gateway, subnet.prefix_len())
         .map_err(ctx)?;
@@ -542,16 +546,11 @@ fn setup_infra(net: &Network) -> Result<()> {
         enable_forwarding()?;
     }
     iptables::ensure_base()?;
-    let marker = iptables::network_marker(&net.id);
+    let marker = iptables::network_marker(&net.bridge);
     // Rules of an earlier life of this network (its bridge was deleted behind berth's
     // back) would otherwise be doubled.
     iptables::delete_marked(&marker)?;
-    iptables::add(&iptables::network_rules(
-        &net.id,
-        &net.bridge,
-        subnet,
-        net.internal,
-    ))
+    iptables::add(&iptables::network_rules(&net.bridge, subnet, net.internal))
 }
 
 fn teardown_infra(net: &Network) {
@@ -560,7 +559,7 @@ fn teardown_infra(net: &Network) {
             tracing::warn!("deleting bridge {}: {e}", net.bridge);
         }
     }
-    if let Err(e) = iptables::delete_marked(&iptables::network_marker(&net.id)) {
+    if let Err(e) = iptables::delete_marked(&iptables::network_marker(&net.bridge)) {
         tracing::warn!("deleting rules of network {}: {e}", net.name);
     }
 }

@@ -155,14 +155,17 @@ impl Socket {
         }
     }
 
-    /// Creates a bridge (an existing one is fine).
-    pub(crate) fn add_bridge(&mut self, name: &str) -> io::Result<()> {
+    /// Creates a bridge with a fixed MAC (an existing bridge is fine). Without one the
+    /// kernel gives the bridge the lowest MAC among its ports, so the gateway's address
+    /// would change under the containers' ARP caches as endpoints come and go.
+    pub(crate) fn add_bridge(&mut self, name: &str, mac: [u8; 6]) -> io::Result<()> {
         let mut m = Msg::new(
             libc::RTM_NEWLINK,
             (libc::NLM_F_CREATE | libc::NLM_F_EXCL) as u16,
         );
         m.bytes(&ifinfomsg(0, 0, 0));
         m.attr_str(libc::IFLA_IFNAME, name);
+        m.attr(libc::IFLA_ADDRESS, &mac);
         let li = m.nest(libc::IFLA_LINKINFO);
         m.attr_str(IFLA_INFO_KIND, "bridge");
         m.end_nest(li);

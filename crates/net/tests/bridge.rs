@@ -313,7 +313,7 @@ fn twenty_concurrent_endpoints_leak_nothing() {
     let db = root.dir.path().join("berth.db");
     let rows = || rusqlite_count(&db);
     assert_eq!(rows(), 0);
-    let net_marker = format!("berth-net:{}", &n.id[..12]);
+    let net_marker = format!("berth-net:{}", n.bridge);
     let net_rules = rules_with(&net_marker);
     assert_eq!(net_rules, 5);
     let sandboxes: Vec<Sandbox> = (0..20).map(|_| Sandbox::new()).collect();
@@ -421,7 +421,7 @@ fn remove_refuses_while_in_use_and_prune() {
     let pruned = root.net.prune().unwrap();
     assert_eq!(pruned, vec![idle.name.clone()]);
     assert!(!link_exists(&idle.bridge));
-    assert_eq!(rules_with(&format!("berth-net:{}", &idle.id[..12])), 0);
+    assert_eq!(rules_with(&format!("berth-net:{}", idle.bridge)), 0);
 
     let listed = root.net.get(&n.name).unwrap();
     assert_eq!(listed.containers.len(), 1);
@@ -431,7 +431,7 @@ fn remove_refuses_while_in_use_and_prune() {
     root.net.release(&c.id).unwrap();
     root.net.remove(&n.id).unwrap();
     assert!(!link_exists(&n.bridge));
-    assert_eq!(rules_with(&format!("berth-net:{}", &n.id[..12])), 0);
+    assert_eq!(rules_with(&format!("berth-net:{}", n.bridge)), 0);
     assert!(matches!(root.net.get(&n.name), Err(NetError::NotFound(_))));
 }
 
@@ -474,7 +474,7 @@ fn explicit_subnet_gateway_and_internal() {
         .status
         .success());
     assert_eq!(
-        rules_with(&format!("berth-net:{}", &n.id[..12])),
+        rules_with(&format!("berth-net:{}", n.bridge)),
         3,
         "internal network rules"
     );
@@ -507,6 +507,9 @@ fn default_bridge_network() {
     let eb = root.net.connect(&b.attach("bridge")).unwrap();
     assert!(bridge.subnet.unwrap().contains(&ea.ip));
     assert!(link_exists("berth0"));
+    let forward = run("iptables", &["-S", "FORWARD"]);
+    assert!(forward.contains("-A FORWARD -j BERTH-FORWARD"), "{forward}");
+    assert_eq!(forward.matches("BERTH-FORWARD").count(), 1, "{forward}");
     assert_eq!(
         std::fs::read_to_string("/proc/sys/net/ipv4/conf/berth0/route_localnet")
             .unwrap()
