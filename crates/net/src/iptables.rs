@@ -201,6 +201,17 @@ pub(crate) fn add(rules: &[Rule]) -> Result<()> {
     restore(&script(rules, "-A"))
 }
 
+/// Appends those of `rules` not present yet.
+pub(crate) fn add_missing(rules: &[Rule]) -> Result<()> {
+    let saved = save()?.replace('"', "");
+    let missing: Vec<Rule> = rules
+        .iter()
+        .filter(|r| !has_line(&saved, r.table, &format!("-A {} {}", r.chain, r.spec)))
+        .cloned()
+        .collect();
+    add(&missing)
+}
+
 /// Deletes rules exactly as added. If some are already gone (the whole transaction then
 /// fails), falls back to deleting whatever still carries `marker`.
 pub(crate) fn delete(rules: &[Rule], marker: &str) -> Result<()> {
@@ -311,4 +322,39 @@ fn restore(input: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_quoted_or_not() {
+        let q = r#"-A BERTH-DNAT -p tcp -m tcp --dport 80 -m comment --comment "berth-ep:ab:c1" -j DNAT"#;
+        assert_eq!(comment_of(q), Some("berth-ep:ab:c1"));
+        let u = "-A X -m comment --comment berth-net:b0 -j ACCEPT";
+        assert_eq!(comment_of(u), Some("berth-net:b0"));
+        assert_eq!(comment_of("-A X -j ACCEPT"), None);
+    }
+
+    #[test]
+    fn endpoint_rule_text() {
+        let p = PortMapping {
+            host_ip: Some("127.0.0.1".parse().unwrap()),
+            host_port: 8080,
+            container_port: 80,
+            proto: Proto::Udp,
+        };
+        let r = endpoint_rules("n123", "c1", Ipv4Addr::new(10, 89, 1, 2), &[p]);
+        assert_eq!(r[0].table, "nat");
+        assert_eq!(
+            r[0].spec,
+            "-d 127.0.0.1/32 -p udp -m udp --dport 8080 -m comment --comment berth-ep:n123:c1 \
+             -j DNAT --to-destination 10.89.1.2:80"
+        );
+        assert_eq!(
+            script(&r, "-D"),
+            format!("*nat\n-D BERTH-DNAT {}\nCOMMIT\n", r[0].spec)
+        );
+    }
 }

@@ -106,7 +106,7 @@ impl Net {
             containers: BTreeMap::new(),
         };
         store::insert_network(&tx, &net)?;
-        if let Err(e) = setup_infra(&net) {
+        if let Err(e) = setup_infra(&net, true) {
             teardown_infra(&net);
             return Err(e);
         }
@@ -243,6 +243,21 @@ impl Net {
             }
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Re-creates every bridge network's bridge, chains and rules (each network's rules
+    /// deleted by marker and added again, so nothing doubles). [`Net::connect`] only
+    /// checks that the bridge exists, so this is the way back after the host's rules were
+    /// flushed behind berth's back (e.g. a firewall reload).
+    pub fn repair(&self) -> Result<()> {
+        let g = self.lock()?;
+        let _global = flock(Path::new(GLOBAL_LOCK))?;
+        for net in store::networks(&g.conn)? {
+            if net.driver == "bridge" {
+                setup_infra(&net, false)?;
+            }
+        }
         Ok(())
     }
 
@@ -515,14 +530,16 @@ fn ensure_infra(net: &Network) -> Result<()> {
     if netlink::index(&net.bridge).is_ok() {
         return Ok(());
     }
-    if let Err(e) = setup_infra(net) {
+    if let Err(e) = setup_infra(net, true) {
         teardown_infra(net);
         return Err(e);
     }
     Ok(())
 }
 
-fn setup_infra(net: &Network) -> Result<()> {
+/// Creates the bridge (if missing) and its rules: all of them when `fresh`, else only
+/// those missing (so that other processes never see a present rule vanish).
+fn setup_infra(net: &Network, fresh: bool) -> Result<()> {
     let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
         return Err(NetError::Invalid(format!(
             "network {} has no subnet",
@@ -546,11 +563,15 @@ fn setup_infra(net: &Network) -> Result<()> {
         enable_forwarding()?;
     }
     iptables::ensure_base()?;
-    let marker = iptables::network_marker(&net.bridge);
-    // Rules of an earlier life of this network (its bridge was deleted behind berth's
-    // back) would otherwise be doubled.
-    iptables::delete_marked(&marker)?;
-    iptables::add(&iptables::network_rules(&net.bridge, subnet, net.internal))
+    let rules = iptables::network_rules(&net.bridge, subnet, net.internal);
+    if fresh {
+        // Rules of an earlier life of this bridge (deleted behind berth's back) would
+        // otherwise be doubled.
+        iptables::delete_marked(&iptables::network_marker(&net.bridge))?;
+        iptables::add(&rules)
+    } else {
+        iptables::add_missing(&rules)
+    }
 }
 
 fn teardown_infra(net: &Network) {

@@ -246,6 +246,20 @@ fn published_ports_from_host_loopback_and_peers() {
     assert!(wget_fails(&format!("http://127.0.0.1:{hp}/")));
 }
 
+/// Deletes the first rule of `table` whose text contains `marker`, as an outsider would.
+fn drop_one_rule(table: &str, marker: &str) {
+    let gone = run("iptables-save", &["-t", table])
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap()
+        .replacen("-A ", "-D ", 1);
+    let status = Command::new("sh")
+        .args(["-c", &format!("iptables -t {table} {gone}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 fn wget_fails(url: &str) -> bool {
     !Command::new("timeout")
         .args(["2", "busybox", "wget", "-qO-", url])
@@ -274,6 +288,9 @@ fn release_is_exact_and_idempotent() {
     assert_eq!(ep2.ifname, "eth1");
     assert_eq!(c.sh_ok("ip route").matches("default").count(), 1);
 
+    // One rule removed behind berth's back: release still removes the rest.
+    drop_one_rule("nat", &marker);
+    assert_eq!(rules_with(&marker), 1);
     root.net.release(&c.id).unwrap();
     assert_eq!(rules_with(&marker), 0);
     assert!(!link_exists(&ep.host_veth) && !link_exists(&ep2.host_veth));
@@ -473,11 +490,14 @@ fn explicit_subnet_gateway_and_internal() {
         .sh(&format!("busybox ping -c1 -W1 {}", host_ip()))
         .status
         .success());
-    assert_eq!(
-        rules_with(&format!("berth-net:{}", n.bridge)),
-        3,
-        "internal network rules"
-    );
+    let net_marker = format!("berth-net:{}", n.bridge);
+    assert_eq!(rules_with(&net_marker), 3, "internal network rules");
+    // repair puts back flushed rules without doubling the present ones.
+    drop_one_rule("filter", &net_marker);
+    drop_one_rule("filter", &net_marker);
+    assert_eq!(rules_with(&net_marker), 1);
+    root.net.repair().unwrap();
+    assert_eq!(rules_with(&net_marker), 3);
 }
 
 /// The one test that uses the shared default network (bridge device berth0).
