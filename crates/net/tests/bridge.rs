@@ -565,3 +565,76 @@ fn connect_and_release_are_fast() {
     // Debug build, loaded machine: generous, but catches an exec-per-step design.
     assert!(worst < std::time::Duration::from_millis(200), "{worst:?}");
 }
+
+/// Not a test on its own: the body of one berth "process" for
+/// `concurrent_processes_share_one_root`, which runs this binary filtered to it.
+#[test]
+fn process_worker() {
+    let Ok(root) = std::env::var("BERTH_NET_WORKER_ROOT") else {
+        return;
+    };
+    let net = berth_net::Net::open(std::path::Path::new(&root)).unwrap();
+    let cid = std::env::var("BERTH_NET_WORKER_CID").unwrap();
+    match std::env::var("BERTH_NET_WORKER_NETNS") {
+        Ok(netns) => {
+            let req = berth_net::Attach {
+                container_id: cid.clone(),
+                name: cid,
+                network: std::env::var("BERTH_NET_WORKER_NET").unwrap(),
+                netns: netns.into(),
+                ports: berth_net::parse_publish("80").unwrap(),
+                ..Default::default()
+            };
+            let ep = net.connect(&req).unwrap();
+            println!("WORKER-IP={}", ep.ip);
+        }
+        Err(_) => net.release(&cid).unwrap(),
+    }
+}
+
+#[test]
+fn concurrent_processes_share_one_root() {
+    let mut root = Root::new();
+    let n = root.network(&NetworkOptions::default());
+    let boxes: Vec<Sandbox> = (0..8).map(|_| Sandbox::new()).collect();
+    let worker = |b: &Sandbox, connect: bool| {
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args([
+            "--exact",
+            "process_worker",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BERTH_NET_WORKER_ROOT", root.dir.path())
+        .env("BERTH_NET_WORKER_CID", &b.id)
+        .env("BERTH_NET_WORKER_NET", &n.name)
+        .stdout(std::process::Stdio::piped());
+        if connect {
+            c.env("BERTH_NET_WORKER_NETNS", b.netns());
+        }
+        c.spawn().unwrap()
+    };
+    let children: Vec<_> = boxes.iter().map(|b| worker(b, true)).collect();
+    let mut ips = HashSet::new();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success());
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let ip = out
+            .lines()
+            .find_map(|l| l.split("WORKER-IP=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no address in {out}"))
+            .to_string();
+        ips.insert(ip);
+    }
+    assert_eq!(ips.len(), 8, "{ips:?}");
+    let marker = format!("berth-ep:{}", &n.id[..12]);
+    assert_eq!(rules_with(&marker), 8);
+    let children: Vec<_> = boxes.iter().map(|b| worker(b, false)).collect();
+    for c in children {
+        assert!(c.wait_with_output().unwrap().status.success());
+    }
+    assert_eq!(rules_with(&marker), 0);
+    assert!(root.net.get(&n.name).unwrap().containers.is_empty());
+}
