@@ -191,7 +191,9 @@ impl Net {
             tx.commit().map_err(NetError::from)
         });
         if let Err(e) = done {
-            detach_kernel(&row.ep, true)?;
+            if let Err(undo) = detach_kernel(&row.ep, true) {
+                tracing::warn!("undoing a failed connect: {undo}");
+            }
             return Err(e);
         }
         Ok(row.ep)
@@ -246,8 +248,8 @@ impl Net {
         Ok(())
     }
 
-    /// Re-creates every bridge network's bridge, chains and rules (each network's rules
-    /// deleted by marker and added again, so nothing doubles). [`Net::connect`] only
+    /// Re-creates every bridge network's missing bridge, chains and rules (present rules
+    /// are left alone, so nothing doubles or blinks). [`Net::connect`] only
     /// checks that the bridge exists, so this is the way back after the host's rules were
     /// flushed behind berth's back (e.g. a firewall reload).
     pub fn repair(&self) -> Result<()> {
