@@ -553,17 +553,32 @@ fn default_bridge_network() {
 fn connect_and_release_are_fast() {
     let mut root = Root::new();
     let n = root.network(&NetworkOptions::default());
-    let boxes: Vec<Sandbox> = (0..5).map(|_| Sandbox::new()).collect();
-    let mut worst = std::time::Duration::ZERO;
-    for b in &boxes {
+    let (mut connect, mut release) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        // The shape of `run --rm`: connect a created container, it runs and exits, release.
+        let b = Sandbox::new();
+        let id = b.id.clone();
         let t = std::time::Instant::now();
         root.net.connect(&b.attach(&n.name)).unwrap();
-        root.net.release(&b.id).unwrap();
-        worst = worst.max(t.elapsed());
+        connect.push(t.elapsed());
+        drop(b);
+        let t = std::time::Instant::now();
+        root.net.release(&id).unwrap();
+        release.push(t.elapsed());
     }
-    eprintln!("connect+release (no ports), worst of 5: {worst:?}");
-    // Debug build, loaded machine: generous, but catches an exec-per-step design.
-    assert!(worst < std::time::Duration::from_millis(200), "{worst:?}");
+    connect.sort();
+    release.sort();
+    eprintln!("connect {connect:?}\nrelease after exit {release:?}");
+    // Medians, debug build, shared machine: generous bounds that still catch a design
+    // that spawns a process per step or waits for link deletion (~25 ms each).
+    assert!(
+        connect[2] < std::time::Duration::from_millis(50),
+        "{connect:?}"
+    );
+    assert!(
+        release[2] < std::time::Duration::from_millis(15),
+        "{release:?}"
+    );
 }
 
 /// Not a test on its own: the body of one berth "process" for
