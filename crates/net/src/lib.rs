@@ -20,7 +20,9 @@
 //! with no process spawned; `ip` would cost a millisecond or more per invocation.
 //! Addresses are allocated in the same transaction that records the endpoint, and a
 //! `UNIQUE(network_id, ip)` constraint makes a double hand-out impossible even if the
-//! locks were bypassed; the gateway, network and broadcast addresses are never handed out.
+//! locks were bypassed; the gateway, network and broadcast addresses are never handed out,
+//! and addresses go round (the first free one after the last handed out), so a just
+//! released address is not reused while its old veth may still be dying.
 //!
 //! # Names: hosts files
 //! On user-defined networks containers find each other by name, alias and short id

@@ -388,10 +388,10 @@ fn plan_endpoint(tx: &Transaction, net: &Network, req: &Attach) -> Result<Endpoi
         .find(|n| !mine.iter().any(|e| &e.ep.ifname == n))
         .unwrap_or_else(|| "eth0".into());
     let used: HashSet<Ipv4Addr> = store::used_ips(tx, &net.id)?.into_iter().collect();
-    let ip = subnet
-        .hosts()
-        .find(|h| *h != gateway && !used.contains(h))
+    let last = store::last_ip(tx, &net.id)?;
+    let ip = allocate(subnet, gateway, &used, last)
         .ok_or_else(|| NetError::Exhausted(net.name.clone()))?;
+    store::set_last_ip(tx, &net.id, ip)?;
     // Docker ignores published ports on internal networks; so does berth.
     let ports = if net.internal {
         Vec::new()
@@ -426,6 +426,23 @@ fn plan_endpoint(tx: &Transaction, net: &Network, req: &Attach) -> Result<Endpoi
         hostname: req.hostname.clone(),
         netns,
     })
+}
+
+/// The first free host address after `last` (wrapping around), as Docker does: an
+/// address just released is handed out again only when the rest are taken, so a veth
+/// still dying with its namespace, or a peer's ARP cache, never meets its successor.
+fn allocate(
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    used: &HashSet<Ipv4Addr>,
+    last: Option<Ipv4Addr>,
+) -> Option<Ipv4Addr> {
+    let free = |h: &Ipv4Addr| *h != gateway && !used.contains(h);
+    let after = subnet
+        .hosts()
+        .skip_while(|h| last.is_some_and(|l| *h <= l))
+        .find(free);
+    after.or_else(|| subnet.hosts().find(free))
 }
 
 /// `dev:ino` of a namespace file: what it names, whatever the path.
@@ -856,6 +873,21 @@ mod tests {
         assert!(!overlap(got, "10.89.0.0/24".parse().unwrap()));
         n.subnet = Some("10.0.0.0/8".parse().unwrap());
         assert!(pick_subnet(&[n], None).is_err());
+    }
+
+    #[test]
+    fn allocation_goes_round() {
+        let s: Ipv4Net = "10.1.0.0/29".parse().unwrap();
+        let gw = Ipv4Addr::new(10, 1, 0, 1);
+        let ip = |d| Ipv4Addr::new(10, 1, 0, d);
+        let mut used = HashSet::new();
+        assert_eq!(allocate(s, gw, &used, None), Some(ip(2)));
+        assert_eq!(allocate(s, gw, &used, Some(ip(2))), Some(ip(3)));
+        // .6 is the last host: wrap to the lowest free one.
+        used.insert(ip(2));
+        assert_eq!(allocate(s, gw, &used, Some(ip(6))), Some(ip(3)));
+        used.extend([ip(3), ip(4), ip(5), ip(6)]);
+        assert_eq!(allocate(s, gw, &used, Some(ip(3))), None);
     }
 
     #[test]

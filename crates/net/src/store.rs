@@ -22,7 +22,8 @@ CREATE TABLE networks (
     gateway TEXT,
     internal INTEGER NOT NULL,
     labels TEXT NOT NULL,
-    created INTEGER NOT NULL
+    created INTEGER NOT NULL,
+    last_ip TEXT
 );
 CREATE TABLE endpoints (
     network_id TEXT NOT NULL REFERENCES networks(id),
@@ -231,6 +232,26 @@ pub(crate) fn used_ips(c: &Connection, net_id: &str) -> Result<Vec<Ipv4Addr>> {
         }
     }
     Ok(out)
+}
+
+/// The address a network handed out last.
+pub(crate) fn last_ip(c: &Connection, net_id: &str) -> Result<Option<Ipv4Addr>> {
+    let v: Option<Option<String>> = c
+        .query_row(
+            "SELECT last_ip FROM networks WHERE id = ?1",
+            [net_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.flatten().and_then(|s| s.parse().ok()))
+}
+
+pub(crate) fn set_last_ip(c: &Connection, net_id: &str, ip: Ipv4Addr) -> Result<()> {
+    c.execute(
+        "UPDATE networks SET last_ip = ?2 WHERE id = ?1",
+        [net_id, &ip.to_string()],
+    )?;
+    Ok(())
 }
 
 /// Host bindings of every endpoint (for port conflict checks).

@@ -298,9 +298,11 @@ fn release_is_exact_and_idempotent() {
     assert!(!c.sh_ok("ip -o link").contains("eth"));
     root.net.release(&c.id).unwrap();
 
-    // The address is free again: the next endpoint gets it.
+    // The address is free again, but not handed out at once (the next one is).
     let d = Sandbox::new();
-    assert_eq!(root.net.connect(&d.attach(&n.name)).unwrap().ip, ep.ip);
+    let ep_d = root.net.connect(&d.attach(&n.name)).unwrap();
+    assert_ne!(ep_d.ip, ep.ip);
+    assert!(root.net.get(&n.name).unwrap().containers.len() == 1);
 
     // A container whose namespace died: releasing is still fine and complete.
     let e = Sandbox::new();
@@ -482,6 +484,11 @@ fn explicit_subnet_gateway_and_internal() {
         root.net.connect(&boxes[13].attach(&n.name)),
         Err(NetError::Exhausted(_))
     ));
+    // A released address is handed out again once it is the only one left.
+    let freed = root.net.endpoints(&boxes[12].id).unwrap()[0].ip;
+    root.net.release(&boxes[12].id).unwrap();
+    let again = root.net.connect(&boxes[13].attach(&n.name)).unwrap();
+    assert_eq!(again.ip, freed);
     // Internal: no default route, no way out, peers still reach each other.
     assert!(!boxes[0].sh_ok("ip route").contains("default"));
     let ip1 = root.net.endpoints(&boxes[1].id).unwrap()[0].ip;
