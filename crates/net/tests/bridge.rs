@@ -63,11 +63,13 @@ fn endpoint_gets_address_route_and_outbound_nat() {
     std::fs::create_dir_all(&hostdir).unwrap();
     std::fs::write(hostdir.join("index.html"), "host-ok").unwrap();
     let port = free_port();
-    let host_httpd = Command::new("busybox")
-        .args(["httpd", "-f", "-p", &format!("{}:{port}", host_ip()), "-h"])
-        .arg(&hostdir)
-        .spawn()
-        .unwrap();
+    let host_httpd = Proc(
+        Command::new("busybox")
+            .args(["httpd", "-f", "-p", &format!("{}:{port}", host_ip()), "-h"])
+            .arg(&hostdir)
+            .spawn()
+            .unwrap(),
+    );
     let got = retry(|| {
         c.sh(&format!(
             "busybox timeout 5 busybox wget -qO- http://{}:{port}/",

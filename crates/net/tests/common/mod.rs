@@ -80,7 +80,7 @@ impl Sandbox {
     }
 
     /// Starts a background busybox httpd on port 80 serving `body` as index.html.
-    pub fn serve(&self, dir: &Path, body: &str) -> Child {
+    pub fn serve(&self, dir: &Path, body: &str) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("index.html"), body).unwrap();
         let c = Command::new("nsenter")
@@ -90,6 +90,7 @@ impl Sandbox {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
+        let c = Proc(c);
         let deadline = Instant::now() + Duration::from_secs(5);
         while !self
             .sh("busybox netstat -ltn | grep -q ':80 '")
@@ -168,10 +169,19 @@ impl Drop for Root {
     }
 }
 
+/// A child process killed and reaped on drop (also when a test fails half-way).
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Kills and reaps a child.
-pub fn stop(mut c: Child) {
-    let _ = c.kill();
-    let _ = c.wait();
+pub fn stop(c: Proc) {
+    drop(c);
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> String {
