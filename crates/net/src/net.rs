@@ -166,6 +166,12 @@ impl Net {
     /// Attaches a container (its network namespace) to a network.
     pub fn connect(&self, req: &Attach) -> Result<Endpoint> {
         check_container_id(&req.container_id)?;
+        for n in std::iter::once(&req.name)
+            .chain(std::iter::once(&req.hostname))
+            .chain(&req.aliases)
+        {
+            check_host_name(n)?;
+        }
         let mut g = self.lock()?;
         let tx = g
             .conn
@@ -762,6 +768,22 @@ fn check_container_id(id: &str) -> Result<()> {
     }
 }
 
+/// Names end up in hosts files: one word, no comment sign, nothing that could start a
+/// line of its own.
+fn check_host_name(name: &str) -> Result<()> {
+    let ok = name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(NetError::Invalid(format!(
+            "invalid container name, host name or alias {name:?}"
+        )))
+    }
+}
+
 fn overlap(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
@@ -898,5 +920,10 @@ mod tests {
         }
         assert!(check_container_id("abc123").is_ok());
         assert!(check_container_id("a b").is_err());
+        assert!(check_host_name("web-1.svc_x").is_ok());
+        assert!(check_host_name("").is_ok());
+        for bad in ["a b", "a\n10.0.0.1 evil", "a#b", "a\tb"] {
+            assert!(check_host_name(bad).is_err(), "{bad:?}");
+        }
     }
 }
