@@ -65,10 +65,10 @@
 //! not fsynced): the kernel state they describe does not survive a power loss either.
 //!
 //! # Limits
-//! * The default network's bridge `berth0` is one device per host, but its address
-//!   allocations live in each root's database: two berth roots using the default network
-//!   at once would hand out the same addresses. User networks are safe across roots
-//!   (subnets are picked under a host-wide lock, avoiding every existing route).
+//! * The default network's bridge `berth0` is one device per host while each root has
+//!   its own database, so its addresses are also leased host-wide (files under
+//!   `/run/berth-net/leases`, see the `leases` module). User networks are safe across
+//!   roots (subnets are picked under a host-wide lock, avoiding every existing route).
 //! * `connect` trusts an existing bridge to have its rules; after a firewall flush call
 //!   [`Net::repair`].
 //! * IPv4 only; publishing on an IPv6 host address is refused. A host port range mapped
@@ -78,6 +78,7 @@
 
 mod files;
 pub mod iptables;
+mod leases;
 mod net;
 mod netlink;
 mod ports;

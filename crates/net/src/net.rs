@@ -12,9 +12,9 @@ use ipnet::Ipv4Net;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use crate::files::{self, HostLine};
-use crate::iptables;
 use crate::netlink::{self, Socket};
 use crate::store::{self, EndpointRow};
+use crate::{iptables, leases};
 use crate::{
     Attach, Attached, Endpoint, NetError, Network, NetworkOptions, Result, DEFAULT_BRIDGE,
     DEFAULT_NETWORK,
@@ -185,13 +185,24 @@ impl Net {
         }
         ensure_infra(&net)?;
         let row = plan_endpoint(&tx, &net, req)?;
-        let nets = store::networks(&tx)?;
-        let mine = store::endpoints_of_container(&tx, &req.container_id)?;
-        let routed = mine
-            .iter()
-            .any(|e| nets.iter().any(|n| n.id == e.ep.network_id && !n.internal));
-        store::insert_endpoint(&tx, &row)?;
-        attach_kernel(&net, &row.ep, &req.netns, !routed && !net.internal)?;
+        let give_back = || {
+            if net.name == DEFAULT_NETWORK {
+                leases::give_back(&net.bridge, row.ep.ip, &req.container_id);
+            }
+        };
+        let attached = (|| {
+            let nets = store::networks(&tx)?;
+            let mine = store::endpoints_of_container(&tx, &req.container_id)?;
+            let routed = mine
+                .iter()
+                .any(|e| nets.iter().any(|n| n.id == e.ep.network_id && !n.internal));
+            store::insert_endpoint(&tx, &row)?;
+            attach_kernel(&net, &row.ep, &req.netns, !routed && !net.internal)
+        })();
+        if let Err(e) = attached {
+            give_back();
+            return Err(e);
+        }
         let done = write_hosts(&tx, &req.container_id).and_then(|()| {
             rewrite_peers(&tx, &net, &req.container_id);
             tx.commit().map_err(NetError::from)
@@ -200,6 +211,7 @@ impl Net {
             if let Err(undo) = detach_kernel(&row.ep, true) {
                 tracing::warn!("undoing a failed connect: {undo}");
             }
+            give_back();
             return Err(e);
         }
         Ok(row.ep)
@@ -221,6 +233,9 @@ impl Net {
             })?;
         detach_kernel(&row.ep, netns_alive(&row.netns))?;
         store::delete_endpoint(&tx, &net.id, container_id)?;
+        if net.name == DEFAULT_NETWORK {
+            leases::give_back(&net.bridge, row.ep.ip, container_id);
+        }
         if let Err(e) = write_hosts(&tx, container_id) {
             tracing::warn!("updating hosts file of {container_id}: {e}");
         }
@@ -247,6 +262,9 @@ impl Net {
         let nets = store::networks(&tx)?;
         for row in &rows {
             if let Some(net) = nets.iter().find(|n| n.id == row.ep.network_id) {
+                if net.name == DEFAULT_NETWORK {
+                    leases::give_back(&net.bridge, row.ep.ip, container_id);
+                }
                 rewrite_peers(&tx, net, container_id);
             }
         }
@@ -393,21 +411,34 @@ fn plan_endpoint(tx: &Transaction, net: &Network, req: &Attach) -> Result<Endpoi
         .map(|i| format!("eth{i}"))
         .find(|n| !mine.iter().any(|e| &e.ep.ifname == n))
         .unwrap_or_else(|| "eth0".into());
-    let used: HashSet<Ipv4Addr> = store::used_ips(tx, &net.id)?.into_iter().collect();
-    let last = store::last_ip(tx, &net.id)?;
-    let ip = allocate(subnet, gateway, &used, last)
-        .ok_or_else(|| NetError::Exhausted(net.name.clone()))?;
-    store::set_last_ip(tx, &net.id, ip)?;
     // Docker ignores published ports on internal networks; so does berth.
     let ports = if net.internal {
         Vec::new()
     } else {
         crate::ports::resolve(&req.ports, &store::taken_ports(tx)?)?
     };
-    let o = ip.octets();
     let netns = netns_identity(&req.netns)
         .map(|id| format!("{id}:{}", req.netns.display()))
         .map_err(|e| NetError::io(format!("network namespace {}", req.netns.display()), e))?;
+    // Nothing may fail between the lease below and the return: the caller gives the
+    // lease back on its own failures, and only once it has the row.
+    let mut used: HashSet<Ipv4Addr> = store::used_ips(tx, &net.id)?.into_iter().collect();
+    let last = store::last_ip(tx, &net.id)?;
+    let shared = net.name == DEFAULT_NETWORK;
+    if shared {
+        used.extend(leases::taken(&net.bridge, netns_alive)?);
+    }
+    let ip = loop {
+        let ip = allocate(subnet, gateway, &used, last)
+            .ok_or_else(|| NetError::Exhausted(net.name.clone()))?;
+        // Another root may lease the same address between our look and our take.
+        if !shared || leases::take(&net.bridge, ip, &req.container_id, &netns)? {
+            break ip;
+        }
+        used.insert(ip);
+    };
+    store::set_last_ip(tx, &net.id, ip)?;
+    let o = ip.octets();
     let hosts_file = req
         .hosts_file
         .as_ref()

@@ -553,6 +553,25 @@ fn default_bridge_network() {
         "{text}"
     );
     assert!(!text.contains(&eb.ip.to_string()), "{text}");
+
+    // berth0 is shared by every root on the host: a second root's containers get other
+    // addresses (host-wide leases), and can reach the first root's.
+    let other = Root::new();
+    let c = Sandbox::new();
+    let ec = other.net.connect(&c.attach("bridge")).unwrap();
+    assert!(
+        ec.ip != ea.ip && ec.ip != eb.ip,
+        "{} vs {} {}",
+        ec.ip,
+        ea.ip,
+        eb.ip
+    );
+    c.sh_ok(&format!("busybox ping -c1 -W2 {}", ea.ip));
+    let lease = format!("/run/berth-net/leases/berth0/{}", ec.ip);
+    assert!(std::path::Path::new(&lease).exists());
+    other.net.release(&c.id).unwrap();
+    assert!(!std::path::Path::new(&lease).exists(), "lease given back");
+
     root.net.release(&a.id).unwrap();
     root.net.release(&b.id).unwrap();
     assert!(!link_exists(&ea.host_veth));
