@@ -561,7 +561,7 @@ impl Extractor<'_> {
     /// writeback going, so the layer's final sync has little left to flush.
     fn copy_data(&mut self, data: &mut impl Read, file: &mut File) -> io::Result<u64> {
         if self.buf.is_empty() {
-            self.buf = vec![0; 1 << 20];
+            self.buf = vec![0; 256 << 10];
         }
         let mut writeback = sys::Writeback::default();
         let mut total = 0u64;

@@ -351,7 +351,7 @@ async fn download_into(
 }
 
 /// Bytes gathered before one write to the ingest file.
-const WRITE_BATCH: usize = 1 << 20;
+const WRITE_BATCH: usize = 256 << 10;
 
 /// Drops the ingest's data; a tee that already passed some of it on is cut off.
 async fn restart(

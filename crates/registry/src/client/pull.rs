@@ -367,7 +367,9 @@ impl LayerJob {
         }
         // Unpack while downloading: the unpacker reads the bytes as they arrive, so
         // decompression and extraction overlap the transfer instead of following it.
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        // A short queue: each chunk pins the receive buffer it was cut from, so a long
+        // one lets a lagging unpacker hold tens of megabytes.
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
         let streamed = self.spawn_unpack(Box::new(ChannelReader::new(rx)));
         let mut tee = fetch::Tee::new(tx);
         let downloaded = fetch::blob_to_store(
