@@ -1,0 +1,271 @@
+//! `berth build`: flags and printing; the work is in `berth-build`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use berth_build::{BuildRequest, Executor, Network};
+use berth_image::Reference;
+use berth_registry::client::{self, LocalStore, PullOptions};
+use clap::Args;
+
+/// `berth build` flags (Docker's names).
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (name:tag); may be repeated.
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin).
+    #[arg(short = 'f', long = "file")]
+    file: Option<String>,
+    /// Set build-time variables (KEY=VALUE, or KEY to take it from the environment).
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Set the target build stage to build.
+    #[arg(long)]
+    target: Option<String>,
+    /// Do not use cache when building the image.
+    #[arg(long)]
+    no_cache: bool,
+    /// Networking mode for RUN instructions: host (default until berth's bridge
+    /// networking lands) or none.
+    #[arg(long, default_value = "host")]
+    network: String,
+    /// Suppress the build output and print the image ID on success.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Write the image ID to the file.
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    /// Set metadata for an image (KEY=VALUE).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Type of progress output (auto, plain): both print plain step lines.
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// Check the Dockerfile for errors and lint warnings without building.
+    #[arg(long)]
+    check: bool,
+    /// Output destination instead of the local store: type=oci,dest=FILE.
+    #[arg(short, long)]
+    output: Option<String>,
+    /// Build context directory.
+    context: PathBuf,
+}
+
+/// Runs `berth build`; returns the exit status.
+pub fn run(root: &Path, args: BuildArgs) -> i32 {
+    match build(root, args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            1
+        }
+    }
+}
+
+fn build(root: &Path, args: BuildArgs) -> anyhow::Result<i32> {
+    if args.context.as_os_str() == "-" {
+        anyhow::bail!("a build context from stdin is not supported yet; pass a directory");
+    }
+    if !args.context.is_dir() {
+        anyhow::bail!(
+            "unable to prepare context: path {:?} not found",
+            args.context.display().to_string()
+        );
+    }
+    if !matches!(args.progress.as_str(), "auto" | "plain" | "tty" | "quiet") {
+        anyhow::bail!("invalid progress mode {:?} (auto, plain)", args.progress);
+    }
+    let (text, file_name, dockerfile_path) = read_dockerfile(&args)?;
+    if args.check {
+        return Ok(check(&text, &file_name, &args));
+    }
+    let build_args = build_args(&args.build_args);
+    let epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|_| anyhow::anyhow!("invalid SOURCE_DATE_EPOCH {s:?}"))
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let tags: Vec<Reference> = args
+        .tags
+        .iter()
+        .map(|t| {
+            Reference::parse_name(t)
+                .map(Reference::with_default_tag)
+                .map_err(|e| anyhow::anyhow!("invalid tag {t:?}: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let output = args.output.as_deref().map(parse_output).transpose()?;
+    let req = BuildRequest {
+        dockerfile: text,
+        file_name,
+        dockerfile_path,
+        context: args.context.clone(),
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        network: args
+            .network
+            .parse::<Network>()
+            .map_err(anyhow::Error::msg)?,
+        labels: key_values(&args.labels),
+        epoch,
+    };
+    let mut store = LocalStore::open(root)?;
+    let mut progress: Box<dyn Write> = if args.quiet {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stderr())
+    };
+    let built = {
+        let mut exec = Executor::new(&mut store, root, &req, &mut progress)?;
+        exec.build(&mut pull)?
+    };
+    let id = built.image.config_digest.to_string();
+    match output {
+        Some(dest) => {
+            let name = tags.first().map(|t| t.to_string());
+            berth_build::export::to_oci_archive(&store, &built.image, name.as_deref(), &dest)?;
+            let _ = writeln!(progress, "#0 exporting to oci image format {dest} done");
+        }
+        None => {
+            berth_build::export::to_store(&mut store, &built.image, &built.config, &tags)?;
+            let _ = writeln!(progress, "#0 writing image {id} done");
+            for t in &tags {
+                let _ = writeln!(progress, "#0 naming to {t} done");
+            }
+        }
+    }
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, &id).map_err(|e| anyhow::anyhow!("write {}: {e}", f.display()))?;
+    }
+    if args.quiet {
+        println!("{id}");
+    }
+    Ok(0)
+}
+
+/// The Dockerfile's text, its name in messages and its path.
+fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String, Option<PathBuf>)> {
+    match args.file.as_deref() {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            Ok((text, "Dockerfile".into(), None))
+        }
+        other => {
+            let path = match other {
+                Some(f) => PathBuf::from(f),
+                None => args.context.join("Dockerfile"),
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("failed to read dockerfile {}: {e}", path.display())
+            })?;
+            let name = path
+                .file_name()
+                .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned());
+            Ok((text, name, Some(path)))
+        }
+    }
+}
+
+/// `--check`: lint rules, then the parse and stage graph; non-zero on any finding.
+fn check(text: &str, file: &str, args: &BuildArgs) -> i32 {
+    let mut findings = 0;
+    for d in berth_build::check(text, file) {
+        findings += 1;
+        eprintln!(
+            "WARNING: {} - {}\n{}\n{}:{}",
+            d.rule,
+            d.url(),
+            d.message,
+            d.file,
+            d.line
+        );
+    }
+    let graph = berth_build::parse(text, file).and_then(|df| {
+        let opts = berth_build::stages::BuildOptions {
+            build_args: build_args(&args.build_args),
+            ..Default::default()
+        };
+        berth_build::stages::StageGraph::new(&df, &opts, file)
+    });
+    match graph {
+        Err(e) => {
+            // A parse error is already reported as a ParseError finding.
+            if findings == 0 {
+                eprintln!("ERROR: {e}");
+            }
+            return 1;
+        }
+        Ok(g) => {
+            if let Err(k) = g.plan(args.target.as_deref()) {
+                eprintln!("ERROR: {k}");
+                return 1;
+            }
+        }
+    }
+    if findings == 0 {
+        eprintln!("Check complete, no warnings found.");
+        0
+    } else {
+        eprintln!("Check complete, {findings} warning(s) have been found!");
+        1
+    }
+}
+
+fn build_args(list: &[String]) -> BTreeMap<String, String> {
+    list.iter()
+        .filter_map(|a| match a.split_once('=') {
+            Some((k, v)) => Some((k.to_string(), v.to_string())),
+            None => std::env::var(a).ok().map(|v| (a.clone(), v)),
+        })
+        .collect()
+}
+
+fn key_values(list: &[String]) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (a.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// `type=oci,dest=FILE` → FILE.
+fn parse_output(spec: &str) -> anyhow::Result<String> {
+    let mut kind = None;
+    let mut dest = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(v.to_string()),
+            _ => anyhow::bail!("unsupported --output field {part:?}"),
+        }
+    }
+    match (kind.as_deref(), dest) {
+        (Some("oci"), Some(d)) => Ok(d),
+        (Some("oci"), None) => anyhow::bail!("--output type=oci needs dest=FILE"),
+        _ => anyhow::bail!("only --output type=oci,dest=FILE is supported"),
+    }
+}
+
+/// Pulls a missing base image with default registry settings.
+fn pull(store: &mut LocalStore, name: &str) -> Result<(), String> {
+    let reference = Reference::parse_name(name)
+        .map_err(|e| e.to_string())?
+        .with_default_tag();
+    let opts = PullOptions {
+        registry: client::Options::default(),
+        platform: None,
+    };
+    client::pull(store, &reference, &opts)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
