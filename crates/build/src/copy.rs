@@ -181,13 +181,12 @@ pub fn fnmatch(pattern: &[u8], name: &[u8]) -> bool {
                         }
                     }
                 }
-                b'\\' if p + 1 < pattern.len() => {
-                    if pattern[p + 1] == name[n] {
-                        p += 2;
-                        n += 1;
-                        continue;
-                    }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == name[n] => {
+                    p += 2;
+                    n += 1;
+                    continue;
                 }
+                b'\\' if p + 1 < pattern.len() => {}
                 c if c == name[n] => {
                     p += 1;
                     n += 1;
@@ -303,7 +302,7 @@ fn children(root: &SourceRoot, dir: &Path, rel: &str) -> Result<Vec<(PathBuf, St
         } else {
             format!("{rel}/{name}")
         };
-        if !root.ignore.is_some_and(|_| is_ignored(root, &child_rel)) {
+        if !is_ignored(root, &child_rel) {
             out.push((dir.join(&name), child_rel));
         }
     }
@@ -499,7 +498,7 @@ fn is_archive(path: &Path) -> bool {
     let Ok(n) = read_full(&mut archive_reader(f, path), &mut head) else {
         return false;
     };
-    n == 512 && &head[257..262] == b"ustar" || (n == 512 && tar_checksum_ok(&head))
+    n == 512 && (&head[257..262] == b"ustar" || tar_checksum_ok(&head))
 }
 
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
