@@ -143,7 +143,7 @@ STOPSIGNAL SIGQUIT
 HEALTHCHECK --interval=5s --retries=2 CMD wget -q localhost || exit 1
 ENTRYPOINT ["/bin/echo"]
 CMD ignored with shell form
-ONBUILD RUN echo triggered
+ONBUILD RUN echo triggered > /tmp/trig
 "#,
     )]);
     b.build(ctx.path(), &["-t", "meta:1", "--label", "extra=yes"]);
@@ -186,7 +186,10 @@ ONBUILD RUN echo triggered
         c["Cmd"],
         serde_json::json!(["/bin/sh", "-ec", "ignored with shell form"])
     );
-    assert_eq!(c["OnBuild"], serde_json::json!(["RUN echo triggered"]));
+    assert_eq!(
+        c["OnBuild"],
+        serde_json::json!(["RUN echo triggered > /tmp/trig"])
+    );
     let h = history(&b, "meta:1");
     assert!(
         h.contains("ENV APP=/srv/app PATH=/bin:/usr/local/bin"),
@@ -198,6 +201,19 @@ ONBUILD RUN echo triggered
     );
     // Metadata steps add no layer.
     assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+
+    // The ONBUILD trigger fires in an image built on this one, once.
+    let child = context(&[("Dockerfile", "FROM meta:1\nLABEL child=1\n")]);
+    let (_, progress) = b.build(child.path(), &["-t", "child"]);
+    assert!(
+        progress.contains("[onbuild] RUN echo triggered"),
+        "{progress}"
+    );
+    let trig = b
+        .find_in_layers("child", "/tmp/trig")
+        .expect("trigger's file");
+    assert_eq!(std::fs::read_to_string(trig).unwrap(), "triggered\n");
+    assert!(b.inspect("child")["Config"]["OnBuild"].is_null());
 
     // ENTRYPOINT resets a CMD inherited from the base, as Docker does.
     let ctx = context(&[("Dockerfile", "FROM busybox\nENTRYPOINT [\"/bin/ls\"]\n")]);

@@ -488,6 +488,9 @@ impl<'a> Executor<'a> {
         );
         let _ = writeln!(self.out, "#{} DONE 0.0s", self.step_no);
         let _ = df;
+        if matches!(stage.base, Base::Image(_)) {
+            self.run_triggers(graph, &mut state, stage, done)?;
+        }
         for (i, step) in stage.steps.iter().enumerate() {
             self.step_no += 1;
             let title = format!(
@@ -520,6 +523,58 @@ impl<'a> Executor<'a> {
             }
         }
         Ok(state)
+    }
+
+    /// Runs the base image's ONBUILD triggers, then drops them from the
+    /// config (they fire once, in the image built directly on the base).
+    fn run_triggers(
+        &mut self,
+        graph: &StageGraph,
+        state: &mut State,
+        stage: &Stage,
+        done: &[Option<State>],
+    ) -> Result<(), BuildError> {
+        let triggers: Vec<String> = state.config["config"]["OnBuild"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        state.cfg().remove("OnBuild");
+        for trigger in triggers {
+            let located = |message: String| BuildError::Step {
+                file: self.req.file_name.clone(),
+                line: stage.line,
+                message: format!("ONBUILD {trigger}: {message}"),
+            };
+            let df = crate::parse(&format!("FROM scratch\n{trigger}\n"), "ONBUILD")
+                .map_err(|e| located(e.kind.to_string()))?;
+            let Some(mut inst) = df.instructions.get(1).cloned() else {
+                continue;
+            };
+            inst.start_line = stage.line;
+            let step = Step {
+                instruction: inst,
+                vars: stage
+                    .steps
+                    .first()
+                    .map(|s| s.vars.clone())
+                    .unwrap_or_default(),
+            };
+            self.step_no += 1;
+            let _ = writeln!(self.out, "#{} [onbuild] {trigger}", self.step_no);
+            let cached = self
+                .run_step(graph, state, &step, done)
+                .map_err(|e| match e {
+                    BuildError::Other(m) => located(m),
+                    e => e,
+                })?;
+            let word = if cached { "CACHED" } else { "DONE" };
+            let _ = writeln!(self.out, "#{} {word}", self.step_no);
+        }
+        Ok(())
     }
 
     /// Runs one step; returns whether it was a cache hit.
