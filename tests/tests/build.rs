@@ -308,6 +308,87 @@ RUN rm /numeric
     assert_eq!(std::fs::read_to_string(nets).unwrap(), "lo\n");
 }
 
+fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let ft = e.file_type().unwrap();
+        if ft.is_dir() {
+            files_under(&e.path(), out);
+        } else if ft.is_file() {
+            out.push(e.path());
+        }
+    }
+}
+
+#[test]
+fn run_mounts_cache_tmpfs_bind_and_secret() {
+    let b = Berth::new();
+    let ctx = context(&[
+        ("data/d", "bound"),
+        (
+            "Dockerfile",
+            r#"FROM busybox AS tools
+RUN mkdir /tools && echo tool > /tools/t
+FROM busybox
+RUN --mount=type=cache,target=/cache/deep,id=c1 echo $(( $(cat /cache/deep/n 2>/dev/null || echo 0) + 1 )) > /cache/deep/n && cp /cache/deep/n /count
+RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && test -f /scratch/x
+RUN --mount=type=bind,source=data,target=/data cat /data/d > /from-bind
+RUN --mount=type=bind,from=tools,source=/tools,target=/t cat /t/t > /from-tools
+RUN --mount=type=secret,id=tok,required test "$(tr a-z A-Z < /run/secrets/tok)" = S3CR3T && echo used > /secret-used
+"#,
+        ),
+    ]);
+    let secret = ctx.path().with_extension("secret");
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    let sflag = format!("id=tok,src={}", secret.display());
+    b.build(ctx.path(), &["-t", "mounts", "--secret", &sflag]);
+    let read = |f: &str| std::fs::read_to_string(b.find_in_layers("mounts", f).unwrap()).unwrap();
+    assert_eq!(read("/count"), "1\n");
+    assert_eq!(read("/from-bind"), "bound");
+    assert_eq!(read("/from-tools"), "tool\n");
+    assert_eq!(read("/secret-used"), "used\n");
+    for gone in ["/cache", "/scratch", "/data", "/t", "/run"] {
+        assert!(
+            b.find_in_layers("mounts", gone).is_none(),
+            "{gone} in a layer"
+        );
+    }
+    // The secret is in no layer file, nor in the config or history.
+    let v = b.inspect("mounts");
+    let lower = v["GraphDriver"]["Data"]["LowerDir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut files = Vec::new();
+    for d in lower.split(':') {
+        files_under(Path::new(d), &mut files);
+    }
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !bytes.windows(6).any(|w| w == b"s3cr3t"),
+            "secret in {}",
+            f.display()
+        );
+    }
+    assert!(!v.to_string().contains("s3cr3t"));
+    assert!(!history(&b, "mounts").contains("s3cr3t"));
+    // The cache mount persists across builds.
+    b.build(
+        ctx.path(),
+        &["-t", "mounts", "--no-cache", "--secret", &sflag],
+    );
+    assert_eq!(read("/count"), "2\n");
+    // A required secret that was not given fails the build.
+    let out = b.run(&["build", "--no-cache", ctx.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("secret tok not found"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn target_builds_only_the_stages_it_needs() {
     let b = Berth::new();

@@ -46,6 +46,9 @@ pub struct BuildArgs {
     /// Check the Dockerfile for errors and lint warnings without building.
     #[arg(long)]
     check: bool,
+    /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
     /// Output destination instead of the local store: type=oci,dest=FILE.
     #[arg(short, long)]
     output: Option<String>,
@@ -116,6 +119,7 @@ fn build(root: &Path, args: BuildArgs) -> anyhow::Result<i32> {
             .map_err(anyhow::Error::msg)?,
         labels: key_values(&args.labels),
         epoch,
+        secrets: secrets(&args.secrets)?,
     };
     let mut store = LocalStore::open(root)?;
     let mut progress: Box<dyn Write> = if args.quiet {
@@ -236,6 +240,39 @@ fn key_values(list: &[String]) -> BTreeMap<String, String> {
             None => (a.clone(), String::new()),
         })
         .collect()
+}
+
+/// `--secret id=ID,src=FILE|env=VAR` → contents by id.
+fn secrets(list: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for spec in list {
+        let (mut id, mut src, mut env) = (None, None, None);
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", _)) => {}
+                _ => anyhow::bail!("unexpected field {part:?} in --secret {spec}"),
+            }
+        }
+        let id = id
+            .or_else(|| env.clone())
+            .ok_or_else(|| anyhow::anyhow!("--secret {spec}: id is required"))?;
+        let bytes = match (src, env) {
+            (Some(f), _) => {
+                std::fs::read(&f).map_err(|e| anyhow::anyhow!("read secret {id} from {f}: {e}"))?
+            }
+            (None, Some(v)) => std::env::var(&v)
+                .map_err(|_| anyhow::anyhow!("secret {id}: environment variable {v} is not set"))?
+                .into_bytes(),
+            (None, None) => std::env::var(&id)
+                .map_err(|_| anyhow::anyhow!("secret {id}: give src=FILE or env=VAR"))?
+                .into_bytes(),
+        };
+        out.insert(id, bytes);
+    }
+    Ok(out)
 }
 
 /// `type=oci,dest=FILE` → FILE.

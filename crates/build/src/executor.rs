@@ -33,6 +33,7 @@ use crate::copy::{self, CopyOptions, SourceRoot};
 use crate::dockerignore::{pick_ignore_file, read_patterns, PatternMatcher};
 use crate::export::{self, Image, Layer};
 use crate::fsutil;
+use crate::mounts::{self, MountKind, RunMount};
 use crate::runner::{self, Network, RunSpec};
 use crate::shell::{Lexer, VarSource};
 use crate::stages::{Base, BuildOptions, Stage, StageGraph, Step};
@@ -82,6 +83,8 @@ pub struct BuildRequest {
     pub labels: BTreeMap<String, String>,
     /// Timestamps in layers, config and history (SOURCE_DATE_EPOCH).
     pub epoch: i64,
+    /// `--secret` contents by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Vec<u8>>,
 }
 
 /// The built image, with every layer already in the store.
@@ -737,7 +740,7 @@ impl<'a> Executor<'a> {
                 state.config["author"] = json!(inst.args[0]);
                 state.history(format!("MAINTAINER {}", inst.args[0]), true, &created);
             }
-            Kind::Run => return self.run(state, step, &env),
+            Kind::Run => return self.run(graph, state, step, &env, done),
             Kind::Copy | Kind::Add => return self.copy(graph, state, step, &env, done),
             Kind::From | Kind::Unknown => {}
         }
@@ -770,9 +773,11 @@ impl<'a> Executor<'a> {
 
     fn run(
         &mut self,
+        graph: &StageGraph,
         state: &mut State,
         step: &Step,
         env: &[(String, String)],
+        done: &[Option<State>],
     ) -> Result<bool, BuildError> {
         let inst = &step.instruction;
         let args = run_args(state, inst)?;
@@ -780,10 +785,22 @@ impl<'a> Executor<'a> {
             Some(n) => n.parse::<Network>().map_err(BuildError::Other)?,
             None => self.req.network,
         };
-        if inst.flag("mount").is_some() || inst.flag("security").is_some() {
+        if inst.flag("security").is_some() || inst.flag("device").is_some() {
             return Err(BuildError::Other(
-                "RUN --mount and --security are not supported yet".into(),
+                "RUN --security and --device are not supported yet".into(),
             ));
+        }
+        let vars = StepVars {
+            env,
+            args: &step.vars.args,
+        };
+        let mut run_mounts = Vec::new();
+        for spec in inst.flag_values("mount") {
+            let spec = self
+                .lexer
+                .expand_word(spec, &vars)
+                .map_err(|e| BuildError::Other(e.to_string()))?;
+            run_mounts.push(RunMount::parse(&spec).map_err(BuildError::Other)?);
         }
         let mut run_env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut used_args = Vec::new();
@@ -803,6 +820,27 @@ impl<'a> Executor<'a> {
             .str(&args.join("\0"))
             .str(&run_env.join("\0"));
         key.str(&user).str(&cwd).str(&format!("{network:?}"));
+        let mut bind_sources = Vec::new();
+        for m in &run_mounts {
+            key.str(&m.key());
+            bind_sources.push(match (m.kind, &m.from) {
+                (MountKind::Bind, Some(f)) => {
+                    let s = self.source_state(graph, f, done)?;
+                    key.str(&s.key);
+                    Some(s)
+                }
+                (MountKind::Bind, None) => {
+                    let root = self.context_root();
+                    let src = if m.source.is_empty() { "." } else { &m.source };
+                    let sources = copy::expand_sources(&root, &[src.to_string()])
+                        .map_err(|e| BuildError::Other(e.to_string()))?;
+                    copy::hash_sources(&root, &sources, &mut key)
+                        .map_err(|e| BuildError::Other(e.to_string()))?;
+                    None
+                }
+                _ => None,
+            });
+        }
         let key = key.finish();
         let created_by = if used_args.is_empty() {
             format!("RUN {} # buildkit", args.join(" "))
@@ -823,6 +861,10 @@ impl<'a> Executor<'a> {
             .snapshots
             .prepare(&ws.key, &state.chain_ids())
             .map_err(other("prepare the rootfs"))?;
+        let upper = self
+            .snapshots
+            .upper_dir(&ws.key)
+            .map_err(other("find the upper dir"))?;
         let rootfs = ws.dir.join("rootfs");
         ws.mount(&mounts, &rootfs)?;
         make_workdir(&rootfs, &cwd)?;
@@ -831,6 +873,81 @@ impl<'a> Executor<'a> {
         } else {
             fsutil::lookup_user(&rootfs, &user).map_err(BuildError::Other)?
         };
+        // Views of the stages and images bind mounts read from; they stay
+        // mounted until the RUN is over.
+        let mut views = Vec::new();
+        let mut spec_mounts = Vec::new();
+        let mut stubs = Vec::new();
+        for (i, (m, from)) in run_mounts.iter().zip(&bind_sources).enumerate() {
+            let missing = mounts::first_missing(&rootfs, &m.target);
+            let mount = match m.kind {
+                MountKind::Cache => {
+                    let dir = mounts::cache_dir(&self.root, m);
+                    std::fs::create_dir_all(&dir).map_err(other("create cache mount"))?;
+                    std::os::unix::fs::chown(
+                        &dir,
+                        Some(m.uid.unwrap_or(0)),
+                        Some(m.gid.unwrap_or(0)),
+                    )
+                    .map_err(other("chown cache mount"))?;
+                    set_mode(&dir, m.mode.unwrap_or(0o755))?;
+                    mounts::spec_mount(&m.target, "bind", &dir, &["rbind", "rw"])
+                }
+                MountKind::Tmpfs => {
+                    let size = m.size.as_ref().map(|s| format!("size={s}"));
+                    let mut opts = vec!["nosuid", "nodev"];
+                    opts.extend(size.as_deref());
+                    mounts::spec_mount(&m.target, "tmpfs", Path::new("tmpfs"), &opts)
+                }
+                MountKind::Bind => {
+                    let src = match from {
+                        Some(s) => {
+                            let mut view = Workspace::new(&self.snapshots, &self.root)?;
+                            let vm = self
+                                .snapshots
+                                .view(&view.key, &s.chain_ids())
+                                .map_err(other("prepare the bind source"))?;
+                            let dir = view.dir.join("fs");
+                            view.mount(&vm, &dir)?;
+                            let src = fsutil::resolve_in_root(&dir, &m.source, true)
+                                .map_err(other("resolve bind source"))?;
+                            views.push(view);
+                            src
+                        }
+                        None => self
+                            .req
+                            .context
+                            .join(fsutil::clean_abs(&m.source).trim_start_matches('/')),
+                    };
+                    mounts::spec_mount(&m.target, "bind", &src, &["rbind", "ro"])
+                }
+                MountKind::Secret => {
+                    let Some(bytes) = self.req.secrets.get(&m.id) else {
+                        if m.required {
+                            return Err(BuildError::Other(format!(
+                                "secret {} not found (pass it with --secret id={},src=FILE)",
+                                m.id, m.id
+                            )));
+                        }
+                        continue;
+                    };
+                    let file = ws.dir.join(format!("secret-{i}"));
+                    std::fs::write(&file, bytes).map_err(other("write secret"))?;
+                    std::os::unix::fs::chown(
+                        &file,
+                        Some(m.uid.unwrap_or(0)),
+                        Some(m.gid.unwrap_or(0)),
+                    )
+                    .map_err(other("chown secret"))?;
+                    set_mode(&file, m.mode.unwrap_or(0o400))?;
+                    mounts::spec_mount(&m.target, "bind", &file, &["rbind", "ro"])
+                }
+            };
+            if let Some(missing) = missing {
+                stubs.push((missing, m.target.clone()));
+            }
+            spec_mounts.push(mount);
+        }
         let binds = host_binds(&rootfs, network);
         let spec = RunSpec {
             args: args.clone(),
@@ -842,6 +959,7 @@ impl<'a> Executor<'a> {
             network,
             hostname: "berth-build".into(),
             binds,
+            mounts: spec_mounts,
         };
         let log = ws.dir.join("output.log");
         let code = runner::run(
@@ -854,6 +972,7 @@ impl<'a> Executor<'a> {
         )
         .map_err(other("run the container"))?;
         let output = std::fs::read_to_string(&log).unwrap_or_default();
+        drop(views);
         ws.unmount_all()?;
         if code != 0 {
             let lines: Vec<&str> = output.lines().collect();
@@ -869,15 +988,29 @@ impl<'a> Executor<'a> {
         for l in output.lines() {
             let _ = writeln!(self.out, "#{} {l}", self.step_no);
         }
-        let upper = self
-            .snapshots
-            .upper_dir(&ws.key)
-            .map_err(other("find the upper dir"))?;
+        for (missing, target) in &stubs {
+            mounts::remove_stubs(&upper, missing, target);
+        }
         let layer = export::commit_layer(self.store, &upper, state.top(), self.req.epoch, &ws.dir)
             .map_err(other("commit layer"))?;
         self.record(&key, layer.as_ref())?;
         push_layer(state, layer, created_by, &self.created, key);
         Ok(false)
+    }
+
+    /// The state a `--from` names: a stage built earlier, or an image.
+    fn source_state(
+        &self,
+        graph: &StageGraph,
+        from: &str,
+        done: &[Option<State>],
+    ) -> Result<State, BuildError> {
+        match graph.find(from) {
+            Some(i) => done[i]
+                .clone()
+                .ok_or_else(|| BuildError::Other(format!("stage {from} was not built"))),
+            None => self.image_state(from),
+        }
     }
 
     fn copy(
@@ -958,12 +1091,7 @@ impl<'a> Executor<'a> {
         // layers, which are content-addressed), or the context (keyed by
         // the files' content and metadata).
         let from_state = match &from {
-            Some(f) => Some(match graph.find(f) {
-                Some(i) => done[i]
-                    .clone()
-                    .ok_or_else(|| BuildError::Other(format!("stage {f} was not built")))?,
-                None => self.image_state(f)?,
-            }),
+            Some(f) => Some(self.source_state(graph, f, done)?),
             None => None,
         };
         let scratch = self.root.join("build/work").join(unique("heredoc"));
@@ -1093,6 +1221,12 @@ impl<'a> Executor<'a> {
             rootfs: false,
         }
     }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(other(format!("chmod {}", path.display())))
 }
 
 struct RemoveOnDrop(PathBuf);

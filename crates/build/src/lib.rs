@@ -65,6 +65,7 @@ pub mod export;
 pub mod fsutil;
 pub mod heredoc;
 pub mod instructions;
+pub mod mounts;
 pub mod parser;
 pub mod runner;
 pub mod shell;

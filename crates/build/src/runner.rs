@@ -72,6 +72,8 @@ pub struct RunSpec {
     /// Files in the rootfs to bind from the host (`/etc/resolv.conf`...),
     /// only those the rootfs already has.
     pub binds: Vec<(PathBuf, String)>,
+    /// `RUN --mount` mounts, as runtime-spec mount objects.
+    pub mounts: Vec<Value>,
 }
 
 /// RUN failures.
@@ -116,6 +118,7 @@ pub fn spec(run: &RunSpec, rootfs: &Path) -> Value {
                 "options": ["rbind", "ro", "nosuid", "nodev"],
             }));
         }
+        mounts.extend(run.mounts.iter().cloned());
     }
     let seccomp = berth_seccomp::docker_default(&caps);
     spec["linux"]["seccomp"] = serde_json::to_value(seccomp).unwrap_or(Value::Null);
@@ -235,6 +238,7 @@ mod tests {
             network: Network::None,
             hostname: "h".into(),
             binds: vec![],
+            mounts: vec![],
         };
         let s = spec(&run, Path::new("/r"));
         assert_eq!(
