@@ -1064,7 +1064,18 @@ impl<'a> Executor<'a> {
                     };
                     heredocs.push((doc.name.clone(), content));
                 }
-                _ => patterns.push(expand(a)?),
+                _ => {
+                    let p = expand(a)?;
+                    let remote = ["http://", "https://", "git@", "git://"]
+                        .iter()
+                        .any(|s| p.starts_with(s));
+                    if remote && inst.kind == Kind::Add {
+                        return Err(BuildError::Other(format!(
+                            "ADD from a URL or git repository ({p}) is not supported yet"
+                        )));
+                    }
+                    patterns.push(p);
+                }
             }
         }
         let raw_dest = expand(&inst.args[n - 1])?;
