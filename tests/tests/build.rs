@@ -690,3 +690,47 @@ fn buildah_conformance_cases() {
     want.sort();
     assert_eq!(names, want);
 }
+
+/// `--output type=oci` writes an archive other tools read: skopeo verifies every blob
+/// while copying it and sees the config berth wrote.
+#[test]
+fn oci_output_is_valid_for_skopeo() {
+    if Command::new("skopeo").arg("--version").output().is_err() {
+        println!("skipped: skopeo is not installed");
+        return;
+    }
+    let b = Berth::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo hi > /hi\nCMD [\"cat\", \"/hi\"]\n",
+    )]);
+    let out_dir = tempfile::tempdir().unwrap();
+    let archive = out_dir.path().join("img.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+    let (id, _) = b.build(ctx.path(), &["-t", "oci:1", "--output", &dest]);
+    // An --output build does not touch the store's tags.
+    assert!(!b.run(&["image", "inspect", "oci:1"]).status.success());
+    let src = format!("oci-archive:{}", archive.display());
+    let copy = out_dir.path().join("copy");
+    let out = Command::new("skopeo")
+        .args(["copy", &src])
+        .arg(format!("dir:{}", copy.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    let out = Command::new("skopeo")
+        .args(["inspect", "--config", &src])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo inspect: {}", stderr(&out));
+    let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["cat", "/hi"]));
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    // The config skopeo read is the one whose digest is the image id.
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", &src])
+        .output()
+        .unwrap();
+    let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(manifest["config"]["digest"], id.as_str());
+}
