@@ -228,6 +228,7 @@ fn run_and_copy_build_real_layers() {
     let ctx = context(&[
         ("dir/sub/f.txt", "f"),
         ("dir/top.txt", "top"),
+        ("dir/skip.log", "s"),
         ("one.log", "1"),
         ("two.log", "2"),
         ("other.txt", "o"),
@@ -257,6 +258,8 @@ hello $HOSTNAME-literal
 EOF
 WORKDIR /work
 COPY other.txt rel
+COPY --exclude=*.log --exclude=sub dir /excl/
+COPY --parents dir/sub/f.txt /par/
 RUN <<EOF
 set -ex
 test "$(cat /copied/sub/f.txt)" = f
@@ -270,6 +273,8 @@ test "$(cat /unpacked/inner/x.txt)" = "from the tarball"
 test "$(cat /from-stage/art)" = artifact
 test "$(cat /from-stage/made)" = made-by-run
 test -f /work/rel
+test -f /excl/top.txt && test ! -e /excl/skip.log && test ! -e /excl/sub
+test -f /par/dir/sub/f.txt
 grep -q hello /heredoc.txt
 echo ok > /checked
 EOF

@@ -36,6 +36,9 @@ pub struct SourceRoot<'a> {
     pub keep_owner: bool,
     /// Whether symlinks in source paths resolve inside `dir` (a rootfs).
     pub rootfs: bool,
+    /// `--exclude` patterns, matched against paths relative to each source
+    /// (a file source: its name).
+    pub exclude: Option<&'a PatternMatcher>,
 }
 
 /// One matched source: its host path and its path relative to the root.
@@ -54,6 +57,8 @@ pub struct CopyOptions {
     pub chmod: Option<u32>,
     /// ADD: extract local archives.
     pub extract: bool,
+    /// `--parents`: keep each source's parent directories under the destination.
+    pub parents: bool,
 }
 
 /// COPY failures, worded for users.
@@ -108,6 +113,23 @@ pub fn expand_sources(root: &SourceRoot, patterns: &[String]) -> Result<Vec<Sour
     Ok(out)
 }
 
+/// Whether `rel` (root-relative) is excluded by `--exclude`, relative to
+/// the source `top` it was found under.
+fn is_excluded(root: &SourceRoot, top: &str, rel: &str) -> bool {
+    let Some(ex) = root.exclude else {
+        return false;
+    };
+    let inner = if top.is_empty() {
+        rel
+    } else {
+        rel.strip_prefix(top)
+            .map(|r| r.trim_start_matches('/'))
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| rel.rsplit('/').next().unwrap_or(rel))
+    };
+    ex.matches_or_parent_matches(inner)
+}
+
 fn is_ignored(root: &SourceRoot, rel: &str) -> bool {
     root.ignore
         .is_some_and(|m| m.matches_or_parent_matches(rel))
@@ -144,6 +166,9 @@ fn glob(
             continue;
         }
         if rest.is_empty() {
+            if is_excluded(root, &rel, &rel) {
+                continue;
+            }
             out.push(Source {
                 path: root.dir.join(&rel),
                 rel,
@@ -243,13 +268,14 @@ pub fn hash_sources(
     for s in sources {
         key.str(&s.rel);
         let md = fs::metadata(&s.path).map_err(io_ctx(format!("stat {}", s.rel)))?;
-        hash_entry(root, &s.path, &s.rel, &md, key)?;
+        hash_entry(root, &s.rel, &s.path, &s.rel, &md, key)?;
     }
     Ok(())
 }
 
 fn hash_entry(
     root: &SourceRoot,
+    top: &str,
     path: &Path,
     rel: &str,
     md: &fs::Metadata,
@@ -278,16 +304,21 @@ fn hash_entry(
             key.part(&buf[..n]);
         }
     } else if ft.is_dir() {
-        for (child, child_rel) in children(root, path, rel)? {
+        for (child, child_rel) in children(root, top, path, rel)? {
             let md = fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
-            hash_entry(root, &child, &child_rel, &md, key)?;
+            hash_entry(root, top, &child, &child_rel, &md, key)?;
         }
     }
     Ok(())
 }
 
 /// The children of a source directory in name order, ignored ones left out.
-fn children(root: &SourceRoot, dir: &Path, rel: &str) -> Result<Vec<(PathBuf, String)>, CopyError> {
+fn children(
+    root: &SourceRoot,
+    top: &str,
+    dir: &Path,
+    rel: &str,
+) -> Result<Vec<(PathBuf, String)>, CopyError> {
     let mut names: Vec<_> = fs::read_dir(dir)
         .map_err(io_ctx(format!("list {rel}")))?
         .filter_map(|e| e.ok())
@@ -302,7 +333,7 @@ fn children(root: &SourceRoot, dir: &Path, rel: &str) -> Result<Vec<(PathBuf, St
         } else {
             format!("{rel}/{name}")
         };
-        if !is_ignored(root, &child_rel) {
+        if !is_ignored(root, &child_rel) && !is_excluded(root, top, &child_rel) {
             out.push((dir.join(&name), child_rel));
         }
     }
@@ -336,9 +367,20 @@ pub fn copy_into(
     let parent_owner = opts.chown.unwrap_or_default();
     for s in sources {
         let md = fs::metadata(&s.path).map_err(io_ctx(format!("stat {}", s.rel)))?;
+        // --parents: each source lands under its own parent directories.
+        let (target, dest_is_dir) = if opts.parents {
+            let under = if md.is_dir() {
+                Path::new(&s.rel)
+            } else {
+                Path::new(&s.rel).parent().unwrap_or(Path::new(""))
+            };
+            (target.join(under), true)
+        } else {
+            (target.clone(), dest_is_dir)
+        };
         if md.is_dir() {
             make_dirs(rootfs, &target, parent_owner)?;
-            copy_children(root, &s.path, &s.rel, &target, opts, &owner)?;
+            copy_children(root, &s.rel, &s.path, &s.rel, &target, opts, &owner)?;
         } else if opts.extract && is_archive(&s.path) {
             make_dirs(rootfs, &target, parent_owner)?;
             extract(&s.path, &target, opts)?;
@@ -382,13 +424,14 @@ fn make_dirs(rootfs: &Path, dir: &Path, owner: Ids) -> Result<(), CopyError> {
 
 fn copy_children(
     root: &SourceRoot,
+    top: &str,
     src: &Path,
     rel: &str,
     dst: &Path,
     opts: &CopyOptions,
     owner: &dyn Fn(&fs::Metadata) -> Ids,
 ) -> Result<(), CopyError> {
-    for (child, child_rel) in children(root, src, rel)? {
+    for (child, child_rel) in children(root, top, src, rel)? {
         let md = fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
         let name = child
             .file_name()
@@ -405,7 +448,7 @@ fn copy_children(
                 }
                 None => new_dir(&target, &md, opts, owner(&md))?,
             }
-            copy_children(root, &child, &child_rel, &target, opts, owner)?;
+            copy_children(root, top, &child, &child_rel, &target, opts, owner)?;
         } else {
             copy_one(&child, &md, &target, opts, owner(&md))?;
         }
@@ -602,6 +645,7 @@ mod tests {
             ignore: Some(&ignore),
             keep_owner: false,
             rootfs: false,
+            exclude: None,
         };
         let srcs = expand_sources(&root, &["dir".into()]).unwrap();
         copy_into(&root, &srcs, rootfs.path(), "/out", &CopyOptions::default()).unwrap();

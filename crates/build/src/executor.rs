@@ -830,7 +830,7 @@ impl<'a> Executor<'a> {
                     Some(s)
                 }
                 (MountKind::Bind, None) => {
-                    let root = self.context_root();
+                    let root = self.context_root(None);
                     let src = if m.source.is_empty() { "." } else { &m.source };
                     let sources = copy::expand_sources(&root, &[src.to_string()])
                         .map_err(|e| BuildError::Other(e.to_string()))?;
@@ -1031,7 +1031,7 @@ impl<'a> Executor<'a> {
                 .expand_word(w, &vars)
                 .map_err(|e| BuildError::Other(e.to_string()))
         };
-        for unsupported in ["exclude", "parents", "checksum", "keep-git-dir"] {
+        for unsupported in ["checksum", "keep-git-dir"] {
             if inst.flag(unsupported).is_some() {
                 return Err(BuildError::Other(format!(
                     "--{unsupported} is not supported yet"
@@ -1039,6 +1039,16 @@ impl<'a> Executor<'a> {
             }
         }
         let from = inst.flag("from").map(&expand).transpose()?;
+        let mut excludes = Vec::new();
+        for e in inst.flag_values("exclude") {
+            excludes.push(expand(e)?);
+        }
+        let exclude = PatternMatcher::new(&read_patterns(&excludes.join("\n")))
+            .map_err(|e| BuildError::Other(format!("--exclude: {e}")))?;
+        let exclude = (!excludes.is_empty()).then_some(&exclude);
+        let parents = inst
+            .flag("parents")
+            .is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true"));
         let chown = inst.flag("chown").map(&expand).transpose()?;
         let chmod = match inst.flag("chmod").map(&expand).transpose()? {
             Some(m) => Some(u32::from_str_radix(&m, 8).map_err(|_| {
@@ -1125,7 +1135,7 @@ impl<'a> Executor<'a> {
                 }
             }
             None => {
-                let root = self.context_root();
+                let root = self.context_root(exclude);
                 let sources = copy::expand_sources(&root, &patterns)
                     .map_err(|e| BuildError::Other(e.to_string()))?;
                 copy::hash_sources(&root, &sources, &mut key)
@@ -1162,6 +1172,7 @@ impl<'a> Executor<'a> {
             chown: chown_ids,
             chmod,
             extract: inst.kind == Kind::Add,
+            parents,
         };
         let fail = |e: copy::CopyError| BuildError::Other(e.to_string());
         if !heredocs.is_empty() {
@@ -1170,6 +1181,7 @@ impl<'a> Executor<'a> {
                 ignore: None,
                 keep_owner: false,
                 rootfs: false,
+                exclude: None,
             };
             let names: Vec<String> = heredocs.iter().map(|(n, _)| n.clone()).collect();
             let sources = copy::expand_sources(&root, &names).map_err(fail)?;
@@ -1201,12 +1213,13 @@ impl<'a> Executor<'a> {
                         ignore: None,
                         keep_owner: true,
                         rootfs: true,
+                        exclude,
                     };
                     let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
                     copy::copy_into(&root, &sources, &rootfs, &dest, &opts).map_err(fail)?;
                 }
                 None => {
-                    let root = self.context_root();
+                    let root = self.context_root(exclude);
                     let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
                     copy::copy_into(&root, &sources, &rootfs, &dest, &opts).map_err(fail)?;
                 }
@@ -1224,12 +1237,13 @@ impl<'a> Executor<'a> {
         Ok(false)
     }
 
-    fn context_root(&self) -> SourceRoot<'_> {
+    fn context_root<'s>(&'s self, exclude: Option<&'s PatternMatcher>) -> SourceRoot<'s> {
         SourceRoot {
             dir: &self.req.context,
             ignore: Some(&self.ignore),
             keep_owner: false,
             rootfs: false,
+            exclude,
         }
     }
 }
