@@ -501,6 +501,14 @@ fn cache_matrix() {
     let (nocache, out) = b.build(p, &["--no-cache"]);
     assert!(cached_steps(&out).is_empty(), "{out}");
     assert_eq!(nocache, changed);
+
+    // `builder prune` forgets the cache but keeps what images use.
+    let out = b.ok(&["builder", "prune", "-f"]);
+    assert!(out.contains("Deleted"), "{out}");
+    let (again, out) = b.build(p, &[]);
+    assert!(cached_steps(&out).is_empty(), "{out}");
+    assert_eq!(again, changed);
+    b.ok(&["image", "inspect", &first]);
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub struct BuildArgs {
     /// Set the target build stage to build.
     #[arg(long)]
     target: Option<String>,
+    /// Always pull the base images, even when the store has them.
+    #[arg(long)]
+    pull: bool,
     /// Do not use cache when building the image.
     #[arg(long)]
     no_cache: bool,
@@ -54,6 +57,39 @@ pub struct BuildArgs {
     output: Option<String>,
     /// Build context directory.
     context: PathBuf,
+}
+
+/// `berth builder` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum BuilderCmd {
+    /// Remove the build cache: its records, and the layers, blobs and cache mounts
+    /// that no image uses.
+    Prune {
+        /// Do not prompt for confirmation (berth never prompts; accepted for Docker's sake).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// Runs `berth builder ...`; returns the exit status.
+pub fn builder(root: &Path, cmd: BuilderCmd) -> i32 {
+    let BuilderCmd::Prune { force: _ } = cmd;
+    let result = LocalStore::open(root)
+        .map_err(anyhow::Error::from)
+        .and_then(|store| berth_build::prune::prune(&store).map_err(anyhow::Error::from));
+    match result {
+        Ok(s) => {
+            println!(
+                "Deleted {} cache records, {} layers, {} blobs\nTotal reclaimed space: {} bytes",
+                s.cache_records, s.layers, s.blobs, s.bytes
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            1
+        }
+    }
 }
 
 /// Runs `berth build`; returns the exit status.
@@ -113,6 +149,7 @@ fn build(root: &Path, args: BuildArgs) -> anyhow::Result<i32> {
         build_args,
         target: args.target.clone(),
         no_cache: args.no_cache,
+        pull: args.pull,
         network: args
             .network
             .parse::<Network>()

@@ -44,6 +44,9 @@ enum Cmd {
     System(images::SystemCmd),
     /// Build an image from a Dockerfile.
     Build(build_cmd::BuildArgs),
+    /// Manage the build cache (`prune`).
+    #[command(subcommand)]
+    Builder(build_cmd::BuilderCmd),
     /// Show how this host looks to berth (cgroup layout, kernel).
     Info {
         #[arg(long, default_value = "text")]
@@ -61,6 +64,7 @@ fn main() {
             berth_cli::runc::main(full)
         }
         Cmd::Build(args) => build_cmd::run(&cli.root, args),
+        Cmd::Builder(cmd) => build_cmd::builder(&cli.root, cmd),
         Cmd::Info { format } => info(&cli.root, &format),
         Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
         Cmd::Image(cmd) => images::run(&cli.root, cmd),

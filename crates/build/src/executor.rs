@@ -78,6 +78,8 @@ pub struct BuildRequest {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub no_cache: bool,
+    /// `--pull`: fetch base images even when the store has them.
+    pub pull: bool,
     pub network: Network,
     /// `--label`s for the final image.
     pub labels: BTreeMap<String, String>,
@@ -349,7 +351,7 @@ impl<'a> Executor<'a> {
         line: usize,
         pull: &mut Puller,
     ) -> Result<(), BuildError> {
-        if self.store.find(name).is_ok() {
+        if self.store.find(name).is_ok() && !self.req.pull {
             return Ok(());
         }
         self.step_no += 1;

@@ -67,6 +67,7 @@ pub mod heredoc;
 pub mod instructions;
 pub mod mounts;
 pub mod parser;
+pub mod prune;
 pub mod runner;
 pub mod shell;
 pub mod stages;
