@@ -98,12 +98,10 @@ pub fn expand_sources(root: &SourceRoot, patterns: &[String]) -> Result<Vec<Sour
             }
             continue;
         }
-        let path = if root.rootfs {
-            fsutil::resolve_in_root(root.dir, &rel, true)
-                .map_err(io_ctx(format!("resolve {pattern}")))?
-        } else {
-            root.dir.join(&rel)
-        };
+        // Symlinks resolve inside the root, so a link in the context cannot
+        // pull in a file of the host.
+        let path = fsutil::resolve_in_root(root.dir, &rel, true)
+            .map_err(io_ctx(format!("resolve {pattern}")))?;
         let excluded = !rel.is_empty() && is_ignored(root, &rel);
         if excluded || fs::symlink_metadata(&path).is_err() {
             return Err(CopyError::NotFound(rel));
@@ -169,10 +167,9 @@ fn glob(
             if is_excluded(root, &rel, &rel) {
                 continue;
             }
-            out.push(Source {
-                path: root.dir.join(&rel),
-                rel,
-            });
+            let path = fsutil::resolve_in_root(root.dir, &rel, true)
+                .map_err(io_ctx(format!("resolve {rel}")))?;
+            out.push(Source { path, rel });
         } else if root.dir.join(&rel).is_dir() {
             glob(root, &rel, rest, out)?;
         }
@@ -647,6 +644,11 @@ mod tests {
             rootfs: false,
             exclude: None,
         };
+        std::os::unix::fs::symlink("/etc/hostname", ctx.path().join("escape")).unwrap();
+        assert!(matches!(
+            expand_sources(&root, &["escape".into()]),
+            Err(CopyError::NotFound(_))
+        ));
         let srcs = expand_sources(&root, &["dir".into()]).unwrap();
         copy_into(&root, &srcs, rootfs.path(), "/out", &CopyOptions::default()).unwrap();
         assert!(rootfs.path().join("out/sub/f").is_file());

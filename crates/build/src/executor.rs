@@ -916,10 +916,8 @@ impl<'a> Executor<'a> {
                             views.push(view);
                             src
                         }
-                        None => self
-                            .req
-                            .context
-                            .join(fsutil::clean_abs(&m.source).trim_start_matches('/')),
+                        None => fsutil::resolve_in_root(&self.req.context, &m.source, true)
+                            .map_err(other("resolve bind source"))?,
                     };
                     mounts::spec_mount(&m.target, "bind", &src, &["rbind", "ro"])
                 }
