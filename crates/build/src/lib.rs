@@ -37,6 +37,8 @@
 //!    its key in the [`cache`] (parent key + expanded instruction +
 //!    environment, or the sources' content and metadata but never mtimes);
 //!    a hit reuses the recorded layer without mounting anything.
+//!    RUN's `--mount` (cache, tmpfs, bind, secret) is in [`mounts`]; the
+//!    runtime's mount points for them are taken out of the layer again.
 //! 7. [`export`] commits a step's overlay upper directory as a layer
 //!    (timestamps set to SOURCE_DATE_EPOCH or 0, sorted gzip tar, blob in
 //!    the content store, unpacked by chain id) and, once the whole build
@@ -44,6 +46,13 @@
 //!    store with its tags, or an OCI layout archive. The same Dockerfile
 //!    and context content give the same image digest wherever and
 //!    whenever they are built.
+//!
+//! 8. [`prune`] (`berth builder prune`) forgets the cache and frees the
+//!    layers and blobs only the cache used.
+//!
+//! The executor never starts threads: base images are pulled (the registry
+//! client runs a tokio runtime for the call) before the first RUN, because
+//! the runtime clones the container from this process.
 //!
 //! Front-end errors are one type, [`Error`], that displays as `Dockerfile:LINE: what
 //! is wrong` with the file name the caller gave.
