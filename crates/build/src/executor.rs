@@ -1,7 +1,7 @@
 //! The executor: runs the stages a target needs, step by step, with the
 //! cache in front of every step that makes a layer.
 //!
-//! Each stage starts from a [`State`]: an image config (Docker's JSON, as
+//! Each stage starts from a `State`: an image config (Docker's JSON, as
 //! it will be written), the layers under it and a cache key. Metadata
 //! instructions (ENV, LABEL, CMD...) only edit the config and add an
 //! `empty_layer` history entry. RUN, COPY and ADD compute a key from the

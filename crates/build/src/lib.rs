@@ -24,7 +24,7 @@
 //! 4. [`dockerignore`] reads and matches `.dockerignore` files as
 //!    moby/patternmatcher does, and picks `<Dockerfile>.dockerignore` over
 //!    `.dockerignore`.
-//! 5. [`check`] is `docker build --check`: BuildKit's lint rules that the
+//! 5. [`check`](mod@check) is `docker build --check`: BuildKit's lint rules that the
 //!    file alone decides.
 //!
 //! The builder:
