@@ -630,6 +630,31 @@ fn dockerfile_errors_name_the_line_and_check_lints() {
     assert!(out.status.success(), "{}", stderr(&out));
     let id = stdout(&out).trim().to_string();
     assert_eq!(b.inspect(&id)["Config"]["Labels"]["from"], "stdin");
+
+    // `-`: a tar archive of the context on stdin.
+    let ctx = context(&[
+        ("Dockerfile", "FROM busybox\nCOPY data.txt /\n"),
+        ("data.txt", "in the tarball"),
+    ]);
+    let tarball = ctx.path().with_extension("tar");
+    let st = Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(ctx.path())
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = b
+        .cmd(&["build", "-q", "-t", "fromtar", "-"])
+        .stdin(std::fs::File::open(&tarball).unwrap())
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&tarball);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let data = b.find_in_layers("fromtar", "/data.txt").unwrap();
+    assert_eq!(std::fs::read_to_string(data).unwrap(), "in the tarball");
 }
 
 /// buildah's conformance cases that only need busybox. Each builds, and the cases'

@@ -55,7 +55,7 @@ pub struct BuildArgs {
     /// Output destination instead of the local store: type=oci,dest=FILE.
     #[arg(short, long)]
     output: Option<String>,
-    /// Build context directory.
+    /// Build context directory, or `-` for a tar archive (or a lone Dockerfile) on stdin.
     context: PathBuf,
 }
 
@@ -103,9 +103,25 @@ pub fn run(root: &Path, args: BuildArgs) -> i32 {
     }
 }
 
-fn build(root: &Path, args: BuildArgs) -> anyhow::Result<i32> {
+fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
+    // `-`: the context is a tar archive on stdin (or stdin is the Dockerfile).
+    let mut _stdin_ctx = None;
+    let mut stdin_dockerfile = None;
     if args.context.as_os_str() == "-" {
-        anyhow::bail!("a build context from stdin is not supported yet; pass a directory");
+        if args.file.as_deref() == Some("-") {
+            anyhow::bail!("the context and the Dockerfile cannot both come from stdin");
+        }
+        let dir = root
+            .join("build/work")
+            .join(format!("stdin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let guard = RemoveDir(dir.clone());
+        match berth_build::copy::read_stdin_context(std::io::stdin().lock(), &dir)? {
+            berth_build::copy::StdinContext::Archive => {}
+            berth_build::copy::StdinContext::Dockerfile(text) => stdin_dockerfile = Some(text),
+        }
+        args.context = dir;
+        _stdin_ctx = Some(guard);
     }
     if !args.context.is_dir() {
         anyhow::bail!(
@@ -116,7 +132,10 @@ fn build(root: &Path, args: BuildArgs) -> anyhow::Result<i32> {
     if !matches!(args.progress.as_str(), "auto" | "plain" | "tty" | "quiet") {
         anyhow::bail!("invalid progress mode {:?} (auto, plain)", args.progress);
     }
-    let (text, file_name, dockerfile_path) = read_dockerfile(&args)?;
+    let (text, file_name, dockerfile_path) = match stdin_dockerfile {
+        Some(text) => (text, "Dockerfile".to_string(), None),
+        None => read_dockerfile(&args)?,
+    };
     if args.check {
         return Ok(check(&text, &file_name, &args));
     }
@@ -190,6 +209,15 @@ fn build(root: &Path, args: BuildArgs) -> anyhow::Result<i32> {
         println!("{id}");
     }
     Ok(0)
+}
+
+/// Removes a directory when dropped.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The Dockerfile's text, its name in messages and its path.

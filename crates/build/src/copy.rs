@@ -611,6 +611,45 @@ fn extract(path: &Path, target: &Path, opts: &CopyOptions) -> Result<(), CopyErr
     Ok(())
 }
 
+/// What `berth build -` read from stdin.
+pub enum StdinContext {
+    /// A tar archive (plain or gzip), unpacked into the directory given.
+    Archive,
+    /// Anything else: a Dockerfile, and no context.
+    Dockerfile(String),
+}
+
+/// Reads a build context from `input` as `docker build -` does: a tar
+/// archive is unpacked into `dir`; other text is the Dockerfile.
+pub fn read_stdin_context(mut input: impl Read, dir: &Path) -> Result<StdinContext, CopyError> {
+    let mut data = Vec::new();
+    input
+        .read_to_end(&mut data)
+        .map_err(io_ctx("read the context from stdin"))?;
+    let gz = data.starts_with(&[0x1f, 0x8b]);
+    let tar = data.len() >= 512
+        && (&data[257..262] == b"ustar" || {
+            let mut h = [0u8; 512];
+            h.copy_from_slice(&data[..512]);
+            tar_checksum_ok(&h)
+        });
+    if !gz && !tar {
+        return Ok(StdinContext::Dockerfile(
+            String::from_utf8_lossy(&data).into_owned(),
+        ));
+    }
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(&data[..]))
+    } else {
+        Box::new(&data[..])
+    };
+    let mut ar = tar::Archive::new(reader);
+    ar.set_preserve_permissions(true);
+    ar.unpack(dir)
+        .map_err(io_ctx("unpack the context from stdin"))?;
+    Ok(StdinContext::Archive)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
