@@ -502,6 +502,19 @@ fn cache_matrix() {
     assert!(cached_steps(&out).is_empty(), "{out}");
     assert_eq!(nocache, changed);
 
+    // --no-cache-filter misses the named stage only (here the only one).
+    let (_, out) = b.build(p, &["--no-cache-filter", "0"]);
+    assert!(cached_steps(&out).is_empty(), "{out}");
+    // zstd layers: other blobs, so other cache entries and manifest; same diff ids.
+    let (gz, _) = b.build(p, &["-t", "gz"]);
+    let (zs, out) = b.build(p, &["--compression", "zstd", "-t", "zs"]);
+    assert!(cached_steps(&out).is_empty(), "{out}");
+    assert_eq!(gz, zs);
+    assert_ne!(
+        b.inspect("gz")["Descriptor"]["digest"],
+        b.inspect("zs")["Descriptor"]["digest"]
+    );
+
     // `builder prune` forgets the cache but keeps what images use.
     let out = b.ok(&["builder", "prune", "-f"]);
     assert!(out.contains("Deleted"), "{out}");

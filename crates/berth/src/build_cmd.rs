@@ -27,6 +27,12 @@ pub struct BuildArgs {
     /// Always pull the base images, even when the store has them.
     #[arg(long)]
     pull: bool,
+    /// Do not use the cache for these stages (names or indexes); repeatable.
+    #[arg(long = "no-cache-filter")]
+    no_cache_filter: Vec<String>,
+    /// Layer compression: gzip (default) or zstd.
+    #[arg(long, default_value = "gzip")]
+    compression: String,
     /// Do not use cache when building the image.
     #[arg(long)]
     no_cache: bool,
@@ -169,6 +175,16 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         target: args.target.clone(),
         no_cache: args.no_cache,
         pull: args.pull,
+        no_cache_filter: args
+            .no_cache_filter
+            .iter()
+            .flat_map(|f| f.split(',').map(str::to_string))
+            .collect(),
+        compression: match args.compression.as_str() {
+            "gzip" => berth_image::Compression::Gzip,
+            "zstd" => berth_image::Compression::Zstd,
+            other => anyhow::bail!("unsupported --compression {other:?} (gzip, zstd)"),
+        },
         network: args
             .network
             .parse::<Network>()

@@ -80,6 +80,10 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// `--pull`: fetch base images even when the store has them.
     pub pull: bool,
+    /// `--no-cache-filter`: stages (names or indexes) whose steps never hit.
+    pub no_cache_filter: Vec<String>,
+    /// Layer compression (gzip by default).
+    pub compression: berth_image::Compression,
     pub network: Network,
     /// `--label`s for the final image.
     pub labels: BTreeMap<String, String>,
@@ -216,6 +220,8 @@ pub struct Executor<'a> {
     snapshots: Snapshotter,
     created: String,
     step_no: usize,
+    /// Name and index of the stage being built, for `--no-cache-filter`.
+    stage: (Option<String>, usize),
 }
 
 /// A step's scratch space: snapshot, mount and work directory, all undone on drop.
@@ -300,6 +306,7 @@ impl<'a> Executor<'a> {
             snapshots,
             created,
             step_no: 0,
+            stage: (None, 0),
         })
     }
 
@@ -479,6 +486,7 @@ impl<'a> Executor<'a> {
         stage: &Stage,
         done: &[Option<State>],
     ) -> Result<State, BuildError> {
+        self.stage = (stage.name.clone(), stage.index);
         let mut state = self.base_state(stage, done)?;
         let total = stage.steps.len() + 1;
         let label = stage
@@ -750,7 +758,11 @@ impl<'a> Executor<'a> {
     }
 
     fn lookup_cache(&self, state: &State, key: &str) -> Option<Option<Layer>> {
-        if self.req.no_cache {
+        let filtered = self.req.no_cache_filter.iter().any(|f| {
+            self.stage.0.as_deref() == Some(f.to_ascii_lowercase().as_str())
+                || f.parse::<usize>().ok() == Some(self.stage.1)
+        });
+        if self.req.no_cache || filtered {
             return None;
         }
         let rec = self.cache.get(key).ok()??;
@@ -818,6 +830,7 @@ impl<'a> Executor<'a> {
             w => w,
         };
         let mut key = KeyHasher::new(&state.key);
+        key.str(&format!("{:?}", self.req.compression));
         key.str("RUN")
             .str(&args.join("\0"))
             .str(&run_env.join("\0"));
@@ -991,8 +1004,15 @@ impl<'a> Executor<'a> {
         for (missing, target) in &stubs {
             mounts::remove_stubs(&upper, missing, target);
         }
-        let layer = export::commit_layer(self.store, &upper, state.top(), self.req.epoch, &ws.dir)
-            .map_err(other("commit layer"))?;
+        let layer = export::commit_layer(
+            self.store,
+            &upper,
+            state.top(),
+            self.req.epoch,
+            self.req.compression,
+            &ws.dir,
+        )
+        .map_err(other("commit layer"))?;
         self.record(&key, layer.as_ref())?;
         push_layer(state, layer, created_by, &self.created, key);
         Ok(false)
@@ -1105,6 +1125,7 @@ impl<'a> Executor<'a> {
         };
         let keyword = inst.kind.name();
         let mut key = KeyHasher::new(&state.key);
+        key.str(&format!("{:?}", self.req.compression));
         key.str(keyword)
             .str(&dest)
             .str(&format!("{chown:?}{chmod:?}"));
@@ -1230,8 +1251,15 @@ impl<'a> Executor<'a> {
             .snapshots
             .upper_dir(&ws.key)
             .map_err(other("find the upper dir"))?;
-        let layer = export::commit_layer(self.store, &upper, state.top(), self.req.epoch, &ws.dir)
-            .map_err(other("commit layer"))?;
+        let layer = export::commit_layer(
+            self.store,
+            &upper,
+            state.top(),
+            self.req.epoch,
+            self.req.compression,
+            &ws.dir,
+        )
+        .map_err(other("commit layer"))?;
         self.record(&key, layer.as_ref())?;
         push_layer(state, layer, created_by, &self.created, key);
         Ok(false)

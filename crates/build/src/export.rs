@@ -93,22 +93,23 @@ pub fn commit_layer(
     upper: &Path,
     parent: Option<&Digest>,
     epoch: i64,
+    compression: Compression,
     scratch: &Path,
 ) -> Result<Option<Layer>, ExportError> {
     if fsutil::is_empty_dir(upper).map_err(ctx(format!("list {}", upper.display())))? {
         return Ok(None);
     }
     fsutil::normalize_mtimes(upper, epoch).map_err(ctx("normalise timestamps"))?;
-    let tmp = scratch.join("layer.tar.gz");
+    let tmp = scratch.join("layer.tar");
     let diff = {
         let f = File::create(&tmp).map_err(ctx(format!("create {}", tmp.display())))?;
         let mut w = std::io::BufWriter::new(f);
-        let d = berth_image::layer::write_layer(upper, &mut w, Compression::Gzip)
+        let d = berth_image::layer::write_layer(upper, &mut w, compression)
             .map_err(ctx("write layer"))?;
         w.flush().map_err(ctx("write layer"))?;
         d
     };
-    let media_type = Compression::Gzip.oci_media_type().to_string();
+    let media_type = compression.oci_media_type().to_string();
     let mut f = File::open(&tmp).map_err(ctx("reopen layer"))?;
     store
         .content
