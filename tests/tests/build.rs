@@ -785,3 +785,71 @@ fn oci_output_is_valid_for_skopeo() {
     let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
     assert_eq!(manifest["config"]["digest"], id.as_str());
 }
+
+/// `busybox httpd` serving a directory on a loopback port; killed on drop.
+struct Httpd {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Httpd {
+    fn serve(dir: &Path) -> Httpd {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("/bin/busybox")
+            .args(["httpd", "-f", "-p"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-h")
+            .arg(dir)
+            .spawn()
+            .unwrap();
+        berth_tests::wait_for(
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            "httpd to listen",
+        );
+        Httpd { child, port }
+    }
+}
+
+impl Drop for Httpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn add_downloads_urls() {
+    let b = Berth::new();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("file.txt"), "served").unwrap();
+    let httpd = Httpd::serve(www.path());
+    let url = format!("http://127.0.0.1:{}/file.txt", httpd.port);
+    let sum = format!("sha256:{}", "0".repeat(64));
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM busybox\nADD {url} /dl/\nADD {url} /renamed\nRUN test \"$(stat -c %a /dl/file.txt)\" = 600\n"),
+    )]);
+    b.build(ctx.path(), &["-t", "dl"]);
+    let f = b.find_in_layers("dl", "/dl/file.txt").unwrap();
+    assert_eq!(std::fs::read_to_string(f).unwrap(), "served");
+    assert!(b.find_in_layers("dl", "/renamed").is_some());
+    // A wrong --checksum fails the build.
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM busybox\nADD --checksum={sum} {url} /x\n"),
+    )]);
+    let out = b.run(&["build", ctx.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("digest mismatch"), "{}", stderr(&out));
+    let good = berth_image::Digest::sha256_of(b"served").to_string();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM busybox\nADD --checksum={good} {url} /x\n"),
+    )]);
+    b.build(ctx.path(), &["-t", "sum"]);
+    assert!(b.find_in_layers("sum", "/x").is_some());
+}

@@ -1051,7 +1051,7 @@ impl<'a> Executor<'a> {
                 .expand_word(w, &vars)
                 .map_err(|e| BuildError::Other(e.to_string()))
         };
-        for unsupported in ["checksum", "keep-git-dir"] {
+        for unsupported in ["keep-git-dir"] {
             if inst.flag(unsupported).is_some() {
                 return Err(BuildError::Other(format!(
                     "--{unsupported} is not supported yet"
@@ -1079,6 +1079,7 @@ impl<'a> Executor<'a> {
         let n = inst.args.len();
         let mut patterns = Vec::new();
         let mut heredocs = Vec::new();
+        let mut urls = Vec::new();
         for a in &inst.args[..n - 1] {
             match crate::heredoc::parse_delimiter(a).ok().flatten() {
                 Some(h) if inst.heredocs.iter().any(|d| d.name == h.name) => {
@@ -1096,15 +1097,19 @@ impl<'a> Executor<'a> {
                 }
                 _ => {
                     let p = expand(a)?;
-                    let remote = ["http://", "https://", "git@", "git://"]
-                        .iter()
-                        .any(|s| p.starts_with(s));
-                    if remote && inst.kind == Kind::Add {
+                    let http = p.starts_with("http://") || p.starts_with("https://");
+                    let git =
+                        p.starts_with("git@") || p.starts_with("git://") || p.ends_with(".git");
+                    if inst.kind == Kind::Add && git && !http {
                         return Err(BuildError::Other(format!(
-                            "ADD from a URL or git repository ({p}) is not supported yet"
+                            "ADD from a git repository ({p}) is not supported yet"
                         )));
                     }
-                    patterns.push(p);
+                    if inst.kind == Kind::Add && http {
+                        urls.push(p);
+                    } else {
+                        patterns.push(p);
+                    }
                 }
             }
         }
@@ -1138,12 +1143,23 @@ impl<'a> Executor<'a> {
         };
         let scratch = self.root.join("build/work").join(unique("heredoc"));
         let _cleanup = RemoveOnDrop(scratch.clone());
-        if !heredocs.is_empty() {
-            std::fs::create_dir_all(&scratch).map_err(other("create heredoc dir"))?;
+        let downloads_dir = scratch.join("urls");
+        if !heredocs.is_empty() || !urls.is_empty() {
+            std::fs::create_dir_all(&downloads_dir).map_err(other("create scratch dir"))?;
             for (name, content) in &heredocs {
                 std::fs::write(scratch.join(name), content).map_err(other("write heredoc"))?;
                 key.str("heredoc").str(name).str(content);
             }
+        }
+        // Downloads are keyed by their content, as context files are.
+        let checksum = inst.flag("checksum").map(&expand).transpose()?;
+        let mut downloaded = Vec::new();
+        for url in &urls {
+            let (name, data) =
+                crate::fetch::download(url, checksum.as_deref()).map_err(BuildError::Other)?;
+            std::fs::write(downloads_dir.join(&name), &data).map_err(other("write download"))?;
+            key.str("url").str(url).str(&name).part(&data);
+            downloaded.push(name);
         }
         match &from_state {
             Some(s) => {
@@ -1167,6 +1183,7 @@ impl<'a> Executor<'a> {
         let mut shown: Vec<String> = inst.flags.clone();
         shown.extend(patterns.iter().cloned());
         shown.extend(heredocs.iter().map(|(n, _)| n.clone()));
+        shown.extend(urls.iter().cloned());
         shown.push(raw_dest.clone());
         let created_by = format!("{keyword} {} # buildkit", shown.join(" "));
         if let Some(hit) = self.lookup_cache(state, &key) {
@@ -1212,6 +1229,22 @@ impl<'a> Executor<'a> {
                 ..opts.clone()
             };
             copy::copy_into(&root, &sources, &rootfs, &dest, &hopts).map_err(fail)?;
+        }
+        if !downloaded.is_empty() {
+            let root = SourceRoot {
+                dir: &downloads_dir,
+                ignore: None,
+                keep_owner: false,
+                rootfs: false,
+                exclude: None,
+            };
+            let sources = copy::expand_sources(&root, &downloaded).map_err(fail)?;
+            let dopts = CopyOptions {
+                chmod: Some(chmod.unwrap_or(0o600)),
+                extract: false,
+                ..opts.clone()
+            };
+            copy::copy_into(&root, &sources, &rootfs, &dest, &dopts).map_err(fail)?;
         }
         if !patterns.is_empty() {
             match &from_state {

@@ -71,6 +71,7 @@ pub mod dockerignore;
 pub mod error;
 pub mod executor;
 pub mod export;
+pub mod fetch;
 pub mod fsutil;
 pub mod heredoc;
 pub mod instructions;
