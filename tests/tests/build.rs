@@ -784,6 +784,22 @@ fn oci_output_is_valid_for_skopeo() {
         .unwrap();
     let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
     assert_eq!(manifest["config"]["digest"], id.as_str());
+
+    // type=local writes the file tree, type=tar an archive of it.
+    let local = out_dir.path().join("tree");
+    let dest = format!("type=local,dest={}", local.display());
+    b.build(ctx.path(), &["--output", &dest]);
+    assert_eq!(std::fs::read_to_string(local.join("hi")).unwrap(), "hi\n");
+    assert!(local.join("bin/busybox").is_file());
+    let tar = out_dir.path().join("tree.tar");
+    let dest = format!("type=tar,dest={}", tar.display());
+    b.build(ctx.path(), &["--output", &dest]);
+    let list = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let names = stdout(&list);
+    assert!(
+        names.lines().any(|l| l.trim_start_matches("./") == "hi"),
+        "{names}"
+    );
 }
 
 /// `busybox httpd` serving a directory on a loopback port; killed on drop.

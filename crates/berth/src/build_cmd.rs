@@ -58,7 +58,7 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.
     #[arg(long = "secret")]
     secrets: Vec<String>,
-    /// Output destination instead of the local store: type=oci,dest=FILE.
+    /// Output instead of the local store: type=oci|tar,dest=FILE or type=local,dest=DIR.
     #[arg(short, long)]
     output: Option<String>,
     /// Build context directory, or `-` for a tar archive (or a lone Dockerfile) on stdin.
@@ -205,10 +205,14 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
     };
     let id = built.image.config_digest.to_string();
     match output {
-        Some(dest) => {
+        Some((kind, dest)) if kind == "oci" => {
             let name = tags.first().map(|t| t.to_string());
             berth_build::export::to_oci_archive(&store, &built.image, name.as_deref(), &dest)?;
             let _ = writeln!(progress, "#0 exporting to oci image format {dest} done");
+        }
+        Some((kind, dest)) => {
+            berth_build::export::to_files(&store, &built.image, &dest, kind == "tar")?;
+            let _ = writeln!(progress, "#0 exporting to {kind} {dest} done");
         }
         None => {
             berth_build::export::to_store(&mut store, &built.image, &built.config, &tags)?;
@@ -356,8 +360,11 @@ fn secrets(list: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     Ok(out)
 }
 
-/// `type=oci,dest=FILE` → FILE.
-fn parse_output(spec: &str) -> anyhow::Result<String> {
+/// `type=oci|tar|local,dest=PATH` → (type, PATH); a bare PATH is `local`.
+fn parse_output(spec: &str) -> anyhow::Result<(String, String)> {
+    if !spec.contains('=') {
+        return Ok(("local".into(), spec.to_string()));
+    }
     let mut kind = None;
     let mut dest = None;
     for part in spec.split(',') {
@@ -368,9 +375,11 @@ fn parse_output(spec: &str) -> anyhow::Result<String> {
         }
     }
     match (kind.as_deref(), dest) {
-        (Some("oci"), Some(d)) => Ok(d),
-        (Some("oci"), None) => anyhow::bail!("--output type=oci needs dest=FILE"),
-        _ => anyhow::bail!("only --output type=oci,dest=FILE is supported"),
+        (Some(k @ ("oci" | "tar" | "local")), Some(d)) => Ok((k.to_string(), d)),
+        (Some(k @ ("oci" | "tar" | "local")), None) => {
+            anyhow::bail!("--output type={k} needs dest=PATH")
+        }
+        _ => anyhow::bail!("--output supports type=oci, type=tar and type=local"),
     }
 }
 

@@ -288,3 +288,100 @@ pub fn to_oci_archive(
     let mut out = ar.into_inner().map_err(ctx("finish archive"))?;
     out.flush().map_err(ctx("finish archive"))
 }
+
+/// `--output type=local|tar`: the image's file tree, as a directory or a
+/// tar archive (`-` for stdout). The layers are viewed through a read-only
+/// snapshot under `<root>/build`.
+pub fn to_files(
+    store: &LocalStore,
+    image: &Image,
+    dest: &str,
+    as_tar: bool,
+) -> Result<(), ExportError> {
+    let snaps = berth_image::Snapshotter::new(
+        store.root().join("build/snapshots"),
+        store.layers.clone(),
+        berth_image::SnapshotMode::Auto,
+    )
+    .map_err(ctx("open the snapshotter"))?;
+    let key = format!("export-{}", std::process::id());
+    let dir = store.root().join("build/work").join(&key);
+    let chains: Vec<Digest> = image.layers.iter().map(|l| l.chain_id.clone()).collect();
+    let view = View::new(&snaps, &key, &dir, &chains)?;
+    if as_tar {
+        let out: Box<dyn Write> = if dest == "-" {
+            Box::new(std::io::stdout().lock())
+        } else {
+            Box::new(File::create(dest).map_err(ctx(format!("create {dest}")))?)
+        };
+        let mut ar = tar::Builder::new(out);
+        ar.follow_symlinks(false);
+        ar.append_dir_all(".", &view.fs)
+            .map_err(ctx("archive the file tree"))?;
+        let mut out = ar.into_inner().map_err(ctx("finish archive"))?;
+        out.flush().map_err(ctx("finish archive"))?;
+    } else {
+        std::fs::create_dir_all(dest).map_err(ctx(format!("create {dest}")))?;
+        let root = crate::copy::SourceRoot {
+            dir: &view.fs,
+            ignore: None,
+            keep_owner: true,
+            rootfs: true,
+            exclude: None,
+        };
+        let sources = crate::copy::expand_sources(&root, &["/".to_string()])
+            .map_err(ctx("read the file tree"))?;
+        crate::copy::copy_into(
+            &root,
+            &sources,
+            Path::new(dest),
+            "/",
+            &crate::copy::CopyOptions::default(),
+        )
+        .map_err(ctx(format!("copy the file tree to {dest}")))?;
+    }
+    Ok(())
+}
+
+/// A read-only mount of some layers, undone on drop.
+struct View<'a> {
+    snaps: &'a berth_image::Snapshotter,
+    key: String,
+    dir: std::path::PathBuf,
+    fs: std::path::PathBuf,
+    mounted: bool,
+}
+
+impl<'a> View<'a> {
+    fn new(
+        snaps: &'a berth_image::Snapshotter,
+        key: &str,
+        dir: &Path,
+        chains: &[Digest],
+    ) -> Result<View<'a>, ExportError> {
+        let mut v = View {
+            snaps,
+            key: key.to_string(),
+            dir: dir.to_path_buf(),
+            fs: dir.join("fs"),
+            mounted: false,
+        };
+        std::fs::create_dir_all(&v.fs).map_err(ctx(format!("create {}", v.fs.display())))?;
+        let mounts = snaps.view(key, chains).map_err(ctx("view the layers"))?;
+        for m in &mounts {
+            m.mount_at(&v.fs).map_err(ctx("mount the layers"))?;
+            v.mounted = true;
+        }
+        Ok(v)
+    }
+}
+
+impl Drop for View<'_> {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = nix::mount::umount2(&self.fs, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let _ = self.snaps.remove(&self.key);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
