@@ -199,8 +199,13 @@ ONBUILD RUN echo triggered > /tmp/trig
         h.contains("EXPOSE [53/udp 80/tcp 8000/tcp 8001/tcp]"),
         "{h}"
     );
-    // Metadata steps add no layer.
-    assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    // Metadata steps add no layer; each WORKDIR made its directory (as the USER).
+    assert_eq!(v["RootFS"]["Layers"].as_array().unwrap().len(), 3);
+    let app = b
+        .find_in_layers("meta:1", "/srv/app")
+        .expect("WORKDIR's directory");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(app).unwrap().uid(), 65534);
 
     // The ONBUILD trigger fires in an image built on this one, once.
     let child = context(&[("Dockerfile", "FROM meta:1\nLABEL child=1\n")]);

@@ -652,7 +652,14 @@ impl<'a> Executor<'a> {
                 };
                 let wd = fsutil::clean_abs(&joined);
                 state.cfg().insert("WorkingDir".into(), json!(wd));
-                state.history(format!("WORKDIR {wd}"), true, &created);
+                if wd == "/" {
+                    state.history(format!("WORKDIR {wd}"), true, &created);
+                } else {
+                    // As BuildKit, the directory is made now (owned by the
+                    // USER in force), so it exists in the image even when no
+                    // RUN or COPY follows.
+                    return self.workdir(state, &wd);
+                }
             }
             Kind::User => {
                 let u = word(&inst.args[0])?;
@@ -1018,6 +1025,52 @@ impl<'a> Executor<'a> {
         Ok(false)
     }
 
+    /// WORKDIR's directory as a layer (none when it already exists).
+    fn workdir(&mut self, state: &mut State, wd: &str) -> Result<bool, BuildError> {
+        let user = state.str_field("User");
+        let mut key = KeyHasher::new(&state.key);
+        key.str(&format!("{:?}", self.req.compression));
+        key.str("WORKDIR").str(wd).str(&user);
+        let key = key.finish();
+        let created_by = format!("WORKDIR {wd}");
+        if let Some(hit) = self.lookup_cache(state, &key) {
+            push_layer(state, hit, created_by, &self.created, key);
+            return Ok(true);
+        }
+        let mut ws = Workspace::new(&self.snapshots, &self.root)?;
+        let mounts = self
+            .snapshots
+            .prepare(&ws.key, &state.chain_ids())
+            .map_err(other("prepare the rootfs"))?;
+        let rootfs = ws.dir.join("rootfs");
+        ws.mount(&mounts, &rootfs)?;
+        let ids = if user.is_empty() {
+            fsutil::Ids::default()
+        } else {
+            fsutil::lookup_user(&rootfs, &user)
+                .map_err(BuildError::Other)?
+                .0
+        };
+        make_dirs_owned(&rootfs, wd, ids)?;
+        ws.unmount_all()?;
+        let upper = self
+            .snapshots
+            .upper_dir(&ws.key)
+            .map_err(other("find the upper dir"))?;
+        let layer = export::commit_layer(
+            self.store,
+            &upper,
+            state.top(),
+            self.req.epoch,
+            self.req.compression,
+            &ws.dir,
+        )
+        .map_err(other("commit layer"))?;
+        self.record(&key, layer.as_ref())?;
+        push_layer(state, layer, created_by, &self.created, key);
+        Ok(false)
+    }
+
     /// The state a `--from` names: a stage built earlier, or an image.
     fn source_state(
         &self,
@@ -1361,6 +1414,25 @@ fn make_workdir(rootfs: &Path, wd: &str) -> Result<(), BuildError> {
     let path = fsutil::resolve_in_root(rootfs, wd, true).map_err(other(format!("resolve {wd}")))?;
     if !path.is_dir() {
         std::fs::create_dir_all(&path).map_err(other(format!("create working directory {wd}")))?;
+    }
+    Ok(())
+}
+
+/// Creates `wd` and its missing parents in `rootfs` (0755, owned by `ids`).
+fn make_dirs_owned(rootfs: &Path, wd: &str, ids: fsutil::Ids) -> Result<(), BuildError> {
+    let mut path = String::new();
+    for part in wd.split('/').filter(|p| !p.is_empty()) {
+        path.push('/');
+        path.push_str(part);
+        let host = fsutil::resolve_in_root(rootfs, &path, true)
+            .map_err(other(format!("resolve {path}")))?;
+        if host.is_dir() {
+            continue;
+        }
+        std::fs::create_dir(&host).map_err(other(format!("create working directory {wd}")))?;
+        set_mode(&host, 0o755)?;
+        std::os::unix::fs::chown(&host, Some(ids.uid), Some(ids.gid))
+            .map_err(other(format!("chown {path}")))?;
     }
     Ok(())
 }
