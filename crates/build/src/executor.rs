@@ -285,10 +285,12 @@ impl<'a> Executor<'a> {
     ) -> Result<Executor<'a>, BuildError> {
         let cache = Cache::open(&root.join("berth.db")).map_err(other("open the build cache"))?;
         let ignore = load_ignore(req)?;
+        // Layers are diffs of the overlay upper dir; copy mode would turn
+        // every step into a full copy without whiteouts.
         let snapshots = Snapshotter::new(
             root.join("build/snapshots"),
             store.layers.clone(),
-            berth_image::SnapshotMode::Auto,
+            berth_image::SnapshotMode::Overlay,
         )
         .map_err(other("open the build snapshotter"))?;
         let created = humantime::format_rfc3339_seconds(
