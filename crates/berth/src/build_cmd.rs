@@ -129,6 +129,10 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         args.context = dir;
         _stdin_ctx = Some(guard);
     }
+    // Absolute, so remembered file digests are keyed by a stable path.
+    if let Ok(abs) = std::fs::canonicalize(&args.context) {
+        args.context = abs;
+    }
     if !args.context.is_dir() {
         anyhow::bail!(
             "unable to prepare context: path {:?} not found",

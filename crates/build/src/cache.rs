@@ -62,9 +62,84 @@ impl Cache {
                 media_type   TEXT NOT NULL,
                 content_size INTEGER NOT NULL,
                 created_unix INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS build_file_digests (
+                path     TEXT PRIMARY KEY,
+                dev      INTEGER NOT NULL,
+                ino      INTEGER NOT NULL,
+                size     INTEGER NOT NULL,
+                mtime_ns INTEGER NOT NULL,
+                ctime_ns INTEGER NOT NULL,
+                digest   BLOB NOT NULL
             )",
         )?;
+        // Records are a cache: losing the last ones on a power cut costs a
+        // re-run, so commits need not wait for the disk.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(Cache { conn })
+    }
+
+    /// Starts a transaction around many digest lookups and records.
+    pub fn begin(&self) -> Result<(), CacheError> {
+        Ok(self.conn.execute_batch("BEGIN")?)
+    }
+
+    /// Ends the transaction [`Cache::begin`] started.
+    pub fn commit(&self) -> Result<(), CacheError> {
+        Ok(self.conn.execute_batch("COMMIT")?)
+    }
+
+    /// The sha256 of a context file's content, remembered by path, inode,
+    /// size and change times: a file whose inode, size, mtime and ctime are
+    /// unchanged is not read again (ctime moves on every write and chmod).
+    pub fn file_digest(&self, path: &Path, md: &std::fs::Metadata) -> std::io::Result<[u8; 32]> {
+        use std::os::unix::fs::MetadataExt;
+        let name = path.to_string_lossy();
+        let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+        let ctime = md.ctime() * 1_000_000_000 + md.ctime_nsec();
+        let stat = (
+            md.dev() as i64,
+            md.ino() as i64,
+            md.len() as i64,
+            mtime,
+            ctime,
+        );
+        let known: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached(
+                "SELECT digest FROM build_file_digests
+                 WHERE path = ?1 AND dev = ?2 AND ino = ?3 AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![name, stat.0, stat.1, stat.2, stat.3, stat.4], |r| r.get(0))
+                    .optional()
+            })
+            .ok()
+            .flatten();
+        if let Some(d) = known.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()) {
+            return Ok(d);
+        }
+        let d = crate::copy::digest_file(path)?;
+        // A failed record only costs a re-read next time.
+        let _ = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO build_file_digests
+                    (path, dev, ino, size, mtime_ns, ctime_ns, digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    name,
+                    stat.0,
+                    stat.1,
+                    stat.2,
+                    stat.3,
+                    stat.4,
+                    &d[..]
+                ])
+            });
+        Ok(d)
     }
 
     /// The layer recorded for `key`.
@@ -111,6 +186,7 @@ impl Cache {
 
     /// Forgets every record (`builder prune`); returns how many there were.
     pub fn clear(&self) -> Result<usize, CacheError> {
+        self.conn.execute("DELETE FROM build_file_digests", [])?;
         Ok(self.conn.execute("DELETE FROM build_cache", [])?)
     }
 }

@@ -256,16 +256,32 @@ fn class(pat: &[u8], c: u8) -> Option<(bool, usize)> {
     None
 }
 
-/// Hashes the sources (recursively, honouring the ignore file) into `key`.
+/// The sha256 of a file's content; implementations may remember digests
+/// by inode, size and times so unchanged files are not read again.
+pub type FileDigest<'a> = dyn FnMut(&Path, &fs::Metadata) -> io::Result<[u8; 32]> + 'a;
+
+/// Reads and hashes a file.
+pub fn digest_file(path: &Path) -> io::Result<[u8; 32]> {
+    use sha2::Digest as _;
+    let mut f = File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    io::copy(&mut f, &mut h)?;
+    Ok(h.finalize().into())
+}
+
+/// Hashes the sources (recursively, honouring the ignore file) into `key`:
+/// names, types, modes, owners, sizes, link targets and content digests,
+/// never times.
 pub fn hash_sources(
     root: &SourceRoot,
     sources: &[Source],
     key: &mut KeyHasher,
+    digest: &mut FileDigest,
 ) -> Result<(), CopyError> {
     for s in sources {
         key.str(&s.rel);
         let md = fs::metadata(&s.path).map_err(io_ctx(format!("stat {}", s.rel)))?;
-        hash_entry(root, &s.rel, &s.path, &s.rel, &md, key)?;
+        hash_entry(root, &s.rel, &s.path, &s.rel, &md, key, digest)?;
     }
     Ok(())
 }
@@ -277,6 +293,7 @@ fn hash_entry(
     rel: &str,
     md: &fs::Metadata,
     key: &mut KeyHasher,
+    digest: &mut FileDigest,
 ) -> Result<(), CopyError> {
     let meta = format!(
         "{rel}\0{:o}\0{}\0{}\0{}",
@@ -291,19 +308,12 @@ fn hash_entry(
         let t = fs::read_link(path).map_err(io_ctx(format!("readlink {rel}")))?;
         key.str(&t.to_string_lossy());
     } else if ft.is_file() {
-        let mut f = File::open(path).map_err(io_ctx(format!("open {rel}")))?;
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = f.read(&mut buf).map_err(io_ctx(format!("read {rel}")))?;
-            if n == 0 {
-                break;
-            }
-            key.part(&buf[..n]);
-        }
+        let d = digest(path, md).map_err(io_ctx(format!("read {rel}")))?;
+        key.part(&d);
     } else if ft.is_dir() {
         for (child, child_rel) in children(root, top, path, rel)? {
             let md = fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
-            hash_entry(root, top, &child, &child_rel, &md, key)?;
+            hash_entry(root, top, &child, &child_rel, &md, key, digest)?;
         }
     }
     Ok(())
@@ -714,6 +724,7 @@ mod tests {
             &root,
             &expand_sources(&root, &["dir".into()]).unwrap(),
             &mut k1,
+            &mut |p, _| digest_file(p),
         )
         .unwrap();
         fs::write(ctx.path().join("dir/skip.log"), "changed").unwrap();
@@ -722,6 +733,7 @@ mod tests {
             &root,
             &expand_sources(&root, &["dir".into()]).unwrap(),
             &mut k2,
+            &mut |p, _| digest_file(p),
         )
         .unwrap();
         assert_eq!(k1.finish(), k2.finish());

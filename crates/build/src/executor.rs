@@ -858,7 +858,7 @@ impl<'a> Executor<'a> {
                     let src = if m.source.is_empty() { "." } else { &m.source };
                     let sources = copy::expand_sources(&root, &[src.to_string()])
                         .map_err(|e| BuildError::Other(e.to_string()))?;
-                    copy::hash_sources(&root, &sources, &mut key)
+                    self.hash_context(&root, &sources, &mut key)
                         .map_err(|e| BuildError::Other(e.to_string()))?;
                     None
                 }
@@ -1230,7 +1230,7 @@ impl<'a> Executor<'a> {
                 let root = self.context_root(exclude);
                 let sources = copy::expand_sources(&root, &patterns)
                     .map_err(|e| BuildError::Other(e.to_string()))?;
-                copy::hash_sources(&root, &sources, &mut key)
+                self.hash_context(&root, &sources, &mut key)
                     .map_err(|e| BuildError::Other(e.to_string()))?;
             }
         }
@@ -1351,6 +1351,24 @@ impl<'a> Executor<'a> {
         self.record(&key, layer.as_ref())?;
         push_layer(state, layer, created_by, &self.created, key);
         Ok(false)
+    }
+
+    /// Hashes context sources, reading only files whose digest is not
+    /// remembered (one transaction for all lookups and records).
+    fn hash_context(
+        &self,
+        root: &SourceRoot,
+        sources: &[copy::Source],
+        key: &mut KeyHasher,
+    ) -> Result<(), copy::CopyError> {
+        let in_tx = self.cache.begin().is_ok();
+        let result = copy::hash_sources(root, sources, key, &mut |p, md| {
+            self.cache.file_digest(p, md)
+        });
+        if in_tx {
+            let _ = self.cache.commit();
+        }
+        result
     }
 
     fn context_root<'s>(&'s self, exclude: Option<&'s PatternMatcher>) -> SourceRoot<'s> {
