@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod build_cmd;
 mod images;
 mod registry_cmd;
 
@@ -41,6 +42,11 @@ enum Cmd {
     /// Store maintenance (`check`).
     #[command(subcommand)]
     System(images::SystemCmd),
+    /// Build an image from a Dockerfile.
+    Build(build_cmd::BuildArgs),
+    /// Manage the build cache (`prune`).
+    #[command(subcommand)]
+    Builder(build_cmd::BuilderCmd),
     /// Show how this host looks to berth (cgroup layout, kernel).
     Info {
         #[arg(long, default_value = "text")]
@@ -57,6 +63,8 @@ fn main() {
             full.extend(args.into_iter().map(Into::into));
             berth_cli::runc::main(full)
         }
+        Cmd::Build(args) => build_cmd::run(&cli.root, args),
+        Cmd::Builder(cmd) => build_cmd::builder(&cli.root, cmd),
         Cmd::Info { format } => info(&cli.root, &format),
         Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
         Cmd::Image(cmd) => images::run(&cli.root, cmd),

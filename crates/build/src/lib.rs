@@ -1,12 +1,13 @@
-//! berth-build: the Dockerfile front end.
+//! berth-build: `berth build` — Dockerfile front end, stage graph,
+//! executor with cache, and exporter.
 //!
-//! This crate turns a Dockerfile into what a builder needs, and behaves as
-//! BuildKit's Dockerfile front end does, because the same file must build
-//! the same image under `docker build` and `berth build`. The executor and
-//! exporters come later and build on these pieces; nothing here runs
-//! anything.
+//! The design follows BuildKit's split, one concern per module, each
+//! usable alone: **parser → stage graph → executor with cache → exporter**.
+//! The front end behaves as BuildKit's Dockerfile front end does, because
+//! the same file must build the same image under `docker build` and
+//! `berth build`.
 //!
-//! The flow, one module per concern:
+//! The front end:
 //!
 //! 1. [`parser`] reads physical lines into a [`Dockerfile`] ([`ast`]):
 //!    parser directives, line continuations, comments, JSON/shell forms,
@@ -23,10 +24,37 @@
 //! 4. [`dockerignore`] reads and matches `.dockerignore` files as
 //!    moby/patternmatcher does, and picks `<Dockerfile>.dockerignore` over
 //!    `.dockerignore`.
-//! 5. [`check`] is `docker build --check`: BuildKit's lint rules that the
+//! 5. [`check`](mod@check) is `docker build --check`: BuildKit's lint rules that the
 //!    file alone decides.
 //!
-//! Errors are one type, [`Error`], that displays as `Dockerfile:LINE: what
+//! The builder:
+//!
+//! 6. [`executor`] runs the stages a target needs, in dependency order.
+//!    Metadata instructions edit the image config and history as BuildKit
+//!    writes them; RUN runs in a real container through berth's runtime
+//!    ([`runner`]) on an overlay of the stage's layers; COPY/ADD ([`copy`])
+//!    write into the same kind of overlay. Each RUN/COPY/ADD first looks up
+//!    its key in the [`cache`] (parent key + expanded instruction +
+//!    environment, or the sources' content and metadata but never mtimes);
+//!    a hit reuses the recorded layer without mounting anything.
+//!    RUN's `--mount` (cache, tmpfs, bind, secret) is in [`mounts`]; the
+//!    runtime's mount points for them are taken out of the layer again.
+//! 7. [`export`] commits a step's overlay upper directory as a layer
+//!    (timestamps set to SOURCE_DATE_EPOCH or 0, sorted gzip tar, blob in
+//!    the content store, unpacked by chain id) and, once the whole build
+//!    has succeeded, writes the config and OCI manifest into the local
+//!    store with its tags, or an OCI layout archive. The same Dockerfile
+//!    and context content give the same image digest wherever and
+//!    whenever they are built.
+//!
+//! 8. [`prune`] (`berth builder prune`) forgets the cache and frees the
+//!    layers and blobs only the cache used.
+//!
+//! The executor never starts threads: base images are pulled (the registry
+//! client runs a tokio runtime for the call) before the first RUN, because
+//! the runtime clones the container from this process.
+//!
+//! Front-end errors are one type, [`Error`], that displays as `Dockerfile:LINE: what
 //! is wrong` with the file name the caller gave.
 //!
 //! ```
@@ -36,17 +64,28 @@
 //! ```
 
 pub mod ast;
+pub mod cache;
 pub mod check;
+pub mod copy;
 pub mod dockerignore;
 pub mod error;
+pub mod executor;
+pub mod export;
+pub mod fetch;
+pub mod fsutil;
 pub mod heredoc;
 pub mod instructions;
+pub mod mounts;
 pub mod parser;
+pub mod prune;
+pub mod runner;
 pub mod shell;
 pub mod stages;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Instruction, Kind};
 pub use check::{check, Diagnostic};
 pub use error::{Error, ErrorKind, Result};
+pub use executor::{BuildError, BuildRequest, Built, Executor};
 pub use parser::{parse, parse_raw};
+pub use runner::Network;
 pub use shell::{expand_word, expand_words};

@@ -215,7 +215,7 @@ fn reference_re() -> &'static Regex {
         let component = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*";
         let host = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?";
         let re = format!(
-            r"^(?:{host}/)?{component}(?:/{component})*(?::[\w][\w.-]{{0,127}})?(?:@[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{{32,}})?$"
+            r"^(?:{host}/)?{component}(?:/{component})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]*)?(?:@[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{{32,}})?$"
         );
         Regex::new(&re).expect("static regex")
     })
@@ -223,7 +223,15 @@ fn reference_re() -> &'static Regex {
 
 /// Whether `s` is a syntactically valid image reference.
 pub fn is_image_reference(s: &str) -> bool {
-    reference_re().is_match(s)
+    // The tag's 128-character limit is checked here rather than as a
+    // bounded repetition, which makes the compiled regex far larger and
+    // its compilation a noticeable part of a cached build.
+    let name = s.split('@').next().unwrap_or(s);
+    let tag_ok = match name.rsplit_once(':') {
+        Some((_, tag)) if !tag.contains('/') => tag.len() <= 128,
+        _ => true,
+    };
+    tag_ok && reference_re().is_match(s)
 }
 
 struct Builder<'a> {
@@ -694,5 +702,7 @@ mod tests {
         assert!(is_image_reference("localhost:5000/a/b@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"));
         assert!(!is_image_reference("Alpine"));
         assert!(!is_image_reference("a b"));
+        assert!(is_image_reference(&format!("a:{}", "t".repeat(128))));
+        assert!(!is_image_reference(&format!("a:{}", "t".repeat(129))));
     }
 }

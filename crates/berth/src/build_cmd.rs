@@ -1,0 +1,402 @@
+//! `berth build`: flags and printing; the work is in `berth-build`.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use berth_build::{BuildRequest, Executor, Network};
+use berth_image::Reference;
+use berth_registry::client::{self, LocalStore, PullOptions};
+use clap::Args;
+
+/// `berth build` flags (Docker's names).
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name and optionally a tag (name:tag); may be repeated.
+    #[arg(short = 't', long = "tag")]
+    tags: Vec<String>,
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin).
+    #[arg(short = 'f', long = "file")]
+    file: Option<String>,
+    /// Set build-time variables (KEY=VALUE, or KEY to take it from the environment).
+    #[arg(long = "build-arg")]
+    build_args: Vec<String>,
+    /// Set the target build stage to build.
+    #[arg(long)]
+    target: Option<String>,
+    /// Always pull the base images, even when the store has them.
+    #[arg(long)]
+    pull: bool,
+    /// Do not use the cache for these stages (names or indexes); repeatable.
+    #[arg(long = "no-cache-filter")]
+    no_cache_filter: Vec<String>,
+    /// Layer compression: gzip (default) or zstd.
+    #[arg(long, default_value = "gzip")]
+    compression: String,
+    /// Do not use cache when building the image.
+    #[arg(long)]
+    no_cache: bool,
+    /// Networking mode for RUN instructions: host (default until berth's bridge
+    /// networking lands) or none.
+    #[arg(long, default_value = "host")]
+    network: String,
+    /// Suppress the build output and print the image ID on success.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Write the image ID to the file.
+    #[arg(long)]
+    iidfile: Option<PathBuf>,
+    /// Set metadata for an image (KEY=VALUE).
+    #[arg(long = "label")]
+    labels: Vec<String>,
+    /// Type of progress output (auto, plain): both print plain step lines.
+    #[arg(long, default_value = "auto")]
+    progress: String,
+    /// Check the Dockerfile for errors and lint warnings without building.
+    #[arg(long)]
+    check: bool,
+    /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.
+    #[arg(long = "secret")]
+    secrets: Vec<String>,
+    /// Output instead of the local store: type=oci|tar,dest=FILE or type=local,dest=DIR.
+    #[arg(short, long)]
+    output: Option<String>,
+    /// Build context directory, or `-` for a tar archive (or a lone Dockerfile) on stdin.
+    context: PathBuf,
+}
+
+/// `berth builder` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum BuilderCmd {
+    /// Remove the build cache: its records, and the layers, blobs and cache mounts
+    /// that no image uses.
+    Prune {
+        /// Do not prompt for confirmation (berth never prompts; accepted for Docker's sake).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+/// Runs `berth builder ...`; returns the exit status.
+pub fn builder(root: &Path, cmd: BuilderCmd) -> i32 {
+    let BuilderCmd::Prune { force: _ } = cmd;
+    let result = LocalStore::open(root)
+        .map_err(anyhow::Error::from)
+        .and_then(|store| berth_build::prune::prune(&store).map_err(anyhow::Error::from));
+    match result {
+        Ok(s) => {
+            println!(
+                "Deleted {} cache records, {} layers, {} blobs\nTotal reclaimed space: {} bytes",
+                s.cache_records, s.layers, s.blobs, s.bytes
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            1
+        }
+    }
+}
+
+/// Runs `berth build`; returns the exit status.
+pub fn run(root: &Path, args: BuildArgs) -> i32 {
+    match build(root, args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            1
+        }
+    }
+}
+
+fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
+    // `-`: the context is a tar archive on stdin (or stdin is the Dockerfile).
+    let mut _stdin_ctx = None;
+    let mut stdin_dockerfile = None;
+    if args.context.as_os_str() == "-" {
+        if args.file.as_deref() == Some("-") {
+            anyhow::bail!("the context and the Dockerfile cannot both come from stdin");
+        }
+        let dir = root
+            .join("build/work")
+            .join(format!("stdin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let guard = RemoveDir(dir.clone());
+        match berth_build::copy::read_stdin_context(std::io::stdin().lock(), &dir)? {
+            berth_build::copy::StdinContext::Archive => {}
+            berth_build::copy::StdinContext::Dockerfile(text) => stdin_dockerfile = Some(text),
+        }
+        args.context = dir;
+        _stdin_ctx = Some(guard);
+    }
+    // Absolute, so remembered file digests are keyed by a stable path.
+    if let Ok(abs) = std::fs::canonicalize(&args.context) {
+        args.context = abs;
+    }
+    if !args.context.is_dir() {
+        anyhow::bail!(
+            "unable to prepare context: path {:?} not found",
+            args.context.display().to_string()
+        );
+    }
+    if !matches!(args.progress.as_str(), "auto" | "plain" | "tty" | "quiet") {
+        anyhow::bail!("invalid progress mode {:?} (auto, plain)", args.progress);
+    }
+    let (text, file_name, dockerfile_path) = match stdin_dockerfile {
+        Some(text) => (text, "Dockerfile".to_string(), None),
+        None => read_dockerfile(&args)?,
+    };
+    if args.check {
+        return Ok(check(&text, &file_name, &args));
+    }
+    let build_args = build_args(&args.build_args);
+    let epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .map(|s| {
+            s.parse::<i64>()
+                .map_err(|_| anyhow::anyhow!("invalid SOURCE_DATE_EPOCH {s:?}"))
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let tags: Vec<Reference> = args
+        .tags
+        .iter()
+        .map(|t| {
+            Reference::parse_name(t)
+                .map(Reference::with_default_tag)
+                .map_err(|e| anyhow::anyhow!("invalid tag {t:?}: {e}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let output = args.output.as_deref().map(parse_output).transpose()?;
+    let req = BuildRequest {
+        dockerfile: text,
+        file_name,
+        dockerfile_path,
+        context: args.context.clone(),
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        pull: args.pull,
+        no_cache_filter: args
+            .no_cache_filter
+            .iter()
+            .flat_map(|f| f.split(',').map(str::to_string))
+            .collect(),
+        compression: match args.compression.as_str() {
+            "gzip" => berth_image::Compression::Gzip,
+            "zstd" => berth_image::Compression::Zstd,
+            other => anyhow::bail!("unsupported --compression {other:?} (gzip, zstd)"),
+        },
+        network: args
+            .network
+            .parse::<Network>()
+            .map_err(anyhow::Error::msg)?,
+        labels: key_values(&args.labels),
+        epoch,
+        secrets: secrets(&args.secrets)?,
+    };
+    let mut store = LocalStore::open(root)?;
+    let mut progress: Box<dyn Write> = if args.quiet {
+        Box::new(std::io::sink())
+    } else {
+        Box::new(std::io::stderr())
+    };
+    let built = {
+        let mut exec = Executor::new(&mut store, root, &req, &mut progress)?;
+        exec.build(&mut pull)?
+    };
+    let id = built.image.config_digest.to_string();
+    match output {
+        Some((kind, dest)) if kind == "oci" => {
+            let name = tags.first().map(|t| t.to_string());
+            berth_build::export::to_oci_archive(&store, &built.image, name.as_deref(), &dest)?;
+            let _ = writeln!(progress, "#0 exporting to oci image format {dest} done");
+        }
+        Some((kind, dest)) => {
+            berth_build::export::to_files(&store, &built.image, &dest, kind == "tar")?;
+            let _ = writeln!(progress, "#0 exporting to {kind} {dest} done");
+        }
+        None => {
+            berth_build::export::to_store(&mut store, &built.image, &built.config, &tags)?;
+            let _ = writeln!(progress, "#0 writing image {id} done");
+            for t in &tags {
+                let _ = writeln!(progress, "#0 naming to {t} done");
+            }
+        }
+    }
+    if let Some(f) = &args.iidfile {
+        std::fs::write(f, &id).map_err(|e| anyhow::anyhow!("write {}: {e}", f.display()))?;
+    }
+    if args.quiet {
+        println!("{id}");
+    }
+    Ok(0)
+}
+
+/// Removes a directory when dropped.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The Dockerfile's text, its name in messages and its path.
+fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String, Option<PathBuf>)> {
+    match args.file.as_deref() {
+        Some("-") => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            Ok((text, "Dockerfile".into(), None))
+        }
+        other => {
+            let path = match other {
+                Some(f) => PathBuf::from(f),
+                None => args.context.join("Dockerfile"),
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!("failed to read dockerfile {}: {e}", path.display())
+            })?;
+            let name = path
+                .file_name()
+                .map_or_else(|| "Dockerfile".into(), |n| n.to_string_lossy().into_owned());
+            Ok((text, name, Some(path)))
+        }
+    }
+}
+
+/// `--check`: lint rules, then the parse and stage graph; non-zero on any finding.
+fn check(text: &str, file: &str, args: &BuildArgs) -> i32 {
+    let mut findings = 0;
+    for d in berth_build::check(text, file) {
+        findings += 1;
+        eprintln!(
+            "WARNING: {} - {}\n{}\n{}:{}",
+            d.rule,
+            d.url(),
+            d.message,
+            d.file,
+            d.line
+        );
+    }
+    let graph = berth_build::parse(text, file).and_then(|df| {
+        let opts = berth_build::stages::BuildOptions {
+            build_args: build_args(&args.build_args),
+            ..Default::default()
+        };
+        berth_build::stages::StageGraph::new(&df, &opts, file)
+    });
+    match graph {
+        Err(e) => {
+            // A parse error is already reported as a ParseError finding.
+            if findings == 0 {
+                eprintln!("ERROR: {e}");
+            }
+            return 1;
+        }
+        Ok(g) => {
+            if let Err(k) = g.plan(args.target.as_deref()) {
+                eprintln!("ERROR: {k}");
+                return 1;
+            }
+        }
+    }
+    if findings == 0 {
+        eprintln!("Check complete, no warnings found.");
+        0
+    } else {
+        eprintln!("Check complete, {findings} warning(s) have been found!");
+        1
+    }
+}
+
+fn build_args(list: &[String]) -> BTreeMap<String, String> {
+    list.iter()
+        .filter_map(|a| match a.split_once('=') {
+            Some((k, v)) => Some((k.to_string(), v.to_string())),
+            None => std::env::var(a).ok().map(|v| (a.clone(), v)),
+        })
+        .collect()
+}
+
+fn key_values(list: &[String]) -> BTreeMap<String, String> {
+    list.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (a.clone(), String::new()),
+        })
+        .collect()
+}
+
+/// `--secret id=ID,src=FILE|env=VAR` → contents by id.
+fn secrets(list: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for spec in list {
+        let (mut id, mut src, mut env) = (None, None, None);
+        for part in spec.split(',') {
+            match part.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => src = Some(v.to_string()),
+                Some(("env", v)) => env = Some(v.to_string()),
+                Some(("type", _)) => {}
+                _ => anyhow::bail!("unexpected field {part:?} in --secret {spec}"),
+            }
+        }
+        let id = id
+            .or_else(|| env.clone())
+            .ok_or_else(|| anyhow::anyhow!("--secret {spec}: id is required"))?;
+        let bytes = match (src, env) {
+            (Some(f), _) => {
+                std::fs::read(&f).map_err(|e| anyhow::anyhow!("read secret {id} from {f}: {e}"))?
+            }
+            (None, Some(v)) => std::env::var(&v)
+                .map_err(|_| anyhow::anyhow!("secret {id}: environment variable {v} is not set"))?
+                .into_bytes(),
+            (None, None) => std::env::var(&id)
+                .map_err(|_| anyhow::anyhow!("secret {id}: give src=FILE or env=VAR"))?
+                .into_bytes(),
+        };
+        out.insert(id, bytes);
+    }
+    Ok(out)
+}
+
+/// `type=oci|tar|local,dest=PATH` → (type, PATH); a bare PATH is `local`.
+fn parse_output(spec: &str) -> anyhow::Result<(String, String)> {
+    if !spec.contains('=') {
+        return Ok(("local".into(), spec.to_string()));
+    }
+    let mut kind = None;
+    let mut dest = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(v.to_string()),
+            _ => anyhow::bail!("unsupported --output field {part:?}"),
+        }
+    }
+    match (kind.as_deref(), dest) {
+        (Some(k @ ("oci" | "tar" | "local")), Some(d)) => Ok((k.to_string(), d)),
+        (Some(k @ ("oci" | "tar" | "local")), None) => {
+            anyhow::bail!("--output type={k} needs dest=PATH")
+        }
+        _ => anyhow::bail!("--output supports type=oci, type=tar and type=local"),
+    }
+}
+
+/// Pulls a missing base image with default registry settings.
+fn pull(store: &mut LocalStore, name: &str) -> Result<(), String> {
+    let reference = Reference::parse_name(name)
+        .map_err(|e| e.to_string())?
+        .with_default_tag();
+    let opts = PullOptions {
+        registry: client::Options::default(),
+        platform: None,
+    };
+    client::pull(store, &reference, &opts)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

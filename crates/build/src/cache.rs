@@ -1,0 +1,252 @@
+//! The build cache: which layer a step with a given cache key produced.
+//!
+//! Records live in their own `build_cache` table of the store's `berth.db`,
+//! so every build on the machine shares them. The schema is created with
+//! `CREATE TABLE IF NOT EXISTS` and never touches `PRAGMA user_version`,
+//! which belongs to `berth_image::MetaStore`'s migrations.
+//!
+//! A record only says what a step made; the blob and the unpacked layer live
+//! in the content and layer stores, where image removal may delete them. A
+//! hit is therefore only used when both are still there (see the executor).
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest as _, Sha256};
+
+/// Cache failures.
+#[derive(Debug, thiserror::Error)]
+#[error("build cache: {0}")]
+pub struct CacheError(#[from] rusqlite::Error);
+
+/// What one step produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedLayer {
+    /// The uncompressed tar's digest (`sha256:…`); empty when the step
+    /// changed nothing and so made no layer.
+    pub diff_id: String,
+    /// The stored blob's digest.
+    pub digest: String,
+    /// The blob's size.
+    pub size: u64,
+    /// The blob's media type.
+    pub media_type: String,
+    /// Bytes of content in the layer (for image sizes).
+    pub content_size: u64,
+}
+
+impl CachedLayer {
+    /// Whether the step made no layer.
+    pub fn is_empty(&self) -> bool {
+        self.diff_id.is_empty()
+    }
+}
+
+/// The cache table in the store's database.
+pub struct Cache {
+    conn: Connection,
+}
+
+impl Cache {
+    /// Opens the cache in `<root>/berth.db` (which the image store has
+    /// created and put in WAL mode).
+    pub fn open(db: &Path) -> Result<Cache, CacheError> {
+        let conn = Connection::open(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS build_cache (
+                cache_key    TEXT PRIMARY KEY,
+                diff_id      TEXT NOT NULL,
+                digest       TEXT NOT NULL,
+                size         INTEGER NOT NULL,
+                media_type   TEXT NOT NULL,
+                content_size INTEGER NOT NULL,
+                created_unix INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS build_file_digests (
+                path     TEXT PRIMARY KEY,
+                dev      INTEGER NOT NULL,
+                ino      INTEGER NOT NULL,
+                size     INTEGER NOT NULL,
+                mtime_ns INTEGER NOT NULL,
+                ctime_ns INTEGER NOT NULL,
+                digest   BLOB NOT NULL
+            )",
+        )?;
+        // Records are a cache: losing the last ones on a power cut costs a
+        // re-run, so commits need not wait for the disk.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(Cache { conn })
+    }
+
+    /// Starts a transaction around many digest lookups and records.
+    pub fn begin(&self) -> Result<(), CacheError> {
+        Ok(self.conn.execute_batch("BEGIN")?)
+    }
+
+    /// Ends the transaction [`Cache::begin`] started.
+    pub fn commit(&self) -> Result<(), CacheError> {
+        Ok(self.conn.execute_batch("COMMIT")?)
+    }
+
+    /// The sha256 of a context file's content, remembered by path, inode,
+    /// size and change times: a file whose inode, size, mtime and ctime are
+    /// unchanged is not read again (ctime moves on every write and chmod).
+    pub fn file_digest(&self, path: &Path, md: &std::fs::Metadata) -> std::io::Result<[u8; 32]> {
+        use std::os::unix::fs::MetadataExt;
+        let name = path.to_string_lossy();
+        let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
+        let ctime = md.ctime() * 1_000_000_000 + md.ctime_nsec();
+        let stat = (
+            md.dev() as i64,
+            md.ino() as i64,
+            md.len() as i64,
+            mtime,
+            ctime,
+        );
+        let known: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached(
+                "SELECT digest FROM build_file_digests
+                 WHERE path = ?1 AND dev = ?2 AND ino = ?3 AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![name, stat.0, stat.1, stat.2, stat.3, stat.4], |r| r.get(0))
+                    .optional()
+            })
+            .ok()
+            .flatten();
+        if let Some(d) = known.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()) {
+            return Ok(d);
+        }
+        let d = crate::copy::digest_file(path)?;
+        // A failed record only costs a re-read next time.
+        let _ = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO build_file_digests
+                    (path, dev, ino, size, mtime_ns, ctime_ns, digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    name,
+                    stat.0,
+                    stat.1,
+                    stat.2,
+                    stat.3,
+                    stat.4,
+                    &d[..]
+                ])
+            });
+        Ok(d)
+    }
+
+    /// The layer recorded for `key`.
+    pub fn get(&self, key: &str) -> Result<Option<CachedLayer>, CacheError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT diff_id, digest, size, media_type, content_size FROM build_cache WHERE cache_key = ?1",
+                [key],
+                |r| {
+                    Ok(CachedLayer {
+                        diff_id: r.get(0)?,
+                        digest: r.get(1)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                        media_type: r.get(3)?,
+                        content_size: r.get::<_, i64>(4)? as u64,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Records (or replaces) what `key` produced.
+    pub fn put(&self, key: &str, layer: &CachedLayer) -> Result<(), CacheError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        self.conn.execute(
+            "INSERT OR REPLACE INTO build_cache
+                (cache_key, diff_id, digest, size, media_type, content_size, created_unix)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                key,
+                layer.diff_id,
+                layer.digest,
+                layer.size as i64,
+                layer.media_type,
+                layer.content_size as i64,
+                now
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets every record (`builder prune`); returns how many there were.
+    pub fn clear(&self) -> Result<usize, CacheError> {
+        self.conn.execute("DELETE FROM build_file_digests", [])?;
+        Ok(self.conn.execute("DELETE FROM build_cache", [])?)
+    }
+}
+
+/// Builds a cache key: the parent key and the parts that decide what a step
+/// produces, each length-prefixed so that no two part lists hash alike.
+#[derive(Clone)]
+pub struct KeyHasher(Sha256);
+
+impl KeyHasher {
+    /// Starts a key under `parent` (the previous step's key).
+    pub fn new(parent: &str) -> KeyHasher {
+        let mut h = KeyHasher(Sha256::new());
+        // Bump when the meaning of keys changes, so old records stop matching.
+        h.part(b"berth-build-cache-v1");
+        h.part(parent.as_bytes());
+        h
+    }
+
+    /// Adds one part.
+    pub fn part(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    /// Adds a string part.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.part(s.as_bytes())
+    }
+
+    /// The key, `sha256:<hex>`.
+    pub fn finish(self) -> String {
+        format!("sha256:{}", hex::encode(self.0.finalize()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_keys_separate_parts() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&d.path().join("berth.db")).unwrap();
+        let layer = CachedLayer {
+            diff_id: "sha256:aa".into(),
+            digest: "sha256:bb".into(),
+            size: 3,
+            media_type: "m".into(),
+            content_size: 9,
+        };
+        cache.put("k", &layer).unwrap();
+        assert_eq!(cache.get("k").unwrap(), Some(layer));
+        assert_eq!(cache.get("other").unwrap(), None);
+        let mut a = KeyHasher::new("p");
+        a.str("ab").str("c");
+        let mut b = KeyHasher::new("p");
+        b.str("a").str("bc");
+        assert_ne!(a.finish(), b.finish());
+        assert_eq!(cache.clear().unwrap(), 1);
+    }
+}

@@ -1,0 +1,741 @@
+//! COPY and ADD: picking the sources, hashing them for the cache, and
+//! copying them into a root filesystem with Docker's semantics.
+//!
+//! * Sources are relative to a source root (the build context, another
+//!   stage's filesystem or an image's); `..` cannot leave it. Wildcards
+//!   (`*`, `?`, `[...]`) match one path component each, as Go's
+//!   `filepath.Match`; the context's `.dockerignore` hides what it excludes.
+//! * A directory source copies its *contents*; a file source lands at the
+//!   destination, or inside it when the destination ends with `/`, is an
+//!   existing directory, or several sources are given.
+//! * Files from the context are owned by root unless `--chown`; files from
+//!   a stage or image keep their owners. `--chmod` sets the mode of every
+//!   copied entry. Parent directories that do not exist are made 0755.
+//! * ADD extracts local tar archives (plain or gzip) into the destination.
+//!
+//! The cache key of a COPY hashes each source's relative path, type, mode,
+//! owner, size and content (or link target), but never its mtime, so a
+//! fresh checkout of the same files hits the cache.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::cache::KeyHasher;
+use crate::dockerignore::PatternMatcher;
+use crate::fsutil::{self, Ids};
+
+/// Where COPY reads from.
+pub struct SourceRoot<'a> {
+    /// The directory.
+    pub dir: &'a Path,
+    /// `.dockerignore` of the build context; `None` for stages and images.
+    pub ignore: Option<&'a PatternMatcher>,
+    /// Whether files keep their owners (stages and images) or become root's.
+    pub keep_owner: bool,
+    /// Whether symlinks in source paths resolve inside `dir` (a rootfs).
+    pub rootfs: bool,
+    /// `--exclude` patterns, matched against paths relative to each source
+    /// (a file source: its name).
+    pub exclude: Option<&'a PatternMatcher>,
+}
+
+/// One matched source: its host path and its path relative to the root.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub rel: String,
+}
+
+/// What a COPY/ADD does with its sources.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// `--chown` resolved to ids.
+    pub chown: Option<Ids>,
+    /// `--chmod` as octal bits.
+    pub chmod: Option<u32>,
+    /// ADD: extract local archives.
+    pub extract: bool,
+    /// `--parents`: keep each source's parent directories under the destination.
+    pub parents: bool,
+}
+
+/// COPY failures, worded for users.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("failed to compute cache key: failed to calculate checksum: \"/{0}\": not found")]
+    NotFound(String),
+    #[error("no source files were specified by pattern {0:?}")]
+    NoMatch(String),
+    #[error("When using COPY with more than one source file, the destination must be a directory and end with a /")]
+    MultipleToFile,
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+}
+
+fn io_ctx(context: impl Into<String>) -> impl FnOnce(io::Error) -> CopyError {
+    let context = context.into();
+    move |source| CopyError::Io { context, source }
+}
+
+/// Whether a word has wildcard characters.
+pub fn has_wildcards(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Expands source patterns into the sources they name.
+pub fn expand_sources(root: &SourceRoot, patterns: &[String]) -> Result<Vec<Source>, CopyError> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        let clean = fsutil::clean_abs(pattern);
+        let rel = clean.trim_start_matches('/').to_string();
+        if has_wildcards(&rel) {
+            let before = out.len();
+            glob(root, "", &rel.split('/').collect::<Vec<_>>(), &mut out)?;
+            if out.len() == before {
+                return Err(CopyError::NoMatch(pattern.clone()));
+            }
+            continue;
+        }
+        // Symlinks resolve inside the root, so a link in the context cannot
+        // pull in a file of the host.
+        let path = fsutil::resolve_in_root(root.dir, &rel, true)
+            .map_err(io_ctx(format!("resolve {pattern}")))?;
+        let excluded = !rel.is_empty() && is_ignored(root, &rel);
+        if excluded || fs::symlink_metadata(&path).is_err() {
+            return Err(CopyError::NotFound(rel));
+        }
+        out.push(Source { path, rel });
+    }
+    Ok(out)
+}
+
+/// Whether `rel` (root-relative) is excluded by `--exclude`, relative to
+/// the source `top` it was found under.
+fn is_excluded(root: &SourceRoot, top: &str, rel: &str) -> bool {
+    let Some(ex) = root.exclude else {
+        return false;
+    };
+    let inner = if top.is_empty() {
+        rel
+    } else {
+        rel.strip_prefix(top)
+            .map(|r| r.trim_start_matches('/'))
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| rel.rsplit('/').next().unwrap_or(rel))
+    };
+    ex.matches_or_parent_matches(inner)
+}
+
+fn is_ignored(root: &SourceRoot, rel: &str) -> bool {
+    root.ignore
+        .is_some_and(|m| m.matches_or_parent_matches(rel))
+}
+
+fn glob(
+    root: &SourceRoot,
+    prefix: &str,
+    parts: &[&str],
+    out: &mut Vec<Source>,
+) -> Result<(), CopyError> {
+    let Some((first, rest)) = parts.split_first() else {
+        return Ok(());
+    };
+    let dir = root.dir.join(prefix);
+    let mut names: Vec<String> = match fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect(),
+        Err(_) => return Ok(()),
+    };
+    names.sort();
+    for name in names {
+        if !fnmatch(first.as_bytes(), name.as_bytes()) {
+            continue;
+        }
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if is_ignored(root, &rel) {
+            continue;
+        }
+        if rest.is_empty() {
+            if is_excluded(root, &rel, &rel) {
+                continue;
+            }
+            let path = fsutil::resolve_in_root(root.dir, &rel, true)
+                .map_err(io_ctx(format!("resolve {rel}")))?;
+            out.push(Source { path, rel });
+        } else if root.dir.join(&rel).is_dir() {
+            glob(root, &rel, rest, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Go's `filepath.Match` for one path component.
+pub fn fnmatch(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() {
+            match pattern[p] {
+                b'*' => {
+                    star = Some((p, n));
+                    p += 1;
+                    continue;
+                }
+                b'?' => {
+                    p += 1;
+                    n += 1;
+                    continue;
+                }
+                b'[' => {
+                    if let Some((matched, len)) = class(&pattern[p..], name[n]) {
+                        if matched {
+                            p += len;
+                            n += 1;
+                            continue;
+                        }
+                    }
+                }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == name[n] => {
+                    p += 2;
+                    n += 1;
+                    continue;
+                }
+                b'\\' if p + 1 < pattern.len() => {}
+                c if c == name[n] => {
+                    p += 1;
+                    n += 1;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        match star {
+            Some((sp, sn)) => {
+                p = sp + 1;
+                n = sn + 1;
+                star = Some((sp, sn + 1));
+            }
+            None => return false,
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `c` against the class at the start of `pat`; returns whether it
+/// matched and the class's length.
+fn class(pat: &[u8], c: u8) -> Option<(bool, usize)> {
+    let mut i = 1;
+    let negate = matches!(pat.get(i), Some(b'^' | b'!'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    while i < pat.len() {
+        if pat[i] == b']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        let lo = pat[i];
+        if i + 2 < pat.len() && pat[i + 1] == b'-' && pat[i + 2] != b']' {
+            matched |= lo <= c && c <= pat[i + 2];
+            i += 3;
+        } else {
+            matched |= lo == c;
+            i += 1;
+        }
+    }
+    None
+}
+
+/// The sha256 of a file's content; implementations may remember digests
+/// by inode, size and times so unchanged files are not read again.
+pub type FileDigest<'a> = dyn FnMut(&Path, &fs::Metadata) -> io::Result<[u8; 32]> + 'a;
+
+/// Reads and hashes a file.
+pub fn digest_file(path: &Path) -> io::Result<[u8; 32]> {
+    use sha2::Digest as _;
+    let mut f = File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    io::copy(&mut f, &mut h)?;
+    Ok(h.finalize().into())
+}
+
+/// Hashes the sources (recursively, honouring the ignore file) into `key`:
+/// names, types, modes, owners, sizes, link targets and content digests,
+/// never times.
+pub fn hash_sources(
+    root: &SourceRoot,
+    sources: &[Source],
+    key: &mut KeyHasher,
+    digest: &mut FileDigest,
+) -> Result<(), CopyError> {
+    for s in sources {
+        key.str(&s.rel);
+        let md = fs::metadata(&s.path).map_err(io_ctx(format!("stat {}", s.rel)))?;
+        hash_entry(root, &s.rel, &s.path, &s.rel, &md, key, digest)?;
+    }
+    Ok(())
+}
+
+fn hash_entry(
+    root: &SourceRoot,
+    top: &str,
+    path: &Path,
+    rel: &str,
+    md: &fs::Metadata,
+    key: &mut KeyHasher,
+    digest: &mut FileDigest,
+) -> Result<(), CopyError> {
+    let meta = format!(
+        "{rel}\0{:o}\0{}\0{}\0{}",
+        md.mode(),
+        md.uid(),
+        md.gid(),
+        md.len()
+    );
+    key.str(&meta);
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        let t = fs::read_link(path).map_err(io_ctx(format!("readlink {rel}")))?;
+        key.str(&t.to_string_lossy());
+    } else if ft.is_file() {
+        let d = digest(path, md).map_err(io_ctx(format!("read {rel}")))?;
+        key.part(&d);
+    } else if ft.is_dir() {
+        for (child, child_rel) in children(root, top, path, rel)? {
+            let md = fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
+            hash_entry(root, top, &child, &child_rel, &md, key, digest)?;
+        }
+    }
+    Ok(())
+}
+
+/// The children of a source directory in name order, ignored ones left out.
+fn children(
+    root: &SourceRoot,
+    top: &str,
+    dir: &Path,
+    rel: &str,
+) -> Result<Vec<(PathBuf, String)>, CopyError> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .map_err(io_ctx(format!("list {rel}")))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    names.sort();
+    let mut out = Vec::new();
+    for name in names {
+        let name = name.to_string_lossy().into_owned();
+        let child_rel = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if !is_ignored(root, &child_rel) && !is_excluded(root, top, &child_rel) {
+            out.push((dir.join(&name), child_rel));
+        }
+    }
+    Ok(out)
+}
+
+/// Copies the sources into `rootfs` at `dest` (absolute, in-container).
+pub fn copy_into(
+    root: &SourceRoot,
+    sources: &[Source],
+    rootfs: &Path,
+    dest: &str,
+    opts: &CopyOptions,
+) -> Result<(), CopyError> {
+    let dest_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
+    let several = sources.len() > 1;
+    let target = fsutil::resolve_in_root(rootfs, dest, true)
+        .map_err(io_ctx(format!("resolve destination {dest}")))?;
+    let dest_is_dir = dest_dir_syntax || target.is_dir();
+    if several && !dest_is_dir {
+        return Err(CopyError::MultipleToFile);
+    }
+    let owner = |md: &fs::Metadata| match (opts.chown, root.keep_owner) {
+        (Some(ids), _) => ids,
+        (None, true) => Ids {
+            uid: md.uid(),
+            gid: md.gid(),
+        },
+        (None, false) => Ids::default(),
+    };
+    let parent_owner = opts.chown.unwrap_or_default();
+    for s in sources {
+        let md = fs::metadata(&s.path).map_err(io_ctx(format!("stat {}", s.rel)))?;
+        // --parents: each source lands under its own parent directories.
+        let (target, dest_is_dir) = if opts.parents {
+            let under = if md.is_dir() {
+                Path::new(&s.rel)
+            } else {
+                Path::new(&s.rel).parent().unwrap_or(Path::new(""))
+            };
+            (target.join(under), true)
+        } else {
+            (target.clone(), dest_is_dir)
+        };
+        if md.is_dir() {
+            make_dirs(rootfs, &target, parent_owner)?;
+            copy_children(root, &s.rel, &s.path, &s.rel, &target, opts, &owner)?;
+        } else if opts.extract && is_archive(&s.path) {
+            make_dirs(rootfs, &target, parent_owner)?;
+            extract(&s.path, &target, opts)?;
+        } else {
+            let file_target = if dest_is_dir {
+                make_dirs(rootfs, &target, parent_owner)?;
+                let base = Path::new(&s.rel)
+                    .file_name()
+                    .map(|n| n.to_os_string())
+                    .unwrap_or_default();
+                target.join(base)
+            } else {
+                if let Some(parent) = target.parent() {
+                    make_dirs(rootfs, parent, parent_owner)?;
+                }
+                target.clone()
+            };
+            copy_one(&s.path, &md, &file_target, opts, owner(&md))?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` and missing parents (under `rootfs`) as 0755 with `owner`.
+fn make_dirs(rootfs: &Path, dir: &Path, owner: Ids) -> Result<(), CopyError> {
+    if dir.is_dir() || dir == rootfs {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        make_dirs(rootfs, parent, owner)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(io_ctx(format!("mkdir {}", dir.display()))(e)),
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        .map_err(io_ctx(format!("chmod {}", dir.display())))?;
+    chown(dir, owner)
+}
+
+fn copy_children(
+    root: &SourceRoot,
+    top: &str,
+    src: &Path,
+    rel: &str,
+    dst: &Path,
+    opts: &CopyOptions,
+    owner: &dyn Fn(&fs::Metadata) -> Ids,
+) -> Result<(), CopyError> {
+    for (child, child_rel) in children(root, top, src, rel)? {
+        let md = fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
+        let name = child
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_default();
+        let target = dst.join(name);
+        if md.is_dir() {
+            let existing = fs::symlink_metadata(&target).ok();
+            match existing {
+                Some(e) if e.is_dir() => {}
+                Some(_) => {
+                    remove(&target)?;
+                    new_dir(&target, &md, opts, owner(&md))?;
+                }
+                None => new_dir(&target, &md, opts, owner(&md))?,
+            }
+            copy_children(root, top, &child, &child_rel, &target, opts, owner)?;
+        } else {
+            copy_one(&child, &md, &target, opts, owner(&md))?;
+        }
+    }
+    Ok(())
+}
+
+fn new_dir(
+    target: &Path,
+    md: &fs::Metadata,
+    opts: &CopyOptions,
+    ids: Ids,
+) -> Result<(), CopyError> {
+    fs::create_dir(target).map_err(io_ctx(format!("mkdir {}", target.display())))?;
+    let mode = opts.chmod.unwrap_or(md.mode() & 0o7777);
+    chown(target, ids)?;
+    fs::set_permissions(target, fs::Permissions::from_mode(mode))
+        .map_err(io_ctx(format!("chmod {}", target.display())))
+}
+
+fn remove(path: &Path) -> Result<(), CopyError> {
+    let r = match fs::symlink_metadata(path) {
+        Ok(md) if md.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(_) => Ok(()),
+    };
+    r.map_err(io_ctx(format!("replace {}", path.display())))
+}
+
+/// Copies one non-directory entry (file, symlink, fifo, device).
+fn copy_one(
+    src: &Path,
+    md: &fs::Metadata,
+    target: &Path,
+    opts: &CopyOptions,
+    ids: Ids,
+) -> Result<(), CopyError> {
+    if fs::symlink_metadata(target).is_ok_and(|t| t.is_dir()) {
+        return Err(CopyError::Io {
+            context: format!("copy to {}", target.display()),
+            source: io::Error::new(
+                io::ErrorKind::IsADirectory,
+                "cannot overwrite a directory with a file",
+            ),
+        });
+    }
+    remove(target)?;
+    let ft = md.file_type();
+    if ft.is_symlink() {
+        let link = fs::read_link(src).map_err(io_ctx(format!("readlink {}", src.display())))?;
+        std::os::unix::fs::symlink(&link, target)
+            .map_err(io_ctx(format!("symlink {}", target.display())))?;
+        return lchown(target, ids);
+    }
+    if ft.is_file() {
+        fs::copy(src, target).map_err(io_ctx(format!("copy to {}", target.display())))?;
+    } else {
+        // Fifos and devices are recreated rather than read.
+        let kind = nix::sys::stat::SFlag::from_bits_truncate(md.mode() & libc::S_IFMT);
+        nix::sys::stat::mknod(
+            target,
+            kind,
+            nix::sys::stat::Mode::from_bits_truncate(md.mode() & 0o7777),
+            md.rdev(),
+        )
+        .map_err(|e| io_ctx(format!("mknod {}", target.display()))(io::Error::from(e)))?;
+    }
+    chown(target, ids)?;
+    let mode = opts.chmod.unwrap_or(md.mode() & 0o7777);
+    fs::set_permissions(target, fs::Permissions::from_mode(mode))
+        .map_err(io_ctx(format!("chmod {}", target.display())))
+}
+
+fn chown(path: &Path, ids: Ids) -> Result<(), CopyError> {
+    std::os::unix::fs::chown(path, Some(ids.uid), Some(ids.gid))
+        .map_err(io_ctx(format!("chown {}", path.display())))
+}
+
+fn lchown(path: &Path, ids: Ids) -> Result<(), CopyError> {
+    std::os::unix::fs::lchown(path, Some(ids.uid), Some(ids.gid))
+        .map_err(io_ctx(format!("chown {}", path.display())))
+}
+
+/// Whether a file is a tar archive, plain or gzip-compressed.
+fn is_archive(path: &Path) -> bool {
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let mut head = [0u8; 512];
+    let Ok(n) = read_full(&mut archive_reader(f, path), &mut head) else {
+        return false;
+    };
+    n == 512 && (&head[257..262] == b"ustar" || tar_checksum_ok(&head))
+}
+
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn tar_checksum_ok(h: &[u8; 512]) -> bool {
+    let field = String::from_utf8_lossy(&h[148..156]);
+    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+    else {
+        return false;
+    };
+    let sum: u32 = h
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(b)
+            }
+        })
+        .sum();
+    sum == want && h[0] != 0
+}
+
+fn archive_reader(mut f: File, path: &Path) -> Box<dyn Read> {
+    let mut magic = [0u8; 2];
+    let gz = f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
+    let Ok(f) = File::open(path) else {
+        return Box::new(io::empty());
+    };
+    if gz {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else {
+        Box::new(f)
+    }
+}
+
+fn extract(path: &Path, target: &Path, opts: &CopyOptions) -> Result<(), CopyError> {
+    let f = File::open(path).map_err(io_ctx(format!("open {}", path.display())))?;
+    let mut ar = tar::Archive::new(archive_reader(f, path));
+    ar.set_preserve_permissions(true);
+    ar.set_preserve_ownerships(true);
+    ar.set_unpack_xattrs(false);
+    let entries = ar
+        .entries()
+        .map_err(io_ctx(format!("read archive {}", path.display())))?;
+    for entry in entries {
+        let mut entry = entry.map_err(io_ctx(format!("read archive {}", path.display())))?;
+        let name = entry.path().map(|p| p.into_owned()).unwrap_or_default();
+        let unpacked = entry.unpack_in(target).map_err(io_ctx(format!(
+            "extract {} from {}",
+            name.display(),
+            path.display()
+        )))?;
+        if unpacked {
+            if let Some(ids) = opts.chown {
+                let _ = lchown(&target.join(&name), ids);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What `berth build -` read from stdin.
+pub enum StdinContext {
+    /// A tar archive (plain or gzip), unpacked into the directory given.
+    Archive,
+    /// Anything else: a Dockerfile, and no context.
+    Dockerfile(String),
+}
+
+/// Reads a build context from `input` as `docker build -` does: a tar
+/// archive is unpacked into `dir`; other text is the Dockerfile.
+pub fn read_stdin_context(mut input: impl Read, dir: &Path) -> Result<StdinContext, CopyError> {
+    let mut data = Vec::new();
+    input
+        .read_to_end(&mut data)
+        .map_err(io_ctx("read the context from stdin"))?;
+    let gz = data.starts_with(&[0x1f, 0x8b]);
+    let tar = data.len() >= 512
+        && (&data[257..262] == b"ustar" || {
+            let mut h = [0u8; 512];
+            h.copy_from_slice(&data[..512]);
+            tar_checksum_ok(&h)
+        });
+    if !gz && !tar {
+        return Ok(StdinContext::Dockerfile(
+            String::from_utf8_lossy(&data).into_owned(),
+        ));
+    }
+    let reader: Box<dyn Read> = if gz {
+        Box::new(flate2::read::GzDecoder::new(&data[..]))
+    } else {
+        Box::new(&data[..])
+    };
+    let mut ar = tar::Archive::new(reader);
+    ar.set_preserve_permissions(true);
+    ar.unpack(dir)
+        .map_err(io_ctx("unpack the context from stdin"))?;
+    Ok(StdinContext::Archive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnmatch_is_go_filepath_match() {
+        assert!(fnmatch(b"*.txt", b"a.txt"));
+        assert!(!fnmatch(b"*.txt", b"a.txc"));
+        assert!(fnmatch(b"?", b"a"));
+        assert!(fnmatch(b"[a-c]x", b"bx"));
+        assert!(!fnmatch(b"[^a-c]x", b"bx"));
+        assert!(fnmatch(b"a*b*c", b"aXbYbc"));
+        assert!(fnmatch(b"\\*", b"*"));
+        assert!(!fnmatch(b"\\*", b"a"));
+    }
+
+    #[test]
+    fn copy_semantics() {
+        let ctx = tempfile::tempdir().unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        fs::create_dir_all(ctx.path().join("dir/sub")).unwrap();
+        fs::write(ctx.path().join("dir/sub/f"), "f").unwrap();
+        fs::write(ctx.path().join("dir/skip.log"), "x").unwrap();
+        fs::write(ctx.path().join("a.txt"), "a").unwrap();
+        fs::write(ctx.path().join("b.txt"), "b").unwrap();
+        let ignore = PatternMatcher::new(&["**/*.log"]).unwrap();
+        let root = SourceRoot {
+            dir: ctx.path(),
+            ignore: Some(&ignore),
+            keep_owner: false,
+            rootfs: false,
+            exclude: None,
+        };
+        std::os::unix::fs::symlink("/etc/hostname", ctx.path().join("escape")).unwrap();
+        assert!(matches!(
+            expand_sources(&root, &["escape".into()]),
+            Err(CopyError::NotFound(_))
+        ));
+        let srcs = expand_sources(&root, &["dir".into()]).unwrap();
+        copy_into(&root, &srcs, rootfs.path(), "/out", &CopyOptions::default()).unwrap();
+        assert!(rootfs.path().join("out/sub/f").is_file());
+        assert!(!rootfs.path().join("out/skip.log").exists());
+        let srcs = expand_sources(&root, &["*.txt".into()]).unwrap();
+        assert_eq!(srcs.len(), 2);
+        assert!(matches!(
+            copy_into(&root, &srcs, rootfs.path(), "/t", &CopyOptions::default()),
+            Err(CopyError::MultipleToFile)
+        ));
+        let opts = CopyOptions {
+            chmod: Some(0o600),
+            ..Default::default()
+        };
+        copy_into(&root, &srcs, rootfs.path(), "/t/", &opts).unwrap();
+        let md = fs::metadata(rootfs.path().join("t/b.txt")).unwrap();
+        assert_eq!(md.mode() & 0o777, 0o600);
+        assert!(matches!(
+            expand_sources(&root, &["dir/skip.log".into()]),
+            Err(CopyError::NotFound(_))
+        ));
+        let mut k1 = KeyHasher::new("");
+        hash_sources(
+            &root,
+            &expand_sources(&root, &["dir".into()]).unwrap(),
+            &mut k1,
+            &mut |p, _| digest_file(p),
+        )
+        .unwrap();
+        fs::write(ctx.path().join("dir/skip.log"), "changed").unwrap();
+        let mut k2 = KeyHasher::new("");
+        hash_sources(
+            &root,
+            &expand_sources(&root, &["dir".into()]).unwrap(),
+            &mut k2,
+            &mut |p, _| digest_file(p),
+        )
+        .unwrap();
+        assert_eq!(k1.finish(), k2.finish());
+    }
+}

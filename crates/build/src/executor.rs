@@ -1,0 +1,1634 @@
+//! The executor: runs the stages a target needs, step by step, with the
+//! cache in front of every step that makes a layer.
+//!
+//! Each stage starts from a `State`: an image config (Docker's JSON, as
+//! it will be written), the layers under it and a cache key. Metadata
+//! instructions (ENV, LABEL, CMD...) only edit the config and add an
+//! `empty_layer` history entry. RUN, COPY and ADD compute a key from the
+//! parent key and everything that decides their result (the expanded
+//! command, environment, user, working directory and network for RUN; the
+//! sources' content and metadata, destination and flags for COPY/ADD) and
+//! look it up; on a hit the recorded layer is reused without mounting
+//! anything, on a miss the step runs on an overlay of the current layers
+//! and its upper directory becomes the new layer.
+//!
+//! ARG values enter keys only where they are used (expanded into words or
+//! passed to RUN's environment), so changing one misses the cache from its
+//! first use on, as in BuildKit.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use berth_image::{Digest, Snapshotter};
+use berth_registry::client::manifest::Manifest;
+use berth_registry::client::LocalStore;
+use serde_json::{json, Map, Value};
+
+use crate::ast::{Dockerfile, Instruction, Kind};
+use crate::cache::{Cache, KeyHasher};
+use crate::copy::{self, CopyOptions, SourceRoot};
+use crate::dockerignore::{pick_ignore_file, read_patterns, PatternMatcher};
+use crate::export::{self, Image, Layer};
+use crate::fsutil;
+use crate::mounts::{self, MountKind, RunMount};
+use crate::runner::{self, Network, RunSpec};
+use crate::shell::{Lexer, VarSource};
+use crate::stages::{Base, BuildOptions, Stage, StageGraph, Step};
+
+/// The PATH an image gets when its base sets none (BuildKit's default).
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Build failures. Those about a Dockerfile line display as
+/// `Dockerfile:LINE: ...`.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Dockerfile(#[from] crate::Error),
+    #[error("{file}:{line}: {message}")]
+    Step {
+        file: String,
+        line: usize,
+        message: String,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn other<E: std::fmt::Display>(context: impl Into<String>) -> impl FnOnce(E) -> BuildError {
+    let context = context.into();
+    move |e| BuildError::Other(format!("{context}: {e}"))
+}
+
+/// Fetches an image that the store lacks (`FROM`, `COPY --from`).
+pub type Puller<'a> = dyn FnMut(&mut LocalStore, &str) -> Result<(), String> + 'a;
+
+/// What to build.
+pub struct BuildRequest {
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// Its name in messages (`Dockerfile`).
+    pub file_name: String,
+    /// Its path, to find `<Dockerfile>.dockerignore`; `None` when read from stdin.
+    pub dockerfile_path: Option<PathBuf>,
+    /// The build context directory.
+    pub context: PathBuf,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    /// `--pull`: fetch base images even when the store has them.
+    pub pull: bool,
+    /// `--no-cache-filter`: stages (names or indexes) whose steps never hit.
+    pub no_cache_filter: Vec<String>,
+    /// Layer compression (gzip by default).
+    pub compression: berth_image::Compression,
+    pub network: Network,
+    /// `--label`s for the final image.
+    pub labels: BTreeMap<String, String>,
+    /// Timestamps in layers, config and history (SOURCE_DATE_EPOCH).
+    pub epoch: i64,
+    /// `--secret` contents by id, for `RUN --mount=type=secret`.
+    pub secrets: BTreeMap<String, Vec<u8>>,
+}
+
+/// The built image, with every layer already in the store.
+pub struct Built {
+    pub image: Image,
+    pub config: Value,
+}
+
+/// An image config under construction and what it stands on.
+#[derive(Clone)]
+struct State {
+    config: Value,
+    layers: Vec<Layer>,
+    key: String,
+    cmd_set: bool,
+}
+
+impl State {
+    fn cfg(&mut self) -> &mut Map<String, Value> {
+        if !self.config["config"].is_object() {
+            self.config["config"] = json!({});
+        }
+        self.config["config"]
+            .as_object_mut()
+            .expect("config was just made an object")
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        self.config["config"]["Env"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|e| match e.split_once('=') {
+                        Some((k, v)) => (k.to_string(), v.to_string()),
+                        None => (e.to_string(), String::new()),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        let entry = format!("{key}={value}");
+        let env = self.cfg().entry("Env").or_insert_with(|| json!([]));
+        if !env.is_array() {
+            *env = json!([]);
+        }
+        let list = env.as_array_mut().expect("Env is an array");
+        match list
+            .iter()
+            .position(|e| e.as_str().and_then(|s| s.split_once('=')).map(|x| x.0) == Some(key))
+        {
+            Some(i) => list[i] = json!(entry),
+            None => list.push(json!(entry)),
+        }
+    }
+
+    fn str_field(&self, name: &str) -> String {
+        self.config["config"][name]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn history(&mut self, created_by: String, empty: bool, epoch: &str) {
+        let mut h = json!({
+            "created": epoch,
+            "created_by": created_by,
+            "comment": "buildkit.dockerfile.v0",
+        });
+        if empty {
+            h["empty_layer"] = json!(true);
+        }
+        match self.config["history"].as_array_mut() {
+            Some(a) => a.push(h),
+            None => self.config["history"] = json!([h]),
+        }
+    }
+
+    fn chain_ids(&self) -> Vec<Digest> {
+        self.layers.iter().map(|l| l.chain_id.clone()).collect()
+    }
+
+    fn top(&self) -> Option<&Digest> {
+        self.layers.last().map(|l| &l.chain_id)
+    }
+}
+
+/// Variables for expansion: the image's ENV first, then ARGs.
+struct StepVars<'a> {
+    env: &'a [(String, String)],
+    args: &'a BTreeMap<String, String>,
+}
+
+impl VarSource for StepVars<'_> {
+    fn lookup(&self, name: &str) -> Option<String> {
+        self.env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| self.args.get(name).cloned())
+    }
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique name for a build's scratch objects.
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a build.
+pub struct Executor<'a> {
+    store: &'a mut LocalStore,
+    root: PathBuf,
+    req: &'a BuildRequest,
+    out: &'a mut dyn Write,
+    cache: Cache,
+    lexer: Lexer,
+    ignore: PatternMatcher,
+    snapshots: Snapshotter,
+    created: String,
+    step_no: usize,
+    /// Name and index of the stage being built, for `--no-cache-filter`.
+    stage: (Option<String>, usize),
+}
+
+/// A step's scratch space: snapshot, mount and work directory, all undone on drop.
+struct Workspace<'s> {
+    snapshots: &'s Snapshotter,
+    key: String,
+    dir: PathBuf,
+    mounted: Vec<PathBuf>,
+}
+
+impl<'s> Workspace<'s> {
+    fn new(snapshots: &'s Snapshotter, root: &Path) -> Result<Workspace<'s>, BuildError> {
+        let key = unique("build");
+        let dir = root.join("build/work").join(&key);
+        std::fs::create_dir_all(&dir).map_err(other(format!("create {}", dir.display())))?;
+        Ok(Workspace {
+            snapshots,
+            key,
+            dir,
+            mounted: Vec::new(),
+        })
+    }
+
+    fn mount(&mut self, mounts: &[berth_image::Mount], target: &Path) -> Result<(), BuildError> {
+        std::fs::create_dir_all(target).map_err(other(format!("create {}", target.display())))?;
+        for m in mounts {
+            m.mount_at(target).map_err(other(format!(
+                "mount {} on {}",
+                m.fs_type,
+                target.display()
+            )))?;
+            self.mounted.push(target.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn unmount_all(&mut self) -> Result<(), BuildError> {
+        while let Some(t) = self.mounted.pop() {
+            nix::mount::umount2(&t, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(other(format!("unmount {}", t.display())))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Workspace<'_> {
+    fn drop(&mut self) {
+        let _ = self.unmount_all();
+        let _ = self.snapshots.remove(&self.key);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl<'a> Executor<'a> {
+    /// An executor on `store` (rooted at `root`) writing progress to `out`.
+    pub fn new(
+        store: &'a mut LocalStore,
+        root: &Path,
+        req: &'a BuildRequest,
+        out: &'a mut dyn Write,
+    ) -> Result<Executor<'a>, BuildError> {
+        let cache = Cache::open(&root.join("berth.db")).map_err(other("open the build cache"))?;
+        let ignore = load_ignore(req)?;
+        // Layers are diffs of the overlay upper dir; copy mode would turn
+        // every step into a full copy without whiteouts.
+        let snapshots = Snapshotter::new(
+            root.join("build/snapshots"),
+            store.layers.clone(),
+            berth_image::SnapshotMode::Overlay,
+        )
+        .map_err(other("open the build snapshotter"))?;
+        let created = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(req.epoch.max(0) as u64),
+        )
+        .to_string();
+        Ok(Executor {
+            store,
+            root: root.to_path_buf(),
+            req,
+            out,
+            cache,
+            lexer: Lexer::new('\\'),
+            ignore,
+            snapshots,
+            created,
+            step_no: 0,
+            stage: (None, 0),
+        })
+    }
+
+    /// Parses, plans and runs the build; returns the image (not yet tagged).
+    pub fn build(&mut self, pull: &mut Puller) -> Result<Built, BuildError> {
+        let df = crate::parse(&self.req.dockerfile, &self.req.file_name)?;
+        self.lexer = Lexer::new(df.escape);
+        let opts = BuildOptions {
+            build_args: self.req.build_args.clone(),
+            ..Default::default()
+        };
+        let graph = StageGraph::new(&df, &opts, &self.req.file_name)?;
+        let plan = graph
+            .plan(self.req.target.as_deref())
+            .map_err(|k| BuildError::Other(format!("failed to solve: {k}")))?;
+        // Images are fetched before any RUN: the runtime must clone from a
+        // process without the registry client's threads.
+        for &s in &plan.order {
+            let stage = &graph.stages[s];
+            if let Base::Image(name) = &stage.base {
+                self.ensure_image(name, stage.line, pull)?;
+            }
+            for name in &stage.images {
+                self.ensure_image(name, stage.line, pull)?;
+            }
+        }
+        let mut done: Vec<Option<State>> = vec![None; graph.stages.len()];
+        for &s in &plan.order {
+            let state = self.run_stage(&df, &graph, &graph.stages[s], &done)?;
+            done[s] = Some(state);
+        }
+        let mut state = done[plan.target]
+            .take()
+            .ok_or_else(|| BuildError::Other("target stage was not built".into()))?;
+        for (k, v) in &self.req.labels {
+            let labels = state.cfg().entry("Labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert(k.clone(), json!(v));
+            }
+        }
+        let config = self.finish_config(state.config, &state.layers);
+        let image = export::assemble(&config, &state.layers).map_err(other("assemble image"))?;
+        Ok(Built { image, config })
+    }
+
+    fn ensure_image(
+        &mut self,
+        name: &str,
+        line: usize,
+        pull: &mut Puller,
+    ) -> Result<(), BuildError> {
+        if self.store.find(name).is_ok() && !self.req.pull {
+            return Ok(());
+        }
+        self.step_no += 1;
+        let _ = writeln!(
+            self.out,
+            "#{} [internal] load metadata for {name}",
+            self.step_no
+        );
+        pull(self.store, name).map_err(|e| BuildError::Step {
+            file: self.req.file_name.clone(),
+            line,
+            message: format!("failed to resolve source metadata for {name}: {e}"),
+        })?;
+        let _ = writeln!(self.out, "#{} DONE", self.step_no);
+        Ok(())
+    }
+
+    fn finish_config(&self, mut config: Value, layers: &[Layer]) -> Value {
+        let mut out = Map::new();
+        for field in ["architecture", "os", "variant", "author"] {
+            if let Some(v) = config.get(field).filter(|v| !v.is_null()) {
+                out.insert(field.into(), v.clone());
+            }
+        }
+        out.insert("created".into(), json!(self.created));
+        out.insert("config".into(), config["config"].take());
+        out.insert(
+            "rootfs".into(),
+            json!({"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.to_string()).collect::<Vec<_>>()}),
+        );
+        out.insert("history".into(), config["history"].take());
+        Value::Object(out)
+    }
+
+    fn base_state(&mut self, stage: &Stage, done: &[Option<State>]) -> Result<State, BuildError> {
+        match &stage.base {
+            Base::Stage(i) => {
+                let mut s = done[*i]
+                    .clone()
+                    .ok_or_else(|| BuildError::Other(format!("stage {i} was not built")))?;
+                s.cmd_set = false;
+                Ok(s)
+            }
+            Base::Scratch => {
+                let p = berth_registry::client::Platform::host();
+                Ok(State {
+                    config: json!({
+                        "architecture": p.architecture, "os": p.os,
+                        "config": {"Env": [DEFAULT_PATH]},
+                        "history": [],
+                    }),
+                    layers: Vec::new(),
+                    key: "scratch".into(),
+                    cmd_set: false,
+                })
+            }
+            Base::Image(name) => self.image_state(name),
+        }
+    }
+
+    fn image_state(&self, name: &str) -> Result<State, BuildError> {
+        let rec = self
+            .store
+            .find(name)
+            .map_err(other(format!("find image {name}")))?;
+        let mut config = self
+            .store
+            .config_json(&rec)
+            .map_err(other(format!("read config of {name}")))?;
+        let descs = match self
+            .store
+            .manifest(&rec.manifest_digest)
+            .map_err(other(format!("read manifest of {name}")))?
+        {
+            Manifest::Image { layers, .. } => layers,
+            Manifest::Index { .. } => {
+                return Err(BuildError::Other(format!(
+                    "{name} is an index, not an image"
+                )))
+            }
+        };
+        if descs.len() != rec.layers.len() {
+            return Err(BuildError::Other(format!(
+                "{name}: manifest and store disagree on the layers"
+            )));
+        }
+        let layers: Vec<Layer> = rec
+            .layers
+            .iter()
+            .zip(descs)
+            .map(|(l, d)| Layer {
+                diff_id: l.diff_id.clone(),
+                chain_id: l.chain_id.clone(),
+                digest: d.digest,
+                size: d.size,
+                media_type: d.media_type,
+                content_size: l.size,
+            })
+            .collect();
+        let mut state = State {
+            key: format!(
+                "image:{}",
+                layers
+                    .last()
+                    .map_or("none".to_string(), |l| l.chain_id.to_string())
+            ),
+            config: json!({}),
+            layers,
+            cmd_set: false,
+        };
+        if !config["config"].is_object() {
+            config["config"] = json!({});
+        }
+        state.config = config;
+        if !state.env().iter().any(|(k, _)| k == "PATH") {
+            state.set_env("PATH", DEFAULT_PATH.trim_start_matches("PATH="));
+        }
+        Ok(state)
+    }
+
+    fn run_stage(
+        &mut self,
+        df: &Dockerfile,
+        graph: &StageGraph,
+        stage: &Stage,
+        done: &[Option<State>],
+    ) -> Result<State, BuildError> {
+        self.stage = (stage.name.clone(), stage.index);
+        let mut state = self.base_state(stage, done)?;
+        let total = stage.steps.len() + 1;
+        let label = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
+        self.step_no += 1;
+        let _ = writeln!(
+            self.out,
+            "#{} [{label} 1/{total}] FROM {}",
+            self.step_no, stage.base_name
+        );
+        let _ = writeln!(self.out, "#{} DONE 0.0s", self.step_no);
+        let _ = df;
+        if matches!(stage.base, Base::Image(_)) {
+            self.run_triggers(graph, &mut state, stage, done)?;
+        }
+        for (i, step) in stage.steps.iter().enumerate() {
+            self.step_no += 1;
+            let title = format!(
+                "#{} [{label} {}/{total}] {}",
+                self.step_no,
+                i + 2,
+                one_line(&step.instruction.original)
+            );
+            let _ = writeln!(self.out, "{title}");
+            let started = Instant::now();
+            let cached = self
+                .run_step(graph, &mut state, step, done)
+                .map_err(|e| match e {
+                    BuildError::Other(message) => BuildError::Step {
+                        file: self.req.file_name.clone(),
+                        line: step.instruction.start_line,
+                        message: format!("{}: {message}", one_line(&step.instruction.original)),
+                    },
+                    e => e,
+                })?;
+            if cached {
+                let _ = writeln!(self.out, "#{} CACHED", self.step_no);
+            } else {
+                let _ = writeln!(
+                    self.out,
+                    "#{} DONE {:.1}s",
+                    self.step_no,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        Ok(state)
+    }
+
+    /// Runs the base image's ONBUILD triggers, then drops them from the
+    /// config (they fire once, in the image built directly on the base).
+    fn run_triggers(
+        &mut self,
+        graph: &StageGraph,
+        state: &mut State,
+        stage: &Stage,
+        done: &[Option<State>],
+    ) -> Result<(), BuildError> {
+        let triggers: Vec<String> = state.config["config"]["OnBuild"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        state.cfg().remove("OnBuild");
+        for trigger in triggers {
+            let located = |message: String| BuildError::Step {
+                file: self.req.file_name.clone(),
+                line: stage.line,
+                message: format!("ONBUILD {trigger}: {message}"),
+            };
+            let df = crate::parse(&format!("FROM scratch\n{trigger}\n"), "ONBUILD")
+                .map_err(|e| located(e.kind.to_string()))?;
+            let Some(mut inst) = df.instructions.get(1).cloned() else {
+                continue;
+            };
+            inst.start_line = stage.line;
+            let step = Step {
+                instruction: inst,
+                vars: stage
+                    .steps
+                    .first()
+                    .map(|s| s.vars.clone())
+                    .unwrap_or_default(),
+            };
+            self.step_no += 1;
+            let _ = writeln!(self.out, "#{} [onbuild] {trigger}", self.step_no);
+            let cached = self
+                .run_step(graph, state, &step, done)
+                .map_err(|e| match e {
+                    BuildError::Other(m) => located(m),
+                    e => e,
+                })?;
+            let word = if cached { "CACHED" } else { "DONE" };
+            let _ = writeln!(self.out, "#{} {word}", self.step_no);
+        }
+        Ok(())
+    }
+
+    /// Runs one step; returns whether it was a cache hit.
+    fn run_step(
+        &mut self,
+        graph: &StageGraph,
+        state: &mut State,
+        step: &Step,
+        done: &[Option<State>],
+    ) -> Result<bool, BuildError> {
+        let inst = &step.instruction;
+        let env = state.env();
+        let vars = StepVars {
+            env: &env,
+            args: &step.vars.args,
+        };
+        let created = self.created.clone();
+        let word = |w: &str| -> Result<String, BuildError> {
+            self.lexer
+                .expand_word(w, &vars)
+                .map_err(|e| BuildError::Other(e.to_string()))
+        };
+        match inst.kind {
+            Kind::Env => {
+                let mut parts = Vec::new();
+                let mut values = Vec::new();
+                for (k, v) in inst.key_values() {
+                    let v = word(v)?;
+                    parts.push(format!("{k}={v}"));
+                    values.push((k.to_string(), v));
+                }
+                for (k, v) in values {
+                    state.set_env(&k, &v);
+                }
+                state.history(format!("ENV {}", parts.join(" ")), true, &created);
+            }
+            Kind::Label => {
+                let mut parts = Vec::new();
+                for (k, v) in inst.key_values() {
+                    let (k, v) = (word(k)?, word(v)?);
+                    parts.push(format!("{k}={v}"));
+                    let labels = state.cfg().entry("Labels").or_insert_with(|| json!({}));
+                    if !labels.is_object() {
+                        *labels = json!({});
+                    }
+                    if let Some(l) = labels.as_object_mut() {
+                        l.insert(k, json!(v));
+                    }
+                }
+                state.history(format!("LABEL {}", parts.join(" ")), true, &created);
+            }
+            Kind::Arg => {
+                state.history(format!("ARG {}", inst.args.join(" ")), true, &created);
+            }
+            Kind::Workdir => {
+                let w = word(&inst.args[0])?;
+                let cur = state.str_field("WorkingDir");
+                let joined = if w.starts_with('/') {
+                    w
+                } else {
+                    format!("{}/{w}", if cur.is_empty() { "/" } else { &cur })
+                };
+                let wd = fsutil::clean_abs(&joined);
+                state.cfg().insert("WorkingDir".into(), json!(wd));
+                if wd == "/" {
+                    state.history(format!("WORKDIR {wd}"), true, &created);
+                } else {
+                    // As BuildKit, the directory is made now (owned by the
+                    // USER in force), so it exists in the image even when no
+                    // RUN or COPY follows.
+                    return self.workdir(state, &wd);
+                }
+            }
+            Kind::User => {
+                let u = word(&inst.args[0])?;
+                state.cfg().insert("User".into(), json!(u));
+                state.history(format!("USER {u}"), true, &created);
+            }
+            Kind::Expose => {
+                let mut ports = Vec::new();
+                for a in &inst.args {
+                    let words = self
+                        .lexer
+                        .expand_words(a, &vars)
+                        .map_err(|e| BuildError::Other(e.to_string()))?;
+                    for w in words {
+                        ports.extend(expose_ports(&w)?);
+                    }
+                }
+                let map = state
+                    .cfg()
+                    .entry("ExposedPorts")
+                    .or_insert_with(|| json!({}));
+                if !map.is_object() {
+                    *map = json!({});
+                }
+                for p in &ports {
+                    if let Some(m) = map.as_object_mut() {
+                        m.insert(p.clone(), json!({}));
+                    }
+                }
+                ports.sort();
+                state.history(format!("EXPOSE [{}]", ports.join(" ")), true, &created);
+            }
+            Kind::Volume => {
+                let mut vols = Vec::new();
+                for a in &inst.args {
+                    let v = word(a)?;
+                    if v.trim().is_empty() {
+                        return Err(BuildError::Other(
+                            "VOLUME specified can not be an empty string".into(),
+                        ));
+                    }
+                    vols.push(v);
+                }
+                let map = state.cfg().entry("Volumes").or_insert_with(|| json!({}));
+                if !map.is_object() {
+                    *map = json!({});
+                }
+                for v in &vols {
+                    if let Some(m) = map.as_object_mut() {
+                        m.insert(v.clone(), json!({}));
+                    }
+                }
+                state.history(format!("VOLUME [{}]", vols.join(" ")), true, &created);
+            }
+            Kind::Shell => {
+                state.cfg().insert("Shell".into(), json!(inst.args));
+                state.history(format!("SHELL [{}]", inst.args.join(" ")), true, &created);
+            }
+            Kind::StopSignal => {
+                let s = word(&inst.args[0])?;
+                state.cfg().insert("StopSignal".into(), json!(s));
+                state.history(format!("STOPSIGNAL {s}"), true, &created);
+            }
+            Kind::Healthcheck => {
+                let hc = healthcheck(inst);
+                state.history(format!("HEALTHCHECK {hc}"), true, &created);
+                state.cfg().insert("Healthcheck".into(), hc);
+            }
+            Kind::Cmd => {
+                let cmd = command(state, inst);
+                state.history(format!("CMD {}", go_list(&cmd)), true, &created);
+                state.cfg().insert("Cmd".into(), json!(cmd));
+                state.cmd_set = true;
+            }
+            Kind::Entrypoint => {
+                let ep = command(state, inst);
+                state.history(format!("ENTRYPOINT {}", go_list(&ep)), true, &created);
+                state.cfg().insert("Entrypoint".into(), json!(ep));
+                if !state.cmd_set {
+                    state.cfg().insert("Cmd".into(), Value::Null);
+                }
+            }
+            Kind::Onbuild => {
+                let trigger = onbuild_text(inst);
+                let list = state.cfg().entry("OnBuild").or_insert_with(|| json!([]));
+                if !list.is_array() {
+                    *list = json!([]);
+                }
+                if let Some(l) = list.as_array_mut() {
+                    l.push(json!(trigger));
+                }
+                state.history(format!("ONBUILD {trigger}"), true, &created);
+            }
+            Kind::Maintainer => {
+                state.config["author"] = json!(inst.args[0]);
+                state.history(format!("MAINTAINER {}", inst.args[0]), true, &created);
+            }
+            Kind::Run => return self.run(graph, state, step, &env, done),
+            Kind::Copy | Kind::Add => return self.copy(graph, state, step, &env, done),
+            Kind::From | Kind::Unknown => {}
+        }
+        Ok(false)
+    }
+
+    fn lookup_cache(&self, state: &State, key: &str) -> Option<Option<Layer>> {
+        let filtered = self.req.no_cache_filter.iter().any(|f| {
+            self.stage.0.as_deref() == Some(f.to_ascii_lowercase().as_str())
+                || f.parse::<usize>().ok() == Some(self.stage.1)
+        });
+        if self.req.no_cache || filtered {
+            return None;
+        }
+        let rec = self.cache.get(key).ok()??;
+        if rec.is_empty() {
+            return Some(None);
+        }
+        Layer::from_record(self.store, state.top(), &rec).map(Some)
+    }
+
+    fn record(&self, key: &str, layer: Option<&Layer>) -> Result<(), BuildError> {
+        let rec = layer
+            .map(Layer::record)
+            .unwrap_or(crate::cache::CachedLayer {
+                diff_id: String::new(),
+                digest: String::new(),
+                size: 0,
+                media_type: String::new(),
+                content_size: 0,
+            });
+        self.cache.put(key, &rec).map_err(other("record cache"))
+    }
+
+    fn run(
+        &mut self,
+        graph: &StageGraph,
+        state: &mut State,
+        step: &Step,
+        env: &[(String, String)],
+        done: &[Option<State>],
+    ) -> Result<bool, BuildError> {
+        let inst = &step.instruction;
+        let args = run_args(state, inst)?;
+        let network = match inst.flag("network") {
+            Some(n) => n.parse::<Network>().map_err(BuildError::Other)?,
+            None => self.req.network,
+        };
+        if inst.flag("security").is_some() || inst.flag("device").is_some() {
+            return Err(BuildError::Other(
+                "RUN --security and --device are not supported yet".into(),
+            ));
+        }
+        let vars = StepVars {
+            env,
+            args: &step.vars.args,
+        };
+        let mut run_mounts = Vec::new();
+        for spec in inst.flag_values("mount") {
+            let spec = self
+                .lexer
+                .expand_word(spec, &vars)
+                .map_err(|e| BuildError::Other(e.to_string()))?;
+            run_mounts.push(RunMount::parse(&spec).map_err(BuildError::Other)?);
+        }
+        let mut run_env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut used_args = Vec::new();
+        for (k, v) in &step.vars.args {
+            if !env.iter().any(|(e, _)| e == k) {
+                run_env.push(format!("{k}={v}"));
+                used_args.push(format!("{k}={v}"));
+            }
+        }
+        let user = state.str_field("User");
+        let cwd = match state.str_field("WorkingDir") {
+            w if w.is_empty() => "/".to_string(),
+            w => w,
+        };
+        let mut key = KeyHasher::new(&state.key);
+        key.str(&format!("{:?}", self.req.compression));
+        key.str("RUN")
+            .str(&args.join("\0"))
+            .str(&run_env.join("\0"));
+        key.str(&user).str(&cwd).str(&format!("{network:?}"));
+        let mut bind_sources = Vec::new();
+        for m in &run_mounts {
+            key.str(&m.key());
+            bind_sources.push(match (m.kind, &m.from) {
+                (MountKind::Bind, Some(f)) => {
+                    let s = self.source_state(graph, f, done)?;
+                    key.str(&s.key);
+                    Some(s)
+                }
+                (MountKind::Bind, None) => {
+                    let root = self.context_root(None);
+                    let src = if m.source.is_empty() { "." } else { &m.source };
+                    let sources = copy::expand_sources(&root, &[src.to_string()])
+                        .map_err(|e| BuildError::Other(e.to_string()))?;
+                    self.hash_context(&root, &sources, &mut key)
+                        .map_err(|e| BuildError::Other(e.to_string()))?;
+                    None
+                }
+                _ => None,
+            });
+        }
+        let key = key.finish();
+        let created_by = if used_args.is_empty() {
+            format!("RUN {} # buildkit", args.join(" "))
+        } else {
+            format!(
+                "RUN |{} {} {} # buildkit",
+                used_args.len(),
+                used_args.join(" "),
+                args.join(" ")
+            )
+        };
+        if let Some(hit) = self.lookup_cache(state, &key) {
+            push_layer(state, hit, created_by, &self.created, key);
+            return Ok(true);
+        }
+        let mut ws = Workspace::new(&self.snapshots, &self.root)?;
+        let mounts = self
+            .snapshots
+            .prepare(&ws.key, &state.chain_ids())
+            .map_err(other("prepare the rootfs"))?;
+        let upper = self
+            .snapshots
+            .upper_dir(&ws.key)
+            .map_err(other("find the upper dir"))?;
+        let rootfs = ws.dir.join("rootfs");
+        ws.mount(&mounts, &rootfs)?;
+        make_workdir(&rootfs, &cwd)?;
+        let (ids, extra) = if user.is_empty() {
+            (fsutil::Ids::default(), Vec::new())
+        } else {
+            fsutil::lookup_user(&rootfs, &user).map_err(BuildError::Other)?
+        };
+        // Views of the stages and images bind mounts read from; they stay
+        // mounted until the RUN is over.
+        let mut views = Vec::new();
+        let mut spec_mounts = Vec::new();
+        let mut stubs = Vec::new();
+        for (i, (m, from)) in run_mounts.iter().zip(&bind_sources).enumerate() {
+            let missing = mounts::first_missing(&rootfs, &m.target);
+            let mount = match m.kind {
+                MountKind::Cache => {
+                    let dir = mounts::cache_dir(&self.root, m);
+                    std::fs::create_dir_all(&dir).map_err(other("create cache mount"))?;
+                    std::os::unix::fs::chown(
+                        &dir,
+                        Some(m.uid.unwrap_or(0)),
+                        Some(m.gid.unwrap_or(0)),
+                    )
+                    .map_err(other("chown cache mount"))?;
+                    set_mode(&dir, m.mode.unwrap_or(0o755))?;
+                    mounts::spec_mount(&m.target, "bind", &dir, &["rbind", "rw"])
+                }
+                MountKind::Tmpfs => {
+                    let size = m.size.as_ref().map(|s| format!("size={s}"));
+                    let mut opts = vec!["nosuid", "nodev"];
+                    opts.extend(size.as_deref());
+                    mounts::spec_mount(&m.target, "tmpfs", Path::new("tmpfs"), &opts)
+                }
+                MountKind::Bind => {
+                    let src = match from {
+                        Some(s) => {
+                            let mut view = Workspace::new(&self.snapshots, &self.root)?;
+                            let vm = self
+                                .snapshots
+                                .view(&view.key, &s.chain_ids())
+                                .map_err(other("prepare the bind source"))?;
+                            let dir = view.dir.join("fs");
+                            view.mount(&vm, &dir)?;
+                            let src = fsutil::resolve_in_root(&dir, &m.source, true)
+                                .map_err(other("resolve bind source"))?;
+                            views.push(view);
+                            src
+                        }
+                        None => fsutil::resolve_in_root(&self.req.context, &m.source, true)
+                            .map_err(other("resolve bind source"))?,
+                    };
+                    mounts::spec_mount(&m.target, "bind", &src, &["rbind", "ro"])
+                }
+                MountKind::Secret => {
+                    let Some(bytes) = self.req.secrets.get(&m.id) else {
+                        if m.required {
+                            return Err(BuildError::Other(format!(
+                                "secret {} not found (pass it with --secret id={},src=FILE)",
+                                m.id, m.id
+                            )));
+                        }
+                        continue;
+                    };
+                    let file = ws.dir.join(format!("secret-{i}"));
+                    std::fs::write(&file, bytes).map_err(other("write secret"))?;
+                    std::os::unix::fs::chown(
+                        &file,
+                        Some(m.uid.unwrap_or(0)),
+                        Some(m.gid.unwrap_or(0)),
+                    )
+                    .map_err(other("chown secret"))?;
+                    set_mode(&file, m.mode.unwrap_or(0o400))?;
+                    mounts::spec_mount(&m.target, "bind", &file, &["rbind", "ro"])
+                }
+            };
+            if let Some(missing) = missing {
+                stubs.push((missing, m.target.clone()));
+            }
+            spec_mounts.push(mount);
+        }
+        let binds = host_binds(&rootfs, network);
+        let spec = RunSpec {
+            args: args.clone(),
+            env: run_env,
+            cwd,
+            uid: ids.uid,
+            gid: ids.gid,
+            additional_gids: extra,
+            network,
+            hostname: "berth-build".into(),
+            binds,
+            mounts: spec_mounts,
+        };
+        let log = ws.dir.join("output.log");
+        let code = runner::run(
+            &self.root.join("run/build"),
+            &ws.key,
+            &ws.dir,
+            &spec,
+            &rootfs,
+            &log,
+        )
+        .map_err(other("run the container"))?;
+        let output = std::fs::read_to_string(&log).unwrap_or_default();
+        drop(views);
+        ws.unmount_all()?;
+        if code != 0 {
+            let lines: Vec<&str> = output.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(20)..];
+            for l in tail {
+                let _ = writeln!(self.out, "#{} {l}", self.step_no);
+            }
+            return Err(BuildError::Other(format!(
+                "process \"{}\" did not complete successfully: exit code: {code}",
+                args.join(" ")
+            )));
+        }
+        for l in output.lines() {
+            let _ = writeln!(self.out, "#{} {l}", self.step_no);
+        }
+        for (missing, target) in &stubs {
+            mounts::remove_stubs(&upper, missing, target);
+        }
+        let layer = export::commit_layer(
+            self.store,
+            &upper,
+            state.top(),
+            self.req.epoch,
+            self.req.compression,
+            &ws.dir,
+        )
+        .map_err(other("commit layer"))?;
+        self.record(&key, layer.as_ref())?;
+        push_layer(state, layer, created_by, &self.created, key);
+        Ok(false)
+    }
+
+    /// WORKDIR's directory as a layer (none when it already exists).
+    fn workdir(&mut self, state: &mut State, wd: &str) -> Result<bool, BuildError> {
+        let user = state.str_field("User");
+        let mut key = KeyHasher::new(&state.key);
+        key.str(&format!("{:?}", self.req.compression));
+        key.str("WORKDIR").str(wd).str(&user);
+        let key = key.finish();
+        let created_by = format!("WORKDIR {wd}");
+        if let Some(hit) = self.lookup_cache(state, &key) {
+            push_layer(state, hit, created_by, &self.created, key);
+            return Ok(true);
+        }
+        let mut ws = Workspace::new(&self.snapshots, &self.root)?;
+        let mounts = self
+            .snapshots
+            .prepare(&ws.key, &state.chain_ids())
+            .map_err(other("prepare the rootfs"))?;
+        let rootfs = ws.dir.join("rootfs");
+        ws.mount(&mounts, &rootfs)?;
+        let ids = if user.is_empty() {
+            fsutil::Ids::default()
+        } else {
+            fsutil::lookup_user(&rootfs, &user)
+                .map_err(BuildError::Other)?
+                .0
+        };
+        make_dirs_owned(&rootfs, wd, ids)?;
+        ws.unmount_all()?;
+        let upper = self
+            .snapshots
+            .upper_dir(&ws.key)
+            .map_err(other("find the upper dir"))?;
+        let layer = export::commit_layer(
+            self.store,
+            &upper,
+            state.top(),
+            self.req.epoch,
+            self.req.compression,
+            &ws.dir,
+        )
+        .map_err(other("commit layer"))?;
+        self.record(&key, layer.as_ref())?;
+        push_layer(state, layer, created_by, &self.created, key);
+        Ok(false)
+    }
+
+    /// The state a `--from` names: a stage built earlier, or an image.
+    fn source_state(
+        &self,
+        graph: &StageGraph,
+        from: &str,
+        done: &[Option<State>],
+    ) -> Result<State, BuildError> {
+        match graph.find(from) {
+            Some(i) => done[i]
+                .clone()
+                .ok_or_else(|| BuildError::Other(format!("stage {from} was not built"))),
+            None => self.image_state(from),
+        }
+    }
+
+    fn copy(
+        &mut self,
+        graph: &StageGraph,
+        state: &mut State,
+        step: &Step,
+        env: &[(String, String)],
+        done: &[Option<State>],
+    ) -> Result<bool, BuildError> {
+        let inst = &step.instruction;
+        let vars = StepVars {
+            env,
+            args: &step.vars.args,
+        };
+        let expand = |w: &str| -> Result<String, BuildError> {
+            self.lexer
+                .expand_word(w, &vars)
+                .map_err(|e| BuildError::Other(e.to_string()))
+        };
+        for unsupported in ["keep-git-dir"] {
+            if inst.flag(unsupported).is_some() {
+                return Err(BuildError::Other(format!(
+                    "--{unsupported} is not supported yet"
+                )));
+            }
+        }
+        let from = inst.flag("from").map(&expand).transpose()?;
+        let mut excludes = Vec::new();
+        for e in inst.flag_values("exclude") {
+            excludes.push(expand(e)?);
+        }
+        let exclude = PatternMatcher::new(&read_patterns(&excludes.join("\n")))
+            .map_err(|e| BuildError::Other(format!("--exclude: {e}")))?;
+        let exclude = (!excludes.is_empty()).then_some(&exclude);
+        let parents = inst
+            .flag("parents")
+            .is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true"));
+        let chown = inst.flag("chown").map(&expand).transpose()?;
+        let chmod = match inst.flag("chmod").map(&expand).transpose()? {
+            Some(m) => Some(u32::from_str_radix(&m, 8).map_err(|_| {
+                BuildError::Other(format!("invalid chmod parameter: {m:?} (octal modes only)"))
+            })?),
+            None => None,
+        };
+        let n = inst.args.len();
+        let mut patterns = Vec::new();
+        let mut heredocs = Vec::new();
+        let mut urls = Vec::new();
+        for a in &inst.args[..n - 1] {
+            match crate::heredoc::parse_delimiter(a).ok().flatten() {
+                Some(h) if inst.heredocs.iter().any(|d| d.name == h.name) => {
+                    let doc = inst
+                        .heredocs
+                        .iter()
+                        .find(|d| d.name == h.name)
+                        .expect("checked above");
+                    let content = if doc.expand {
+                        expand(&doc.content)?
+                    } else {
+                        doc.content.clone()
+                    };
+                    heredocs.push((doc.name.clone(), content));
+                }
+                _ => {
+                    let p = expand(a)?;
+                    let http = p.starts_with("http://") || p.starts_with("https://");
+                    let git =
+                        p.starts_with("git@") || p.starts_with("git://") || p.ends_with(".git");
+                    if inst.kind == Kind::Add && git && !http {
+                        return Err(BuildError::Other(format!(
+                            "ADD from a git repository ({p}) is not supported yet"
+                        )));
+                    }
+                    if inst.kind == Kind::Add && http {
+                        urls.push(p);
+                    } else {
+                        patterns.push(p);
+                    }
+                }
+            }
+        }
+        let raw_dest = expand(&inst.args[n - 1])?;
+        let wd = match state.str_field("WorkingDir") {
+            w if w.is_empty() => "/".to_string(),
+            w => w,
+        };
+        let dest = if raw_dest.starts_with('/') {
+            raw_dest.clone()
+        } else {
+            let slash = raw_dest.ends_with('/') || raw_dest == "." || raw_dest.is_empty();
+            let mut d = fsutil::clean_abs(&format!("{wd}/{raw_dest}"));
+            if slash && !d.ends_with('/') {
+                d.push('/');
+            }
+            d
+        };
+        let keyword = inst.kind.name();
+        let mut key = KeyHasher::new(&state.key);
+        key.str(&format!("{:?}", self.req.compression));
+        key.str(keyword)
+            .str(&dest)
+            .str(&format!("{chown:?}{chmod:?}"));
+        // Where the sources come from: another stage or image (keyed by its
+        // layers, which are content-addressed), or the context (keyed by
+        // the files' content and metadata).
+        let from_state = match &from {
+            Some(f) => Some(self.source_state(graph, f, done)?),
+            None => None,
+        };
+        let scratch = self.root.join("build/work").join(unique("heredoc"));
+        let _cleanup = RemoveOnDrop(scratch.clone());
+        let downloads_dir = scratch.join("urls");
+        if !heredocs.is_empty() || !urls.is_empty() {
+            std::fs::create_dir_all(&downloads_dir).map_err(other("create scratch dir"))?;
+            for (name, content) in &heredocs {
+                std::fs::write(scratch.join(name), content).map_err(other("write heredoc"))?;
+                key.str("heredoc").str(name).str(content);
+            }
+        }
+        // Downloads are keyed by their content, as context files are.
+        let checksum = inst.flag("checksum").map(&expand).transpose()?;
+        let mut downloaded = Vec::new();
+        for url in &urls {
+            let (name, data) =
+                crate::fetch::download(url, checksum.as_deref()).map_err(BuildError::Other)?;
+            std::fs::write(downloads_dir.join(&name), &data).map_err(other("write download"))?;
+            key.str("url").str(url).str(&name).part(&data);
+            downloaded.push(name);
+        }
+        match &from_state {
+            Some(s) => {
+                key.str(&s.key);
+                for l in &s.layers {
+                    key.str(&l.chain_id.to_string());
+                }
+                for p in &patterns {
+                    key.str(p);
+                }
+            }
+            None => {
+                let root = self.context_root(exclude);
+                let sources = copy::expand_sources(&root, &patterns)
+                    .map_err(|e| BuildError::Other(e.to_string()))?;
+                self.hash_context(&root, &sources, &mut key)
+                    .map_err(|e| BuildError::Other(e.to_string()))?;
+            }
+        }
+        let key = key.finish();
+        let mut shown: Vec<String> = inst.flags.clone();
+        shown.extend(patterns.iter().cloned());
+        shown.extend(heredocs.iter().map(|(n, _)| n.clone()));
+        shown.extend(urls.iter().cloned());
+        shown.push(raw_dest.clone());
+        let created_by = format!("{keyword} {} # buildkit", shown.join(" "));
+        if let Some(hit) = self.lookup_cache(state, &key) {
+            push_layer(state, hit, created_by, &self.created, key);
+            return Ok(true);
+        }
+        let mut ws = Workspace::new(&self.snapshots, &self.root)?;
+        let mounts = self
+            .snapshots
+            .prepare(&ws.key, &state.chain_ids())
+            .map_err(other("prepare the rootfs"))?;
+        let rootfs = ws.dir.join("rootfs");
+        ws.mount(&mounts, &rootfs)?;
+        make_workdir(&rootfs, &wd)?;
+        let chown_ids = match &chown {
+            Some(c) => Some(
+                fsutil::lookup_user(&rootfs, c)
+                    .map_err(BuildError::Other)?
+                    .0,
+            ),
+            None => None,
+        };
+        let opts = CopyOptions {
+            chown: chown_ids,
+            chmod,
+            extract: inst.kind == Kind::Add,
+            parents,
+        };
+        let fail = |e: copy::CopyError| BuildError::Other(e.to_string());
+        if !heredocs.is_empty() {
+            let root = SourceRoot {
+                dir: &scratch,
+                ignore: None,
+                keep_owner: false,
+                rootfs: false,
+                exclude: None,
+            };
+            let names: Vec<String> = heredocs.iter().map(|(n, _)| n.clone()).collect();
+            let sources = copy::expand_sources(&root, &names).map_err(fail)?;
+            let hopts = CopyOptions {
+                chmod: Some(chmod.unwrap_or(0o644)),
+                extract: false,
+                ..opts.clone()
+            };
+            copy::copy_into(&root, &sources, &rootfs, &dest, &hopts).map_err(fail)?;
+        }
+        if !downloaded.is_empty() {
+            let root = SourceRoot {
+                dir: &downloads_dir,
+                ignore: None,
+                keep_owner: false,
+                rootfs: false,
+                exclude: None,
+            };
+            let sources = copy::expand_sources(&root, &downloaded).map_err(fail)?;
+            let dopts = CopyOptions {
+                chmod: Some(chmod.unwrap_or(0o600)),
+                extract: false,
+                ..opts.clone()
+            };
+            copy::copy_into(&root, &sources, &rootfs, &dest, &dopts).map_err(fail)?;
+        }
+        if !patterns.is_empty() {
+            match &from_state {
+                Some(s) => {
+                    let view_key = format!("{}-from", ws.key);
+                    let view = self
+                        .snapshots
+                        .view(&view_key, &s.chain_ids())
+                        .map_err(other("prepare the source stage"))?;
+                    let src_dir = ws.dir.join("from");
+                    let mut src_ws = Workspace {
+                        snapshots: &self.snapshots,
+                        key: view_key,
+                        dir: src_dir.clone(),
+                        mounted: Vec::new(),
+                    };
+                    src_ws.mount(&view, &src_dir)?;
+                    let root = SourceRoot {
+                        dir: &src_dir,
+                        ignore: None,
+                        keep_owner: true,
+                        rootfs: true,
+                        exclude,
+                    };
+                    let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
+                    copy::copy_into(&root, &sources, &rootfs, &dest, &opts).map_err(fail)?;
+                }
+                None => {
+                    let root = self.context_root(exclude);
+                    let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
+                    copy::copy_into(&root, &sources, &rootfs, &dest, &opts).map_err(fail)?;
+                }
+            }
+        }
+        ws.unmount_all()?;
+        let upper = self
+            .snapshots
+            .upper_dir(&ws.key)
+            .map_err(other("find the upper dir"))?;
+        let layer = export::commit_layer(
+            self.store,
+            &upper,
+            state.top(),
+            self.req.epoch,
+            self.req.compression,
+            &ws.dir,
+        )
+        .map_err(other("commit layer"))?;
+        self.record(&key, layer.as_ref())?;
+        push_layer(state, layer, created_by, &self.created, key);
+        Ok(false)
+    }
+
+    /// Hashes context sources, reading only files whose digest is not
+    /// remembered (one transaction for all lookups and records).
+    fn hash_context(
+        &self,
+        root: &SourceRoot,
+        sources: &[copy::Source],
+        key: &mut KeyHasher,
+    ) -> Result<(), copy::CopyError> {
+        let in_tx = self.cache.begin().is_ok();
+        let result = copy::hash_sources(root, sources, key, &mut |p, md| {
+            self.cache.file_digest(p, md)
+        });
+        if in_tx {
+            let _ = self.cache.commit();
+        }
+        result
+    }
+
+    fn context_root<'s>(&'s self, exclude: Option<&'s PatternMatcher>) -> SourceRoot<'s> {
+        SourceRoot {
+            dir: &self.req.context,
+            ignore: Some(&self.ignore),
+            keep_owner: false,
+            rootfs: false,
+            exclude,
+        }
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), BuildError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(other(format!("chmod {}", path.display())))
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn push_layer(
+    state: &mut State,
+    layer: Option<Layer>,
+    created_by: String,
+    created: &str,
+    key: String,
+) {
+    let empty = layer.is_none();
+    if let Some(l) = layer {
+        state.layers.push(l);
+    }
+    state.history(created_by, empty, created);
+    state.key = key;
+}
+
+fn load_ignore(req: &BuildRequest) -> Result<PatternMatcher, BuildError> {
+    let file = match &req.dockerfile_path {
+        Some(p) => pick_ignore_file(&req.context, p),
+        None => {
+            let p = req.context.join(".dockerignore");
+            p.is_file().then_some(p)
+        }
+    };
+    let patterns = match file {
+        Some(f) => read_patterns(
+            &std::fs::read_to_string(&f).map_err(other(format!("read {}", f.display())))?,
+        ),
+        None => Vec::new(),
+    };
+    PatternMatcher::new(&patterns).map_err(other("parse .dockerignore"))
+}
+
+/// Creates the working directory when the image lacks it (as Docker does
+/// before RUN and COPY).
+fn make_workdir(rootfs: &Path, wd: &str) -> Result<(), BuildError> {
+    let path = fsutil::resolve_in_root(rootfs, wd, true).map_err(other(format!("resolve {wd}")))?;
+    if !path.is_dir() {
+        std::fs::create_dir_all(&path).map_err(other(format!("create working directory {wd}")))?;
+    }
+    Ok(())
+}
+
+/// Creates `wd` and its missing parents in `rootfs` (0755, owned by `ids`).
+fn make_dirs_owned(rootfs: &Path, wd: &str, ids: fsutil::Ids) -> Result<(), BuildError> {
+    let mut path = String::new();
+    for part in wd.split('/').filter(|p| !p.is_empty()) {
+        path.push('/');
+        path.push_str(part);
+        let host = fsutil::resolve_in_root(rootfs, &path, true)
+            .map_err(other(format!("resolve {path}")))?;
+        if host.is_dir() {
+            continue;
+        }
+        std::fs::create_dir(&host).map_err(other(format!("create working directory {wd}")))?;
+        set_mode(&host, 0o755)?;
+        std::os::unix::fs::chown(&host, Some(ids.uid), Some(ids.gid))
+            .map_err(other(format!("chown {path}")))?;
+    }
+    Ok(())
+}
+
+/// Host files a RUN sees, bound only over files the image already has so
+/// that no empty mount point lands in the layer.
+fn host_binds(rootfs: &Path, network: Network) -> Vec<(PathBuf, String)> {
+    if network == Network::None {
+        return Vec::new();
+    }
+    ["/etc/resolv.conf", "/etc/hosts"]
+        .iter()
+        .filter(|f| Path::new(f).is_file())
+        .filter(|f| {
+            fsutil::resolve_in_root(rootfs, f, false)
+                .map(|p| p.is_file())
+                .unwrap_or(false)
+        })
+        .map(|f| (PathBuf::from(f), f.to_string()))
+        .collect()
+}
+
+/// The process arguments of a RUN, heredocs included (BuildKit's rules).
+fn run_args(state: &State, inst: &Instruction) -> Result<Vec<String>, BuildError> {
+    if inst.json {
+        return Ok(inst.args.clone());
+    }
+    let shell = shell_of(state);
+    let cmd = inst.args.join(" ");
+    let body = if inst.heredocs.is_empty() {
+        cmd
+    } else if crate::heredoc::parse_delimiter(cmd.trim())
+        .ok()
+        .flatten()
+        .is_some()
+        && inst.heredocs.len() == 1
+    {
+        inst.heredocs[0].content.clone()
+    } else {
+        let mut full = cmd;
+        for h in &inst.heredocs {
+            full.push('\n');
+            full.push_str(&h.content);
+            full.push_str(&h.name);
+        }
+        full
+    };
+    let mut args = shell;
+    args.push(body);
+    Ok(args)
+}
+
+fn shell_of(state: &State) -> Vec<String> {
+    state.config["config"]["Shell"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+}
+
+/// CMD/ENTRYPOINT arguments: exec form as is, shell form under the shell.
+fn command(state: &State, inst: &Instruction) -> Vec<String> {
+    if inst.json {
+        return inst.args.clone();
+    }
+    let mut args = shell_of(state);
+    args.push(inst.args.join(" "));
+    args
+}
+
+/// Go's `%q` of a string list: `["a" "b"]`.
+fn go_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| crate::ast::go_quote(s)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+fn one_line(s: &str) -> String {
+    let first = s.lines().next().unwrap_or("");
+    if s.lines().nth(1).is_some() {
+        format!("{first} ...")
+    } else {
+        first.to_string()
+    }
+}
+
+fn onbuild_text(inst: &Instruction) -> String {
+    let orig = inst.original.trim_start();
+    match orig.get(..7) {
+        Some(kw) if kw.eq_ignore_ascii_case("onbuild") => orig[7..].trim().to_string(),
+        _ => orig.to_string(),
+    }
+}
+
+/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`...
+fn expose_ports(word: &str) -> Result<Vec<String>, BuildError> {
+    let (ports, proto) = match word.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (word, "tcp".to_string()),
+    };
+    let bad = || BuildError::Other(format!("invalid containerPort: {word}"));
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(BuildError::Other(format!("invalid proto: {proto}")));
+    }
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (
+            a.parse::<u16>().map_err(|_| bad())?,
+            b.parse::<u16>().map_err(|_| bad())?,
+        ),
+        None => {
+            let p = ports.parse::<u16>().map_err(|_| bad())?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(bad());
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+fn healthcheck(inst: &Instruction) -> Value {
+    let kind = inst
+        .args
+        .first()
+        .map(|s| s.to_ascii_uppercase())
+        .unwrap_or_default();
+    if kind == "NONE" {
+        return json!({"Test": ["NONE"]});
+    }
+    let test: Vec<String> = if inst.json {
+        std::iter::once("CMD".to_string())
+            .chain(inst.args[1..].iter().cloned())
+            .collect()
+    } else {
+        vec!["CMD-SHELL".into(), inst.args[1..].join(" ")]
+    };
+    let mut hc = json!({"Test": test});
+    for (flag, field) in [
+        ("interval", "Interval"),
+        ("timeout", "Timeout"),
+        ("start-period", "StartPeriod"),
+        ("start-interval", "StartInterval"),
+    ] {
+        if let Some(ns) = inst
+            .flag(flag)
+            .and_then(crate::instructions::parse_go_duration)
+            .filter(|n| *n > 0.0)
+        {
+            hc[field] = json!(ns as i64);
+        }
+    }
+    if let Some(r) = inst.flag("retries").and_then(|r| r.parse::<i64>().ok()) {
+        if r > 0 {
+            hc["Retries"] = json!(r);
+        }
+    }
+    hc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expose_forms() {
+        assert_eq!(expose_ports("80").unwrap(), vec!["80/tcp"]);
+        assert_eq!(expose_ports("53/UDP").unwrap(), vec!["53/udp"]);
+        assert_eq!(expose_ports("8000-8002").unwrap().len(), 3);
+        assert!(expose_ports("x").is_err());
+    }
+
+    #[test]
+    fn go_list_quotes() {
+        assert_eq!(go_list(&["a b".into(), "c".into()]), r#"["a b" "c"]"#);
+    }
+}

@@ -1,0 +1,271 @@
+//! RUN: a command in a real container made by berth's runtime.
+//!
+//! The bundle is written here: `config.json` with Docker's defaults (the
+//! runtime-spec default mounts, Docker's 14 capabilities, berth's default
+//! seccomp profile, masked and read-only paths), the step's environment,
+//! user, working directory and arguments, and `rootfs` the overlay of the
+//! stage's layers, mounted by the caller.
+//!
+//! The command's output goes to a log file (the build process must stay
+//! single-threaded while the runtime clones, so there is no pipe reader);
+//! the executor shows it when the step ends, and its tail when it fails.
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// RUN's network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// The host's network namespace.
+    #[default]
+    Host,
+    /// A new network namespace with only loopback.
+    None,
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "host" => Ok(Network::Host),
+            "none" => Ok(Network::None),
+            "default" => Ok(Network::Host),
+            other => Err(format!(
+                "network mode {other:?} is not supported for RUN (use host or none)"
+            )),
+        }
+    }
+}
+
+/// One RUN's process.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub network: Network,
+    pub hostname: String,
+    /// Files in the rootfs to bind from the host (`/etc/resolv.conf`...),
+    /// only those the rootfs already has.
+    pub binds: Vec<(PathBuf, String)>,
+    /// `RUN --mount` mounts, as runtime-spec mount objects.
+    pub mounts: Vec<Value>,
+}
+
+/// RUN failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("runtime: {0}")]
+    Runtime(#[from] berth_runtime::Error),
+}
+
+fn io_ctx(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
+    let context = context.into();
+    move |source| RunError::Io { context, source }
+}
+
+/// The runtime-spec config for a RUN.
+pub fn spec(run: &RunSpec, rootfs: &Path) -> Value {
+    let mut spec = serde_json::to_value(oci_spec::runtime::Spec::default()).unwrap_or(json!({}));
+    let caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+    spec["process"] = json!({
+        "terminal": false,
+        "user": {"uid": run.uid, "gid": run.gid, "additionalGids": run.additional_gids},
+        "args": run.args,
+        "env": run.env,
+        "cwd": run.cwd,
+        "capabilities": {
+            "bounding": caps, "effective": caps, "permitted": caps,
+        },
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64.min(nofile_hard()), "soft": 1048576u64.min(nofile_hard())}],
+        "noNewPrivileges": false,
+    });
+    spec["root"] = json!({"path": rootfs, "readonly": false});
+    spec["hostname"] = json!(run.hostname);
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        for (src, dst) in &run.binds {
+            mounts.push(json!({
+                "destination": dst, "type": "bind", "source": src,
+                "options": ["rbind", "ro", "nosuid", "nodev"],
+            }));
+        }
+        mounts.extend(run.mounts.iter().cloned());
+    }
+    let seccomp = berth_seccomp::docker_default(&caps);
+    spec["linux"]["seccomp"] = serde_json::to_value(seccomp).unwrap_or(Value::Null);
+    // Builds get no device cgroup rules beyond the runtime's defaults and
+    // no resource limits.
+    if let Some(obj) = spec["linux"].as_object_mut() {
+        obj.remove("resources");
+    }
+    if run.network == Network::Host {
+        if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+            ns.retain(|n| n["type"] != "network");
+        }
+    } else if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
+        if !ns.iter().any(|n| n["type"] == "network") {
+            ns.push(json!({"type": "network"}));
+        }
+    }
+    spec
+}
+
+fn nofile_hard() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024)
+}
+
+/// Runs the command in `bundle` (whose `rootfs` the caller has mounted),
+/// its stdout and stderr going to `log`; returns the exit code.
+pub fn run(
+    state_root: &Path,
+    id: &str,
+    bundle: &Path,
+    run: &RunSpec,
+    rootfs: &Path,
+    log: &Path,
+) -> Result<i32, RunError> {
+    let config = spec(run, rootfs);
+    let text = serde_json::to_vec_pretty(&config).unwrap_or_default();
+    fs::write(bundle.join("config.json"), text).map_err(io_ctx("write config.json"))?;
+    let out = File::create(log).map_err(io_ctx(format!("create {}", log.display())))?;
+    let rt = berth_runtime::Runtime::new(state_root);
+    let _redirect = Redirect::new(&out).map_err(io_ctx("redirect output"))?;
+    let code = rt.run(
+        id,
+        bundle,
+        &berth_runtime::CreateOptions::default(),
+        false,
+        false,
+    )?;
+    Ok(code)
+}
+
+/// Points fds 0, 1 and 2 at a log file (and /dev/null) for as long as it
+/// lives; the container inherits them.
+struct Redirect {
+    saved: [i32; 3],
+}
+
+impl Redirect {
+    fn new(out: &File) -> std::io::Result<Redirect> {
+        let null = File::open("/dev/null")?;
+        let mut saved = [-1; 3];
+        for (i, fd) in [0, 1, 2].into_iter().enumerate() {
+            // SAFETY: dup of a standard descriptor we own for the process.
+            let s = unsafe { libc::dup(fd) };
+            if s < 0 {
+                let err = std::io::Error::last_os_error();
+                restore(&saved);
+                return Err(err);
+            }
+            saved[i] = s;
+        }
+        let sources = [null.as_raw_fd(), out.as_raw_fd(), out.as_raw_fd()];
+        for (fd, src) in [0, 1, 2].into_iter().zip(sources) {
+            // SAFETY: dup2 onto a standard descriptor; the originals are saved.
+            if unsafe { libc::dup2(src, fd) } < 0 {
+                let err = std::io::Error::last_os_error();
+                restore(&saved);
+                return Err(err);
+            }
+        }
+        Ok(Redirect { saved })
+    }
+}
+
+fn restore(saved: &[i32; 3]) {
+    for (fd, s) in [0, 1, 2].into_iter().zip(saved) {
+        if *s >= 0 {
+            // SAFETY: putting back the descriptors saved in `new`.
+            unsafe {
+                libc::dup2(*s, fd);
+                libc::close(*s);
+            }
+        }
+    }
+}
+
+impl Drop for Redirect {
+    fn drop(&mut self) {
+        restore(&self.saved);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_has_docker_defaults() {
+        let run = RunSpec {
+            args: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/".into(),
+            uid: 5,
+            gid: 6,
+            additional_gids: vec![],
+            network: Network::None,
+            hostname: "h".into(),
+            binds: vec![],
+            mounts: vec![],
+        };
+        let s = spec(&run, Path::new("/r"));
+        assert_eq!(
+            s["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
+        assert_eq!(s["process"]["user"]["uid"], 5);
+        assert!(s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+        assert!(s["linux"]["seccomp"]["syscalls"].is_array());
+        let host = spec(
+            &RunSpec {
+                network: Network::Host,
+                ..run
+            },
+            Path::new("/r"),
+        );
+        assert!(!host["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["type"] == "network"));
+    }
+}
