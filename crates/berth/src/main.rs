@@ -4,12 +4,17 @@
 //! same as `berth-runc`) and `info`.
 //! Container, build and compose commands arrive with their issues.
 
+#![recursion_limit = "256"]
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod containers;
+mod format;
 mod images;
 mod registry_cmd;
+mod volumes;
 
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, about = "A daemonless container engine")]
@@ -38,6 +43,14 @@ enum Cmd {
     Registry(registry_cmd::RegistryCmd),
     #[command(flatten)]
     Image(images::ImageCmd),
+    #[command(flatten)]
+    Containers(containers::ContainerCmd),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(containers::ContainerSub),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCmd),
     /// Store maintenance (`check`).
     #[command(subcommand)]
     System(images::SystemCmd),
@@ -60,6 +73,9 @@ fn main() {
         Cmd::Info { format } => info(&cli.root, &format),
         Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
         Cmd::Image(cmd) => images::run(&cli.root, cmd),
+        Cmd::Containers(cmd) => containers::main(&cli.root, cmd),
+        Cmd::Container(cmd) => containers::container_sub(&cli.root, cmd),
+        Cmd::Volume(cmd) => volumes::main(&cli.root, cmd),
         Cmd::System(cmd) => images::system(&cli.root, cmd),
     };
     std::process::exit(code);
