@@ -72,7 +72,10 @@ impl Berth {
     }
 
     fn status(&self, name: &str) -> String {
-        self.inspect(name)["State"]["Status"].as_str().unwrap().to_string()
+        self.inspect(name)["State"]["Status"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -98,6 +101,15 @@ fn exit_codes_are_dockers() {
         b.run(&full)
     };
     assert_eq!(code(&run(&["true"])), 0);
+    // The standard devices are usable (the device cgroup allows them).
+    assert_eq!(
+        code(&run(&[
+            "sh",
+            "-c",
+            "echo x > /dev/null && head -c 1 /dev/urandom > /dev/null"
+        ])),
+        0
+    );
     let o = run(&["sh", "-c", "echo out; echo err >&2; exit 3"]);
     assert_eq!(code(&o), 3);
     assert_eq!(stdout(&o), "out\n");
@@ -107,7 +119,16 @@ fn exit_codes_are_dockers() {
     let o = run(&["/etc/passwd"]);
     assert_eq!(code(&o), 126, "{}", stderr(&o));
     // An engine error (unknown capability) is 125.
-    let o = b.run(&["run", "--rm", "--network", "none", "--cap-add", "NOPE", IMAGE, "true"]);
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cap-add",
+        "NOPE",
+        IMAGE,
+        "true",
+    ]);
     assert_eq!(code(&o), 125, "{}", stderr(&o));
     // --rm left nothing behind.
     assert_eq!(b.ok(&["ps", "-aq"]), "");
@@ -117,21 +138,40 @@ fn exit_codes_are_dockers() {
 fn detached_container_logs_and_ps() {
     let b = Berth::new();
     let id = b.ok(&[
-        "run", "-d", "--network", "none", "--name", "chatty", IMAGE, "sh", "-c",
-        "echo one; echo two >&2; sleep 0.3; echo three; exec sleep 30",
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "chatty",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 143' TERM; echo one; echo two >&2; sleep 0.3; echo three; sleep 30 & wait",
     ]);
     assert_eq!(id.len(), 64, "{id}");
     let ps = b.ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
     assert_eq!(ps, "chatty running");
     // logs -f follows until the container stops.
-    let follow = b.cmd().args(["logs", "-f", "chatty"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
-    wait_for(|| b.ok(&["logs", "chatty"]).contains("three"), "third log line");
+    let follow = b
+        .cmd()
+        .args(["logs", "-f", "chatty"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        || b.ok(&["logs", "chatty"]).contains("three"),
+        "third log line",
+    );
     let o = b.run(&["logs", "chatty"]);
     assert_eq!(stdout(&o), "one\nthree\n");
     assert_eq!(stderr(&o), "two\n");
     assert_eq!(b.ok(&["logs", "--tail", "1", "chatty"]), "three");
     let with_ts = b.ok(&["logs", "-t", "chatty"]);
-    assert!(with_ts.lines().all(|l| l.len() > 30 && l.contains("Z ")), "{with_ts}");
+    assert!(
+        with_ts.lines().all(|l| l.len() > 30 && l.contains("Z ")),
+        "{with_ts}"
+    );
     // The log is Docker's json-file format.
     let log = std::fs::read_to_string(b.inspect("chatty")["LogPath"].as_str().unwrap()).unwrap();
     let first: Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
@@ -153,23 +193,62 @@ fn detached_container_logs_and_ps() {
 #[test]
 fn stop_waits_the_timeout_then_kills() {
     let b = Berth::new();
-    b.ok(&["run", "-d", "--network", "none", "--name", "stubborn", IMAGE, "sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "stubborn",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 0.1; done",
+    ]);
     let t = Instant::now();
     b.ok(&["stop", "-t", "2", "stubborn"]);
     let took = t.elapsed();
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(8), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
     assert_eq!(b.inspect("stubborn")["State"]["ExitCode"], 137);
     // And a cooperative one stops at once.
-    b.ok(&["run", "-d", "--network", "none", "--init", "--name", "polite", IMAGE, "sleep", "60"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "polite",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; sleep 60 & wait",
+    ]);
     let t = Instant::now();
     b.ok(&["stop", "polite"]);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(b.inspect("polite")["State"]["ExitCode"], 0);
 }
 
 #[test]
 fn restart_policy_counts_restarts() {
     let b = Berth::new();
-    b.ok(&["run", "-d", "--network", "none", "--name", "flaky", "--restart", "on-failure:2", IMAGE, "sh", "-c", "echo try; exit 4"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo try; exit 4",
+    ]);
     wait_for(
         || {
             let i = b.inspect("flaky");
@@ -182,62 +261,186 @@ fn restart_policy_counts_restarts() {
     assert_eq!(i["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
     assert_eq!(b.ok(&["logs", "flaky"]), "try\ntry\ntry");
     // "always" restarts even a clean exit, until stopped.
-    b.ok(&["run", "-d", "--network", "none", "--name", "again", "--restart", "always", IMAGE, "true"]);
-    wait_for(|| b.inspect("again")["RestartCount"].as_u64() >= Some(2), "always restarts");
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "again",
+        "--restart",
+        "always",
+        IMAGE,
+        "true",
+    ]);
+    wait_for(
+        || b.inspect("again")["RestartCount"].as_u64() >= Some(2),
+        "always restarts",
+    );
     b.ok(&["stop", "again"]);
     let n = b.inspect("again")["RestartCount"].as_u64().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(b.status("again"), "exited");
-    assert_eq!(b.inspect("again")["RestartCount"].as_u64().unwrap(), n, "no restart after stop");
+    assert_eq!(
+        b.inspect("again")["RestartCount"].as_u64().unwrap(),
+        n,
+        "no restart after stop"
+    );
 }
 
 #[test]
 fn health_goes_from_starting_to_healthy_and_unhealthy() {
     let b = Berth::new();
     b.ok(&[
-        "run", "-d", "--network", "none", "--name", "doc", "--health-cmd", "test -e /tmp/ok",
-        "--health-interval", "300ms", "--health-retries", "2", "--health-timeout", "5s", IMAGE,
-        "sh", "-c", "sleep 1; touch /tmp/ok; sleep 2; rm /tmp/ok; exec sleep 30",
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "doc",
+        "--health-cmd",
+        "test -e /tmp/ok",
+        "--health-interval",
+        "300ms",
+        "--health-retries",
+        "2",
+        "--health-timeout",
+        "5s",
+        IMAGE,
+        "sh",
+        "-c",
+        "sleep 1; touch /tmp/ok; sleep 2; rm /tmp/ok; exec sleep 30",
     ]);
-    let health = || b.inspect("doc")["State"]["Health"]["Status"].as_str().unwrap_or("").to_string();
+    let health = || {
+        b.inspect("doc")["State"]["Health"]["Status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
     assert_eq!(health(), "starting");
     wait_for(|| health() == "healthy", "healthy");
     assert!(b.ok(&["ps"]).contains("(healthy)"));
     wait_for(|| health() == "unhealthy", "unhealthy");
     let h = &b.inspect("doc")["State"]["Health"];
     assert!(h["FailingStreak"].as_u64().unwrap() >= 2, "{h}");
-    assert!(h["Log"].as_array().unwrap().iter().any(|r| r["ExitCode"] == 0));
+    assert!(h["Log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["ExitCode"] == 0));
     b.ok(&["rm", "-f", "doc"]);
 }
 
 #[test]
 fn named_volume_survives_rm_and_is_seeded_from_the_image() {
     let b = Berth::new();
-    b.ok(&["run", "--rm", "--network", "none", "-v", "data:/data", IMAGE, "sh", "-c", "echo kept > /data/f"]);
-    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "-v", "data:/data", IMAGE, "cat", "/data/f"]), "kept");
+    b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "data:/data",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "data:/data",
+            IMAGE,
+            "cat",
+            "/data/f"
+        ]),
+        "kept"
+    );
     assert!(b.ok(&["volume", "ls", "-q"]).lines().any(|l| l == "data"));
     let vi: Value = serde_json::from_str(&b.ok(&["volume", "inspect", "data"])).unwrap();
-    assert!(vi[0]["Mountpoint"].as_str().unwrap().ends_with("/volumes/data/_data"));
+    assert!(vi[0]["Mountpoint"]
+        .as_str()
+        .unwrap()
+        .ends_with("/volumes/data/_data"));
     // A new named volume on a path the image has content at starts with that content.
-    let seeded = b.ok(&["run", "--rm", "--network", "none", "-v", "etc:/etc", IMAGE, "cat", "/etc/passwd"]);
+    let seeded = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "etc:/etc",
+        IMAGE,
+        "cat",
+        "/etc/passwd",
+    ]);
     assert!(seeded.contains("root:"), "{seeded}");
     // The image VOLUME makes an anonymous volume, removed by rm -v.
     b.ok(&["run", "--name", "anon", "--network", "none", IMAGE, "true"]);
-    let anon = b.inspect("anon")["Mounts"][0]["Name"].as_str().unwrap().to_string();
+    let anon = b.inspect("anon")["Mounts"][0]["Name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(b.ok(&["volume", "ls", "-q"]).contains(&anon));
     let busy = b.run(&["volume", "rm", "data"]);
-    assert!(busy.status.success(), "no container uses data now: {}", stderr(&busy));
+    assert!(
+        busy.status.success(),
+        "no container uses data now: {}",
+        stderr(&busy)
+    );
     b.ok(&["rm", "-v", "anon"]);
     assert!(!b.ok(&["volume", "ls", "-q"]).contains(&anon));
     // Bind mounts, read-only ones refuse writes.
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("in"), "from host").unwrap();
     let spec = format!("{}:/h:ro", host.path().display());
-    assert_eq!(b.ok(&["run", "--rm", "--network", "none", "-v", &spec, IMAGE, "cat", "/h/in"]), "from host");
-    let o = b.run(&["run", "--rm", "--network", "none", "-v", &spec, IMAGE, "touch", "/h/x"]);
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &spec,
+            IMAGE,
+            "cat",
+            "/h/in"
+        ]),
+        "from host"
+    );
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &spec,
+        IMAGE,
+        "touch",
+        "/h/x",
+    ]);
     assert_ne!(code(&o), 0);
-    let o = b.run(&["run", "--rm", "--network", "none", "--tmpfs", "/scratch:size=1m", IMAGE, "sh", "-c", "grep /scratch /proc/mounts"]);
-    assert!(stdout(&o).contains("tmpfs /scratch tmpfs"), "{}", stdout(&o));
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--tmpfs",
+        "/scratch:size=1m",
+        IMAGE,
+        "sh",
+        "-c",
+        "grep /scratch /proc/mounts",
+    ]);
+    assert!(
+        stdout(&o).contains("tmpfs /scratch tmpfs"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -251,22 +454,69 @@ fn security_and_resource_flags_take_effect() {
     let o = run(&["--read-only", IMAGE, "touch", "/x"]);
     assert_ne!(code(&o), 0);
     assert!(stderr(&o).contains("Read-only"), "{}", stderr(&o));
-    assert_eq!(stdout(&run(&["--user", "1000:1000", IMAGE, "id", "-u"])).trim(), "1000");
-    assert_eq!(stdout(&run(&["--user", "nobody", IMAGE, "id", "-un"])).trim(), "nobody");
+    assert_eq!(
+        stdout(&run(&["--user", "1000:1000", IMAGE, "id", "-u"])).trim(),
+        "1000"
+    );
+    assert_eq!(
+        stdout(&run(&["--user", "nobody", IMAGE, "id", "-un"])).trim(),
+        "nobody"
+    );
     // CAP_CHOWN is in Docker's default set; dropping it makes chown fail.
     assert_eq!(code(&run(&[IMAGE, "chown", "1:1", "/tmp"])), 0);
-    assert_ne!(code(&run(&["--cap-drop", "CHOWN", IMAGE, "chown", "1:1", "/tmp"])), 0);
-    let env = stdout(&run(&["-e", "A=1", "-w", "/tmp", "--hostname", "box", IMAGE, "sh", "-c", "echo $A $FROM_IMAGE $HOSTNAME $(pwd) $(hostname)"]));
+    assert_ne!(
+        code(&run(&[
+            "--cap-drop",
+            "CHOWN",
+            IMAGE,
+            "chown",
+            "1:1",
+            "/tmp"
+        ])),
+        0
+    );
+    let env = stdout(&run(&[
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "--hostname",
+        "box",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo $A $FROM_IMAGE $HOSTNAME $(pwd) $(hostname)",
+    ]));
     assert_eq!(env.trim(), "1 yes box /tmp box");
     // Limits are visible in the container's cgroup.
-    b.ok(&["run", "-d", "--network", "none", "--name", "lim", "--memory", "64m", "--pids-limit", "50", IMAGE, "sleep", "30"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "lim",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        IMAGE,
+        "sleep",
+        "30",
+    ]);
     let pid = b.inspect("lim")["State"]["Pid"].as_i64().unwrap();
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let read = |ctrl: &str, file: &str| -> String {
         for l in cg.lines() {
             let f: Vec<&str> = l.splitn(3, ':').collect();
             let v1 = f[1].split(',').any(|c| c == ctrl);
-            let base = if v1 { format!("/sys/fs/cgroup/{}", f[1].replace("name=", "")) } else if f[1].is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() { "/sys/fs/cgroup".into() } else { continue };
+            let base = if v1 {
+                format!("/sys/fs/cgroup/{}", f[1].replace("name=", ""))
+            } else if f[1].is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                "/sys/fs/cgroup".into()
+            } else {
+                continue;
+            };
             if let Ok(s) = std::fs::read_to_string(format!("{base}{}/{file}", f[2])) {
                 return s.trim().to_string();
             }
@@ -274,7 +524,14 @@ fn security_and_resource_flags_take_effect() {
         panic!("no {ctrl} {file} for {pid}: {cg}");
     };
     let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    let (mem, pids) = if v2 { (read("", "memory.max"), read("", "pids.max")) } else { (read("memory", "memory.limit_in_bytes"), read("pids", "pids.max")) };
+    let (mem, pids) = if v2 {
+        (read("", "memory.max"), read("", "pids.max"))
+    } else {
+        (
+            read("memory", "memory.limit_in_bytes"),
+            read("pids", "pids.max"),
+        )
+    };
     assert_eq!(mem, (64u64 << 20).to_string());
     assert_eq!(pids, "50");
     b.ok(&["rm", "-f", "lim"]);
@@ -283,9 +540,39 @@ fn security_and_resource_flags_take_effect() {
 #[test]
 fn exec_runs_in_the_container() {
     let b = Berth::new();
-    b.ok(&["run", "-d", "--network", "none", "--name", "host1", "-e", "X=base", IMAGE, "sleep", "30"]);
-    assert_eq!(b.ok(&["exec", "host1", "sh", "-c", "echo $X $HOSTNAME"]), format!("base {}", &b.inspect("host1")["Id"].as_str().unwrap()[..12]));
-    assert_eq!(b.ok(&["exec", "-e", "X=over", "-w", "/etc", "-u", "nobody", "host1", "sh", "-c", "echo $X $(pwd) $(id -un)"]), "over /etc nobody");
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "host1",
+        "-e",
+        "X=base",
+        IMAGE,
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(
+        b.ok(&["exec", "host1", "sh", "-c", "echo $X $HOSTNAME"]),
+        format!("base {}", &b.inspect("host1")["Id"].as_str().unwrap()[..12])
+    );
+    assert_eq!(
+        b.ok(&[
+            "exec",
+            "-e",
+            "X=over",
+            "-w",
+            "/etc",
+            "-u",
+            "nobody",
+            "host1",
+            "sh",
+            "-c",
+            "echo $X $(pwd) $(id -un)"
+        ]),
+        "over /etc nobody"
+    );
     assert_eq!(code(&b.run(&["exec", "host1", "sh", "-c", "exit 5"])), 5);
     let top = b.ok(&["top", "host1"]);
     assert!(top.contains("sleep 30"), "{top}");
@@ -313,7 +600,9 @@ fn count_leftovers(root: &Path) -> (usize, usize, usize) {
                 .unwrap_or(false)
         })
         .count();
-    let state = std::fs::read_dir(root.join("run/runtime")).map(|d| d.count()).unwrap_or(0);
+    let state = std::fs::read_dir(root.join("run/runtime"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     (m, monitors, state)
 }
 
@@ -324,7 +613,17 @@ fn twenty_concurrent_containers_leave_nothing_behind() {
     let handles: Vec<_> = (0..20)
         .map(|i| {
             let mut c = b.cmd();
-            c.args(["run", "-d", "--network", "none", "--name", &format!("c{i}"), IMAGE, "sleep", "60"]);
+            c.args([
+                "run",
+                "-d",
+                "--network",
+                "none",
+                "--name",
+                &format!("c{i}"),
+                IMAGE,
+                "sleep",
+                "60",
+            ]);
             std::thread::spawn(move || output(&mut c))
         })
         .collect();
@@ -335,14 +634,23 @@ fn twenty_concurrent_containers_leave_nothing_behind() {
     assert_eq!(b.ok(&["ps", "-q"]).lines().count(), 20);
     let (mounts, monitors, state) = count_leftovers(b.root.path());
     assert_eq!(monitors, before.1 + 20);
-    assert!(mounts >= before.0 + 20 && state == before.2 + 20, "{mounts} {state}");
+    assert!(
+        mounts >= before.0 + 20 && state == before.2 + 20,
+        "{mounts} {state}"
+    );
     let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
-    let ids: Vec<String> = names.iter().map(|n| b.inspect(n)["Id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = names
+        .iter()
+        .map(|n| b.inspect(n)["Id"].as_str().unwrap().to_string())
+        .collect();
     let mut args = vec!["rm", "-f"];
     args.extend(names.iter().map(String::as_str));
     b.ok(&args);
     assert_eq!(b.ok(&["ps", "-aq"]), "");
-    wait_for(|| count_leftovers(b.root.path()) == before, "no mount, monitor or runtime state left");
+    wait_for(
+        || count_leftovers(b.root.path()) == before,
+        "no mount, monitor or runtime state left",
+    );
     for id in &ids {
         let left = berth_tests::cgroup_leftovers(&format!("berth/{id}"));
         assert!(left.is_empty(), "{left:?}");
@@ -352,13 +660,25 @@ fn twenty_concurrent_containers_leave_nothing_behind() {
 #[test]
 fn stale_running_record_reads_as_exited() {
     let b = Berth::new();
-    b.ok(&["run", "-d", "--network", "none", "--name", "orphan", IMAGE, "sleep", "30"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "orphan",
+        IMAGE,
+        "sleep",
+        "30",
+    ]);
     let i = b.inspect("orphan");
     // Kill the monitor and the container behind berth's back, as a crash would.
     let monitor = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
         let c = std::fs::read(e.path().join("cmdline")).ok()?;
         let s = String::from_utf8_lossy(&c).to_string();
-        (s.contains("container-monitor") && s.contains(i["Id"].as_str().unwrap())).then(|| e.file_name().to_string_lossy().parse::<i32>().ok()).flatten()
+        (s.contains("container-monitor") && s.contains(i["Id"].as_str().unwrap()))
+            .then(|| e.file_name().to_string_lossy().parse::<i32>().ok())
+            .flatten()
     });
     let monitor = monitor.expect("monitor process");
     unsafe { libc::kill(monitor, libc::SIGKILL) };

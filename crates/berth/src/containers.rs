@@ -212,6 +212,7 @@ pub struct PsArgs {
 }
 
 /// The container commands at berth's top level.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ContainerCmd {
     /// Create and run a new container from an image.
@@ -234,7 +235,12 @@ pub enum ContainerCmd {
     /// Stop one or more running containers.
     Stop {
         /// Seconds to wait before killing the container.
-        #[arg(short = 't', long = "time", alias = "timeout", allow_hyphen_values = true)]
+        #[arg(
+            short = 't',
+            long = "time",
+            alias = "timeout",
+            allow_hyphen_values = true
+        )]
         time: Option<i64>,
         /// Signal to send to the container.
         #[arg(short, long)]
@@ -244,7 +250,12 @@ pub enum ContainerCmd {
     },
     /// Restart one or more containers.
     Restart {
-        #[arg(short = 't', long = "time", alias = "timeout", allow_hyphen_values = true)]
+        #[arg(
+            short = 't',
+            long = "time",
+            alias = "timeout",
+            allow_hyphen_values = true
+        )]
         time: Option<i64>,
         #[arg(short, long)]
         signal: Option<String>,
@@ -382,6 +393,8 @@ pub enum ContainerCmd {
 }
 
 /// `berth container ...`.
+// Parsed once per process: the size of the flag structs does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum ContainerSub {
     #[command(flatten)]
@@ -451,7 +464,9 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
             force,
             volumes,
             containers,
-        } => each(root, &containers, |e, c| e.remove(c, force, volumes).map(|_| ())),
+        } => each(root, &containers, |e, c| {
+            e.remove(c, force, volumes).map(|_| ())
+        }),
         ContainerCmd::Ps(a) => report(ps(root, &a)),
         ContainerCmd::Logs {
             follow,
@@ -460,7 +475,15 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
             until,
             timestamps,
             container,
-        } => report(logs(root, &container, follow, &tail, since.as_deref(), until.as_deref(), timestamps)),
+        } => report(logs(
+            root,
+            &container,
+            follow,
+            &tail,
+            since.as_deref(),
+            until.as_deref(),
+            timestamps,
+        )),
         ContainerCmd::Exec {
             detach,
             interactive,
@@ -470,7 +493,17 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
             workdir,
             container,
             cmd,
-        } => exec(root, &container, &cmd, &env, user.as_deref(), workdir.as_deref(), tty, interactive, detach),
+        } => exec(
+            root,
+            &container,
+            &cmd,
+            &env,
+            user.as_deref(),
+            workdir.as_deref(),
+            tty,
+            interactive,
+            detach,
+        ),
         ContainerCmd::Inspect {
             format, containers, ..
         } => report(inspect(root, &containers, format.as_deref())),
@@ -547,7 +580,11 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
 }
 
 /// Runs `f` on each named container, printing the name on success (Docker's output).
-fn each(root: &Path, names: &[String], mut f: impl FnMut(&mut Engine, &str) -> berth_engine::Result<()>) -> i32 {
+fn each(
+    root: &Path,
+    names: &[String],
+    mut f: impl FnMut(&mut Engine, &str) -> berth_engine::Result<()>,
+) -> i32 {
     let mut engine = match Engine::open(root) {
         Ok(e) => e,
         Err(e) => return fail(e),
@@ -575,9 +612,7 @@ fn parse_bytes(s: &str) -> Result<i64, String> {
         Some('t') => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size: {s:?}"))?;
+    let n: f64 = num.parse().map_err(|_| format!("invalid size: {s:?}"))?;
     Ok((n * mult as f64) as i64)
 }
 
@@ -621,7 +656,9 @@ fn parse_volume(v: &str) -> Result<MountSpec, String> {
         _ => return Err(format!("invalid volume specification: '{v}'")),
     };
     if !dst.starts_with('/') {
-        return Err(format!("invalid volume specification: '{v}': the mount point must be absolute"));
+        return Err(format!(
+            "invalid volume specification: '{v}': the mount point must be absolute"
+        ));
     }
     let read_only = opts.split(',').any(|o| o == "ro");
     let bind = src.starts_with('/') || src.starts_with('.');
@@ -767,8 +804,18 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
             .as_ref()
             .map(|c| vec!["CMD-SHELL".to_string(), c.clone()])
             .unwrap_or_default(),
-        interval: a.health_interval.as_deref().map(parse_duration_ns).transpose()?.unwrap_or(0),
-        timeout: a.health_timeout.as_deref().map(parse_duration_ns).transpose()?.unwrap_or(0),
+        interval: a
+            .health_interval
+            .as_deref()
+            .map(parse_duration_ns)
+            .transpose()?
+            .unwrap_or(0),
+        timeout: a
+            .health_timeout
+            .as_deref()
+            .map(parse_duration_ns)
+            .transpose()?
+            .unwrap_or(0),
         start_period: a
             .health_start_period
             .as_deref()
@@ -839,9 +886,11 @@ trait OwnedStderr {
 impl OwnedStderr for std::io::Stderr {
     fn as_fd_owned(&self) -> std::os::fd::OwnedFd {
         use std::os::fd::AsFd;
-        self.as_fd()
-            .try_clone_to_owned()
-            .unwrap_or_else(|_| std::fs::File::open("/dev/null").map(Into::into).unwrap_or_else(|_| std::process::exit(125)))
+        self.as_fd().try_clone_to_owned().unwrap_or_else(|_| {
+            std::fs::File::open("/dev/null")
+                .map(Into::into)
+                .unwrap_or_else(|_| std::process::exit(125))
+        })
     }
 }
 
@@ -918,7 +967,9 @@ fn foreground(engine: &mut Engine, c: &Container, interactive: bool) -> i32 {
             return berth_engine::exit_code_for(&e);
         }
     };
-    let raw = (c.config.tty && interactive).then(|| format::RawTerminal::enter(0)).flatten();
+    let raw = (c.config.tty && interactive)
+        .then(|| format::RawTerminal::enter(0))
+        .flatten();
     let opts = PumpOptions {
         echo: true,
         stdin: interactive,
@@ -971,7 +1022,11 @@ fn wait(root: &Path, names: &[String]) -> i32 {
     for n in names {
         let r = engine.find(n).and_then(|c| {
             engine.wait_inactive(&c.id, None)?;
-            Ok(engine.db.get(&c.id)?.map(|c| c.state.exit_code).unwrap_or(c.state.exit_code))
+            Ok(engine
+                .db
+                .get(&c.id)?
+                .map(|c| c.state.exit_code)
+                .unwrap_or(c.state.exit_code))
         });
         match r {
             Ok(c) => println!("{c}"),
@@ -991,7 +1046,11 @@ pub fn status_text(c: &Container) -> String {
             if s.status == Status::Paused {
                 t.push_str(" (Paused)");
             } else if let Some(h) = &s.health {
-                let hs = if h.status == "starting" { "health: starting" } else { &h.status };
+                let hs = if h.status == "starting" {
+                    "health: starting"
+                } else {
+                    &h.status
+                };
                 t.push_str(&format!(" ({hs})"));
             }
             t
@@ -1022,8 +1081,19 @@ fn command_text(c: &Container, trunc: bool) -> String {
 }
 
 fn ps_row(c: &Container, trunc: bool) -> Value {
-    let labels: Vec<String> = c.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mounts: Vec<&str> = c.config.mounts.iter().filter(|m| m.kind == "volume").map(|m| m.source.as_str()).collect();
+    let labels: Vec<String> = c
+        .config
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mounts: Vec<&str> = c
+        .config
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "volume")
+        .map(|m| m.source.as_str())
+        .collect();
     json!({
         "Command": command_text(c, trunc),
         "CreatedAt": format::docker_time(&c.created),
@@ -1043,7 +1113,9 @@ fn ps_row(c: &Container, trunc: bool) -> Value {
 }
 
 fn matches_filter(c: &Container, f: &str) -> Result<bool, String> {
-    let (k, v) = f.split_once('=').ok_or_else(|| format!("bad format of filter (expected name=value): {f}"))?;
+    let (k, v) = f
+        .split_once('=')
+        .ok_or_else(|| format!("bad format of filter (expected name=value): {f}"))?;
     Ok(match k {
         "status" => c.state.status.as_str() == v,
         "name" => c.name.contains(v.trim_start_matches('/')),
@@ -1053,13 +1125,24 @@ fn matches_filter(c: &Container, f: &str) -> Result<bool, String> {
             None => c.config.labels.contains_key(v),
         },
         "exited" => c.state.status == Status::Exited && c.state.exit_code.to_string() == v,
-        "ancestor" => c.image == v || c.image_id.contains(v) || c.image.split(':').next() == Some(v),
+        "ancestor" => {
+            c.image == v || c.image_id.contains(v) || c.image.split(':').next() == Some(v)
+        }
         "health" => {
-            let h = c.state.health.as_ref().map(|h| h.status.as_str()).unwrap_or("none");
+            let h = c
+                .state
+                .health
+                .as_ref()
+                .map(|h| h.status.as_str())
+                .unwrap_or("none");
             h == v
         }
         "network" => c.config.network == v,
-        "volume" => c.config.mounts.iter().any(|m| m.source == v || m.destination == v),
+        "volume" => c
+            .config
+            .mounts
+            .iter()
+            .any(|m| m.source == v || m.destination == v),
         _ => return Err(format!("invalid filter '{k}'")),
     })
 }
@@ -1068,9 +1151,17 @@ fn ps(root: &Path, a: &PsArgs) -> CmdResult {
     let mut engine = Engine::open(root)?;
     let mut list = engine.list()?;
     let explicit_all = a.all || a.latest || a.last.is_some_and(|n| n > 0);
-    let status_filter = a.filter.iter().any(|f| f.starts_with("status=") || f.starts_with("exited="));
+    let status_filter = a
+        .filter
+        .iter()
+        .any(|f| f.starts_with("status=") || f.starts_with("exited="));
     if !explicit_all && !status_filter {
-        list.retain(|c| matches!(c.state.status, Status::Running | Status::Paused | Status::Restarting));
+        list.retain(|c| {
+            matches!(
+                c.state.status,
+                Status::Running | Status::Paused | Status::Restarting
+            )
+        });
     }
     for f in &a.filter {
         let mut keep = Vec::new();
@@ -1103,11 +1194,31 @@ fn ps(root: &Path, a: &PsArgs) -> CmdResult {
         }
         Some(t) if t != "table" => format::template_rows(&mut out, t, &rows)?,
         _ => {
-            let head = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"];
-            let keys = ["ID", "Image", "Command", "RunningFor", "Status", "Ports", "Names"];
+            let head = [
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "PORTS",
+                "NAMES",
+            ];
+            let keys = [
+                "ID",
+                "Image",
+                "Command",
+                "RunningFor",
+                "Status",
+                "Ports",
+                "Names",
+            ];
             let mut table = vec![head.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
             for r in &rows {
-                table.push(keys.iter().map(|k| r[k].as_str().unwrap_or("").to_string()).collect());
+                table.push(
+                    keys.iter()
+                        .map(|k| r[k].as_str().unwrap_or("").to_string())
+                        .collect(),
+                );
             }
             format::table(&mut out, &table)?;
         }
@@ -1149,7 +1260,8 @@ fn logs(
     let (mut entries, mut offset) = berth_engine::logs::read_from(&path, 0)?;
     let keep = |e: &berth_engine::logs::Entry| {
         let t = humantime::parse_rfc3339_weak(&e.time).ok();
-        since.is_none_or(|s| t.is_some_and(|t| t >= s)) && until.is_none_or(|u| t.is_some_and(|t| t <= u))
+        since.is_none_or(|s| t.is_some_and(|t| t >= s))
+            && until.is_none_or(|u| t.is_some_and(|t| t <= u))
     };
     entries.retain(|e| keep(e));
     if tail != "all" {
@@ -1185,7 +1297,11 @@ fn print_entries(entries: &[berth_engine::logs::Entry], timestamps: bool) {
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     for e in entries {
-        let w: &mut dyn Write = if e.stream == "stderr" { &mut err } else { &mut out };
+        let w: &mut dyn Write = if e.stream == "stderr" {
+            &mut err
+        } else {
+            &mut out
+        };
         if timestamps {
             let _ = write!(w, "{} ", e.time);
         }
@@ -1221,7 +1337,9 @@ fn exec(
             let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
         }
     }
-    let raw = (tty && interactive).then(|| format::RawTerminal::enter(0)).flatten();
+    let raw = (tty && interactive)
+        .then(|| format::RawTerminal::enter(0))
+        .flatten();
     let opts = berth_runtime::ExecOptions {
         detach,
         ..Default::default()
@@ -1247,10 +1365,18 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
     let s = &c.state;
     let cfg = &c.config;
     let zero = "0001-01-01T00:00:00Z";
-    let or_zero = |t: &str| if t.is_empty() { zero.to_string() } else { t.to_string() };
-    let health = s.health.as_ref().map(|h| json!({
-        "Status": h.status, "FailingStreak": h.failing_streak, "Log": h.log,
-    }));
+    let or_zero = |t: &str| {
+        if t.is_empty() {
+            zero.to_string()
+        } else {
+            t.to_string()
+        }
+    };
+    let health = s.health.as_ref().map(|h| {
+        json!({
+            "Status": h.status, "FailingStreak": h.failing_streak, "Log": h.log,
+        })
+    });
     let mut state = json!({
         "Status": s.status.as_str(),
         "Running": matches!(s.status, Status::Running | Status::Paused),
@@ -1267,7 +1393,11 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
     if let Some(h) = health {
         state["Health"] = h;
     }
-    let exposed: serde_json::Map<String, Value> = cfg.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect();
+    let exposed: serde_json::Map<String, Value> = cfg
+        .exposed_ports
+        .iter()
+        .map(|p| (p.clone(), json!({})))
+        .collect();
     let vols: serde_json::Map<String, Value> = cfg
         .mounts
         .iter()
@@ -1300,7 +1430,14 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
         .mounts
         .iter()
         .filter(|m| m.kind != "tmpfs" && !m.anonymous)
-        .map(|m| format!("{}:{}{}", m.source, m.destination, if m.read_only { ":ro" } else { "" }))
+        .map(|m| {
+            format!(
+                "{}:{}{}",
+                m.source,
+                m.destination,
+                if m.read_only { ":ro" } else { "" }
+            )
+        })
         .collect();
     let tmpfs: serde_json::Map<String, Value> = cfg
         .mounts
@@ -1308,7 +1445,10 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
         .filter(|m| m.kind == "tmpfs")
         .map(|m| (m.destination.clone(), json!(m.options.join(","))))
         .collect();
-    let health_cfg = cfg.healthcheck.as_ref().map(|h| serde_json::to_value(h).unwrap_or(Value::Null));
+    let health_cfg = cfg
+        .healthcheck
+        .as_ref()
+        .map(|h| serde_json::to_value(h).unwrap_or(Value::Null));
     let dir = engine.dir(&c.id);
     json!({
         "Id": c.id,
@@ -1479,8 +1619,10 @@ fn prune(root: &Path, force: bool) -> CmdResult {
     let mut engine = Engine::open(root)?;
     let mut removed = Vec::new();
     for c in engine.list()? {
-        if matches!(c.state.status, Status::Exited | Status::Created | Status::Dead)
-            && engine.remove(&c.id, false, false).is_ok()
+        if matches!(
+            c.state.status,
+            Status::Exited | Status::Created | Status::Dead
+        ) && engine.remove(&c.id, false, false).is_ok()
         {
             removed.push(c.id);
         }

@@ -44,7 +44,12 @@ pub fn docker_time(t: &str) -> String {
 pub fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.chars().count())).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for r in rows {
         let mut line = String::new();
@@ -72,10 +77,7 @@ fn plain(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "<no value>".into(),
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(plain).collect::<Vec<_>>().join(" ")
-        ),
+        Value::Array(a) => format!("[{}]", a.iter().map(plain).collect::<Vec<_>>().join(" ")),
         Value::Object(o) => format!(
             "map[{}]",
             o.iter()
@@ -101,7 +103,11 @@ pub fn render(template: &str, row: &Value) -> String {
         let expr = rest[start + 2..start + end].trim();
         let text = if let Some(p) = expr.strip_prefix("json ") {
             let p = p.trim();
-            if p == "." { row.to_string() } else { field(row, p).to_string() }
+            if p == "." {
+                row.to_string()
+            } else {
+                field(row, p).to_string()
+            }
         } else if expr == "." {
             plain(row)
         } else if expr.starts_with('.') {
@@ -189,8 +195,14 @@ mod tests {
     #[test]
     fn templates_expand_fields_and_json() {
         let row = json!({"Names": "web", "State": {"Status": "running", "Pid": 7}});
-        assert_eq!(render("{{.Names}}\\t{{.State.Status}}", &row), "web\trunning");
-        assert_eq!(render("{{json .State}}", &row), r#"{"Pid":7,"Status":"running"}"#);
+        assert_eq!(
+            render("{{.Names}}\\t{{.State.Status}}", &row),
+            "web\trunning"
+        );
+        assert_eq!(
+            render("{{json .State}}", &row),
+            r#"{"Pid":7,"Status":"running"}"#
+        );
         assert_eq!(render("{{.State.Pid}}", &row), "7");
     }
 

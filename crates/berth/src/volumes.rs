@@ -69,7 +69,11 @@ fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
     let mut engine = Engine::open(root)?;
     let mut out = std::io::stdout().lock();
     match cmd {
-        VolumeCmd::Create { label, driver, name } => {
+        VolumeCmd::Create {
+            label,
+            driver,
+            name,
+        } => {
             if driver != "local" {
                 return Err(format!("plugin \"{driver}\" not found").into());
             }
@@ -109,7 +113,10 @@ fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
                 }
             }
         }
-        VolumeCmd::Inspect { format, volumes: names } => {
+        VolumeCmd::Inspect {
+            format,
+            volumes: names,
+        } => {
             let mut code = 0;
             let mut list = Vec::new();
             for n in &names {
@@ -127,7 +134,10 @@ fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
             }
             return Ok(code);
         }
-        VolumeCmd::Rm { force, volumes: names } => {
+        VolumeCmd::Rm {
+            force,
+            volumes: names,
+        } => {
             let mut code = 0;
             for n in &names {
                 let users = engine.volume_users(n)?;

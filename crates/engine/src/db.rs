@@ -54,11 +54,7 @@ impl Db {
     fn migrate(&mut self) -> Result<()> {
         let have: Option<i64> = self
             .conn
-            .query_row(
-                "SELECT version FROM engine_schema",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT version FROM engine_schema", [], |r| r.get(0))
             .optional()
             .or_else(|e| match e {
                 rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {
@@ -94,9 +90,11 @@ impl Db {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let holder: Option<String> = tx
-            .query_row("SELECT id FROM containers WHERE name = ?1", [&c.name], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT id FROM containers WHERE name = ?1",
+                [&c.name],
+                |r| r.get(0),
+            )
             .optional()?;
         if let Some(id) = holder {
             return Err(Error::NameInUse {
@@ -241,7 +239,12 @@ impl Db {
     }
 
     /// Adds a volume row unless it exists; returns whether it was added.
-    pub fn add_volume(&mut self, name: &str, created: &str, data: &serde_json::Value) -> Result<bool> {
+    pub fn add_volume(
+        &mut self,
+        name: &str,
+        created: &str,
+        data: &serde_json::Value,
+    ) -> Result<bool> {
         let n = self.conn.execute(
             "INSERT OR IGNORE INTO volumes (name, created, data) VALUES (?1, ?2, ?3)",
             params![name, created, data.to_string()],

@@ -72,7 +72,11 @@ fn env_key(e: &str) -> &str {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -82,7 +86,11 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
         return Signal::try_from(n).map_err(|_| Error::Invalid(format!("invalid signal: {s}")));
     }
     let up = s.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") { up } else { format!("SIG{up}") };
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
     name.parse()
         .map_err(|_| Error::Invalid(format!("invalid signal: {s}")))
 }
@@ -206,7 +214,12 @@ impl Engine {
     }
 
     /// Creates the record, the rootfs snapshot and the container's files; starts nothing.
-    pub fn create(&mut self, image: &ImageInfo, req: &CreateRequest, mut cfg: RunConfig) -> Result<Container> {
+    pub fn create(
+        &mut self,
+        image: &ImageInfo,
+        req: &CreateRequest,
+        mut cfg: RunConfig,
+    ) -> Result<Container> {
         let id = crate::names::new_id();
         merge_image(&mut cfg, image, req)?;
         if cfg.hostname.is_empty() {
@@ -216,7 +229,11 @@ impl Engine {
         if cfg.args.is_empty() {
             return Err(Error::Invalid("no command specified".into()));
         }
-        for m in cfg.mounts.iter_mut().filter(|m| m.kind == "volume" && m.source.is_empty()) {
+        for m in cfg
+            .mounts
+            .iter_mut()
+            .filter(|m| m.kind == "volume" && m.source.is_empty())
+        {
             m.source = crate::names::new_id();
             m.anonymous = true;
         }
@@ -244,7 +261,11 @@ impl Engine {
                 c.name = crate::names::random_name();
                 match self.db.insert(&c) {
                     Err(Error::NameInUse { .. }) => {
-                        c.name = format!("{}{}", crate::names::random_name(), crate::names::random_bytes(1)[0] % 10);
+                        c.name = format!(
+                            "{}{}",
+                            crate::names::random_name(),
+                            crate::names::random_bytes(1)[0] % 10
+                        );
                         continue;
                     }
                     r => break r?,
@@ -263,7 +284,10 @@ impl Engine {
             .config
             .chain_ids
             .iter()
-            .map(|s| s.parse().map_err(|e| Error::Invalid(format!("layer {s}: {e}"))))
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| Error::Invalid(format!("layer {s}: {e}")))
+            })
             .collect::<Result<_>>()?;
         self.snapshotter()?.prepare(&c.id, &chain)?;
         let dir = self.dir(&c.id);
@@ -287,7 +311,10 @@ impl Engine {
         let c = self.find(key)?;
         let me = std::process::id() as i32;
         if c.state.status.is_active() && c.state.monitor_pid != me {
-            return Err(Error::Conflict(format!("container {} is already running", c.id)));
+            return Err(Error::Conflict(format!(
+                "container {} is already running",
+                c.id
+            )));
         }
         match self.launch_inner(&c, interactive) {
             Ok(l) => Ok(l),
@@ -298,7 +325,8 @@ impl Engine {
                 let code = exit_code_for(&e);
                 let msg = e.to_string();
                 self.db.update(&c.id, |c| {
-                    c.state.status = if c.state.started_at.is_empty() && c.state.restart_count == 0 {
+                    c.state.status = if c.state.started_at.is_empty() && c.state.restart_count == 0
+                    {
                         Status::Created
                     } else {
                         Status::Exited
@@ -413,7 +441,11 @@ impl Engine {
         let _ = dir;
         let sock_dir = self.root.join("run");
         std::fs::create_dir_all(&sock_dir).ctx(|| format!("create {}", sock_dir.display()))?;
-        let path = sock_dir.join(format!("console-{}-{}.sock", &c.id[..12], std::process::id()));
+        let path = sock_dir.join(format!(
+            "console-{}-{}.sock",
+            &c.id[..12],
+            std::process::id()
+        ));
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path)
             .ctx(|| format!("bind {}", path.display()))?;
@@ -424,9 +456,13 @@ impl Engine {
         let created = self.runtime.create(&c.id, &self.dir(&c.id), &opts);
         let _ = std::fs::remove_file(&path);
         let pid = created?;
-        listener.set_nonblocking(true).ctx(|| "console socket".into())?;
+        listener
+            .set_nonblocking(true)
+            .ctx(|| "console socket".into())?;
         let (stream, _) = listener.accept().ctx(|| "accept the console".into())?;
-        stream.set_nonblocking(false).ctx(|| "console socket".into())?;
+        stream
+            .set_nonblocking(false)
+            .ctx(|| "console socket".into())?;
         let master = berth_runtime::console::recv_fd(std::os::fd::AsFd::as_fd(&stream))?;
         let pidfd = pidfd_open(pid)?;
         Ok(Launched {
@@ -456,7 +492,8 @@ impl Engine {
                     let src = PathBuf::from(&m.source);
                     if !src.exists() {
                         if m.options.iter().any(|o| o == "create") {
-                            std::fs::create_dir_all(&src).ctx(|| format!("create {}", src.display()))?;
+                            std::fs::create_dir_all(&src)
+                                .ctx(|| format!("create {}", src.display()))?;
                         } else {
                             return Err(Error::Invalid(format!(
                                 "invalid mount config for type \"bind\": bind source path does not exist: {}",
@@ -523,7 +560,12 @@ impl Engine {
     }
 
     /// `stop`: the stop signal, `timeout` seconds (negative: forever), then SIGKILL.
-    pub fn stop(&mut self, key: &str, timeout: Option<i64>, signal: Option<&str>) -> Result<Container> {
+    pub fn stop(
+        &mut self,
+        key: &str,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<Container> {
         let c = self.find(key)?;
         if !c.state.status.is_active() {
             return Ok(c);
@@ -616,7 +658,12 @@ impl Engine {
             .db
             .list()?
             .into_iter()
-            .filter(|c| c.config.mounts.iter().any(|m| m.kind == "volume" && m.source == name))
+            .filter(|c| {
+                c.config
+                    .mounts
+                    .iter()
+                    .any(|m| m.kind == "volume" && m.source == name)
+            })
             .map(|c| c.id)
             .collect())
     }
@@ -629,7 +676,10 @@ impl Engine {
     pub fn pause(&mut self, key: &str) -> Result<Container> {
         let c = self.find(key)?;
         if c.state.status != Status::Running {
-            return Err(Error::Conflict(format!("container {} is not running", c.id)));
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                c.id
+            )));
         }
         self.runtime.pause(&c.id)?;
         self.db.update(&c.id, |c| c.state.status = Status::Paused)
@@ -656,7 +706,10 @@ impl Engine {
     pub fn pids(&mut self, key: &str) -> Result<Vec<i32>> {
         let c = self.find(key)?;
         if !matches!(c.state.status, Status::Running | Status::Paused) {
-            return Err(Error::Conflict(format!("container {} is not running", c.id)));
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                c.id
+            )));
         }
         Ok(self.runtime.pids(&c.id)?)
     }
@@ -685,7 +738,10 @@ impl Engine {
     ) -> Result<(Container, oci_spec::runtime::Process)> {
         let c = self.find(key)?;
         if c.state.status != Status::Running {
-            return Err(Error::Conflict(format!("container {} is not running", c.id)));
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                c.id
+            )));
         }
         let dir = self.dir(&c.id);
         let text = std::fs::read(dir.join("config.json")).ctx(|| "read config.json".into())?;
@@ -735,7 +791,11 @@ fn merge_image(cfg: &mut RunConfig, image: &ImageInfo, req: &CreateRequest) -> R
     cfg.env = env;
     match &req.entrypoint {
         Some(ep) => {
-            cfg.entrypoint = if ep.is_empty() { vec![] } else { vec![ep.clone()] };
+            cfg.entrypoint = if ep.is_empty() {
+                vec![]
+            } else {
+                vec![ep.clone()]
+            };
             cfg.cmd = req.cmd.clone();
         }
         None => {
@@ -747,7 +807,12 @@ fn merge_image(cfg: &mut RunConfig, image: &ImageInfo, req: &CreateRequest) -> R
             };
         }
     }
-    cfg.args = cfg.entrypoint.iter().chain(cfg.cmd.iter()).cloned().collect();
+    cfg.args = cfg
+        .entrypoint
+        .iter()
+        .chain(cfg.cmd.iter())
+        .cloned()
+        .collect();
     if cfg.workdir.is_empty() {
         cfg.workdir = ic["WorkingDir"].as_str().unwrap_or("").to_string();
     }
@@ -761,7 +826,11 @@ fn merge_image(cfg: &mut RunConfig, image: &ImageInfo, req: &CreateRequest) -> R
         cfg.exposed_ports.extend(ports.keys().cloned());
     }
     for p in &req.expose {
-        let p = if p.contains('/') { p.clone() } else { format!("{p}/tcp") };
+        let p = if p.contains('/') {
+            p.clone()
+        } else {
+            format!("{p}/tcp")
+        };
         if !cfg.exposed_ports.contains(&p) {
             cfg.exposed_ports.push(p);
         }

@@ -134,11 +134,23 @@ mod tests {
         w.write(0, b"o\nthree");
         w.flush(0);
         let (e, _) = read_from(&p, 0).unwrap();
-        let got: Vec<(&str, &str)> = e.iter().map(|e| (e.log.as_str(), e.stream.as_str())).collect();
+        let got: Vec<(&str, &str)> = e
+            .iter()
+            .map(|e| (e.log.as_str(), e.stream.as_str()))
+            .collect();
         assert_eq!(
             got,
-            [("one\n", "stdout"), ("err\n", "stderr"), ("two\n", "stdout"), ("three", "stdout")]
+            [
+                ("one\n", "stdout"),
+                ("err\n", "stderr"),
+                ("two\n", "stdout"),
+                ("three", "stdout")
+            ]
         );
-        assert!(e[0].time.ends_with('Z') && e[0].time.len() > 25, "{}", e[0].time);
+        assert!(
+            e[0].time.ends_with('Z') && e[0].time.len() > 25,
+            "{}",
+            e[0].time
+        );
     }
 }

@@ -200,7 +200,8 @@ struct Stream {
 /// Copies a launched container's output to its log (and to our stdio with `echo`) until
 /// its init exits and the output ends; returns the exit code (128+signal when killed).
 pub fn pump(engine: &mut Engine, c: &Container, l: Launched, opts: PumpOptions) -> Result<i32> {
-    let mut log = logs::Writer::open(&engine.log_path(&c.id)).unwrap_or_else(|_| logs::Writer::none());
+    let mut log =
+        logs::Writer::open(&engine.log_path(&c.id)).unwrap_or_else(|_| logs::Writer::none());
     let mut streams = vec![Stream {
         fd: l.out,
         index: 0,
@@ -234,7 +235,9 @@ pub fn pump(engine: &mut Engine, c: &Container, l: Launched, opts: PumpOptions) 
         for s in FORWARDED {
             set.add(s);
         }
-        set.thread_block().ok().and_then(|_| SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).ok())
+        set.thread_block()
+            .ok()
+            .and_then(|_| SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).ok())
     } else {
         None
     };
@@ -243,7 +246,9 @@ pub fn pump(engine: &mut Engine, c: &Container, l: Launched, opts: PumpOptions) 
     let mut drain_until: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if code.is_some() && (streams.iter().all(|s| !s.open) || drain_until.is_some_and(|d| Instant::now() >= d)) {
+        if code.is_some()
+            && (streams.iter().all(|s| !s.open) || drain_until.is_some_and(|d| Instant::now() >= d))
+        {
             break;
         }
         let mut fds: Vec<PollFd> = Vec::with_capacity(5);
@@ -456,7 +461,9 @@ pub fn main(root: &Path, id: &str, report_fd: OwnedFd) -> i32 {
                 c.state.restart_count += 1;
             }
         });
-        if !matches!(marked, Ok(ref c) if c.state.status == Status::Restarting) || !backoff(&mut engine, id, delay) {
+        if !matches!(marked, Ok(ref c) if c.state.status == Status::Restarting)
+            || !backoff(&mut engine, id, delay)
+        {
             let _ = engine.db.update(id, |c| {
                 if c.state.status == Status::Restarting {
                     c.state.status = Status::Exited;

@@ -3,17 +3,17 @@
 use std::io::Read;
 
 const ADJECTIVES: [&str; 32] = [
-    "amber", "brave", "calm", "clever", "cosmic", "crisp", "daring", "eager", "fancy",
-    "gentle", "golden", "happy", "hidden", "jolly", "keen", "lively", "lucky", "mellow",
-    "nimble", "polite", "quick", "quiet", "rapid", "silent", "sleepy", "snowy", "steady",
-    "sunny", "swift", "tidy", "vivid", "witty",
+    "amber", "brave", "calm", "clever", "cosmic", "crisp", "daring", "eager", "fancy", "gentle",
+    "golden", "happy", "hidden", "jolly", "keen", "lively", "lucky", "mellow", "nimble", "polite",
+    "quick", "quiet", "rapid", "silent", "sleepy", "snowy", "steady", "sunny", "swift", "tidy",
+    "vivid", "witty",
 ];
 
 const NOUNS: [&str; 32] = [
-    "anchor", "harbor", "barge", "beacon", "buoy", "cabin", "canal", "cargo", "compass",
-    "crane", "dinghy", "dock", "ferry", "galley", "hull", "jetty", "keel", "lantern",
-    "mast", "mooring", "oar", "pier", "pilot", "quay", "raft", "rudder", "sail", "schooner",
-    "skiff", "tide", "wharf", "yacht",
+    "anchor", "harbor", "barge", "beacon", "buoy", "cabin", "canal", "cargo", "compass", "crane",
+    "dinghy", "dock", "ferry", "galley", "hull", "jetty", "keel", "lantern", "mast", "mooring",
+    "oar", "pier", "pilot", "quay", "raft", "rudder", "sail", "schooner", "skiff", "tide", "wharf",
+    "yacht",
 ];
 
 /// `n` random bytes from the kernel.
@@ -36,7 +36,10 @@ pub fn random_bytes(n: usize) -> Vec<u8> {
 
 /// A 64-hex-digit container id.
 pub fn new_id() -> String {
-    random_bytes(32).iter().map(|b| format!("{b:02x}")).collect()
+    random_bytes(32)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A random `adjective_noun` name.

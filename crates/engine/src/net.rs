@@ -79,7 +79,9 @@ pub fn resolv_conf(c: &Container) -> String {
         for l in host.lines() {
             let f: Vec<&str> = l.split_whitespace().collect();
             if f.first() == Some(&"nameserver") {
-                let loopback = f.get(1).is_some_and(|a| a.starts_with("127.") || *a == "::1");
+                let loopback = f
+                    .get(1)
+                    .is_some_and(|a| a.starts_with("127.") || *a == "::1");
                 if own_ns && loopback {
                     continue;
                 }

@@ -124,7 +124,10 @@ impl HealthConfig {
 
     /// Whether this config runs anything (`NONE` or empty turns checks off).
     pub fn enabled(&self) -> bool {
-        matches!(self.test.first().map(String::as_str), Some("CMD" | "CMD-SHELL"))
+        matches!(
+            self.test.first().map(String::as_str),
+            Some("CMD" | "CMD-SHELL")
+        )
     }
 
     /// The argv to run in the container.

@@ -64,13 +64,47 @@ fn all_caps() -> Vec<String> {
 
 fn caps_names() -> [&'static str; 41] {
     [
-        "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
-        "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST",
-        "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO",
-        "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE",
-        "AUDIT_CONTROL", "SETFCAP", "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM",
-        "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
     ]
 }
 
@@ -124,7 +158,11 @@ pub fn capabilities(c: &Container) -> Result<Vec<String>> {
 
 /// uid, gid and additional gids for `user` (`name`, `uid`, `name:group`, `uid:gid`),
 /// resolved against the container's /etc/passwd and /etc/group.
-pub fn resolve_user(rootfs: &Path, user: &str, group_add: &[String]) -> Result<(u32, u32, Vec<u32>)> {
+pub fn resolve_user(
+    rootfs: &Path,
+    user: &str,
+    group_add: &[String],
+) -> Result<(u32, u32, Vec<u32>)> {
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
     let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
     let (u, g) = match user.split_once(':') {
@@ -212,7 +250,12 @@ fn bytes_option(n: i64) -> String {
 
 /// The spec as JSON. `rootfs` must be mounted (the user is looked up in it); `volumes`
 /// maps volume mounts to their host directories.
-pub fn build(c: &Container, dir: &Path, netns: Option<&str>, volumes: &[(MountSpec, PathBuf)]) -> Result<Value> {
+pub fn build(
+    c: &Container,
+    dir: &Path,
+    netns: Option<&str>,
+    volumes: &[(MountSpec, PathBuf)],
+) -> Result<Value> {
     let cfg = &c.config;
     let rootfs = dir.join("rootfs");
     let (uid, gid, extra) = resolve_user(&rootfs, &cfg.user, &cfg.group_add)?;
@@ -236,10 +279,16 @@ pub fn build(c: &Container, dir: &Path, netns: Option<&str>, volumes: &[(MountSp
         if m.read_only {
             opts.push("ro".into());
         }
-        mounts.push(json!({"destination": m.destination, "type": "bind", "source": host, "options": opts}));
+        mounts.push(
+            json!({"destination": m.destination, "type": "bind", "source": host, "options": opts}),
+        );
     }
     for m in cfg.mounts.iter().filter(|m| m.kind == "tmpfs") {
-        let mut opts = vec!["nosuid".to_string(), "nodev".to_string(), "noexec".to_string()];
+        let mut opts = vec![
+            "nosuid".to_string(),
+            "nodev".to_string(),
+            "noexec".to_string(),
+        ];
         opts.extend(m.options.iter().cloned());
         if m.read_only {
             opts.push("ro".into());
@@ -268,11 +317,14 @@ pub fn build(c: &Container, dir: &Path, netns: Option<&str>, volumes: &[(MountSp
         env.push("TERM=xterm".into());
     }
     env.extend(cfg.env.iter().cloned());
-    let cwd = if cfg.workdir.is_empty() { "/" } else { &cfg.workdir };
-    let no_new_privs = cfg
-        .security_opt
-        .iter()
-        .any(|o| o == "no-new-privileges" || o == "no-new-privileges:true" || o == "no-new-privileges=true");
+    let cwd = if cfg.workdir.is_empty() {
+        "/"
+    } else {
+        &cfg.workdir
+    };
+    let no_new_privs = cfg.security_opt.iter().any(|o| {
+        o == "no-new-privileges" || o == "no-new-privileges:true" || o == "no-new-privileges=true"
+    });
     let mut process = json!({
         "terminal": cfg.tty,
         "user": {"uid": uid, "gid": gid, "additionalGids": extra},
@@ -326,12 +378,16 @@ fn seccomp(c: &Container) -> Result<Option<Value>> {
         return Ok(None);
     }
     for o in &c.config.security_opt {
-        if let Some(p) = o.strip_prefix("seccomp=").or_else(|| o.strip_prefix("seccomp:")) {
+        if let Some(p) = o
+            .strip_prefix("seccomp=")
+            .or_else(|| o.strip_prefix("seccomp:"))
+        {
             if p == "unconfined" {
                 return Ok(None);
             }
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| Error::Invalid(format!("opening seccomp profile ({p}) failed: {e}")))?;
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                Error::Invalid(format!("opening seccomp profile ({p}) failed: {e}"))
+            })?;
             let v: Value = serde_json::from_str(&text)
                 .map_err(|e| Error::Invalid(format!("decoding seccomp profile {p}: {e}")))?;
             return Ok(Some(v));
@@ -380,6 +436,18 @@ pub fn resources_json(c: &Container) -> Result<Value> {
         r["pids"] = json!({"limit": p});
     }
     let mut devs = vec![json!({"allow": false, "access": "rwm"})];
+    // Docker's default rules: mknod anything, use the standard nodes, ptys and tun.
+    for (kind, major, minor) in DEFAULT_DEVICE_RULES {
+        let access = if major < 0 { "m" } else { "rwm" };
+        let mut rule = json!({"allow": true, "type": kind, "access": access});
+        if major >= 0 {
+            rule["major"] = json!(major);
+        }
+        if minor >= 0 {
+            rule["minor"] = json!(minor);
+        }
+        devs.push(rule);
+    }
     if cfg.privileged {
         devs = vec![json!({"allow": true, "access": "rwm"})];
     }
@@ -391,6 +459,22 @@ pub fn resources_json(c: &Container) -> Result<Value> {
     r["devices"] = json!(devs);
     Ok(r)
 }
+
+/// (type, major, minor); -1 is a wildcard (and for major, an mknod-only rule).
+const DEFAULT_DEVICE_RULES: [(&str, i64, i64); 12] = [
+    ("c", -1, -1),
+    ("b", -1, -1),
+    ("c", 1, 3),
+    ("c", 1, 8),
+    ("c", 1, 7),
+    ("c", 5, 0),
+    ("c", 1, 5),
+    ("c", 1, 9),
+    ("c", 5, 1),
+    ("c", 136, -1),
+    ("c", 5, 2),
+    ("c", 10, 200),
+];
 
 fn device_numbers(path: &str) -> Option<(u64, u64, &'static str)> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};

@@ -16,7 +16,12 @@ fn valid(name: &str) -> bool {
 }
 
 /// Creates a volume (idempotent, as Docker's). Returns its name.
-pub fn create(db: &mut Db, root: &Path, name: Option<&str>, labels: &[(String, String)]) -> Result<String> {
+pub fn create(
+    db: &mut Db,
+    root: &Path,
+    name: Option<&str>,
+    labels: &[(String, String)],
+) -> Result<String> {
     let name = match name {
         Some(n) if !valid(n) => {
             return Err(Error::Invalid(format!(
@@ -28,10 +33,8 @@ pub fn create(db: &mut Db, root: &Path, name: Option<&str>, labels: &[(String, S
     };
     let dir = data_dir(root, &name);
     std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-    let labels: serde_json::Map<String, Value> = labels
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(v)))
-        .collect();
+    let labels: serde_json::Map<String, Value> =
+        labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     let data = json!({"Driver": "local", "Labels": labels, "Options": {}, "Scope": "local"});
     db.add_volume(&name, &berth_runtime::state::now_rfc3339(), &data)?;
     Ok(name)
