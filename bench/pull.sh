@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Pull and push speed: an image of the busybox base plus three layers of 64 MiB random
 # data (gzip) in Debian's docker-registry on loopback. `berth pull` into an empty store
-# against `skopeo copy docker://… dir:` (download and verify only, no unpacking), then a
-# cold `berth push` to a new registry against `skopeo copy` doing the same; peak RSS of each.
-# Usage: bench/pull.sh [RUNS]   (needs docker-registry, skopeo, hyperfine, jq; as root)
+# against `podman pull` (unpacked into podman's own overlay store) and `skopeo copy
+# docker://… dir:` (download and verify only, no unpacking), then a cold `berth push` to
+# a new registry against `skopeo copy` doing the same; peak RSS of each.
+# Usage: bench/pull.sh [RUNS]   (needs docker-registry, skopeo, podman, hyperfine, jq; as root)
 set -euo pipefail
 runs=${1:-5}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,9 +53,12 @@ src=127.0.0.1:15101/bench/image:latest
 skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$src"
 echo "image: $(du -sh "$layout/blobs" | cut -f1) of blobs"
 
+# podman pull unpacks into its own overlay store (a private root, so the host's is untouched).
+podman_pull="podman --root $work/podman --runroot $work/podman-run --storage-driver overlay pull -q --tls-verify=false $src"
 hyperfine --runs "$runs" --export-json "$work/pull.json" \
-  --prepare "rm -rf $work/store $work/dir" \
+  --prepare "rm -rf $work/store $work/dir; podman --root $work/podman --runroot $work/podman-run --storage-driver overlay system reset -f >/dev/null 2>&1 || true; rm -rf $work/podman $work/podman-run" \
   -n "berth pull" "$berth --root $work/store pull -q --tls-verify=false $src" \
+  -n "podman pull" "$podman_pull" \
   -n "skopeo copy dir:" "skopeo copy -q --src-tls-verify=false docker://$src dir:$work/dir"
 
 # Cold push: a fresh registry for every run, so nothing is skipped or mounted.

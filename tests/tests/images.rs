@@ -205,6 +205,11 @@ impl Berth {
             .arg(self.root.path())
             .args(args)
             .env("DOCKER_CONFIG", self.config.path())
+            // The host's own registries.conf never leaks into a test; a test may write one.
+            .env(
+                "CONTAINERS_REGISTRIES_CONF",
+                self.config.path().join("registries.conf"),
+            )
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -840,6 +845,35 @@ fn https_registry_trusts_its_ca_from_certs_d() {
     let out = fresh.run(&["pull", &image]);
     let _ = std::fs::remove_dir_all(&certs_d);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn registries_conf_marks_a_registry_insecure() {
+    let reg = Registry::start_tls();
+    reg.seed("lan/busybox:latest", None);
+    let image = format!("{}/lan/busybox:latest", reg.addr);
+    let berth = Berth::new();
+    assert_eq!(berth.run(&["pull", &image]).status.code(), Some(125));
+
+    // Listed as insecure in registries.conf (podman's file and env var): no flag needed,
+    // and an explicit --tls-verify=true still wins.
+    std::fs::write(
+        berth.config.path().join("registries.conf"),
+        format!(
+            "[[registry]]\nlocation = \"{}\"\ninsecure = true\n",
+            reg.addr
+        ),
+    )
+    .unwrap();
+    let out = berth.run(&["pull", "--tls-verify=true", &image]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    berth.ok(&["pull", &image]);
+
+    // A broken file is named, not ignored.
+    std::fs::write(berth.config.path().join("registries.conf"), "[[registry]\n").unwrap();
+    let out = berth.run(&["pull", &image]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("registries.conf"), "{}", stderr(&out));
 }
 
 /// A token service for Docker's token auth: `alice:wonderland` gets what the scopes ask

@@ -1128,3 +1128,43 @@ fn update_from_a_resources_file() {
     assert_eq!(std::fs::read_to_string(pids).unwrap().trim(), "55");
     assert!(rc.run(&["delete", "-f", "upd"]).status.success());
 }
+
+#[test]
+fn init_annotation_keeps_a_reaping_pid1_that_forwards_signals() {
+    let rc = Runc::new();
+    // The program is PID 2 under the init, and its exit status comes through.
+    let mut b = Bundle::new(&["sh", "-c", "echo pid=$$; cat /proc/1/comm; exit 3"]);
+    b.spec["annotations"] = json!({"org.berth.init": "true"});
+    let out = rc.run_bundle("initfg", &b);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "pid=2\ninit\n");
+
+    // Orphans are reaped by PID 1, and SIGTERM to the container reaches the program
+    // through it. The orphan's parent would otherwise be `sleep`, which never reaps;
+    // and `sleep` has no handler, so as PID 1 itself it would ignore the SIGTERM.
+    let mut b = Bundle::new(&["sh", "-c", "(sleep 0.1 &); exec sleep 100"]);
+    b.spec["annotations"] = json!({"org.berth.init": "true"});
+    let out = rc.run_detached("initsig", &b);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for(|| rc.status("initsig") == "running", "running");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    // Zombies leave their cgroup at exit, so look at PID 1's children on the host.
+    let pid1 = rc.state("initsig").unwrap()["pid"].as_i64().unwrap();
+    let children = std::fs::read_to_string(format!("/proc/{pid1}/task/{pid1}/children")).unwrap();
+    let zombies: Vec<&str> = children
+        .split_whitespace()
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        })
+        .collect();
+    assert!(zombies.is_empty(), "zombies {zombies:?} among {children}");
+    assert!(rc.run(&["kill", "initsig", "TERM"]).status.success());
+    wait_for(|| rc.status("initsig") == "stopped", "stopped after TERM");
+    assert!(rc.run(&["delete", "initsig"]).status.success());
+}

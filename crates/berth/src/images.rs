@@ -20,8 +20,19 @@ const ENGINE_ERROR: i32 = 125;
 #[derive(Args, Debug, Clone)]
 pub struct TlsArgs {
     /// Require HTTPS and verify certificates (false: allow plain http and any certificate).
-    #[arg(long, num_args = 0..=1, default_value_t = true, default_missing_value = "true", action = ArgAction::Set)]
-    tls_verify: bool,
+    /// Default: true, unless registries.conf or daemon.json lists the registry as insecure.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
+    tls_verify: Option<bool>,
+}
+
+impl TlsArgs {
+    /// The flag if given, else what the registries configuration says of `domain`.
+    fn verify(&self, domain: &str) -> Result<bool, client::Error> {
+        match self.tls_verify {
+            Some(v) => Ok(v),
+            None => Ok(!client::registries::Insecure::load()?.contains(domain)),
+        }
+    }
 }
 
 /// The image subcommands, flattened into berth's top level.
@@ -350,7 +361,7 @@ fn open(root: &Path) -> Result<LocalStore, client::Error> {
 
 fn registry_options(domain: &str, tls: &TlsArgs) -> Result<client::Options, client::Error> {
     Ok(client::Options {
-        tls_verify: tls.tls_verify,
+        tls_verify: tls.verify(domain)?,
         credentials: credentials::lookup(&credentials::default_path(), domain)?,
         ..client::Options::default()
     })
@@ -937,7 +948,7 @@ fn login(
     };
     let creds = Credentials { username, password };
     let opts = client::Options {
-        tls_verify: tls.tls_verify,
+        tls_verify: tls.verify(&domain)?,
         credentials: Some(creds.clone()),
         ..client::Options::default()
     };

@@ -179,5 +179,5 @@ fn exec_child(
         listener: None,
         state: &[],
     });
-    init::become_process(process, &program, filter, preserve_fds)
+    init::become_process(process, &program, filter, preserve_fds, false)
 }

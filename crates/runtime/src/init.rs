@@ -193,7 +193,12 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
         listener: cfg.seccomp_listener.as_ref(),
         state: &state_json,
     });
-    become_process(process, &program, filter, cfg.preserve_fds)
+    let as_init = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(crate::reaper::INIT_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    become_process(process, &program, filter, cfg.preserve_fds, as_init)
 }
 
 fn dev_is_bind_mounted(spec: &Spec) -> bool {
@@ -451,12 +456,14 @@ impl Seccomp<'_> {
 }
 
 /// Drops to the process's user and capabilities, applies seccomp, and execs. Shared by
-/// the container's init and by `exec`.
+/// the container's init and by `exec`. With `as_init`, a reaping PID 1 stays behind
+/// (see [`crate::reaper`]), holding the same user, capabilities and filter.
 pub fn become_process(
     p: &Process,
     program: &Path,
     filter: Option<Seccomp<'_>>,
     preserve_fds: i32,
+    as_init: bool,
 ) -> Result<Never> {
     mark_fds_cloexec(3 + preserve_fds);
     let nnp = p.no_new_privileges().unwrap_or(false);
@@ -492,6 +499,9 @@ pub fn become_process(
         .map_err(|e| Error::config("process.cwd", format!("{}: {e}", p.cwd().display())))?;
     if let (Some(f), true) = (&filter, nnp) {
         f.install()?;
+    }
+    if as_init {
+        crate::reaper::fork_reaper()?;
     }
     exec(p, program)
 }

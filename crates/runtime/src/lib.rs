@@ -31,6 +31,7 @@ pub mod hooks;
 pub mod init;
 pub mod mounts;
 pub mod namespaces;
+pub mod reaper;
 pub mod seccomp;
 pub mod spawn;
 pub mod state;

@@ -41,6 +41,7 @@ mod cache;
 mod codegen;
 mod install;
 mod parse;
+mod profile;
 mod rules;
 
 use std::os::fd::OwnedFd;
@@ -49,6 +50,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompFilterFlag};
 
 pub use bpf::Insn;
+pub use profile::docker_default;
 
 /// Errors name the spec field at fault, e.g.
 /// `linux.seccomp.syscalls[3].args[0].index: 7 is out of range, ...`.

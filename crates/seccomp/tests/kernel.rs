@@ -507,3 +507,49 @@ fn i386_syscalls_get_the_rules_when_x86_is_listed_and_are_killed_otherwise() {
         Outcome::Signaled(libc::SIGSYS)
     );
 }
+
+/// The default `berth run` profile under the kernel: ordinary calls work, namespace
+/// creation and mount are refused with EPERM, clone3 answers ENOSYS so libc falls back,
+/// and a container holding CAP_SYS_ADMIN gets them back.
+#[test]
+fn default_profile_allows_ordinary_calls_and_refuses_namespaces() {
+    let plain = berth_seccomp::compile(&berth_seccomp::docker_default(&["CAP_CHOWN".into()]))
+        .expect("compiles");
+    let outcome = run_filtered(&plain, || {
+        if errno_of(libc::SYS_getpid, [0; 6]) != 0 {
+            return 10;
+        }
+        if errno_of(libc::SYS_unshare, [libc::CLONE_NEWNS as u64, 0, 0, 0, 0, 0]) != libc::EPERM {
+            return 11;
+        }
+        let umount = errno_of(libc::SYS_umount2, [0, 0, 0, 0, 0, 0]);
+        if umount != libc::EPERM {
+            return 12;
+        }
+        if errno_of(libc::SYS_clone3, [0, 0, 0, 0, 0, 0]) != libc::ENOSYS {
+            return 13;
+        }
+        // clone asking for a new pid namespace is refused; AF_VSOCK sockets too.
+        let newpid = (libc::CLONE_NEWPID | libc::SIGCHLD) as u64;
+        if errno_of(libc::SYS_clone, [newpid, 0, 0, 0, 0, 0]) != libc::EPERM {
+            return 14;
+        }
+        if errno_of(libc::SYS_socket, [40, libc::SOCK_STREAM as u64, 0, 0, 0, 0]) != libc::EPERM {
+            return 15;
+        }
+        0
+    });
+    assert_eq!(outcome, Outcome::Exited(0));
+
+    let admin = berth_seccomp::compile(&berth_seccomp::docker_default(&["CAP_SYS_ADMIN".into()]))
+        .expect("compiles");
+    // With CAP_SYS_ADMIN the filter lets umount2 through to the kernel, which then
+    // answers for itself (a null path: EFAULT, not the filter's EPERM).
+    let outcome = run_filtered(&admin, || {
+        match errno_of(libc::SYS_umount2, [0, 0, 0, 0, 0, 0]) {
+            libc::EFAULT => 0,
+            e => e,
+        }
+    });
+    assert_eq!(outcome, Outcome::Exited(0));
+}

@@ -29,6 +29,9 @@ pub enum Error {
         /// The registry's own error text, if it sent one.
         message: String,
     },
+    /// A registries configuration file could not be read or parsed.
+    #[error("registries configuration {0}")]
+    Config(String),
     /// The manifest (tag or digest) does not exist in the repository.
     #[error("manifest unknown: {reference} not found in {registry}")]
     ManifestNotFound {

@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod registries;
 pub mod registry;
 pub mod store;
 #[cfg(test)]

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Container start speed: `berth run --rm IMG true` without a network and on the default
+# bridge, side by side with `podman run` (crun) and, when Debian's docker.io is installed,
+# `docker run` (dockerd with runc) on the same one-layer busybox image; then the RSS of
+# berth's per-container monitor against podman's conmon, and `berth ps -a` with 100
+# containers. Each engine gets a private store under a temp dir; nothing of the host's is
+# touched, and everything started here is removed on exit.
+# Usage: bench/run.sh [RUNS]   (as root; needs hyperfine, podman, busybox-static;
+#                               docker.io optional: BENCH_DOCKER=0 skips it)
+set -euo pipefail
+runs=${1:-30}
+here=$(cd "$(dirname "$0")/.." && pwd)
+berth=${BERTH_BIN:-$here/target/release/berth}
+[ -x "$berth" ] || (cd "$here" && cargo build --release --bins)
+work=$(mktemp -d /tmp/berth-bench-run.XXXXXX)
+export BERTH_ROOT=$work/berth
+podman=(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay
+        --cgroup-manager cgroupfs --events-backend none)
+dockerd_pid=
+cleanup() {
+  "$berth" rm -f $("$berth" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+  "${podman[@]}" rm -af >/dev/null 2>&1 || true
+  "${podman[@]}" system reset -f >/dev/null 2>&1 || true
+  if [ -n "$dockerd_pid" ]; then
+    docker -H "unix://$work/docker.sock" rm -f $(docker -H "unix://$work/docker.sock" ps -aq) >/dev/null 2>&1 || true
+    kill "$dockerd_pid" 2>/dev/null; wait "$dockerd_pid" 2>/dev/null || true
+  fi
+  umount -R "$work"/* 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# One image, three stores.
+rootfs=$work/rootfs; mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp}
+cp /bin/busybox "$rootfs/bin/"
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$rootfs/bin/$a"; done
+printf 'root:x:0:0:root:/root:/bin/sh\n' > "$rootfs/etc/passwd"
+printf 'root:x:0:\n' > "$rootfs/etc/group"
+tar -C "$rootfs" -cf "$work/rootfs.tar" .
+"$berth" import "$work/rootfs.tar" bench/busybox:latest >/dev/null
+"${podman[@]}" import -q "$work/rootfs.tar" localhost/bench/busybox:latest >/dev/null
+
+cmds=(-n "berth run --network none" "$berth run --rm --network none bench/busybox true"
+      -n "podman run --network none" "${podman[*]} run --rm --network none localhost/bench/busybox true"
+      -n "berth run (bridge)" "$berth run --rm bench/busybox true"
+      -n "podman run (bridge)" "${podman[*]} run --rm localhost/bench/busybox true")
+if [ "${BENCH_DOCKER:-1}" = 1 ] && command -v dockerd >/dev/null; then
+  dockerd --data-root "$work/docker" --exec-root "$work/docker-run" -H "unix://$work/docker.sock" \
+    --pidfile "$work/docker.pid" --bridge none --iptables=false >"$work/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 100); do docker -H "unix://$work/docker.sock" info >/dev/null 2>&1 && break; sleep 0.2; done
+  docker -H "unix://$work/docker.sock" import "$work/rootfs.tar" bench/busybox:latest >/dev/null
+  cmds+=(-n "docker run --network none" "docker -H unix://$work/docker.sock run --rm --network none bench/busybox true")
+fi
+hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/run.json" "${cmds[@]}"
+jq -r '.results[] | "\(.command): median \(.median*1000*100|floor/100) ms"' "$work/run.json"
+
+# The monitor of a detached container against conmon.
+id=$("$berth" run -d --network none bench/busybox sleep 1000)
+mon=$("$berth" inspect --format '{{.State.MonitorPid}}' "$id" 2>/dev/null || true)
+[ -n "$mon" ] && echo "berth monitor RSS: $(awk '/VmRSS/ {print $2, $3}' "/proc/$mon/status")"
+"${podman[@]}" run -d --network none localhost/bench/busybox sleep 1000 >/dev/null
+conmon=$(pgrep -n conmon || true)
+[ -n "$conmon" ] && echo "podman conmon RSS: $(awk '/VmRSS/ {print $2, $3}' "/proc/$conmon/status")"
+
+# berth ps with 100 containers (created, not started: ps reads records, not processes).
+for i in $(seq 100); do "$berth" create --network none --name "c$i" bench/busybox true >/dev/null; done
+hyperfine -N --warmup 3 --runs "$runs" -n "berth ps -a (100 containers)" "$berth ps -a"
