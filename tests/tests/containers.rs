@@ -600,8 +600,13 @@ fn count_leftovers(root: &Path) -> (usize, usize, usize) {
                 .unwrap_or(false)
         })
         .count();
+    // Container state dirs only (the runtime also keeps a seccomp cache there).
     let state = std::fs::read_dir(root.join("run/runtime"))
-        .map(|d| d.count())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().len() == 64)
+                .count()
+        })
         .unwrap_or(0);
     (m, monitors, state)
 }

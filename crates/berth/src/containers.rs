@@ -1385,6 +1385,7 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
         "OOMKilled": s.oom_killed,
         "Dead": s.status == Status::Dead,
         "Pid": s.pid,
+        "MonitorPid": s.monitor_pid,
         "ExitCode": s.exit_code,
         "Error": s.error,
         "StartedAt": or_zero(&s.started_at),

@@ -353,7 +353,7 @@ pub fn build(
     if !cfg.devices.is_empty() {
         linux["devices"] = devices(&cfg.devices)?;
     }
-    if let Some(s) = seccomp(c)? {
+    if let Some(s) = seccomp(c, &caps)? {
         linux["seccomp"] = s;
     }
     let mut annotations = serde_json::Map::new();
@@ -373,7 +373,7 @@ pub fn build(
 
 /// The seccomp profile: Docker's default unless `--privileged` or
 /// `--security-opt seccomp=unconfined`; a profile file given as `seccomp=<path>`.
-fn seccomp(c: &Container) -> Result<Option<Value>> {
+fn seccomp(c: &Container, caps: &[String]) -> Result<Option<Value>> {
     if c.config.privileged {
         return Ok(None);
     }
@@ -393,12 +393,12 @@ fn seccomp(c: &Container) -> Result<Option<Value>> {
             return Ok(Some(v));
         }
     }
-    Ok(default_seccomp())
+    default_seccomp(caps).map(Some)
 }
 
-/// Docker's default seccomp profile. Left unset until berth-seccomp exports one.
-pub fn default_seccomp() -> Option<Value> {
-    None
+/// Docker's default seccomp profile for a container holding `caps` (berth-seccomp's).
+pub fn default_seccomp(caps: &[String]) -> Result<Value> {
+    Ok(serde_json::to_value(berth_seccomp::docker_default(caps))?)
 }
 
 /// `linux.resources` for the container's limits.
