@@ -230,6 +230,23 @@ fn stop_waits_the_timeout_then_kills() {
     b.ok(&["stop", "polite"]);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(b.inspect("polite")["State"]["ExitCode"], 0);
+    // With --init, PID 1 is berth's init, which forwards SIGTERM to `sleep`.
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--init",
+        "--name",
+        "inited",
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    let t = Instant::now();
+    b.ok(&["stop", "inited"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(b.inspect("inited")["State"]["ExitCode"], 143);
 }
 
 #[test]
@@ -602,11 +619,7 @@ fn count_leftovers(root: &Path) -> (usize, usize, usize) {
         .count();
     // Container state dirs only (the runtime also keeps a seccomp cache there).
     let state = std::fs::read_dir(root.join("run/runtime"))
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_name().len() == 64)
-                .count()
-        })
+        .map(|d| d.flatten().filter(|e| e.file_name().len() == 64).count())
         .unwrap_or(0);
     (m, monitors, state)
 }
@@ -690,4 +703,120 @@ fn stale_running_record_reads_as_exited() {
     unsafe { libc::kill(i["State"]["Pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
     wait_for(|| b.status("orphan") == "exited", "stale record repaired");
     b.ok(&["rm", "orphan"]);
+}
+
+#[test]
+fn oom_kill_exits_137_and_is_recorded() {
+    let b = Berth::new();
+    let o = b.run(&[
+        "run",
+        "--name",
+        "hog",
+        "--network",
+        "none",
+        "--memory",
+        "16m",
+        "--memory-swap",
+        "16m",
+        IMAGE,
+        "sh",
+        "-c",
+        "head -c 200m /dev/zero | tail > /dev/null",
+    ]);
+    assert_eq!(code(&o), 137, "{}", stderr(&o));
+    let s = &b.inspect("hog")["State"];
+    assert_eq!(s["OOMKilled"], true, "{s}");
+    assert_eq!(s["ExitCode"], 137);
+}
+
+#[test]
+fn images_in_use_are_not_removed() {
+    let b = Berth::new();
+    b.ok(&[
+        "create",
+        "--network",
+        "none",
+        "--name",
+        "user",
+        IMAGE,
+        "true",
+    ]);
+    let o = b.run(&["rmi", IMAGE]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        stderr(&o).contains("is using its referenced image"),
+        "{}",
+        stderr(&o)
+    );
+    b.ok(&["image", "prune", "-a", "-f"]);
+    assert!(
+        b.ok(&["images", "-q"]).lines().count() == 1,
+        "prune kept the used image"
+    );
+    b.ok(&["rm", "user"]);
+    b.ok(&["rmi", IMAGE]);
+}
+
+#[test]
+fn cp_diff_and_export() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "--name",
+        "files",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo made > /tmp/new; rm /bin/vi; echo x >> /etc/passwd",
+    ]);
+    let host = tempfile::tempdir().unwrap();
+    let out = host.path().join("new");
+    b.ok(&["cp", "files:/tmp/new", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "made\n");
+    std::fs::write(host.path().join("up"), "uploaded").unwrap();
+    b.ok(&[
+        "cp",
+        host.path().join("up").to_str().unwrap(),
+        "files:/tmp/",
+    ]);
+    let diff = b.ok(&["diff", "files"]);
+    for line in [
+        "C /tmp",
+        "A /tmp/new",
+        "A /tmp/up",
+        "D /bin/vi",
+        "C /etc/passwd",
+    ] {
+        assert!(
+            diff.lines().any(|l| l == line),
+            "{line} missing from:\n{diff}"
+        );
+    }
+    // A tar stream out, and the exported filesystem holds the container's changes.
+    let o = b.run(&["cp", "files:/tmp/up", "-"]);
+    let mut ar = tar::Archive::new(&o.stdout[..]);
+    let names: Vec<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["up"]);
+    let tarball = host.path().join("fs.tar");
+    b.ok(&["export", "-o", tarball.to_str().unwrap(), "files"]);
+    let mut ar = tar::Archive::new(std::fs::File::open(&tarball).unwrap());
+    let names: Vec<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with("tmp/new")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.ends_with("bin/vi")),
+        "deleted file exported"
+    );
+    // The rootfs is unmounted again after the copy from a stopped container.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&b.root.path().display().to_string()));
 }

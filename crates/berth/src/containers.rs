@@ -387,6 +387,38 @@ pub enum ContainerCmd {
         no_stdin: bool,
         container: String,
     },
+    /// Copy files between a container and the host (`-` for a tar stream).
+    Cp {
+        /// Archive mode (always on: owners and modes are kept).
+        #[arg(short, long)]
+        archive: bool,
+        /// Always follow symbol links in SRC_PATH.
+        #[arg(short = 'L', long)]
+        follow_link: bool,
+        src: String,
+        dst: String,
+    },
+    /// Inspect changes to files on a container's filesystem.
+    Diff { container: String },
+    /// Export a container's filesystem as a tar archive.
+    Export {
+        /// Write to a file, instead of STDOUT.
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+        container: String,
+    },
+    /// Display a sample of containers' resource usage.
+    Stats {
+        /// Disable streaming stats and only pull the first result (the only mode).
+        #[arg(long)]
+        no_stream: bool,
+        /// Show all containers (default shows just running).
+        #[arg(short, long)]
+        all: bool,
+        #[arg(long)]
+        format: Option<String>,
+        containers: Vec<String>,
+    },
     /// Runs a detached container's monitor (internal).
     #[command(hide = true)]
     ContainerMonitor { id: String },
@@ -575,6 +607,14 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
             })
         }
         ContainerCmd::Attach { container, .. } => attach(root, &container),
+        ContainerCmd::Cp { src, dst, .. } => report(crate::fs_cmds::cp(root, &src, &dst)),
+        ContainerCmd::Diff { container } => report(crate::fs_cmds::diff(root, &container)),
+        ContainerCmd::Export { output, container } => {
+            report(crate::fs_cmds::export(root, &container, output.as_deref()))
+        }
+        ContainerCmd::Stats {
+            format, containers, ..
+        } => report(crate::fs_cmds::stats(root, &containers, format.as_deref())),
         ContainerCmd::ContainerMonitor { id } => monitor::main(root, &id, monitor::report_fd()),
     }
 }

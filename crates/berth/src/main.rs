@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 mod containers;
 mod format;
+mod fs_cmds;
 mod images;
 mod registry_cmd;
 mod volumes;

@@ -1,7 +1,7 @@
 //! The engine's operations on container records: create, start (in-process or through a
 //! detached monitor), stop, kill, remove, exec and the queries behind ps/inspect.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -167,7 +167,7 @@ impl Engine {
         self.dir(id).join(format!("{id}-json.log"))
     }
 
-    fn snapshotter(&self) -> Result<berth_image::Snapshotter> {
+    pub(crate) fn snapshotter(&self) -> Result<berth_image::Snapshotter> {
         let layers = berth_image::layer::LayerStore::open(self.root.join("layers"))
             .map_err(|e| Error::Layer(e.to_string()))?;
         Ok(berth_image::Snapshotter::new(
@@ -668,9 +668,13 @@ impl Engine {
             .collect())
     }
 
-    /// Image ids (`sha256:…` config digests) some container uses.
-    pub fn in_use_images(&self) -> Result<HashSet<String>> {
-        Ok(self.db.list()?.into_iter().map(|c| c.image_id).collect())
+    /// Image ids (`sha256:…` config digests) containers use, each with one container id.
+    pub fn in_use_images(&self) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        for c in self.db.list()? {
+            out.entry(c.image_id).or_insert(c.id);
+        }
+        Ok(out)
     }
 
     pub fn pause(&mut self, key: &str) -> Result<Container> {

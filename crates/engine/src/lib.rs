@@ -39,6 +39,7 @@
 
 pub mod db;
 mod engine;
+pub mod fsops;
 pub mod logs;
 pub mod monitor;
 pub mod names;
