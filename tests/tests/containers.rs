@@ -820,3 +820,60 @@ fn cp_diff_and_export() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&b.root.path().display().to_string()));
 }
+
+#[test]
+fn create_start_wait_and_detached_errors() {
+    let b = Berth::new();
+    let id = b.ok(&[
+        "create",
+        "--network",
+        "none",
+        "--name",
+        "later",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hi; exit 7",
+    ]);
+    assert_eq!(b.status("later"), "created");
+    assert!(b
+        .ok(&["ps", "-a", "--filter", "status=created", "-q", "--no-trunc"])
+        .contains(&id));
+    let o = b.run(&["start", "-a", "later"]);
+    assert_eq!(code(&o), 7);
+    assert_eq!(stdout(&o), "hi\n");
+    b.ok(&["start", "later"]);
+    assert_eq!(b.ok(&["wait", "later"]), "7");
+    assert_eq!(b.ok(&["logs", "later"]), "hi\nhi");
+    // A detached start reports the monitor's verdict with Docker's codes.
+    let o = b.run(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "missing",
+        IMAGE,
+        "/nope",
+    ]);
+    assert_eq!(code(&o), 127, "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nope"), "{}", stderr(&o));
+    assert_eq!(b.inspect("missing")["State"]["ExitCode"], 127);
+    // Names are unique; --rm -d removes the container when it exits.
+    let o = b.run(&["create", "--network", "none", "--name", "later", IMAGE]);
+    assert_eq!(code(&o), 125);
+    assert!(stderr(&o).contains("is already in use"), "{}", stderr(&o));
+    let id = b.ok(&["run", "-d", "--rm", "--network", "none", IMAGE, "true"]);
+    wait_for(
+        || !b.ok(&["ps", "-aq", "--no-trunc"]).contains(&id),
+        "--rm -d removal",
+    );
+    // Bridge networking is not wired yet: a clear engine error.
+    let o = b.run(&["run", "--rm", IMAGE, "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(
+        stderr(&o).contains("networking: bridge networks not built yet"),
+        "{}",
+        stderr(&o)
+    );
+}

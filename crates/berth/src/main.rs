@@ -63,6 +63,20 @@ enum Cmd {
 }
 
 fn main() {
+    // The detached monitor skips clap: building the whole command tree would make every
+    // monitor's resident set larger for nothing.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let [_, flag, root, cmd, id] = &args[..] {
+        if flag == "--root" && cmd == "container-monitor" {
+            let code = berth_engine::monitor::main(
+                std::path::Path::new(root),
+                &id.to_string_lossy(),
+                berth_engine::monitor::report_fd(),
+            );
+            std::process::exit(code);
+        }
+    }
+    drop(args);
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Runtime { args } => {
