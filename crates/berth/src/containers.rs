@@ -884,6 +884,9 @@ fn resolve_image(root: &Path, name: &str, policy: &str) -> Result<ImageInfo, Str
         match store.find(name) {
             Ok(rec) => {
                 let config = store.config_json(&rec).map_err(|e| e.to_string())?;
+                // Closing the store's database would checkpoint it (two fsyncs) on the
+                // path of every `run`; the process exits soon and the WAL stays valid.
+                std::mem::forget(store);
                 Ok(Some(ImageInfo {
                     name: name.to_string(),
                     id: rec.config_digest.to_string(),

@@ -46,6 +46,12 @@ impl Db {
         // Container state is rebuilt from the kernel when stale, so a commit lost to a
         // power cut costs little; NORMAL keeps fsync off `berth run`'s path.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // Closing the last connection would checkpoint the WAL with two fsyncs on every
+        // CLI exit; SQLite's auto-checkpoint still folds the WAL back as it grows.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         let mut db = Db { conn };
         db.migrate()?;
         Ok(db)
