@@ -422,6 +422,9 @@ pub enum ContainerCmd {
     /// Runs a detached container's monitor (internal).
     #[command(hide = true)]
     ContainerMonitor { id: String },
+    /// Runs one health probe and records it (internal; the monitor's timer starts it).
+    #[command(hide = true)]
+    ContainerHealth { id: String },
 }
 
 /// `berth container ...`.
@@ -615,6 +618,12 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
         ContainerCmd::Stats {
             format, containers, ..
         } => report(crate::fs_cmds::stats(root, &containers, format.as_deref())),
+        ContainerCmd::ContainerHealth { id } => {
+            match Engine::open(root).and_then(|mut e| e.health_probe(&id)) {
+                Ok(()) => 0,
+                Err(e) => fail(e),
+            }
+        }
         ContainerCmd::ContainerMonitor { id } => monitor::main(root, &id, monitor::report_fd()),
     }
 }

@@ -40,6 +40,7 @@
 pub mod db;
 mod engine;
 pub mod fsops;
+mod health;
 pub mod logs;
 pub mod monitor;
 pub mod names;

@@ -16,7 +16,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::engine::{exit_code_for, Launched};
-use crate::record::{Container, HealthConfig, HealthResult, Status};
+use crate::record::{Container, HealthConfig, Status};
 use crate::{logs, Engine, Error, Result};
 
 /// How the loop treats the caller's own stdio.
@@ -59,131 +59,90 @@ fn write_fd(fd: RawFd, mut data: &[u8]) {
     }
 }
 
-/// Runs health probes as `berth exec` children on the configured timer.
+/// How the loop runs health probes: a `berth container-health <id>` child every
+/// `interval`, which runs the check and records its result itself (so the loop never
+/// touches the database); killed if it outlives `kill_after`.
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    pub exe: PathBuf,
+    pub root: PathBuf,
+    pub id: String,
+    pub interval: Duration,
+    pub kill_after: Duration,
+}
+
+impl ProbeSpec {
+    pub fn for_container(engine: &Engine, c: &Container) -> Option<ProbeSpec> {
+        let cfg = c.config.healthcheck.clone().filter(HealthConfig::enabled)?;
+        Some(ProbeSpec {
+            exe: std::env::current_exe().ok()?,
+            root: engine.root.clone(),
+            id: c.id.clone(),
+            interval: Duration::from_nanos(cfg.interval_ns()),
+            kill_after: Duration::from_nanos(cfg.timeout_ns()) + Duration::from_secs(5),
+        })
+    }
+}
+
 struct Health {
-    cfg: HealthConfig,
-    exe: PathBuf,
-    root: PathBuf,
-    id: String,
-    out: PathBuf,
+    spec: ProbeSpec,
     next: Instant,
-    start_period_end: Instant,
-    probe: Option<(Child, Instant, String)>,
+    probe: Option<(Child, Instant)>,
 }
 
 impl Health {
-    fn new(engine: &Engine, c: &Container) -> Option<Health> {
-        let cfg = c.config.healthcheck.clone().filter(HealthConfig::enabled)?;
-        let exe = std::env::current_exe().ok()?;
-        let now = Instant::now();
-        Some(Health {
-            next: now + Duration::from_nanos(cfg.interval_ns()),
-            start_period_end: now + Duration::from_nanos(cfg.start_period),
-            cfg,
-            exe,
-            root: engine.root.clone(),
-            id: c.id.clone(),
-            out: engine.dir(&c.id).join("health.out"),
+    fn new(spec: ProbeSpec) -> Health {
+        Health {
+            next: Instant::now() + spec.interval,
+            spec,
             probe: None,
-        })
+        }
     }
 
     fn deadline(&self) -> Instant {
         match &self.probe {
-            Some((_, started, _)) => (*started + Duration::from_nanos(self.cfg.timeout_ns()))
-                .min(Instant::now() + Duration::from_millis(20)),
+            Some(_) => Instant::now() + Duration::from_millis(20),
             None => self.next,
         }
     }
 
-    fn tick(&mut self, engine: &mut Engine) {
+    fn tick(&mut self) {
         let now = Instant::now();
-        if let Some((child, started, start_str)) = &mut self.probe {
-            let timeout = Duration::from_nanos(self.cfg.timeout_ns());
-            let result = match child.try_wait() {
-                Ok(Some(st)) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    let code = st.code().unwrap_or(128 + st.signal().unwrap_or(0));
-                    let mut out = std::fs::read(&self.out).unwrap_or_default();
-                    out.truncate(4096);
-                    Some((code, String::from_utf8_lossy(&out).into_owned()))
-                }
-                _ if now >= *started + timeout => {
+        if let Some((child, started)) = &mut self.probe {
+            let done = match child.try_wait() {
+                Ok(Some(_)) | Err(_) => true,
+                Ok(None) if now >= *started + self.spec.kill_after => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    Some((
-                        -1,
-                        format!("Health check exceeded timeout ({}s)", timeout.as_secs()),
-                    ))
+                    true
                 }
-                _ => None,
+                Ok(None) => false,
             };
-            if let Some((code, output)) = result {
-                let r = HealthResult {
-                    start: start_str.clone(),
-                    end: berth_runtime::state::now_rfc3339(),
-                    exit_code: code,
-                    output,
-                };
+            if done {
                 self.probe = None;
-                self.next = now + Duration::from_nanos(self.cfg.interval_ns());
-                self.record(engine, r, now < self.start_period_end);
+                self.next = Instant::now() + self.spec.interval;
             }
             return;
         }
         if now >= self.next {
-            self.spawn();
-        }
-    }
-
-    fn spawn(&mut self) {
-        let Ok(out) = File::create(&self.out) else {
-            self.next = Instant::now() + Duration::from_nanos(self.cfg.interval_ns());
-            return;
-        };
-        let err = out.try_clone().ok();
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("--root")
-            .arg(&self.root)
-            .arg("exec")
-            .arg(&self.id)
-            .args(self.cfg.argv())
-            .stdin(Stdio::null())
-            .stdout(out);
-        if let Some(e) = err {
-            cmd.stderr(e);
-        }
-        match cmd.spawn() {
-            Ok(child) => {
-                self.probe = Some((child, Instant::now(), berth_runtime::state::now_rfc3339()))
+            let spawned = Command::new(&self.spec.exe)
+                .arg("--root")
+                .arg(&self.spec.root)
+                .arg("container-health")
+                .arg(&self.spec.id)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            match spawned {
+                Ok(child) => self.probe = Some((child, now)),
+                Err(_) => self.next = now + self.spec.interval,
             }
-            Err(e) => tracing::warn!("health probe: {e}"),
         }
-    }
-
-    fn record(&self, engine: &mut Engine, r: HealthResult, in_start_period: bool) {
-        let retries = self.cfg.retries_or_default();
-        let _ = engine.db.update(&self.id, |c| {
-            let h = c.state.health.get_or_insert_with(Default::default);
-            let ok = r.exit_code == 0;
-            h.log.push(r);
-            if h.log.len() > 5 {
-                h.log.remove(0);
-            }
-            if ok {
-                h.status = "healthy".into();
-                h.failing_streak = 0;
-            } else if !(in_start_period && h.status == "starting") {
-                h.failing_streak += 1;
-                if h.failing_streak >= retries {
-                    h.status = "unhealthy".into();
-                }
-            }
-        });
     }
 
     fn stop(&mut self) {
-        if let Some((mut child, _, _)) = self.probe.take() {
+        if let Some((mut child, _)) = self.probe.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -200,8 +159,18 @@ struct Stream {
 /// Copies a launched container's output to its log (and to our stdio with `echo`) until
 /// its init exits and the output ends; returns the exit code (128+signal when killed).
 pub fn pump(engine: &mut Engine, c: &Container, l: Launched, opts: PumpOptions) -> Result<i32> {
-    let mut log =
-        logs::Writer::open(&engine.log_path(&c.id)).unwrap_or_else(|_| logs::Writer::none());
+    let probe = ProbeSpec::for_container(engine, c);
+    pump_loop(&engine.log_path(&c.id), l, probe, opts)
+}
+
+/// The loop itself: no database, no runtime, so the process running it stays small.
+pub fn pump_loop(
+    log_path: &Path,
+    l: Launched,
+    probe: Option<ProbeSpec>,
+    opts: PumpOptions,
+) -> Result<i32> {
+    let mut log = logs::Writer::open(log_path).unwrap_or_else(|_| logs::Writer::none());
     let mut streams = vec![Stream {
         fd: l.out,
         index: 0,
@@ -241,7 +210,7 @@ pub fn pump(engine: &mut Engine, c: &Container, l: Launched, opts: PumpOptions) 
     } else {
         None
     };
-    let mut health = Health::new(engine, c);
+    let mut health = probe.map(Health::new);
     let mut code: Option<i32> = None;
     let mut drain_until: Option<Instant> = None;
     let mut buf = vec![0u8; 64 * 1024];
@@ -357,7 +326,7 @@ pub fn pump(engine: &mut Engine, c: &Container, l: Launched, opts: PumpOptions) 
             }
         }
         if let (Some(h), None) = (&mut health, code) {
-            h.tick(engine);
+            h.tick();
         }
     }
     drop(stdin_pipe);
@@ -441,6 +410,7 @@ pub fn main(root: &Path, id: &str, report_fd: OwnedFd) -> i32 {
         };
         report(&mut rep, "ok\n");
         let Ok(c) = engine.find(id) else { break };
+        shed_pages();
         let code = pump(&mut engine, &c, l, PumpOptions::default()).unwrap_or(255);
         let c = match engine.finish(id, code) {
             Ok(c) => c,
@@ -541,4 +511,73 @@ pub fn spawn_detached(exe: &Path, root: &Path, id: &str) -> Result<()> {
 pub fn report_fd() -> OwnedFd {
     // SAFETY: spawn_detached dup2'd the report pipe onto fd 3 for this process.
     unsafe { OwnedFd::from_raw_fd(3) }
+}
+
+/// Gives back the resident pages start-up touched and the loop will not need: freed heap,
+/// and clean file-backed pages (code, read-only data) of the binary and its libraries,
+/// which fault back in from the page cache if the loop does touch them. A mapping with
+/// private dirty pages (relocated RELRO data) is left alone: dropping those would lose the
+/// relocations.
+pub fn shed_pages() {
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut current: Option<(usize, usize, bool)> = None;
+    let mut dirty = false;
+    let flush = |m: Option<(usize, usize, bool)>, dirty: bool| {
+        if let Some((start, end, eligible)) = m {
+            if eligible && !dirty {
+                // SAFETY: a clean, read-only, file-backed private mapping: dropping its
+                // pages only makes later accesses fault them in again from the file.
+                unsafe {
+                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+                }
+            }
+        }
+    };
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let Some(first) = f.next() else { continue };
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
+                flush(current.take(), dirty);
+                dirty = false;
+                let perms = f.next().unwrap_or("");
+                let path = f.nth(3).unwrap_or("");
+                let eligible = perms.starts_with('r') && !perms.contains('w') && path.starts_with('/');
+                current = Some((start, end, eligible));
+                continue;
+            }
+        }
+        if matches!(first, "Private_Dirty:" | "Anonymous:") && f.next().is_some_and(|n| n != "0") {
+            dirty = true;
+        }
+    }
+    flush(current, dirty);
+}
+
+#[cfg(test)]
+mod tests {
+    fn rss_file_kb() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("RssFile:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn shedding_drops_clean_file_pages_and_the_process_keeps_working() {
+        let before = rss_file_kb();
+        super::shed_pages();
+        let after = rss_file_kb();
+        assert!(after < before, "{before} kB -> {after} kB");
+        // Code and read-only data still work after being faulted back in.
+        let v: Vec<String> = (0..100).map(|i| format!("{i}")).collect();
+        assert_eq!(v.join(",").len(), 289);
+    }
 }
