@@ -150,6 +150,17 @@ fn detached_container_logs_and_ps() {
         "trap 'exit 143' TERM; echo one; echo two >&2; sleep 0.3; echo three; sleep 30 & wait",
     ]);
     assert_eq!(id.len(), 64, "{id}");
+    // The monitor is the small loop binary, its private memory well under 1 MB.
+    let mon = b.inspect("chatty")["State"]["MonitorPid"].as_i64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{mon}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("berth-monitor"));
+    let status = std::fs::read_to_string(format!("/proc/{mon}/status")).unwrap();
+    let anon: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(anon < 1024, "monitor RssAnon {anon} kB");
     let ps = b.ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
     assert_eq!(ps, "chatty running");
     // logs -f follows until the container stops.
@@ -157,6 +168,7 @@ fn detached_container_logs_and_ps() {
         .cmd()
         .args(["logs", "-f", "chatty"])
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     wait_for(
@@ -612,7 +624,8 @@ fn count_leftovers(root: &Path) -> (usize, usize, usize) {
             std::fs::read(e.path().join("cmdline"))
                 .map(|c| {
                     let s = String::from_utf8_lossy(&c);
-                    s.contains("container-monitor") && s.contains(&root_s)
+                    (s.contains("container-monitor") || s.contains("berth-monitor"))
+                        && s.contains(&root_s)
                 })
                 .unwrap_or(false)
         })
@@ -694,9 +707,10 @@ fn stale_running_record_reads_as_exited() {
     let monitor = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
         let c = std::fs::read(e.path().join("cmdline")).ok()?;
         let s = String::from_utf8_lossy(&c).to_string();
-        (s.contains("container-monitor") && s.contains(i["Id"].as_str().unwrap()))
-            .then(|| e.file_name().to_string_lossy().parse::<i32>().ok())
-            .flatten()
+        ((s.contains("container-monitor") || s.contains("berth-monitor"))
+            && s.contains(i["Id"].as_str().unwrap()))
+        .then(|| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .flatten()
     });
     let monitor = monitor.expect("monitor process");
     unsafe { libc::kill(monitor, libc::SIGKILL) };

@@ -624,7 +624,9 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
                 Err(e) => fail(e),
             }
         }
-        ContainerCmd::ContainerMonitor { id } => monitor::main(root, &id, monitor::report_fd()),
+        ContainerCmd::ContainerMonitor { id } => {
+            monitor::main(root, &id, monitor::report_fd(), None)
+        }
     }
 }
 

@@ -66,15 +66,32 @@ fn main() {
     // The detached monitor skips clap: building the whole command tree would make every
     // monitor's resident set larger for nothing.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let [_, flag, root, cmd, id] = &args[..] {
-        if flag == "--root" && cmd == "container-monitor" {
-            let code = berth_engine::monitor::main(
+    match &args[..] {
+        [_, flag, root, cmd, id] if flag == "--root" && cmd == "container-monitor" => {
+            std::process::exit(berth_engine::monitor::main(
                 std::path::Path::new(root),
                 &id.to_string_lossy(),
                 berth_engine::monitor::report_fd(),
-            );
-            std::process::exit(code);
+                None,
+            ));
         }
+        [_, flag, root, cmd, id, exited, code, delay]
+            if flag == "--root" && cmd == "container-monitor" && exited == "--exited" =>
+        {
+            let num = |s: &std::ffi::OsString| s.to_str().and_then(|s| s.parse::<u64>().ok());
+            let code = code
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+                .unwrap_or(255);
+            let delay = std::time::Duration::from_millis(num(delay).unwrap_or(100));
+            std::process::exit(berth_engine::monitor::main(
+                std::path::Path::new(root),
+                &id.to_string_lossy(),
+                None,
+                Some((code, delay)),
+            ));
+        }
+        _ => {}
     }
     drop(args);
     let cli = Cli::parse();

@@ -25,7 +25,8 @@ impl Engine {
         }
         let exe = std::env::current_exe().ctx(|| "find the berth binary".into())?;
         let out_path = self.dir(&c.id).join("health.out");
-        let out = std::fs::File::create(&out_path).ctx(|| format!("create {}", out_path.display()))?;
+        let out =
+            std::fs::File::create(&out_path).ctx(|| format!("create {}", out_path.display()))?;
         let err = out.try_clone().ctx(|| "dup health output".into())?;
         let start = berth_runtime::state::now_rfc3339();
         let timeout = Duration::from_nanos(cfg.timeout_ns());
@@ -54,7 +55,10 @@ impl Engine {
                     let _ = child.wait();
                     break (
                         -1,
-                        format!("Health check exceeded timeout ({})", humantime::format_duration(timeout)),
+                        format!(
+                            "Health check exceeded timeout ({})",
+                            humantime::format_duration(timeout)
+                        ),
                     );
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(10)),

@@ -383,14 +383,22 @@ fn backoff(engine: &mut Engine, id: &str, delay: Duration) -> bool {
 }
 
 /// The detached monitor (`berth container-monitor <id>`): writes "ok\n" or
-/// "err <code>\n<message>" to `report` once the first start is decided.
-pub fn main(root: &Path, id: &str, report_fd: OwnedFd) -> i32 {
+/// "err <code>\n<message>" to `report` once the first start is decided, then hands the
+/// running container to the small `berth-monitor` loop binary (exec, so the container
+/// stays its child). That binary execs back here with `exited` = (code, back-off) when
+/// the container ends, to record it and apply the restart policy.
+pub fn main(
+    root: &Path,
+    id: &str,
+    report_fd: Option<OwnedFd>,
+    exited: Option<(i32, Duration)>,
+) -> i32 {
     // SAFETY: plain signal disposition changes before any other work.
     unsafe {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let mut rep = Some(File::from(report_fd));
+    let mut rep = report_fd.map(File::from);
     let mut engine = match Engine::open(root) {
         Ok(e) => e,
         Err(e) => {
@@ -398,9 +406,14 @@ pub fn main(root: &Path, id: &str, report_fd: OwnedFd) -> i32 {
             return 1;
         }
     };
-    let mut delay = Duration::from_millis(100);
+    let mut delay = exited.map_or(Duration::from_millis(100), |e| e.1);
+    let mut pending = exited.map(|e| e.0);
     loop {
-        let began = Instant::now();
+        if let Some(code) = pending.take() {
+            if !after_exit(&mut engine, id, code, &mut delay) {
+                break;
+            }
+        }
         let l = match engine.launch(id, false) {
             Ok(l) => l,
             Err(e) => {
@@ -410,38 +423,13 @@ pub fn main(root: &Path, id: &str, report_fd: OwnedFd) -> i32 {
         };
         report(&mut rep, "ok\n");
         let Ok(c) = engine.find(id) else { break };
-        shed_pages();
-        let code = pump(&mut engine, &c, l, PumpOptions::default()).unwrap_or(255);
-        let c = match engine.finish(id, code) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("{id}: recording the exit failed: {e}");
-                break;
-            }
-        };
-        if !should_restart(&c) {
-            break;
+        let probe = ProbeSpec::for_container(&engine, &c);
+        if let Some(bin) = loop_binary() {
+            let err = exec_loop(&bin, &engine, &c, &l, probe.as_ref(), delay);
+            tracing::warn!("exec {}: {err}; monitoring in-process", bin.display());
         }
-        if began.elapsed() >= Duration::from_secs(10) {
-            delay = Duration::from_millis(100);
-        }
-        let marked = engine.db.update(id, |c| {
-            if !c.state.manual_stop {
-                c.state.status = Status::Restarting;
-                c.state.restart_count += 1;
-            }
-        });
-        if !matches!(marked, Ok(ref c) if c.state.status == Status::Restarting)
-            || !backoff(&mut engine, id, delay)
-        {
-            let _ = engine.db.update(id, |c| {
-                if c.state.status == Status::Restarting {
-                    c.state.status = Status::Exited;
-                }
-            });
-            break;
-        }
-        delay = (delay * 2).min(Duration::from_secs(60));
+        let code = pump_loop(&engine.log_path(id), l, probe, PumpOptions::default());
+        pending = Some(code.unwrap_or(255));
     }
     let _ = engine.detach_monitor(id);
     if let Ok(c) = engine.db.find(id) {
@@ -450,6 +438,153 @@ pub fn main(root: &Path, id: &str, report_fd: OwnedFd) -> i32 {
         }
     }
     0
+}
+
+/// Records an exit; returns whether the policy restarts the container (after sleeping
+/// out Docker's back-off: 100 ms doubling, back to 100 ms after 10 s of running).
+fn after_exit(engine: &mut Engine, id: &str, code: i32, delay: &mut Duration) -> bool {
+    let c = match engine.finish(id, code) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("{id}: recording the exit failed: {e}");
+            return false;
+        }
+    };
+    if !should_restart(&c) {
+        return false;
+    }
+    let ran = humantime::parse_rfc3339_weak(&c.state.started_at)
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
+    if ran >= Duration::from_secs(10) {
+        *delay = Duration::from_millis(100);
+    }
+    let marked = engine.db.update(id, |c| {
+        if !c.state.manual_stop {
+            c.state.status = Status::Restarting;
+            c.state.restart_count += 1;
+        }
+    });
+    let restarting = matches!(marked, Ok(ref c) if c.state.status == Status::Restarting);
+    if !restarting || !backoff(engine, id, *delay) {
+        let _ = engine.db.update(id, |c| {
+            if c.state.status == Status::Restarting {
+                c.state.status = Status::Exited;
+            }
+        });
+        return false;
+    }
+    *delay = (*delay * 2).min(Duration::from_secs(60));
+    true
+}
+
+/// `berth-monitor` next to this binary, if installed.
+fn loop_binary() -> Option<PathBuf> {
+    let p = std::env::current_exe()
+        .ok()?
+        .parent()?
+        .join("berth-monitor");
+    p.is_file().then_some(p)
+}
+
+fn inheritable(fd: RawFd) -> std::io::Result<()> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map(|_| ())
+    .map_err(std::io::Error::from)
+}
+
+/// Replaces this process with the loop binary; returns only if that fails.
+fn exec_loop(
+    bin: &Path,
+    engine: &Engine,
+    c: &Container,
+    l: &Launched,
+    probe: Option<&ProbeSpec>,
+    delay: Duration,
+) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let err_fd = l.err.as_ref().map_or(-1, |f| f.as_raw_fd());
+    for fd in [l.pidfd.as_raw_fd(), l.out.as_raw_fd(), err_fd] {
+        if fd >= 0 {
+            if let Err(e) = inheritable(fd) {
+                return e;
+            }
+        }
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    let ms = |d: Duration| d.as_millis().to_string();
+    Command::new(bin)
+        .arg(engine.log_path(&c.id))
+        .arg(l.pid.to_string())
+        .arg(l.pidfd.as_raw_fd().to_string())
+        .arg(l.out.as_raw_fd().to_string())
+        .arg(err_fd.to_string())
+        .arg(probe.map_or("0".into(), |p| ms(p.interval)))
+        .arg(probe.map_or("0".into(), |p| ms(p.kill_after)))
+        .arg(exe)
+        .arg(&engine.root)
+        .arg(&c.id)
+        .arg(ms(delay))
+        .exec()
+}
+
+/// The loop binary's side: the arguments [`exec_loop`] passed, then back to `berth`.
+pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let [_, log, pid, pidfd, out, err, interval, kill_after, exe, root, id, delay] = args else {
+        eprintln!("berth-monitor: started by berth only");
+        return 2;
+    };
+    let num =
+        |s: &std::ffi::OsString| -> i64 { s.to_str().and_then(|s| s.parse().ok()).unwrap_or(-1) };
+    let (pid, pidfd, out, err) = (
+        num(pid) as i32,
+        num(pidfd) as RawFd,
+        num(out) as RawFd,
+        num(err) as RawFd,
+    );
+    if pid <= 0 || pidfd < 0 || out < 0 {
+        eprintln!("berth-monitor: bad arguments");
+        return 2;
+    }
+    // SAFETY: berth passed these descriptors to this process for it to own.
+    let owned = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
+    let tty = err < 0;
+    let l = Launched {
+        pid,
+        pidfd: owned(pidfd),
+        out: owned(out),
+        err: (!tty).then(|| owned(err)),
+        stdin: None,
+        tty,
+    };
+    let interval = num(interval).max(0) as u64;
+    let probe = (interval > 0).then(|| ProbeSpec {
+        exe: PathBuf::from(exe),
+        root: PathBuf::from(root),
+        id: id.to_string_lossy().into_owned(),
+        interval: Duration::from_millis(interval),
+        kill_after: Duration::from_millis(num(kill_after).max(0) as u64),
+    });
+    let code = pump_loop(Path::new(log), l, probe, PumpOptions::default()).unwrap_or(255);
+    let e = Command::new(exe)
+        .arg("--root")
+        .arg(root)
+        .arg("container-monitor")
+        .arg(id)
+        .arg("--exited")
+        .arg(code.to_string())
+        .arg(delay)
+        .exec();
+    eprintln!("berth-monitor: exec {}: {e}", PathBuf::from(exe).display());
+    125
 }
 
 /// Starts `berth container-monitor <id>` detached (double fork, new session) and returns
@@ -508,76 +643,7 @@ pub fn spawn_detached(exe: &Path, root: &Path, id: &str) -> Result<()> {
 }
 
 /// Takes fd 3 as the report pipe (set up by [`spawn_detached`]).
-pub fn report_fd() -> OwnedFd {
+pub fn report_fd() -> Option<OwnedFd> {
     // SAFETY: spawn_detached dup2'd the report pipe onto fd 3 for this process.
-    unsafe { OwnedFd::from_raw_fd(3) }
-}
-
-/// Gives back the resident pages start-up touched and the loop will not need: freed heap,
-/// and clean file-backed pages (code, read-only data) of the binary and its libraries,
-/// which fault back in from the page cache if the loop does touch them. A mapping with
-/// private dirty pages (relocated RELRO data) is left alone: dropping those would lose the
-/// relocations.
-pub fn shed_pages() {
-    // SAFETY: malloc_trim only returns free heap memory to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    let mut current: Option<(usize, usize, bool)> = None;
-    let mut dirty = false;
-    let flush = |m: Option<(usize, usize, bool)>, dirty: bool| {
-        if let Some((start, end, eligible)) = m {
-            if eligible && !dirty {
-                // SAFETY: a clean, read-only, file-backed private mapping: dropping its
-                // pages only makes later accesses fault them in again from the file.
-                unsafe {
-                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-                }
-            }
-        }
-    };
-    for line in smaps.lines() {
-        let mut f = line.split_whitespace();
-        let Some(first) = f.next() else { continue };
-        if let Some((a, b)) = first.split_once('-') {
-            if let (Ok(start), Ok(end)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
-                flush(current.take(), dirty);
-                dirty = false;
-                let perms = f.next().unwrap_or("");
-                let path = f.nth(3).unwrap_or("");
-                let eligible = perms.starts_with('r') && !perms.contains('w') && path.starts_with('/');
-                current = Some((start, end, eligible));
-                continue;
-            }
-        }
-        if matches!(first, "Private_Dirty:" | "Anonymous:") && f.next().is_some_and(|n| n != "0") {
-            dirty = true;
-        }
-    }
-    flush(current, dirty);
-}
-
-#[cfg(test)]
-mod tests {
-    fn rss_file_kb() -> u64 {
-        let s = std::fs::read_to_string("/proc/self/status").unwrap();
-        s.lines()
-            .find_map(|l| l.strip_prefix("RssFile:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-
-    #[test]
-    fn shedding_drops_clean_file_pages_and_the_process_keeps_working() {
-        let before = rss_file_kb();
-        super::shed_pages();
-        let after = rss_file_kb();
-        assert!(after < before, "{before} kB -> {after} kB");
-        // Code and read-only data still work after being faulted back in.
-        let v: Vec<String> = (0..100).map(|i| format!("{i}")).collect();
-        assert_eq!(v.join(",").len(), 289);
-    }
+    Some(unsafe { OwnedFd::from_raw_fd(3) })
 }
