@@ -23,16 +23,23 @@
 //! the health-check timer, writing Docker json-file log lines. When the init exits it
 //! records the exit code, finish time and OOM kill, tears the runtime state, network and
 //! rootfs mount down, and applies the restart policy (Docker's back-off: 100 ms doubling,
-//! reset after 10 s of running) or `--rm`.
+//! reset after 10 s of running) or `--rm`. The rootfs is mounted only while the container
+//! runs (or while `cp`/`export` read a stopped one).
 //!
 //! * `berth run` in the foreground is its own monitor, in-process: it also copies the
 //!   output to its stdout/stderr, feeds `-i` stdin and forwards signals.
 //! * `berth run -d` / `berth start` spawn `berth container-monitor <id>` detached
 //!   (double fork + setsid); it reports "started" or the exact error back over a pipe,
-//!   so the CLI's exit status is the one Docker would give (125/126/127).
+//!   so the CLI's exit status is the one Docker would give (125/126/127). Once the
+//!   container runs it execs `berth-monitor`, a small binary holding only the loop
+//!   ([`monitor::loop_main`]); the container stays its child across the exec. When the
+//!   container exits, `berth-monitor` execs `berth container-monitor <id> --exited <code>
+//!   <back-off>` to record the exit and apply the restart policy, so the database and
+//!   the runtime are only ever in memory while there is work for them.
 //!
-//! Health probes are `berth exec` child processes the monitor starts on a timer and
-//! times out, so the monitor itself never links the exec path's work into its loop.
+//! Health probes are `berth container-health <id>` children the loop starts on a timer;
+//! each runs the check through `berth exec`, times it out and records the result and the
+//! starting → healthy / unhealthy transition itself.
 //!
 //! A record that says "running" but whose monitor is gone (killed, or the machine
 //! rebooted: the boot id differs) reads as exited; [`Engine::find`] repairs it.

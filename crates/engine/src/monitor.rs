@@ -383,7 +383,7 @@ fn backoff(engine: &mut Engine, id: &str, delay: Duration) -> bool {
 }
 
 /// The detached monitor (`berth container-monitor <id>`): writes "ok\n" or
-/// "err <code>\n<message>" to `report` once the first start is decided, then hands the
+/// `err <code>\n<message>` to `report` once the first start is decided, then hands the
 /// running container to the small `berth-monitor` loop binary (exec, so the container
 /// stays its child). That binary execs back here with `exited` = (code, back-off) when
 /// the container ends, to record it and apply the restart policy.
@@ -535,7 +535,7 @@ fn exec_loop(
         .exec()
 }
 
-/// The loop binary's side: the arguments [`exec_loop`] passed, then back to `berth`.
+/// The loop binary's side: the arguments `exec_loop` passed, then back to `berth`.
 pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
     use std::os::unix::process::CommandExt;
     let [_, log, pid, pidfd, out, err, interval, kill_after, exe, root, id, delay] = args else {

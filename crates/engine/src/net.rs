@@ -51,7 +51,7 @@ pub fn check(c: &Container) -> Result<()> {
     }
 }
 
-/// Wires the container (init `pid`, its netns at /proc/<pid>/ns/net) into its network and
+/// Wires the container (init `pid`, its netns at `/proc/<pid>/ns/net`) into its network and
 /// writes its /etc/hosts entry. A no-op for none/host/container:.
 pub fn attach(c: &Container, pid: i32, dir: &Path) -> Result<Option<Endpoint>> {
     let _ = (pid, dir);
