@@ -1158,7 +1158,9 @@ fn ps_row(c: &Container, trunc: bool) -> Value {
         "Mounts": mounts.join(","),
         "Names": c.name,
         "Networks": c.config.network,
-        "Ports": "",
+        "Ports": c.state.endpoint.as_ref().map(|e| {
+            e.ports.iter().map(|(inside, ip, port)| format!("{ip}:{port}->{inside}")).collect::<Vec<_>>().join(", ")
+        }).unwrap_or_default(),
         "RunningFor": format!("{} ago", format::human_duration(format::age(&c.created))),
         "Size": "0B",
         "State": c.state.status.as_str(),
@@ -1573,14 +1575,31 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
             "StopTimeout": cfg.stop_timeout,
             "Healthcheck": health_cfg,
         },
-        "NetworkSettings": {
-            "Networks": {cfg.network.clone(): {}},
-            "Ports": {},
-            "SandboxKey": if s.pid > 0 { format!("/proc/{}/ns/net", s.pid) } else { String::new() },
-            "IPAddress": "",
-            "Gateway": "",
-            "MacAddress": "",
-        },
+        "NetworkSettings": network_settings(c),
+    })
+}
+
+/// `NetworkSettings`, from the endpoint the network gave the running container.
+fn network_settings(c: &Container) -> Value {
+    let ep = c.state.endpoint.clone().unwrap_or_default();
+    let mut ports = serde_json::Map::new();
+    for (inside, ip, port) in &ep.ports {
+        let entry = ports.entry(inside.clone()).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(json!({"HostIp": ip, "HostPort": port.to_string()}));
+        }
+    }
+    let net = json!({
+        "IPAddress": ep.ip, "IPPrefixLen": ep.prefix, "Gateway": ep.gateway, "MacAddress": ep.mac,
+    });
+    json!({
+        "Networks": {c.config.network.clone(): net},
+        "Ports": ports,
+        "SandboxKey": if c.state.pid > 0 { format!("/proc/{}/ns/net", c.state.pid) } else { String::new() },
+        "IPAddress": ep.ip,
+        "IPPrefixLen": ep.prefix,
+        "Gateway": ep.gateway,
+        "MacAddress": ep.mac,
     })
 }
 
@@ -1624,8 +1643,28 @@ fn port(root: &Path, name: &str, private: Option<&str>) -> CmdResult {
         Ok(c) => c,
         Err(e) => return Ok(fail(e)),
     };
-    // Published ports come from the network endpoint; only host-mode mappings exist yet.
-    let _ = (c, private);
+    let ports = c.state.endpoint.map(|e| e.ports).unwrap_or_default();
+    let want = private.map(|p| {
+        if p.contains('/') {
+            p.to_string()
+        } else {
+            format!("{p}/tcp")
+        }
+    });
+    let mut out = std::io::stdout().lock();
+    let mut found = false;
+    for (inside, ip, port) in ports {
+        match &want {
+            Some(w) if *w != inside => continue,
+            Some(_) => writeln!(out, "{ip}:{port}")?,
+            None => writeln!(out, "{inside} -> {ip}:{port}")?,
+        }
+        found = true;
+    }
+    if let (Some(p), false) = (private, found) {
+        eprintln!("Error: No public port '{p}' published for {name}");
+        return Ok(1);
+    }
     Ok(0)
 }
 

@@ -374,11 +374,17 @@ impl Engine {
         } else {
             self.create_piped(c, &dir, interactive)?
         };
-        if let Err(e) = net::attach(c, l.pid, &dir).and_then(|_| Ok(self.runtime.start(&c.id)?)) {
-            let _ = self.runtime.delete(&c.id, true);
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(l.pid), None);
-            return Err(e);
-        }
+        let endpoint = match net::attach(c, l.pid, &dir).and_then(|ep| {
+            self.runtime.start(&c.id)?;
+            Ok(ep)
+        }) {
+            Ok(ep) => ep,
+            Err(e) => {
+                let _ = self.runtime.delete(&c.id, true);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(l.pid), None);
+                return Err(e);
+            }
+        };
         let pid_start = proc_stat(l.pid).map(|s| s.0).unwrap_or(0);
         let me = std::process::id() as i32;
         let me_start = proc_stat(me).map(|s| s.0).unwrap_or(0);
@@ -403,6 +409,7 @@ impl Engine {
             c.state.error = String::new();
             c.state.oom_killed = false;
             c.state.manual_stop = false;
+            c.state.endpoint = endpoint;
             if health.is_some() {
                 c.state.health = health;
             }
@@ -527,6 +534,7 @@ impl Engine {
             c.state.finished_at = now_rfc3339();
             c.state.oom_killed = oom;
             c.state.pid = 0;
+            c.state.endpoint = None;
         })
     }
 

@@ -248,6 +248,9 @@ pub struct State {
     pub manual_stop: bool,
     /// The boot the pids belong to.
     pub boot_id: String,
+    /// What the network gave the running container (bridge and user networks).
+    #[serde(default)]
+    pub endpoint: Option<crate::net::Endpoint>,
 }
 
 /// One container.
