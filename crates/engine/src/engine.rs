@@ -200,7 +200,7 @@ impl Engine {
         tracing::debug!("{}: monitor gone; marking exited", c.id);
         let _ = self.runtime.delete(&c.id, true);
         umount(&self.dir(&c.id).join("rootfs"));
-        let _ = net::release(&c);
+        let _ = net::release(&self.root, &c);
         self.db.update(&c.id, |c| {
             if c.state.status.is_active() && !Self::monitor_alive(&c.state) {
                 c.state.status = Status::Exited;
@@ -321,7 +321,7 @@ impl Engine {
             Err(e) => {
                 let _ = self.runtime.delete(&c.id, true);
                 umount(&self.dir(&c.id).join("rootfs"));
-                let _ = net::release(&c);
+                let _ = net::release(&self.root, &c);
                 let code = exit_code_for(&e);
                 let msg = e.to_string();
                 self.db.update(&c.id, |c| {
@@ -374,7 +374,7 @@ impl Engine {
         } else {
             self.create_piped(c, &dir, interactive)?
         };
-        let endpoint = match net::attach(c, l.pid, &dir).and_then(|ep| {
+        let endpoint = match net::attach(&self.root, c, l.pid, &dir).and_then(|ep| {
             self.runtime.start(&c.id)?;
             Ok(ep)
         }) {
@@ -526,7 +526,7 @@ impl Engine {
             .unwrap_or(false);
         let _ = self.runtime.delete(id, true);
         let c = self.db.find(id)?;
-        let _ = net::release(&c);
+        let _ = net::release(&self.root, &c);
         umount(&self.dir(id).join("rootfs"));
         self.db.update(id, |c| {
             c.state.status = Status::Exited;
@@ -637,7 +637,7 @@ impl Engine {
     /// Removes every trace of a stopped container; idempotent.
     fn teardown(&mut self, c: &Container, with_volumes: bool) -> Result<()> {
         let _ = self.runtime.delete(&c.id, true);
-        let _ = net::release(c);
+        let _ = net::release(&self.root, c);
         let dir = self.dir(&c.id);
         umount(&dir.join("rootfs"));
         match self.snapshotter()?.remove(&c.id) {

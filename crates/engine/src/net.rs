@@ -53,8 +53,10 @@ pub fn check(c: &Container) -> Result<()> {
 
 /// Wires the container (init `pid`, its netns at `/proc/<pid>/ns/net`) into its network and
 /// writes its /etc/hosts entry. A no-op for none/host/container:.
-pub fn attach(c: &Container, pid: i32, dir: &Path) -> Result<Option<Endpoint>> {
-    let _ = (pid, dir);
+/// `root` is berth's root (for `berth_net::Net::open`), `dir` the container's directory
+/// (its `hosts` file is there).
+pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option<Endpoint>> {
+    let _ = (root, pid, dir);
     match mode(&c.config.network) {
         Mode::Network(_) => Err(Error::Network("bridge networks not built yet".into())),
         _ => Ok(None),
@@ -62,8 +64,8 @@ pub fn attach(c: &Container, pid: i32, dir: &Path) -> Result<Option<Endpoint>> {
 }
 
 /// Gives back the address, veth and firewall rules of a container; idempotent.
-pub fn release(c: &Container) -> Result<()> {
-    let _ = c;
+pub fn release(root: &Path, c: &Container) -> Result<()> {
+    let _ = (root, c);
     Ok(())
 }
 
