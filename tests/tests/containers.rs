@@ -130,6 +130,25 @@ fn exit_codes_are_dockers() {
         "true",
     ]);
     assert_eq!(code(&o), 125, "{}", stderr(&o));
+    // -t gives the container a terminal; -i feeds it our stdin.
+    let o = b.run(&["run", "-t", "--rm", "--network", "none", IMAGE, "tty"]);
+    assert!(stdout(&o).contains("/dev/pts/0"), "{}", stdout(&o));
+    let mut c = b.cmd();
+    c.args(["run", "-i", "--rm", "--network", "none", IMAGE, "cat"]);
+    let piped = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    piped
+        .stdin
+        .as_ref()
+        .unwrap()
+        .write_all(b"fed through\n")
+        .unwrap();
+    let o = piped.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "fed through\n");
     // --rm left nothing behind.
     assert_eq!(b.ok(&["ps", "-aq"]), "");
 }
