@@ -1003,13 +1003,7 @@ fn run(root: &Path, a: RunArgs) -> i32 {
             }
         };
     }
-    let code = foreground(&mut engine, &c, a.interactive);
-    if a.rm {
-        if let Err(e) = engine.remove(&c.id, true, true) {
-            eprintln!("berth: removing {}: {e}", c.short_id());
-        }
-    }
-    code
+    foreground(&mut engine, &c, a.interactive)
 }
 
 /// This process is the container's monitor: output to our stdio and the log.
@@ -1018,6 +1012,9 @@ fn foreground(engine: &mut Engine, c: &Container, interactive: bool) -> i32 {
         Ok(l) => l,
         Err(e) => {
             eprintln!("berth: Error response from daemon: {e}");
+            if c.config.auto_remove {
+                let _ = engine.discard_exited(&c.id);
+            }
             return berth_engine::exit_code_for(&e);
         }
     };
@@ -1031,10 +1028,16 @@ fn foreground(engine: &mut Engine, c: &Container, interactive: bool) -> i32 {
     };
     let code = monitor::pump(engine, c, l, opts).unwrap_or(255);
     drop(raw);
-    if let Err(e) = engine.finish(&c.id, code) {
-        eprintln!("berth: recording the exit: {e}");
+    let done = if c.config.auto_remove {
+        engine.discard_exited(&c.id)
+    } else {
+        engine
+            .finish(&c.id, code)
+            .and_then(|_| engine.detach_monitor(&c.id))
+    };
+    if let Err(e) = done {
+        eprintln!("berth: after the container exited: {e}");
     }
-    let _ = engine.detach_monitor(&c.id);
     code
 }
 

@@ -640,6 +640,13 @@ impl Engine {
         Ok(c)
     }
 
+    /// `run --rm` in the foreground: the container just exited under this process, so
+    /// its record goes at once, without first recording the exit.
+    pub fn discard_exited(&mut self, id: &str) -> Result<()> {
+        let c = self.db.find(id)?;
+        self.teardown(&c, true)
+    }
+
     /// Removes every trace of a stopped container; idempotent.
     fn teardown(&mut self, c: &Container, with_volumes: bool) -> Result<()> {
         let _ = self.runtime.delete(&c.id, true);
