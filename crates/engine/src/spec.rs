@@ -230,20 +230,6 @@ fn lookup_group(group: &str, g: &str) -> Result<u32> {
     })
 }
 
-/// Where one container's files live.
-pub struct Paths {
-    pub dir: PathBuf,
-}
-
-impl Paths {
-    pub fn rootfs(&self) -> PathBuf {
-        self.dir.join("rootfs")
-    }
-    pub fn log(&self, id: &str) -> PathBuf {
-        self.dir.join(format!("{id}-json.log"))
-    }
-}
-
 fn bytes_option(n: i64) -> String {
     format!("size={n}")
 }
