@@ -629,6 +629,19 @@ fn exec_runs_in_the_container() {
     b.ok(&["unpause", "host1"]);
     b.ok(&["rename", "host1", "host2"]);
     assert_eq!(b.status("host2"), "running");
+    // update changes the live cgroup (read back through the runtime's stats) and the record.
+    b.ok(&["update", "--memory", "48m", "host2"]);
+    assert_eq!(b.inspect("host2")["HostConfig"]["Memory"], 48 << 20);
+    let stats = b.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.MemUsage}}",
+    ]);
+    assert!(
+        stats.starts_with("host2 ") && stats.ends_with("/ 48.00MiB"),
+        "{stats}"
+    );
     assert_eq!(code(&b.run(&["exec", "nosuch", "true"])), 1);
 }
 

@@ -888,7 +888,12 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
 
 /// Finds the image, pulling it (in a child `berth pull`, so this process stays
 /// single-threaded for the runtime) as `--pull` says.
-fn resolve_image(root: &Path, name: &str, policy: &str) -> Result<ImageInfo, String> {
+fn resolve_image(
+    root: &Path,
+    name: &str,
+    policy: &str,
+    platform: Option<&str>,
+) -> Result<ImageInfo, String> {
     use berth_registry::client::{store::LocalStore, Error as RegErr};
     let lookup = || -> Result<Option<ImageInfo>, String> {
         let store = LocalStore::open(root).map_err(|e| e.to_string())?;
@@ -923,7 +928,9 @@ fn resolve_image(root: &Path, name: &str, policy: &str) -> Result<ImageInfo, Str
     let out = std::process::Command::new(exe)
         .arg("--root")
         .arg(root)
-        .args(["pull", name])
+        .arg("pull")
+        .args(platform.map(|p| format!("--platform={p}")))
+        .arg(name)
         .stdout(std::process::Stdio::from(std::io::stderr().as_fd_owned()))
         .status()
         .map_err(|e| e.to_string())?;
@@ -950,7 +957,7 @@ impl OwnedStderr for std::io::Stderr {
 
 fn create(root: &Path, a: &RunArgs) -> Result<(Engine, Container), String> {
     let (cfg, req) = run_config(a)?;
-    let image = resolve_image(root, &a.image, &a.pull)?;
+    let image = resolve_image(root, &a.image, &a.pull, a.platform.as_deref())?;
     let mut engine = Engine::open(root).map_err(|e| e.to_string())?;
     let c = engine
         .create(&image, &req, cfg)
