@@ -230,6 +230,7 @@ pub struct Writer {
     file: File,
     hasher: Hasher,
     offset: u64,
+    writeback: crate::sys::Writeback,
 }
 
 impl Writer {
@@ -272,6 +273,7 @@ impl Writer {
             file,
             hasher,
             offset,
+            writeback: Default::default(),
         })
     }
 
@@ -354,6 +356,8 @@ impl Write for Writer {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.offset += n as u64;
+        self.writeback
+            .advance(std::os::fd::AsFd::as_fd(&self.file), self.offset);
         Ok(n)
     }
 

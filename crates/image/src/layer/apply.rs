@@ -312,6 +312,7 @@ pub fn unpack(
         opts,
         dirs: Vec::new(),
         content_size: 0,
+        buf: Vec::new(),
     };
     ex.probe_openat2()?;
     {
@@ -354,6 +355,8 @@ struct Extractor<'a> {
     opts: &'a ApplyOptions,
     dirs: Vec<DirMeta>,
     content_size: u64,
+    /// Reused copy buffer for file data.
+    buf: Vec<u8>,
 }
 
 impl Extractor<'_> {
@@ -542,7 +545,9 @@ impl Extractor<'_> {
         let fd = sys::openat2(pfd.as_fd(), name, flags, 0o600, sys::BENEATH_NOFOLLOW)
             .map_err(io_ctx(format!("create {display:?}")))?;
         let mut file = File::from(fd);
-        let n = io::copy(data, &mut file).map_err(io_ctx(format!("write {display:?}")))?;
+        let n = self
+            .copy_data(data, &mut file)
+            .map_err(io_ctx(format!("write {display:?}")))?;
         self.content_size += n;
         // chown clears set-id bits and file capabilities, so it goes first.
         self.chown_fd(file.as_fd(), &meta, display)?;
@@ -550,6 +555,34 @@ impl Extractor<'_> {
         self.xattrs_fd(file.as_fd(), &meta, display)?;
         sys::futimes(file.as_fd(), meta.mtime, meta.mtime)
             .map_err(io_ctx(format!("set times of {display:?}")))
+    }
+
+    /// Copies a file's data in large writes (std's copy uses 8 KiB ones) and keeps
+    /// writeback going, so the layer's final sync has little left to flush.
+    fn copy_data(&mut self, data: &mut impl Read, file: &mut File) -> io::Result<u64> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; 1 << 20];
+        }
+        let mut writeback = sys::Writeback::default();
+        let mut total = 0u64;
+        loop {
+            // Decompressors hand out a few KiB per read: fill the buffer first.
+            let mut filled = 0;
+            while filled < self.buf.len() {
+                match data.read(&mut self.buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if filled == 0 {
+                return Ok(total);
+            }
+            io::Write::write_all(file, &self.buf[..filled])?;
+            total += filled as u64;
+            writeback.advance(file.as_fd(), total);
+        }
     }
 
     fn symlink(&self, comps: &[OsString], target: &OsStr, meta: Meta, display: &str) -> Result<()> {

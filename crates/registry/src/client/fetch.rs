@@ -305,8 +305,28 @@ async fn download_into(
         // The registry ignored Range and sends everything: restart the ingest.
         restart(writer, tee.as_deref_mut(), &what).await?;
     }
-    while let Some(chunk) = resp.chunk().await.map_err(|e| reg.http_err(&what, e))? {
-        if writer.offset() + chunk.len() as u64 > desc.size {
+    // HTTP chunks are a few KiB; gathering them into large writes saves most of the
+    // write calls. When the stream breaks, what arrived is written first so that the
+    // resumed download (from `writer.offset()`) continues after it.
+    let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    let write = |writer: &mut berth_image::Writer, data: &mut Vec<u8>| {
+        let r = writer.write_all(data).map_err(|source| Error::Io {
+            context: format!("write {what} to the store"),
+            source,
+        });
+        data.clear();
+        r
+    };
+    loop {
+        let chunk = match resp.chunk().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) => {
+                write(writer, &mut pending)?;
+                return Err(reg.http_err(&what, e));
+            }
+        };
+        if writer.offset() + (pending.len() + chunk.len()) as u64 > desc.size {
             restart(writer, tee.as_deref_mut(), &what).await?;
             return Err(Error::BlobTooLong {
                 registry: reg.domain().to_string(),
@@ -315,10 +335,10 @@ async fn download_into(
                 size: desc.size,
             });
         }
-        writer.write_all(&chunk).map_err(|source| Error::Io {
-            context: format!("write {what} to the store"),
-            source,
-        })?;
+        pending.extend_from_slice(&chunk);
+        if pending.len() >= WRITE_BATCH {
+            write(writer, &mut pending)?;
+        }
         reg.options().progress.emit(Event::Advanced {
             digest: &desc.digest,
             bytes: chunk.len() as u64,
@@ -327,8 +347,11 @@ async fn download_into(
             t.feed(&chunk).await;
         }
     }
-    Ok(())
+    write(writer, &mut pending)
 }
+
+/// Bytes gathered before one write to the ingest file.
+const WRITE_BATCH: usize = 1 << 20;
 
 /// Drops the ingest's data; a tee that already passed some of it on is cut off.
 async fn restart(
