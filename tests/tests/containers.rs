@@ -914,12 +914,76 @@ fn create_start_wait_and_detached_errors() {
         || !b.ok(&["ps", "-aq", "--no-trunc"]).contains(&id),
         "--rm -d removal",
     );
-    // Bridge networking is not wired yet: a clear engine error.
-    let o = b.run(&["run", "--rm", IMAGE, "true"]);
-    assert_eq!(code(&o), 125);
+    // A bad -p is an engine error before anything is created.
+    let o = b.run(&["run", "--rm", "-p", "99999:80", IMAGE, "true"]);
+    assert_eq!(code(&o), 125, "{}", stderr(&o));
+}
+
+/// iptables rules naming the container (berth-net tags each with its owner).
+fn firewall_rules_of(id: &str) -> usize {
+    let rules = Command::new("iptables-save").output().unwrap();
+    String::from_utf8_lossy(&rules.stdout)
+        .lines()
+        .filter(|l| l.contains(id))
+        .count()
+}
+
+#[test]
+fn bridge_network_and_published_port() {
+    use std::io::{Read, Write};
+    let b = Berth::new();
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "127.0.0.1:0:80",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
+    let i = b.inspect("web");
+    let ip = i["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ip.starts_with("10."), "{ip}");
+    let port = b.ok(&["port", "web", "80"]);
+    let addr = port.trim().to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     assert!(
-        stderr(&o).contains("networking: bridge networks not built yet"),
-        "{}",
-        stderr(&o)
+        firewall_rules_of(&id) > 0,
+        "a DNAT rule names the container"
     );
+    // The published port answers from the host with the container's own files.
+    let mut body = String::new();
+    wait_for(
+        || {
+            let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+                return false;
+            };
+            let _ = s.write_all(b"GET /hostname HTTP/1.0\r\n\r\n");
+            body.clear();
+            s.read_to_string(&mut body).is_ok() && body.contains("200 OK")
+        },
+        "httpd through the published port",
+    );
+    assert!(body.contains(&id[..12]), "{body}");
+    // Containers on the default bridge get an address and a route out.
+    let o = b.ok(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "ip -4 -o addr show eth0; ip route",
+    ]);
+    assert!(o.contains("inet 10.") && o.contains("default via"), "{o}");
+    b.ok(&["rm", "-f", "web"]);
+    assert_eq!(firewall_rules_of(&id), 0, "rm -f left a firewall rule");
 }

@@ -43,30 +43,92 @@ pub struct Endpoint {
     pub ports: Vec<(String, String, u16)>,
 }
 
-/// Refuses what cannot work before anything is created.
+/// Refuses what cannot work before anything is created: bad `-p` specs.
 pub fn check(c: &Container) -> Result<()> {
-    match mode(&c.config.network) {
-        Mode::Network(_) => Err(Error::Network("bridge networks not built yet".into())),
-        _ => Ok(()),
+    if matches!(mode(&c.config.network), Mode::Network(_)) {
+        publish(c)?;
     }
-}
-
-/// Wires the container (init `pid`, its netns at `/proc/<pid>/ns/net`) into its network and
-/// writes its /etc/hosts entry. A no-op for none/host/container:.
-/// `root` is berth's root (for `berth_net::Net::open`), `dir` the container's directory
-/// (its `hosts` file is there).
-pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option<Endpoint>> {
-    let _ = (root, pid, dir);
-    match mode(&c.config.network) {
-        Mode::Network(_) => Err(Error::Network("bridge networks not built yet".into())),
-        _ => Ok(None),
-    }
-}
-
-/// Gives back the address, veth and firewall rules of a container; idempotent.
-pub fn release(root: &Path, c: &Container) -> Result<()> {
-    let _ = (root, c);
     Ok(())
+}
+
+fn net_err(e: berth_net::NetError) -> Error {
+    Error::Network(e.to_string())
+}
+
+/// `-p` specs, plus every exposed port on a random host port with `-P`.
+fn publish(c: &Container) -> Result<Vec<berth_net::PortMapping>> {
+    let mut out = Vec::new();
+    for p in &c.config.publish {
+        out.extend(berth_net::parse_publish(p).map_err(net_err)?);
+    }
+    if c.config.publish_all {
+        for e in &c.config.exposed_ports {
+            let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+            let Ok(port) = port.parse::<u16>() else { continue };
+            let proto = if proto == "udp" {
+                berth_net::Proto::Udp
+            } else {
+                berth_net::Proto::Tcp
+            };
+            if !out.iter().any(|m| m.container_port == port && m.proto == proto) {
+                out.push(berth_net::PortMapping {
+                    host_ip: None,
+                    host_port: 0,
+                    container_port: port,
+                    proto,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Wires the container (init `pid`, its netns at `/proc/<pid>/ns/net`) into its network
+/// with berth-net, which also keeps its `hosts` file (in `dir`) up to date. A no-op for
+/// none/host/container: modes.
+pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option<Endpoint>> {
+    let Mode::Network(network) = mode(&c.config.network) else {
+        return Ok(None);
+    };
+    let net = berth_net::Net::open(root).map_err(net_err)?;
+    let ep = net
+        .connect(&berth_net::Attach {
+            container_id: c.id.clone(),
+            name: c.name.clone(),
+            network: network.clone(),
+            netns: format!("/proc/{pid}/ns/net").into(),
+            aliases: Vec::new(),
+            ports: publish(c)?,
+            hosts_file: Some(dir.join("hosts")),
+            hostname: c.config.hostname.clone(),
+        })
+        .map_err(net_err)?;
+    Ok(Some(Endpoint {
+        network,
+        ip: ep.ip.to_string(),
+        prefix: ep.prefix,
+        gateway: ep.gateway.to_string(),
+        mac: ep.mac,
+        ports: ep
+            .ports
+            .iter()
+            .map(|p| {
+                let ip = p.host_ip.map_or("0.0.0.0".to_string(), |i| i.to_string());
+                (format!("{}/{}", p.container_port, p.proto), ip, p.host_port)
+            })
+            .collect(),
+    }))
+}
+
+/// Gives back the address, veth and firewall rules of a container; idempotent, and free
+/// for containers that never had a network of their own.
+pub fn release(root: &Path, c: &Container) -> Result<()> {
+    if !matches!(mode(&c.config.network), Mode::Network(_)) {
+        return Ok(());
+    }
+    berth_net::Net::open(root)
+        .and_then(|n| n.release(&c.id))
+        .map_err(net_err)
 }
 
 /// The resolv.conf text for the container: `--dns`/`--dns-search`, else the host's
