@@ -85,6 +85,13 @@ impl Drop for Berth {
         for id in stdout(&ids).split_whitespace() {
             let _ = self.run(&["rm", "-f", "-v", id]);
         }
+        // User networks (and their bridges); the predefined ones refuse, harmlessly.
+        let nets = self.run(&["network", "ls", "--format", "{{.Name}}"]);
+        for n in stdout(&nets).split_whitespace() {
+            if !matches!(n, "bridge" | "host" | "none") {
+                let _ = self.run(&["network", "rm", n]);
+            }
+        }
     }
 }
 
@@ -986,4 +993,61 @@ fn bridge_network_and_published_port() {
     assert!(o.contains("inet 10.") && o.contains("default via"), "{o}");
     b.ok(&["rm", "-f", "web"]);
     assert_eq!(firewall_rules_of(&id), 0, "rm -f left a firewall rule");
+}
+
+#[test]
+fn containers_on_a_user_network_reach_each_other_by_name() {
+    let b = Berth::new();
+    let net = format!("tn{}", std::process::id());
+    b.ok(&["network", "create", &net]);
+    assert!(b
+        .ok(&["network", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .any(|l| l == net));
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        &net,
+        "--name",
+        "srv",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
+    let mut got = String::new();
+    wait_for(
+        || {
+            let o = b.run(&[
+                "run",
+                "--rm",
+                "--network",
+                &net,
+                IMAGE,
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://srv/hostname",
+            ]);
+            got = stdout(&o);
+            o.status.success()
+        },
+        "wget http://srv from a peer",
+    );
+    assert_eq!(got.trim(), &id[..12]);
+    let inspect: Value = serde_json::from_str(&b.ok(&["network", "inspect", &net])).unwrap();
+    assert!(
+        inspect[0]["Containers"]
+            .as_object()
+            .unwrap()
+            .contains_key(&id),
+        "{inspect}"
+    );
+    b.ok(&["rm", "-f", "srv"]);
+    b.ok(&["network", "rm", &net]);
 }

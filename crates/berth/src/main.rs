@@ -14,6 +14,7 @@ mod containers;
 mod format;
 mod fs_cmds;
 mod images;
+mod networks;
 mod registry_cmd;
 mod volumes;
 
@@ -52,6 +53,9 @@ enum Cmd {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volumes::VolumeCmd),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCmd),
     /// Store maintenance (`check`).
     #[command(subcommand)]
     System(images::SystemCmd),
@@ -108,6 +112,7 @@ fn main() {
         Cmd::Containers(cmd) => containers::main(&cli.root, cmd),
         Cmd::Container(cmd) => containers::container_sub(&cli.root, cmd),
         Cmd::Volume(cmd) => volumes::main(&cli.root, cmd),
+        Cmd::Network(cmd) => networks::main(&cli.root, cmd),
         Cmd::System(cmd) => images::system(&cli.root, cmd),
     };
     std::process::exit(code);
