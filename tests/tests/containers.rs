@@ -683,17 +683,18 @@ fn twenty_concurrent_containers_leave_nothing_behind() {
     let handles: Vec<_> = (0..20)
         .map(|i| {
             let mut c = b.cmd();
-            c.args([
-                "run",
-                "-d",
-                "--network",
-                "none",
-                "--name",
-                &format!("c{i}"),
-                IMAGE,
-                "sleep",
-                "60",
-            ]);
+            // On the default bridge, half of them publishing a port.
+            let mut args = vec![
+                "run".to_string(),
+                "-d".into(),
+                "--name".into(),
+                format!("c{i}"),
+            ];
+            if i % 2 == 0 {
+                args.extend(["-p".to_string(), "127.0.0.1:0:80".into()]);
+            }
+            args.extend([IMAGE.to_string(), "sleep".into(), "60".into()]);
+            c.args(&args);
             std::thread::spawn(move || output(&mut c))
         })
         .collect();
@@ -713,6 +714,20 @@ fn twenty_concurrent_containers_leave_nothing_behind() {
         .iter()
         .map(|n| b.inspect(n)["Id"].as_str().unwrap().to_string())
         .collect();
+    let veths: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let v = b.inspect(n)["NetworkSettings"]["Networks"]["bridge"]["HostVeth"].clone();
+            v.as_str().unwrap().to_string()
+        })
+        .collect();
+    for v in &veths {
+        assert!(
+            Path::new("/sys/class/net").join(v).exists(),
+            "veth {v} missing"
+        );
+    }
+    assert!(ids.iter().map(|id| firewall_rules_of(id)).sum::<usize>() >= 10);
     let mut args = vec!["rm", "-f"];
     args.extend(names.iter().map(String::as_str));
     b.ok(&args);
@@ -724,7 +739,17 @@ fn twenty_concurrent_containers_leave_nothing_behind() {
     for id in &ids {
         let left = berth_tests::cgroup_leftovers(&format!("berth/{id}"));
         assert!(left.is_empty(), "{left:?}");
+        assert_eq!(firewall_rules_of(id), 0, "firewall rule of {id} left");
     }
+    // The kernel deletes a dead namespace's veth pairs in the background.
+    wait_for(
+        || {
+            veths
+                .iter()
+                .all(|v| !Path::new("/sys/class/net").join(v).exists())
+        },
+        "no veth left",
+    );
 }
 
 #[test]

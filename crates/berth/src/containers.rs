@@ -1601,6 +1601,7 @@ fn network_settings(c: &Container) -> Value {
     }
     let net = json!({
         "IPAddress": ep.ip, "IPPrefixLen": ep.prefix, "Gateway": ep.gateway, "MacAddress": ep.mac,
+        "HostVeth": ep.host_veth,
     });
     json!({
         "Networks": {c.config.network.clone(): net},

@@ -41,6 +41,9 @@ pub struct Endpoint {
     pub mac: String,
     /// `container_port/proto` → host `(ip, port)`.
     pub ports: Vec<(String, String, u16)>,
+    /// Host end of the veth pair.
+    #[serde(default)]
+    pub host_veth: String,
 }
 
 /// Refuses what cannot work before anything is created: bad `-p` specs.
@@ -64,13 +67,18 @@ fn publish(c: &Container) -> Result<Vec<berth_net::PortMapping>> {
     if c.config.publish_all {
         for e in &c.config.exposed_ports {
             let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
-            let Ok(port) = port.parse::<u16>() else { continue };
+            let Ok(port) = port.parse::<u16>() else {
+                continue;
+            };
             let proto = if proto == "udp" {
                 berth_net::Proto::Udp
             } else {
                 berth_net::Proto::Tcp
             };
-            if !out.iter().any(|m| m.container_port == port && m.proto == proto) {
+            if !out
+                .iter()
+                .any(|m| m.container_port == port && m.proto == proto)
+            {
                 out.push(berth_net::PortMapping {
                     host_ip: None,
                     host_port: 0,
@@ -109,6 +117,7 @@ pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option
         prefix: ep.prefix,
         gateway: ep.gateway.to_string(),
         mac: ep.mac,
+        host_veth: ep.host_veth,
         ports: ep
             .ports
             .iter()
