@@ -1,8 +1,11 @@
-//! `berth`: the user-facing CLI — flags and printing only. Today: image commands (pull,
-//! push, images, tag, rmi, inspect, prune, history, save, load, import, login, logout),
-//! `berth system check`, `berth registry serve|gc`, the runtime (`berth runtime ...`, the
-//! same as `berth-runc`) and `info`.
-//! Container, build and compose commands arrive with their issues.
+//! `berth`: the user-facing CLI — flags and printing only. Image commands (pull, push,
+//! images, tag, rmi, inspect, prune, history, save, load, import, login, logout), the
+//! container commands (run, create, start, stop, restart, kill, rm, ps, logs, exec,
+//! inspect, wait, top, stats, pause/unpause, rename, port, update, cp, diff, export,
+//! attach, `container prune`), `volume ...`, `network ...`, `berth system check`,
+//! `berth registry serve|gc`, the runtime (`berth runtime ...`, the same as `berth-runc`)
+//! and `info`. `berth-monitor` is the detached containers' small monitor loop.
+//! Build and compose commands arrive with their issues.
 
 #![recursion_limit = "256"]
 
