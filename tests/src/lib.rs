@@ -245,6 +245,12 @@ pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
 /// form `ctr images import` and `skopeo copy oci-archive:` read. Uses berth-image to make
 /// the layer, so the layer writer is exercised by a real peer too.
 pub fn busybox_oci_archive(out: &Path, ref_name: &str, cmd: &[&str]) {
+    busybox_oci_archive_config(out, ref_name, json!({"Env": ["PATH=/bin"], "Cmd": cmd}));
+}
+
+/// [`busybox_oci_archive`] with a whole image `config` object (Env, Cmd, Volumes,
+/// Healthcheck, ...).
+pub fn busybox_oci_archive_config(out: &Path, ref_name: &str, image_config: Value) {
     use berth_image::digest::Digest;
     use berth_image::layer::Compression;
     let work = tempfile::tempdir().unwrap();
@@ -266,7 +272,7 @@ pub fn busybox_oci_archive(out: &Path, ref_name: &str, cmd: &[&str]) {
     let layer_digest = put(&layer);
     let config = json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/bin"], "Cmd": cmd},
+        "config": image_config,
         "rootfs": {"type": "layers", "diff_ids": [diff.diff_id.to_string()]}
     });
     let config = serde_json::to_vec(&config).unwrap();

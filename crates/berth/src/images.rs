@@ -5,7 +5,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use berth_image::Reference;
+use berth_image::{Digest, Reference};
 use berth_registry::client::progress::{Event, Observer, Progress};
 use berth_registry::client::{
     self, credentials, BlobStatus, Credentials, LayerStatus, LocalStore, Platform, PullOptions,
@@ -777,8 +777,16 @@ fn tag(root: &Path, source: &str, target: &str) -> CmdResult {
 
 fn rmi(root: &Path, a: &RmArgs) -> CmdResult {
     let mut store = open(root)?;
+    let in_use = images_in_use(root)?;
     let mut code = 0;
     for name in &a.images {
+        if !a.force {
+            if let Some(msg) = used_by_container(&store, name, &in_use) {
+                eprintln!("Error response from daemon: {msg}");
+                code = 1;
+                continue;
+            }
+        }
         match store.remove(name, a.force) {
             Ok(events) => {
                 for e in events {
@@ -795,6 +803,44 @@ fn rmi(root: &Path, a: &RmArgs) -> CmdResult {
         }
     }
     Ok(code)
+}
+
+/// Config digests of images some container uses, each with one such container's id.
+fn images_in_use(
+    root: &Path,
+) -> Result<std::collections::HashMap<Digest, String>, Box<dyn std::error::Error>> {
+    let engine = berth_engine::Engine::open(root)?;
+    let mut out = std::collections::HashMap::new();
+    for (image, container) in engine.in_use_images()? {
+        if let Ok(d) = image.parse::<Digest>() {
+            out.entry(d).or_insert(container);
+        }
+    }
+    Ok(out)
+}
+
+/// Docker's refusal to delete an image a container still uses: removing one of several
+/// tags is fine; removing the last reference (or by id) is not.
+fn used_by_container(
+    store: &LocalStore,
+    name: &str,
+    in_use: &std::collections::HashMap<Digest, String>,
+) -> Option<String> {
+    let rec = store.find(name).ok()?;
+    let container = in_use.get(&rec.config_digest)?;
+    let tags = store.meta.tags_of(&rec.manifest_digest).unwrap_or_default();
+    let by_id = rec
+        .config_digest
+        .hex()
+        .starts_with(name.trim_start_matches("sha256:"));
+    if tags.len() > 1 && !by_id {
+        return None;
+    }
+    Some(format!(
+        "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
+        &container[..12.min(container.len())],
+        &rec.config_digest.hex()[..12]
+    ))
 }
 
 fn import(root: &Path, changes: Vec<String>, source: &str, reference: Option<&str>) -> CmdResult {
@@ -829,7 +875,8 @@ fn prune(root: &Path, all: bool, force: bool) -> CmdResult {
         }
     }
     let mut store = open(root)?;
-    let report = store.prune(all, &Default::default())?;
+    let in_use: std::collections::HashSet<Digest> = images_in_use(root)?.into_keys().collect();
+    let report = store.prune(all, &in_use)?;
     let mut out = std::io::stdout().lock();
     if !report.removed.is_empty() {
         writeln!(out, "Deleted Images:")?;

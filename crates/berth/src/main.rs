@@ -1,16 +1,27 @@
-//! `berth`: the user-facing CLI — flags and printing only. Today: image commands (pull,
-//! push, images, tag, rmi, inspect, prune, history, save, load, import, login, logout),
-//! `berth system check`, `berth registry serve|gc`, the runtime (`berth runtime ...`, the
-//! same as `berth-runc`) and `info`.
-//! Container, build and compose commands arrive with their issues.
+//! `berth`: the user-facing CLI — flags and printing only. Image commands (pull, push,
+//! images, tag, rmi, inspect, prune, history, save, load, import, login, logout), the
+//! container commands (run, create, start, stop, restart, kill, rm, ps, logs, exec,
+//! inspect, wait, top, stats, pause/unpause, rename, port, update, cp, diff, export,
+//! attach, `container prune`), `volume ...`, `network ...`, `berth system check`,
+//! `berth registry serve|gc`, the runtime (`berth runtime ...`, the same as `berth-runc`)
+//! and `info`. `berth-monitor` is the detached containers' small monitor loop.
+//! `berth build` and `berth builder prune` drive the Dockerfile builder. Compose
+//! commands arrive with their issue.
+
+#![recursion_limit = "256"]
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 mod build_cmd;
+mod containers;
+mod format;
+mod fs_cmds;
 mod images;
+mod networks;
 mod registry_cmd;
+mod volumes;
 
 #[derive(Parser, Debug)]
 #[command(name = "berth", version, about = "A daemonless container engine")]
@@ -39,6 +50,17 @@ enum Cmd {
     Registry(registry_cmd::RegistryCmd),
     #[command(flatten)]
     Image(images::ImageCmd),
+    #[command(flatten)]
+    Containers(containers::ContainerCmd),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(containers::ContainerSub),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCmd),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(networks::NetworkCmd),
     /// Store maintenance (`check`).
     #[command(subcommand)]
     System(images::SystemCmd),
@@ -55,6 +77,37 @@ enum Cmd {
 }
 
 fn main() {
+    // The detached monitor skips clap: building the whole command tree would make every
+    // monitor's resident set larger for nothing.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match &args[..] {
+        [_, flag, root, cmd, id] if flag == "--root" && cmd == "container-monitor" => {
+            std::process::exit(berth_engine::monitor::main(
+                std::path::Path::new(root),
+                &id.to_string_lossy(),
+                berth_engine::monitor::report_fd(),
+                None,
+            ));
+        }
+        [_, flag, root, cmd, id, exited, code, delay]
+            if flag == "--root" && cmd == "container-monitor" && exited == "--exited" =>
+        {
+            let num = |s: &std::ffi::OsString| s.to_str().and_then(|s| s.parse::<u64>().ok());
+            let code = code
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+                .unwrap_or(255);
+            let delay = std::time::Duration::from_millis(num(delay).unwrap_or(100));
+            std::process::exit(berth_engine::monitor::main(
+                std::path::Path::new(root),
+                &id.to_string_lossy(),
+                None,
+                Some((code, delay)),
+            ));
+        }
+        _ => {}
+    }
+    drop(args);
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Runtime { args } => {
@@ -68,6 +121,10 @@ fn main() {
         Cmd::Info { format } => info(&cli.root, &format),
         Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
         Cmd::Image(cmd) => images::run(&cli.root, cmd),
+        Cmd::Containers(cmd) => containers::main(&cli.root, cmd),
+        Cmd::Container(cmd) => containers::container_sub(&cli.root, cmd),
+        Cmd::Volume(cmd) => volumes::main(&cli.root, cmd),
+        Cmd::Network(cmd) => networks::main(&cli.root, cmd),
         Cmd::System(cmd) => images::system(&cli.root, cmd),
     };
     std::process::exit(code);

@@ -1,0 +1,1745 @@
+//! Docker's container commands: run, create, start, stop, restart, kill, rm, ps, logs,
+//! exec, inspect, wait, top, pause/unpause, rename, port, update, prune, attach.
+//! Flags and printing only; the work is berth-engine's.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use berth_engine::monitor::{self, PumpOptions};
+use berth_engine::record::{HealthConfig, MountSpec, RestartPolicy, RunConfig};
+use berth_engine::{Container, CreateRequest, Engine, ImageInfo, Status};
+use clap::{ArgAction, Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::format;
+
+type CmdResult = Result<i32, Box<dyn std::error::Error>>;
+
+/// `run` and `create` flags.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Keep STDIN open.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Assign a name to the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set environment variables.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Read in a file of environment variables.
+    #[arg(long)]
+    pub env_file: Vec<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>]).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name.
+    #[arg(short = 'h', long)]
+    pub hostname: Option<String>,
+    /// Container NIS domain name.
+    #[arg(long)]
+    pub domainname: Option<String>,
+    /// Add a custom host-to-IP mapping (host:ip).
+    #[arg(long)]
+    pub add_host: Vec<String>,
+    /// Bind mount a volume.
+    #[arg(short, long)]
+    pub volume: Vec<String>,
+    /// Attach a filesystem mount to the container.
+    #[arg(long)]
+    pub mount: Vec<String>,
+    /// Mount a tmpfs directory.
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
+    /// Mount the container's root filesystem as read only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Publish a container's port(s) to the host.
+    #[arg(short, long)]
+    pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports.
+    #[arg(short = 'P', long)]
+    pub publish_all: bool,
+    /// Expose a port or a range of ports.
+    #[arg(long)]
+    pub expose: Vec<String>,
+    /// Connect a container to a network.
+    #[arg(long, alias = "net", default_value = "bridge")]
+    pub network: String,
+    /// Set custom DNS servers.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains.
+    #[arg(long)]
+    pub dns_search: Vec<String>,
+    /// Set DNS options.
+    #[arg(long, alias = "dns-opt")]
+    pub dns_option: Vec<String>,
+    /// Add Linux capabilities.
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges to this container.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Security options.
+    #[arg(long)]
+    pub security_opt: Vec<String>,
+    /// Memory limit.
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap.
+    #[arg(long)]
+    pub memory_swap: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// CPU shares (relative weight).
+    #[arg(short = 'c', long)]
+    pub cpu_shares: Option<u64>,
+    /// CPUs in which to allow execution (0-3, 0,1).
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
+    /// Tune container pids limit (-1 for unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Ulimit options.
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    pub init: bool,
+    /// Restart policy to apply when a container exits.
+    #[arg(long, default_value = "no")]
+    pub restart: String,
+    /// Command to run to check health.
+    #[arg(long)]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h).
+    #[arg(long)]
+    pub health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h).
+    #[arg(long)]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
+    #[arg(long)]
+    pub health_retries: Option<u32>,
+    /// Start period for the container to initialize before starting health-retries countdown.
+    #[arg(long)]
+    pub health_start_period: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long)]
+    pub no_healthcheck: bool,
+    /// Signal to stop the container.
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container.
+    #[arg(long, allow_hyphen_values = true)]
+    pub stop_timeout: Option<i64>,
+    /// Set meta data on a container.
+    #[arg(short, long)]
+    pub label: Vec<String>,
+    /// Pull image before running ("always", "missing", "never").
+    #[arg(long, default_value = "missing")]
+    pub pull: String,
+    /// Set platform if server is multi-platform capable.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Sysctl options.
+    #[arg(long)]
+    pub sysctl: Vec<String>,
+    /// Add a host device to the container.
+    #[arg(long)]
+    pub device: Vec<String>,
+    /// Size of /dev/shm.
+    #[arg(long)]
+    pub shm_size: Option<String>,
+    /// Add additional groups to join.
+    #[arg(long)]
+    pub group_add: Vec<String>,
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+    /// The image.
+    pub image: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running).
+    #[arg(short, long)]
+    all: bool,
+    /// Only display container IDs.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Filter output based on conditions provided.
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// Format output: table, json or a Go-style template.
+    #[arg(long)]
+    format: Option<String>,
+    /// Don't truncate output.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Show n last created containers (includes all states).
+    #[arg(short = 'n', long, allow_hyphen_values = true)]
+    last: Option<i64>,
+    /// Show the latest created container (includes all states).
+    #[arg(short, long)]
+    latest: bool,
+}
+
+/// The container commands at berth's top level.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum ContainerCmd {
+    /// Create and run a new container from an image.
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// Create a new container.
+    #[command(disable_help_flag = true)]
+    Create(RunArgs),
+    /// Start one or more stopped containers.
+    Start {
+        /// Attach STDOUT/STDERR and forward signals.
+        #[arg(short, long)]
+        attach: bool,
+        /// Attach container's STDIN.
+        #[arg(short, long)]
+        interactive: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop one or more running containers.
+    Stop {
+        /// Seconds to wait before killing the container.
+        #[arg(
+            short = 't',
+            long = "time",
+            alias = "timeout",
+            allow_hyphen_values = true
+        )]
+        time: Option<i64>,
+        /// Signal to send to the container.
+        #[arg(short, long)]
+        signal: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Restart one or more containers.
+    Restart {
+        #[arg(
+            short = 't',
+            long = "time",
+            alias = "timeout",
+            allow_hyphen_values = true
+        )]
+        time: Option<i64>,
+        #[arg(short, long)]
+        signal: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Kill one or more running containers.
+    Kill {
+        /// Signal to send to the container.
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove one or more containers.
+    Rm {
+        /// Force the removal of a running container (uses SIGKILL).
+        #[arg(short, long)]
+        force: bool,
+        /// Remove anonymous volumes associated with the container.
+        #[arg(short, long)]
+        volumes: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers.
+    Ps(PsArgs),
+    /// Fetch the logs of a container.
+    Logs {
+        /// Follow log output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Number of lines to show from the end of the logs.
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Show logs since timestamp or relative (e.g. 42m).
+        #[arg(long)]
+        since: Option<String>,
+        /// Show logs before a timestamp or relative (e.g. 42m).
+        #[arg(long)]
+        until: Option<String>,
+        /// Show timestamps.
+        #[arg(short, long)]
+        timestamps: bool,
+        container: String,
+    },
+    /// Execute a command in a running container.
+    Exec {
+        /// Detached mode: run command in the background.
+        #[arg(short, long)]
+        detach: bool,
+        /// Keep STDIN open.
+        #[arg(short, long)]
+        interactive: bool,
+        /// Allocate a pseudo-TTY.
+        #[arg(short, long)]
+        tty: bool,
+        /// Set environment variables.
+        #[arg(short, long)]
+        env: Vec<String>,
+        /// Username or UID.
+        #[arg(short, long)]
+        user: Option<String>,
+        /// Working directory inside the container.
+        #[arg(short, long)]
+        workdir: Option<String>,
+        container: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Display detailed information on one or more containers.
+    Inspect {
+        /// `json` or a Go-style template such as `{{.State.Status}}`.
+        #[arg(short, long)]
+        format: Option<String>,
+        /// Only `container` is known here.
+        #[arg(long = "type")]
+        kind: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Display the running processes of a container.
+    Top { container: String },
+    /// Pause all processes within one or more containers.
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Unpause all processes within one or more containers.
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Rename a container.
+    Rename { container: String, new_name: String },
+    /// List port mappings for the container.
+    Port {
+        container: String,
+        private_port: Option<String>,
+    },
+    /// Update configuration of one or more containers.
+    Update {
+        #[arg(short, long)]
+        memory: Option<String>,
+        #[arg(long)]
+        memory_swap: Option<String>,
+        #[arg(long)]
+        cpus: Option<f64>,
+        #[arg(short = 'c', long)]
+        cpu_shares: Option<u64>,
+        #[arg(long)]
+        cpuset_cpus: Option<String>,
+        #[arg(long, allow_hyphen_values = true)]
+        pids_limit: Option<i64>,
+        #[arg(long)]
+        restart: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Attach to a running container's output.
+    Attach {
+        /// Do not attach STDIN (the only mode berth has).
+        #[arg(long)]
+        no_stdin: bool,
+        container: String,
+    },
+    /// Copy files between a container and the host (`-` for a tar stream).
+    Cp {
+        /// Archive mode (always on: owners and modes are kept).
+        #[arg(short, long)]
+        archive: bool,
+        /// Always follow symbol links in SRC_PATH.
+        #[arg(short = 'L', long)]
+        follow_link: bool,
+        src: String,
+        dst: String,
+    },
+    /// Inspect changes to files on a container's filesystem.
+    Diff { container: String },
+    /// Export a container's filesystem as a tar archive.
+    Export {
+        /// Write to a file, instead of STDOUT.
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+        container: String,
+    },
+    /// Display a sample of containers' resource usage.
+    Stats {
+        /// Disable streaming stats and only pull the first result (the only mode).
+        #[arg(long)]
+        no_stream: bool,
+        /// Show all containers (default shows just running).
+        #[arg(short, long)]
+        all: bool,
+        #[arg(long)]
+        format: Option<String>,
+        containers: Vec<String>,
+    },
+    /// Runs a detached container's monitor (internal).
+    #[command(hide = true)]
+    ContainerMonitor { id: String },
+    /// Runs one health probe and records it (internal; the monitor's timer starts it).
+    #[command(hide = true)]
+    ContainerHealth { id: String },
+}
+
+/// `berth container ...`.
+// Parsed once per process: the size of the flag structs does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum ContainerSub {
+    #[command(flatten)]
+    Common(ContainerCmd),
+    /// List containers.
+    #[command(alias = "list")]
+    Ls(PsArgs),
+    /// Remove all stopped containers.
+    Prune {
+        /// Do not prompt for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+fn fail(e: impl std::fmt::Display) -> i32 {
+    eprintln!("Error response from daemon: {e}");
+    1
+}
+
+pub fn container_sub(root: &Path, cmd: ContainerSub) -> i32 {
+    match cmd {
+        ContainerSub::Common(c) => main(root, c),
+        ContainerSub::Ls(a) => report(ps(root, &a)),
+        ContainerSub::Prune { force } => report(prune(root, force)),
+    }
+}
+
+fn report(r: CmdResult) -> i32 {
+    match r {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            125
+        }
+    }
+}
+
+pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
+    match cmd {
+        ContainerCmd::Run(a) => run(root, a),
+        ContainerCmd::Create(a) => create_cmd(root, a),
+        ContainerCmd::Start {
+            attach,
+            interactive,
+            containers,
+        } => start(root, attach || interactive, &containers),
+        ContainerCmd::Stop {
+            time,
+            signal,
+            containers,
+        } => each(root, &containers, |e, c| {
+            e.stop(c, time, signal.as_deref()).map(|_| ())
+        }),
+        ContainerCmd::Restart {
+            time,
+            signal,
+            containers,
+        } => each(root, &containers, |e, c| {
+            let c = e.stop(c, time, signal.as_deref())?;
+            start_detached(e, &c.id)
+        }),
+        ContainerCmd::Kill { signal, containers } => {
+            each(root, &containers, |e, c| e.kill(c, &signal).map(|_| ()))
+        }
+        ContainerCmd::Rm {
+            force,
+            volumes,
+            containers,
+        } => each(root, &containers, |e, c| {
+            e.remove(c, force, volumes).map(|_| ())
+        }),
+        ContainerCmd::Ps(a) => report(ps(root, &a)),
+        ContainerCmd::Logs {
+            follow,
+            tail,
+            since,
+            until,
+            timestamps,
+            container,
+        } => report(logs(
+            root,
+            &container,
+            follow,
+            &tail,
+            since.as_deref(),
+            until.as_deref(),
+            timestamps,
+        )),
+        ContainerCmd::Exec {
+            detach,
+            interactive,
+            tty,
+            env,
+            user,
+            workdir,
+            container,
+            cmd,
+        } => exec(
+            root,
+            &container,
+            &cmd,
+            &env,
+            user.as_deref(),
+            workdir.as_deref(),
+            tty,
+            interactive,
+            detach,
+        ),
+        ContainerCmd::Inspect {
+            format, containers, ..
+        } => report(inspect(root, &containers, format.as_deref())),
+        ContainerCmd::Wait { containers } => wait(root, &containers),
+        ContainerCmd::Top { container } => report(top(root, &container)),
+        ContainerCmd::Pause { containers } => {
+            each(root, &containers, |e, c| e.pause(c).map(|_| ()))
+        }
+        ContainerCmd::Unpause { containers } => {
+            each(root, &containers, |e, c| e.unpause(c).map(|_| ()))
+        }
+        ContainerCmd::Rename {
+            container,
+            new_name,
+        } => match Engine::open(root).and_then(|mut e| e.rename(&container, &new_name)) {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        },
+        ContainerCmd::Port {
+            container,
+            private_port,
+        } => report(port(root, &container, private_port.as_deref())),
+        ContainerCmd::Update {
+            memory,
+            memory_swap,
+            cpus,
+            cpu_shares,
+            cpuset_cpus,
+            pids_limit,
+            restart,
+            containers,
+        } => {
+            let parsed = (|| -> Result<_, String> {
+                Ok((
+                    memory.as_deref().map(parse_bytes).transpose()?,
+                    memory_swap.as_deref().map(parse_bytes).transpose()?,
+                    restart.as_deref().map(RestartPolicy::parse).transpose()?,
+                ))
+            })();
+            let (mem, swap, restart) = match parsed {
+                Ok(v) => v,
+                Err(e) => return fail(e),
+            };
+            each(root, &containers, |e, c| {
+                e.update(c, |cfg| {
+                    if mem.is_some() {
+                        cfg.memory = mem;
+                    }
+                    if swap.is_some() {
+                        cfg.memory_swap = swap;
+                    }
+                    if let Some(n) = cpus {
+                        cfg.nano_cpus = Some((n * 1e9) as i64);
+                    }
+                    if cpu_shares.is_some() {
+                        cfg.cpu_shares = cpu_shares;
+                    }
+                    if cpuset_cpus.is_some() {
+                        cfg.cpuset_cpus = cpuset_cpus.clone();
+                    }
+                    if pids_limit.is_some() {
+                        cfg.pids_limit = pids_limit;
+                    }
+                    if let Some(r) = &restart {
+                        cfg.restart = r.clone();
+                    }
+                })
+                .map(|_| ())
+            })
+        }
+        ContainerCmd::Attach { container, .. } => attach(root, &container),
+        ContainerCmd::Cp { src, dst, .. } => report(crate::fs_cmds::cp(root, &src, &dst)),
+        ContainerCmd::Diff { container } => report(crate::fs_cmds::diff(root, &container)),
+        ContainerCmd::Export { output, container } => {
+            report(crate::fs_cmds::export(root, &container, output.as_deref()))
+        }
+        ContainerCmd::Stats {
+            format, containers, ..
+        } => report(crate::fs_cmds::stats(root, &containers, format.as_deref())),
+        ContainerCmd::ContainerHealth { id } => {
+            match Engine::open(root).and_then(|mut e| e.health_probe(&id)) {
+                Ok(()) => 0,
+                Err(e) => fail(e),
+            }
+        }
+        ContainerCmd::ContainerMonitor { id } => {
+            monitor::main(root, &id, monitor::report_fd(), None)
+        }
+    }
+}
+
+/// Runs `f` on each named container, printing the name on success (Docker's output).
+fn each(
+    root: &Path,
+    names: &[String],
+    mut f: impl FnMut(&mut Engine, &str) -> berth_engine::Result<()>,
+) -> i32 {
+    let mut engine = match Engine::open(root) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let mut code = 0;
+    for n in names {
+        match f(&mut engine, n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => code = fail(e),
+        }
+    }
+    code
+}
+
+fn parse_bytes(s: &str) -> Result<i64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid size: {s:?}"))?;
+    Ok((n * mult as f64) as i64)
+}
+
+fn parse_duration_ns(s: &str) -> Result<u64, String> {
+    humantime::parse_duration(s)
+        .map(|d| d.as_nanos() as u64)
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+fn read_env_file(path: &str) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("open {path}: {e}"))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            if l.contains('=') {
+                Some(l.to_string())
+            } else {
+                std::env::var(l).ok().map(|v| format!("{l}={v}"))
+            }
+        })
+        .collect())
+}
+
+fn expand_env(e: &str) -> Option<String> {
+    if e.contains('=') {
+        Some(e.to_string())
+    } else {
+        std::env::var(e).ok().map(|v| format!("{e}={v}"))
+    }
+}
+
+/// `-v src:dst[:opts]` or `-v /dst`.
+fn parse_volume(v: &str) -> Result<MountSpec, String> {
+    let parts: Vec<&str> = v.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [d] => ("", *d, ""),
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => return Err(format!("invalid volume specification: '{v}'")),
+    };
+    if !dst.starts_with('/') {
+        return Err(format!(
+            "invalid volume specification: '{v}': the mount point must be absolute"
+        ));
+    }
+    let read_only = opts.split(',').any(|o| o == "ro");
+    let bind = src.starts_with('/') || src.starts_with('.');
+    let source = if bind {
+        std::path::absolute(src)
+            .map_err(|e| format!("{src}: {e}"))?
+            .display()
+            .to_string()
+    } else {
+        src.to_string()
+    };
+    Ok(MountSpec {
+        kind: if bind { "bind" } else { "volume" }.into(),
+        source,
+        destination: dst.into(),
+        read_only,
+        // Docker creates a missing bind source for -v (not for --mount).
+        options: if bind { vec!["create".into()] } else { vec![] },
+        anonymous: src.is_empty(),
+    })
+}
+
+/// `--mount type=bind,source=..,target=..,readonly`.
+fn parse_mount(s: &str) -> Result<MountSpec, String> {
+    let mut m = MountSpec {
+        kind: "volume".into(),
+        source: String::new(),
+        destination: String::new(),
+        read_only: false,
+        options: vec![],
+        anonymous: false,
+    };
+    for kv in s.split(',') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+        match k {
+            "type" => m.kind = v.into(),
+            "source" | "src" => m.source = v.into(),
+            "target" | "destination" | "dst" => m.destination = v.into(),
+            "readonly" | "ro" => m.read_only = v != "false" && v != "0",
+            "tmpfs-size" => m.options.push(format!("size={}", parse_bytes(v)?)),
+            "tmpfs-mode" => m.options.push(format!("mode={v}")),
+            "bind-propagation" | "volume-nocopy" | "consistency" => {}
+            _ => return Err(format!("invalid field '{k}' in --mount {s}")),
+        }
+    }
+    if m.destination.is_empty() {
+        return Err("invalid mount config: target is required".into());
+    }
+    if !["bind", "volume", "tmpfs"].contains(&m.kind.as_str()) {
+        return Err(format!("invalid mount type {:?}", m.kind));
+    }
+    if m.kind == "volume" && m.source.is_empty() {
+        m.anonymous = true;
+    }
+    Ok(m)
+}
+
+/// `--tmpfs /path[:opts]`.
+fn parse_tmpfs(s: &str) -> MountSpec {
+    let (dst, opts) = s.split_once(':').unwrap_or((s, ""));
+    MountSpec {
+        kind: "tmpfs".into(),
+        source: String::new(),
+        destination: dst.into(),
+        read_only: false,
+        options: opts
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        anonymous: false,
+    }
+}
+
+fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
+    let mut env = Vec::new();
+    for f in &a.env_file {
+        env.extend(read_env_file(f)?);
+    }
+    env.extend(a.env.iter().filter_map(|e| expand_env(e)));
+    let mut mounts = Vec::new();
+    for v in &a.volume {
+        mounts.push(parse_volume(v)?);
+    }
+    for m in &a.mount {
+        mounts.push(parse_mount(m)?);
+    }
+    mounts.extend(a.tmpfs.iter().map(|t| parse_tmpfs(t)));
+    let kv = |list: &[String]| -> BTreeMap<String, String> {
+        list.iter()
+            .map(|l| match l.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (l.to_string(), String::new()),
+            })
+            .collect()
+    };
+    if a.rm && a.restart != "no" {
+        return Err("conflicting options: cannot specify both --restart and --rm".into());
+    }
+    let cfg = RunConfig {
+        env,
+        workdir: a.workdir.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        group_add: a.group_add.clone(),
+        hostname: a.hostname.clone().unwrap_or_default(),
+        domainname: a.domainname.clone().unwrap_or_default(),
+        tty: a.tty,
+        interactive: a.interactive,
+        network: a.network.clone(),
+        dns: a.dns.clone(),
+        dns_search: a.dns_search.clone(),
+        dns_options: a.dns_option.clone(),
+        add_hosts: a.add_host.clone(),
+        publish: a.publish.clone(),
+        publish_all: a.publish_all,
+        mounts,
+        read_only: a.read_only,
+        cap_add: a.cap_add.clone(),
+        cap_drop: a.cap_drop.clone(),
+        privileged: a.privileged,
+        security_opt: a.security_opt.clone(),
+        memory: a.memory.as_deref().map(parse_bytes).transpose()?,
+        memory_swap: a.memory_swap.as_deref().map(parse_bytes).transpose()?,
+        nano_cpus: a.cpus.map(|c| (c * 1e9) as i64),
+        cpu_shares: a.cpu_shares,
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        pids_limit: a.pids_limit,
+        ulimits: a.ulimit.clone(),
+        init: a.init,
+        restart: RestartPolicy::parse(&a.restart)?,
+        stop_signal: a.stop_signal.clone().unwrap_or_default(),
+        stop_timeout: a.stop_timeout,
+        labels: kv(&a.label),
+        sysctls: kv(&a.sysctl),
+        devices: a.device.clone(),
+        shm_size: a.shm_size.as_deref().map(parse_bytes).transpose()?,
+        auto_remove: a.rm,
+        ..Default::default()
+    };
+    let health = HealthConfig {
+        test: a
+            .health_cmd
+            .as_ref()
+            .map(|c| vec!["CMD-SHELL".to_string(), c.clone()])
+            .unwrap_or_default(),
+        interval: a
+            .health_interval
+            .as_deref()
+            .map(parse_duration_ns)
+            .transpose()?
+            .unwrap_or(0),
+        timeout: a
+            .health_timeout
+            .as_deref()
+            .map(parse_duration_ns)
+            .transpose()?
+            .unwrap_or(0),
+        start_period: a
+            .health_start_period
+            .as_deref()
+            .map(parse_duration_ns)
+            .transpose()?
+            .unwrap_or(0),
+        retries: a.health_retries.unwrap_or(0),
+    };
+    let req = CreateRequest {
+        name: a.name.clone(),
+        entrypoint: a.entrypoint.clone(),
+        cmd: a.cmd.clone(),
+        no_healthcheck: a.no_healthcheck,
+        health,
+        expose: a.expose.clone(),
+    };
+    Ok((cfg, req))
+}
+
+/// Finds the image, pulling it (in a child `berth pull`, so this process stays
+/// single-threaded for the runtime) as `--pull` says.
+fn resolve_image(
+    root: &Path,
+    name: &str,
+    policy: &str,
+    platform: Option<&str>,
+) -> Result<ImageInfo, String> {
+    use berth_registry::client::{store::LocalStore, Error as RegErr};
+    let lookup = || -> Result<Option<ImageInfo>, String> {
+        let store = LocalStore::open(root).map_err(|e| e.to_string())?;
+        match store.find(name) {
+            Ok(rec) => {
+                let config = store.config_json(&rec).map_err(|e| e.to_string())?;
+                // Closing the store's database would checkpoint it (two fsyncs) on the
+                // path of every `run`; the process exits soon and the WAL stays valid.
+                std::mem::forget(store);
+                Ok(Some(ImageInfo {
+                    name: name.to_string(),
+                    id: rec.config_digest.to_string(),
+                    chain_ids: rec.layers.iter().map(|l| l.chain_id.to_string()).collect(),
+                    config: config["config"].clone(),
+                }))
+            }
+            Err(RegErr::ImageNotFound(_)) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    let found = if policy == "always" { None } else { lookup()? };
+    if let Some(i) = found {
+        return Ok(i);
+    }
+    if policy == "never" {
+        return Err(format!("No such image: {name}"));
+    }
+    if policy != "always" {
+        eprintln!("Unable to find image '{name}' locally");
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(exe)
+        .arg("--root")
+        .arg(root)
+        .arg("pull")
+        .args(platform.map(|p| format!("--platform={p}")))
+        .arg(name)
+        .stdout(std::process::Stdio::from(std::io::stderr().as_fd_owned()))
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(format!("pull access denied or not found for {name}"));
+    }
+    lookup()?.ok_or_else(|| format!("No such image: {name}"))
+}
+
+trait OwnedStderr {
+    fn as_fd_owned(&self) -> std::os::fd::OwnedFd;
+}
+
+impl OwnedStderr for std::io::Stderr {
+    fn as_fd_owned(&self) -> std::os::fd::OwnedFd {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned().unwrap_or_else(|_| {
+            std::fs::File::open("/dev/null")
+                .map(Into::into)
+                .unwrap_or_else(|_| std::process::exit(125))
+        })
+    }
+}
+
+fn create(root: &Path, a: &RunArgs) -> Result<(Engine, Container), String> {
+    let (cfg, req) = run_config(a)?;
+    let image = resolve_image(root, &a.image, &a.pull, a.platform.as_deref())?;
+    let mut engine = Engine::open(root).map_err(|e| e.to_string())?;
+    let c = engine
+        .create(&image, &req, cfg)
+        .map_err(|e| e.to_string())?;
+    Ok((engine, c))
+}
+
+fn create_cmd(root: &Path, a: RunArgs) -> i32 {
+    match create(root, &a) {
+        Ok((_, c)) => {
+            println!("{}", c.id);
+            0
+        }
+        Err(e) => {
+            eprintln!("berth: Error response from daemon: {e}");
+            125
+        }
+    }
+}
+
+fn start_detached(engine: &mut Engine, id: &str) -> berth_engine::Result<()> {
+    let exe = std::env::current_exe().map_err(|e| berth_engine::Error::Io {
+        context: "find the berth binary".into(),
+        source: e,
+    })?;
+    let c = engine.find(id)?;
+    if c.state.status.is_active() {
+        return Ok(());
+    }
+    monitor::spawn_detached(&exe, &engine.root, &c.id)
+}
+
+fn run(root: &Path, a: RunArgs) -> i32 {
+    let (mut engine, c) = match create(root, &a) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("berth: Error response from daemon: {e}");
+            return 125;
+        }
+    };
+    if a.detach {
+        return match start_detached(&mut engine, &c.id) {
+            Ok(()) => {
+                println!("{}", c.id);
+                0
+            }
+            Err(e) => {
+                eprintln!("berth: Error response from daemon: {e}");
+                berth_engine::exit_code_for(&e)
+            }
+        };
+    }
+    foreground(&mut engine, &c, a.interactive)
+}
+
+/// This process is the container's monitor: output to our stdio and the log.
+fn foreground(engine: &mut Engine, c: &Container, interactive: bool) -> i32 {
+    let l = match engine.launch(&c.id, interactive) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("berth: Error response from daemon: {e}");
+            if c.config.auto_remove {
+                let _ = engine.discard_exited(&c.id);
+            }
+            return berth_engine::exit_code_for(&e);
+        }
+    };
+    let raw = (c.config.tty && interactive)
+        .then(|| format::RawTerminal::enter(0))
+        .flatten();
+    let opts = PumpOptions {
+        echo: true,
+        stdin: interactive,
+        signals: true,
+    };
+    let code = monitor::pump(engine, c, l, opts).unwrap_or(255);
+    drop(raw);
+    let done = if c.config.auto_remove {
+        engine.discard_exited(&c.id)
+    } else {
+        engine
+            .finish(&c.id, code)
+            .and_then(|_| engine.detach_monitor(&c.id))
+    };
+    if let Err(e) = done {
+        eprintln!("berth: after the container exited: {e}");
+    }
+    code
+}
+
+fn start(root: &Path, attach_out: bool, names: &[String]) -> i32 {
+    let mut engine = match Engine::open(root) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    if attach_out {
+        let Some(name) = names.first() else { return 1 };
+        let c = match engine.find(name) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        return foreground(&mut engine, &c, false);
+    }
+    let mut code = 0;
+    for n in names {
+        match start_detached(&mut engine, n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                code = 1;
+            }
+        }
+    }
+    if code != 0 {
+        eprintln!("Error: failed to start containers: {}", names.join(", "));
+    }
+    code
+}
+
+fn wait(root: &Path, names: &[String]) -> i32 {
+    let mut engine = match Engine::open(root) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let mut code = 0;
+    for n in names {
+        let r = engine.find(n).and_then(|c| {
+            engine.wait_inactive(&c.id, None)?;
+            Ok(engine
+                .db
+                .get(&c.id)?
+                .map(|c| c.state.exit_code)
+                .unwrap_or(c.state.exit_code))
+        });
+        match r {
+            Ok(c) => println!("{c}"),
+            Err(e) => code = fail(e),
+        }
+    }
+    code
+}
+
+/// `Up 3 seconds`, `Exited (0) 2 minutes ago`: Docker's status column.
+pub fn status_text(c: &Container) -> String {
+    let s = &c.state;
+    match s.status {
+        Status::Created => "Created".into(),
+        Status::Running | Status::Paused => {
+            let mut t = format!("Up {}", format::human_duration(format::age(&s.started_at)));
+            if s.status == Status::Paused {
+                t.push_str(" (Paused)");
+            } else if let Some(h) = &s.health {
+                let hs = if h.status == "starting" {
+                    "health: starting"
+                } else {
+                    &h.status
+                };
+                t.push_str(&format!(" ({hs})"));
+            }
+            t
+        }
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            s.exit_code,
+            format::human_duration(format::age(&s.finished_at))
+        ),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            s.exit_code,
+            format::human_duration(format::age(&s.finished_at))
+        ),
+        Status::Dead => "Dead".into(),
+    }
+}
+
+fn command_text(c: &Container, trunc: bool) -> String {
+    let cmd = c.config.args.join(" ");
+    if trunc && cmd.chars().count() > 20 {
+        let t: String = cmd.chars().take(19).collect();
+        format!("\"{t}…\"")
+    } else {
+        format!("\"{cmd}\"")
+    }
+}
+
+fn ps_row(c: &Container, trunc: bool) -> Value {
+    let labels: Vec<String> = c
+        .config
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let mounts: Vec<&str> = c
+        .config
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "volume")
+        .map(|m| m.source.as_str())
+        .collect();
+    json!({
+        "Command": command_text(c, trunc),
+        "CreatedAt": format::docker_time(&c.created),
+        "ID": if trunc { c.short_id().to_string() } else { c.id.clone() },
+        "Image": c.image,
+        "Labels": labels.join(","),
+        "LocalVolumes": mounts.len().to_string(),
+        "Mounts": mounts.join(","),
+        "Names": c.name,
+        "Networks": c.config.network,
+        "Ports": c.state.endpoint.as_ref().map(|e| {
+            e.ports.iter().map(|(inside, ip, port)| format!("{ip}:{port}->{inside}")).collect::<Vec<_>>().join(", ")
+        }).unwrap_or_default(),
+        "RunningFor": format!("{} ago", format::human_duration(format::age(&c.created))),
+        "Size": "0B",
+        "State": c.state.status.as_str(),
+        "Status": status_text(c),
+    })
+}
+
+fn matches_filter(c: &Container, f: &str) -> Result<bool, String> {
+    let (k, v) = f
+        .split_once('=')
+        .ok_or_else(|| format!("bad format of filter (expected name=value): {f}"))?;
+    Ok(match k {
+        "status" => c.state.status.as_str() == v,
+        "name" => c.name.contains(v.trim_start_matches('/')),
+        "id" => c.id.starts_with(v),
+        "label" => match v.split_once('=') {
+            Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
+            None => c.config.labels.contains_key(v),
+        },
+        "exited" => c.state.status == Status::Exited && c.state.exit_code.to_string() == v,
+        "ancestor" => {
+            c.image == v || c.image_id.contains(v) || c.image.split(':').next() == Some(v)
+        }
+        "health" => {
+            let h = c
+                .state
+                .health
+                .as_ref()
+                .map(|h| h.status.as_str())
+                .unwrap_or("none");
+            h == v
+        }
+        "network" => c.config.network == v,
+        "volume" => c
+            .config
+            .mounts
+            .iter()
+            .any(|m| m.source == v || m.destination == v),
+        _ => return Err(format!("invalid filter '{k}'")),
+    })
+}
+
+fn ps(root: &Path, a: &PsArgs) -> CmdResult {
+    let mut engine = Engine::open(root)?;
+    let mut list = engine.list()?;
+    let explicit_all = a.all || a.latest || a.last.is_some_and(|n| n > 0);
+    let status_filter = a
+        .filter
+        .iter()
+        .any(|f| f.starts_with("status=") || f.starts_with("exited="));
+    if !explicit_all && !status_filter {
+        list.retain(|c| {
+            matches!(
+                c.state.status,
+                Status::Running | Status::Paused | Status::Restarting
+            )
+        });
+    }
+    for f in &a.filter {
+        let mut keep = Vec::new();
+        for c in list {
+            if matches_filter(&c, f)? {
+                keep.push(c);
+            }
+        }
+        list = keep;
+    }
+    if a.latest {
+        list.truncate(1);
+    } else if let Some(n) = a.last.filter(|n| *n > 0) {
+        list.truncate(n as usize);
+    }
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        for c in &list {
+            let id = if a.no_trunc { &c.id[..] } else { c.short_id() };
+            writeln!(out, "{id}")?;
+        }
+        return Ok(0);
+    }
+    let rows: Vec<Value> = list.iter().map(|c| ps_row(c, !a.no_trunc)).collect();
+    match a.format.as_deref() {
+        Some("json") => {
+            for r in &rows {
+                writeln!(out, "{r}")?;
+            }
+        }
+        Some(t) if t != "table" => format::template_rows(&mut out, t, &rows)?,
+        _ => {
+            let head = [
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "PORTS",
+                "NAMES",
+            ];
+            let keys = [
+                "ID",
+                "Image",
+                "Command",
+                "RunningFor",
+                "Status",
+                "Ports",
+                "Names",
+            ];
+            let mut table = vec![head.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
+            for r in &rows {
+                table.push(
+                    keys.iter()
+                        .map(|k| r[k].as_str().unwrap_or("").to_string())
+                        .collect(),
+                );
+            }
+            format::table(&mut out, &table)?;
+        }
+    }
+    Ok(0)
+}
+
+fn parse_since(s: &str) -> Result<SystemTime, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(SystemTime::now() - d);
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return Ok(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(secs));
+    }
+    Err(format!("invalid value for \"since\": {s:?}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn logs(
+    root: &Path,
+    name: &str,
+    follow: bool,
+    tail: &str,
+    since: Option<&str>,
+    until: Option<&str>,
+    timestamps: bool,
+) -> CmdResult {
+    let mut engine = Engine::open(root)?;
+    let c = match engine.find(name) {
+        Ok(c) => c,
+        Err(e) => return Ok(fail(e)),
+    };
+    let path = engine.log_path(&c.id);
+    let since = since.map(parse_since).transpose()?;
+    let until = until.map(parse_since).transpose()?;
+    let (mut entries, mut offset) = berth_engine::logs::read_from(&path, 0)?;
+    let keep = |e: &berth_engine::logs::Entry| {
+        let t = humantime::parse_rfc3339_weak(&e.time).ok();
+        since.is_none_or(|s| t.is_some_and(|t| t >= s))
+            && until.is_none_or(|u| t.is_some_and(|t| t <= u))
+    };
+    entries.retain(|e| keep(e));
+    if tail != "all" {
+        let n: usize = tail.parse().map_err(|_| format!("invalid tail {tail:?}"))?;
+        let skip = entries.len().saturating_sub(n);
+        entries.drain(..skip);
+    }
+    print_entries(&entries, timestamps);
+    if !follow {
+        return Ok(0);
+    }
+    loop {
+        let running = engine
+            .db
+            .get(&c.id)?
+            .is_some_and(|c| c.state.status.is_active());
+        let (more, next) = berth_engine::logs::read_from(&path, offset)?;
+        offset = next;
+        let more: Vec<_> = more.into_iter().filter(|e| keep(e)).collect();
+        print_entries(&more, timestamps);
+        if !running {
+            // One more read catches what the monitor wrote as the container ended.
+            let (last, _) = berth_engine::logs::read_from(&path, offset)?;
+            print_entries(&last, timestamps);
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = engine.find(&c.id);
+    }
+}
+
+fn print_entries(entries: &[berth_engine::logs::Entry], timestamps: bool) {
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
+    for e in entries {
+        let w: &mut dyn Write = if e.stream == "stderr" {
+            &mut err
+        } else {
+            &mut out
+        };
+        if timestamps {
+            let _ = write!(w, "{} ", e.time);
+        }
+        let _ = w.write_all(e.log.as_bytes());
+    }
+    let _ = out.flush();
+}
+
+#[allow(clippy::too_many_arguments)]
+fn exec(
+    root: &Path,
+    name: &str,
+    cmd: &[String],
+    env: &[String],
+    user: Option<&str>,
+    workdir: Option<&str>,
+    tty: bool,
+    interactive: bool,
+    detach: bool,
+) -> i32 {
+    let mut engine = match Engine::open(root) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let env: Vec<String> = env.iter().filter_map(|e| expand_env(e)).collect();
+    let (c, process) = match engine.exec_process(name, cmd, &env, user, workdir, tty) {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if !interactive {
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            use std::os::fd::AsRawFd;
+            let _ = nix::unistd::dup2(null.as_raw_fd(), 0);
+        }
+    }
+    let raw = (tty && interactive)
+        .then(|| format::RawTerminal::enter(0))
+        .flatten();
+    let opts = berth_runtime::ExecOptions {
+        detach,
+        ..Default::default()
+    };
+    let r = engine.runtime().exec(&c.id, &process, &opts);
+    drop(raw);
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            let code = match e {
+                berth_runtime::Error::ExecNotFound(_) => 127,
+                berth_runtime::Error::ExecPermission(_) => 126,
+                _ => 126,
+            };
+            eprintln!("OCI runtime exec failed: {e}");
+            code
+        }
+    }
+}
+
+/// `docker inspect`'s object for a container.
+pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
+    let s = &c.state;
+    let cfg = &c.config;
+    let zero = "0001-01-01T00:00:00Z";
+    let or_zero = |t: &str| {
+        if t.is_empty() {
+            zero.to_string()
+        } else {
+            t.to_string()
+        }
+    };
+    let health = s.health.as_ref().map(|h| {
+        json!({
+            "Status": h.status, "FailingStreak": h.failing_streak, "Log": h.log,
+        })
+    });
+    let mut state = json!({
+        "Status": s.status.as_str(),
+        "Running": matches!(s.status, Status::Running | Status::Paused),
+        "Paused": s.status == Status::Paused,
+        "Restarting": s.status == Status::Restarting,
+        "OOMKilled": s.oom_killed,
+        "Dead": s.status == Status::Dead,
+        "Pid": s.pid,
+        "MonitorPid": s.monitor_pid,
+        "ExitCode": s.exit_code,
+        "Error": s.error,
+        "StartedAt": or_zero(&s.started_at),
+        "FinishedAt": or_zero(&s.finished_at),
+    });
+    if let Some(h) = health {
+        state["Health"] = h;
+    }
+    let exposed: serde_json::Map<String, Value> = cfg
+        .exposed_ports
+        .iter()
+        .map(|p| (p.clone(), json!({})))
+        .collect();
+    let vols: serde_json::Map<String, Value> = cfg
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "volume")
+        .map(|m| (m.destination.clone(), json!({})))
+        .collect();
+    let mounts: Vec<Value> = cfg
+        .mounts
+        .iter()
+        .filter(|m| m.kind != "tmpfs")
+        .map(|m| {
+            let src = if m.kind == "volume" {
+                berth_engine::volumes::data_dir(&engine.root, &m.source).display().to_string()
+            } else {
+                m.source.clone()
+            };
+            let mut v = json!({"Type": m.kind, "Source": src, "Destination": m.destination,
+                "Mode": if m.read_only { "ro" } else { "" }, "RW": !m.read_only, "Propagation": ""});
+            if m.kind == "volume" {
+                v["Name"] = json!(m.source);
+                v["Driver"] = json!("local");
+                v["Propagation"] = json!("");
+            } else {
+                v["Propagation"] = json!("rprivate");
+            }
+            v
+        })
+        .collect();
+    let binds: Vec<String> = cfg
+        .mounts
+        .iter()
+        .filter(|m| m.kind != "tmpfs" && !m.anonymous)
+        .map(|m| {
+            format!(
+                "{}:{}{}",
+                m.source,
+                m.destination,
+                if m.read_only { ":ro" } else { "" }
+            )
+        })
+        .collect();
+    let tmpfs: serde_json::Map<String, Value> = cfg
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "tmpfs")
+        .map(|m| (m.destination.clone(), json!(m.options.join(","))))
+        .collect();
+    let health_cfg = cfg
+        .healthcheck
+        .as_ref()
+        .map(|h| serde_json::to_value(h).unwrap_or(Value::Null));
+    let dir = engine.dir(&c.id);
+    json!({
+        "Id": c.id,
+        "Created": c.created,
+        "Path": cfg.args.first().cloned().unwrap_or_default(),
+        "Args": cfg.args.iter().skip(1).collect::<Vec<_>>(),
+        "State": state,
+        "Image": c.image_id,
+        "ResolvConfPath": dir.join("resolv.conf"),
+        "HostnamePath": dir.join("hostname"),
+        "HostsPath": dir.join("hosts"),
+        "LogPath": engine.log_path(&c.id),
+        "Name": format!("/{}", c.name),
+        "RestartCount": s.restart_count,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "HostConfig": {
+            "Binds": binds,
+            "NetworkMode": cfg.network,
+            "PortBindings": cfg.publish,
+            "RestartPolicy": {"Name": cfg.restart.display_name(), "MaximumRetryCount": cfg.restart.max_retries},
+            "AutoRemove": cfg.auto_remove,
+            "CapAdd": cfg.cap_add,
+            "CapDrop": cfg.cap_drop,
+            "Dns": cfg.dns,
+            "DnsOptions": cfg.dns_options,
+            "DnsSearch": cfg.dns_search,
+            "ExtraHosts": cfg.add_hosts,
+            "GroupAdd": cfg.group_add,
+            "Privileged": cfg.privileged,
+            "PublishAllPorts": cfg.publish_all,
+            "ReadonlyRootfs": cfg.read_only,
+            "SecurityOpt": cfg.security_opt,
+            "Tmpfs": tmpfs,
+            "ShmSize": cfg.shm_size.unwrap_or(64 << 20),
+            "Memory": cfg.memory.unwrap_or(0),
+            "MemorySwap": cfg.memory_swap.unwrap_or(0),
+            "NanoCpus": cfg.nano_cpus.unwrap_or(0),
+            "CpuShares": cfg.cpu_shares.unwrap_or(0),
+            "CpusetCpus": cfg.cpuset_cpus.clone().unwrap_or_default(),
+            "PidsLimit": cfg.pids_limit,
+            "Ulimits": cfg.ulimits,
+            "Sysctls": cfg.sysctls,
+            "Init": cfg.init,
+            "Devices": cfg.devices,
+        },
+        "Mounts": mounts,
+        "Config": {
+            "Hostname": cfg.hostname,
+            "Domainname": cfg.domainname,
+            "User": cfg.user,
+            "AttachStdin": cfg.interactive,
+            "Tty": cfg.tty,
+            "OpenStdin": cfg.interactive,
+            "Env": cfg.env,
+            "Cmd": cfg.cmd,
+            "Entrypoint": if cfg.entrypoint.is_empty() { Value::Null } else { json!(cfg.entrypoint) },
+            "Image": c.image,
+            "Volumes": if vols.is_empty() { Value::Null } else { Value::Object(vols) },
+            "WorkingDir": cfg.workdir,
+            "Labels": cfg.labels,
+            "ExposedPorts": exposed,
+            "StopSignal": if cfg.stop_signal.is_empty() { "SIGTERM" } else { &cfg.stop_signal },
+            "StopTimeout": cfg.stop_timeout,
+            "Healthcheck": health_cfg,
+        },
+        "NetworkSettings": network_settings(c),
+    })
+}
+
+/// `NetworkSettings`, from the endpoint the network gave the running container.
+fn network_settings(c: &Container) -> Value {
+    let ep = c.state.endpoint.clone().unwrap_or_default();
+    let mut ports = serde_json::Map::new();
+    for (inside, ip, port) in &ep.ports {
+        let entry = ports.entry(inside.clone()).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(json!({"HostIp": ip, "HostPort": port.to_string()}));
+        }
+    }
+    let net = json!({
+        "IPAddress": ep.ip, "IPPrefixLen": ep.prefix, "Gateway": ep.gateway, "MacAddress": ep.mac,
+        "HostVeth": ep.host_veth,
+    });
+    json!({
+        "Networks": {c.config.network.clone(): net},
+        "Ports": ports,
+        "SandboxKey": if c.state.pid > 0 { format!("/proc/{}/ns/net", c.state.pid) } else { String::new() },
+        "IPAddress": ep.ip,
+        "IPPrefixLen": ep.prefix,
+        "Gateway": ep.gateway,
+        "MacAddress": ep.mac,
+    })
+}
+
+fn inspect(root: &Path, names: &[String], format_arg: Option<&str>) -> CmdResult {
+    let mut engine = Engine::open(root)?;
+    let mut out = Vec::new();
+    let mut code = 0;
+    for n in names {
+        match engine.find(n) {
+            Ok(c) => out.push(inspect_json(&engine, &c)),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = 1;
+            }
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    match format_arg {
+        None | Some("json") => writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?,
+        Some(t) => format::template_rows(&mut stdout, t, &out)?,
+    }
+    Ok(code)
+}
+
+fn top(root: &Path, name: &str) -> CmdResult {
+    let mut engine = Engine::open(root)?;
+    let pids = match engine.pids(name) {
+        Ok(p) => p,
+        Err(e) => return Ok(fail(e)),
+    };
+    let list: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    let st = std::process::Command::new("ps")
+        .args(["-f", "-p", &list.join(",")])
+        .status()?;
+    Ok(if st.success() { 0 } else { 1 })
+}
+
+fn port(root: &Path, name: &str, private: Option<&str>) -> CmdResult {
+    let mut engine = Engine::open(root)?;
+    let c = match engine.find(name) {
+        Ok(c) => c,
+        Err(e) => return Ok(fail(e)),
+    };
+    let ports = c.state.endpoint.map(|e| e.ports).unwrap_or_default();
+    let want = private.map(|p| {
+        if p.contains('/') {
+            p.to_string()
+        } else {
+            format!("{p}/tcp")
+        }
+    });
+    let mut out = std::io::stdout().lock();
+    let mut found = false;
+    for (inside, ip, port) in ports {
+        match &want {
+            Some(w) if *w != inside => continue,
+            Some(_) => writeln!(out, "{ip}:{port}")?,
+            None => writeln!(out, "{inside} -> {ip}:{port}")?,
+        }
+        found = true;
+    }
+    if let (Some(p), false) = (private, found) {
+        eprintln!("Error: No public port '{p}' published for {name}");
+        return Ok(1);
+    }
+    Ok(0)
+}
+
+fn attach(root: &Path, name: &str) -> i32 {
+    let mut engine = match Engine::open(root) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let c = match engine.find(name) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if !c.state.status.is_active() {
+        eprintln!("You cannot attach to a stopped container, start it first");
+        return 1;
+    }
+    // The monitor owns the stdio: follow the log from its end.
+    let path = engine.log_path(&c.id);
+    let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    loop {
+        let (entries, next) = berth_engine::logs::read_from(&path, offset).unwrap_or_default();
+        offset = next;
+        print_entries(&entries, false);
+        match engine.find(&c.id) {
+            Ok(now) if now.state.status.is_active() => {}
+            Ok(now) => {
+                let (rest, _) = berth_engine::logs::read_from(&path, offset).unwrap_or_default();
+                print_entries(&rest, false);
+                return now.state.exit_code;
+            }
+            Err(_) => return 0,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn prune(root: &Path, force: bool) -> CmdResult {
+    if !force {
+        eprint!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let mut engine = Engine::open(root)?;
+    let mut removed = Vec::new();
+    for c in engine.list()? {
+        if matches!(
+            c.state.status,
+            Status::Exited | Status::Created | Status::Dead
+        ) && engine.remove(&c.id, false, false).is_ok()
+        {
+            removed.push(c.id);
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if !removed.is_empty() {
+        writeln!(out, "Deleted Containers:")?;
+        for id in &removed {
+            writeln!(out, "{id}")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "Total reclaimed space: 0B")?;
+    Ok(0)
+}

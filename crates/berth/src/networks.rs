@@ -1,0 +1,234 @@
+//! `berth network create|ls|inspect|rm|prune|connect|disconnect`, over berth-net.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use berth_engine::Engine;
+use berth_net::{Net, NetworkOptions};
+use clap::Subcommand;
+
+type CmdResult = Result<i32, Box<dyn std::error::Error>>;
+
+#[derive(Subcommand, Debug)]
+pub enum NetworkCmd {
+    /// Create a network.
+    Create {
+        /// Driver to manage the Network (only `bridge`).
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        /// Subnet in CIDR format.
+        #[arg(long)]
+        subnet: Option<String>,
+        /// IPv4 gateway for the subnet.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Restrict external access to the network.
+        #[arg(long)]
+        internal: bool,
+        /// Set metadata on a network.
+        #[arg(long)]
+        label: Vec<String>,
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Display detailed information on one or more networks.
+    Inspect {
+        #[arg(short, long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove one or more networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Remove all unused networks.
+    Prune {
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Connect a running container to a network.
+    Connect {
+        /// Add network-scoped alias for the container.
+        #[arg(long)]
+        alias: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a container from a network.
+    Disconnect {
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
+    },
+}
+
+pub fn main(root: &Path, cmd: NetworkCmd) -> i32 {
+    match run(root, cmd) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error response from daemon: {e}");
+            1
+        }
+    }
+}
+
+fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
+    let net = Net::open(root)?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            gateway,
+            internal,
+            label,
+            name,
+        } => {
+            if driver != "bridge" {
+                return Err(format!("plugin \"{driver}\" not found").into());
+            }
+            let opts = NetworkOptions {
+                subnet: subnet
+                    .map(|s| s.parse())
+                    .transpose()
+                    .map_err(|e| format!("invalid subnet: {e}"))?,
+                gateway: gateway
+                    .map(|g| g.parse())
+                    .transpose()
+                    .map_err(|e| format!("invalid gateway: {e}"))?,
+                internal,
+                labels: label
+                    .iter()
+                    .map(|l| {
+                        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect(),
+            };
+            writeln!(out, "{}", net.create(&name, &opts)?.id)?;
+        }
+        NetworkCmd::Ls { quiet, format } => {
+            let list = net.list()?;
+            if quiet {
+                for n in &list {
+                    writeln!(out, "{}", &n.id[..12.min(n.id.len())])?;
+                }
+                return Ok(0);
+            }
+            let rows: Vec<serde_json::Value> = list
+                .iter()
+                .map(|n| serde_json::json!({"ID": &n.id[..12.min(n.id.len())], "Name": n.name, "Driver": n.driver, "Scope": "local", "Internal": n.internal.to_string()}))
+                .collect();
+            match format.as_deref() {
+                Some("json") => {
+                    for r in &rows {
+                        writeln!(out, "{r}")?;
+                    }
+                }
+                Some(t) => crate::format::template_rows(&mut out, t, &rows)?,
+                None => {
+                    let mut t = vec![["NETWORK ID", "NAME", "DRIVER", "SCOPE"]
+                        .map(String::from)
+                        .to_vec()];
+                    for r in &rows {
+                        t.push(
+                            ["ID", "Name", "Driver", "Scope"]
+                                .iter()
+                                .map(|k| r[k].as_str().unwrap_or("").to_string())
+                                .collect(),
+                        );
+                    }
+                    crate::format::table(&mut out, &t)?;
+                }
+            }
+        }
+        NetworkCmd::Inspect { format, networks } => {
+            let mut code = 0;
+            let mut list = Vec::new();
+            for n in &networks {
+                match net.get(n) {
+                    Ok(n) => list.push(serde_json::to_value(&n)?),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            match format.as_deref() {
+                None | Some("json") => writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?,
+                Some(t) => crate::format::template_rows(&mut out, t, &list)?,
+            }
+            return Ok(code);
+        }
+        NetworkCmd::Rm { networks } => {
+            let mut code = 0;
+            for n in &networks {
+                match net.remove(n) {
+                    Ok(()) => writeln!(out, "{n}")?,
+                    Err(e) => {
+                        eprintln!("Error response from daemon: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            return Ok(code);
+        }
+        NetworkCmd::Prune { force } => {
+            if !force {
+                eprint!("WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    return Ok(0);
+                }
+            }
+            let removed = net.prune()?;
+            if !removed.is_empty() {
+                writeln!(out, "Deleted Networks:")?;
+                for n in removed {
+                    writeln!(out, "{n}")?;
+                }
+            }
+        }
+        NetworkCmd::Connect {
+            alias,
+            network,
+            container,
+        } => {
+            let mut engine = Engine::open(root)?;
+            let c = engine.find(&container)?;
+            if c.state.status != berth_engine::Status::Running {
+                return Err(format!("container {container} is not running").into());
+            }
+            net.connect(&berth_net::Attach {
+                container_id: c.id.clone(),
+                name: c.name.clone(),
+                network,
+                netns: format!("/proc/{}/ns/net", c.state.pid).into(),
+                aliases: alias,
+                ports: Vec::new(),
+                hosts_file: Some(engine.dir(&c.id).join("hosts")),
+                hostname: c.config.hostname.clone(),
+            })?;
+        }
+        NetworkCmd::Disconnect {
+            network, container, ..
+        } => {
+            let mut engine = Engine::open(root)?;
+            let c = engine.find(&container)?;
+            net.disconnect(&c.id, &network)?;
+        }
+    }
+    Ok(0)
+}

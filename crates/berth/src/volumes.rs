@@ -1,0 +1,193 @@
+//! `berth volume create|ls|inspect|rm|prune`.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use berth_engine::{volumes, Engine};
+use clap::Subcommand;
+
+type CmdResult = Result<i32, Box<dyn std::error::Error>>;
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCmd {
+    /// Create a volume.
+    Create {
+        /// Set metadata for a volume.
+        #[arg(short, long)]
+        label: Vec<String>,
+        /// Driver name (only `local`).
+        #[arg(short, long, default_value = "local")]
+        driver: String,
+        name: Option<String>,
+    },
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls {
+        /// Only display volume names.
+        #[arg(short, long)]
+        quiet: bool,
+        /// `json` or a Go-style template.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Display detailed information on one or more volumes.
+    Inspect {
+        #[arg(short, long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove one or more volumes.
+    #[command(alias = "remove")]
+    Rm {
+        /// Force the removal of one or more volumes.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        volumes: Vec<String>,
+    },
+    /// Remove unused volumes (anonymous ones; `-a` all).
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+pub fn main(root: &Path, cmd: VolumeCmd) -> i32 {
+    match run(root, cmd) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error response from daemon: {e}");
+            1
+        }
+    }
+}
+
+fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
+    let mut engine = Engine::open(root)?;
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        VolumeCmd::Create {
+            label,
+            driver,
+            name,
+        } => {
+            if driver != "local" {
+                return Err(format!("plugin \"{driver}\" not found").into());
+            }
+            let labels: Vec<(String, String)> = label
+                .iter()
+                .map(|l| {
+                    let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            let n = volumes::create(&mut engine.db, &engine.root, name.as_deref(), &labels)?;
+            writeln!(out, "{n}")?;
+        }
+        VolumeCmd::Ls { quiet, format } => {
+            let names = volumes::list(&engine.db)?;
+            if quiet {
+                for n in names {
+                    writeln!(out, "{n}")?;
+                }
+                return Ok(0);
+            }
+            let rows: Vec<serde_json::Value> = names
+                .iter()
+                .map(|n| serde_json::json!({"Driver": "local", "Name": n, "Scope": "local", "Mountpoint": volumes::data_dir(&engine.root, n), "Labels": ""}))
+                .collect();
+            match format.as_deref() {
+                Some("json") => {
+                    for r in rows {
+                        writeln!(out, "{r}")?;
+                    }
+                }
+                Some(t) => crate::format::template_rows(&mut out, t, &rows)?,
+                None => {
+                    let mut t = vec![vec!["DRIVER".to_string(), "VOLUME NAME".to_string()]];
+                    t.extend(names.iter().map(|n| vec!["local".to_string(), n.clone()]));
+                    crate::format::table(&mut out, &t)?;
+                }
+            }
+        }
+        VolumeCmd::Inspect {
+            format,
+            volumes: names,
+        } => {
+            let mut code = 0;
+            let mut list = Vec::new();
+            for n in &names {
+                match volumes::inspect(&engine.db, &engine.root, n) {
+                    Ok(v) => list.push(v),
+                    Err(e) => {
+                        eprintln!("Error: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            match format.as_deref() {
+                None | Some("json") => writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?,
+                Some(t) => crate::format::template_rows(&mut out, t, &list)?,
+            }
+            return Ok(code);
+        }
+        VolumeCmd::Rm {
+            force,
+            volumes: names,
+        } => {
+            let mut code = 0;
+            for n in &names {
+                let users = engine.volume_users(n)?;
+                match volumes::remove(&mut engine.db, &engine.root, n, &users) {
+                    Ok(()) => writeln!(out, "{n}")?,
+                    Err(berth_engine::Error::NoSuchVolume(_)) if force => {}
+                    Err(e) => {
+                        eprintln!("Error response from daemon: {e}");
+                        code = 1;
+                    }
+                }
+            }
+            return Ok(code);
+        }
+        VolumeCmd::Prune { all, force } => {
+            if !force {
+                eprint!("WARNING! This will remove anonymous local volumes not used by at least one container.\nAre you sure you want to continue? [y/N] ");
+                let mut answer = String::new();
+                std::io::stdin().lock().read_line(&mut answer)?;
+                if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                    return Ok(0);
+                }
+            }
+            let anonymous: std::collections::HashSet<String> = engine
+                .db
+                .volumes()?
+                .into_iter()
+                .filter(|(n, _, _)| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(|(n, _, _)| n)
+                .collect();
+            let mut removed = Vec::new();
+            for n in volumes::list(&engine.db)? {
+                if !all && !anonymous.contains(&n) {
+                    continue;
+                }
+                if engine.volume_users(&n)?.is_empty()
+                    && volumes::remove(&mut engine.db, &engine.root, &n, &[]).is_ok()
+                {
+                    removed.push(n);
+                }
+            }
+            if !removed.is_empty() {
+                writeln!(out, "Deleted Volumes:")?;
+                for n in &removed {
+                    writeln!(out, "{n}")?;
+                }
+                writeln!(out)?;
+            }
+            writeln!(out, "Total reclaimed space: 0B")?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,913 @@
+//! The engine's operations on container records: create, start (in-process or through a
+//! detached monitor), stop, kill, remove, exec and the queries behind ps/inspect.
+
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use berth_runtime::state::{now_rfc3339, proc_stat, process_alive};
+use berth_runtime::{CreateOptions, Runtime};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use crate::db::Db;
+use crate::record::{Container, HealthConfig, ImageInfo, MountSpec, RunConfig, State, Status};
+use crate::{net, spec, volumes, Error, IoContext, Result};
+
+/// The engine: the state DB, the runtime and the on-disk layout under one root.
+pub struct Engine {
+    pub root: PathBuf,
+    pub db: Db,
+    runtime: Runtime,
+}
+
+/// What `create` is asked beyond the flags in `RunConfig`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub name: Option<String>,
+    /// `--entrypoint` (one string; empty clears the image's).
+    pub entrypoint: Option<String>,
+    /// Arguments after the image name.
+    pub cmd: Vec<String>,
+    pub no_healthcheck: bool,
+    /// `--health-*` flags; zero fields take the image's values.
+    pub health: HealthConfig,
+    /// `--expose`.
+    pub expose: Vec<String>,
+}
+
+/// A container process this process started and now monitors.
+pub struct Launched {
+    pub pid: i32,
+    pub pidfd: OwnedFd,
+    /// stdout, or the pty master with `-t`.
+    pub out: OwnedFd,
+    pub err: Option<OwnedFd>,
+    /// The write end of the container's stdin (`-i` without `-t`).
+    pub stdin: Option<OwnedFd>,
+    pub tty: bool,
+}
+
+/// Maps an engine error to Docker's CLI exit codes.
+pub fn exit_code_for(e: &Error) -> i32 {
+    match e {
+        Error::Runtime(berth_runtime::Error::ExecNotFound(_)) => 127,
+        Error::Runtime(berth_runtime::Error::ExecPermission(_)) => 126,
+        Error::Start { code, .. } => *code,
+        _ => 125,
+    }
+}
+
+/// The running kernel's boot id: pids from another boot mean nothing.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn env_key(e: &str) -> &str {
+    e.split('=').next().unwrap_or(e)
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Docker's signal names: `SIGTERM`, `TERM` or a number.
+pub fn parse_signal(s: &str) -> Result<Signal> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| Error::Invalid(format!("invalid signal: {s}")));
+    }
+    let up = s.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse()
+        .map_err(|_| Error::Invalid(format!("invalid signal: {s}")))
+}
+
+fn umount(path: &Path) {
+    let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+}
+
+fn is_mountpoint(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
+        return false;
+    };
+    std::fs::metadata(parent).is_ok_and(|b| a.dev() != b.dev())
+        || std::fs::read_to_string("/proc/self/mountinfo")
+            .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == path.to_str()))
+}
+
+fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).ctx(|| format!("pidfd_open {pid}"));
+    }
+    // SAFETY: the kernel just handed us this fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe".into())
+}
+
+/// Puts `fds` on 0, 1, 2 for the duration of `f` (the runtime's init inherits them).
+fn with_stdio<T>(fds: [RawFd; 3], f: impl FnOnce() -> T) -> Result<T> {
+    let saved: Vec<OwnedFd> = (0..3)
+        .map(|i| {
+            nix::fcntl::fcntl(i, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+                // SAFETY: F_DUPFD_CLOEXEC returned a new fd that we own.
+                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                .ctx(|| format!("save fd {i}"))
+        })
+        .collect::<Result<_>>()?;
+    for (i, fd) in fds.iter().enumerate() {
+        nix::unistd::dup2(*fd, i as RawFd).ctx(|| format!("dup2 onto fd {i}"))?;
+    }
+    let out = f();
+    for (i, fd) in saved.iter().enumerate() {
+        let _ = nix::unistd::dup2(fd.as_raw_fd(), i as RawFd);
+    }
+    Ok(out)
+}
+
+impl Engine {
+    pub fn open(root: &Path) -> Result<Engine> {
+        std::fs::create_dir_all(root).ctx(|| format!("create {}", root.display()))?;
+        let db = Db::open(&root.join("berth.db"))?;
+        let runtime = Runtime::new(root.join("run").join("runtime"));
+        Ok(Engine {
+            root: root.to_path_buf(),
+            db,
+            runtime,
+        })
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join("containers").join(id)
+    }
+
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join(format!("{id}-json.log"))
+    }
+
+    pub(crate) fn snapshotter(&self) -> Result<berth_image::Snapshotter> {
+        let layers = berth_image::layer::LayerStore::open(self.root.join("layers"))
+            .map_err(|e| Error::Layer(e.to_string()))?;
+        Ok(berth_image::Snapshotter::new(
+            self.root.join("containers"),
+            layers,
+            berth_image::SnapshotMode::Auto,
+        )?)
+    }
+
+    /// A container by id, name or id prefix; a stale "running" record is repaired first.
+    pub fn find(&mut self, key: &str) -> Result<Container> {
+        let c = self.db.find(key)?;
+        self.refresh(c)
+    }
+
+    /// All containers, newest first, stale records repaired.
+    pub fn list(&mut self) -> Result<Vec<Container>> {
+        let all = self.db.list()?;
+        all.into_iter().map(|c| self.refresh(c)).collect()
+    }
+
+    fn monitor_alive(s: &State) -> bool {
+        s.monitor_pid > 0 && s.boot() == boot_id() && process_alive(s.monitor_pid, monitor_start(s))
+    }
+
+    fn refresh(&mut self, c: Container) -> Result<Container> {
+        if !c.state.status.is_active() || Self::monitor_alive(&c.state) {
+            return Ok(c);
+        }
+        tracing::debug!("{}: monitor gone; marking exited", c.id);
+        let _ = self.runtime.delete(&c.id, true);
+        umount(&self.dir(&c.id).join("rootfs"));
+        let _ = net::release(&self.root, &c);
+        self.db.update(&c.id, |c| {
+            if c.state.status.is_active() && !Self::monitor_alive(&c.state) {
+                c.state.status = Status::Exited;
+                c.state.pid = 0;
+                c.state.monitor_pid = 0;
+                if c.state.finished_at.is_empty() {
+                    c.state.finished_at = now_rfc3339();
+                }
+            }
+        })
+    }
+
+    /// Creates the record, the rootfs snapshot and the container's files; starts nothing.
+    pub fn create(
+        &mut self,
+        image: &ImageInfo,
+        req: &CreateRequest,
+        mut cfg: RunConfig,
+    ) -> Result<Container> {
+        let id = crate::names::new_id();
+        merge_image(&mut cfg, image, req)?;
+        if cfg.hostname.is_empty() {
+            cfg.hostname = id[..12].to_string();
+        }
+        cfg.chain_ids = image.chain_ids.clone();
+        if cfg.args.is_empty() {
+            return Err(Error::Invalid("no command specified".into()));
+        }
+        for m in cfg
+            .mounts
+            .iter_mut()
+            .filter(|m| m.kind == "volume" && m.source.is_empty())
+        {
+            m.source = crate::names::new_id();
+            m.anonymous = true;
+        }
+        let mut c = Container {
+            id: id.clone(),
+            name: String::new(),
+            image: image.name.clone(),
+            image_id: image.id.clone(),
+            created: now_rfc3339(),
+            config: cfg,
+            state: State::default(),
+        };
+        net::check(&c)?;
+        match &req.name {
+            Some(n) => {
+                if !crate::names::valid_name(n) {
+                    return Err(Error::Invalid(format!(
+                        "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    )));
+                }
+                c.name = n.clone();
+                self.db.insert(&c)?;
+            }
+            None => loop {
+                c.name = crate::names::random_name();
+                match self.db.insert(&c) {
+                    Err(Error::NameInUse { .. }) => {
+                        c.name = format!(
+                            "{}{}",
+                            crate::names::random_name(),
+                            crate::names::random_bytes(1)[0] % 10
+                        );
+                        continue;
+                    }
+                    r => break r?,
+                }
+            },
+        }
+        if let Err(e) = self.prepare_files(&c) {
+            let _ = self.teardown(&c, true);
+            return Err(e);
+        }
+        Ok(c)
+    }
+
+    fn prepare_files(&mut self, c: &Container) -> Result<()> {
+        let chain: Vec<berth_image::Digest> = c
+            .config
+            .chain_ids
+            .iter()
+            .map(|s| {
+                s.parse()
+                    .map_err(|e| Error::Invalid(format!("layer {s}: {e}")))
+            })
+            .collect::<Result<_>>()?;
+        self.snapshotter()?.prepare(&c.id, &chain)?;
+        let dir = self.dir(&c.id);
+        std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("create {}", dir.display()))?;
+        let write = |name: &str, text: String| {
+            std::fs::write(dir.join(name), text).ctx(|| format!("write {name}"))
+        };
+        write("hostname", format!("{}\n", c.config.hostname))?;
+        write("hosts", net::hosts(c, None))?;
+        write("resolv.conf", net::resolv_conf(c))?;
+        std::fs::File::create(self.log_path(&c.id)).ctx(|| "create log".into())?;
+        for m in c.config.mounts.iter().filter(|m| m.kind == "volume") {
+            volumes::create(&mut self.db, &self.root, Some(&m.source), &[])?;
+        }
+        Ok(())
+    }
+
+    /// Mounts the rootfs, writes the bundle, creates and starts the container with this
+    /// process as its parent. `interactive`: keep a pipe to its stdin.
+    pub fn launch(&mut self, key: &str, interactive: bool) -> Result<Launched> {
+        let c = self.find(key)?;
+        let me = std::process::id() as i32;
+        if c.state.status.is_active() && c.state.monitor_pid != me {
+            return Err(Error::Conflict(format!(
+                "container {} is already running",
+                c.id
+            )));
+        }
+        match self.launch_inner(&c, interactive) {
+            Ok(l) => Ok(l),
+            Err(e) => {
+                let _ = self.runtime.delete(&c.id, true);
+                umount(&self.dir(&c.id).join("rootfs"));
+                let _ = net::release(&self.root, &c);
+                let code = exit_code_for(&e);
+                let msg = e.to_string();
+                self.db.update(&c.id, |c| {
+                    c.state.status = if c.state.started_at.is_empty() && c.state.restart_count == 0
+                    {
+                        Status::Created
+                    } else {
+                        Status::Exited
+                    };
+                    c.state.exit_code = code;
+                    c.state.error = msg;
+                    c.state.pid = 0;
+                    c.state.monitor_pid = 0;
+                })?;
+                Err(e)
+            }
+        }
+    }
+
+    fn launch_inner(&mut self, c: &Container, interactive: bool) -> Result<Launched> {
+        let dir = self.dir(&c.id);
+        let rootfs = dir.join("rootfs");
+        if !is_mountpoint(&rootfs) {
+            let mounts = self.snapshotter()?.mounts(&c.id)?;
+            let mut m = mounts
+                .first()
+                .cloned()
+                .ok_or_else(|| Error::Invalid("snapshot has no mounts".into()))?;
+            // A --rm container's changes are thrown away at exit: overlay's `volatile`
+            // spares its unmount a sync of the whole host filesystem (tens of ms).
+            if c.config.auto_remove && m.fs_type == "overlay" {
+                m.options.push("volatile".into());
+            }
+            m.mount_at(&rootfs)
+                .ctx(|| format!("mount rootfs at {}", rootfs.display()))?;
+        }
+        let vols = self.volume_mounts(c, &rootfs)?;
+        let netns = match net::mode(&c.config.network) {
+            net::Mode::Host => Some("host".to_string()),
+            net::Mode::Container(other) => {
+                let o = self.find(&other)?;
+                if o.state.status != Status::Running {
+                    return Err(Error::Conflict(format!(
+                        "cannot join network of a non running container: {other}"
+                    )));
+                }
+                Some(format!("/proc/{}/ns/net", o.state.pid))
+            }
+            _ => None,
+        };
+        let spec = spec::build(c, &dir, netns.as_deref(), &vols)?;
+        std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
+            .ctx(|| "write config.json".into())?;
+        let l = if c.config.tty {
+            self.create_tty(c, &dir)?
+        } else {
+            self.create_piped(c, &dir, interactive)?
+        };
+        let endpoint = match net::attach(&self.root, c, l.pid, &dir).and_then(|ep| {
+            self.runtime.start(&c.id)?;
+            Ok(ep)
+        }) {
+            Ok(ep) => ep,
+            Err(e) => {
+                let _ = self.runtime.delete(&c.id, true);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(l.pid), None);
+                return Err(e);
+            }
+        };
+        let pid_start = proc_stat(l.pid).map(|s| s.0).unwrap_or(0);
+        let me = std::process::id() as i32;
+        let me_start = proc_stat(me).map(|s| s.0).unwrap_or(0);
+        let health = c
+            .config
+            .healthcheck
+            .as_ref()
+            .filter(|h| h.enabled())
+            .map(|_| crate::record::Health {
+                status: "starting".into(),
+                ..Default::default()
+            });
+        self.db.update(&c.id, |c| {
+            c.state.status = Status::Running;
+            c.state.pid = l.pid;
+            c.state.pid_start = pid_start;
+            c.state.monitor_pid = me;
+            c.state.boot_id = format!("{}/{}", boot_id(), me_start);
+            c.state.started_at = now_rfc3339();
+            c.state.finished_at = String::new();
+            c.state.exit_code = 0;
+            c.state.error = String::new();
+            c.state.oom_killed = false;
+            c.state.manual_stop = false;
+            c.state.endpoint = endpoint;
+            if health.is_some() {
+                c.state.health = health;
+            }
+        })?;
+        Ok(l)
+    }
+
+    fn create_piped(&mut self, c: &Container, dir: &Path, interactive: bool) -> Result<Launched> {
+        let _ = dir;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (in_r, in_w) = if interactive {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            let f = std::fs::File::open("/dev/null").ctx(|| "open /dev/null".into())?;
+            (OwnedFd::from(f), None)
+        };
+        let opts = CreateOptions::default();
+        let pid = with_stdio(
+            [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+            || self.runtime.create(&c.id, &self.dir(&c.id), &opts),
+        )??;
+        let pidfd = pidfd_open(pid)?;
+        Ok(Launched {
+            pid,
+            pidfd,
+            out: out_r,
+            err: Some(err_r),
+            stdin: in_w,
+            tty: false,
+        })
+    }
+
+    fn create_tty(&mut self, c: &Container, dir: &Path) -> Result<Launched> {
+        let _ = dir;
+        let sock_dir = self.root.join("run");
+        std::fs::create_dir_all(&sock_dir).ctx(|| format!("create {}", sock_dir.display()))?;
+        let path = sock_dir.join(format!(
+            "console-{}-{}.sock",
+            &c.id[..12],
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path)
+            .ctx(|| format!("bind {}", path.display()))?;
+        let opts = CreateOptions {
+            console_socket: Some(path.clone()),
+            ..Default::default()
+        };
+        let created = self.runtime.create(&c.id, &self.dir(&c.id), &opts);
+        let _ = std::fs::remove_file(&path);
+        let pid = created?;
+        listener
+            .set_nonblocking(true)
+            .ctx(|| "console socket".into())?;
+        let (stream, _) = listener.accept().ctx(|| "accept the console".into())?;
+        stream
+            .set_nonblocking(false)
+            .ctx(|| "console socket".into())?;
+        let master = berth_runtime::console::recv_fd(std::os::fd::AsFd::as_fd(&stream))?;
+        let pidfd = pidfd_open(pid)?;
+        Ok(Launched {
+            pid,
+            pidfd,
+            out: master,
+            err: None,
+            stdin: None,
+            tty: true,
+        })
+    }
+
+    /// Host directories for the container's volume and bind mounts; new named volumes are
+    /// seeded from the image's content at their mount point.
+    fn volume_mounts(&mut self, c: &Container, rootfs: &Path) -> Result<Vec<(MountSpec, PathBuf)>> {
+        let mut out = Vec::new();
+        for m in &c.config.mounts {
+            match m.kind.as_str() {
+                "volume" => {
+                    volumes::create(&mut self.db, &self.root, Some(&m.source), &[])?;
+                    let data = volumes::data_dir(&self.root, &m.source);
+                    let inside = rootfs.join(m.destination.trim_start_matches('/'));
+                    volumes::seed(&inside, &data)?;
+                    out.push((m.clone(), data));
+                }
+                "bind" => {
+                    let src = PathBuf::from(&m.source);
+                    if !src.exists() {
+                        if m.options.iter().any(|o| o == "create") {
+                            std::fs::create_dir_all(&src)
+                                .ctx(|| format!("create {}", src.display()))?;
+                        } else {
+                            return Err(Error::Invalid(format!(
+                                "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                                src.display()
+                            )));
+                        }
+                    }
+                    out.push((m.clone(), src));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// After the container's init exited with `code`: record it and tear the runtime
+    /// state, network and rootfs mount down.
+    pub fn finish(&mut self, id: &str, code: i32) -> Result<Container> {
+        let oom = self
+            .runtime
+            .record(id)
+            .map(|r| r.cgroup.oom_killed())
+            .unwrap_or(false);
+        let _ = self.runtime.delete(id, true);
+        let c = self.db.find(id)?;
+        let _ = net::release(&self.root, &c);
+        umount(&self.dir(id).join("rootfs"));
+        self.db.update(id, |c| {
+            c.state.status = Status::Exited;
+            c.state.exit_code = code;
+            c.state.finished_at = now_rfc3339();
+            c.state.oom_killed = oom;
+            c.state.pid = 0;
+            c.state.endpoint = None;
+        })
+    }
+
+    /// Marks the end of monitoring (the monitor is about to exit).
+    pub fn detach_monitor(&mut self, id: &str) -> Result<()> {
+        self.db.update(id, |c| {
+            if !c.state.status.is_active() {
+                c.state.monitor_pid = 0;
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Polls until the container is no longer active; false on timeout.
+    pub fn wait_inactive(&mut self, id: &str, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let c = match self.find(id) {
+                Ok(c) => c,
+                Err(Error::NoSuchContainer(_)) => return Ok(true),
+                Err(e) => return Err(e),
+            };
+            if !c.state.status.is_active() {
+                return Ok(true);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `stop`: the stop signal, `timeout` seconds (negative: forever), then SIGKILL.
+    pub fn stop(
+        &mut self,
+        key: &str,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<Container> {
+        let c = self.find(key)?;
+        if !c.state.status.is_active() {
+            return Ok(c);
+        }
+        self.db.update(&c.id, |c| c.state.manual_stop = true)?;
+        let sig_name = signal.map(str::to_owned).unwrap_or_else(|| {
+            if c.config.stop_signal.is_empty() {
+                "SIGTERM".into()
+            } else {
+                c.config.stop_signal.clone()
+            }
+        });
+        let sig = parse_signal(&sig_name)?;
+        if c.state.status != Status::Restarting {
+            let _ = self.runtime.kill(&c.id, sig, false);
+            if c.state.status == Status::Paused {
+                let _ = self.runtime.resume(&c.id);
+            }
+        }
+        let secs = timeout.or(c.config.stop_timeout).unwrap_or(10);
+        let wait = (secs >= 0).then(|| Duration::from_secs(secs as u64));
+        if !self.wait_inactive(&c.id, wait)? {
+            let _ = self.runtime.kill(&c.id, Signal::SIGKILL, true);
+            self.wait_inactive(&c.id, Some(Duration::from_secs(30)))?;
+        }
+        self.find(&c.id)
+    }
+
+    /// `kill`: a signal to the container's init.
+    pub fn kill(&mut self, key: &str, signal: &str) -> Result<Container> {
+        let c = self.find(key)?;
+        if !matches!(c.state.status, Status::Running | Status::Paused) {
+            return Err(Error::Conflict(format!(
+                "cannot kill container: {}: container {} is not running",
+                key, c.id
+            )));
+        }
+        let sig = parse_signal(signal)?;
+        self.runtime.kill(&c.id, sig, false)?;
+        Ok(c)
+    }
+
+    /// `rm`: refuses an active container unless `force` (which kills it first).
+    pub fn remove(&mut self, key: &str, force: bool, volumes: bool) -> Result<Container> {
+        let c = self.find(key)?;
+        if c.state.status.is_active() {
+            if !force {
+                return Err(Error::Conflict(format!(
+                    "cannot remove container \"/{}\": container is {}: stop the container before removing or force remove",
+                    c.name, c.state.status.as_str()
+                )));
+            }
+            self.db.update(&c.id, |c| c.state.manual_stop = true)?;
+            let _ = self.runtime.kill(&c.id, Signal::SIGKILL, true);
+            self.wait_inactive(&c.id, Some(Duration::from_secs(30)))?;
+        }
+        self.teardown(&c, volumes)?;
+        Ok(c)
+    }
+
+    /// `run --rm` in the foreground: the container just exited under this process, so
+    /// its record goes at once, without first recording the exit.
+    pub fn discard_exited(&mut self, id: &str) -> Result<()> {
+        let c = self.db.find(id)?;
+        self.teardown(&c, true)
+    }
+
+    /// Removes every trace of a stopped container; idempotent.
+    fn teardown(&mut self, c: &Container, with_volumes: bool) -> Result<()> {
+        let _ = self.runtime.delete(&c.id, true);
+        let _ = net::release(&self.root, c);
+        let dir = self.dir(&c.id);
+        umount(&dir.join("rootfs"));
+        match self.snapshotter()?.remove(&c.id) {
+            Ok(()) | Err(berth_image::SnapshotError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).ctx(|| format!("remove {}", dir.display()))
+            }
+            _ => {}
+        }
+        self.db.delete(&c.id)?;
+        if with_volumes {
+            for m in c.config.mounts.iter().filter(|m| m.anonymous) {
+                let users = self.volume_users(&m.source)?;
+                let _ = volumes::remove(&mut self.db, &self.root, &m.source, &users);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ids of containers whose mounts use volume `name`.
+    pub fn volume_users(&self, name: &str) -> Result<Vec<String>> {
+        Ok(self
+            .db
+            .list()?
+            .into_iter()
+            .filter(|c| {
+                c.config
+                    .mounts
+                    .iter()
+                    .any(|m| m.kind == "volume" && m.source == name)
+            })
+            .map(|c| c.id)
+            .collect())
+    }
+
+    /// Image ids (`sha256:…` config digests) containers use, each with one container id.
+    pub fn in_use_images(&self) -> Result<HashMap<String, String>> {
+        let mut out = HashMap::new();
+        for c in self.db.list()? {
+            out.entry(c.image_id).or_insert(c.id);
+        }
+        Ok(out)
+    }
+
+    pub fn pause(&mut self, key: &str) -> Result<Container> {
+        let c = self.find(key)?;
+        if c.state.status != Status::Running {
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        self.runtime.pause(&c.id)?;
+        self.db.update(&c.id, |c| c.state.status = Status::Paused)
+    }
+
+    pub fn unpause(&mut self, key: &str) -> Result<Container> {
+        let c = self.find(key)?;
+        if c.state.status != Status::Paused {
+            return Err(Error::Conflict(format!("container {} is not paused", c.id)));
+        }
+        self.runtime.resume(&c.id)?;
+        self.db.update(&c.id, |c| c.state.status = Status::Running)
+    }
+
+    pub fn rename(&mut self, key: &str, name: &str) -> Result<()> {
+        let c = self.find(key)?;
+        if !crate::names::valid_name(name) {
+            return Err(Error::Invalid(format!("Invalid container name ({name})")));
+        }
+        self.db.rename(&c.id, name)
+    }
+
+    /// The processes of a running container (host pids).
+    pub fn pids(&mut self, key: &str) -> Result<Vec<i32>> {
+        let c = self.find(key)?;
+        if !matches!(c.state.status, Status::Running | Status::Paused) {
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        Ok(self.runtime.pids(&c.id)?)
+    }
+
+    /// `update`: new limits for the cgroup (when running) and the record.
+    pub fn update(&mut self, key: &str, f: impl FnOnce(&mut RunConfig)) -> Result<Container> {
+        let c = self.find(key)?;
+        let c = self.db.update(&c.id, |c| f(&mut c.config))?;
+        if matches!(c.state.status, Status::Running | Status::Paused) {
+            let spec = spec::resources_json(&c)?;
+            let res: oci_spec::runtime::LinuxResources = serde_json::from_value(spec)?;
+            self.runtime.update(&c.id, &res)?;
+        }
+        Ok(c)
+    }
+
+    /// The `process` of `exec`: the container's own user, env and cwd, with overrides.
+    pub fn exec_process(
+        &mut self,
+        key: &str,
+        args: &[String],
+        env: &[String],
+        user: Option<&str>,
+        workdir: Option<&str>,
+        tty: bool,
+    ) -> Result<(Container, oci_spec::runtime::Process)> {
+        let c = self.find(key)?;
+        if c.state.status != Status::Running {
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
+        let dir = self.dir(&c.id);
+        let text = std::fs::read(dir.join("config.json")).ctx(|| "read config.json".into())?;
+        let spec: Value = serde_json::from_slice(&text)?;
+        let mut p = spec["process"].clone();
+        p["args"] = serde_json::json!(args);
+        p["terminal"] = serde_json::json!(tty);
+        if let Some(u) = user {
+            let (uid, gid, extra) = spec::resolve_user(&dir.join("rootfs"), u, &[])?;
+            p["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": extra});
+        }
+        if let Some(w) = workdir {
+            p["cwd"] = serde_json::json!(w);
+        }
+        let mut all_env: Vec<String> = strings(&p["env"]);
+        for e in env {
+            all_env.retain(|x| env_key(x) != env_key(e));
+            all_env.push(e.clone());
+        }
+        p["env"] = serde_json::json!(all_env);
+        Ok((c, serde_json::from_value(p)?))
+    }
+}
+
+fn monitor_start(s: &State) -> u64 {
+    s.boot_id
+        .rsplit_once('/')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or(0)
+}
+
+impl State {
+    /// The boot id part of `boot_id` (which also carries the monitor's start time).
+    pub fn boot(&self) -> &str {
+        self.boot_id.split('/').next().unwrap_or("")
+    }
+}
+
+/// Applies the image's defaults the way Docker does.
+fn merge_image(cfg: &mut RunConfig, image: &ImageInfo, req: &CreateRequest) -> Result<()> {
+    let ic = &image.config;
+    let mut env = strings(&ic["Env"]);
+    for e in std::mem::take(&mut cfg.env) {
+        env.retain(|x| env_key(x) != env_key(&e));
+        env.push(e);
+    }
+    cfg.env = env;
+    match &req.entrypoint {
+        Some(ep) => {
+            cfg.entrypoint = if ep.is_empty() {
+                vec![]
+            } else {
+                vec![ep.clone()]
+            };
+            cfg.cmd = req.cmd.clone();
+        }
+        None => {
+            cfg.entrypoint = strings(&ic["Entrypoint"]);
+            cfg.cmd = if req.cmd.is_empty() {
+                strings(&ic["Cmd"])
+            } else {
+                req.cmd.clone()
+            };
+        }
+    }
+    cfg.args = cfg
+        .entrypoint
+        .iter()
+        .chain(cfg.cmd.iter())
+        .cloned()
+        .collect();
+    if cfg.workdir.is_empty() {
+        cfg.workdir = ic["WorkingDir"].as_str().unwrap_or("").to_string();
+    }
+    if cfg.user.is_empty() {
+        cfg.user = ic["User"].as_str().unwrap_or("").to_string();
+    }
+    if cfg.stop_signal.is_empty() {
+        cfg.stop_signal = ic["StopSignal"].as_str().unwrap_or("").to_string();
+    }
+    if let Some(ports) = ic["ExposedPorts"].as_object() {
+        cfg.exposed_ports.extend(ports.keys().cloned());
+    }
+    for p in &req.expose {
+        let p = if p.contains('/') {
+            p.clone()
+        } else {
+            format!("{p}/tcp")
+        };
+        if !cfg.exposed_ports.contains(&p) {
+            cfg.exposed_ports.push(p);
+        }
+    }
+    if let Some(labels) = ic["Labels"].as_object() {
+        for (k, v) in labels {
+            cfg.labels
+                .entry(k.clone())
+                .or_insert_with(|| v.as_str().unwrap_or("").to_string());
+        }
+    }
+    if let Some(vols) = ic["Volumes"].as_object() {
+        for dest in vols.keys() {
+            if !cfg.mounts.iter().any(|m| &m.destination == dest) {
+                cfg.mounts.push(MountSpec {
+                    kind: "volume".into(),
+                    source: String::new(),
+                    destination: dest.clone(),
+                    read_only: false,
+                    options: vec![],
+                    anonymous: true,
+                });
+            }
+        }
+    }
+    cfg.healthcheck = health_config(ic, req);
+    Ok(())
+}
+
+fn health_config(ic: &Value, req: &CreateRequest) -> Option<HealthConfig> {
+    if req.no_healthcheck {
+        return Some(HealthConfig {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        });
+    }
+    let mut h: HealthConfig = serde_json::from_value(ic["Healthcheck"].clone()).unwrap_or_default();
+    let f = &req.health;
+    if !f.test.is_empty() {
+        h.test = f.test.clone();
+    }
+    if f.interval != 0 {
+        h.interval = f.interval;
+    }
+    if f.timeout != 0 {
+        h.timeout = f.timeout;
+    }
+    if f.start_period != 0 {
+        h.start_period = f.start_period;
+    }
+    if f.retries != 0 {
+        h.retries = f.retries;
+    }
+    (!h.test.is_empty()).then_some(h)
+}

@@ -1,0 +1,174 @@
+//! Access to a container's filesystem from the host, for `cp`, `diff` and `export`: the
+//! rootfs (mounted for the duration when the container is stopped) and the volume and
+//! bind mounts over it, with paths resolved inside the container's root.
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::record::{Container, Status};
+use crate::{Engine, Error, IoContext, Result};
+
+/// A change `docker diff` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Added(String),
+    Changed(String),
+    Deleted(String),
+}
+
+impl Change {
+    pub fn line(&self) -> String {
+        match self {
+            Change::Added(p) => format!("A {p}"),
+            Change::Changed(p) => format!("C {p}"),
+            Change::Deleted(p) => format!("D {p}"),
+        }
+    }
+}
+
+/// The mounted view of a container's files; unmounts on drop what it mounted.
+pub struct RootfsView {
+    pub rootfs: PathBuf,
+    /// (container path, host dir) of volume and bind mounts, longest first.
+    pub mounts: Vec<(PathBuf, PathBuf)>,
+    mounted_here: bool,
+}
+
+impl Drop for RootfsView {
+    fn drop(&mut self) {
+        if self.mounted_here {
+            let _ = nix::mount::umount2(&self.rootfs, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+impl RootfsView {
+    /// The host path of `path` inside the container, symlinks resolved within its root.
+    pub fn host_path(&self, path: &str) -> PathBuf {
+        let clean = normalize(path);
+        for (inside, host) in &self.mounts {
+            if let Ok(rest) = clean.strip_prefix(inside) {
+                return berth_runtime::mounts::secure_join(host, rest);
+            }
+        }
+        berth_runtime::mounts::secure_join(&self.rootfs, &clean)
+    }
+}
+
+fn normalize(path: &str) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+impl Engine {
+    /// Mounts (if needed) and returns the container's filesystem view.
+    pub fn rootfs_view(&mut self, key: &str) -> Result<(Container, RootfsView)> {
+        let c = self.find(key)?;
+        let rootfs = self.dir(&c.id).join("rootfs");
+        let running = matches!(c.state.status, Status::Running | Status::Paused);
+        let mut mounted_here = false;
+        if !running {
+            let mounts = self.snapshotter()?.mounts(&c.id)?;
+            let m = mounts
+                .first()
+                .ok_or_else(|| Error::Invalid("snapshot has no mounts".into()))?;
+            std::fs::create_dir_all(&rootfs).ctx(|| format!("create {}", rootfs.display()))?;
+            m.mount_at(&rootfs)
+                .ctx(|| format!("mount rootfs at {}", rootfs.display()))?;
+            mounted_here = true;
+        }
+        let mut mounts: Vec<(PathBuf, PathBuf)> = c
+            .config
+            .mounts
+            .iter()
+            .filter_map(|m| match m.kind.as_str() {
+                "volume" => Some((
+                    normalize(&m.destination),
+                    crate::volumes::data_dir(&self.root, &m.source),
+                )),
+                "bind" => Some((normalize(&m.destination), PathBuf::from(&m.source))),
+                _ => None,
+            })
+            .collect();
+        mounts.sort_by_key(|(p, _)| std::cmp::Reverse(p.as_os_str().len()));
+        Ok((
+            c,
+            RootfsView {
+                rootfs,
+                mounts,
+                mounted_here,
+            },
+        ))
+    }
+
+    /// `docker diff`: what the container's writable layer added, changed and deleted.
+    pub fn diff(&mut self, key: &str) -> Result<Vec<Change>> {
+        let c = self.find(key)?;
+        let snap = self.snapshotter()?;
+        let upper = snap.upper_dir(&c.id)?;
+        let layers = berth_image::layer::LayerStore::open(self.root.join("layers"))
+            .map_err(|e| Error::Layer(e.to_string()))?;
+        let lowers: Vec<PathBuf> = c
+            .config
+            .chain_ids
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .map(|d| layers.path(&d))
+            .collect();
+        let mut out = Vec::new();
+        walk(&upper, Path::new("/"), &lowers, &mut out)?;
+        out.sort_by(|a, b| key_of(a).cmp(key_of(b)));
+        Ok(out)
+    }
+}
+
+fn key_of(c: &Change) -> &str {
+    match c {
+        Change::Added(p) | Change::Changed(p) | Change::Deleted(p) => p,
+    }
+}
+
+fn walk(dir: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).ctx(|| format!("read {}", dir.display())),
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let inside = rel.join(&name);
+        let shown = inside.display().to_string();
+        let Ok(ft) = e.file_type() else { continue };
+        let in_lower = lowers.iter().any(|l| {
+            l.join(inside.strip_prefix("/").unwrap_or(&inside))
+                .symlink_metadata()
+                .is_ok()
+        });
+        // overlayfs marks a deletion with a 0/0 character device.
+        if ft.is_char_device() {
+            use std::os::unix::fs::MetadataExt;
+            if e.metadata().map(|m| m.rdev() == 0).unwrap_or(false) {
+                out.push(Change::Deleted(shown));
+                continue;
+            }
+        }
+        out.push(if in_lower {
+            Change::Changed(shown)
+        } else {
+            Change::Added(shown)
+        });
+        if ft.is_dir() {
+            walk(&e.path(), &inside, lowers, out)?;
+        }
+    }
+    Ok(())
+}

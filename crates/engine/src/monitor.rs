@@ -1,0 +1,649 @@
+//! The monitor: one `poll(2)` loop over a container's output, its init's pidfd, forwarded
+//! signals and the health-check timer. The detached form ([`main`]) also reports the
+//! start's outcome to the CLI, and applies the restart policy and `--rm`.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::engine::{exit_code_for, Launched};
+use crate::record::{Container, HealthConfig, Status};
+use crate::{logs, Engine, Error, Result};
+
+/// How the loop treats the caller's own stdio.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PumpOptions {
+    /// Copy output to fds 1 and 2 (foreground `run`, `start -a`).
+    pub echo: bool,
+    /// Feed fd 0 to the container (`-i`).
+    pub stdin: bool,
+    /// Forward SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 to the container.
+    pub signals: bool,
+}
+
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+fn exit_code(status: WaitStatus) -> Option<i32> {
+    match status {
+        WaitStatus::Exited(_, c) => Some(c),
+        WaitStatus::Signaled(_, s, _) => Some(128 + s as i32),
+        _ => None,
+    }
+}
+
+fn write_fd(fd: RawFd, mut data: &[u8]) {
+    while !data.is_empty() {
+        // SAFETY: fd is one of this process's open descriptors for its whole lifetime.
+        let b = unsafe { BorrowedFd::borrow_raw(fd) };
+        match nix::unistd::write(b, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// How the loop runs health probes: a `berth container-health <id>` child every
+/// `interval`, which runs the check and records its result itself (so the loop never
+/// touches the database); killed if it outlives `kill_after`.
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    pub exe: PathBuf,
+    pub root: PathBuf,
+    pub id: String,
+    pub interval: Duration,
+    pub kill_after: Duration,
+}
+
+impl ProbeSpec {
+    pub fn for_container(engine: &Engine, c: &Container) -> Option<ProbeSpec> {
+        let cfg = c.config.healthcheck.clone().filter(HealthConfig::enabled)?;
+        Some(ProbeSpec {
+            exe: std::env::current_exe().ok()?,
+            root: engine.root.clone(),
+            id: c.id.clone(),
+            interval: Duration::from_nanos(cfg.interval_ns()),
+            kill_after: Duration::from_nanos(cfg.timeout_ns()) + Duration::from_secs(5),
+        })
+    }
+}
+
+struct Health {
+    spec: ProbeSpec,
+    next: Instant,
+    probe: Option<(Child, Instant)>,
+}
+
+impl Health {
+    fn new(spec: ProbeSpec) -> Health {
+        Health {
+            next: Instant::now() + spec.interval,
+            spec,
+            probe: None,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        match &self.probe {
+            Some(_) => Instant::now() + Duration::from_millis(20),
+            None => self.next,
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        if let Some((child, started)) = &mut self.probe {
+            let done = match child.try_wait() {
+                Ok(Some(_)) | Err(_) => true,
+                Ok(None) if now >= *started + self.spec.kill_after => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    true
+                }
+                Ok(None) => false,
+            };
+            if done {
+                self.probe = None;
+                self.next = Instant::now() + self.spec.interval;
+            }
+            return;
+        }
+        if now >= self.next {
+            let spawned = Command::new(&self.spec.exe)
+                .arg("--root")
+                .arg(&self.spec.root)
+                .arg("container-health")
+                .arg(&self.spec.id)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            match spawned {
+                Ok(child) => self.probe = Some((child, now)),
+                Err(_) => self.next = now + self.spec.interval,
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some((mut child, _)) = self.probe.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+struct Stream {
+    fd: OwnedFd,
+    /// 0 stdout, 1 stderr.
+    index: usize,
+    open: bool,
+}
+
+/// Copies a launched container's output to its log (and to our stdio with `echo`) until
+/// its init exits and the output ends; returns the exit code (128+signal when killed).
+pub fn pump(engine: &mut Engine, c: &Container, l: Launched, opts: PumpOptions) -> Result<i32> {
+    let probe = ProbeSpec::for_container(engine, c);
+    pump_loop(&engine.log_path(&c.id), l, probe, opts)
+}
+
+/// The loop itself: no database, no runtime, so the process running it stays small.
+pub fn pump_loop(
+    log_path: &Path,
+    l: Launched,
+    probe: Option<ProbeSpec>,
+    opts: PumpOptions,
+) -> Result<i32> {
+    let mut log = logs::Writer::open(log_path).unwrap_or_else(|_| logs::Writer::none());
+    let mut streams = vec![Stream {
+        fd: l.out,
+        index: 0,
+        open: true,
+    }];
+    if let Some(err) = l.err {
+        streams.push(Stream {
+            fd: err,
+            index: 1,
+            open: true,
+        });
+    }
+    for s in &streams {
+        let _ = nix::fcntl::fcntl(
+            s.fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+    }
+    // With a pty, stdin goes to the master; otherwise to the stdin pipe.
+    let mut stdin_dst: Option<RawFd> = None;
+    if opts.stdin {
+        stdin_dst = match (&l.stdin, l.tty) {
+            (Some(w), _) => Some(w.as_raw_fd()),
+            (None, true) => Some(streams[0].fd.as_raw_fd()),
+            _ => None,
+        };
+    }
+    let mut stdin_pipe = l.stdin;
+    let sigfd = if opts.signals {
+        let mut set = SigSet::empty();
+        for s in FORWARDED {
+            set.add(s);
+        }
+        set.thread_block()
+            .ok()
+            .and_then(|_| SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC).ok())
+    } else {
+        None
+    };
+    let mut health = probe.map(Health::new);
+    let mut code: Option<i32> = None;
+    let mut drain_until: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if code.is_some()
+            && (streams.iter().all(|s| !s.open) || drain_until.is_some_and(|d| Instant::now() >= d))
+        {
+            break;
+        }
+        let mut fds: Vec<PollFd> = Vec::with_capacity(5);
+        let mut kinds: Vec<u8> = Vec::with_capacity(5);
+        for (i, s) in streams.iter().enumerate() {
+            if s.open {
+                fds.push(PollFd::new(s.fd.as_fd(), PollFlags::POLLIN));
+                kinds.push(i as u8);
+            }
+        }
+        if code.is_none() {
+            fds.push(PollFd::new(l.pidfd.as_fd(), PollFlags::POLLIN));
+            kinds.push(10);
+        }
+        if let Some(sfd) = &sigfd {
+            fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
+            kinds.push(11);
+        }
+        // SAFETY: fd 0 stays open for the life of the process.
+        let stdin_fd = unsafe { BorrowedFd::borrow_raw(0) };
+        if stdin_dst.is_some() {
+            fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
+            kinds.push(12);
+        }
+        let mut deadline = drain_until;
+        if let (Some(h), None) = (&health, code) {
+            let d = h.deadline();
+            deadline = Some(deadline.map_or(d, |x| x.min(d)));
+        }
+        let timeout = match deadline {
+            Some(d) => {
+                let ms = d.saturating_duration_since(Instant::now()).as_millis();
+                PollTimeout::try_from(ms.min(60_000) as i32).unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                return Err(Error::Io {
+                    context: "poll".into(),
+                    source: e.into(),
+                })
+            }
+        }
+        let ready: Vec<(u8, PollFlags)> = fds
+            .iter()
+            .zip(&kinds)
+            .filter_map(|(f, k)| f.revents().filter(|r| !r.is_empty()).map(|r| (*k, r)))
+            .collect();
+        drop(fds);
+        for (kind, _) in ready {
+            match kind {
+                i @ 0..=1 => {
+                    let s = &mut streams[i as usize];
+                    match nix::unistd::read(s.fd.as_raw_fd(), &mut buf) {
+                        Ok(0) | Err(nix::errno::Errno::EIO) => {
+                            s.open = false;
+                            log.flush(s.index);
+                        }
+                        Ok(n) => {
+                            log.write(s.index, &buf[..n]);
+                            if opts.echo {
+                                write_fd(1 + s.index as RawFd, &buf[..n]);
+                            }
+                        }
+                        Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+                        Err(_) => {
+                            s.open = false;
+                            log.flush(s.index);
+                        }
+                    }
+                }
+                10 => {
+                    if let Ok(st) = waitpid(Pid::from_raw(l.pid), Some(WaitPidFlag::WNOHANG)) {
+                        if let Some(c) = exit_code(st) {
+                            code = Some(c);
+                            // Orphans holding the pipes die with the pid namespace; give
+                            // them a moment, never forever.
+                            drain_until = Some(Instant::now() + Duration::from_secs(2));
+                            stdin_dst = None;
+                            stdin_pipe = None;
+                        }
+                    }
+                }
+                11 => {
+                    if let Some(Ok(Some(info))) = sigfd.as_ref().map(|s| s.read_signal()) {
+                        if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                            let _ = nix::sys::signal::kill(Pid::from_raw(l.pid), sig);
+                        }
+                    }
+                }
+                12 => {
+                    let n = nix::unistd::read(0, &mut buf).unwrap_or(0);
+                    match (n, stdin_dst) {
+                        (0, _) => {
+                            stdin_dst = None;
+                            stdin_pipe = None;
+                        }
+                        (n, Some(dst)) => write_fd(dst, &buf[..n]),
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let (Some(h), None) = (&mut health, code) {
+            h.tick();
+        }
+    }
+    drop(stdin_pipe);
+    if let Some(h) = &mut health {
+        h.stop();
+    }
+    for s in &streams {
+        if s.open {
+            log.flush(s.index);
+        }
+    }
+    if opts.signals {
+        let mut set = SigSet::empty();
+        for s in FORWARDED {
+            set.add(s);
+        }
+        let _ = set.thread_unblock();
+    }
+    Ok(code.unwrap_or(255))
+}
+
+/// Whether the policy restarts a container that just exited.
+pub fn should_restart(c: &Container) -> bool {
+    if c.state.manual_stop {
+        return false;
+    }
+    let p = &c.config.restart;
+    match p.name.as_str() {
+        "always" | "unless-stopped" => true,
+        "on-failure" => {
+            c.state.exit_code != 0 && (p.max_retries == 0 || c.state.restart_count < p.max_retries)
+        }
+        _ => false,
+    }
+}
+
+fn report(fd: &mut Option<File>, msg: &str) {
+    if let Some(mut f) = fd.take() {
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+/// Sleeps out the restart back-off; false if a stop came meanwhile.
+fn backoff(engine: &mut Engine, id: &str, delay: Duration) -> bool {
+    let end = Instant::now() + delay;
+    while Instant::now() < end {
+        match engine.db.get(id) {
+            Ok(Some(c)) if !c.state.manual_stop => {}
+            _ => return false,
+        }
+        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
+    }
+    true
+}
+
+/// The detached monitor (`berth container-monitor <id>`): writes "ok\n" or
+/// `err <code>\n<message>` to `report` once the first start is decided, then hands the
+/// running container to the small `berth-monitor` loop binary (exec, so the container
+/// stays its child). That binary execs back here with `exited` = (code, back-off) when
+/// the container ends, to record it and apply the restart policy.
+pub fn main(
+    root: &Path,
+    id: &str,
+    report_fd: Option<OwnedFd>,
+    exited: Option<(i32, Duration)>,
+) -> i32 {
+    // SAFETY: plain signal disposition changes before any other work.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    let mut rep = report_fd.map(File::from);
+    let mut engine = match Engine::open(root) {
+        Ok(e) => e,
+        Err(e) => {
+            report(&mut rep, &format!("err 125\n{e}"));
+            return 1;
+        }
+    };
+    let mut delay = exited.map_or(Duration::from_millis(100), |e| e.1);
+    let mut pending = exited.map(|e| e.0);
+    loop {
+        if let Some(code) = pending.take() {
+            if !after_exit(&mut engine, id, code, &mut delay) {
+                break;
+            }
+        }
+        let l = match engine.launch(id, false) {
+            Ok(l) => l,
+            Err(e) => {
+                report(&mut rep, &format!("err {}\n{e}", exit_code_for(&e)));
+                break;
+            }
+        };
+        report(&mut rep, "ok\n");
+        let Ok(c) = engine.find(id) else { break };
+        let probe = ProbeSpec::for_container(&engine, &c);
+        if let Some(bin) = loop_binary() {
+            let err = exec_loop(&bin, &engine, &c, &l, probe.as_ref(), delay);
+            tracing::warn!("exec {}: {err}; monitoring in-process", bin.display());
+        }
+        let code = pump_loop(&engine.log_path(id), l, probe, PumpOptions::default());
+        pending = Some(code.unwrap_or(255));
+    }
+    let _ = engine.detach_monitor(id);
+    if let Ok(c) = engine.db.find(id) {
+        if c.config.auto_remove && !c.state.status.is_active() {
+            let _ = engine.remove(id, true, true);
+        }
+    }
+    0
+}
+
+/// Records an exit; returns whether the policy restarts the container (after sleeping
+/// out Docker's back-off: 100 ms doubling, back to 100 ms after 10 s of running).
+fn after_exit(engine: &mut Engine, id: &str, code: i32, delay: &mut Duration) -> bool {
+    let c = match engine.finish(id, code) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("{id}: recording the exit failed: {e}");
+            return false;
+        }
+    };
+    if !should_restart(&c) {
+        return false;
+    }
+    let ran = humantime::parse_rfc3339_weak(&c.state.started_at)
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
+    if ran >= Duration::from_secs(10) {
+        *delay = Duration::from_millis(100);
+    }
+    let marked = engine.db.update(id, |c| {
+        if !c.state.manual_stop {
+            c.state.status = Status::Restarting;
+            c.state.restart_count += 1;
+        }
+    });
+    let restarting = matches!(marked, Ok(ref c) if c.state.status == Status::Restarting);
+    if !restarting || !backoff(engine, id, *delay) {
+        let _ = engine.db.update(id, |c| {
+            if c.state.status == Status::Restarting {
+                c.state.status = Status::Exited;
+            }
+        });
+        return false;
+    }
+    *delay = (*delay * 2).min(Duration::from_secs(60));
+    true
+}
+
+/// `berth-monitor` next to this binary, if installed.
+fn loop_binary() -> Option<PathBuf> {
+    let p = std::env::current_exe()
+        .ok()?
+        .parent()?
+        .join("berth-monitor");
+    p.is_file().then_some(p)
+}
+
+fn inheritable(fd: RawFd) -> std::io::Result<()> {
+    nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map(|_| ())
+    .map_err(std::io::Error::from)
+}
+
+/// Replaces this process with the loop binary; returns only if that fails.
+fn exec_loop(
+    bin: &Path,
+    engine: &Engine,
+    c: &Container,
+    l: &Launched,
+    probe: Option<&ProbeSpec>,
+    delay: Duration,
+) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let err_fd = l.err.as_ref().map_or(-1, |f| f.as_raw_fd());
+    for fd in [l.pidfd.as_raw_fd(), l.out.as_raw_fd(), err_fd] {
+        if fd >= 0 {
+            if let Err(e) = inheritable(fd) {
+                return e;
+            }
+        }
+    }
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return e,
+    };
+    let ms = |d: Duration| d.as_millis().to_string();
+    Command::new(bin)
+        .arg(engine.log_path(&c.id))
+        .arg(l.pid.to_string())
+        .arg(l.pidfd.as_raw_fd().to_string())
+        .arg(l.out.as_raw_fd().to_string())
+        .arg(err_fd.to_string())
+        .arg(probe.map_or("0".into(), |p| ms(p.interval)))
+        .arg(probe.map_or("0".into(), |p| ms(p.kill_after)))
+        .arg(exe)
+        .arg(&engine.root)
+        .arg(&c.id)
+        .arg(ms(delay))
+        .exec()
+}
+
+/// The loop binary's side: the arguments `exec_loop` passed, then back to `berth`.
+pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let [_, log, pid, pidfd, out, err, interval, kill_after, exe, root, id, delay] = args else {
+        eprintln!("berth-monitor: started by berth only");
+        return 2;
+    };
+    let num =
+        |s: &std::ffi::OsString| -> i64 { s.to_str().and_then(|s| s.parse().ok()).unwrap_or(-1) };
+    let (pid, pidfd, out, err) = (
+        num(pid) as i32,
+        num(pidfd) as RawFd,
+        num(out) as RawFd,
+        num(err) as RawFd,
+    );
+    if pid <= 0 || pidfd < 0 || out < 0 {
+        eprintln!("berth-monitor: bad arguments");
+        return 2;
+    }
+    // SAFETY: berth passed these descriptors to this process for it to own.
+    let owned = |fd: RawFd| unsafe { OwnedFd::from_raw_fd(fd) };
+    let tty = err < 0;
+    let l = Launched {
+        pid,
+        pidfd: owned(pidfd),
+        out: owned(out),
+        err: (!tty).then(|| owned(err)),
+        stdin: None,
+        tty,
+    };
+    let interval = num(interval).max(0) as u64;
+    let probe = (interval > 0).then(|| ProbeSpec {
+        exe: PathBuf::from(exe),
+        root: PathBuf::from(root),
+        id: id.to_string_lossy().into_owned(),
+        interval: Duration::from_millis(interval),
+        kill_after: Duration::from_millis(num(kill_after).max(0) as u64),
+    });
+    let code = pump_loop(Path::new(log), l, probe, PumpOptions::default()).unwrap_or(255);
+    let e = Command::new(exe)
+        .arg("--root")
+        .arg(root)
+        .arg("container-monitor")
+        .arg(id)
+        .arg("--exited")
+        .arg(code.to_string())
+        .arg(delay)
+        .exec();
+    eprintln!("berth-monitor: exec {}: {e}", PathBuf::from(exe).display());
+    125
+}
+
+/// Starts `berth container-monitor <id>` detached (double fork, new session) and returns
+/// the outcome it reports.
+pub fn spawn_detached(exe: &Path, root: &Path, id: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Io {
+        context: "pipe".into(),
+        source: e.into(),
+    })?;
+    let wfd = w.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.arg("--root")
+        .arg(root)
+        .arg("container-monitor")
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls (setsid, fork, _exit, dup2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            match libc::fork() {
+                -1 => return Err(std::io::Error::last_os_error()),
+                0 => {}
+                _ => libc::_exit(0),
+            }
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| Error::Io {
+        context: format!("start the monitor {}", exe.display()),
+        source: e,
+    })?;
+    let _ = child.wait();
+    drop(w);
+    let mut text = String::new();
+    let _ = File::from(r).read_to_string(&mut text);
+    if text.starts_with("ok") {
+        return Ok(());
+    }
+    match text.strip_prefix("err ").and_then(|t| t.split_once('\n')) {
+        Some((code, msg)) => Err(Error::Start {
+            code: code.trim().parse().unwrap_or(125),
+            msg: msg.to_string(),
+        }),
+        None => Err(Error::Start {
+            code: 125,
+            msg: "the container monitor exited without reporting".into(),
+        }),
+    }
+}
+
+/// Takes fd 3 as the report pipe (set up by [`spawn_detached`]).
+pub fn report_fd() -> Option<OwnedFd> {
+    // SAFETY: spawn_detached dup2'd the report pipe onto fd 3 for this process.
+    Some(unsafe { OwnedFd::from_raw_fd(3) })
+}

@@ -1,0 +1,199 @@
+//! The engine's only door to networking. `--network none|host|container:<name>` are
+//! handled here; bridge and user networks go to `berth-net` through [`attach`] (between
+//! `Runtime::create` and `Runtime::start`, when the container's netns exists) and
+//! [`release`] (on exit, stop and rm).
+
+use std::path::Path;
+
+use crate::record::Container;
+use crate::{Error, Result};
+
+/// How the container's network namespace is made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// A new netns with only `lo` (the runtime brings it up).
+    None,
+    /// The host's netns.
+    Host,
+    /// Joins another container's netns, by its id.
+    Container(String),
+    /// A bridge or user network: a new netns that [`attach`] wires up.
+    Network(String),
+}
+
+pub fn mode(network: &str) -> Mode {
+    match network {
+        "none" => Mode::None,
+        "host" => Mode::Host,
+        n if n.starts_with("container:") => Mode::Container(n["container:".len()..].into()),
+        "" | "default" => Mode::Network("bridge".into()),
+        n => Mode::Network(n.into()),
+    }
+}
+
+/// What the container got from its network, for inspect and `port`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub network: String,
+    pub ip: String,
+    pub prefix: u8,
+    pub gateway: String,
+    pub mac: String,
+    /// `container_port/proto` → host `(ip, port)`.
+    pub ports: Vec<(String, String, u16)>,
+    /// Host end of the veth pair.
+    #[serde(default)]
+    pub host_veth: String,
+}
+
+/// Refuses what cannot work before anything is created: bad `-p` specs.
+pub fn check(c: &Container) -> Result<()> {
+    if matches!(mode(&c.config.network), Mode::Network(_)) {
+        publish(c)?;
+    }
+    Ok(())
+}
+
+fn net_err(e: berth_net::NetError) -> Error {
+    Error::Network(e.to_string())
+}
+
+/// `-p` specs, plus every exposed port on a random host port with `-P`.
+fn publish(c: &Container) -> Result<Vec<berth_net::PortMapping>> {
+    let mut out = Vec::new();
+    for p in &c.config.publish {
+        out.extend(berth_net::parse_publish(p).map_err(net_err)?);
+    }
+    if c.config.publish_all {
+        for e in &c.config.exposed_ports {
+            let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+            let Ok(port) = port.parse::<u16>() else {
+                continue;
+            };
+            let proto = if proto == "udp" {
+                berth_net::Proto::Udp
+            } else {
+                berth_net::Proto::Tcp
+            };
+            if !out
+                .iter()
+                .any(|m| m.container_port == port && m.proto == proto)
+            {
+                out.push(berth_net::PortMapping {
+                    host_ip: None,
+                    host_port: 0,
+                    container_port: port,
+                    proto,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Wires the container (init `pid`, its netns at `/proc/<pid>/ns/net`) into its network
+/// with berth-net, which also keeps its `hosts` file (in `dir`) up to date. A no-op for
+/// none/host/container: modes.
+pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option<Endpoint>> {
+    let Mode::Network(network) = mode(&c.config.network) else {
+        return Ok(None);
+    };
+    let net = berth_net::Net::open(root).map_err(net_err)?;
+    let ep = net
+        .connect(&berth_net::Attach {
+            container_id: c.id.clone(),
+            name: c.name.clone(),
+            network: network.clone(),
+            netns: format!("/proc/{pid}/ns/net").into(),
+            aliases: Vec::new(),
+            ports: publish(c)?,
+            hosts_file: Some(dir.join("hosts")),
+            hostname: c.config.hostname.clone(),
+        })
+        .map_err(net_err)?;
+    Ok(Some(Endpoint {
+        network,
+        ip: ep.ip.to_string(),
+        prefix: ep.prefix,
+        gateway: ep.gateway.to_string(),
+        mac: ep.mac,
+        host_veth: ep.host_veth,
+        ports: ep
+            .ports
+            .iter()
+            .map(|p| {
+                let ip = p.host_ip.map_or("0.0.0.0".to_string(), |i| i.to_string());
+                (format!("{}/{}", p.container_port, p.proto), ip, p.host_port)
+            })
+            .collect(),
+    }))
+}
+
+/// Gives back the address, veth and firewall rules of a container; idempotent, and free
+/// for containers that never had a network of their own.
+pub fn release(root: &Path, c: &Container) -> Result<()> {
+    if !matches!(mode(&c.config.network), Mode::Network(_)) {
+        return Ok(());
+    }
+    berth_net::Net::open(root)
+        .and_then(|n| n.release(&c.id))
+        .map_err(net_err)
+}
+
+/// The resolv.conf text for the container: `--dns`/`--dns-search`, else the host's
+/// (minus loopback name servers, which do not answer inside another netns).
+pub fn resolv_conf(c: &Container) -> String {
+    let cfg = &c.config;
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut out = String::new();
+    let own_ns = !matches!(mode(&cfg.network), Mode::Host);
+    if cfg.dns.is_empty() {
+        let mut servers = 0;
+        for l in host.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.first() == Some(&"nameserver") {
+                let loopback = f
+                    .get(1)
+                    .is_some_and(|a| a.starts_with("127.") || *a == "::1");
+                if own_ns && loopback {
+                    continue;
+                }
+                servers += 1;
+            } else if !cfg.dns_search.is_empty() && f.first() == Some(&"search") {
+                continue;
+            }
+            out.push_str(l);
+            out.push('\n');
+        }
+        if servers == 0 && own_ns {
+            out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+        }
+    } else {
+        for d in &cfg.dns {
+            out.push_str(&format!("nameserver {d}\n"));
+        }
+    }
+    if !cfg.dns_search.is_empty() {
+        out.push_str(&format!("search {}\n", cfg.dns_search.join(" ")));
+    }
+    if !cfg.dns_options.is_empty() {
+        out.push_str(&format!("options {}\n", cfg.dns_options.join(" ")));
+    }
+    out
+}
+
+/// /etc/hosts: localhost lines, `--add-host` entries and the container's own name.
+pub fn hosts(c: &Container, own_ip: Option<&str>) -> String {
+    let mut out = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+    );
+    for h in &c.config.add_hosts {
+        if let Some((name, ip)) = h.split_once(':') {
+            out.push_str(&format!("{ip}\t{name}\n"));
+        }
+    }
+    if let Some(ip) = own_ip {
+        out.push_str(&format!("{ip}\t{}\n", c.config.hostname));
+    }
+    out
+}

@@ -1,0 +1,514 @@
+//! The OCI runtime spec (config.json) for a container, with Docker's defaults: the 14
+//! default capabilities, masked and read-only /proc and /sys paths, a private /dev, the
+//! engine's hosts/hostname/resolv.conf bind mounts, the cgroup under `/berth/<id>`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::record::{Container, MountSpec};
+use crate::{Error, Result};
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+const MASKED: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const READONLY: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// Every capability the kernel knows, for `--privileged` and `--cap-add ALL`.
+fn all_caps() -> Vec<String> {
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    caps_names()
+        .iter()
+        .take(last as usize + 1)
+        .map(|s| format!("CAP_{s}"))
+        .collect()
+}
+
+fn caps_names() -> [&'static str; 41] {
+    [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    ]
+}
+
+fn cap_name(s: &str) -> String {
+    let up = s.to_ascii_uppercase();
+    if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    }
+}
+
+/// The capability set after `--cap-add`/`--cap-drop` (Docker: drop first, then add;
+/// `ALL` on either side).
+pub fn capabilities(c: &Container) -> Result<Vec<String>> {
+    let cfg = &c.config;
+    if cfg.privileged {
+        return Ok(all_caps());
+    }
+    let known = all_caps();
+    let check = |n: &String| {
+        if n == "CAP_ALL" || known.contains(n) {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!("unknown capability: {n:?}")))
+        }
+    };
+    let drop: Vec<String> = cfg.cap_drop.iter().map(|s| cap_name(s)).collect();
+    let add: Vec<String> = cfg.cap_add.iter().map(|s| cap_name(s)).collect();
+    drop.iter().try_for_each(check)?;
+    add.iter().try_for_each(check)?;
+    let mut caps: Vec<String> = if drop.iter().any(|d| d == "CAP_ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPS
+            .iter()
+            .map(|s| s.to_string())
+            .filter(|s| !drop.contains(s))
+            .collect()
+    };
+    if add.iter().any(|a| a == "CAP_ALL") {
+        return Ok(known);
+    }
+    for a in add {
+        if !caps.contains(&a) {
+            caps.push(a);
+        }
+    }
+    Ok(caps)
+}
+
+/// uid, gid and additional gids for `user` (`name`, `uid`, `name:group`, `uid:gid`),
+/// resolved against the container's /etc/passwd and /etc/group.
+pub fn resolve_user(
+    rootfs: &Path,
+    user: &str,
+    group_add: &[String],
+) -> Result<(u32, u32, Vec<u32>)> {
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let entry = |file: &str, key: &str| -> Option<Vec<String>> {
+        file.lines()
+            .map(|l| l.split(':').map(str::to_owned).collect::<Vec<_>>())
+            .find(|f| f.len() >= 3 && (f[0] == key || f[2] == key))
+    };
+    let (uid, mut gid) = if u.is_empty() {
+        (0, 0)
+    } else if let Some(f) = entry(&passwd, u) {
+        let uid = f[2].parse().unwrap_or(0);
+        let gid = f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0);
+        (uid, gid)
+    } else if let Ok(uid) = u.parse::<u32>() {
+        (uid, 0)
+    } else {
+        return Err(Error::Invalid(format!(
+            "unable to find user {u}: no matching entries in passwd file"
+        )));
+    };
+    if let Some(g) = g {
+        gid = lookup_group(&group, g)?;
+    }
+    let mut extra = Vec::new();
+    // Supplementary groups listing the user by name, as Docker does.
+    let name = entry(&passwd, u).map(|f| f[0].clone());
+    if let Some(name) = &name {
+        for l in group.lines() {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
+                if let Ok(id) = f[2].parse::<u32>() {
+                    if id != gid && !extra.contains(&id) {
+                        extra.push(id);
+                    }
+                }
+            }
+        }
+    }
+    for g in group_add {
+        let id = lookup_group(&group, g)?;
+        if !extra.contains(&id) {
+            extra.push(id);
+        }
+    }
+    Ok((uid, gid, extra))
+}
+
+fn lookup_group(group: &str, g: &str) -> Result<u32> {
+    for l in group.lines() {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() >= 3 && (f[0] == g || f[2] == g) {
+            if let Ok(id) = f[2].parse() {
+                return Ok(id);
+            }
+        }
+    }
+    g.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "unable to find group {g}: no matching entries in group file"
+        ))
+    })
+}
+
+fn bytes_option(n: i64) -> String {
+    format!("size={n}")
+}
+
+/// The spec as JSON. `rootfs` must be mounted (the user is looked up in it); `volumes`
+/// maps volume mounts to their host directories.
+pub fn build(
+    c: &Container,
+    dir: &Path,
+    netns: Option<&str>,
+    volumes: &[(MountSpec, PathBuf)],
+) -> Result<Value> {
+    let cfg = &c.config;
+    let rootfs = dir.join("rootfs");
+    let (uid, gid, extra) = resolve_user(&rootfs, &cfg.user, &cfg.group_add)?;
+    let caps = capabilities(c)?;
+    let shm = cfg.shm_size.unwrap_or(64 << 20);
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", bytes_option(shm)]}),
+    ];
+    for f in ["resolv.conf", "hostname", "hosts"] {
+        mounts.push(json!({"destination": format!("/etc/{f}"), "type": "bind",
+            "source": dir.join(f), "options": ["rbind", "rprivate"]}));
+    }
+    for (m, host) in volumes {
+        let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
+        if m.read_only {
+            opts.push("ro".into());
+        }
+        mounts.push(
+            json!({"destination": m.destination, "type": "bind", "source": host, "options": opts}),
+        );
+    }
+    for m in cfg.mounts.iter().filter(|m| m.kind == "tmpfs") {
+        let mut opts = vec![
+            "nosuid".to_string(),
+            "nodev".to_string(),
+            "noexec".to_string(),
+        ];
+        opts.extend(m.options.iter().cloned());
+        if m.read_only {
+            opts.push("ro".into());
+        }
+        mounts.push(json!({"destination": m.destination, "type": "tmpfs", "source": "tmpfs", "options": opts}));
+    }
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    match netns {
+        Some("host") => {}
+        Some(path) => namespaces.push(json!({"type": "network", "path": path})),
+        None => namespaces.push(json!({"type": "network"})),
+    }
+    let mut env = vec![];
+    let has = |k: &str| cfg.env.iter().any(|e| e.split('=').next() == Some(k));
+    if !has("PATH") {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string());
+    }
+    env.push(format!("HOSTNAME={}", cfg.hostname));
+    if cfg.tty && !has("TERM") {
+        env.push("TERM=xterm".into());
+    }
+    env.extend(cfg.env.iter().cloned());
+    let cwd = if cfg.workdir.is_empty() {
+        "/"
+    } else {
+        &cfg.workdir
+    };
+    let no_new_privs = cfg.security_opt.iter().any(|o| {
+        o == "no-new-privileges" || o == "no-new-privileges:true" || o == "no-new-privileges=true"
+    });
+    let mut process = json!({
+        "terminal": cfg.tty,
+        "user": {"uid": uid, "gid": gid, "additionalGids": extra},
+        "args": cfg.args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": no_new_privs,
+    });
+    let rlimits = ulimits(&cfg.ulimits)?;
+    if !rlimits.is_empty() {
+        process["rlimits"] = json!(rlimits);
+    }
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": format!("/berth/{}", c.id),
+        "resources": resources_json(c)?,
+    });
+    if !cfg.privileged {
+        linux["maskedPaths"] = json!(MASKED);
+        linux["readonlyPaths"] = json!(READONLY);
+    }
+    if !cfg.sysctls.is_empty() {
+        linux["sysctl"] = json!(cfg.sysctls);
+    }
+    if !cfg.devices.is_empty() {
+        linux["devices"] = devices(&cfg.devices)?;
+    }
+    if let Some(s) = seccomp(c, &caps)? {
+        linux["seccomp"] = s;
+    }
+    let mut annotations = serde_json::Map::new();
+    if cfg.init {
+        annotations.insert("org.berth.init".into(), json!("true"));
+    }
+    Ok(json!({
+        "ociVersion": "1.2.0",
+        "process": process,
+        "root": {"path": "rootfs", "readonly": cfg.read_only},
+        "hostname": cfg.hostname,
+        "mounts": mounts,
+        "linux": linux,
+        "annotations": annotations,
+    }))
+}
+
+/// The seccomp profile: Docker's default unless `--privileged` or
+/// `--security-opt seccomp=unconfined`; a profile file given as `seccomp=<path>`.
+fn seccomp(c: &Container, caps: &[String]) -> Result<Option<Value>> {
+    if c.config.privileged {
+        return Ok(None);
+    }
+    for o in &c.config.security_opt {
+        if let Some(p) = o
+            .strip_prefix("seccomp=")
+            .or_else(|| o.strip_prefix("seccomp:"))
+        {
+            if p == "unconfined" {
+                return Ok(None);
+            }
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                Error::Invalid(format!("opening seccomp profile ({p}) failed: {e}"))
+            })?;
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Invalid(format!("decoding seccomp profile {p}: {e}")))?;
+            return Ok(Some(v));
+        }
+    }
+    default_seccomp(caps).map(Some)
+}
+
+/// Docker's default seccomp profile for a container holding `caps` (berth-seccomp's).
+pub fn default_seccomp(caps: &[String]) -> Result<Value> {
+    Ok(serde_json::to_value(berth_seccomp::docker_default(caps))?)
+}
+
+/// `linux.resources` for the container's limits.
+pub fn resources_json(c: &Container) -> Result<Value> {
+    let cfg = &c.config;
+    let mut r = json!({});
+    let mut mem = json!({});
+    if let Some(m) = cfg.memory {
+        mem["limit"] = json!(m);
+        // Docker: swap defaults to twice the memory limit.
+        let swap = match cfg.memory_swap {
+            Some(s) => s,
+            None => m * 2,
+        };
+        mem["swap"] = json!(swap);
+    }
+    if mem.as_object().is_some_and(|o| !o.is_empty()) {
+        r["memory"] = mem;
+    }
+    let mut cpu = json!({});
+    if let Some(n) = cfg.nano_cpus {
+        cpu["period"] = json!(100_000u64);
+        cpu["quota"] = json!(n / 10_000);
+    }
+    if let Some(s) = cfg.cpu_shares {
+        cpu["shares"] = json!(s);
+    }
+    if let Some(s) = &cfg.cpuset_cpus {
+        cpu["cpus"] = json!(s);
+    }
+    if cpu.as_object().is_some_and(|o| !o.is_empty()) {
+        r["cpu"] = cpu;
+    }
+    if let Some(p) = cfg.pids_limit {
+        r["pids"] = json!({"limit": p});
+    }
+    let mut devs = vec![json!({"allow": false, "access": "rwm"})];
+    // Docker's default rules: mknod anything, use the standard nodes, ptys and tun.
+    for (kind, major, minor) in DEFAULT_DEVICE_RULES {
+        let access = if major < 0 { "m" } else { "rwm" };
+        let mut rule = json!({"allow": true, "type": kind, "access": access});
+        if major >= 0 {
+            rule["major"] = json!(major);
+        }
+        if minor >= 0 {
+            rule["minor"] = json!(minor);
+        }
+        devs.push(rule);
+    }
+    if cfg.privileged {
+        devs = vec![json!({"allow": true, "access": "rwm"})];
+    }
+    for d in &cfg.devices {
+        if let Some((major, minor, kind)) = device_numbers(d.split(':').next().unwrap_or(d)) {
+            devs.push(json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": "rwm"}));
+        }
+    }
+    r["devices"] = json!(devs);
+    Ok(r)
+}
+
+/// (type, major, minor); -1 is a wildcard (and for major, an mknod-only rule).
+const DEFAULT_DEVICE_RULES: [(&str, i64, i64); 12] = [
+    ("c", -1, -1),
+    ("b", -1, -1),
+    ("c", 1, 3),
+    ("c", 1, 8),
+    ("c", 1, 7),
+    ("c", 5, 0),
+    ("c", 1, 5),
+    ("c", 1, 9),
+    ("c", 5, 1),
+    ("c", 136, -1),
+    ("c", 5, 2),
+    ("c", 10, 200),
+];
+
+fn device_numbers(path: &str) -> Option<(u64, u64, &'static str)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = std::fs::metadata(path).ok()?;
+    let kind = if md.file_type().is_char_device() {
+        "c"
+    } else if md.file_type().is_block_device() {
+        "b"
+    } else {
+        return None;
+    };
+    let rdev = md.rdev();
+    Some((libc::major(rdev) as u64, libc::minor(rdev) as u64, kind))
+}
+
+/// `--device /dev/x[:/dev/y[:rwm]]`.
+fn devices(list: &[String]) -> Result<Value> {
+    let mut out = Vec::new();
+    for d in list {
+        let mut parts = d.split(':');
+        let host = parts.next().unwrap_or_default();
+        let inner = parts.next().unwrap_or(host);
+        let (major, minor, kind) = device_numbers(host)
+            .ok_or_else(|| Error::Invalid(format!("error gathering device information while adding custom device {host:?}: not a device node")))?;
+        out.push(json!({"path": inner, "type": kind, "major": major, "minor": minor, "fileMode": 0o666, "uid": 0, "gid": 0}));
+    }
+    Ok(json!(out))
+}
+
+/// `--ulimit nofile=1024:2048`.
+fn ulimits(list: &[String]) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for u in list {
+        let (name, vals) = u
+            .split_once('=')
+            .ok_or_else(|| Error::Invalid(format!("invalid ulimit argument: {u}")))?;
+        let (soft, hard) = match vals.split_once(':') {
+            Some((s, h)) => (s, h),
+            None => (vals, vals),
+        };
+        let num = |v: &str| -> Result<i64> {
+            v.parse()
+                .map_err(|_| Error::Invalid(format!("invalid ulimit argument: {u}")))
+        };
+        out.push(json!({
+            "type": format!("RLIMIT_{}", name.to_ascii_uppercase()),
+            "soft": num(soft)?, "hard": num(hard)?,
+        }));
+    }
+    Ok(out)
+}

@@ -1,0 +1,108 @@
+//! Named volumes: `<root>/volumes/<name>/_data`, one row each in the `volumes` table.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::db::Db;
+use crate::{Error, IoContext, Result};
+
+pub fn data_dir(root: &Path, name: &str) -> PathBuf {
+    root.join("volumes").join(name).join("_data")
+}
+
+fn valid(name: &str) -> bool {
+    crate::names::valid_name(name) && name.len() >= 2
+}
+
+/// Creates a volume (idempotent, as Docker's). Returns its name.
+pub fn create(
+    db: &mut Db,
+    root: &Path,
+    name: Option<&str>,
+    labels: &[(String, String)],
+) -> Result<String> {
+    let name = match name {
+        Some(n) if !valid(n) => {
+            return Err(Error::Invalid(format!(
+                "create {n}: \"{n}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed"
+            )))
+        }
+        Some(n) => n.to_string(),
+        None => crate::names::new_id(),
+    };
+    let dir = data_dir(root, &name);
+    std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+    let labels: serde_json::Map<String, Value> =
+        labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+    let data = json!({"Driver": "local", "Labels": labels, "Options": {}, "Scope": "local"});
+    db.add_volume(&name, &berth_runtime::state::now_rfc3339(), &data)?;
+    Ok(name)
+}
+
+/// `docker volume inspect`'s object.
+pub fn inspect(db: &Db, root: &Path, name: &str) -> Result<Value> {
+    let (created, data) = db
+        .volume(name)?
+        .ok_or_else(|| Error::NoSuchVolume(name.into()))?;
+    Ok(json!({
+        "CreatedAt": created,
+        "Driver": data["Driver"],
+        "Labels": data["Labels"],
+        "Mountpoint": data_dir(root, name),
+        "Name": name,
+        "Options": data["Options"],
+        "Scope": "local",
+    }))
+}
+
+pub fn list(db: &Db) -> Result<Vec<String>> {
+    Ok(db.volumes()?.into_iter().map(|(n, _, _)| n).collect())
+}
+
+/// Removes a volume unless a container (in `users`) uses it.
+pub fn remove(db: &mut Db, root: &Path, name: &str, users: &[String]) -> Result<()> {
+    if db.volume(name)?.is_none() {
+        return Err(Error::NoSuchVolume(name.into()));
+    }
+    if let Some(id) = users.first() {
+        return Err(Error::Conflict(format!(
+            "remove {name}: volume is in use - [{id}]"
+        )));
+    }
+    db.remove_volume(name)?;
+    let dir = root.join("volumes").join(name);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).ctx(|| format!("remove {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Copies the image's content at the mount point into a new, empty volume (Docker's
+/// "copy-up"), keeping owners and modes.
+pub fn seed(from: &Path, to: &Path) -> Result<()> {
+    if !from.is_dir() {
+        return Ok(());
+    }
+    let empty = std::fs::read_dir(to)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(false);
+    if !empty {
+        return Ok(());
+    }
+    let st = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", from.display()))
+        .arg(to)
+        .status()
+        .ctx(|| "run cp".into())?;
+    if !st.success() {
+        return Err(Error::Invalid(format!(
+            "copying image content from {} into the volume failed",
+            from.display()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,1078 @@
+//! End-to-end container tests: the `berth` binary running real busybox containers in a
+//! private `--root` per test, with `--network none` (bridge networking is berth-net's).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use berth_tests::{bin_dir, busybox_oci_archive_config, output, stderr, stdout, wait_for};
+use serde_json::{json, Value};
+
+const IMAGE: &str = "bbox:latest";
+
+/// The test image, built once per test process: busybox with `sleep` as its command, a
+/// VOLUME whose content seeds new volumes, and nothing else.
+fn archive() -> &'static Path {
+    static ARCHIVE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, p) = ARCHIVE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bbox.tar");
+        busybox_oci_archive_config(
+            &p,
+            IMAGE,
+            json!({"Env": ["PATH=/bin", "FROM_IMAGE=yes"], "Cmd": ["sleep", "30"], "Volumes": {"/etc/seeded": {}}}),
+        );
+        (dir, p)
+    });
+    p
+}
+
+/// A private berth root with the test image loaded; removes its containers on drop.
+struct Berth {
+    root: tempfile::TempDir,
+}
+
+impl Berth {
+    fn new() -> Berth {
+        let b = Berth {
+            root: tempfile::tempdir().unwrap(),
+        };
+        let o = b.run(&["load", "-q", "-i", archive().to_str().unwrap()]);
+        assert!(o.status.success(), "load: {}", stderr(&o));
+        b
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(bin_dir().join("berth"));
+        c.arg("--root").arg(self.root.path());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        output(self.cmd().args(args))
+    }
+
+    /// Runs and asserts success; returns trimmed stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "berth {args:?} failed ({:?}): {}{}",
+            o.status.code(),
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o).trim().to_string()
+    }
+
+    fn inspect(&self, name: &str) -> Value {
+        let v: Value = serde_json::from_str(&self.ok(&["inspect", name])).unwrap();
+        v[0].clone()
+    }
+
+    fn status(&self, name: &str) -> String {
+        self.inspect(name)["State"]["Status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        let ids = self.run(&["ps", "-aq", "--no-trunc"]);
+        for id in stdout(&ids).split_whitespace() {
+            let _ = self.run(&["rm", "-f", "-v", id]);
+        }
+        // User networks (and their bridges); the predefined ones refuse, harmlessly.
+        let nets = self.run(&["network", "ls", "--format", "{{.Name}}"]);
+        for n in stdout(&nets).split_whitespace() {
+            if !matches!(n, "bridge" | "host" | "none") {
+                let _ = self.run(&["network", "rm", n]);
+            }
+        }
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn exit_codes_are_dockers() {
+    let b = Berth::new();
+    let run = |args: &[&str]| {
+        let mut full = vec!["run", "--rm", "--network", "none", IMAGE];
+        full.extend_from_slice(args);
+        b.run(&full)
+    };
+    assert_eq!(code(&run(&["true"])), 0);
+    // The standard devices are usable (the device cgroup allows them).
+    assert_eq!(
+        code(&run(&[
+            "sh",
+            "-c",
+            "echo x > /dev/null && head -c 1 /dev/urandom > /dev/null"
+        ])),
+        0
+    );
+    let o = run(&["sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(code(&o), 3);
+    assert_eq!(stdout(&o), "out\n");
+    assert_eq!(stderr(&o), "err\n");
+    let o = run(&["/no/such/program"]);
+    assert_eq!(code(&o), 127, "{}", stderr(&o));
+    let o = run(&["/etc/passwd"]);
+    assert_eq!(code(&o), 126, "{}", stderr(&o));
+    // An engine error (unknown capability) is 125.
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cap-add",
+        "NOPE",
+        IMAGE,
+        "true",
+    ]);
+    assert_eq!(code(&o), 125, "{}", stderr(&o));
+    // -t gives the container a terminal; -i feeds it our stdin.
+    let o = b.run(&["run", "-t", "--rm", "--network", "none", IMAGE, "tty"]);
+    assert!(stdout(&o).contains("/dev/pts/0"), "{}", stdout(&o));
+    let mut c = b.cmd();
+    c.args(["run", "-i", "--rm", "--network", "none", IMAGE, "cat"]);
+    let piped = c
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    piped
+        .stdin
+        .as_ref()
+        .unwrap()
+        .write_all(b"fed through\n")
+        .unwrap();
+    let o = piped.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "fed through\n");
+    // --rm left nothing behind.
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn detached_container_logs_and_ps() {
+    let b = Berth::new();
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "chatty",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 143' TERM; echo one; echo two >&2; sleep 0.3; echo three; sleep 30 & wait",
+    ]);
+    assert_eq!(id.len(), 64, "{id}");
+    // The monitor is the small loop binary, its private memory well under 1 MB.
+    let mon = b.inspect("chatty")["State"]["MonitorPid"].as_i64().unwrap();
+    let cmdline = std::fs::read(format!("/proc/{mon}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("berth-monitor"));
+    let status = std::fs::read_to_string(format!("/proc/{mon}/status")).unwrap();
+    let anon: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(anon < 1024, "monitor RssAnon {anon} kB");
+    let ps = b.ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
+    assert_eq!(ps, "chatty running");
+    // logs -f follows until the container stops.
+    let follow = b
+        .cmd()
+        .args(["logs", "-f", "chatty"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        || b.ok(&["logs", "chatty"]).contains("three"),
+        "third log line",
+    );
+    let o = b.run(&["logs", "chatty"]);
+    assert_eq!(stdout(&o), "one\nthree\n");
+    assert_eq!(stderr(&o), "two\n");
+    assert_eq!(b.ok(&["logs", "--tail", "1", "chatty"]), "three");
+    let with_ts = b.ok(&["logs", "-t", "chatty"]);
+    assert!(
+        with_ts.lines().all(|l| l.len() > 30 && l.contains("Z ")),
+        "{with_ts}"
+    );
+    // The log is Docker's json-file format.
+    let log = std::fs::read_to_string(b.inspect("chatty")["LogPath"].as_str().unwrap()).unwrap();
+    let first: Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    assert_eq!(first["log"], "one\n");
+    assert_eq!(first["stream"], "stdout");
+    b.ok(&["stop", "-t", "1", "chatty"]);
+    let out = follow.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\nthree\n");
+    // ps -a shows it after exit, ps does not.
+    assert_eq!(b.ok(&["ps", "-q"]), "");
+    let all = b.ok(&["ps", "-a", "--format", "{{.Names}}|{{.Status}}"]);
+    assert!(all.starts_with("chatty|Exited (143)"), "{all}");
+    let i = b.inspect("chatty");
+    assert_eq!(i["State"]["ExitCode"], 143);
+    assert_eq!(i["Name"], "/chatty");
+    assert_eq!(i["Id"], id.as_str());
+}
+
+#[test]
+fn stop_waits_the_timeout_then_kills() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "stubborn",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 0.1; done",
+    ]);
+    let t = Instant::now();
+    b.ok(&["stop", "-t", "2", "stubborn"]);
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    assert_eq!(b.inspect("stubborn")["State"]["ExitCode"], 137);
+    // And a cooperative one stops at once.
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "polite",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; sleep 60 & wait",
+    ]);
+    let t = Instant::now();
+    b.ok(&["stop", "polite"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(b.inspect("polite")["State"]["ExitCode"], 0);
+    // With --init, PID 1 is berth's init, which forwards SIGTERM to `sleep`.
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--init",
+        "--name",
+        "inited",
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    let t = Instant::now();
+    b.ok(&["stop", "inited"]);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(b.inspect("inited")["State"]["ExitCode"], 143);
+}
+
+#[test]
+fn restart_policy_counts_restarts() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo try; exit 4",
+    ]);
+    wait_for(
+        || {
+            let i = b.inspect("flaky");
+            i["State"]["Status"] == "exited" && i["RestartCount"] == 2
+        },
+        "two restarts, then exited",
+    );
+    let i = b.inspect("flaky");
+    assert_eq!(i["State"]["ExitCode"], 4);
+    assert_eq!(i["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(b.ok(&["logs", "flaky"]), "try\ntry\ntry");
+    // "always" restarts even a clean exit, until stopped.
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "again",
+        "--restart",
+        "always",
+        IMAGE,
+        "true",
+    ]);
+    wait_for(
+        || b.inspect("again")["RestartCount"].as_u64() >= Some(2),
+        "always restarts",
+    );
+    b.ok(&["stop", "again"]);
+    let n = b.inspect("again")["RestartCount"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(b.status("again"), "exited");
+    assert_eq!(
+        b.inspect("again")["RestartCount"].as_u64().unwrap(),
+        n,
+        "no restart after stop"
+    );
+}
+
+#[test]
+fn health_goes_from_starting_to_healthy_and_unhealthy() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "doc",
+        "--health-cmd",
+        "test -e /tmp/ok",
+        "--health-interval",
+        "300ms",
+        "--health-retries",
+        "2",
+        "--health-timeout",
+        "5s",
+        IMAGE,
+        "sh",
+        "-c",
+        "sleep 1; touch /tmp/ok; sleep 2; rm /tmp/ok; exec sleep 30",
+    ]);
+    let health = || {
+        b.inspect("doc")["State"]["Health"]["Status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(health(), "starting");
+    wait_for(|| health() == "healthy", "healthy");
+    assert!(b.ok(&["ps"]).contains("(healthy)"));
+    wait_for(|| health() == "unhealthy", "unhealthy");
+    let h = &b.inspect("doc")["State"]["Health"];
+    assert!(h["FailingStreak"].as_u64().unwrap() >= 2, "{h}");
+    assert!(h["Log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["ExitCode"] == 0));
+    b.ok(&["rm", "-f", "doc"]);
+}
+
+#[test]
+fn named_volume_survives_rm_and_is_seeded_from_the_image() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "data:/data",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            "data:/data",
+            IMAGE,
+            "cat",
+            "/data/f"
+        ]),
+        "kept"
+    );
+    assert!(b.ok(&["volume", "ls", "-q"]).lines().any(|l| l == "data"));
+    let vi: Value = serde_json::from_str(&b.ok(&["volume", "inspect", "data"])).unwrap();
+    assert!(vi[0]["Mountpoint"]
+        .as_str()
+        .unwrap()
+        .ends_with("/volumes/data/_data"));
+    // A new named volume on a path the image has content at starts with that content.
+    let seeded = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        "etc:/etc",
+        IMAGE,
+        "cat",
+        "/etc/passwd",
+    ]);
+    assert!(seeded.contains("root:"), "{seeded}");
+    // The image VOLUME makes an anonymous volume, removed by rm -v.
+    b.ok(&["run", "--name", "anon", "--network", "none", IMAGE, "true"]);
+    let anon = b.inspect("anon")["Mounts"][0]["Name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(b.ok(&["volume", "ls", "-q"]).contains(&anon));
+    let busy = b.run(&["volume", "rm", "data"]);
+    assert!(
+        busy.status.success(),
+        "no container uses data now: {}",
+        stderr(&busy)
+    );
+    b.ok(&["rm", "-v", "anon"]);
+    assert!(!b.ok(&["volume", "ls", "-q"]).contains(&anon));
+    // Bind mounts, read-only ones refuse writes.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("in"), "from host").unwrap();
+    let spec = format!("{}:/h:ro", host.path().display());
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &spec,
+            IMAGE,
+            "cat",
+            "/h/in"
+        ]),
+        "from host"
+    );
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &spec,
+        IMAGE,
+        "touch",
+        "/h/x",
+    ]);
+    assert_ne!(code(&o), 0);
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--tmpfs",
+        "/scratch:size=1m",
+        IMAGE,
+        "sh",
+        "-c",
+        "grep /scratch /proc/mounts",
+    ]);
+    assert!(
+        stdout(&o).contains("tmpfs /scratch tmpfs"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn security_and_resource_flags_take_effect() {
+    let b = Berth::new();
+    let run = |args: &[&str]| -> Output {
+        let mut full = vec!["run", "--rm", "--network", "none"];
+        full.extend_from_slice(args);
+        b.run(&full)
+    };
+    let o = run(&["--read-only", IMAGE, "touch", "/x"]);
+    assert_ne!(code(&o), 0);
+    assert!(stderr(&o).contains("Read-only"), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&run(&["--user", "1000:1000", IMAGE, "id", "-u"])).trim(),
+        "1000"
+    );
+    assert_eq!(
+        stdout(&run(&["--user", "nobody", IMAGE, "id", "-un"])).trim(),
+        "nobody"
+    );
+    // CAP_CHOWN is in Docker's default set; dropping it makes chown fail.
+    assert_eq!(code(&run(&[IMAGE, "chown", "1:1", "/tmp"])), 0);
+    assert_ne!(
+        code(&run(&[
+            "--cap-drop",
+            "CHOWN",
+            IMAGE,
+            "chown",
+            "1:1",
+            "/tmp"
+        ])),
+        0
+    );
+    let env = stdout(&run(&[
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "--hostname",
+        "box",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo $A $FROM_IMAGE $HOSTNAME $(pwd) $(hostname)",
+    ]));
+    assert_eq!(env.trim(), "1 yes box /tmp box");
+    // Limits are visible in the container's cgroup.
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "lim",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        IMAGE,
+        "sleep",
+        "30",
+    ]);
+    let pid = b.inspect("lim")["State"]["Pid"].as_i64().unwrap();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let read = |ctrl: &str, file: &str| -> String {
+        for l in cg.lines() {
+            let f: Vec<&str> = l.splitn(3, ':').collect();
+            let v1 = f[1].split(',').any(|c| c == ctrl);
+            let base = if v1 {
+                format!("/sys/fs/cgroup/{}", f[1].replace("name=", ""))
+            } else if f[1].is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                "/sys/fs/cgroup".into()
+            } else {
+                continue;
+            };
+            if let Ok(s) = std::fs::read_to_string(format!("{base}{}/{file}", f[2])) {
+                return s.trim().to_string();
+            }
+        }
+        panic!("no {ctrl} {file} for {pid}: {cg}");
+    };
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let (mem, pids) = if v2 {
+        (read("", "memory.max"), read("", "pids.max"))
+    } else {
+        (
+            read("memory", "memory.limit_in_bytes"),
+            read("pids", "pids.max"),
+        )
+    };
+    assert_eq!(mem, (64u64 << 20).to_string());
+    assert_eq!(pids, "50");
+    b.ok(&["rm", "-f", "lim"]);
+}
+
+#[test]
+fn exec_runs_in_the_container() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "host1",
+        "-e",
+        "X=base",
+        IMAGE,
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(
+        b.ok(&["exec", "host1", "sh", "-c", "echo $X $HOSTNAME"]),
+        format!("base {}", &b.inspect("host1")["Id"].as_str().unwrap()[..12])
+    );
+    assert_eq!(
+        b.ok(&[
+            "exec",
+            "-e",
+            "X=over",
+            "-w",
+            "/etc",
+            "-u",
+            "nobody",
+            "host1",
+            "sh",
+            "-c",
+            "echo $X $(pwd) $(id -un)"
+        ]),
+        "over /etc nobody"
+    );
+    assert_eq!(code(&b.run(&["exec", "host1", "sh", "-c", "exit 5"])), 5);
+    let top = b.ok(&["top", "host1"]);
+    assert!(top.contains("sleep 30"), "{top}");
+    b.ok(&["pause", "host1"]);
+    assert_eq!(b.status("host1"), "paused");
+    b.ok(&["unpause", "host1"]);
+    b.ok(&["rename", "host1", "host2"]);
+    assert_eq!(b.status("host2"), "running");
+    // update changes the live cgroup (read back through the runtime's stats) and the record.
+    b.ok(&["update", "--memory", "48m", "host2"]);
+    assert_eq!(b.inspect("host2")["HostConfig"]["Memory"], 48 << 20);
+    let stats = b.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.MemUsage}}",
+    ]);
+    assert!(
+        stats.starts_with("host2 ") && stats.ends_with("/ 48.00MiB"),
+        "{stats}"
+    );
+    assert_eq!(code(&b.run(&["exec", "nosuch", "true"])), 1);
+}
+
+fn count_leftovers(root: &Path) -> (usize, usize, usize) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root_s = root.display().to_string();
+    let m = mounts.lines().filter(|l| l.contains(&root_s)).count();
+    let monitors = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| {
+                    let s = String::from_utf8_lossy(&c);
+                    (s.contains("container-monitor") || s.contains("berth-monitor"))
+                        && s.contains(&root_s)
+                })
+                .unwrap_or(false)
+        })
+        .count();
+    // Container state dirs only (the runtime also keeps a seccomp cache there).
+    let state = std::fs::read_dir(root.join("run/runtime"))
+        .map(|d| d.flatten().filter(|e| e.file_name().len() == 64).count())
+        .unwrap_or(0);
+    (m, monitors, state)
+}
+
+#[test]
+fn twenty_concurrent_containers_leave_nothing_behind() {
+    let b = Berth::new();
+    let before = count_leftovers(b.root.path());
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let mut c = b.cmd();
+            // On the default bridge, half of them publishing a port.
+            let mut args = vec![
+                "run".to_string(),
+                "-d".into(),
+                "--name".into(),
+                format!("c{i}"),
+            ];
+            if i % 2 == 0 {
+                args.extend(["-p".to_string(), "127.0.0.1:0:80".into()]);
+            }
+            args.extend([IMAGE.to_string(), "sleep".into(), "60".into()]);
+            c.args(&args);
+            std::thread::spawn(move || output(&mut c))
+        })
+        .collect();
+    for h in handles {
+        let o = h.join().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(b.ok(&["ps", "-q"]).lines().count(), 20);
+    let (mounts, monitors, state) = count_leftovers(b.root.path());
+    assert_eq!(monitors, before.1 + 20);
+    assert!(
+        mounts >= before.0 + 20 && state == before.2 + 20,
+        "{mounts} {state}"
+    );
+    let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    let ids: Vec<String> = names
+        .iter()
+        .map(|n| b.inspect(n)["Id"].as_str().unwrap().to_string())
+        .collect();
+    let veths: Vec<String> = names
+        .iter()
+        .map(|n| {
+            let v = b.inspect(n)["NetworkSettings"]["Networks"]["bridge"]["HostVeth"].clone();
+            v.as_str().unwrap().to_string()
+        })
+        .collect();
+    for v in &veths {
+        assert!(
+            Path::new("/sys/class/net").join(v).exists(),
+            "veth {v} missing"
+        );
+    }
+    assert!(ids.iter().map(|id| firewall_rules_of(id)).sum::<usize>() >= 10);
+    let mut args = vec!["rm", "-f"];
+    args.extend(names.iter().map(String::as_str));
+    b.ok(&args);
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    wait_for(
+        || count_leftovers(b.root.path()) == before,
+        "no mount, monitor or runtime state left",
+    );
+    for id in &ids {
+        let left = berth_tests::cgroup_leftovers(&format!("berth/{id}"));
+        assert!(left.is_empty(), "{left:?}");
+        assert_eq!(firewall_rules_of(id), 0, "firewall rule of {id} left");
+    }
+    // The kernel deletes a dead namespace's veth pairs in the background.
+    wait_for(
+        || {
+            veths
+                .iter()
+                .all(|v| !Path::new("/sys/class/net").join(v).exists())
+        },
+        "no veth left",
+    );
+}
+
+#[test]
+fn stale_running_record_reads_as_exited() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "orphan",
+        IMAGE,
+        "sleep",
+        "30",
+    ]);
+    let i = b.inspect("orphan");
+    // Kill the monitor and the container behind berth's back, as a crash would.
+    let monitor = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+        let c = std::fs::read(e.path().join("cmdline")).ok()?;
+        let s = String::from_utf8_lossy(&c).to_string();
+        ((s.contains("container-monitor") || s.contains("berth-monitor"))
+            && s.contains(i["Id"].as_str().unwrap()))
+        .then(|| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .flatten()
+    });
+    let monitor = monitor.expect("monitor process");
+    unsafe { libc::kill(monitor, libc::SIGKILL) };
+    unsafe { libc::kill(i["State"]["Pid"].as_i64().unwrap() as i32, libc::SIGKILL) };
+    wait_for(|| b.status("orphan") == "exited", "stale record repaired");
+    b.ok(&["rm", "orphan"]);
+}
+
+#[test]
+fn oom_kill_exits_137_and_is_recorded() {
+    let b = Berth::new();
+    let o = b.run(&[
+        "run",
+        "--name",
+        "hog",
+        "--network",
+        "none",
+        "--memory",
+        "16m",
+        "--memory-swap",
+        "16m",
+        IMAGE,
+        "sh",
+        "-c",
+        "head -c 200m /dev/zero | tail > /dev/null",
+    ]);
+    assert_eq!(code(&o), 137, "{}", stderr(&o));
+    let s = &b.inspect("hog")["State"];
+    assert_eq!(s["OOMKilled"], true, "{s}");
+    assert_eq!(s["ExitCode"], 137);
+}
+
+#[test]
+fn images_in_use_are_not_removed() {
+    let b = Berth::new();
+    b.ok(&[
+        "create",
+        "--network",
+        "none",
+        "--name",
+        "user",
+        IMAGE,
+        "true",
+    ]);
+    let o = b.run(&["rmi", IMAGE]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        stderr(&o).contains("is using its referenced image"),
+        "{}",
+        stderr(&o)
+    );
+    b.ok(&["image", "prune", "-a", "-f"]);
+    assert!(
+        b.ok(&["images", "-q"]).lines().count() == 1,
+        "prune kept the used image"
+    );
+    b.ok(&["rm", "user"]);
+    b.ok(&["rmi", IMAGE]);
+}
+
+#[test]
+fn cp_diff_and_export() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "--name",
+        "files",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo made > /tmp/new; rm /bin/vi; echo x >> /etc/passwd",
+    ]);
+    let host = tempfile::tempdir().unwrap();
+    let out = host.path().join("new");
+    b.ok(&["cp", "files:/tmp/new", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "made\n");
+    std::fs::write(host.path().join("up"), "uploaded").unwrap();
+    b.ok(&[
+        "cp",
+        host.path().join("up").to_str().unwrap(),
+        "files:/tmp/",
+    ]);
+    let diff = b.ok(&["diff", "files"]);
+    for line in [
+        "C /tmp",
+        "A /tmp/new",
+        "A /tmp/up",
+        "D /bin/vi",
+        "C /etc/passwd",
+    ] {
+        assert!(
+            diff.lines().any(|l| l == line),
+            "{line} missing from:\n{diff}"
+        );
+    }
+    // A tar stream out, and the exported filesystem holds the container's changes.
+    let o = b.run(&["cp", "files:/tmp/up", "-"]);
+    let mut ar = tar::Archive::new(&o.stdout[..]);
+    let names: Vec<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["up"]);
+    let tarball = host.path().join("fs.tar");
+    b.ok(&["export", "-o", tarball.to_str().unwrap(), "files"]);
+    let mut ar = tar::Archive::new(std::fs::File::open(&tarball).unwrap());
+    let names: Vec<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with("tmp/new")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.ends_with("bin/vi")),
+        "deleted file exported"
+    );
+    // The rootfs is unmounted again after the copy from a stopped container.
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&b.root.path().display().to_string()));
+}
+
+#[test]
+fn create_start_wait_and_detached_errors() {
+    let b = Berth::new();
+    let id = b.ok(&[
+        "create",
+        "--network",
+        "none",
+        "--name",
+        "later",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hi; exit 7",
+    ]);
+    assert_eq!(b.status("later"), "created");
+    assert!(b
+        .ok(&["ps", "-a", "--filter", "status=created", "-q", "--no-trunc"])
+        .contains(&id));
+    let o = b.run(&["start", "-a", "later"]);
+    assert_eq!(code(&o), 7);
+    assert_eq!(stdout(&o), "hi\n");
+    b.ok(&["start", "later"]);
+    assert_eq!(b.ok(&["wait", "later"]), "7");
+    assert_eq!(b.ok(&["logs", "later"]), "hi\nhi");
+    // A detached start reports the monitor's verdict with Docker's codes.
+    let o = b.run(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "missing",
+        IMAGE,
+        "/nope",
+    ]);
+    assert_eq!(code(&o), 127, "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nope"), "{}", stderr(&o));
+    assert_eq!(b.inspect("missing")["State"]["ExitCode"], 127);
+    // Names are unique; --rm -d removes the container when it exits.
+    let o = b.run(&["create", "--network", "none", "--name", "later", IMAGE]);
+    assert_eq!(code(&o), 125);
+    assert!(stderr(&o).contains("is already in use"), "{}", stderr(&o));
+    let id = b.ok(&["run", "-d", "--rm", "--network", "none", IMAGE, "true"]);
+    wait_for(
+        || !b.ok(&["ps", "-aq", "--no-trunc"]).contains(&id),
+        "--rm -d removal",
+    );
+    // A bad -p is an engine error before anything is created.
+    let o = b.run(&["run", "--rm", "-p", "99999:80", IMAGE, "true"]);
+    assert_eq!(code(&o), 125, "{}", stderr(&o));
+}
+
+/// iptables rules naming the container (berth-net tags each with its owner).
+fn firewall_rules_of(id: &str) -> usize {
+    let rules = Command::new("iptables-save").output().unwrap();
+    String::from_utf8_lossy(&rules.stdout)
+        .lines()
+        .filter(|l| l.contains(id))
+        .count()
+}
+
+#[test]
+fn bridge_network_and_published_port() {
+    use std::io::{Read, Write};
+    let b = Berth::new();
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "127.0.0.1:0:80",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
+    let i = b.inspect("web");
+    let ip = i["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(ip.starts_with("10."), "{ip}");
+    let port = b.ok(&["port", "web", "80"]);
+    let addr = port.trim().to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    assert!(
+        firewall_rules_of(&id) > 0,
+        "a DNAT rule names the container"
+    );
+    // The published port answers from the host with the container's own files.
+    let mut body = String::new();
+    wait_for(
+        || {
+            let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+                return false;
+            };
+            let _ = s.write_all(b"GET /hostname HTTP/1.0\r\n\r\n");
+            body.clear();
+            s.read_to_string(&mut body).is_ok() && body.contains("200 OK")
+        },
+        "httpd through the published port",
+    );
+    assert!(body.contains(&id[..12]), "{body}");
+    // Containers on the default bridge get an address and a route out.
+    let o = b.ok(&[
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "ip -4 -o addr show eth0; ip route",
+    ]);
+    assert!(o.contains("inet 10.") && o.contains("default via"), "{o}");
+    b.ok(&["rm", "-f", "web"]);
+    assert_eq!(firewall_rules_of(&id), 0, "rm -f left a firewall rule");
+}
+
+#[test]
+fn containers_on_a_user_network_reach_each_other_by_name() {
+    let b = Berth::new();
+    let net = format!("tn{}", std::process::id());
+    b.ok(&["network", "create", &net]);
+    assert!(b
+        .ok(&["network", "ls", "--format", "{{.Name}}"])
+        .lines()
+        .any(|l| l == net));
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        &net,
+        "--name",
+        "srv",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
+    let mut got = String::new();
+    wait_for(
+        || {
+            let o = b.run(&[
+                "run",
+                "--rm",
+                "--network",
+                &net,
+                IMAGE,
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://srv/hostname",
+            ]);
+            got = stdout(&o);
+            o.status.success()
+        },
+        "wget http://srv from a peer",
+    );
+    assert_eq!(got.trim(), &id[..12]);
+    let inspect: Value = serde_json::from_str(&b.ok(&["network", "inspect", &net])).unwrap();
+    assert!(
+        inspect[0]["Containers"]
+            .as_object()
+            .unwrap()
+            .contains_key(&id),
+        "{inspect}"
+    );
+    b.ok(&["rm", "-f", "srv"]);
+    b.ok(&["network", "rm", &net]);
+}
