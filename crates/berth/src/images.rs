@@ -348,9 +348,10 @@ impl Observer for Bars {
                     bar.finish_with_message(status);
                 }
             }
-            (Event::Finished { digest, status }, None) => {
-                eprintln!("{}: {status}", client::store::short_id(digest))
-            }
+            // Off a terminal the end of each blob is the summary line on stdout, which
+            // pull and push print as Docker does; repeating it here doubled every line
+            // when both streams went to one log.
+            (Event::Finished { .. }, None) => {}
         }
     }
 }
