@@ -16,6 +16,9 @@ work=$(mktemp -d /tmp/berth-bench-run.XXXXXX)
 export BERTH_ROOT=$work/berth
 podman=(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay
         --cgroup-manager cgroupfs --events-backend none)
+# podman asks crun for RLIMIT_NOFILE/NPROC of 1048576/4194304, above this host's hard
+# limits (no CAP_SYS_RESOURCE here); berth keeps the caller's limits by default.
+plimits="--ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
 dockerd_pid=
 cleanup() {
   "$berth" rm -f $("$berth" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
@@ -41,9 +44,9 @@ tar -C "$rootfs" -cf "$work/rootfs.tar" .
 "${podman[@]}" import -q "$work/rootfs.tar" localhost/bench/busybox:latest >/dev/null
 
 cmds=(-n "berth run --network none" "$berth run --rm --network none bench/busybox true"
-      -n "podman run --network none" "${podman[*]} run --rm --network none localhost/bench/busybox true"
+      -n "podman run --network none" "${podman[*]} run --rm $plimits --network none localhost/bench/busybox true"
       -n "berth run (bridge)" "$berth run --rm bench/busybox true"
-      -n "podman run (bridge)" "${podman[*]} run --rm localhost/bench/busybox true")
+      -n "podman run (bridge)" "${podman[*]} run --rm $plimits localhost/bench/busybox true")
 if [ "${BENCH_DOCKER:-1}" = 1 ] && command -v dockerd >/dev/null; then
   dockerd --data-root "$work/docker" --exec-root "$work/docker-run" -H "unix://$work/docker.sock" \
     --pidfile "$work/docker.pid" --bridge none --iptables=false >"$work/dockerd.log" 2>&1 &
@@ -59,7 +62,7 @@ jq -r '.results[] | "\(.command): median \(.median*1000*100|floor/100) ms"' "$wo
 id=$("$berth" run -d --network none bench/busybox sleep 1000)
 mon=$("$berth" inspect --format '{{.State.MonitorPid}}' "$id" 2>/dev/null || true)
 [ -n "$mon" ] && echo "berth monitor RSS: $(awk '/VmRSS/ {print $2, $3}' "/proc/$mon/status")"
-"${podman[@]}" run -d --network none localhost/bench/busybox sleep 1000 >/dev/null
+"${podman[@]}" run -d $plimits --network none localhost/bench/busybox sleep 1000 >/dev/null
 conmon=$(pgrep -n conmon || true)
 [ -n "$conmon" ] && echo "podman conmon RSS: $(awk '/VmRSS/ {print $2, $3}' "/proc/$conmon/status")"
 
