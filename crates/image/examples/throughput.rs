@@ -1,6 +1,7 @@
 //! Throughput of the data paths a pull runs through, on this machine: sha256 (berth's
 //! hasher), gzip and zstd decompression, and unpacking a layer into a directory.
-//! `cargo run --release -p berth-image --example throughput [MiB]` (default 256);
+//! `cargo run --release -p berth-image --example throughput [MiB [SAMPLE_FILE]]` (default
+//! 256 MiB; the sample is written to SAMPLE_FILE when given);
 //! bench/throughput.sh puts the numbers beside `openssl speed` and `zstd -b`.
 
 use std::io::{Read, Write};
@@ -17,6 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .transpose()?
         .unwrap_or(256);
     let data = sample(mib << 20);
+    // The sample for peers' own benchmarks (`zstd -b`), so both see the same bytes.
+    if let Some(path) = std::env::args().nth(2) {
+        std::fs::write(path, &data)?;
+    }
 
     let t = Instant::now();
     let mut h = Algorithm::Sha256.hasher();
