@@ -130,7 +130,7 @@ impl Server {
         let tokens = config
             .access
             .as_deref()
-            .map(token::Policy::load)
+            .map(|access| token::Policy::load(access, &config.storage.join("token.key")))
             .transpose()?;
         let tls = match (&config.tls_cert, &config.tls_key) {
             (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),

@@ -12,8 +12,9 @@
 //! ```
 //! `user` is a name from the htpasswd file, `*` for any authenticated user, or `anonymous`
 //! for clients without credentials; `repo` is a name, `*`, or a prefix ending in `*`.
-//! Tokens are `base64url(claims).base64url(HMAC-SHA256(key, claims))` with a key made at
-//! start, so they are only valid for the server that issued them, until it restarts.
+//! Tokens are `base64url(claims).base64url(HMAC-SHA256(key, claims))`. The key is made
+//! once and kept in the storage directory (`token.key`, mode 0600), so tokens stay valid
+//! across a restart of the server and among servers sharing one storage.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -21,7 +22,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 
 /// How long an issued token is valid (seconds).
 pub const TOKEN_TTL: u64 = 300;
@@ -114,22 +115,40 @@ fn repo_matches(pattern: &str, name: &str) -> bool {
 }
 
 fn hmac(key: &[u8; 32], msg: &[u8]) -> [u8; 32] {
-    // RFC 2104 with a 64-byte block; the key is shorter than a block, so it is zero-padded.
-    let mut ipad = [0x36u8; 64];
-    let mut opad = [0x5cu8; 64];
-    for (i, k) in key.iter().enumerate() {
-        ipad[i] ^= k;
-        opad[i] ^= k;
+    use hmac::Mac as _;
+    // An HMAC takes a key of any length, so this cannot fail.
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
+/// The signing key kept at `path`, made (random, written aside, fsynced, renamed) when
+/// absent. Two servers starting at once on one storage may both write; the rename makes
+/// one of the keys win whole, and both then read that one.
+fn load_key(path: &Path) -> std::io::Result<[u8; 32]> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&key)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
     }
-    let inner = Sha256::new()
-        .chain_update(ipad)
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(opad)
-        .chain_update(inner)
-        .finalize()
-        .into()
+    let bytes = std::fs::read(path)?;
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: not a 32-byte key", path.display()),
+        )
+    })
 }
 
 /// Equality that takes the same time wherever the first difference is.
@@ -138,8 +157,8 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Policy {
-    /// Loads an access file and makes a fresh signing key.
-    pub fn load(path: &Path) -> Result<Self, PolicyError> {
+    /// Loads an access file; the signing key is kept in `key_file` (made when absent).
+    pub fn load(path: &Path, key_file: &Path) -> Result<Self, PolicyError> {
         let p = path.display().to_string();
         let text = std::fs::read(path).map_err(|source| PolicyError::Read {
             path: p.clone(),
@@ -147,15 +166,11 @@ impl Policy {
         })?;
         let file: PolicyFile = serde_json::from_slice(&text)
             .map_err(|source| PolicyError::Parse { path: p, source })?;
-        Self::new(file.rules.clone())
-    }
-
-    fn new(rules: Vec<Rule>) -> Result<Self, PolicyError> {
-        let mut key = [0u8; 32];
-        let id = super::storage::random_id().map_err(PolicyError::Key)?;
-        let id2 = super::storage::random_id().map_err(PolicyError::Key)?;
-        key.copy_from_slice(&Sha256::digest(format!("{id}{id2}")));
-        Ok(Policy { rules, key })
+        let key = load_key(key_file).map_err(PolicyError::Key)?;
+        Ok(Policy {
+            rules: file.rules,
+            key,
+        })
     }
 
     /// What `user` may do of what it asks for.
@@ -244,7 +259,10 @@ mod tests {
                 {"user":"anonymous","repo":"public","actions":["pull"]}]"#,
         )
         .unwrap();
-        Policy::new(rules).unwrap()
+        Policy {
+            rules,
+            key: [7; 32],
+        }
     }
 
     fn repo(name: &str, actions: &[&str]) -> Access {
@@ -280,10 +298,42 @@ mod tests {
         // Tampering and foreign keys fail.
         let forged = h.replace('.', "x.");
         assert!(p.verify(Some(&forged), &[]).is_none());
-        assert!(policy().verify(Some(&h), &[]).is_none());
+        let foreign = Policy {
+            rules: Vec::new(),
+            key: [8; 32],
+        };
+        assert!(foreign.verify(Some(&h), &[]).is_none());
         assert_eq!(
             Access::parse("repository:a/b:pull,push"),
             Some(repo("a/b", &["pull", "push"]))
         );
+    }
+
+    #[test]
+    fn the_key_outlives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let access = dir.path().join("access.json");
+        std::fs::write(
+            &access,
+            r#"{"rules": [{"user": "alice", "repo": "*", "actions": ["pull"]}]}"#,
+        )
+        .unwrap();
+        let key = dir.path().join("token.key");
+        let first = Policy::load(&access, &key).unwrap();
+        let token = format!("Bearer {}", first.issue("alice", &[repo("a", &["pull"])]));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A restarted server reads the same key: the token still holds.
+        let restarted = Policy::load(&access, &key).unwrap();
+        assert!(restarted
+            .verify(Some(&token), &[repo("a", &["pull"])])
+            .is_some());
+        // Another storage, another key.
+        let other = Policy::load(&access, &dir.path().join("other.key")).unwrap();
+        assert!(other.verify(Some(&token), &[]).is_none());
+        // A damaged key file is an error, not a silent new key.
+        std::fs::write(&key, b"short").unwrap();
+        assert!(Policy::load(&access, &key).is_err());
     }
 }
