@@ -430,7 +430,27 @@ fn scalar_to_string(m: &mut Mapping, key: &str) {
     }
 }
 
+/// Normalises a service; `!reset`/`!override` tagged keys are normalised inside their
+/// tag, which the merge reads later.
 fn normalize_service(svc: &mut Mapping, base: &Path) -> Result<(), KeyErr> {
+    let mut tags = Vec::new();
+    for (k, v) in svc.iter_mut() {
+        if let Value::Tagged(t) = v {
+            let inner = std::mem::take(&mut t.value);
+            tags.push((k.clone(), t.tag.clone()));
+            *v = inner;
+        }
+    }
+    normalize_untagged(svc, base)?;
+    for (k, tag) in tags {
+        let inner = svc.remove(&k).unwrap_or(Value::Null);
+        let tagged = serde_yaml::value::TaggedValue { tag, value: inner };
+        svc.insert(k, Value::Tagged(Box::new(tagged)));
+    }
+    Ok(())
+}
+
+fn normalize_untagged(svc: &mut Mapping, base: &Path) -> Result<(), KeyErr> {
     if let Some(b) = svc.get_mut("build") {
         if let Some(ctx) = b.as_str() {
             let mut m = Mapping::new();
