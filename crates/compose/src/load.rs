@@ -770,8 +770,8 @@ fn healthcheck(svc: &mut Mapping) -> Result<(), KeyErr> {
     let Some(Value::Mapping(h)) = svc.get_mut("healthcheck") else {
         return Ok(());
     };
-    if let Some(Value::String(s)) = h.get("test") {
-        let t = vec!["CMD-SHELL".into(), Value::String(s.clone())];
+    if let Some(s) = h.get("test").and_then(scalar) {
+        let t = vec!["CMD-SHELL".into(), Value::String(s)];
         h.insert("test".into(), Value::Sequence(t));
     }
     for k in ["interval", "timeout", "start_period", "start_interval"] {
