@@ -19,7 +19,11 @@ fn archive() -> &'static Path {
     let (_, p) = ARCHIVE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("cbox.tar");
-        busybox_oci_archive_config(&p, IMAGE, json!({"Env": ["PATH=/bin"], "Cmd": ["sleep", "30"]}));
+        busybox_oci_archive_config(
+            &p,
+            IMAGE,
+            json!({"Env": ["PATH=/bin"], "Cmd": ["sleep", "30"]}),
+        );
         (dir, p)
     });
     p
@@ -28,7 +32,11 @@ fn archive() -> &'static Path {
 /// A unique project name, so parallel tests never share networks.
 fn project(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("c{}{}{tag}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "c{}{}{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A project directory with its compose file, and a berth root (image loaded when
@@ -62,8 +70,12 @@ impl Proj {
 
     fn berth(&self, args: &[&str]) -> Output {
         let mut c = Command::new(bin_dir().join("berth"));
-        c.arg("--root").arg(self.root.path()).current_dir(self.dir.path());
-        c.env_remove("COMPOSE_PROJECT_NAME").env_remove("COMPOSE_FILE").env_remove("COMPOSE_PROFILES");
+        c.arg("--root")
+            .arg(self.root.path())
+            .current_dir(self.dir.path());
+        c.env_remove("COMPOSE_PROJECT_NAME")
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROFILES");
         output(c.args(args))
     }
 
@@ -110,6 +122,7 @@ fn config_interpolates_with_env_file_anchors_and_extensions() {
         r#"
 x-common: &common
   image: ${IMG:-busybox}
+  restart: always
   environment:
     - SHARED=1
 services:
@@ -136,41 +149,68 @@ volumes:
 "#,
         false,
     );
-    p.write(".env", "PORT=8080\nGREETING=\"hi there\" \nEMPTY=\n# comment\nIMG=from-dotenv\n");
+    p.write(
+        ".env",
+        "PORT=8080\nGREETING=\"hi there\" \nEMPTY=\n# comment\nIMG=from-dotenv\n",
+    );
     let c = p.config();
     let web = &c["services"]["web"];
     assert_eq!(c["name"], p.name.as_str());
     assert_eq!(web["image"], "from-dotenv");
-    assert_eq!(web["environment"]["SHARED"], "1", "{web}");
+    // `<<` is a shallow merge: the service's own environment replaces the anchor's.
+    assert_eq!(web["restart"], "always", "{web}");
+    assert!(web["environment"].get("SHARED").is_none(), "{web}");
     assert_eq!(web["environment"]["GREETING"], "hi there");
-    assert_eq!(web["environment"]["PLAIN"], "$NOT_A_VAR");
+    // Printed escaped, as Compose does, so the output loads back the same.
+    assert_eq!(web["environment"]["PLAIN"], "$$NOT_A_VAR");
     assert_eq!(web["environment"]["ALT"], "dflt/e//set");
-    assert_eq!(web["ports"][0], json!({"target": 80, "published": "8080", "protocol": "tcp", "mode": "ingress"}));
+    assert_eq!(
+        web["ports"][0],
+        json!({"target": 80, "published": "8080", "protocol": "tcp", "mode": "ingress"})
+    );
     assert_eq!(web["ports"][1]["host_ip"], "127.0.0.1");
     assert_eq!(web["ports"][1]["protocol"], "udp");
-    assert_eq!(web["volumes"][0], json!({"type": "volume", "source": "data", "target": "/data", "read_only": true}));
+    assert_eq!(
+        web["volumes"][0],
+        json!({"type": "volume", "source": "data", "target": "/data", "read_only": true})
+    );
     let src = p.dir.path().join("src");
     assert_eq!(web["volumes"][1]["source"], src.to_str().unwrap());
-    assert_eq!(web["volumes"][2], json!({"type": "volume", "target": "/tmp"}));
+    assert_eq!(
+        web["volumes"][2],
+        json!({"type": "volume", "target": "/tmp"})
+    );
     assert_eq!(web["depends_on"]["db"]["condition"], "service_started");
     assert!(web.get("x-ignored").is_none() && c.get("x-common").is_none());
-    assert_eq!(c["services"]["db"]["command"], json!(["sh", "-c", "echo 'a b'"]));
-    assert_eq!(c["services"]["db"]["healthcheck"]["test"], json!(["CMD-SHELL", "true"]));
+    assert_eq!(
+        c["services"]["db"]["command"],
+        json!(["sh", "-c", "echo 'a b'"])
+    );
+    assert_eq!(
+        c["services"]["db"]["healthcheck"]["test"],
+        json!(["CMD-SHELL", "true"])
+    );
     // Profiles: off unless asked for.
     assert_eq!(p.ok(&["config", "--services"]), "web\ndb\n");
-    assert_eq!(p.ok(&["--profile", "debug", "config", "--services"]), "web\ndb\ndebug\n");
+    assert_eq!(
+        p.ok(&["--profile", "debug", "config", "--services"]),
+        "web\ndb\ndebug\n"
+    );
     assert_eq!(p.ok(&["config", "--volumes"]), "data\n");
     // The process environment wins over .env; --env-file replaces it.
     let o = p.berth(&["compose", "-p", &p.name, "config", "--format", "json"]);
     assert!(o.status.success());
     p.write("other.env", "GREETING=other\nPORT=1\n");
-    let v: Value = serde_json::from_str(&p.ok(&["--env-file", "other.env", "config", "--format", "json"])).unwrap();
+    let v: Value =
+        serde_json::from_str(&p.ok(&["--env-file", "other.env", "config", "--format", "json"]))
+            .unwrap();
     assert_eq!(v["services"]["web"]["environment"]["GREETING"], "other");
     assert_eq!(v["services"]["web"]["image"], "busybox");
     // The YAML output round-trips: loading it again gives the same model.
     let yaml = p.ok(&["config"]);
     p.write("again.yaml", &yaml);
-    let again: Value = serde_json::from_str(&p.ok(&["-f", "again.yaml", "config", "--format", "json"])).unwrap();
+    let again: Value =
+        serde_json::from_str(&p.ok(&["-f", "again.yaml", "config", "--format", "json"])).unwrap();
     assert_eq!(again, c);
 }
 
@@ -185,21 +225,71 @@ fn fails_with(p: &Proj, args: &[&str], needles: &[&str]) {
 
 #[test]
 fn config_errors_name_file_key_and_problem() {
-    let p = Proj::new("err", "services:\n  web:\n    image: x\n    enviroment: [A=1]\n", false);
-    fails_with(&p, &["config"], &["compose.yaml", "services.web", "enviroment", "unknown field"]);
-    p.write("compose.yaml", "services:\n  web:\n    image: x\n    read_only: sometimes\n");
-    fails_with(&p, &["config"], &["compose.yaml", "services.web.read_only", "invalid"]);
-    p.write("compose.yaml", "services:\n  web:\n    image: ${NEED:?set NEED please}\n");
-    fails_with(&p, &["config"], &["compose.yaml", "services.web.image", "NEED", "set NEED please"]);
+    let p = Proj::new(
+        "err",
+        "services:\n  web:\n    image: x\n    enviroment: [A=1]\n",
+        false,
+    );
+    fails_with(
+        &p,
+        &["config"],
+        &[
+            "compose.yaml",
+            "services.web",
+            "enviroment",
+            "unknown field",
+        ],
+    );
+    p.write(
+        "compose.yaml",
+        "services:\n  web:\n    image: x\n    read_only: sometimes\n",
+    );
+    fails_with(
+        &p,
+        &["config"],
+        &["compose.yaml", "services.web.read_only", "invalid"],
+    );
+    p.write(
+        "compose.yaml",
+        "services:\n  web:\n    image: ${NEED:?set NEED please}\n",
+    );
+    fails_with(
+        &p,
+        &["config"],
+        &[
+            "compose.yaml",
+            "services.web.image",
+            "NEED",
+            "set NEED please",
+        ],
+    );
     p.write(
         "compose.yaml",
         "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n",
     );
-    fails_with(&p, &["config"], &["compose.yaml", "depends_on", "cycle", "a -> b -> a"]);
-    p.write("compose.yaml", "services:\n  a:\n    image: x\n    depends_on: [nope]\n");
-    fails_with(&p, &["config"], &["services.a.depends_on", "undefined service \"nope\""]);
-    p.write("compose.yaml", "services:\n  a:\n    build: .\n    ports: [\"notaport\"]\n");
-    fails_with(&p, &["config"], &["compose.yaml", "services.a.ports[0]", "invalid port"]);
+    fails_with(
+        &p,
+        &["config"],
+        &["compose.yaml", "depends_on", "cycle", "a -> b -> a"],
+    );
+    p.write(
+        "compose.yaml",
+        "services:\n  a:\n    image: x\n    depends_on: [nope]\n",
+    );
+    fails_with(
+        &p,
+        &["config"],
+        &["services.a.depends_on", "undefined service \"nope\""],
+    );
+    p.write(
+        "compose.yaml",
+        "services:\n  a:\n    build: .\n    ports: [\"notaport\"]\n",
+    );
+    fails_with(
+        &p,
+        &["config"],
+        &["compose.yaml", "services.a.ports[0]", "invalid port"],
+    );
     std::fs::remove_file(p.dir.path().join("compose.yaml")).unwrap();
     fails_with(&p, &["config"], &["no configuration file"]);
 }
@@ -220,7 +310,12 @@ fn override_files_merge_as_compose_does() {
     assert_eq!(web["command"], json!(["three"]));
     assert_eq!(web["environment"], json!({"A": "1", "B": "3", "C": "4"}));
     assert_eq!(web["ports"].as_array().unwrap().len(), 2);
-    let vols: Vec<&str> = web["volumes"].as_array().unwrap().iter().map(|v| v["source"].as_str().unwrap()).collect();
+    let vols: Vec<&str> = web["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["source"].as_str().unwrap())
+        .collect();
     assert_eq!(vols, ["/x", "w"]);
 }
 
@@ -241,7 +336,9 @@ fn compose_go_loader_inputs() {
     let Some(td) = testdata() else { return };
     let loader = td.join("compose-go-loader");
     let p = Proj::new("cg", "services: {}\n", false);
-    let cfg = |file: &Path| -> Output { p.compose(&["-f", file.to_str().unwrap(), "config", "--format", "json"]) };
+    let cfg = |file: &Path| -> Output {
+        p.compose(&["-f", file.to_str().unwrap(), "config", "--format", "json"])
+    };
     let json = |file: &Path| -> Value {
         let o = cfg(file);
         assert!(o.status.success(), "{}: {}", file.display(), stderr(&o));
@@ -263,7 +360,10 @@ fn compose_go_loader_inputs() {
     assert_eq!(v["services"]["imported"]["image"], "nginx");
     let v = json(&loader.join("extends/reset.yaml"));
     assert!(v["services"]["base"].get("command").is_none(), "{v}");
-    assert_eq!(v["services"]["init"]["command"], json!(["sleep", "infinity"]));
+    assert_eq!(
+        v["services"]["init"]["command"],
+        json!(["sleep", "infinity"])
+    );
     let v = json(&loader.join("combined/compose.yaml"));
     assert_eq!(
         v["services"]["service"]["build"]["context"],
@@ -276,14 +376,34 @@ fn compose_go_loader_inputs() {
     ] {
         let o = cfg(&loader.join(file));
         assert!(!o.status.success(), "{file} must fail");
-        assert!(stderr(&o).contains(needle) && stderr(&o).contains(file), "{file}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(needle) && stderr(&o).contains(file),
+            "{file}: {}",
+            stderr(&o)
+        );
     }
     // compose-go's CLI inputs: .env next to the file, env_file lists.
     let cli = td.join("compose-go-cli");
     let v = json(&cli.join("simple/compose-with-variables.yaml"));
     assert_eq!(v["services"]["simple"]["ports"][0]["published"], "8000");
     let v = json(&cli.join("env-file/compose-with-env-files.yaml"));
-    assert_eq!(v["services"]["simple"]["environment"]["DEFAULT_PORT"], "9090");
+    assert_eq!(
+        v["services"]["simple"]["environment"]["DEFAULT_PORT"],
+        "9090"
+    );
+    assert_eq!(v["services"]["simple"]["ports"][0]["published"], "8000");
+    let f = cli.join("env-file/compose-with-env-files.yaml");
+    let env = cli.join("env-file/override.env");
+    let o = p.compose(&[
+        "-f",
+        f.to_str().unwrap(),
+        "--env-file",
+        env.to_str().unwrap(),
+        "config",
+        "--format",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["services"]["simple"]["ports"][0]["published"], "9000");
 }
 
@@ -321,12 +441,25 @@ fn up_is_health_gated_idempotent_and_down_cleans_up() {
     assert_eq!(w["State"]["Health"]["Status"], "healthy");
     let web_start = humantime_secs(w["State"]["StartedAt"].as_str().unwrap());
     let client_start = humantime_secs(p.inspect(&client)["State"]["StartedAt"].as_str().unwrap());
-    assert!(client_start - web_start >= 1.9, "client started {:.2}s after web", client_start - web_start);
-    berth_tests::wait_for(|| p.ok(&["logs", "client"]).contains("hello-compose"), "client output");
+    assert!(
+        client_start - web_start >= 1.9,
+        "client started {:.2}s after web",
+        client_start - web_start
+    );
+    berth_tests::wait_for(
+        || p.ok(&["logs", "client"]).contains("hello-compose"),
+        "client output",
+    );
     let logs = p.ok(&["logs", "--no-color", "client"]);
-    assert!(logs.contains(&format!("{client} | hello-compose")), "{logs}");
+    assert!(
+        logs.contains(&format!("{client} | hello-compose")),
+        "{logs}"
+    );
     let ps = p.ok(&["ps"]);
-    assert!(ps.contains(&web) && ps.contains(&client) && ps.contains("healthy"), "{ps}");
+    assert!(
+        ps.contains(&web) && ps.contains(&client) && ps.contains("healthy"),
+        "{ps}"
+    );
     let net = format!("{}_default", p.name);
     assert!(p.berth(&["network", "inspect", &net]).status.success());
     let vol = format!("{}_data", p.name);
@@ -338,7 +471,10 @@ fn up_is_health_gated_idempotent_and_down_cleans_up() {
     p.ok(&["up", "-d"]);
     assert_eq!((id(&web), id(&client)), (web_id.clone(), client_id.clone()));
     // A changed environment recreates only that service.
-    p.write("compose.yaml", &APP.replace("ROLE: client", "ROLE: changed"));
+    p.write(
+        "compose.yaml",
+        &APP.replace("ROLE: client", "ROLE: changed"),
+    );
     p.ok(&["up", "-d"]);
     assert_eq!(id(&web), web_id, "web must be left running");
     let new_client = id(&client);
@@ -367,8 +503,19 @@ fn profiles_select_services_and_scale_replicates() {
     assert_eq!(p.ok(&["ps", "--services"]), "base\nbase\n");
     p.ok(&["--profile", "tools", "up", "-d", "--scale", "base=1"]);
     let services = p.ok(&["ps", "--services"]);
-    assert_eq!(services, "base\nextra\n", "scale 1 removes base-2; the tools profile adds extra");
-    let run = p.compose(&["--profile", "tools", "run", "--rm", "extra", "echo", "one-off"]);
+    assert_eq!(
+        services, "base\nextra\n",
+        "scale 1 removes base-2; the tools profile adds extra"
+    );
+    let run = p.compose(&[
+        "--profile",
+        "tools",
+        "run",
+        "--rm",
+        "extra",
+        "echo",
+        "one-off",
+    ]);
     assert!(stdout(&run).contains("one-off"), "{}", stderr(&run));
     let exec = p.ok(&["exec", "base", "echo", "in-base"]);
     assert_eq!(exec.trim(), "in-base");

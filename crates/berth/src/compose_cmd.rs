@@ -411,7 +411,10 @@ fn config(p: &Project, services: bool, volumes: bool, quiet: bool, format: &str)
         return Ok(0);
     }
     if format == "json" {
-        println!("{}", serde_json::to_string_pretty(p)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&berth_compose::escaped(p)?)?
+        );
     } else {
         print!("{}", berth_compose::to_yaml(p)?);
     }

@@ -207,7 +207,23 @@ pub fn service_labels(p: &Project, service: &str, number: u32) -> BTreeMap<Strin
     l
 }
 
-/// The normalised model as `docker compose config` prints it.
+/// The normalised model as `docker compose config` prints it: literal `$` written as
+/// `$$`, so the output loads back to the same model.
 pub fn to_yaml(p: &Project) -> Result<String, Error> {
-    serde_yaml::to_string(p).map_err(|e| Error::Invalid(e.to_string()))
+    serde_yaml::to_string(&escaped(p)?).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// The model as a YAML tree with `$` escaped (what `config` prints, in any format).
+pub fn escaped(p: &Project) -> Result<serde_yaml::Value, Error> {
+    fn walk(v: &mut serde_yaml::Value) {
+        match v {
+            serde_yaml::Value::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
+            serde_yaml::Value::Sequence(items) => items.iter_mut().for_each(walk),
+            serde_yaml::Value::Mapping(m) => m.iter_mut().for_each(|(_, v)| walk(v)),
+            _ => {}
+        }
+    }
+    let mut v = serde_yaml::to_value(p).map_err(|e| Error::Invalid(e.to_string()))?;
+    walk(&mut v);
+    Ok(v)
 }
