@@ -539,3 +539,55 @@ fn humantime_secs(s: &str) -> f64 {
     let t: Vec<f64> = time.split(':').map(|x| x.parse().unwrap()).collect();
     days as f64 * 86400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2]
 }
+
+#[test]
+fn completed_dependency_secrets_configs_and_extra_networks() {
+    let p = Proj::new(
+        "deps",
+        r#"
+services:
+  init:
+    image: cbox
+    command: ["sh", "-c", "sleep 1 && echo init-done"]
+    networks: [back]
+  app:
+    image: cbox
+    command: ["sh", "-c", "cat /run/secrets/token /conf && sleep 60"]
+    depends_on:
+      init: {condition: service_completed_successfully}
+    secrets: [token]
+    configs: [{source: conf, target: /conf}]
+    networks: [front, back]
+  peer:
+    image: cbox
+    command: ["sleep", "60"]
+    networks: {back: {aliases: [other]}}
+networks: {front: {}, back: {}}
+secrets: {token: {file: ./token.txt}}
+configs: {conf: {file: ./conf.txt}}
+"#,
+        true,
+    );
+    p.write("token.txt", "s3cret\n");
+    p.write("conf.txt", "conf-body\n");
+    p.ok(&["up", "--wait"]);
+    let app = format!("{}-app-1", p.name);
+    let init = p.inspect(&format!("{}-init-1", p.name));
+    assert_eq!(init["State"]["ExitCode"], 0);
+    let finished = humantime_secs(init["State"]["FinishedAt"].as_str().unwrap());
+    let started = humantime_secs(p.inspect(&app)["State"]["StartedAt"].as_str().unwrap());
+    assert!(started >= finished, "app started before init completed");
+    berth_tests::wait_for(
+        || p.ok(&["logs", "app"]).contains("conf-body"),
+        "app output",
+    );
+    assert!(p.ok(&["logs", "app"]).contains("s3cret"));
+    // app is on both networks; peer's alias on `back` resolves from app.
+    let hosts = p.ok(&["exec", "app", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains(" other") || hosts.contains("\tother"),
+        "{hosts}"
+    );
+    let nets = p.inspect(&app)["NetworkSettings"]["Networks"].to_string();
+    assert!(nets.contains(&format!("{}_front", p.name)), "{nets}");
+}

@@ -691,6 +691,7 @@ fn run_args(p: &Project, service: &str, s: &Service, number: u32) -> Result<RunA
     for v in &s.volumes {
         mount_args(&mut a, p, v);
     }
+    file_mounts(&mut a, p, s)?;
     a.network = match (&s.network_mode, s.networks.keys().next()) {
         (Some(m), _) => m.clone(),
         (None, Some(n)) => network_name(p, n),
@@ -754,6 +755,36 @@ fn mount_args(a: &mut RunArgs, p: &Project, v: &berth_compose::ServiceVolume) {
     }
 }
 
+/// File-based secrets at `/run/secrets/<name>` and configs at `/<name>` (or their
+/// `target`), read-only binds of the declared file.
+fn file_mounts(a: &mut RunArgs, p: &Project, s: &Service) -> Result<(), String> {
+    let sets = [
+        (&s.secrets, &p.secrets, "/run/secrets/", "secret"),
+        (&s.configs, &p.configs, "/", "config"),
+    ];
+    for (refs, defs, dir, what) in sets {
+        for r in refs {
+            let def = defs
+                .get(&r.source)
+                .ok_or_else(|| format!("{what} {:?} is not defined", r.source))?;
+            let Some(file) = def.file.as_deref() else {
+                return Err(format!(
+                    "{what} {:?}: only file-based {what}s are supported",
+                    r.source
+                ));
+            };
+            let target = match r.target.as_deref() {
+                Some(t) if t.starts_with('/') => t.to_string(),
+                Some(t) => format!("{dir}{t}"),
+                None => format!("{dir}{}", r.source),
+            };
+            a.mount
+                .push(format!("type=bind,source={file},target={target},readonly"));
+        }
+    }
+    Ok(())
+}
+
 fn health_config(s: &Service) -> Result<Option<HealthConfig>, String> {
     let Some(h) = &s.healthcheck else {
         return Ok(None);
@@ -803,9 +834,44 @@ fn create_container(
     eprintln!(" Container {}  Created", c.name);
     if start {
         containers::start_detached(&mut engine, &c.id).map_err(|e| e.to_string())?;
+        connect_extra_networks(&mut engine, p, s, service, &c.id)?;
         eprintln!(" Container {}  Started", c.name);
     }
     Ok(c)
+}
+
+/// The engine attaches a container to one network; a service's further networks are
+/// connected once it runs, with the service name (and aliases) on each.
+fn connect_extra_networks(
+    engine: &mut Engine,
+    p: &Project,
+    s: &Service,
+    service: &str,
+    id: &str,
+) -> Result<(), String> {
+    if s.network_mode.is_some() || s.networks.len() < 2 {
+        return Ok(());
+    }
+    let c = engine.find(id).map_err(|e| e.to_string())?;
+    let net = berth_net::Net::open(&engine.root).map_err(|e| e.to_string())?;
+    for (key, cfg) in s.networks.iter().skip(1) {
+        let mut aliases = vec![service.to_string()];
+        if let Some(cfg) = cfg {
+            aliases.extend(cfg.aliases.iter().cloned());
+        }
+        net.connect(&berth_net::Attach {
+            container_id: c.id.clone(),
+            name: c.name.clone(),
+            network: network_name(p, key),
+            netns: format!("/proc/{}/ns/net", c.state.pid).into(),
+            aliases,
+            ports: Vec::new(),
+            hosts_file: Some(engine.dir(&c.id).join("hosts")),
+            hostname: c.config.hostname.clone(),
+        })
+        .map_err(|e| format!("connecting {} to {key}: {e}", c.name))?;
+    }
+    Ok(())
 }
 
 fn scale_overrides(list: &[String]) -> Result<BTreeMap<String, u32>, String> {
@@ -866,9 +932,49 @@ fn up(root: &Path, p: &Project, opts: &berth_compose::Options, u: &UpArgs) -> Cm
     if u.wait {
         wait_all(root, p, &order, Duration::from_secs(u.wait_timeout))?;
     } else if !u.detach {
-        return logs(root, p, true, std::io::stdout().is_terminal(), true, &order);
+        interrupt::install();
+        logs(root, p, true, std::io::stdout().is_terminal(), true, &order)?;
+        if interrupt::pending() {
+            eprintln!("Gracefully stopping... (press Ctrl+C again to force)");
+            interrupt::restore();
+            stop(root, p, &order, None)?;
+            return Ok(130);
+        }
     }
     Ok(0)
+}
+
+/// Ctrl-C during a foreground `up` stops the project, as Compose does.
+mod interrupt {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use nix::sys::signal::{signal, SigHandler, Signal};
+
+    static HIT: AtomicBool = AtomicBool::new(false);
+
+    extern "C" fn on_signal(_: i32) {
+        HIT.store(true, Ordering::SeqCst);
+    }
+
+    pub fn install() {
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            if let Err(e) = unsafe { signal(sig, SigHandler::Handler(on_signal)) } {
+                eprintln!("warning: cannot catch {sig}: {e}");
+            }
+        }
+    }
+
+    pub fn restore() {
+        for sig in [Signal::SIGINT, Signal::SIGTERM] {
+            // SAFETY: restoring the default disposition.
+            let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+        }
+    }
+
+    pub fn pending() -> bool {
+        HIT.load(Ordering::SeqCst)
+    }
 }
 
 /// Brings one service to `n` containers of its current configuration: unchanged running
@@ -1180,7 +1286,7 @@ fn logs(
             }
         }
         out.flush()?;
-        if !follow {
+        if !follow || interrupt::pending() {
             return Ok(0);
         }
         let mut engine = Engine::open(root)?;
