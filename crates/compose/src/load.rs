@@ -321,6 +321,13 @@ fn normalize_file(m: &mut Mapping, file: &Path, base: &Path) -> Result<(), Error
                     *item = Value::Mapping(Mapping::new());
                 }
                 if let Value::Mapping(inner) = item {
+                    // The old `external: {name: x}` form.
+                    if let Some(Value::Mapping(ext)) = inner.get("external").cloned() {
+                        if let Some(n) = ext.get("name") {
+                            inner.insert("name".into(), n.clone());
+                        }
+                        inner.insert("external".into(), true.into());
+                    }
                     to_map(inner, "labels")
                         .map_err(|(k, msg)| at(file, format!("{section}.{k}"), msg))?;
                     if let Some(Value::String(f)) = inner.get_mut("file") {
@@ -597,6 +604,12 @@ fn ports(svc: &mut Mapping) -> Result<(), KeyErr> {
             Value::Mapping(m) => {
                 let mut m = m.clone();
                 scalar_to_string(&mut m, "published");
+                if let Some(t) = m.get("target").and_then(Value::as_str) {
+                    let n: u16 = t
+                        .parse()
+                        .map_err(|_| (format!("{key}.target"), format!("invalid port {t:?}")))?;
+                    m.insert("target".into(), Value::Number(n.into()));
+                }
                 out.push(Value::Mapping(m));
             }
             other => {

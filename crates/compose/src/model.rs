@@ -168,6 +168,82 @@ pub struct Service {
     pub attach: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub develop: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub links: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_links: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes_from: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_reservation: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_swappiness: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_count: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_rt_runtime: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_rt_period: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_kill_disable: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns_mode: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_opt: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blkio_config: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_cgroup_rules: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uts: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_start: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_stop: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_spec: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_file: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_api_socket: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_opts: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_driver: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_once: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_driver: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_opt: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -209,6 +285,14 @@ pub struct Build {
     pub extra_hosts: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shm_size: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ulimits: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entitlements: Option<Value>,
 }
 
 fn dot() -> String {
