@@ -591,3 +591,32 @@ configs: {conf: {file: ./conf.txt}}
     let nets = p.inspect(&app)["NetworkSettings"]["Networks"].to_string();
     assert!(nets.contains(&format!("{}_front", p.name)), "{nets}");
 }
+
+#[test]
+fn build_up_and_down_rmi_local() {
+    let p = Proj::new(
+        "bld",
+        "services:\n  app:\n    build:\n      context: .\n      args: {WORD: built-by-compose}\n    network_mode: none\n",
+        true,
+    );
+    p.write(
+        "Dockerfile",
+        "FROM cbox:latest\nARG WORD\nRUN echo $WORD > /built\nCMD [\"cat\", \"/built\"]\n",
+    );
+    p.ok(&["up", "-d", "--build"]);
+    let image = format!("{}-app", p.name);
+    berth_tests::wait_for(
+        || p.ok(&["logs", "app"]).contains("built-by-compose"),
+        "app output",
+    );
+    assert!(p.ok(&["images"]).contains(&image));
+    p.ok(&["down", "--rmi", "local"]);
+    assert!(
+        !p.berth(&["image", "inspect", &image]).status.success(),
+        "image left behind"
+    );
+    assert!(
+        p.berth(&["image", "inspect", IMAGE]).status.success(),
+        "base image removed"
+    );
+}
