@@ -620,3 +620,38 @@ fn build_up_and_down_rmi_local() {
         "base image removed"
     );
 }
+
+/// A foreground `up` prints prefixed output and stops the project on Ctrl-C.
+#[test]
+fn foreground_up_follows_logs_and_stops_on_interrupt() {
+    let p = Proj::new(
+        "fg",
+        "services:\n  talk:\n    image: cbox\n    network_mode: none\n    command: [sh, -c, 'echo talking; sleep 60']\n    stop_grace_period: 1s\n",
+        true,
+    );
+    let child = Command::new(bin_dir().join("berth"))
+        .arg("--root")
+        .arg(p.root.path())
+        .args(["compose", "-p", &p.name, "up"])
+        .current_dir(p.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let name = format!("{}-talk-1", p.name);
+    berth_tests::wait_for(
+        || p.ok(&["ps", "-q"]).lines().count() == 1 && p.ok(&["logs", "talk"]).contains("talking"),
+        "the service running",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{name} | talking")), "{text}");
+    assert_eq!(p.inspect(&name)["State"]["Status"], "exited");
+}
