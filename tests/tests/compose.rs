@@ -519,8 +519,12 @@ fn profiles_select_services_and_scale_replicates() {
     assert!(stdout(&run).contains("one-off"), "{}", stderr(&run));
     let exec = p.ok(&["exec", "base", "echo", "in-base"]);
     assert_eq!(exec.trim(), "in-base");
-    p.ok(&["--profile", "tools", "down", "-t", "0"]);
+    // `-p NAME down` needs no file: the labels say what the project owns.
+    std::fs::remove_file(p.dir.path().join("compose.yaml")).unwrap();
+    p.ok(&["down", "-t", "0"]);
     assert_eq!(p.ok(&["ps", "-a", "-q"]), "");
+    let o = p.berth(&["ps", "-a", "-q"]);
+    assert_eq!(stdout(&o), "", "containers left behind");
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC stamp (`2026-11-26T22:30:01.123456789Z`).
@@ -610,6 +614,28 @@ fn build_up_and_down_rmi_local() {
         "app output",
     );
     assert!(p.ok(&["images"]).contains(&image));
+    let first = p.inspect(&format!("{}-app-1", p.name))["Id"].clone();
+    p.ok(&["up", "-d"]);
+    assert_eq!(
+        p.inspect(&format!("{}-app-1", p.name))["Id"],
+        first,
+        "nothing changed"
+    );
+    // A rebuilt image recreates the service's container.
+    p.write(
+        "Dockerfile",
+        "FROM cbox:latest\nARG WORD\nRUN echo $WORD again > /built\nCMD [\"cat\", \"/built\"]\n",
+    );
+    p.ok(&["up", "-d", "--build"]);
+    assert_ne!(
+        p.inspect(&format!("{}-app-1", p.name))["Id"],
+        first,
+        "not recreated"
+    );
+    berth_tests::wait_for(
+        || p.ok(&["logs", "app"]).contains("built-by-compose again"),
+        "new output",
+    );
     p.ok(&["down", "--rmi", "local"]);
     assert!(
         !p.berth(&["image", "inspect", &image]).status.success(),

@@ -176,6 +176,8 @@ enum ComposeCmd {
     },
     /// Pull the services' images.
     Pull { services: Vec<String> },
+    /// Push the images of services that have both `image` and `build`.
+    Push { services: Vec<String> },
     /// Build the services that have a build section.
     Build {
         #[arg(long)]
@@ -254,7 +256,26 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
     if let ComposeCmd::Ls { all, quiet } = a.cmd {
         return ls(root, all, quiet);
     }
-    let project = berth_compose::load(&opts)?;
+    let by_labels = matches!(
+        a.cmd,
+        ComposeCmd::Down { .. }
+            | ComposeCmd::Ps { .. }
+            | ComposeCmd::Logs { .. }
+            | ComposeCmd::Stop { .. }
+            | ComposeCmd::Rm { .. }
+            | ComposeCmd::Top { .. }
+            | ComposeCmd::Images { .. }
+    );
+    let project = match berth_compose::load(&opts) {
+        // `-p NAME down|ps|stop|...` works from the labels alone, as Compose does.
+        Err(berth_compose::Error::NotFound(_)) if by_labels && a.project_name.is_some() => {
+            Project {
+                name: a.project_name.clone().unwrap_or_default(),
+                ..Default::default()
+            }
+        }
+        other => other?,
+    };
     match a.cmd {
         ComposeCmd::Config {
             services,
@@ -348,6 +369,7 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
         }
         ComposeCmd::Ls { .. } => Ok(0),
         ComposeCmd::Pull { services } => pull(root, &project, &services),
+        ComposeCmd::Push { services } => push(root, &project, &services),
         ComposeCmd::Build {
             no_cache,
             pull,
@@ -545,9 +567,14 @@ fn image_name(p: &Project, service: &str, s: &Service) -> String {
 }
 
 fn image_present(root: &Path, name: &str) -> bool {
-    berth_registry::client::store::LocalStore::open(root)
-        .map(|s| s.find(name).is_ok())
-        .unwrap_or(false)
+    image_id(root, name).is_some()
+}
+
+/// The image's id (config digest) in the local store, if it is there.
+fn image_id(root: &Path, name: &str) -> Option<String> {
+    let store = berth_registry::client::store::LocalStore::open(root).ok()?;
+    let rec = store.find(name).ok()?;
+    Some(rec.config_digest.to_string())
 }
 
 #[derive(Parser)]
@@ -988,11 +1015,16 @@ fn converge(
     existing: &[Container],
 ) -> CmdResult {
     let hash = config_hash(&p.services[name]);
+    let image = image_id(root, &image_name(p, name, &p.services[name]));
+    let current = |c: &Container| {
+        c.config.labels.get(LABEL_HASH) == Some(&hash)
+            && image.as_ref().map_or(true, |id| *id == c.image_id)
+    };
     let mut engine = Engine::open(root)?;
     let mine: Vec<&Container> = existing.iter().filter(|c| service_of(c) == name).collect();
     for c in &mine {
         let num = number_of(c);
-        let same = c.config.labels.get(LABEL_HASH) == Some(&hash);
+        let same = current(c);
         if num > n || !same || force {
             engine.stop(&c.id, None, None)?;
             engine.remove(&c.id, true, false)?;
@@ -1006,9 +1038,9 @@ fn converge(
     }
     drop(engine);
     for num in 1..=n {
-        let keep = mine.iter().any(|c| {
-            number_of(c) == num && c.config.labels.get(LABEL_HASH) == Some(&hash) && !force
-        });
+        let keep = mine
+            .iter()
+            .any(|c| number_of(c) == num && current(c) && !force);
         if !keep {
             create_container(root, p, name, num, true)?;
         }
@@ -1151,12 +1183,10 @@ fn down(
         }
     }
     if volumes {
-        for (key, v) in &p.volumes {
-            if v.external {
-                continue;
-            }
-            let name = volume_name(p, key);
-            if berth_engine::volumes::list(&engine.db)?.contains(&name) {
+        // Only volumes this project created carry its label (external ones never do).
+        for name in berth_engine::volumes::list(&engine.db)? {
+            let info = berth_engine::volumes::inspect(&engine.db, &engine.root, &name)?;
+            if info["Labels"][LABEL_PROJECT].as_str() == Some(p.name.as_str()) {
                 let users = engine.volume_users(&name)?;
                 berth_engine::volumes::remove(&mut engine.db, &engine.root, &name, &users)?;
                 eprintln!(" Volume {name}  Removed");
@@ -1473,6 +1503,27 @@ fn pull(root: &Path, p: &Project, services: &[String]) -> CmdResult {
         }
     }
     Ok(code)
+}
+
+fn push(root: &Path, p: &Project, services: &[String]) -> CmdResult {
+    let exe = std::env::current_exe()?;
+    for name in selected(p, services)? {
+        let s = &p.services[&name];
+        let (Some(image), Some(_)) = (&s.image, &s.build) else {
+            continue;
+        };
+        eprintln!(" Service {name}  Pushing");
+        let st = std::process::Command::new(&exe)
+            .arg("--root")
+            .arg(root)
+            .arg("push")
+            .arg(image)
+            .status()?;
+        if !st.success() {
+            return Err(format!("pushing {image} for service {name} failed").into());
+        }
+    }
+    Ok(0)
 }
 
 fn images(root: &Path, p: &Project, services: &[String]) -> CmdResult {
