@@ -1017,8 +1017,7 @@ fn converge(
     let hash = config_hash(&p.services[name]);
     let image = image_id(root, &image_name(p, name, &p.services[name]));
     let current = |c: &Container| {
-        c.config.labels.get(LABEL_HASH) == Some(&hash)
-            && image.as_ref().map_or(true, |id| *id == c.image_id)
+        c.config.labels.get(LABEL_HASH) == Some(&hash) && image.iter().all(|id| *id == c.image_id)
     };
     let mut engine = Engine::open(root)?;
     let mine: Vec<&Container> = existing.iter().filter(|c| service_of(c) == name).collect();
