@@ -290,6 +290,15 @@ fn config_errors_name_file_key_and_problem() {
         &["config"],
         &["compose.yaml", "services.a.ports[0]", "invalid port"],
     );
+    p.write(
+        "compose.yaml",
+        "services:\n  a:\n    image: x\n    networks: [ext]\nnetworks:\n  ext:\n    external: true\n    name: nowhere\n",
+    );
+    fails_with(
+        &p,
+        &["up", "-d"],
+        &["network nowhere declared as external, but could not be found"],
+    );
     std::fs::remove_file(p.dir.path().join("compose.yaml")).unwrap();
     fails_with(&p, &["config"], &["no configuration file"]);
 }
