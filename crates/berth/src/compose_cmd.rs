@@ -283,7 +283,7 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
             quiet,
             format,
         } => config(&project, services, volumes, quiet, &format),
-        ComposeCmd::Up(u) => up(root, &project, &opts, &u),
+        ComposeCmd::Up(u) => up(root, &project, &u),
         ComposeCmd::Down {
             volumes,
             rmi,
@@ -365,7 +365,7 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
                 entrypoint,
                 cmd,
             };
-            run_oneoff(root, &project, &opts, &service, no_deps, oneoff)
+            run_oneoff(root, &project, &service, no_deps, oneoff)
         }
         ComposeCmd::Ls { .. } => Ok(0),
         ComposeCmd::Pull { services } => pull(root, &project, &services),
@@ -915,8 +915,7 @@ fn scale_overrides(list: &[String]) -> Result<BTreeMap<String, u32>, String> {
         .collect()
 }
 
-fn up(root: &Path, p: &Project, opts: &berth_compose::Options, u: &UpArgs) -> CmdResult {
-    let _ = opts;
+fn up(root: &Path, p: &Project, u: &UpArgs) -> CmdResult {
     let order = start_order(p, &selected(p, &u.services)?, u.no_deps);
     let scale = scale_overrides(&u.scale)?;
     ensure_resources(root, p)?;
@@ -1387,14 +1386,7 @@ struct OneOff {
     cmd: Vec<String>,
 }
 
-fn run_oneoff(
-    root: &Path,
-    p: &Project,
-    opts: &berth_compose::Options,
-    service: &str,
-    no_deps: bool,
-    o: OneOff,
-) -> CmdResult {
+fn run_oneoff(root: &Path, p: &Project, service: &str, no_deps: bool, o: OneOff) -> CmdResult {
     let Some(s) = p.services.get(service) else {
         return Err(format!("no such service: {service}").into());
     };
@@ -1405,7 +1397,7 @@ fn run_oneoff(
             services: deps,
             ..Default::default()
         };
-        up(root, p, opts, &u)?;
+        up(root, p, &u)?;
     } else {
         ensure_resources(root, p)?;
     }
