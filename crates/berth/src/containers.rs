@@ -955,7 +955,7 @@ impl OwnedStderr for std::io::Stderr {
     }
 }
 
-fn create(root: &Path, a: &RunArgs) -> Result<(Engine, Container), String> {
+pub(crate) fn create(root: &Path, a: &RunArgs) -> Result<(Engine, Container), String> {
     let (cfg, req) = run_config(a)?;
     let image = resolve_image(root, &a.image, &a.pull, a.platform.as_deref())?;
     let mut engine = Engine::open(root).map_err(|e| e.to_string())?;
@@ -978,7 +978,7 @@ fn create_cmd(root: &Path, a: RunArgs) -> i32 {
     }
 }
 
-fn start_detached(engine: &mut Engine, id: &str) -> berth_engine::Result<()> {
+pub(crate) fn start_detached(engine: &mut Engine, id: &str) -> berth_engine::Result<()> {
     let exe = std::env::current_exe().map_err(|e| berth_engine::Error::Io {
         context: "find the berth binary".into(),
         source: e,

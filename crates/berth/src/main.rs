@@ -5,8 +5,8 @@
 //! attach, `container prune`), `volume ...`, `network ...`, `berth system check`,
 //! `berth registry serve|gc`, the runtime (`berth runtime ...`, the same as `berth-runc`)
 //! and `info`. `berth-monitor` is the detached containers' small monitor loop.
-//! `berth build` and `berth builder prune` drive the Dockerfile builder. Compose
-//! commands arrive with their issue.
+//! `berth build` and `berth builder prune` drive the Dockerfile builder. `berth compose ...`
+//! runs compose projects (crate berth-compose).
 
 #![recursion_limit = "256"]
 
@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod build_cmd;
+mod compose_cmd;
 mod containers;
 mod format;
 mod fs_cmds;
@@ -69,6 +70,8 @@ enum Cmd {
     /// Manage the build cache (`prune`).
     #[command(subcommand)]
     Builder(build_cmd::BuilderCmd),
+    /// Run multi-container applications from a compose file.
+    Compose(compose_cmd::ComposeArgs),
     /// Show how this host looks to berth (cgroup layout, kernel).
     Info {
         #[arg(long, default_value = "text")]
@@ -118,6 +121,7 @@ fn main() {
         }
         Cmd::Build(args) => build_cmd::run(&cli.root, args),
         Cmd::Builder(cmd) => build_cmd::builder(&cli.root, cmd),
+        Cmd::Compose(args) => compose_cmd::main(&cli.root, args),
         Cmd::Info { format } => info(&cli.root, &format),
         Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
         Cmd::Image(cmd) => images::run(&cli.root, cmd),

@@ -105,7 +105,7 @@ pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option
             name: c.name.clone(),
             network: network.clone(),
             netns: format!("/proc/{pid}/ns/net").into(),
-            aliases: Vec::new(),
+            aliases: c.config.network_aliases.clone(),
             ports: publish(c)?,
             hosts_file: Some(dir.join("hosts")),
             hostname: c.config.hostname.clone(),

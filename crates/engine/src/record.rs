@@ -227,6 +227,9 @@ pub struct RunConfig {
     pub auto_remove: bool,
     /// The image's layers (chain ids), bottom first.
     pub chain_ids: Vec<String>,
+    /// Extra names peers on its network resolve it by (compose's service name).
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
 }
 
 /// What happened to the container.

@@ -1,0 +1,692 @@
+//! `berth compose`: the model as `config` prints it (interpolation, `.env`, anchors and
+//! merge keys, `x-`, profiles, extends, include, errors with file and key path, the
+//! compose-go loader inputs), and real projects of busybox containers in a private
+//! `--root`: health-gated start order and name resolution on the project network, `up`
+//! idempotence, recreating only a changed service, and `down -v` leaving nothing behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+use berth_tests::{bin_dir, busybox_oci_archive_config, output, stderr, stdout};
+use serde_json::{json, Value};
+
+const IMAGE: &str = "cbox:latest";
+
+fn archive() -> &'static Path {
+    static ARCHIVE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, p) = ARCHIVE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cbox.tar");
+        busybox_oci_archive_config(
+            &p,
+            IMAGE,
+            json!({"Env": ["PATH=/bin"], "Cmd": ["sleep", "30"]}),
+        );
+        (dir, p)
+    });
+    p
+}
+
+/// A unique project name, so parallel tests never share networks.
+fn project(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "c{}{}{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A project directory with its compose file, and a berth root (image loaded when
+/// `with_image`). `down -v` on drop.
+struct Proj {
+    root: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    name: String,
+    up: bool,
+}
+
+impl Proj {
+    fn new(tag: &str, yaml: &str, with_image: bool) -> Proj {
+        let p = Proj {
+            root: tempfile::tempdir().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+            name: project(tag),
+            up: with_image,
+        };
+        p.write("compose.yaml", yaml);
+        if with_image {
+            let o = p.berth(&["load", "-q", "-i", archive().to_str().unwrap()]);
+            assert!(o.status.success(), "load: {}", stderr(&o));
+        }
+        p
+    }
+
+    fn write(&self, file: &str, text: &str) {
+        std::fs::write(self.dir.path().join(file), text).unwrap();
+    }
+
+    fn berth(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(bin_dir().join("berth"));
+        c.arg("--root")
+            .arg(self.root.path())
+            .current_dir(self.dir.path());
+        c.env_remove("COMPOSE_PROJECT_NAME")
+            .env_remove("COMPOSE_FILE")
+            .env_remove("COMPOSE_PROFILES");
+        output(c.args(args))
+    }
+
+    fn compose(&self, args: &[&str]) -> Output {
+        let mut full = vec!["compose", "-p", &self.name];
+        full.extend_from_slice(args);
+        self.berth(&full)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.compose(args);
+        assert!(
+            o.status.success(),
+            "compose {args:?} failed: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
+        stdout(&o)
+    }
+
+    fn config(&self) -> Value {
+        serde_json::from_str(&self.ok(&["config", "--format", "json"])).unwrap()
+    }
+
+    fn inspect(&self, name: &str) -> Value {
+        let o = self.berth(&["inspect", name]);
+        assert!(o.status.success(), "inspect {name}: {}", stderr(&o));
+        serde_json::from_str::<Value>(&stdout(&o)).unwrap()[0].clone()
+    }
+}
+
+impl Drop for Proj {
+    fn drop(&mut self) {
+        if self.up {
+            let _ = self.compose(&["down", "-v", "-t", "0"]);
+        }
+    }
+}
+
+#[test]
+fn config_interpolates_with_env_file_anchors_and_extensions() {
+    let p = Proj::new(
+        "cfg",
+        r#"
+x-common: &common
+  image: ${IMG:-busybox}
+  restart: always
+  environment:
+    - SHARED=1
+services:
+  web:
+    <<: *common
+    ports: ["${PORT}:80", "127.0.0.1::81/udp"]
+    environment:
+      GREETING: "${GREETING:?greeting needed}"
+      PLAIN: $$NOT_A_VAR
+      ALT: ${UNSET-dflt}/${EMPTY:-e}/${EMPTY-kept}/${PORT:+set}
+    volumes: ["data:/data:ro", "./src:/src", "/tmp"]
+    depends_on: [db]
+    x-ignored: true
+  db:
+    image: db
+    command: sh -c "echo 'a b'"
+    healthcheck:
+      test: true
+  debug:
+    image: dbg
+    profiles: [debug]
+volumes:
+  data:
+"#,
+        false,
+    );
+    p.write(
+        ".env",
+        "PORT=8080\nGREETING=\"hi there\" \nEMPTY=\n# comment\nIMG=from-dotenv\n",
+    );
+    let c = p.config();
+    let web = &c["services"]["web"];
+    assert_eq!(c["name"], p.name.as_str());
+    assert_eq!(web["image"], "from-dotenv");
+    // `<<` is a shallow merge: the service's own environment replaces the anchor's.
+    assert_eq!(web["restart"], "always", "{web}");
+    assert!(web["environment"].get("SHARED").is_none(), "{web}");
+    assert_eq!(web["environment"]["GREETING"], "hi there");
+    // Printed escaped, as Compose does, so the output loads back the same.
+    assert_eq!(web["environment"]["PLAIN"], "$$NOT_A_VAR");
+    assert_eq!(web["environment"]["ALT"], "dflt/e//set");
+    assert_eq!(
+        web["ports"][0],
+        json!({"target": 80, "published": "8080", "protocol": "tcp", "mode": "ingress"})
+    );
+    assert_eq!(web["ports"][1]["host_ip"], "127.0.0.1");
+    assert_eq!(web["ports"][1]["protocol"], "udp");
+    assert_eq!(
+        web["volumes"][0],
+        json!({"type": "volume", "source": "data", "target": "/data", "read_only": true})
+    );
+    let src = p.dir.path().join("src");
+    assert_eq!(web["volumes"][1]["source"], src.to_str().unwrap());
+    assert_eq!(
+        web["volumes"][2],
+        json!({"type": "volume", "target": "/tmp"})
+    );
+    assert_eq!(web["depends_on"]["db"]["condition"], "service_started");
+    assert!(web.get("x-ignored").is_none() && c.get("x-common").is_none());
+    assert_eq!(
+        c["services"]["db"]["command"],
+        json!(["sh", "-c", "echo 'a b'"])
+    );
+    assert_eq!(
+        c["services"]["db"]["healthcheck"]["test"],
+        json!(["CMD-SHELL", "true"])
+    );
+    // Profiles: off unless asked for.
+    assert_eq!(p.ok(&["config", "--services"]), "web\ndb\n");
+    assert_eq!(
+        p.ok(&["--profile", "debug", "config", "--services"]),
+        "web\ndb\ndebug\n"
+    );
+    assert_eq!(p.ok(&["config", "--volumes"]), "data\n");
+    // The process environment wins over .env; --env-file replaces it.
+    let o = p.berth(&["compose", "-p", &p.name, "config", "--format", "json"]);
+    assert!(o.status.success());
+    p.write("other.env", "GREETING=other\nPORT=1\n");
+    let v: Value =
+        serde_json::from_str(&p.ok(&["--env-file", "other.env", "config", "--format", "json"]))
+            .unwrap();
+    assert_eq!(v["services"]["web"]["environment"]["GREETING"], "other");
+    assert_eq!(v["services"]["web"]["image"], "busybox");
+    // The YAML output round-trips: loading it again gives the same model.
+    let yaml = p.ok(&["config"]);
+    p.write("again.yaml", &yaml);
+    let again: Value =
+        serde_json::from_str(&p.ok(&["-f", "again.yaml", "config", "--format", "json"])).unwrap();
+    assert_eq!(again, c);
+}
+
+fn fails_with(p: &Proj, args: &[&str], needles: &[&str]) {
+    let o = p.compose(args);
+    assert!(!o.status.success(), "{args:?} should fail: {}", stdout(&o));
+    let err = stderr(&o);
+    for n in needles {
+        assert!(err.contains(n), "{n:?} not in: {err}");
+    }
+}
+
+#[test]
+fn config_errors_name_file_key_and_problem() {
+    let p = Proj::new(
+        "err",
+        "services:\n  web:\n    image: x\n    enviroment: [A=1]\n",
+        false,
+    );
+    fails_with(
+        &p,
+        &["config"],
+        &[
+            "compose.yaml",
+            "services.web",
+            "enviroment",
+            "unknown field",
+        ],
+    );
+    p.write(
+        "compose.yaml",
+        "services:\n  web:\n    image: x\n    read_only: sometimes\n",
+    );
+    fails_with(
+        &p,
+        &["config"],
+        &["compose.yaml", "services.web.read_only", "invalid"],
+    );
+    p.write(
+        "compose.yaml",
+        "services:\n  web:\n    image: ${NEED:?set NEED please}\n",
+    );
+    fails_with(
+        &p,
+        &["config"],
+        &[
+            "compose.yaml",
+            "services.web.image",
+            "NEED",
+            "set NEED please",
+        ],
+    );
+    p.write(
+        "compose.yaml",
+        "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n",
+    );
+    fails_with(
+        &p,
+        &["config"],
+        &["compose.yaml", "depends_on", "cycle", "a -> b -> a"],
+    );
+    p.write(
+        "compose.yaml",
+        "services:\n  a:\n    image: x\n    depends_on: [nope]\n",
+    );
+    fails_with(
+        &p,
+        &["config"],
+        &["services.a.depends_on", "undefined service \"nope\""],
+    );
+    p.write(
+        "compose.yaml",
+        "services:\n  a:\n    build: .\n    ports: [\"notaport\"]\n",
+    );
+    fails_with(
+        &p,
+        &["config"],
+        &["compose.yaml", "services.a.ports[0]", "invalid port"],
+    );
+    p.write(
+        "compose.yaml",
+        "services:\n  a:\n    image: x\n    networks: [ext]\nnetworks:\n  ext:\n    external: true\n    name: nowhere\n",
+    );
+    fails_with(
+        &p,
+        &["up", "-d"],
+        &["network nowhere declared as external, but could not be found"],
+    );
+    std::fs::remove_file(p.dir.path().join("compose.yaml")).unwrap();
+    fails_with(&p, &["config"], &["no configuration file"]);
+}
+
+#[test]
+fn override_files_merge_as_compose_does() {
+    let p = Proj::new(
+        "merge",
+        "services:\n  web:\n    image: a\n    command: [one, two]\n    environment: [A=1, B=2]\n    ports: [\"80:80\"]\n    volumes: [\"v:/data\", \"/x:/keep\"]\n",
+        false,
+    );
+    p.write(
+        "compose.override.yaml",
+        "services:\n  web:\n    image: b\n    command: [three]\n    environment: {B: 3, C: 4}\n    ports: [\"81:81\"]\n    volumes: [\"w:/data\"]\n",
+    );
+    let web = &p.config()["services"]["web"];
+    assert_eq!(web["image"], "b");
+    assert_eq!(web["command"], json!(["three"]));
+    assert_eq!(web["environment"], json!({"A": "1", "B": "3", "C": "4"}));
+    assert_eq!(web["ports"].as_array().unwrap().len(), 2);
+    let vols: Vec<&str> = web["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(vols, ["/x", "w"]);
+}
+
+fn testdata() -> Option<PathBuf> {
+    match std::env::var_os("BERTH_TESTDATA") {
+        Some(d) => Some(PathBuf::from(d).join("compose")),
+        None => {
+            eprintln!("skipped: BERTH_TESTDATA is not set (the shared compose-go inputs)");
+            None
+        }
+    }
+}
+
+/// compose-go's loader inputs: extends across files (paths relative to the extended
+/// file), include, `!reset`, cycles of every kind rejected, env files.
+#[test]
+fn compose_go_loader_inputs() {
+    let Some(td) = testdata() else { return };
+    let loader = td.join("compose-go-loader");
+    let p = Proj::new("cg", "services: {}\n", false);
+    let cfg = |file: &Path| -> Output {
+        p.compose(&["-f", file.to_str().unwrap(), "config", "--format", "json"])
+    };
+    let json = |file: &Path| -> Value {
+        let o = cfg(file);
+        assert!(o.status.success(), "{}: {}", file.display(), stderr(&o));
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let v = json(&loader.join("compose-test-extends.yaml"));
+    let imp = &v["services"]["importer"];
+    assert_eq!(imp["image"], "nginx");
+    // The imported file's env_file is relative to that file, and feeds interpolation
+    // only through the environment, not the project's variables.
+    assert_eq!(imp["environment"]["SOURCE"], "extends");
+    assert_eq!(imp["container_name"], "imported");
+    assert_eq!(
+        imp["env_file"][0]["path"],
+        loader.join("subdir/extra.env").to_str().unwrap()
+    );
+    let v = json(&loader.join("compose-include.yaml"));
+    assert_eq!(v["services"]["bar"]["environment"]["FOO"], "BAR");
+    assert_eq!(v["services"]["imported"]["image"], "nginx");
+    let v = json(&loader.join("extends/reset.yaml"));
+    assert!(v["services"]["base"].get("command").is_none(), "{v}");
+    assert_eq!(
+        v["services"]["init"]["command"],
+        json!(["sleep", "infinity"])
+    );
+    let v = json(&loader.join("combined/compose.yaml"));
+    assert_eq!(
+        v["services"]["service"]["build"]["context"],
+        loader.join("combined/dir").to_str().unwrap()
+    );
+    for (file, needle) in [
+        ("compose-depends-on-cycle.yaml", "cycle"),
+        ("compose-depends-on-self.yaml", "service1 -> service1"),
+        ("compose-include-cycle.yaml", "include cycle"),
+    ] {
+        let o = cfg(&loader.join(file));
+        assert!(!o.status.success(), "{file} must fail");
+        assert!(
+            stderr(&o).contains(needle) && stderr(&o).contains(file),
+            "{file}: {}",
+            stderr(&o)
+        );
+    }
+    // compose-go's CLI inputs: .env next to the file, env_file lists.
+    let cli = td.join("compose-go-cli");
+    let v = json(&cli.join("simple/compose-with-variables.yaml"));
+    assert_eq!(v["services"]["simple"]["ports"][0]["published"], "8000");
+    let v = json(&cli.join("env-file/compose-with-env-files.yaml"));
+    assert_eq!(
+        v["services"]["simple"]["environment"]["DEFAULT_PORT"],
+        "9090"
+    );
+    assert_eq!(v["services"]["simple"]["ports"][0]["published"], "8000");
+    let f = cli.join("env-file/compose-with-env-files.yaml");
+    let env = cli.join("env-file/override.env");
+    let o = p.compose(&[
+        "-f",
+        f.to_str().unwrap(),
+        "--env-file",
+        env.to_str().unwrap(),
+        "config",
+        "--format",
+        "json",
+    ]);
+    let v: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["services"]["simple"]["ports"][0]["published"], "9000");
+}
+
+const APP: &str = r#"
+services:
+  web:
+    image: cbox
+    command: ["sh", "-c", "mkdir -p /www && echo hello-compose > /www/index.html && sleep 2 && touch /tmp/ready && exec httpd -f -p 80 -h /www"]
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ready"]
+      interval: 300ms
+      retries: 30
+    volumes: ["data:/data"]
+  client:
+    image: cbox
+    command: ["sh", "-c", "wget -q -O - http://web/index.html && sleep 60"]
+    environment:
+      ROLE: client
+    depends_on:
+      web:
+        condition: service_healthy
+volumes:
+  data:
+"#;
+
+#[test]
+fn up_is_health_gated_idempotent_and_down_cleans_up() {
+    let p = Proj::new("app", APP, true);
+    let web = format!("{}-web-1", p.name);
+    let client = format!("{}-client-1", p.name);
+    p.ok(&["up", "-d"]);
+    // The client started only once web was healthy (2 s after web started), and
+    // reached web by its service name on the project network.
+    let w = p.inspect(&web);
+    assert_eq!(w["State"]["Health"]["Status"], "healthy");
+    let web_start = humantime_secs(w["State"]["StartedAt"].as_str().unwrap());
+    let client_start = humantime_secs(p.inspect(&client)["State"]["StartedAt"].as_str().unwrap());
+    assert!(
+        client_start - web_start >= 1.9,
+        "client started {:.2}s after web",
+        client_start - web_start
+    );
+    berth_tests::wait_for(
+        || p.ok(&["logs", "client"]).contains("hello-compose"),
+        "client output",
+    );
+    let logs = p.ok(&["logs", "--no-color", "client"]);
+    assert!(
+        logs.contains(&format!("{client} | hello-compose")),
+        "{logs}"
+    );
+    let ps = p.ok(&["ps"]);
+    assert!(
+        ps.contains(&web) && ps.contains(&client) && ps.contains("healthy"),
+        "{ps}"
+    );
+    let net = format!("{}_default", p.name);
+    assert!(p.berth(&["network", "inspect", &net]).status.success());
+    let vol = format!("{}_data", p.name);
+    assert!(p.berth(&["volume", "inspect", &vol]).status.success());
+    let id = |n: &str| p.inspect(n)["Id"].as_str().unwrap().to_string();
+    let (web_id, client_id) = (id(&web), id(&client));
+
+    // A second up changes nothing.
+    p.ok(&["up", "-d"]);
+    assert_eq!((id(&web), id(&client)), (web_id.clone(), client_id.clone()));
+    // A changed environment recreates only that service.
+    p.write(
+        "compose.yaml",
+        &APP.replace("ROLE: client", "ROLE: changed"),
+    );
+    p.ok(&["up", "-d"]);
+    assert_eq!(id(&web), web_id, "web must be left running");
+    let new_client = id(&client);
+    assert_ne!(new_client, client_id, "client must be recreated");
+    let env = p.inspect(&client)["Config"]["Env"].to_string();
+    assert!(env.contains("ROLE=changed"), "{env}");
+    assert!(p.ok(&["ls"]).contains(&p.name));
+
+    // down -v: containers, the network and the named volume are gone.
+    p.ok(&["down", "-v", "-t", "0"]);
+    assert!(!p.berth(&["inspect", &web]).status.success());
+    assert!(!p.berth(&["inspect", &client]).status.success());
+    assert!(!p.berth(&["network", "inspect", &net]).status.success());
+    assert!(!p.berth(&["volume", "inspect", &vol]).status.success());
+    assert_eq!(p.ok(&["ps", "-a", "-q"]), "");
+}
+
+#[test]
+fn profiles_select_services_and_scale_replicates() {
+    let p = Proj::new(
+        "prof",
+        "services:\n  base:\n    image: cbox\n    network_mode: none\n    deploy:\n      replicas: 2\n  extra:\n    image: cbox\n    network_mode: none\n    profiles: [tools]\n",
+        true,
+    );
+    p.ok(&["up", "-d"]);
+    assert_eq!(p.ok(&["ps", "--services"]), "base\nbase\n");
+    p.ok(&["--profile", "tools", "up", "-d", "--scale", "base=1"]);
+    let services = p.ok(&["ps", "--services"]);
+    assert_eq!(
+        services, "base\nextra\n",
+        "scale 1 removes base-2; the tools profile adds extra"
+    );
+    let run = p.compose(&[
+        "--profile",
+        "tools",
+        "run",
+        "--rm",
+        "extra",
+        "echo",
+        "one-off",
+    ]);
+    assert!(stdout(&run).contains("one-off"), "{}", stderr(&run));
+    let exec = p.ok(&["exec", "base", "echo", "in-base"]);
+    assert_eq!(exec.trim(), "in-base");
+    // `-p NAME down` needs no file: the labels say what the project owns.
+    std::fs::remove_file(p.dir.path().join("compose.yaml")).unwrap();
+    p.ok(&["down", "-t", "0"]);
+    assert_eq!(p.ok(&["ps", "-a", "-q"]), "");
+    let o = p.berth(&["ps", "-a", "-q"]);
+    assert_eq!(stdout(&o), "", "containers left behind");
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC stamp (`2026-11-26T22:30:01.123456789Z`).
+fn humantime_secs(s: &str) -> f64 {
+    let (date, time) = s.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|x| x.parse().unwrap()).collect();
+    let (y, m, day) = (d[0], d[1], d[2]);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let t: Vec<f64> = time.split(':').map(|x| x.parse().unwrap()).collect();
+    days as f64 * 86400.0 + t[0] * 3600.0 + t[1] * 60.0 + t[2]
+}
+
+#[test]
+fn completed_dependency_secrets_configs_and_extra_networks() {
+    let p = Proj::new(
+        "deps",
+        r#"
+services:
+  init:
+    image: cbox
+    command: ["sh", "-c", "sleep 1 && echo init-done"]
+    networks: [back]
+  app:
+    image: cbox
+    command: ["sh", "-c", "cat /run/secrets/token /conf && sleep 60"]
+    depends_on:
+      init: {condition: service_completed_successfully}
+    secrets: [token]
+    configs: [{source: conf, target: /conf}]
+    networks: [front, back]
+  peer:
+    image: cbox
+    command: ["sleep", "60"]
+    networks: {back: {aliases: [other]}}
+networks: {front: {}, back: {}}
+secrets: {token: {file: ./token.txt}}
+configs: {conf: {file: ./conf.txt}}
+"#,
+        true,
+    );
+    p.write("token.txt", "s3cret\n");
+    p.write("conf.txt", "conf-body\n");
+    p.ok(&["up", "--wait"]);
+    let app = format!("{}-app-1", p.name);
+    let init = p.inspect(&format!("{}-init-1", p.name));
+    assert_eq!(init["State"]["ExitCode"], 0);
+    let finished = humantime_secs(init["State"]["FinishedAt"].as_str().unwrap());
+    let started = humantime_secs(p.inspect(&app)["State"]["StartedAt"].as_str().unwrap());
+    assert!(started >= finished, "app started before init completed");
+    berth_tests::wait_for(
+        || p.ok(&["logs", "app"]).contains("conf-body"),
+        "app output",
+    );
+    assert!(p.ok(&["logs", "app"]).contains("s3cret"));
+    // app is on both networks; peer's alias on `back` resolves from app.
+    let hosts = p.ok(&["exec", "app", "cat", "/etc/hosts"]);
+    assert!(
+        hosts.contains(" other") || hosts.contains("\tother"),
+        "{hosts}"
+    );
+    let nets = p.inspect(&app)["NetworkSettings"]["Networks"].to_string();
+    assert!(nets.contains(&format!("{}_front", p.name)), "{nets}");
+}
+
+#[test]
+fn build_up_and_down_rmi_local() {
+    let p = Proj::new(
+        "bld",
+        "services:\n  app:\n    build:\n      context: .\n      args: {WORD: built-by-compose}\n    network_mode: none\n",
+        true,
+    );
+    p.write(
+        "Dockerfile",
+        "FROM cbox:latest\nARG WORD\nRUN echo $WORD > /built\nCMD [\"cat\", \"/built\"]\n",
+    );
+    p.ok(&["up", "-d", "--build"]);
+    let image = format!("{}-app", p.name);
+    berth_tests::wait_for(
+        || p.ok(&["logs", "app"]).contains("built-by-compose"),
+        "app output",
+    );
+    assert!(p.ok(&["images"]).contains(&image));
+    let first = p.inspect(&format!("{}-app-1", p.name))["Id"].clone();
+    p.ok(&["up", "-d"]);
+    assert_eq!(
+        p.inspect(&format!("{}-app-1", p.name))["Id"],
+        first,
+        "nothing changed"
+    );
+    // A rebuilt image recreates the service's container.
+    p.write(
+        "Dockerfile",
+        "FROM cbox:latest\nARG WORD\nRUN echo $WORD again > /built\nCMD [\"cat\", \"/built\"]\n",
+    );
+    p.ok(&["up", "-d", "--build"]);
+    assert_ne!(
+        p.inspect(&format!("{}-app-1", p.name))["Id"],
+        first,
+        "not recreated"
+    );
+    berth_tests::wait_for(
+        || p.ok(&["logs", "app"]).contains("built-by-compose again"),
+        "new output",
+    );
+    p.ok(&["down", "--rmi", "local"]);
+    assert!(
+        !p.berth(&["image", "inspect", &image]).status.success(),
+        "image left behind"
+    );
+    assert!(
+        p.berth(&["image", "inspect", IMAGE]).status.success(),
+        "base image removed"
+    );
+}
+
+/// A foreground `up` prints prefixed output and stops the project on Ctrl-C.
+#[test]
+fn foreground_up_follows_logs_and_stops_on_interrupt() {
+    let p = Proj::new(
+        "fg",
+        "services:\n  talk:\n    image: cbox\n    network_mode: none\n    command: [sh, -c, 'echo talking; sleep 60']\n    stop_grace_period: 1s\n",
+        true,
+    );
+    let child = Command::new(bin_dir().join("berth"))
+        .arg("--root")
+        .arg(p.root.path())
+        .args(["compose", "-p", &p.name, "up"])
+        .current_dir(p.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let name = format!("{}-talk-1", p.name);
+    berth_tests::wait_for(
+        || p.ok(&["ps", "-q"]).lines().count() == 1 && p.ok(&["logs", "talk"]).contains("talking"),
+        "the service running",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{name} | talking")), "{text}");
+    assert_eq!(p.inspect(&name)["State"]["Status"], "exited");
+}
