@@ -899,6 +899,95 @@ fn cp_diff_and_export() {
     assert!(!mounts.contains(&b.root.path().display().to_string()));
 }
 
+/// A tar archive holding `planted/x` and `rel/x`, for `cp -` into a container.
+fn tar_through_planted_links() -> Vec<u8> {
+    let mut ar = tar::Builder::new(Vec::new());
+    for name in ["planted/x", "rel/x", "dangling/x"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(7);
+        h.set_mode(0o644);
+        h.set_cksum();
+        ar.append_data(&mut h, name, &b"escaped"[..]).unwrap();
+    }
+    ar.into_inner().unwrap()
+}
+
+#[test]
+fn cp_into_a_container_never_follows_its_symlinks_out() {
+    let b = Berth::new();
+    // A host directory the container points symlinks at, absolutely and with `..`.
+    let host = tempfile::tempdir().unwrap();
+    let target = host.path().display().to_string();
+    let dots = format!("../../../../../../../..{target}");
+    b.ok(&[
+        "run",
+        "--name",
+        "planter",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        &format!("mkdir -p {target} && ln -s {target} /planted && ln -s {dots} /rel && mkdir /deep && ln -s {target}/y /deep/link && ln -s {target}/missing /dangling"),
+    ]);
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("x");
+    std::fs::write(&file, "escaped").unwrap();
+    let file = file.to_str().unwrap();
+    for dst in [
+        "planter:/planted/x",
+        "planter:/rel/x",
+        "planter:/planted/",
+        "planter:/deep/link",
+    ] {
+        let o = b.run(&["cp", file, dst]);
+        // Contained: the links resolve inside the container's root.
+        assert!(o.status.success(), "cp to {dst}: {}", stderr(&o));
+        assert!(
+            std::fs::read_dir(host.path()).unwrap().next().is_none(),
+            "cp to {dst} wrote outside the container ({:?}: {})",
+            o.status.code(),
+            stderr(&o)
+        );
+    }
+    // The dangling link /deep/link was replaced by the copied file, inside the container.
+    let o = b.run(&["cp", "planter:/deep/link", "-"]);
+    let mut ar = tar::Archive::new(&o.stdout[..]);
+    let mut e = ar.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(e.header().entry_type(), tar::EntryType::Regular);
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+    assert_eq!(body, "escaped");
+
+    let mut child = b
+        .cmd()
+        .args(["cp", "-", "planter:/"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &tar_through_planted_links()).unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    // The dangling link's target is missing inside the root: refused, with the name.
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("dangling/x"), "{}", stderr(&o));
+    assert!(
+        std::fs::read_dir(host.path()).unwrap().next().is_none(),
+        "cp - wrote outside the container"
+    );
+    // The writes landed inside the container's root, at the links' in-root targets.
+    let inside = format!("planter:{target}/x");
+    let o = b.run(&["cp", &inside, "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut ar = tar::Archive::new(&o.stdout[..]);
+    let mut e = ar.entries().unwrap().next().unwrap().unwrap();
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+    assert_eq!(body, "escaped");
+}
+
 #[test]
 fn create_start_wait_and_detached_errors() {
     let b = Berth::new();

@@ -1,9 +1,11 @@
 //! `cp`, `diff`, `export` and `stats`: commands that read a container's files or cgroup.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use berth_engine::fsops::{self, RootfsView};
 use berth_engine::{Engine, Status};
 
 type CmdResult = Result<i32, Box<dyn std::error::Error>>;
@@ -16,22 +18,197 @@ fn split_spec(s: &str) -> Option<(&str, &str)> {
     s.split_once(':')
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<(), String> {
-    let st = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .map_err(|e| format!("run cp: {e}"))?;
-    if st.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "copying {} to {} failed",
-            from.display(),
-            to.display()
-        ))
+/// The last component of a container path (`.` for the root), as an archive name.
+fn base_name(path: &str) -> PathBuf {
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(PathBuf::from(n)),
+            _ => None,
+        })
+        .next_back()
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn parent_of(path: &str) -> String {
+    match Path::new(path).parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.display().to_string(),
+        _ => "/".into(),
     }
+}
+
+fn not_found(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+}
+
+/// Archives the container object `fd` (an `O_PATH` descriptor from
+/// [`berth_engine::fsops::RootfsView::open`]) under `name`. Everything is read through the
+/// descriptor's magic link, so nothing the container changes meanwhile redirects the read.
+fn archive_fd<W: Write>(
+    out: W,
+    fd: &OwnedFd,
+    name: &Path,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+    let at = fsops::fd_path(fd);
+    let mut ar = tar::Builder::new(out);
+    ar.follow_symlinks(false);
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => ar.append_dir_all(name, at.join("."))?,
+        libc::S_IFREG => {
+            let mut f = std::fs::File::open(&at)?;
+            ar.append_file(name, &mut f)?;
+        }
+        libc::S_IFLNK => {
+            let target = nix::fcntl::readlinkat(Some(fd.as_raw_fd()), "")?;
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_mode(0o777);
+            h.set_uid(u64::from(st.st_uid));
+            h.set_gid(u64::from(st.st_gid));
+            h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
+            h.set_size(0);
+            ar.append_link(&mut h, name, Path::new(&target))?;
+        }
+        _ => {
+            return Err(
+                format!("{}: copying special files is not supported", name.display()).into(),
+            )
+        }
+    }
+    ar.finish()?;
+    Ok(())
+}
+
+/// Streams a tar archive made by `produce` into `consume` through a pipe, so neither
+/// side holds the whole copy in memory.
+fn piped(
+    produce: impl FnOnce(std::io::PipeWriter) -> Result<(), Box<dyn std::error::Error>> + Send,
+    consume: impl FnOnce(std::io::PipeReader) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (r, w) = std::io::pipe()?;
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || produce(w).map_err(|e| e.to_string()));
+        let consumed = consume(r);
+        let produced = writer
+            .join()
+            .unwrap_or_else(|_| Err("archive writer panicked".into()));
+        consumed?;
+        produced.map_err(Into::into)
+    })
+}
+
+/// Container → host (`-` for a tar stream on stdout), with Docker's naming: into `dst`
+/// when it is a directory, else as `dst`.
+fn cp_out(view: &RootfsView, c: &str, path: &str, dst: &str) -> CmdResult {
+    let follow = path.ends_with('/') || path.ends_with("/.");
+    let fd = view.open(path, follow).map_err(|e| {
+        if not_found(&e) {
+            format!("Could not find the file {path} in container {c}")
+        } else {
+            format!("open {path} in container {c}: {e}")
+        }
+    })?;
+    let name = base_name(path);
+    if dst == "-" {
+        archive_fd(std::io::stdout().lock(), &fd, &name)?;
+        return Ok(0);
+    }
+    let dst = Path::new(dst);
+    let (dir, name) = if dst.is_dir() {
+        (dst.to_path_buf(), name)
+    } else {
+        let parent = match dst.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        (parent, base_name(&dst.display().to_string()))
+    };
+    piped(
+        |w| archive_fd(w, &fd, &name),
+        |r| {
+            let mut ar = tar::Archive::new(r);
+            ar.set_preserve_permissions(true);
+            ar.set_preserve_ownerships(true);
+            ar.set_overwrite(true);
+            ar.unpack(&dir)
+                .map_err(|e| format!("copy to {}: {e}", dir.display()).into())
+        },
+    )?;
+    Ok(0)
+}
+
+/// Unpacks `archive` into the container directory `dir` with berth-image's extractor,
+/// which resolves every name with `openat2(RESOLVE_IN_ROOT)` below `dir` and never
+/// writes through a symlink: a symlink planted in the container stays inside it.
+fn unpack_into(
+    dir: &OwnedFd,
+    archive: impl std::io::Read,
+    same_owner: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let opts = berth_image::layer::ApplyOptions {
+        same_owner,
+        ..Default::default()
+    };
+    berth_image::layer::apply::unpack(&fsops::fd_path(dir), archive, None, &opts)?;
+    Ok(())
+}
+
+/// Host → container (`-` for a tar stream on stdin), with Docker's naming: into the
+/// destination when it is a directory, else as it.
+fn cp_in(view: &RootfsView, c: &str, path: &str, src: &str) -> CmdResult {
+    let dir_of = |p: &str| -> Result<OwnedFd, String> {
+        let fd = view.open(p, true).map_err(|e| {
+            if not_found(&e) {
+                format!("Could not find the file {p} in container {c}")
+            } else {
+                format!("open {p} in container {c}: {e}")
+            }
+        })?;
+        match nix::sys::stat::fstat(fd.as_raw_fd()) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Ok(fd),
+            _ => Err(format!("destination \"{c}:{p}\" must be a directory")),
+        }
+    };
+    if src == "-" {
+        let dir = dir_of(path)?;
+        unpack_into(&dir, std::io::stdin().lock(), true)?;
+        return Ok(0);
+    }
+    let src_path = Path::new(src);
+    let meta = std::fs::symlink_metadata(src_path)
+        .map_err(|_| format!("lstat {src}: no such file or directory"))?;
+    let (dir, name) = match view.open(path, true) {
+        Ok(fd)
+            if nix::sys::stat::fstat(fd.as_raw_fd())
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) =>
+        {
+            (fd, base_name(src))
+        }
+        Ok(_) => (dir_of(&parent_of(path))?, base_name(path)),
+        Err(e) if not_found(&e) && !path.ends_with('/') => {
+            (dir_of(&parent_of(path))?, base_name(path))
+        }
+        Err(e) if not_found(&e) => {
+            return Err(format!("no such directory {path} in container {c}").into())
+        }
+        Err(e) => return Err(format!("open {path} in container {c}: {e}").into()),
+    };
+    piped(
+        |w| {
+            let mut ar = tar::Builder::new(w);
+            ar.follow_symlinks(false);
+            if meta.is_dir() {
+                ar.append_dir_all(&name, src_path)?;
+            } else {
+                ar.append_path_with_name(src_path, &name)?;
+            }
+            ar.finish()?;
+            Ok(())
+        },
+        |r| unpack_into(&dir, r, false),
+    )?;
+    Ok(0)
 }
 
 /// `docker cp`: either side may be `CONTAINER:PATH`; `-` streams a tar archive.
@@ -40,46 +217,11 @@ pub fn cp(root: &Path, src: &str, dst: &str) -> CmdResult {
     match (split_spec(src), split_spec(dst)) {
         (Some((c, path)), None) => {
             let (_, view) = engine.rootfs_view(c)?;
-            let host = view.host_path(path);
-            if host.symlink_metadata().is_err() {
-                return Err(format!("Could not find the file {path} in container {c}").into());
-            }
-            let name = host
-                .file_name()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("."));
-            if dst == "-" {
-                let mut ar = tar::Builder::new(std::io::stdout().lock());
-                ar.follow_symlinks(false);
-                if host.is_dir() {
-                    ar.append_dir_all(&name, &host)?;
-                } else {
-                    ar.append_path_with_name(&host, &name)?;
-                }
-                ar.finish()?;
-            } else {
-                copy_tree(&host, Path::new(dst))?;
-            }
-            Ok(0)
+            cp_out(&view, c, path, dst)
         }
         (None, Some((c, path))) => {
             let (_, view) = engine.rootfs_view(c)?;
-            let host = view.host_path(path);
-            if src == "-" {
-                if !host.is_dir() {
-                    return Err(format!("destination \"{c}:{path}\" must be a directory").into());
-                }
-                let mut ar = tar::Archive::new(std::io::stdin().lock());
-                ar.set_preserve_permissions(true);
-                ar.set_overwrite(true);
-                ar.unpack(&host)?;
-            } else {
-                if !Path::new(src).exists() {
-                    return Err(format!("lstat {src}: no such file or directory").into());
-                }
-                copy_tree(Path::new(src), &host)?;
-            }
-            Ok(0)
+            cp_in(&view, c, path, src)
         }
         _ => Err("copying between containers or between host paths is not supported; one side must be CONTAINER:PATH".into()),
     }

@@ -497,8 +497,7 @@ impl Engine {
                 "volume" => {
                     volumes::create(&mut self.db, &self.root, Some(&m.source), &[])?;
                     let data = volumes::data_dir(&self.root, &m.source);
-                    let inside = rootfs.join(m.destination.trim_start_matches('/'));
-                    volumes::seed(&inside, &data)?;
+                    volumes::seed(rootfs, &m.destination, &data)?;
                     out.push((m.clone(), data));
                 }
                 "bind" => {
