@@ -989,6 +989,104 @@ fn cp_into_a_container_never_follows_its_symlinks_out() {
 }
 
 #[test]
+fn commit_makes_an_image_of_the_containers_changes() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "--name",
+        "writer",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo committed > /made && rm /bin/vi",
+    ]);
+    let id = b.ok(&[
+        "commit",
+        "-c",
+        "ENV COMMITTED=1",
+        "-c",
+        "LABEL stage=two",
+        "-m",
+        "a message",
+        "-a",
+        "Tester <t@example.com>",
+        "writer",
+        "committed:v1",
+    ]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    let v: Value = serde_json::from_str(&b.ok(&["image", "inspect", "committed:v1"])).unwrap();
+    let img = &v[0];
+    assert_eq!(img["Id"], id.as_str());
+    assert_eq!(img["Author"], "Tester <t@example.com>");
+    assert_eq!(img["Config"]["Labels"]["stage"], "two");
+    let env = img["Config"]["Env"].to_string();
+    assert!(
+        env.contains("COMMITTED=1") && env.contains("FROM_IMAGE=yes"),
+        "{env}"
+    );
+    let history = b.ok(&["history", "--no-trunc", "committed:v1"]);
+    assert!(history.contains("a message"), "{history}");
+    // The new image holds the file and the deletion, and the changed environment.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "committed:v1",
+        "sh",
+        "-c",
+        "cat /made; test -e /bin/vi && echo vi-back; echo $COMMITTED",
+    ]);
+    assert_eq!(out, "committed\n1");
+}
+
+#[test]
+fn a_new_volume_is_seeded_from_the_image_never_through_a_symlink_to_the_host() {
+    let b = Berth::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("secret"), "host only").unwrap();
+    let target = host.path().display().to_string();
+    b.ok(&[
+        "run",
+        "--name",
+        "linker",
+        "--network",
+        "none",
+        IMAGE,
+        "ln",
+        "-s",
+        &target,
+        "/data",
+    ]);
+    b.ok(&["commit", "linker", "linked:v1"]);
+    let name = format!("seedvol{}", std::process::id());
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{name}:/data"),
+        "linked:v1",
+        "ls",
+        "/data",
+    ]);
+    let v: Value = serde_json::from_str(&b.ok(&["volume", "inspect", &name])).unwrap();
+    let data = PathBuf::from(v[0]["Mountpoint"].as_str().unwrap());
+    assert!(
+        !data.join("secret").exists(),
+        "the host directory was copied into the volume ({:?}: {}{})",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("secret"));
+    b.ok(&["volume", "rm", &name]);
+}
+
+#[test]
 fn create_start_wait_and_detached_errors() {
     let b = Berth::new();
     let id = b.ok(&[

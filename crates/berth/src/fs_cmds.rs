@@ -227,6 +227,227 @@ pub fn cp(root: &Path, src: &str, dst: &str) -> CmdResult {
     }
 }
 
+/// What `berth commit` was asked for.
+pub struct CommitArgs {
+    pub container: String,
+    pub repository: Option<String>,
+    pub changes: Vec<String>,
+    pub message: Option<String>,
+    pub author: Option<String>,
+    pub pause: bool,
+}
+
+/// `docker commit`: the container's overlay upper directory becomes a layer on top of
+/// its image's, with a config carrying the container's command, environment, working
+/// directory and user, then the `-c` changes, and a history entry.
+pub fn commit(root: &Path, a: &CommitArgs) -> CmdResult {
+    // Validate the reference and the changes before touching the container.
+    let tags = a
+        .repository
+        .as_deref()
+        .map(berth_image::Reference::parse_name)
+        .transpose()?;
+    let mut engine = Engine::open(root)?;
+    let c = engine.find(&a.container)?;
+    let paused = a.pause && c.state.status == Status::Running;
+    if paused {
+        engine.pause(&c.id)?;
+    }
+    let made = commit_image(root, &engine, &c, a, tags.as_slice());
+    if paused {
+        engine.unpause(&c.id)?;
+    }
+    println!("{}", made?);
+    Ok(0)
+}
+
+/// The layers of `rec`'s image, as the build exporter describes them.
+fn image_layers(
+    store: &berth_registry::client::LocalStore,
+    rec: &berth_image::ImageRecord,
+) -> Result<Vec<berth_build::export::Layer>, Box<dyn std::error::Error>> {
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.manifest_bytes(&rec.manifest_digest)?)?;
+    let blobs = manifest["layers"].as_array().cloned().unwrap_or_default();
+    if blobs.len() != rec.layers.len() {
+        return Err(format!(
+            "image {}: the manifest lists {} layers, the store {}",
+            rec.config_digest,
+            blobs.len(),
+            rec.layers.len()
+        )
+        .into());
+    }
+    blobs
+        .iter()
+        .zip(&rec.layers)
+        .map(|(b, l)| {
+            let digest = b["digest"].as_str().unwrap_or_default().parse()?;
+            Ok(berth_build::export::Layer {
+                diff_id: l.diff_id.clone(),
+                chain_id: l.chain_id.clone(),
+                digest,
+                size: b["size"].as_u64().unwrap_or(0),
+                media_type: b["mediaType"].as_str().unwrap_or_default().to_string(),
+                content_size: l.size,
+            })
+        })
+        .collect()
+}
+
+/// Writes the container's changes as a layer (keeping their timestamps, unlike a build)
+/// into the content and layer stores. `None` when it changed nothing.
+fn commit_upper(
+    store: &berth_registry::client::LocalStore,
+    upper: &Path,
+    parent: Option<&berth_image::Digest>,
+    scratch: &Path,
+) -> Result<Option<berth_build::export::Layer>, Box<dyn std::error::Error>> {
+    use berth_image::layer::{ApplyOptions, Compression};
+    if std::fs::read_dir(upper)?.next().is_none() {
+        return Ok(None);
+    }
+    let tmp = scratch.join("layer.tar.gz");
+    let compression = Compression::Gzip;
+    let diff = {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let d = berth_image::layer::write_layer(upper, &mut w, compression)?;
+        w.flush()?;
+        d
+    };
+    let media_type = compression.oci_media_type().to_string();
+    store
+        .content
+        .put(&mut std::fs::File::open(&tmp)?, diff.size, &diff.digest)?;
+    let blob = store.content.open_blob(&diff.digest)?;
+    let applied = store.layers.apply(
+        parent,
+        std::io::BufReader::with_capacity(256 * 1024, blob),
+        Some(&media_type),
+        Some(&diff.diff_id),
+        &ApplyOptions::default(),
+    )?;
+    Ok(Some(berth_build::export::Layer {
+        diff_id: diff.diff_id,
+        chain_id: applied.chain_id,
+        digest: diff.digest,
+        size: diff.size,
+        media_type,
+        content_size: applied.content_size,
+    }))
+}
+
+/// The new image's config: the old one, the container's run settings, the changes, and
+/// the layer and history entries.
+fn commit_config(
+    base: &serde_json::Value,
+    c: &berth_engine::Container,
+    a: &CommitArgs,
+    layer: Option<&berth_build::export::Layer>,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    use serde_json::{json, Value};
+    let mut config = base.clone();
+    let now = berth_runtime::state::now_rfc3339();
+    let mut inner = config["config"].as_object().cloned().unwrap_or_default();
+    let rc = &c.config;
+    for (key, set, value) in [
+        ("Cmd", !rc.cmd.is_empty(), json!(rc.cmd)),
+        (
+            "Entrypoint",
+            !rc.entrypoint.is_empty(),
+            json!(rc.entrypoint),
+        ),
+        ("Env", !rc.env.is_empty(), json!(rc.env)),
+        ("WorkingDir", !rc.workdir.is_empty(), json!(rc.workdir)),
+        ("User", !rc.user.is_empty(), json!(rc.user)),
+    ] {
+        if set {
+            inner.insert(key.into(), value);
+        }
+    }
+    for change in &a.changes {
+        berth_registry::client::import::apply_change(&mut inner, change)?;
+    }
+    config["config"] = Value::Object(inner);
+    config["created"] = json!(now);
+    if let Some(author) = &a.author {
+        config["author"] = json!(author);
+    }
+    if let Some(l) = layer {
+        let ids = config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .ok_or("the image config has no rootfs.diff_ids")?;
+        ids.push(json!(l.diff_id.to_string()));
+    }
+    let mut entry = json!({"created": now, "created_by": rc.args.join(" ")});
+    if let Some(m) = &a.message {
+        entry["comment"] = json!(m);
+    }
+    if let Some(author) = &a.author {
+        entry["author"] = json!(author);
+    }
+    if layer.is_none() {
+        entry["empty_layer"] = json!(true);
+    }
+    if !config["history"].is_array() {
+        config["history"] = json!([]);
+    }
+    if let Some(h) = config["history"].as_array_mut() {
+        h.push(entry);
+    }
+    Ok(config)
+}
+
+/// Builds and stores the committed image; returns its id.
+fn commit_image(
+    root: &Path,
+    engine: &Engine,
+    c: &berth_engine::Container,
+    a: &CommitArgs,
+    tags: &[berth_image::Reference],
+) -> Result<String, Box<dyn std::error::Error>> {
+    let mut store = berth_registry::client::LocalStore::open(root)?;
+    let rec = store
+        .find(&c.image_id)
+        .map_err(|e| format!("the image of container {}: {e}", c.name))?;
+    let base = store.config_json(&rec)?;
+    let mut layers = image_layers(&store, &rec)?;
+    let scratch = tempfile_dir(root)?;
+    let upper = engine.upper_dir(&c.id)?;
+    let parent = layers.last().map(|l| l.chain_id.clone());
+    let layer = commit_upper(&store, &upper, parent.as_ref(), scratch.path());
+    drop(scratch);
+    let layer = layer?;
+    let config = commit_config(&base, c, a, layer.as_ref())?;
+    layers.extend(layer);
+    let image = berth_build::export::assemble(&config, &layers)?;
+    berth_build::export::to_store(&mut store, &image, &config, tags)?;
+    Ok(image.config_digest.to_string())
+}
+
+/// A scratch directory under the root (same filesystem as the stores), removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir(root: &Path) -> std::io::Result<Scratch> {
+    let dir = root
+        .join("tmp")
+        .join(format!("commit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(Scratch(dir))
+}
+
 pub fn diff(root: &Path, name: &str) -> CmdResult {
     let mut engine = Engine::open(root)?;
     let mut out = std::io::stdout().lock();

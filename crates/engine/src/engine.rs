@@ -177,6 +177,11 @@ impl Engine {
         )?)
     }
 
+    /// The overlay upper directory holding what the container changed (for `commit`).
+    pub fn upper_dir(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.snapshotter()?.upper_dir(id)?)
+    }
+
     /// A container by id, name or id prefix; a stale "running" record is repaired first.
     pub fn find(&mut self, key: &str) -> Result<Container> {
         let c = self.db.find(key)?;
