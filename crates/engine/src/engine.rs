@@ -294,7 +294,11 @@ impl Engine {
                     .map_err(|e| Error::Invalid(format!("layer {s}: {e}")))
             })
             .collect::<Result<_>>()?;
-        self.snapshotter()?.prepare(&c.id, &chain)?;
+        // A --rm container's snapshot is discarded when it exits, so it is worthless after
+        // a crash: its record need not reach the disk before the container starts.
+        self.snapshotter()?
+            .durable(!c.config.auto_remove)
+            .prepare(&c.id, &chain)?;
         let dir = self.dir(&c.id);
         std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("create {}", dir.display()))?;
         let write = |name: &str, text: String| {
