@@ -899,6 +899,193 @@ fn cp_diff_and_export() {
     assert!(!mounts.contains(&b.root.path().display().to_string()));
 }
 
+/// A tar archive holding `planted/x` and `rel/x`, for `cp -` into a container.
+fn tar_through_planted_links() -> Vec<u8> {
+    let mut ar = tar::Builder::new(Vec::new());
+    for name in ["planted/x", "rel/x", "dangling/x"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(7);
+        h.set_mode(0o644);
+        h.set_cksum();
+        ar.append_data(&mut h, name, &b"escaped"[..]).unwrap();
+    }
+    ar.into_inner().unwrap()
+}
+
+#[test]
+fn cp_into_a_container_never_follows_its_symlinks_out() {
+    let b = Berth::new();
+    // A host directory the container points symlinks at, absolutely and with `..`.
+    let host = tempfile::tempdir().unwrap();
+    let target = host.path().display().to_string();
+    let dots = format!("../../../../../../../..{target}");
+    b.ok(&[
+        "run",
+        "--name",
+        "planter",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        &format!("mkdir -p {target} && ln -s {target} /planted && ln -s {dots} /rel && mkdir /deep && ln -s {target}/y /deep/link && ln -s {target}/missing /dangling"),
+    ]);
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("x");
+    std::fs::write(&file, "escaped").unwrap();
+    let file = file.to_str().unwrap();
+    for dst in [
+        "planter:/planted/x",
+        "planter:/rel/x",
+        "planter:/planted/",
+        "planter:/deep/link",
+    ] {
+        let o = b.run(&["cp", file, dst]);
+        // Contained: the links resolve inside the container's root.
+        assert!(o.status.success(), "cp to {dst}: {}", stderr(&o));
+        assert!(
+            std::fs::read_dir(host.path()).unwrap().next().is_none(),
+            "cp to {dst} wrote outside the container ({:?}: {})",
+            o.status.code(),
+            stderr(&o)
+        );
+    }
+    // The dangling link /deep/link was replaced by the copied file, inside the container.
+    let o = b.run(&["cp", "planter:/deep/link", "-"]);
+    let mut ar = tar::Archive::new(&o.stdout[..]);
+    let mut e = ar.entries().unwrap().next().unwrap().unwrap();
+    assert_eq!(e.header().entry_type(), tar::EntryType::Regular);
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+    assert_eq!(body, "escaped");
+
+    let mut child = b
+        .cmd()
+        .args(["cp", "-", "planter:/"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), &tar_through_planted_links()).unwrap();
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    // The dangling link's target is missing inside the root: refused, with the name.
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("dangling/x"), "{}", stderr(&o));
+    assert!(
+        std::fs::read_dir(host.path()).unwrap().next().is_none(),
+        "cp - wrote outside the container"
+    );
+    // The writes landed inside the container's root, at the links' in-root targets.
+    let inside = format!("planter:{target}/x");
+    let o = b.run(&["cp", &inside, "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut ar = tar::Archive::new(&o.stdout[..]);
+    let mut e = ar.entries().unwrap().next().unwrap().unwrap();
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+    assert_eq!(body, "escaped");
+}
+
+#[test]
+fn commit_makes_an_image_of_the_containers_changes() {
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "--name",
+        "writer",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo committed > /made && rm /bin/vi",
+    ]);
+    let id = b.ok(&[
+        "commit",
+        "-c",
+        "ENV COMMITTED=1",
+        "-c",
+        "LABEL stage=two",
+        "-m",
+        "a message",
+        "-a",
+        "Tester <t@example.com>",
+        "writer",
+        "committed:v1",
+    ]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    let v: Value = serde_json::from_str(&b.ok(&["image", "inspect", "committed:v1"])).unwrap();
+    let img = &v[0];
+    assert_eq!(img["Id"], id.as_str());
+    assert_eq!(img["Author"], "Tester <t@example.com>");
+    assert_eq!(img["Config"]["Labels"]["stage"], "two");
+    let env = img["Config"]["Env"].to_string();
+    assert!(
+        env.contains("COMMITTED=1") && env.contains("FROM_IMAGE=yes"),
+        "{env}"
+    );
+    let history = b.ok(&["history", "--no-trunc", "committed:v1"]);
+    assert!(history.contains("a message"), "{history}");
+    // The new image holds the file and the deletion, and the changed environment.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "committed:v1",
+        "sh",
+        "-c",
+        "cat /made; test -e /bin/vi && echo vi-back; echo $COMMITTED",
+    ]);
+    assert_eq!(out, "committed\n1");
+}
+
+#[test]
+fn a_new_volume_is_seeded_from_the_image_never_through_a_symlink_to_the_host() {
+    let b = Berth::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("secret"), "host only").unwrap();
+    let target = host.path().display().to_string();
+    b.ok(&[
+        "run",
+        "--name",
+        "linker",
+        "--network",
+        "none",
+        IMAGE,
+        "ln",
+        "-s",
+        &target,
+        "/data",
+    ]);
+    b.ok(&["commit", "linker", "linked:v1"]);
+    let name = format!("seedvol{}", std::process::id());
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{name}:/data"),
+        "linked:v1",
+        "ls",
+        "/data",
+    ]);
+    let v: Value = serde_json::from_str(&b.ok(&["volume", "inspect", &name])).unwrap();
+    let data = PathBuf::from(v[0]["Mountpoint"].as_str().unwrap());
+    assert!(
+        !data.join("secret").exists(),
+        "the host directory was copied into the volume ({:?}: {}{})",
+        o.status.code(),
+        stdout(&o),
+        stderr(&o)
+    );
+    assert!(!stdout(&o).contains("secret"));
+    b.ok(&["volume", "rm", &name]);
+}
+
 #[test]
 fn create_start_wait_and_detached_errors() {
     let b = Berth::new();

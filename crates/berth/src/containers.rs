@@ -398,6 +398,24 @@ pub enum ContainerCmd {
         src: String,
         dst: String,
     },
+    /// Create a new image from a container's changes.
+    Commit {
+        /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>").
+        #[arg(short, long)]
+        author: Option<String>,
+        /// Apply Dockerfile instruction to the created image.
+        #[arg(short, long)]
+        change: Vec<String>,
+        /// Commit message.
+        #[arg(short, long)]
+        message: Option<String>,
+        /// Pause container during commit.
+        #[arg(short, long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+        pause: bool,
+        container: String,
+        /// REPOSITORY[:TAG] for the new image.
+        repository: Option<String>,
+    },
     /// Inspect changes to files on a container's filesystem.
     Diff { container: String },
     /// Export a container's filesystem as a tar archive.
@@ -611,6 +629,24 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
         }
         ContainerCmd::Attach { container, .. } => attach(root, &container),
         ContainerCmd::Cp { src, dst, .. } => report(crate::fs_cmds::cp(root, &src, &dst)),
+        ContainerCmd::Commit {
+            author,
+            change,
+            message,
+            pause,
+            container,
+            repository,
+        } => report(crate::fs_cmds::commit(
+            root,
+            &crate::fs_cmds::CommitArgs {
+                container,
+                repository,
+                changes: change,
+                message,
+                author,
+                pause,
+            },
+        )),
         ContainerCmd::Diff { container } => report(crate::fs_cmds::diff(root, &container)),
         ContainerCmd::Export { output, container } => {
             report(crate::fs_cmds::export(root, &container, output.as_deref()))

@@ -177,6 +177,11 @@ impl Engine {
         )?)
     }
 
+    /// The overlay upper directory holding what the container changed (for `commit`).
+    pub fn upper_dir(&self, id: &str) -> Result<PathBuf> {
+        Ok(self.snapshotter()?.upper_dir(id)?)
+    }
+
     /// A container by id, name or id prefix; a stale "running" record is repaired first.
     pub fn find(&mut self, key: &str) -> Result<Container> {
         let c = self.db.find(key)?;
@@ -289,7 +294,11 @@ impl Engine {
                     .map_err(|e| Error::Invalid(format!("layer {s}: {e}")))
             })
             .collect::<Result<_>>()?;
-        self.snapshotter()?.prepare(&c.id, &chain)?;
+        // A --rm container's snapshot is discarded when it exits, so it is worthless after
+        // a crash: its record need not reach the disk before the container starts.
+        self.snapshotter()?
+            .durable(!c.config.auto_remove)
+            .prepare(&c.id, &chain)?;
         let dir = self.dir(&c.id);
         std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("create {}", dir.display()))?;
         let write = |name: &str, text: String| {
@@ -497,8 +506,7 @@ impl Engine {
                 "volume" => {
                     volumes::create(&mut self.db, &self.root, Some(&m.source), &[])?;
                     let data = volumes::data_dir(&self.root, &m.source);
-                    let inside = rootfs.join(m.destination.trim_start_matches('/'));
-                    volumes::seed(&inside, &data)?;
+                    volumes::seed(rootfs, &m.destination, &data)?;
                     out.push((m.clone(), data));
                 }
                 "bind" => {

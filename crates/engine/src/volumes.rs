@@ -80,28 +80,36 @@ pub fn remove(db: &mut Db, root: &Path, name: &str, users: &[String]) -> Result<
     }
 }
 
-/// Copies the image's content at the mount point into a new, empty volume (Docker's
-/// "copy-up"), keeping owners and modes.
-pub fn seed(from: &Path, to: &Path) -> Result<()> {
-    if !from.is_dir() {
-        return Ok(());
-    }
+/// Copies the image's content at `destination` inside `rootfs` into a new, empty volume
+/// (Docker's "copy-up"), keeping owners and modes. The mount point is resolved by the
+/// kernel inside the rootfs, so an image symlink there (`/data -> /etc`) copies the
+/// image's `/etc`, never the host's.
+pub fn seed(rootfs: &Path, destination: &str, to: &Path) -> Result<()> {
+    let rel = Path::new(destination.trim_start_matches('/'));
+    let flags = libc::O_PATH | libc::O_DIRECTORY;
+    let from = match crate::fsops::open_in_root(rootfs, rel, flags) {
+        Ok(fd) => fd,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => return Ok(()),
+        Err(e) => return Err(e).ctx(|| format!("open {destination} in the image")),
+    };
     let empty = std::fs::read_dir(to)
         .map(|mut d| d.next().is_none())
         .unwrap_or(false);
     if !empty {
         return Ok(());
     }
+    // `cp -a` copies symlinks below the mount point as symlinks; the source is the
+    // descriptor's magic link, so the walk starts from the directory opened above.
+    let src = crate::fsops::fd_path(&from).join(".");
     let st = std::process::Command::new("cp")
         .arg("-a")
-        .arg(format!("{}/.", from.display()))
+        .arg(&src)
         .arg(to)
         .status()
         .ctx(|| "run cp".into())?;
     if !st.success() {
         return Err(Error::Invalid(format!(
-            "copying image content from {} into the volume failed",
-            from.display()
+            "copying image content from {destination} into the volume failed"
         )));
     }
     Ok(())

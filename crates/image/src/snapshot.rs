@@ -150,6 +150,7 @@ pub struct Snapshotter {
     root: PathBuf,
     layers: LayerStore,
     mode: SnapshotMode,
+    durable: bool,
 }
 
 impl Snapshotter {
@@ -166,7 +167,21 @@ impl Snapshotter {
             }
             m => m,
         };
-        Ok(Snapshotter { root, layers, mode })
+        Ok(Snapshotter {
+            root,
+            layers,
+            mode,
+            durable: true,
+        })
+    }
+
+    /// Whether a new snapshot's record is fsynced before `prepare`/`view` return (the
+    /// default). A caller whose snapshot is worthless after a crash anyway (a container
+    /// removed when it exits) turns this off to keep two fsyncs off its start path; the
+    /// record is still replaced atomically, so a crash leaves it whole or absent.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = durable;
+        self
     }
 
     /// The mode in use (never `Auto`).
@@ -252,7 +267,7 @@ impl Snapshotter {
             SnapshotMode::Copy => self.build_copy(&dir, parents)?,
             _ => make_overlay_dirs(&dir, &record)?,
         }
-        write_record(&dir, &record)?;
+        write_record(&dir, &record, self.durable)?;
         Ok(self.mounts_for(&dir, &record))
     }
 
@@ -345,16 +360,21 @@ fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
     }
 }
 
-fn write_record(dir: &Path, record: &Record) -> Result<()> {
+fn write_record(dir: &Path, record: &Record, durable: bool) -> Result<()> {
     let json = serde_json::to_vec_pretty(record)
         .map_err(|e| SnapshotError::Corrupt(dir.to_path_buf(), e.to_string()))?;
     let tmp = dir.join("snapshot.json.tmp");
     fs::write(&tmp, json).map_err(io_ctx("write snapshot record"))?;
-    fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_ctx("fsync snapshot record"))?;
+    if durable {
+        fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_ctx("fsync snapshot record"))?;
+    }
     fs::rename(&tmp, dir.join("snapshot.json")).map_err(io_ctx("commit snapshot record"))?;
-    crate::content::fsync_dir(dir).map_err(io_ctx("fsync snapshot dir"))
+    if durable {
+        crate::content::fsync_dir(dir).map_err(io_ctx("fsync snapshot dir"))?;
+    }
+    Ok(())
 }
 
 fn read_record(dir: &Path, key: &str) -> Result<Record> {
