@@ -17,22 +17,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 /// Docker's default capability set.
-pub const DEFAULT_CAPS: [&str; 14] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub use berth_runtime::caps::DOCKER_DEFAULT as DEFAULT_CAPS;
 
 /// RUN's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

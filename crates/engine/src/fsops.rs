@@ -2,8 +2,7 @@
 //! rootfs (mounted for the duration when the container is stopped) and the volume and
 //! bind mounts over it, with paths resolved inside the container's root.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -68,44 +67,9 @@ impl RootfsView {
     }
 }
 
-/// `openat2(RESOLVE_IN_ROOT)` of `rel` below `root`: `..` stops at `root` and absolute
-/// symlinks restart from it. Fails with ENOSYS on kernels before 5.6 rather than falling
-/// back to a racy userspace walk.
-pub fn open_in_root(root: &Path, rel: &Path, flags: libc::c_int) -> std::io::Result<OwnedFd> {
-    let dir = std::fs::File::open(root)?;
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
-    };
-    let c = std::ffi::CString::new(rel.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: open_how is a plain C struct; all-zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    loop {
-        // SAFETY: the pointers are valid for the call and the size matches the struct.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                dir.as_raw_fd(),
-                c.as_ptr(),
-                &how as *const libc::open_how,
-                std::mem::size_of::<libc::open_how>(),
-            )
-        };
-        if rc >= 0 {
-            // SAFETY: a fresh descriptor the kernel just gave us.
-            return Ok(unsafe { OwnedFd::from_raw_fd(rc as libc::c_int) });
-        }
-        let err = std::io::Error::last_os_error();
-        // EAGAIN: a concurrent rename might have let the walk escape; retrying is safe.
-        if err.raw_os_error() != Some(libc::EAGAIN) {
-            return Err(err);
-        }
-    }
-}
+/// `openat2(RESOLVE_IN_ROOT)` of `rel` below `root` (berth-image's, which layer
+/// extraction uses too).
+pub use berth_image::open_in_root;
 
 /// A path naming `fd` itself (its `/proc` magic link), usable by this process and by
 /// child processes it spawns while `fd` is open. Walking through it never re-resolves

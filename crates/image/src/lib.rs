@@ -44,3 +44,22 @@ pub use layer::{chain_id, chain_ids, Compression};
 pub use meta::{ImageRecord, LayerRecord, MetaError, MetaStore, Platform};
 pub use reference::{AnyReference, Reference, ReferenceError};
 pub use snapshot::{Mount, SnapshotError, SnapshotMode, Snapshotter};
+
+/// Opens `rel` below the directory `root` with `openat2(RESOLVE_IN_ROOT)`: `..` stops at
+/// `root` and absolute symlinks restart from it, so a tree someone else controls (a layer,
+/// a container's root) can never lead outside. Fails with ENOSYS on kernels before 5.6
+/// rather than falling back to a racy userspace walk.
+pub fn open_in_root(
+    root: &std::path::Path,
+    rel: &std::path::Path,
+    flags: libc::c_int,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    let dir = std::fs::File::open(root)?;
+    let rel = if rel.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        rel
+    };
+    sys::openat2(dir.as_fd(), rel.as_os_str(), flags, 0, sys::IN_ROOT)
+}
