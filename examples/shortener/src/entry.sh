@@ -4,11 +4,21 @@
 # probes whichever role this container runs.
 set -eu
 role=${1:-web}
+
+# As PID 1 the shell gets SIGTERM only if it handles it: serve in the background and
+# stop the server on TERM, so `stop` and `down` take milliseconds, not the grace period.
+serve() {
+	httpd -f -p "$1" -h "$2" &
+	pid=$!
+	trap 'kill "$pid"; wait "$pid"; exit 0' TERM INT
+	wait "$pid"
+}
+
 case "$role" in
 web)
 	echo web > /tmp/role
 	echo "web: serving on :$PORT, data at $DATA_ADDR" >&2
-	exec httpd -f -p "$PORT" -h /app/web
+	serve "$PORT" /app/web
 	;;
 data)
 	echo data > /tmp/role
@@ -20,7 +30,7 @@ data)
 	echo "data: recovering store ($(ls /data/kv | wc -l) keys)" >&2
 	sleep "${DATA_WARMUP:-0}"
 	echo "data: serving on :$DATA_PORT" >&2
-	exec httpd -f -p "$DATA_PORT" -h /app/data
+	serve "$DATA_PORT" /app/data
 	;;
 worker)
 	echo worker > /tmp/role
