@@ -84,4 +84,7 @@ berth ps -a
 step "under the hood: berth-runc is a runc-compatible runtime (containerd can drive it)"
 "$bin/berth-runc" --version | head -1
 
+step "compose: the URL shortener worked example (build, up --wait, shorten, follow, down)"
+BERTH_BIN_DIR=$bin "$here/scripts/shortener.sh" demo
+
 step "next: make bench (start latency against crun/runc), bench/*.sh, make test"
