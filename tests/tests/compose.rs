@@ -492,8 +492,16 @@ fn up_is_health_gated_idempotent_and_down_cleans_up() {
     assert!(env.contains("ROLE=changed"), "{env}");
     assert!(p.ok(&["ls"]).contains(&p.name));
 
-    // down -v: containers, the network and the named volume are gone.
-    p.ok(&["down", "-v", "-t", "0"]);
+    // down -v: the client (which depends on web) stops first; containers, the network
+    // and the named volume are gone.
+    let out = p.compose(&["down", "-v", "-t", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let stopped = |n: &str| err.find(&format!("Container {n}  Stopped"));
+    assert!(
+        stopped(&client).is_some() && stopped(&client) < stopped(&web),
+        "{err}"
+    );
     assert!(!p.berth(&["inspect", &web]).status.success());
     assert!(!p.berth(&["inspect", &client]).status.success());
     assert!(!p.berth(&["network", "inspect", &net]).status.success());

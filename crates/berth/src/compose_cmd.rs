@@ -1163,7 +1163,18 @@ fn down(
     _remove_orphans: bool,
     timeout: Option<i64>,
 ) -> CmdResult {
-    let list = project_containers(root, &p.name, true)?;
+    let mut list = project_containers(root, &p.name, true)?;
+    // Dependants stop before what they depend on (the reverse of `up`'s order), so a
+    // web service never outlives its database; containers of services no longer in the
+    // file (orphans) go first.
+    let order = berth_compose::start_order(p, &[], false);
+    let rank = |c: &Container| {
+        order
+            .iter()
+            .position(|s| s == service_of(c))
+            .unwrap_or(usize::MAX)
+    };
+    list.sort_by_key(|c| std::cmp::Reverse(rank(c)));
     let mut engine = Engine::open(root)?;
     for c in list.iter().filter(|c| c.state.status.is_active()) {
         engine.stop(&c.id, timeout, None)?;
