@@ -14,7 +14,12 @@ regpid=
 cleanup() {
   berth rm -f $(berth ps -aq) >/dev/null 2>&1 || true
   berth network rm demo-net >/dev/null 2>&1 || true
-  [ -n "$regpid" ] && kill "$regpid" 2>/dev/null
+  if [ -n "$regpid" ]; then
+    # SIGTERM lets the registry finish in-flight requests; give it two seconds.
+    kill "$regpid" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$regpid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$regpid" 2>/dev/null || true
+  fi
   umount -R "$work"/root/containers/*/rootfs 2>/dev/null || true
   rm -rf "$work"
 }
@@ -67,7 +72,7 @@ berth run --rm --memory 64m --read-only demo/busybox sh -c \
   'cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; touch /x 2>&1; exit 3' || echo "exit code $?"
 
 step "berth registry serve: push there, pull it back into a fresh store"
-berth registry serve --addr 127.0.0.1:15999 --storage "$work/registry" >/dev/null 2>&1 &
+"$bin/berth" registry serve --addr 127.0.0.1:15999 --storage "$work/registry" >/dev/null 2>&1 &
 regpid=$!
 for _ in $(seq 50); do curl -fs http://127.0.0.1:15999/v2/ >/dev/null && break; sleep 0.1; done
 berth tag demo/web:1 127.0.0.1:15999/demo/web:1
