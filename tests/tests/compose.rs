@@ -573,24 +573,26 @@ services:
     networks: [back]
   app:
     image: cbox
-    command: ["sh", "-c", "cat /run/secrets/token /conf && sleep 60"]
+    command: ["sh", "-c", "for f in /run/secrets/token /conf /run/secrets/envtok /inline; do cat $$f; echo; done; sleep 60"]
+    restart: always
     depends_on:
       init: {condition: service_completed_successfully}
-    secrets: [token]
-    configs: [{source: conf, target: /conf}]
+    secrets: [token, {source: envtok, mode: 0400}]
+    configs: [{source: conf, target: /conf}, {source: inline, target: /inline}]
     networks: [front, back]
   peer:
     image: cbox
     command: ["sleep", "60"]
     networks: {back: {aliases: [other]}}
 networks: {front: {}, back: {}}
-secrets: {token: {file: ./token.txt}}
-configs: {conf: {file: ./conf.txt}}
+secrets: {token: {file: ./token.txt}, envtok: {environment: TOKEN_FROM_ENV}}
+configs: {conf: {file: ./conf.txt}, inline: {content: "inline-body"}}
 "#,
         true,
     );
     p.write("token.txt", "s3cret\n");
     p.write("conf.txt", "conf-body\n");
+    p.write(".env", "TOKEN_FROM_ENV=env-secret\n");
     p.ok(&["up", "--wait"]);
     let app = format!("{}-app-1", p.name);
     let init = p.inspect(&format!("{}-init-1", p.name));
@@ -602,15 +604,86 @@ configs: {conf: {file: ./conf.txt}}
         || p.ok(&["logs", "app"]).contains("conf-body"),
         "app output",
     );
-    assert!(p.ok(&["logs", "app"]).contains("s3cret"));
+    let logs = p.ok(&["logs", "app"]);
+    for want in ["s3cret", "conf-body", "env-secret", "inline-body"] {
+        assert!(logs.contains(want), "{want} missing from {logs}");
+    }
+    let mode = p.ok(&["exec", "app", "stat", "-c", "%a", "/run/secrets/envtok"]);
+    assert_eq!(mode.trim(), "400");
     // app is on both networks; peer's alias on `back` resolves from app.
-    let hosts = p.ok(&["exec", "app", "cat", "/etc/hosts"]);
-    assert!(
-        hosts.contains(" other") || hosts.contains("\tother"),
-        "{hosts}"
+    let on_both_networks = |p: &Proj| {
+        let hosts = p.ok(&["exec", "app", "cat", "/etc/hosts"]);
+        assert!(
+            hosts.contains(" other") || hosts.contains("\tother"),
+            "{hosts}"
+        );
+        let devs = p.ok(&["exec", "app", "cat", "/proc/net/dev"]);
+        assert!(devs.contains("eth0:") && devs.contains("eth1:"), "{devs}");
+    };
+    on_both_networks(&p);
+    let nets = p.inspect(&app)["NetworkSettings"]["Networks"].clone();
+    for n in ["front", "back"] {
+        assert!(nets.get(format!("{}_{n}", p.name)).is_some(), "{nets}");
+    }
+    assert!(!nets[format!("{}_back", p.name)]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+    // Killed behind the engine's back, the restart policy brings it back on both networks.
+    let pid = p.inspect(&app)["State"]["Pid"].as_i64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    berth_tests::wait_for(
+        || {
+            let s = p.inspect(&app);
+            s["RestartCount"].as_i64() >= Some(1) && s["State"]["Status"] == "running"
+        },
+        "app restarted by its policy",
     );
-    let nets = p.inspect(&app)["NetworkSettings"]["Networks"].to_string();
-    assert!(nets.contains(&format!("{}_front", p.name)), "{nets}");
+    on_both_networks(&p);
+}
+
+#[test]
+fn dependants_with_restart_true_follow_their_dependency() {
+    let yaml = |tag: &str| {
+        format!(
+            r#"
+services:
+  db:
+    image: cbox
+    command: ["sleep", "60"]
+    environment: {{TAG: {tag}}}
+    network_mode: none
+  web:
+    image: cbox
+    command: ["sleep", "60"]
+    network_mode: none
+    depends_on: {{db: {{condition: service_started, restart: true}}}}
+  other:
+    image: cbox
+    command: ["sleep", "60"]
+    network_mode: none
+    depends_on: [db]
+"#
+        )
+    };
+    let p = Proj::new("rst", &yaml("one"), true);
+    p.ok(&["up", "-d"]);
+    let pid = |svc: &str| p.inspect(&format!("{}-{svc}-1", p.name))["State"]["Pid"].clone();
+    let (web0, other0) = (pid("web"), pid("other"));
+    // Changing db recreates it; web (restart: true) restarts, other does not.
+    p.write("compose.yaml", &yaml("two"));
+    p.ok(&["up", "-d"]);
+    let (web1, other1) = (pid("web"), pid("other"));
+    assert_ne!(web0, web1, "web must restart when db is recreated");
+    assert_eq!(other0, other1, "other must be left alone");
+    // `restart db` takes web along.
+    p.ok(&["restart", "db"]);
+    assert_ne!(pid("web"), web1, "web must restart with db");
+    assert_eq!(pid("other"), other1);
 }
 
 #[test]

@@ -1260,6 +1260,26 @@ fn containers_on_a_user_network_reach_each_other_by_name() {
             .contains_key(&id),
         "{inspect}"
     );
+    // `network connect` is remembered: a restart joins the second network again, until
+    // `network disconnect`.
+    let net2 = format!("{net}b");
+    b.ok(&["network", "create", &net2]);
+    b.ok(&["network", "connect", &net2, "srv"]);
+    let has_eth1 = || {
+        b.ok(&["exec", "srv", "cat", "/proc/net/dev"])
+            .contains("eth1:")
+    };
+    assert!(has_eth1(), "connect did not add eth1");
+    b.ok(&["restart", "-t", "0", "srv"]);
+    assert!(
+        has_eth1(),
+        "the restarted container lost its second network"
+    );
+    b.ok(&["network", "disconnect", &net2, "srv"]);
+    assert!(!has_eth1());
+    b.ok(&["restart", "-t", "0", "srv"]);
+    assert!(!has_eth1(), "a disconnected network came back on restart");
     b.ok(&["rm", "-f", "srv"]);
     b.ok(&["network", "rm", &net]);
+    b.ok(&["network", "rm", &net2]);
 }

@@ -3,7 +3,7 @@
 //! berth-net for the project's networks and the engine's volumes. What a project owns is
 //! found by its labels (`com.docker.compose.*`), so `down` removes exactly that.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -312,6 +312,7 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
         ComposeCmd::Start { services } => start(root, &project, &services),
         ComposeCmd::Stop { timeout, services } => stop(root, &project, &services, timeout),
         ComposeCmd::Restart { timeout, services } => {
+            let services = berth_compose::with_restart_dependents(&project, &services);
             stop(root, &project, &services, timeout)?;
             start(root, &project, &services)
         }
@@ -609,10 +610,16 @@ fn build_service(root: &Path, p: &Project, service: &str, no_cache: bool, pull: 
         argv.push(format!("{k}={v}"));
     }
     for sec in &b.secrets {
-        if let Some(file) = p.secrets.get(&sec.source).and_then(|s| s.file.as_deref()) {
-            argv.push("--secret".into());
-            argv.push(format!("id={},src={file}", sec.source));
-        }
+        let def = p
+            .secrets
+            .get(&sec.source)
+            .ok_or_else(|| format!("secret {:?} is not defined", sec.source))?;
+        let file = match def.file.as_deref() {
+            Some(file) => PathBuf::from(file),
+            None => write_file_object(root, p, service, "build-secret", sec, def)?,
+        };
+        argv.push("--secret".into());
+        argv.push(format!("id={},src={}", sec.source, file.display()));
     }
     if no_cache || b.no_cache {
         argv.push("--no-cache".into());
@@ -641,7 +648,13 @@ fn ns(s: &Option<String>) -> Result<u64, String> {
 }
 
 /// The `run` flags a service's container is created with.
-fn run_args(p: &Project, service: &str, s: &Service, number: u32) -> Result<RunArgs, String> {
+fn run_args(
+    root: &Path,
+    p: &Project,
+    service: &str,
+    s: &Service,
+    number: u32,
+) -> Result<RunArgs, String> {
     let mut a = RunArgs {
         detach: true,
         name: Some(
@@ -718,7 +731,7 @@ fn run_args(p: &Project, service: &str, s: &Service, number: u32) -> Result<RunA
     for v in &s.volumes {
         mount_args(&mut a, p, v);
     }
-    file_mounts(&mut a, p, s)?;
+    file_mounts(&mut a, root, p, service, s)?;
     a.network = match (&s.network_mode, s.networks.keys().next()) {
         (Some(m), _) => m.clone(),
         (None, Some(n)) => network_name(p, n),
@@ -782,9 +795,16 @@ fn mount_args(a: &mut RunArgs, p: &Project, v: &berth_compose::ServiceVolume) {
     }
 }
 
-/// File-based secrets at `/run/secrets/<name>` and configs at `/<name>` (or their
-/// `target`), read-only binds of the declared file.
-fn file_mounts(a: &mut RunArgs, p: &Project, s: &Service) -> Result<(), String> {
+/// Secrets at `/run/secrets/<name>` and configs at `/<name>` (or their `target`), as
+/// read-only binds: of the declared file, or of a file written under the project's state
+/// dir for those given by `environment:` or inline `content:`.
+fn file_mounts(
+    a: &mut RunArgs,
+    root: &Path,
+    p: &Project,
+    service: &str,
+    s: &Service,
+) -> Result<(), String> {
     let sets = [
         (&s.secrets, &p.secrets, "/run/secrets/", "secret"),
         (&s.configs, &p.configs, "/", "config"),
@@ -794,22 +814,76 @@ fn file_mounts(a: &mut RunArgs, p: &Project, s: &Service) -> Result<(), String> 
             let def = defs
                 .get(&r.source)
                 .ok_or_else(|| format!("{what} {:?} is not defined", r.source))?;
-            let Some(file) = def.file.as_deref() else {
-                return Err(format!(
-                    "{what} {:?}: only file-based {what}s are supported",
-                    r.source
-                ));
+            let source = match def.file.as_deref() {
+                Some(file) => PathBuf::from(file),
+                None => write_file_object(root, p, service, what, r, def)?,
             };
             let target = match r.target.as_deref() {
                 Some(t) if t.starts_with('/') => t.to_string(),
                 Some(t) => format!("{dir}{t}"),
                 None => format!("{dir}{}", r.source),
             };
-            a.mount
-                .push(format!("type=bind,source={file},target={target},readonly"));
+            a.mount.push(format!(
+                "type=bind,source={},target={target},readonly",
+                source.display()
+            ));
         }
     }
     Ok(())
+}
+
+/// Where a project keeps what it materialises (secrets and configs with no file).
+fn project_state_dir(root: &Path, p: &Project) -> PathBuf {
+    root.join("compose").join(&p.name)
+}
+
+/// Writes an `environment:` or `content:` secret/config for one service, with the mode,
+/// uid and gid the service asks for (default 0444, root), as Docker Compose does.
+fn write_file_object(
+    root: &Path,
+    p: &Project,
+    service: &str,
+    what: &str,
+    r: &berth_compose::FileRef,
+    def: &berth_compose::FileObject,
+) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let body = if let Some(var) = def.environment.as_deref() {
+        p.secret_env.get(var).cloned().ok_or_else(|| {
+            format!(
+                "{what} {:?}: environment variable {var} is not set",
+                r.source
+            )
+        })?
+    } else if let Some(text) = def.content.as_deref() {
+        text.to_string()
+    } else if def.external {
+        return Err(format!(
+            "{what} {:?}: external {what}s need a swarm; use `file:`",
+            r.source
+        ));
+    } else {
+        return Err(format!(
+            "{what} {:?}: needs one of file, environment or content",
+            r.source
+        ));
+    };
+    let dir = project_state_dir(root, p).join(service).join(what);
+    let path = dir.join(&r.source);
+    let fail = |e: std::io::Error| format!("{what} {:?}: {}: {e}", r.source, path.display());
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    std::fs::write(&path, body).map_err(fail)?;
+    let mode = r
+        .file_mode()
+        .map_err(|e| format!("{what} {:?}: {e}", r.source))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+    let id = |v: &Option<String>| -> Result<Option<u32>, String> {
+        v.as_deref()
+            .map(|x| x.parse().map_err(|_| format!("bad uid/gid {x:?}")))
+            .transpose()
+    };
+    std::os::unix::fs::chown(&path, id(&r.uid)?, id(&r.gid)?).map_err(fail)?;
+    Ok(path)
 }
 
 fn health_config(s: &Service) -> Result<Option<HealthConfig>, String> {
@@ -837,7 +911,7 @@ fn create_container(
     start: bool,
 ) -> Result<Container, String> {
     let s = &p.services[service];
-    let a = run_args(p, service, s, number)?;
+    let a = run_args(root, p, service, s, number)?;
     let (mut engine, c) = containers::create(root, &a)?;
     let aliases: Vec<String> = {
         let first = s.networks.iter().next();
@@ -848,10 +922,12 @@ fn create_container(
         list
     };
     let health = health_config(s)?;
+    let extra = extra_networks(p, s, service);
     let c = engine
         .update(&c.id, |cfg| {
             if s.network_mode.is_none() {
                 cfg.network_aliases = aliases;
+                cfg.extra_networks = extra;
             }
             if let Some(h) = health {
                 cfg.healthcheck = Some(h);
@@ -861,44 +937,28 @@ fn create_container(
     eprintln!(" Container {}  Created", c.name);
     if start {
         containers::start_detached(&mut engine, &c.id).map_err(|e| e.to_string())?;
-        connect_extra_networks(&mut engine, p, s, service, &c.id)?;
         eprintln!(" Container {}  Started", c.name);
     }
     Ok(c)
 }
 
-/// The engine attaches a container to one network; a service's further networks are
-/// connected once it runs, with the service name (and aliases) on each.
-fn connect_extra_networks(
-    engine: &mut Engine,
-    p: &Project,
-    s: &Service,
-    service: &str,
-    id: &str,
-) -> Result<(), String> {
-    if s.network_mode.is_some() || s.networks.len() < 2 {
-        return Ok(());
-    }
-    let c = engine.find(id).map_err(|e| e.to_string())?;
-    let net = berth_net::Net::open(&engine.root).map_err(|e| e.to_string())?;
-    for (key, cfg) in s.networks.iter().skip(1) {
-        let mut aliases = vec![service.to_string()];
-        if let Some(cfg) = cfg {
-            aliases.extend(cfg.aliases.iter().cloned());
-        }
-        net.connect(&berth_net::Attach {
-            container_id: c.id.clone(),
-            name: c.name.clone(),
-            network: network_name(p, key),
-            netns: format!("/proc/{}/ns/net", c.state.pid).into(),
-            aliases,
-            ports: Vec::new(),
-            hosts_file: Some(engine.dir(&c.id).join("hosts")),
-            hostname: c.config.hostname.clone(),
+/// A service's networks after the first, with the service name (and aliases) on each;
+/// the engine joins them on every start, restarts by policy included.
+fn extra_networks(p: &Project, s: &Service, service: &str) -> Vec<berth_engine::NetworkLink> {
+    s.networks
+        .iter()
+        .skip(1)
+        .map(|(key, cfg)| {
+            let mut aliases = vec![service.to_string()];
+            if let Some(cfg) = cfg {
+                aliases.extend(cfg.aliases.iter().cloned());
+            }
+            berth_engine::NetworkLink {
+                network: network_name(p, key),
+                aliases,
+            }
         })
-        .map_err(|e| format!("connecting {} to {key}: {e}", c.name))?;
-    }
-    Ok(())
+        .collect()
 }
 
 fn scale_overrides(list: &[String]) -> Result<BTreeMap<String, u32>, String> {
@@ -947,13 +1007,19 @@ fn up(root: &Path, p: &Project, u: &UpArgs) -> CmdResult {
         }
     }
     existing.retain(|c| p.services.contains_key(service_of(c)));
+    let mut changed: BTreeSet<String> = BTreeSet::new();
     for name in &order {
         wait_for_dependencies(root, p, name, &order)?;
         let n = scale
             .get(name)
             .copied()
             .unwrap_or_else(|| p.services[name].replicas());
-        converge(root, p, name, n, u.force_recreate, &existing)?;
+        if converge(root, p, name, n, u.force_recreate, &existing)? {
+            changed.insert(name.clone());
+        } else if restarts_with(p, name, &changed) {
+            restart_running(root, p, name)?;
+            changed.insert(name.clone());
+        }
     }
     if u.wait {
         wait_all(root, p, &order, Duration::from_secs(u.wait_timeout))?;
@@ -1003,8 +1069,32 @@ mod interrupt {
     }
 }
 
+/// Whether `name` declares `depends_on: {<dep>: {restart: true}}` on a service in `changed`.
+fn restarts_with(p: &Project, name: &str, changed: &BTreeSet<String>) -> bool {
+    p.services[name]
+        .depends_on
+        .iter()
+        .any(|(dep, d)| d.restart && changed.contains(dep))
+}
+
+/// Restarts a service's running containers (a dependency with `restart: true` changed).
+fn restart_running(root: &Path, p: &Project, name: &str) -> CmdResult {
+    let list = project_containers(root, &p.name, false)?;
+    let mut engine = Engine::open(root)?;
+    for c in list.iter().filter(|c| service_of(c) == name) {
+        if engine.find(&c.id)?.state.status.is_active() {
+            eprintln!(" Container {}  Restarting", c.name);
+            engine.stop(&c.id, None, None)?;
+            containers::start_detached(&mut engine, &c.id)?;
+            eprintln!(" Container {}  Started", c.name);
+        }
+    }
+    Ok(0)
+}
+
 /// Brings one service to `n` containers of its current configuration: unchanged running
 /// ones are left alone, stopped ones started, changed ones (config hash) recreated.
+/// Returns whether any container was created or recreated.
 fn converge(
     root: &Path,
     p: &Project,
@@ -1012,7 +1102,7 @@ fn converge(
     n: u32,
     force: bool,
     existing: &[Container],
-) -> CmdResult {
+) -> Result<bool, Box<dyn std::error::Error>> {
     let hash = config_hash(&p.services[name]);
     let image = image_id(root, &image_name(p, name, &p.services[name]));
     let current = |c: &Container| {
@@ -1035,15 +1125,17 @@ fn converge(
         }
     }
     drop(engine);
+    let mut created = false;
     for num in 1..=n {
         let keep = mine
             .iter()
             .any(|c| number_of(c) == num && current(c) && !force);
         if !keep {
             create_container(root, p, name, num, true)?;
+            created = true;
         }
     }
-    Ok(0)
+    Ok(created)
 }
 
 fn health_of(c: &Container) -> Option<&str> {
@@ -1189,6 +1281,11 @@ fn down(
         if n.labels.get(LABEL_PROJECT) == Some(&p.name) {
             net.remove(&n.name)?;
             eprintln!(" Network {}  Removed", n.name);
+        }
+    }
+    if let Err(e) = std::fs::remove_dir_all(project_state_dir(root, p)) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            eprintln!("warning: removing the project's secrets and configs: {e}");
         }
     }
     if volumes {
@@ -1419,7 +1516,7 @@ fn run_oneoff(root: &Path, p: &Project, service: &str, no_deps: bool, o: OneOff)
         .max()
         .unwrap_or(0)
         + 1;
-    let mut a = run_args(p, service, s, number)?;
+    let mut a = run_args(root, p, service, s, number)?;
     let suffix: u32 = std::process::id();
     a.name = Some(
         o.name

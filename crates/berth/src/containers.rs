@@ -1621,12 +1621,12 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
             "StopTimeout": cfg.stop_timeout,
             "Healthcheck": health_cfg,
         },
-        "NetworkSettings": network_settings(c),
+        "NetworkSettings": network_settings(&engine.root, c),
     })
 }
 
 /// `NetworkSettings`, from the endpoint the network gave the running container.
-fn network_settings(c: &Container) -> Value {
+fn network_settings(root: &Path, c: &Container) -> Value {
     let ep = c.state.endpoint.clone().unwrap_or_default();
     let mut ports = serde_json::Map::new();
     for (inside, ip, port) in &ep.ports {
@@ -1639,8 +1639,11 @@ fn network_settings(c: &Container) -> Value {
         "IPAddress": ep.ip, "IPPrefixLen": ep.prefix, "Gateway": ep.gateway, "MacAddress": ep.mac,
         "HostVeth": ep.host_veth,
     });
+    let mut networks = serde_json::Map::new();
+    networks.insert(c.config.network.clone(), net);
+    extra_network_settings(root, c, &mut networks);
     json!({
-        "Networks": {c.config.network.clone(): net},
+        "Networks": networks,
         "Ports": ports,
         "SandboxKey": if c.state.pid > 0 { format!("/proc/{}/ns/net", c.state.pid) } else { String::new() },
         "IPAddress": ep.ip,
@@ -1648,6 +1651,30 @@ fn network_settings(c: &Container) -> Value {
         "Gateway": ep.gateway,
         "MacAddress": ep.mac,
     })
+}
+
+/// The further networks a container joins on start, with what each gave it while it runs.
+fn extra_network_settings(root: &Path, c: &Container, out: &mut serde_json::Map<String, Value>) {
+    let live = if c.state.status.is_active() {
+        berth_net::Net::open(root)
+            .and_then(|n| n.endpoints(&c.id))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    for link in &c.config.extra_networks {
+        let ep = live.iter().find(|e| e.network == link.network);
+        out.insert(
+            link.network.clone(),
+            json!({
+                "Aliases": link.aliases,
+                "IPAddress": ep.map(|e| e.ip.to_string()).unwrap_or_default(),
+                "IPPrefixLen": ep.map_or(0, |e| e.prefix),
+                "Gateway": ep.map(|e| e.gateway.to_string()).unwrap_or_default(),
+                "MacAddress": ep.map(|e| e.mac.clone()).unwrap_or_default(),
+            }),
+        );
+    }
 }
 
 fn inspect(root: &Path, names: &[String], format_arg: Option<&str>) -> CmdResult {

@@ -205,30 +205,73 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
             alias,
             network,
             container,
-        } => {
-            let mut engine = Engine::open(root)?;
-            let c = engine.find(&container)?;
-            if c.state.status != berth_engine::Status::Running {
-                return Err(format!("container {container} is not running").into());
-            }
-            net.connect(&berth_net::Attach {
-                container_id: c.id.clone(),
-                name: c.name.clone(),
-                network,
-                netns: format!("/proc/{}/ns/net", c.state.pid).into(),
-                aliases: alias,
-                ports: Vec::new(),
-                hosts_file: Some(engine.dir(&c.id).join("hosts")),
-                hostname: c.config.hostname.clone(),
-            })?;
-        }
+        } => connect(root, &net, &container, &network, alias)?,
         NetworkCmd::Disconnect {
             network, container, ..
-        } => {
-            let mut engine = Engine::open(root)?;
-            let c = engine.find(&container)?;
-            net.disconnect(&c.id, &network)?;
-        }
+        } => disconnect(root, &net, &container, &network)?,
     }
     Ok(0)
+}
+
+/// Joins a network now if the container runs, and remembers it either way so every later
+/// start (a restart by policy included) joins it again, as Docker does.
+fn connect(
+    root: &Path,
+    net: &Net,
+    container: &str,
+    network: &str,
+    aliases: Vec<String>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let network = net.get(network)?.name;
+    let network = network.as_str();
+    let mut engine = Engine::open(root)?;
+    let c = engine.find(container)?;
+    let known =
+        c.config.network == network || c.config.extra_networks.iter().any(|l| l.network == network);
+    if known {
+        return Err(
+            format!("container {container} is already connected to network {network}").into(),
+        );
+    }
+    if c.state.status == berth_engine::Status::Running {
+        net.connect(&berth_net::Attach {
+            container_id: c.id.clone(),
+            name: c.name.clone(),
+            network: network.to_string(),
+            netns: format!("/proc/{}/ns/net", c.state.pid).into(),
+            aliases: aliases.clone(),
+            ports: Vec::new(),
+            hosts_file: Some(engine.dir(&c.id).join("hosts")),
+            hostname: c.config.hostname.clone(),
+        })?;
+    }
+    engine.update(&c.id, |cfg| {
+        cfg.extra_networks.push(berth_engine::NetworkLink {
+            network: network.to_string(),
+            aliases,
+        })
+    })?;
+    Ok(())
+}
+
+fn disconnect(
+    root: &Path,
+    net: &Net,
+    container: &str,
+    network: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut engine = Engine::open(root)?;
+    let c = engine.find(container)?;
+    let remembered = c.config.extra_networks.iter().any(|l| l.network == network);
+    if c.state.status == berth_engine::Status::Running {
+        net.disconnect(&c.id, network)?;
+    } else if !remembered {
+        return Err(format!("container {container} is not connected to network {network}").into());
+    }
+    if remembered {
+        engine.update(&c.id, |cfg| {
+            cfg.extra_networks.retain(|l| l.network != network)
+        })?;
+    }
+    Ok(())
 }

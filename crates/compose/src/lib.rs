@@ -51,6 +51,32 @@ pub enum Error {
     Invalid(String),
 }
 
+/// `selected` (empty: every service) plus, transitively, the services that declare
+/// `depends_on: {<one of them>: {restart: true}}`: restarting a dependency restarts them.
+pub fn with_restart_dependents(p: &Project, selected: &[String]) -> Vec<String> {
+    if selected.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<String> = selected.to_vec();
+    loop {
+        let more: Vec<String> = p
+            .services
+            .iter()
+            .filter(|(name, _)| !out.contains(name))
+            .filter(|(_, s)| {
+                s.depends_on
+                    .iter()
+                    .any(|(d, dep)| dep.restart && out.contains(d))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if more.is_empty() {
+            return out;
+        }
+        out.extend(more);
+    }
+}
+
 /// Checks what typing cannot: every service has an image or a build, dependencies exist
 /// and do not form a cycle. Returns the key path and the problem.
 pub fn validate(p: &Project) -> Result<(), (String, String)> {

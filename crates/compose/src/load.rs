@@ -1044,6 +1044,17 @@ fn project_name(opts: &Options, vars: &Vars, m: &Mapping, dir: &Path) -> String 
 }
 
 /// Loads, merges and validates the project the options point at.
+/// Looks up the variables `environment:` secrets and configs name, so the CLI can write
+/// their content without a second pass over `.env`.
+fn secret_env(p: &Project, vars: &Vars) -> IndexMap<String, String> {
+    p.secrets
+        .values()
+        .chain(p.configs.values())
+        .filter_map(|o| o.environment.as_ref())
+        .filter_map(|v| Some((v.clone(), vars.get(v)?)))
+        .collect()
+}
+
 pub fn load(opts: &Options) -> Result<Project, Error> {
     let files = discover(opts)?;
     let first = files
@@ -1099,11 +1110,12 @@ pub fn load(opts: &Options) -> Result<Project, Error> {
         .collect::<Vec<_>>()
         .join(", ");
     let r: Result<Project, _> = serde_path_to_error::deserialize(Value::Mapping(m));
-    let project = r.map_err(|e| Error::At {
+    let mut project: Project = r.map_err(|e| Error::At {
         file: file.clone(),
         key: e.path().to_string(),
         msg: e.into_inner().to_string(),
     })?;
+    project.secret_env = secret_env(&project, &vars);
     crate::validate(&project).map_err(|(key, msg)| Error::At { file, key, msg })?;
     Ok(project)
 }

@@ -25,6 +25,10 @@ pub struct Project {
     pub secrets: IndexMap<String, FileObject>,
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub configs: IndexMap<String, FileObject>,
+    /// The values of the variables that secrets and configs name with `environment:`
+    /// (from the process environment, then `.env`), resolved while loading; never printed.
+    #[serde(skip)]
+    pub secret_env: IndexMap<String, String>,
 }
 
 /// One file's top level, checked before files are merged so errors name their file.
@@ -464,6 +468,24 @@ pub struct FileRef {
     pub mode: Option<Value>,
 }
 
+impl FileRef {
+    /// The file's `mode`: a YAML integer (0440 is octal in YAML 1.1; 288 the same in
+    /// decimal) or a string of octal digits; 0444 when not given, as Compose's default.
+    pub fn file_mode(&self) -> Result<u32, String> {
+        match &self.mode {
+            None => Ok(0o444),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .filter(|m| *m <= 0o7777)
+                .map(|m| m as u32)
+                .ok_or_else(|| format!("bad mode {n}")),
+            Some(Value::String(t)) => u32::from_str_radix(t.trim_start_matches("0o"), 8)
+                .map_err(|_| format!("bad mode {t:?}")),
+            Some(other) => Err(format!("bad mode {other:?}")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ulimit {
@@ -533,5 +555,24 @@ impl Service {
         self.scale
             .or(self.deploy.as_ref().and_then(|d| d.replicas))
             .unwrap_or(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_modes_read_as_compose_writes_them() {
+        let r: FileRef = serde_yaml::from_str("{source: s, mode: 0440}").unwrap();
+        assert_eq!(r.file_mode(), Ok(0o440));
+        let r: FileRef = serde_yaml::from_str("{source: s, mode: 288}").unwrap();
+        assert_eq!(r.file_mode(), Ok(0o440));
+        let r: FileRef = serde_yaml::from_str("{source: s, mode: \"0400\"}").unwrap();
+        assert_eq!(r.file_mode(), Ok(0o400));
+        let r: FileRef = serde_yaml::from_str("{source: s}").unwrap();
+        assert_eq!(r.file_mode(), Ok(0o444));
+        let r: FileRef = serde_yaml::from_str("{source: s, mode: 99999}").unwrap();
+        assert!(r.file_mode().is_err());
     }
 }

@@ -397,6 +397,8 @@ impl Engine {
             Err(e) => {
                 let _ = self.runtime.delete(&c.id, true);
                 let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(l.pid), None);
+                // A further network may have failed after the first was wired up.
+                let _ = net::release(&self.root, c);
                 return Err(e);
             }
         };

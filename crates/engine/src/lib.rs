@@ -58,7 +58,8 @@ pub mod volumes;
 
 pub use engine::{boot_id, exit_code_for, parse_signal, CreateRequest, Engine, Launched};
 pub use record::{
-    Container, HealthConfig, ImageInfo, MountSpec, RestartPolicy, RunConfig, State, Status,
+    Container, HealthConfig, ImageInfo, MountSpec, NetworkLink, RestartPolicy, RunConfig, State,
+    Status,
 };
 
 /// Engine failures. `exit_code` maps them to Docker's CLI codes.

@@ -111,6 +111,7 @@ pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option
             hostname: c.config.hostname.clone(),
         })
         .map_err(net_err)?;
+    attach_extra(&net, c, pid, dir)?;
     Ok(Some(Endpoint {
         network,
         ip: ep.ip.to_string(),
@@ -127,6 +128,25 @@ pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option
             })
             .collect(),
     }))
+}
+
+/// Joins the container's further networks (those `network connect` or compose added),
+/// with no published ports: Docker publishes on the first network only.
+fn attach_extra(net: &berth_net::Net, c: &Container, pid: i32, dir: &Path) -> Result<()> {
+    for link in &c.config.extra_networks {
+        net.connect(&berth_net::Attach {
+            container_id: c.id.clone(),
+            name: c.name.clone(),
+            network: link.network.clone(),
+            netns: format!("/proc/{pid}/ns/net").into(),
+            aliases: link.aliases.clone(),
+            ports: Vec::new(),
+            hosts_file: Some(dir.join("hosts")),
+            hostname: c.config.hostname.clone(),
+        })
+        .map_err(|e| Error::Network(format!("network {}: {e}", link.network)))?;
+    }
+    Ok(())
 }
 
 /// Gives back the address, veth and firewall rules of a container; idempotent, and free

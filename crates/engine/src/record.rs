@@ -230,6 +230,18 @@ pub struct RunConfig {
     /// Extra names peers on its network resolve it by (compose's service name).
     #[serde(default)]
     pub network_aliases: Vec<String>,
+    /// Networks beyond the first (`network connect`, compose's further networks): kept
+    /// here so every start, including a restart by policy, attaches them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_networks: Vec<NetworkLink>,
+}
+
+/// A further network a container joins, with the names it answers to there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkLink {
+    pub network: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// What happened to the container.
