@@ -64,7 +64,8 @@ fn digest_path(base: &Path, d: &Digest) -> PathBuf {
 pub fn hash_file(path: &Path, alg: Algorithm) -> io::Result<Digest> {
     let mut f = File::open(path)?;
     let mut h = alg.hasher();
-    let mut buf = vec![0u8; 1 << 20];
+    // 256 KiB: as fast as larger reads, and cheap when many uploads commit at once.
+    let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
