@@ -771,3 +771,106 @@ fn foreground_up_follows_logs_and_stops_on_interrupt() {
     assert!(text.contains(&format!("{name} | talking")), "{text}");
     assert_eq!(p.inspect(&name)["State"]["Status"], "exited");
 }
+
+/// Kills (SIGINT, then waits for) a background `compose watch` when the test ends.
+struct Bg(std::process::Child);
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn watch_syncs_removes_ignores_and_restarts() {
+    let p = Proj::new(
+        "wch",
+        r#"
+services:
+  app:
+    image: cbox
+    command: ["sleep", "120"]
+    network_mode: none
+    init: true
+    develop:
+      watch:
+        - {path: ./src, action: sync, target: /app, ignore: ["*.tmp"]}
+        - {path: ./conf, action: sync+restart, target: /etc/app}
+"#,
+        true,
+    );
+    for d in ["src", "conf"] {
+        std::fs::create_dir(p.dir.path().join(d)).unwrap();
+    }
+    p.write("src/first.txt", "initial\n");
+    let mut cmd = Command::new(bin_dir().join("berth"));
+    cmd.arg("--root")
+        .arg(p.root.path())
+        .current_dir(p.dir.path())
+        .args(["compose", "-p", &p.name, "watch"])
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let bg = Bg(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr_pipe)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("watch never enabled: {seen:?}"));
+        if line.contains("Watch enabled") {
+            break;
+        }
+        seen.push(line);
+    }
+    let app = format!("{}-app-1", p.name);
+    let cat = |path: &str| {
+        let o = p.berth(&["exec", &app, "cat", path]);
+        o.status.success().then(|| stdout(&o))
+    };
+    // A new file, a file in a new directory, a change, a removal; an ignored file stays out.
+    p.write("src/a.txt", "one\n");
+    berth_tests::wait_for(
+        || cat("/app/a.txt").as_deref() == Some("one\n"),
+        "a.txt synced",
+    );
+    std::fs::create_dir(p.dir.path().join("src/sub")).unwrap();
+    p.write("src/sub/b.txt", "bee\n");
+    p.write("src/scratch.tmp", "ignored\n");
+    berth_tests::wait_for(
+        || cat("/app/sub/b.txt").as_deref() == Some("bee\n"),
+        "sub/b.txt synced",
+    );
+    p.write("src/a.txt", "two\n");
+    berth_tests::wait_for(
+        || cat("/app/a.txt").as_deref() == Some("two\n"),
+        "a.txt updated",
+    );
+    std::fs::remove_file(p.dir.path().join("src/a.txt")).unwrap();
+    berth_tests::wait_for(|| cat("/app/a.txt").is_none(), "a.txt removed");
+    assert_eq!(cat("/app/scratch.tmp"), None, "an ignored file was synced");
+    // Nothing existed before the watch started and no initial_sync: first.txt stays out.
+    assert_eq!(cat("/app/first.txt"), None);
+    // sync+restart: the file arrives and the container restarts.
+    let pid = p.inspect(&app)["State"]["Pid"].clone();
+    p.write("conf/app.ini", "k=v\n");
+    berth_tests::wait_for(
+        || {
+            p.inspect(&app)["State"]["Pid"] != pid
+                && cat("/etc/app/app.ini").as_deref() == Some("k=v\n")
+        },
+        "conf synced and app restarted",
+    );
+    drop(bg);
+}

@@ -17,6 +17,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::containers::{self, ContainerCmd, RunArgs};
 
+mod watch;
+
 type CmdResult = Result<i32, Box<dyn std::error::Error>>;
 
 /// `berth compose` flags shared by every subcommand.
@@ -190,6 +192,13 @@ enum ComposeCmd {
     Images { services: Vec<String> },
     /// Processes of the project's containers.
     Top { services: Vec<String> },
+    /// Watch the services' `develop.watch` paths and sync, restart or rebuild on changes.
+    Watch {
+        /// Do not bring the project up first.
+        #[arg(long)]
+        no_up: bool,
+        services: Vec<String>,
+    },
     /// The public port of a service's port binding.
     Port {
         #[arg(long, default_value_t = 1)]
@@ -393,6 +402,7 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
             }
             Ok(code)
         }
+        ComposeCmd::Watch { no_up, services } => watch::watch(root, &project, &services, no_up),
         ComposeCmd::Port {
             index,
             service,

@@ -654,3 +654,80 @@ pub fn stats(root: &Path, names: &[String], format: Option<&str>) -> CmdResult {
     }
     Ok(0)
 }
+
+/// Puts the host file `host` (a regular file or symlink) at `dest` in a container, making
+/// missing parent directories on the way (with the modes of their host counterparts under
+/// `host_base` ↔ `dest_base`, else 0755), through the same confined extractor as `cp`.
+/// What `compose watch` syncs.
+pub(crate) fn sync_into(
+    view: &RootfsView,
+    host: &Path,
+    dest: &str,
+    host_base: &Path,
+    dest_base: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let dest = Path::new(dest);
+    // The deepest directory of `dest`'s ancestors that already exists in the container.
+    let mut existing = dest.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut missing: Vec<PathBuf> = Vec::new();
+    let anchor = loop {
+        match view.open(&existing.to_string_lossy(), true) {
+            Ok(fd) => break fd,
+            Err(e) if not_found(&e) => {
+                missing.push(existing.clone());
+                existing = existing.parent().unwrap_or(Path::new("/")).to_path_buf();
+            }
+            Err(e) => {
+                return Err(format!("open {} in the container: {e}", existing.display()).into())
+            }
+        }
+    };
+    missing.reverse();
+    let rel = |p: &Path| p.strip_prefix(&existing).map(Path::to_path_buf);
+    let host_of = |p: &Path| -> Option<PathBuf> {
+        let under = p.strip_prefix(dest_base).ok()?;
+        Some(host_base.join(under))
+    };
+    piped(
+        |w| {
+            let mut ar = tar::Builder::new(w);
+            ar.follow_symlinks(false);
+            for dir in &missing {
+                let name = rel(dir)?;
+                match host_of(dir).filter(|h| h.is_dir()) {
+                    Some(h) => ar.append_dir(&name, h)?,
+                    None => {
+                        let mut hd = tar::Header::new_gnu();
+                        hd.set_entry_type(tar::EntryType::Directory);
+                        hd.set_mode(0o755);
+                        hd.set_size(0);
+                        ar.append_data(&mut hd, &name, std::io::empty())?;
+                    }
+                }
+            }
+            ar.append_path_with_name(host, rel(dest)?)?;
+            ar.finish()?;
+            Ok(())
+        },
+        |r| unpack_into(&anchor, r, false),
+    )
+}
+
+/// Removes `dest` (a file, link or whole directory) from a container, resolving its parent
+/// confined to the container; absent already is fine.
+pub(crate) fn remove_in(view: &RootfsView, dest: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let name = base_name(dest);
+    let parent = match view.open(&parent_of(dest), true) {
+        Ok(fd) => fd,
+        Err(e) if not_found(&e) => return Ok(()),
+        Err(e) => return Err(format!("open {} in the container: {e}", parent_of(dest)).into()),
+    };
+    let at = fsops::fd_path(&parent).join(&name);
+    let gone = match std::fs::symlink_metadata(&at) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&at),
+        Ok(_) => std::fs::remove_file(&at),
+    };
+    gone.map_err(|e| format!("remove {dest} in the container: {e}").into())
+}

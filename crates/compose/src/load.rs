@@ -551,7 +551,23 @@ fn normalize_untagged(svc: &mut Mapping, base: &Path) -> Result<(), KeyErr> {
             *f = absolute(base, f);
         }
     }
+    develop_paths(svc, base);
     Ok(())
+}
+
+/// `develop.watch[].path` is relative to the file that declares it, as compose-go prints.
+fn develop_paths(svc: &mut Mapping, base: &Path) {
+    let Some(Value::Mapping(d)) = svc.get_mut("develop") else {
+        return;
+    };
+    let Some(Value::Sequence(rules)) = d.get_mut("watch") else {
+        return;
+    };
+    for rule in rules {
+        if let Some(Value::String(p)) = rule.get_mut("path") {
+            *p = absolute(base, p);
+        }
+    }
 }
 
 fn ref_list(m: &mut Mapping, key: &str) -> Result<(), KeyErr> {

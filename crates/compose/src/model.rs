@@ -171,7 +171,7 @@ pub struct Service {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attach: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub develop: Option<Value>,
+    pub develop: Option<Develop>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub links: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -451,6 +451,83 @@ pub struct Limits {
     pub devices: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generic_resources: Option<Value>,
+}
+
+/// `develop`: what `compose watch` does when files change.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Develop {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<WatchRule>,
+}
+
+/// One `develop.watch` rule: files under `path` (minus `ignore`) trigger `action`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchRule {
+    pub path: String,
+    pub action: WatchAction,
+    /// Where `path` lands in the container (the sync actions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// .dockerignore-style patterns, relative to `path`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
+    /// Only these patterns (relative to `path`) trigger, when given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub initial_sync: bool,
+    /// `sync+exec`: the command run in the container after syncing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<WatchExec>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WatchAction {
+    #[default]
+    #[serde(rename = "sync")]
+    Sync,
+    #[serde(rename = "rebuild")]
+    Rebuild,
+    #[serde(rename = "restart")]
+    Restart,
+    #[serde(rename = "sync+restart")]
+    SyncRestart,
+    #[serde(rename = "sync+exec")]
+    SyncExec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchExec {
+    pub command: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub environment: IndexMap<String, String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub privileged: bool,
+}
+
+impl WatchExec {
+    /// The command as argv: a list as is, a string split as a shell would.
+    pub fn argv(&self) -> Result<Vec<String>, String> {
+        match &self.command {
+            Value::String(s) => shell_words::split(s).map_err(|e| e.to_string()),
+            Value::Sequence(items) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| "command: a list of strings".to_string())
+                })
+                .collect(),
+            _ => Err("command must be a string or a list".into()),
+        }
+    }
 }
 
 /// A service's use of a secret or config (`- name` becomes `{source: name}`).
