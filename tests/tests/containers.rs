@@ -838,12 +838,18 @@ fn images_in_use_are_not_removed() {
 #[test]
 fn cp_diff_and_export() {
     let b = Berth::new();
+    let vol = tempfile::tempdir().unwrap();
+    let bind = format!("{}:/mnt/vol/inner", vol.path().display());
     b.ok(&[
         "run",
         "--name",
         "files",
         "--network",
         "none",
+        "-v",
+        &bind,
+        "--tmpfs",
+        "/scratch",
         IMAGE,
         "sh",
         "-c",
@@ -872,6 +878,22 @@ fn cp_diff_and_export() {
             "{line} missing from:\n{diff}"
         );
     }
+    // The mount points the runtime made (/proc, /dev, /etc/hosts, the bind's and the
+    // tmpfs's) are not the container's changes.
+    let lines: Vec<&str> = diff.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "C /bin",
+            "D /bin/vi",
+            "C /etc",
+            "C /etc/passwd",
+            "C /tmp",
+            "A /tmp/new",
+            "A /tmp/up"
+        ],
+        "unexpected changes"
+    );
     // A tar stream out, and the exported filesystem holds the container's changes.
     let o = b.run(&["cp", "files:/tmp/up", "-"]);
     let mut ar = tar::Archive::new(&o.stdout[..]);

@@ -245,7 +245,7 @@ pub fn commit(root: &Path, a: &CommitArgs) -> CmdResult {
     let tags = a
         .repository
         .as_deref()
-        .map(berth_image::Reference::parse_name)
+        .map(berth_image::Reference::parse)
         .transpose()?;
     let mut engine = Engine::open(root)?;
     let c = engine.find(&a.container)?;

@@ -2,6 +2,7 @@
 //! rootfs (mounted for the duration when the container is stopped) and the volume and
 //! bind mounts over it, with paths resolved inside the container's root.
 
+use std::collections::BTreeSet;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Component, Path, PathBuf};
@@ -151,11 +152,58 @@ impl Engine {
             .filter_map(|s| s.parse().ok())
             .map(|d| layers.path(&d))
             .collect();
+        let mounts = self.mount_points(&c.id);
         let mut out = Vec::new();
-        walk(&upper, Path::new("/"), &lowers, &mut out)?;
+        let tree = Tree {
+            lowers: &lowers,
+            mounts: &mounts,
+        };
+        tree.walk(&upper, Path::new("/"), &mut out)?;
         out.sort_by(|a, b| key_of(a).cmp(key_of(b)));
         Ok(out)
     }
+
+    /// Where the container's last bundle mounted something (`/proc`, `/dev`, `/etc/hosts`,
+    /// volumes, binds, tmpfs). The runtime creates missing ones, empty, in the writable
+    /// layer; they are the engine's doing, not the container's changes, so `diff` and
+    /// `commit` leave them out (Docker keeps them in a separate init layer).
+    pub fn mount_points(&self, id: &str) -> BTreeSet<PathBuf> {
+        let Ok(text) = std::fs::read(self.dir(id).join("config.json")) else {
+            return BTreeSet::new();
+        };
+        let spec: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+        spec["mounts"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|m| m["destination"].as_str())
+                    .map(normalize)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Whether `rel` (an absolute path inside the container) is an empty placeholder the
+/// runtime made for a mount: the mount point itself, empty, or a directory that holds
+/// nothing but such placeholders on the way to one.
+pub fn is_mount_placeholder(
+    host: &Path,
+    rel: &Path,
+    mounts: &BTreeSet<PathBuf>,
+    has_other_content: bool,
+) -> bool {
+    if has_other_content {
+        return false;
+    }
+    if mounts.contains(rel) {
+        return match std::fs::symlink_metadata(host) {
+            Ok(m) if m.is_dir() => true,
+            Ok(m) => m.is_file() && m.len() == 0,
+            Err(_) => false,
+        };
+    }
+    host.is_dir() && mounts.iter().any(|m| m.starts_with(rel))
 }
 
 fn key_of(c: &Change) -> &str {
@@ -164,38 +212,55 @@ fn key_of(c: &Change) -> &str {
     }
 }
 
-fn walk(dir: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).ctx(|| format!("read {}", dir.display())),
-    };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let inside = rel.join(&name);
-        let shown = inside.display().to_string();
-        let Ok(ft) = e.file_type() else { continue };
-        let in_lower = lowers.iter().any(|l| {
-            l.join(inside.strip_prefix("/").unwrap_or(&inside))
-                .symlink_metadata()
-                .is_ok()
-        });
-        // overlayfs marks a deletion with a 0/0 character device.
-        if ft.is_char_device() {
-            use std::os::unix::fs::MetadataExt;
-            if e.metadata().map(|m| m.rdev() == 0).unwrap_or(false) {
-                out.push(Change::Deleted(shown));
+/// The container's image layers and mount points, for telling its own changes apart.
+struct Tree<'a> {
+    lowers: &'a [PathBuf],
+    mounts: &'a BTreeSet<PathBuf>,
+}
+
+impl Tree<'_> {
+    fn in_lower(&self, inside: &Path) -> bool {
+        let rel = inside.strip_prefix("/").unwrap_or(inside);
+        self.lowers
+            .iter()
+            .any(|l| l.join(rel).symlink_metadata().is_ok())
+    }
+
+    /// Appends the changes below `dir` (shown as `rel`) and returns whether there were
+    /// any besides mount placeholders.
+    fn walk(&self, dir: &Path, rel: &Path, out: &mut Vec<Change>) -> Result<bool> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e).ctx(|| format!("read {}", dir.display())),
+        };
+        let mut kept = false;
+        for e in entries.flatten() {
+            let inside = rel.join(e.file_name());
+            let shown = inside.display().to_string();
+            let Ok(ft) = e.file_type() else { continue };
+            // overlayfs marks a deletion with a 0/0 character device.
+            if ft.is_char_device() {
+                use std::os::unix::fs::MetadataExt;
+                if e.metadata().map(|m| m.rdev() == 0).unwrap_or(false) {
+                    out.push(Change::Deleted(shown));
+                    kept = true;
+                    continue;
+                }
+            }
+            let mut below = Vec::new();
+            let below_kept = ft.is_dir() && self.walk(&e.path(), &inside, &mut below)?;
+            if is_mount_placeholder(&e.path(), &inside, self.mounts, below_kept) {
                 continue;
             }
+            out.push(if self.in_lower(&inside) {
+                Change::Changed(shown)
+            } else {
+                Change::Added(shown)
+            });
+            out.extend(below);
+            kept = true;
         }
-        out.push(if in_lower {
-            Change::Changed(shown)
-        } else {
-            Change::Added(shown)
-        });
-        if ft.is_dir() {
-            walk(&e.path(), &inside, lowers, out)?;
-        }
+        Ok(kept)
     }
-    Ok(())
 }
