@@ -1062,6 +1062,13 @@ fn commit_makes_an_image_of_the_containers_changes() {
         "cat /made; test -e /bin/vi && echo vi-back; echo $COMMITTED",
     ]);
     assert_eq!(out, "committed\n1");
+    // A repository without a tag is tagged :latest, and found by that name.
+    b.ok(&["commit", "writer", "committed"]);
+    let v: Value = serde_json::from_str(&b.ok(&["image", "inspect", "committed"])).unwrap();
+    assert!(
+        v[0]["RepoTags"].to_string().contains("committed:latest"),
+        "{v}"
+    );
 }
 
 #[test]
