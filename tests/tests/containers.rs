@@ -1115,6 +1115,72 @@ fn a_new_volume_is_seeded_from_the_image_never_through_a_symlink_to_the_host() {
     b.ok(&["volume", "rm", &name]);
 }
 
+/// `run -d -i`, then `attach`: what the client types reaches the container's stdin, its
+/// output comes back on stdout and stderr, and a second client after the first left
+/// works too; the container's exit ends the attach with its code.
+#[test]
+fn attach_to_a_detached_interactive_container() {
+    use std::io::{BufRead, Write as _};
+    use std::process::Stdio;
+    let b = Berth::new();
+    b.ok(&[
+        "run",
+        "-d",
+        "-i",
+        "--name",
+        "echoer",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "while read l; do [ \"$l\" = quit ] && exit 7; echo \"out:$l\"; echo \"err:$l\" >&2; done",
+    ]);
+    let attach = || {
+        b.cmd()
+            .args(["attach", "echoer"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = attach();
+    let mut input = first.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(first.stdout.take().unwrap());
+    let mut line = String::new();
+    // Written before or after the client connects, the line waits in its stdin pipe.
+    writeln!(input, "hello").unwrap();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "out:hello\n");
+    let mut err = std::io::BufReader::new(first.stderr.take().unwrap());
+    let mut eline = String::new();
+    err.read_line(&mut eline).unwrap();
+    assert_eq!(eline, "err:hello\n");
+    first.kill().unwrap();
+    let _ = first.wait();
+    // A second client; the container outlived the first one.
+    let mut second = attach();
+    let mut input = second.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(second.stdout.take().unwrap());
+    writeln!(input, "again").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "out:again\n");
+    writeln!(input, "quit").unwrap();
+    let status = second.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "attach returns the container's exit code"
+    );
+    let logs = b.ok(&["logs", "echoer"]);
+    assert!(
+        logs.contains("out:hello") && logs.contains("out:again"),
+        "{logs}"
+    );
+}
+
 #[test]
 fn create_start_wait_and_detached_errors() {
     let b = Berth::new();

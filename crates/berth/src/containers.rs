@@ -382,7 +382,7 @@ pub enum ContainerCmd {
     },
     /// Attach to a running container's output.
     Attach {
-        /// Do not attach STDIN (the only mode berth has).
+        /// Do not attach STDIN.
         #[arg(long)]
         no_stdin: bool,
         container: String,
@@ -627,7 +627,10 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
                 .map(|_| ())
             })
         }
-        ContainerCmd::Attach { container, .. } => attach(root, &container),
+        ContainerCmd::Attach {
+            container,
+            no_stdin,
+        } => attach(root, &container, !no_stdin),
         ContainerCmd::Cp { src, dst, .. } => report(crate::fs_cmds::cp(root, &src, &dst)),
         ContainerCmd::Commit {
             author,
@@ -1068,6 +1071,7 @@ fn foreground(engine: &mut Engine, c: &Container, interactive: bool) -> i32 {
         echo: true,
         stdin: interactive,
         signals: true,
+        ..Default::default()
     };
     let code = monitor::pump(engine, c, l, opts).unwrap_or(255);
     drop(raw);
@@ -1677,6 +1681,68 @@ fn extra_network_settings(root: &Path, c: &Container, out: &mut serde_json::Map<
     }
 }
 
+/// Attached through the monitor's socket: its output frames to our stdout/stderr, our
+/// stdin (raw, for a tty) to the container; ends when the container does.
+fn attach_stream(
+    engine: &mut Engine,
+    c: &Container,
+    stream: std::os::unix::net::UnixStream,
+    with_stdin: bool,
+) -> i32 {
+    let raw = (c.config.tty && with_stdin)
+        .then(|| format::RawTerminal::enter(0))
+        .flatten();
+    if with_stdin {
+        if let Ok(mut to) = stream.try_clone() {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to);
+                // Our input ended; the container's stdin stays open for others, as Docker.
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    }
+    if let Err(e) = copy_frames(stream) {
+        eprintln!("attach: {e}");
+    }
+    drop(raw);
+    // The monitor closes the socket as the container exits; the record follows.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match engine.find(&c.id) {
+            Ok(now) if !now.state.status.is_active() => return now.state.exit_code,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Ok(_) | Err(_) => return 0,
+        }
+    }
+}
+
+/// Copies `[stream, len u32 BE, bytes]` frames to stdout (0) and stderr (1) until EOF.
+fn copy_frames(mut from: impl std::io::Read) -> std::io::Result<()> {
+    let mut head = [0u8; 5];
+    let mut data = Vec::new();
+    loop {
+        match from.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        data.resize(len, 0);
+        from.read_exact(&mut data)?;
+        if head[0] == 1 {
+            let mut err = std::io::stderr().lock();
+            err.write_all(&data)?;
+            err.flush()?;
+        } else {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&data)?;
+            out.flush()?;
+        }
+    }
+}
+
 fn inspect(root: &Path, names: &[String], format_arg: Option<&str>) -> CmdResult {
     let mut engine = Engine::open(root)?;
     let mut out = Vec::new();
@@ -1742,7 +1808,7 @@ fn port(root: &Path, name: &str, private: Option<&str>) -> CmdResult {
     Ok(0)
 }
 
-fn attach(root: &Path, name: &str) -> i32 {
+fn attach(root: &Path, name: &str, with_stdin: bool) -> i32 {
     let mut engine = match Engine::open(root) {
         Ok(e) => e,
         Err(e) => return fail(e),
@@ -1754,6 +1820,10 @@ fn attach(root: &Path, name: &str) -> i32 {
     if !c.state.status.is_active() {
         eprintln!("You cannot attach to a stopped container, start it first");
         return 1;
+    }
+    let sock = berth_engine::monitor::attach_socket(&engine, &c.id);
+    if let Ok(stream) = std::os::unix::net::UnixStream::connect(&sock) {
+        return attach_stream(&mut engine, &c, stream, with_stdin && c.config.interactive);
     }
     // The monitor owns the stdio: follow the log from its end.
     let path = engine.log_path(&c.id);

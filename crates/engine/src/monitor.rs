@@ -20,7 +20,7 @@ use crate::record::{Container, HealthConfig, Status};
 use crate::{logs, Engine, Error, Result};
 
 /// How the loop treats the caller's own stdio.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct PumpOptions {
     /// Copy output to fds 1 and 2 (foreground `run`, `start -a`).
     pub echo: bool,
@@ -28,6 +28,11 @@ pub struct PumpOptions {
     pub stdin: bool,
     /// Forward SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 to the container.
     pub signals: bool,
+    /// Serve `berth attach` clients on this unix socket (detached containers): output is
+    /// copied to them in frames, their input goes to the container's stdin.
+    pub attach: Option<PathBuf>,
+    /// The container was created with `-i`: attach clients may write to its stdin.
+    pub attach_stdin: bool,
 }
 
 const FORWARDED: [Signal; 6] = [
@@ -158,6 +163,91 @@ struct Stream {
 
 /// Copies a launched container's output to its log (and to our stdio with `echo`) until
 /// its init exits and the output ends; returns the exit code (128+signal when killed).
+const ATTACH_LISTENER: u8 = 13;
+/// Poll kinds from here up are attach clients (kind - ATTACH_CLIENT = index).
+const ATTACH_CLIENT: u8 = 32;
+/// At most this many attach clients at once (poll kinds stay in a u8).
+const MAX_ATTACH: usize = 64;
+
+/// `berth attach`'s end in the monitor: a unix socket in the container's directory.
+/// Output goes to every client as frames (`[stream, len as u32 BE, bytes]`, stream 0
+/// stdout, 1 stderr); a client that cannot take a frame at once is dropped rather than
+/// let it block the container. Client input is written to the container's stdin.
+struct AttachServer {
+    path: PathBuf,
+    listener: std::os::unix::net::UnixListener,
+    clients: Vec<std::os::unix::net::UnixStream>,
+}
+
+impl AttachServer {
+    fn bind(path: &Path) -> Option<AttachServer> {
+        let _ = std::fs::remove_file(path);
+        let listener = std::os::unix::net::UnixListener::bind(path)
+            .map_err(|e| tracing::warn!("attach socket {}: {e}", path.display()))
+            .ok()?;
+        listener.set_nonblocking(true).ok()?;
+        Some(AttachServer {
+            path: path.to_path_buf(),
+            listener,
+            clients: Vec::new(),
+        })
+    }
+
+    fn register<'a>(&'a self, fds: &mut Vec<PollFd<'a>>, kinds: &mut Vec<u8>) {
+        fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
+        kinds.push(ATTACH_LISTENER);
+        for (i, c) in self.clients.iter().enumerate() {
+            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+            kinds.push(ATTACH_CLIENT + i as u8);
+        }
+    }
+
+    fn accept(&mut self) {
+        while let Ok((c, _)) = self.listener.accept() {
+            if self.clients.len() < MAX_ATTACH && c.set_nonblocking(true).is_ok() {
+                self.clients.push(c);
+            }
+        }
+    }
+
+    fn broadcast(&mut self, stream: u8, data: &[u8]) {
+        use std::io::Write;
+        let mut frame = Vec::with_capacity(5 + data.len());
+        frame.push(stream);
+        frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        frame.extend_from_slice(data);
+        self.clients
+            .retain_mut(|c| matches!(c.write(&frame), Ok(n) if n == frame.len()));
+    }
+
+    fn read_client(&mut self, i: usize, buf: &mut [u8], stdin: Option<RawFd>) {
+        use std::io::Read;
+        let Some(c) = self.clients.get_mut(i) else {
+            return;
+        };
+        match c.read(buf) {
+            Ok(0) => {
+                self.clients.remove(i);
+            }
+            Ok(n) => {
+                if let Some(fd) = stdin {
+                    write_fd(fd, &buf[..n]);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => {
+                self.clients.remove(i);
+            }
+        }
+    }
+}
+
+impl Drop for AttachServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 pub fn pump(engine: &mut Engine, c: &Container, l: Launched, opts: PumpOptions) -> Result<i32> {
     let probe = ProbeSpec::for_container(engine, c);
     pump_loop(&engine.log_path(&c.id), l, probe, opts)
@@ -199,6 +289,15 @@ pub fn pump_loop(
         };
     }
     let mut stdin_pipe = l.stdin;
+    // What attach clients type goes where fd 0 would (the stdin pipe, or the pty master
+    // for `-it`), when the container was created with `-i`.
+    let mut attach_in: Option<RawFd> = match (opts.attach_stdin, &stdin_pipe, l.tty) {
+        (false, _, _) => None,
+        (true, Some(w), _) => Some(w.as_raw_fd()),
+        (true, None, true) => Some(streams[0].fd.as_raw_fd()),
+        (true, None, false) => None,
+    };
+    let mut attach = opts.attach.as_deref().and_then(AttachServer::bind);
     let sigfd = if opts.signals {
         let mut set = SigSet::empty();
         for s in FORWARDED {
@@ -242,6 +341,9 @@ pub fn pump_loop(
             fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
             kinds.push(12);
         }
+        if let Some(a) = &attach {
+            a.register(&mut fds, &mut kinds);
+        }
         let mut deadline = drain_until;
         if let (Some(h), None) = (&health, code) {
             let d = h.deadline();
@@ -284,6 +386,9 @@ pub fn pump_loop(
                             if opts.echo {
                                 write_fd(1 + s.index as RawFd, &buf[..n]);
                             }
+                            if let Some(a) = &mut attach {
+                                a.broadcast(s.index as u8, &buf[..n]);
+                            }
                         }
                         Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
                         Err(_) => {
@@ -301,6 +406,7 @@ pub fn pump_loop(
                             drain_until = Some(Instant::now() + Duration::from_secs(2));
                             stdin_dst = None;
                             stdin_pipe = None;
+                            attach_in = None;
                         }
                     }
                 }
@@ -322,6 +428,16 @@ pub fn pump_loop(
                         _ => {}
                     }
                 }
+                ATTACH_LISTENER => {
+                    if let Some(a) = &mut attach {
+                        a.accept();
+                    }
+                }
+                k if k >= ATTACH_CLIENT => {
+                    if let Some(a) = &mut attach {
+                        a.read_client((k - ATTACH_CLIENT) as usize, &mut buf, attach_in);
+                    }
+                }
                 _ => {}
             }
         }
@@ -330,6 +446,7 @@ pub fn pump_loop(
         }
     }
     drop(stdin_pipe);
+    drop(attach);
     if let Some(h) = &mut health {
         h.stop();
     }
@@ -414,7 +531,9 @@ pub fn main(
                 break;
             }
         }
-        let l = match engine.launch(id, false) {
+        // `-d -i` keeps a stdin pipe open for `berth attach` to write to.
+        let interactive = engine.db.find(id).is_ok_and(|c| c.config.interactive);
+        let l = match engine.launch(id, interactive) {
             Ok(l) => l,
             Err(e) => {
                 report(&mut rep, &format!("err {}\n{e}", exit_code_for(&e)));
@@ -428,7 +547,12 @@ pub fn main(
             let err = exec_loop(&bin, &engine, &c, &l, probe.as_ref(), delay);
             tracing::warn!("exec {}: {err}; monitoring in-process", bin.display());
         }
-        let code = pump_loop(&engine.log_path(id), l, probe, PumpOptions::default());
+        let opts = PumpOptions {
+            attach: Some(attach_socket(&engine, id)),
+            attach_stdin: c.config.interactive,
+            ..Default::default()
+        };
+        let code = pump_loop(&engine.log_path(id), l, probe, opts);
         pending = Some(code.unwrap_or(255));
     }
     let _ = engine.detach_monitor(id);
@@ -479,6 +603,11 @@ fn after_exit(engine: &mut Engine, id: &str, code: i32, delay: &mut Duration) ->
     true
 }
 
+/// Where a detached container's monitor serves `berth attach`.
+pub fn attach_socket(engine: &Engine, id: &str) -> PathBuf {
+    engine.dir(id).join("attach.sock")
+}
+
 /// `berth-monitor` next to this binary, if installed.
 fn loop_binary() -> Option<PathBuf> {
     let p = std::env::current_exe()
@@ -508,7 +637,8 @@ fn exec_loop(
 ) -> std::io::Error {
     use std::os::unix::process::CommandExt;
     let err_fd = l.err.as_ref().map_or(-1, |f| f.as_raw_fd());
-    for fd in [l.pidfd.as_raw_fd(), l.out.as_raw_fd(), err_fd] {
+    let in_fd = l.stdin.as_ref().map_or(-1, |f| f.as_raw_fd());
+    for fd in [l.pidfd.as_raw_fd(), l.out.as_raw_fd(), err_fd, in_fd] {
         if fd >= 0 {
             if let Err(e) = inheritable(fd) {
                 return e;
@@ -532,13 +662,18 @@ fn exec_loop(
         .arg(&engine.root)
         .arg(&c.id)
         .arg(ms(delay))
+        .arg(in_fd.to_string())
+        .arg(if c.config.interactive { "1" } else { "0" })
+        .arg(attach_socket(engine, &c.id))
         .exec()
 }
 
 /// The loop binary's side: the arguments `exec_loop` passed, then back to `berth`.
 pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
     use std::os::unix::process::CommandExt;
-    let [_, log, pid, pidfd, out, err, interval, kill_after, exe, root, id, delay] = args else {
+    let [_, log, pid, pidfd, out, err, interval, kill_after, exe, root, id, delay, stdin, interactive, sock] =
+        args
+    else {
         eprintln!("berth-monitor: started by berth only");
         return 2;
     };
@@ -562,7 +697,7 @@ pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
         pidfd: owned(pidfd),
         out: owned(out),
         err: (!tty).then(|| owned(err)),
-        stdin: None,
+        stdin: (num(stdin) >= 0).then(|| owned(num(stdin) as RawFd)),
         tty,
     };
     let interval = num(interval).max(0) as u64;
@@ -573,7 +708,12 @@ pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
         interval: Duration::from_millis(interval),
         kill_after: Duration::from_millis(num(kill_after).max(0) as u64),
     });
-    let code = pump_loop(Path::new(log), l, probe, PumpOptions::default()).unwrap_or(255);
+    let opts = PumpOptions {
+        attach: Some(PathBuf::from(sock)),
+        attach_stdin: interactive == "1",
+        ..Default::default()
+    };
+    let code = pump_loop(Path::new(log), l, probe, opts).unwrap_or(255);
     let e = Command::new(exe)
         .arg("--root")
         .arg(root)
