@@ -668,6 +668,54 @@ fn exec_loop(
         .exec()
 }
 
+/// Gives back the program pages the kernel mapped ahead of need. A page fault on a file
+/// maps up to 64 KiB around the page ("fault-around"), so after start-up most of the
+/// binary's and libc's code and read-only data is resident though the loop uses a few
+/// pages of it; dropping them lets the loop fault back only what it touches. Only
+/// mappings that are private, file-backed, not writable and hold no anonymous (copied on
+/// write, e.g. relocated) pages are dropped: their pages are clean copies of the file, so
+/// MADV_DONTNEED loses nothing.
+pub fn trim_text_pages() {
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        if let Some(mapping) = smaps_header(line) {
+            current = mapping;
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("Anonymous:") else {
+            continue;
+        };
+        let clean = rest.trim().trim_end_matches("kB").trim() == "0";
+        if let (true, Some((start, end))) = (clean, current.take()) {
+            // SAFETY: one of this process's own private, read-only file mappings with no
+            // anonymous pages: dropping them only means re-reading them from the file.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            }
+        }
+    }
+}
+
+/// For an smaps mapping header (`start-end perms offset dev inode [path]`): the range,
+/// when the mapping is private, not writable and of a file (not the vdso and friends).
+/// `None` for any other line.
+fn smaps_header(line: &str) -> Option<Option<(usize, usize)>> {
+    let mut parts = line.split_whitespace();
+    let (start, end) = parts.next()?.split_once('-')?;
+    let (start, end) = (
+        usize::from_str_radix(start, 16).ok()?,
+        usize::from_str_radix(end, 16).ok()?,
+    );
+    let perms = parts.next()?.as_bytes();
+    let path = parts.nth(3).unwrap_or("");
+    let droppable =
+        perms.len() == 4 && perms[1] != b'w' && perms[3] == b'p' && path.starts_with('/');
+    Some(droppable.then_some((start, end)))
+}
+
 /// The loop binary's side: the arguments `exec_loop` passed, then back to `berth`.
 pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
     use std::os::unix::process::CommandExt;
@@ -713,6 +761,7 @@ pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
         attach_stdin: interactive == "1",
         ..Default::default()
     };
+    trim_text_pages();
     let code = pump_loop(Path::new(log), l, probe, opts).unwrap_or(255);
     let e = Command::new(exe)
         .arg("--root")
@@ -786,4 +835,44 @@ pub fn spawn_detached(exe: &Path, root: &Path, id: &str) -> Result<()> {
 pub fn report_fd() -> Option<OwnedFd> {
     // SAFETY: spawn_detached dup2'd the report pipe onto fd 3 for this process.
     Some(unsafe { OwnedFd::from_raw_fd(3) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_private_read_only_file_mappings_are_dropped() {
+        let h = |l: &str| smaps_header(l);
+        assert_eq!(
+            h("7f10a0000000-7f10a0028000 r-xp 00028000 fe:01 1234 /usr/lib/libc.so.6"),
+            Some(Some((0x7f10a0000000, 0x7f10a0028000)))
+        );
+        assert_eq!(
+            h("55d0-55e0 r--p 00000000 fe:01 99 /work/bin/berth-monitor"),
+            Some(Some((0x55d0, 0x55e0)))
+        );
+        // Writable, shared, anonymous and special mappings stay.
+        assert_eq!(
+            h("7f10-7f20 rw-p 00000000 fe:01 1234 /usr/lib/libc.so.6"),
+            Some(None)
+        );
+        assert_eq!(
+            h("7f10-7f20 r--s 00000000 fe:01 1234 /dev/shm/x"),
+            Some(None)
+        );
+        assert_eq!(h("7f10-7f20 rw-p 00000000 00:00 0"), Some(None));
+        assert_eq!(h("7fff-8000 r-xp 00000000 00:00 0 [vdso]"), Some(None));
+        // Field lines are not headers.
+        assert_eq!(h("Anonymous:             0 kB"), None);
+        assert_eq!(h("VmFlags: rd ex mr mw me sd"), None);
+    }
+
+    #[test]
+    fn trimming_keeps_the_process_working() {
+        trim_text_pages();
+        // Code and read-only data come back from the file on the next touch.
+        let v: Vec<String> = (0..1000).map(|i| format!("{i}")).collect();
+        assert_eq!(v.join(",").len(), 3889);
+    }
 }
