@@ -1591,7 +1591,7 @@ fn push_compresses_uncompressed_layers_gzip_or_zstd_once() {
         "--tls-verify=false",
         "--force-compression",
         "--compression-level",
-        "1",
+        "9",
         &fref,
     ]);
     let manifest = skopeo_inspect(&fref, &["--raw"]);

@@ -42,7 +42,7 @@ pub struct CompressionArgs {
     /// recompresses gzip layers.
     #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
     compression_format: String,
-    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    /// Compression level (gzip 0-9, default 1; zstd 1-22, default 3).
     #[arg(long)]
     compression_level: Option<i32>,
     /// Recompress layers that are already compressed.
