@@ -1457,3 +1457,156 @@ fn progress_is_plain_lines_on_a_non_terminal_and_quiet_with_q() {
     assert!(out.status.success());
     assert_eq!(stderr(&out), "");
 }
+
+/// The blob of `reference`'s layer `i` as skopeo copies it, uncompressed by `tool`
+/// (`gzip` or `zstd`), and its sha256: what the config's diff id must be.
+fn skopeo_layer_diff_id(reference: &str, digest: &str, tool: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("image");
+    let out = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .arg(format!("dir:{}", dest.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    let blob = dest.join(digest.trim_start_matches("sha256:"));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{tool} -dc < '{}' | sha256sum", blob.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{tool} -dc: {}", stderr(&out));
+    format!("sha256:{}", stdout(&out).split_whitespace().next().unwrap())
+}
+
+#[test]
+fn push_compresses_uncompressed_layers_gzip_or_zstd_once() {
+    let reg = Registry::start(&[]);
+    let berth = Berth::new();
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    berth_tests::busybox_rootfs(&rootfs);
+    let tar = work.path().join("rootfs.tar");
+    let out = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&rootfs)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: {}", stderr(&out));
+    // A plain tar imports as an uncompressed layer, as a local store may keep them.
+    let reference = format!("{}/plain/busybox:v1", reg.addr);
+    let id = berth.ok(&["import", tar.to_str().unwrap(), &reference]);
+    let id = id.trim().to_string();
+    let local: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &reference])).unwrap();
+    let diff_id = local[0]["RootFS"]["Layers"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tar_digest = format!(
+        "sha256:{}",
+        stdout(&Command::new("sha256sum").arg(&tar).output().unwrap())
+            .split_whitespace()
+            .next()
+            .unwrap()
+    );
+    assert_eq!(diff_id, tar_digest, "import kept the tar as it was");
+
+    // Default: gzip, the config (the image id) untouched, the blob a gzip of the tar.
+    let out = berth.ok(&["push", "--tls-verify=false", &reference]);
+    assert!(out.contains(": Pushed"), "{out}");
+    let manifest = skopeo_inspect(&reference, &["--raw"]);
+    assert_eq!(manifest["config"]["digest"], id.as_str());
+    let layer = &manifest["layers"][0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let gz_digest = layer["digest"].as_str().unwrap().to_string();
+    assert_ne!(gz_digest, diff_id, "the layer went out uncompressed");
+    assert_eq!(
+        skopeo_layer_diff_id(&reference, &gz_digest, "gzip"),
+        diff_id
+    );
+    let config = skopeo_inspect(&reference, &["--config"]);
+    assert_eq!(config["rootfs"]["diff_ids"][0], diff_id.as_str());
+    let blobs_after_first = berth.ok(&["system", "check"]);
+    assert!(
+        blobs_after_first.starts_with("OK: 4 blobs"),
+        "{blobs_after_first}"
+    );
+
+    // Again: the same compressed blob, already in the registry, so nothing is uploaded
+    // and no new blob is made; the local image is still the same one.
+    let again = berth.ok(&["push", "--tls-verify=false", &reference]);
+    assert!(again.contains(": Layer already exists"), "{again}");
+    assert!(!again.contains("Pushed"), "{again}");
+    let digest_of = |out: &str| out.split("digest: ").nth(1).map(|s| s[..71].to_string());
+    assert_eq!(digest_of(&again), digest_of(&out));
+    assert_eq!(berth.ok(&["system", "check"]), blobs_after_first);
+    let local: Value = serde_json::from_str(&berth.ok(&["image", "inspect", &reference])).unwrap();
+    assert_eq!(local[0]["Id"], id.as_str());
+
+    // zstd: the zstd media type, and berth pulls it back into a fresh store.
+    let zref = format!("{}/plain/busybox:zstd", reg.addr);
+    berth.ok(&["tag", &reference, &zref]);
+    berth.ok(&[
+        "push",
+        "-q",
+        "--tls-verify=false",
+        "--compression-format",
+        "zstd",
+        &zref,
+    ]);
+    let manifest = skopeo_inspect(&zref, &["--raw"]);
+    assert_eq!(manifest["config"]["digest"], id.as_str());
+    let layer = &manifest["layers"][0];
+    assert_eq!(
+        layer["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    let zst_digest = layer["digest"].as_str().unwrap().to_string();
+    assert_eq!(skopeo_layer_diff_id(&zref, &zst_digest, "zstd"), diff_id);
+    let other = Berth::new();
+    other.ok(&["pull", "-q", "--tls-verify=false", &zref]);
+    let theirs: Value = serde_json::from_str(&other.ok(&["image", "inspect", &zref])).unwrap();
+    assert_eq!(theirs[0]["Id"], id.as_str());
+    let lower = theirs[0]["GraphDriver"]["Data"]["LowerDir"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        std::fs::read(Path::new(lower).join("bin/busybox")).unwrap(),
+        std::fs::read("/bin/busybox").unwrap()
+    );
+
+    // --force-compression at another level makes another gzip blob of the same tar.
+    let fref = format!("{}/plain/busybox:fast", reg.addr);
+    berth.ok(&["tag", &reference, &fref]);
+    berth.ok(&[
+        "push",
+        "-q",
+        "--tls-verify=false",
+        "--force-compression",
+        "--compression-level",
+        "9",
+        &fref,
+    ]);
+    let manifest = skopeo_inspect(&fref, &["--raw"]);
+    let fast = manifest["layers"][0]["digest"].as_str().unwrap();
+    assert_ne!(fast, gz_digest);
+    assert_eq!(skopeo_layer_diff_id(&fref, fast, "gzip"), diff_id);
+    let out = berth.run(&["push", "--compression-level", "10", &fref]);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+
+    // Removing the image frees the compressed forms with it.
+    for r in [&reference, &zref, &fref] {
+        berth.ok(&["rmi", r]);
+    }
+    assert!(
+        berth.ok(&["system", "check"]).starts_with("OK: 0 blobs"),
+        "compressed blobs were left behind"
+    );
+}

@@ -35,6 +35,46 @@ impl TlsArgs {
     }
 }
 
+/// Layer compression flags of push (podman's names).
+#[derive(Args, Debug, Clone)]
+pub struct CompressionArgs {
+    /// Compress uncompressed layers with this format: gzip or zstd. zstd also
+    /// recompresses gzip layers.
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd"])]
+    compression_format: String,
+    /// Compression level (gzip 0-9, default 1; zstd 1-22, default 3).
+    #[arg(long)]
+    compression_level: Option<i32>,
+    /// Recompress layers that are already compressed.
+    #[arg(long)]
+    force_compression: bool,
+}
+
+impl CompressionArgs {
+    fn options(&self) -> Result<client::CompressOptions, String> {
+        let format = match self.compression_format.as_str() {
+            "zstd" => berth_image::Compression::Zstd,
+            _ => berth_image::Compression::Gzip,
+        };
+        if let Some(l) = self.compression_level {
+            let range = berth_image::compress::level_range(format);
+            if !range.contains(&l) {
+                return Err(format!(
+                    "--compression-level {l}: {} takes {}-{}",
+                    self.compression_format,
+                    range.start(),
+                    range.end()
+                ));
+            }
+        }
+        Ok(client::CompressOptions {
+            format,
+            level: self.compression_level,
+            force: self.force_compression,
+        })
+    }
+}
+
 /// The image subcommands, flattened into berth's top level.
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
@@ -58,6 +98,8 @@ pub enum ImageCmd {
         quiet: bool,
         #[command(flatten)]
         tls: TlsArgs,
+        #[command(flatten)]
+        compression: CompressionArgs,
         /// NAME[:TAG]
         image: String,
     },
@@ -243,7 +285,12 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
             tls,
             image,
         } => pull(root, &image, platform.as_deref(), quiet, &tls),
-        ImageCmd::Push { quiet, tls, image } => push(root, &image, quiet, &tls),
+        ImageCmd::Push {
+            quiet,
+            tls,
+            compression,
+            image,
+        } => push(root, &image, quiet, &tls, &compression),
         ImageCmd::Images(a) | ImageCmd::Image(ImageSub::Ls(a)) => list(root, &a),
         ImageCmd::Tag { source, target } => tag(root, &source, &target),
         ImageCmd::Rmi(a) | ImageCmd::Image(ImageSub::Rm(a)) => rmi(root, &a),
@@ -415,8 +462,15 @@ fn pull(root: &Path, image: &str, platform: Option<&str>, quiet: bool, tls: &Tls
     Ok(0)
 }
 
-fn push(root: &Path, image: &str, quiet: bool, tls: &TlsArgs) -> CmdResult {
+fn push(
+    root: &Path,
+    image: &str,
+    quiet: bool,
+    tls: &TlsArgs,
+    compression: &CompressionArgs,
+) -> CmdResult {
     let dest = Reference::parse(image)?;
+    let compress = compression.options()?;
     let store = open(root)?;
     if !quiet {
         println!("The push refers to repository [{}]", dest.name());
@@ -425,7 +479,7 @@ fn push(root: &Path, image: &str, quiet: bool, tls: &TlsArgs) -> CmdResult {
         progress: Bars::progress(quiet, "Pushing"),
         ..registry_options(dest.domain(), tls)?
     };
-    let report = client::push(&store, image, &dest, &opts)?;
+    let report = client::push_with(&store, image, &dest, &opts, &compress)?;
     if !quiet {
         // Docker lists layers top first and leaves the config out.
         for (digest, status) in report.blobs.iter().skip(1).rev() {

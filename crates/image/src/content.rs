@@ -287,6 +287,12 @@ impl Writer {
         self.offset
     }
 
+    /// The sha256 of what was written so far: the name a blob whose digest is not
+    /// known in advance (one compressed here) commits under.
+    pub fn digest(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
     /// Drops any partial data and starts the ingest from zero.
     pub fn truncate(&mut self) -> Result<()> {
         self.file.set_len(0).map_err(io_ctx("truncate ingest"))?;

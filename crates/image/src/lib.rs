@@ -23,11 +23,13 @@
 //! Modules:
 //! - [`reference`](mod@reference): Docker-compatible reference parsing and normalisation.
 //! - [`digest`]: validated `algorithm:hex` digests and streaming hashers.
+//! - [`compress`]: deterministic gzip/zstd compression of layer tars (push).
 //! - [`content`]: the content store with resumable, verified ingests.
 //! - [`meta`]: the SQLite metadata store.
 //! - [`layer`]: chain ids, safe apply of layer tars, and diff of upper dirs.
 //! - [`snapshot`]: overlay (or copy) snapshots described as mounts.
 
+pub mod compress;
 pub mod content;
 pub mod digest;
 pub mod layer;

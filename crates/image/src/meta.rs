@@ -7,6 +7,10 @@
 //! removing an image decrements exactly those and the layers that drop to
 //! zero are the ones no image uses any more.
 //!
+//! `compressed_layers` remembers, per diff id and format (`gzip`, `zstd`), the blob
+//! a push compressed a layer into, so a second push neither recompresses nor
+//! uploads; its rows go when no layer with that diff id is left.
+//!
 //! The schema version lives in SQLite's `user_version`; [`MIGRATIONS`] lists
 //! the steps, applied in order, each in its own transaction.
 
@@ -18,7 +22,8 @@ use crate::digest::Digest;
 use crate::reference::Reference;
 
 /// Schema steps; the database's `user_version` counts how many are applied.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE layers (
     chain_id  TEXT PRIMARY KEY,
     diff_id   TEXT NOT NULL,
@@ -41,7 +46,18 @@ CREATE TABLE tags (
     manifest_digest TEXT NOT NULL REFERENCES images(manifest_digest) ON DELETE CASCADE
 );
 CREATE INDEX tags_by_image ON tags(manifest_digest);
-"#];
+"#,
+    // 2: the compressed forms push made of layers, so the next push reuses them.
+    r#"
+CREATE TABLE compressed_layers (
+    diff_id TEXT NOT NULL,
+    format  TEXT NOT NULL,
+    digest  TEXT NOT NULL,
+    size    INTEGER NOT NULL,
+    PRIMARY KEY (diff_id, format)
+);
+"#,
+];
 
 /// Metadata store failures.
 #[derive(Debug, thiserror::Error)]
@@ -390,6 +406,75 @@ impl MetaStore {
         Ok(unused)
     }
 
+    /// The blob (digest, size) a layer with `diff_id` was compressed into as `format`.
+    pub fn compressed_layer(
+        &self,
+        diff_id: &Digest,
+        format: &str,
+    ) -> Result<Option<(Digest, u64)>> {
+        let row: Option<(String, i64)> = self
+            .conn
+            .query_row(
+                "SELECT digest, size FROM compressed_layers WHERE diff_id = ?1 AND format = ?2",
+                params![diff_id.to_string(), format],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        row.map(|(d, s)| Ok((parse_digest(&d)?, s as u64)))
+            .transpose()
+    }
+
+    /// Remembers that the layer `diff_id` compressed as `format` is the blob `digest`.
+    /// Returns the blob it replaces (one made at another level), which is no longer
+    /// remembered.
+    pub fn record_compressed_layer(
+        &self,
+        diff_id: &Digest,
+        format: &str,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<Digest>> {
+        // No transaction, so that a push can record through a shared store: the write
+        // is one atomic statement, and two pushes racing to record the same layer at
+        // different levels can at worst leave one unremembered blob, which
+        // `system check` still verifies and a later rmi of its image does not need.
+        let old: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT digest FROM compressed_layers WHERE diff_id = ?1 AND format = ?2",
+                params![diff_id.to_string(), format],
+                |r| r.get(0),
+            )
+            .optional()?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO compressed_layers (diff_id, format, digest, size) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![diff_id.to_string(), format, digest.to_string(), size as i64],
+        )?;
+        let old = old.map(|d| parse_digest(&d)).transpose()?;
+        Ok(old.filter(|d| d != digest))
+    }
+
+    /// Forgets the compressed forms of layers no layer row has any more and returns
+    /// their blobs, for the caller to delete once nothing else uses them.
+    pub fn drop_unused_compressed_layers(&mut self) -> Result<Vec<Digest>> {
+        let tx = self.write()?;
+        let gone: Vec<String> = {
+            let mut st = tx.prepare(
+                "SELECT digest FROM compressed_layers \
+                 WHERE diff_id NOT IN (SELECT diff_id FROM layers)",
+            )?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        tx.execute(
+            "DELETE FROM compressed_layers WHERE diff_id NOT IN (SELECT diff_id FROM layers)",
+            [],
+        )?;
+        tx.commit()?;
+        gone.iter().map(|d| parse_digest(d)).collect()
+    }
+
     fn finish_image(&self, row: ImageRow) -> Result<ImageRecord> {
         let mut layers = Vec::new();
         let mut next = row.top_layer;
@@ -629,6 +714,60 @@ mod tests {
         img.layers[1].parent = None;
         assert!(matches!(m.add_image(&img), Err(MetaError::BrokenChain(_))));
         assert!(m.images().unwrap().is_empty());
+    }
+
+    #[test]
+    fn compressed_layers_are_remembered_until_their_layer_goes() {
+        let (_t, mut m) = open();
+        let img = image("m1", &["l1"]);
+        m.add_image(&img).unwrap();
+        let diff = img.layers[0].diff_id.clone();
+        assert_eq!(m.compressed_layer(&diff, "gzip").unwrap(), None);
+        assert_eq!(
+            m.record_compressed_layer(&diff, "gzip", &d("gz1"), 5)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            m.record_compressed_layer(&diff, "gzip", &d("gz1"), 5)
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            m.record_compressed_layer(&diff, "gzip", &d("gz"), 7)
+                .unwrap(),
+            Some(d("gz1"))
+        );
+        assert_eq!(
+            m.compressed_layer(&diff, "gzip").unwrap(),
+            Some((d("gz"), 7))
+        );
+        assert_eq!(m.compressed_layer(&diff, "zstd").unwrap(), None);
+        // Still used: nothing is dropped.
+        assert!(m.drop_unused_compressed_layers().unwrap().is_empty());
+        m.remove_image(&img.manifest_digest).unwrap();
+        assert_eq!(m.drop_unused_compressed_layers().unwrap(), vec![d("gz")]);
+        assert_eq!(m.compressed_layer(&diff, "gzip").unwrap(), None);
+    }
+
+    #[test]
+    fn version_one_database_migrates_keeping_its_images() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("berth.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        {
+            let mut m = MetaStore::open(&path).unwrap();
+            assert_eq!(m.schema_version().unwrap(), 1 + 1);
+            m.add_image(&image("m1", &["l1"])).unwrap();
+        }
+        let m = MetaStore::open(&path).unwrap();
+        assert_eq!(m.images().unwrap().len(), 1);
+        let diff = m.images().unwrap()[0].layers[0].diff_id.clone();
+        assert_eq!(m.compressed_layer(&diff, "gzip").unwrap(), None);
     }
 
     #[test]

@@ -240,8 +240,12 @@ pub async fn blob_to_store(
             Err(e) => return Err(e),
         }
     }
-    writer
-        .commit(desc.size, &desc.digest)
+    // The commit's fsync waits for the disk; on the runtime's one thread it would
+    // stall every other layer's download for as long, so it runs aside.
+    let (size, digest) = (desc.size, desc.digest.clone());
+    tokio::task::spawn_blocking(move || writer.commit(size, &digest))
+        .await
+        .map_err(|e| Error::Internal(format!("commit task: {e}")))?
         .map_err(|e| commit_error(reg, repo, &what, desc, e))?;
     Ok(true)
 }

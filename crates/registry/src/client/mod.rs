@@ -6,6 +6,7 @@
 //! - [`manifest`]: the four manifest kinds and platform selection.
 //! - [`fetch`]: verified manifest and blob downloads (resumable with `Range`).
 //! - [`pull`] / [`push`]: the two transfers, parallel per layer.
+//! - [`recompress`]: compressing uncompressed layers for a push, remembered per layer.
 //! - [`progress`]: per-blob transfer events for progress bars.
 //! - [`store`]: the local store (blobs, layers, metadata) the image commands work on.
 //! - [`import`]: a root filesystem tarball as a one-layer image (`berth import`).
@@ -26,6 +27,7 @@ pub mod manifest;
 pub mod progress;
 pub mod pull;
 pub mod push;
+pub mod recompress;
 pub mod registries;
 pub mod registry;
 pub mod store;
@@ -36,7 +38,7 @@ pub use auth::Credentials;
 pub use error::{Error, Result};
 pub use manifest::Platform;
 pub use pull::{pull, LayerStatus, PullOptions, PullReport};
-pub use push::{push, BlobStatus, PushReport};
+pub use push::{push, push_with, BlobStatus, CompressOptions, PushReport};
 pub use registry::{Options, Registry};
 pub use store::{CheckReport, LocalStore, Problem, PruneReport, Removal};
 

@@ -7,8 +7,11 @@
 //! Uploads are monolithic (POST for a session, then one PUT with `?digest=`, streamed
 //! from the blob file) or, with [`Options::chunk_size`], chunked: one PATCH per chunk
 //! with its `Content-Range`, each to the `Location` the previous answer gave, then an
-//! empty PUT with `?digest=` that closes the session. The manifest goes last, byte for byte as stored, so its digest is
-//! unchanged, and the registry's `Docker-Content-Digest` is checked against it.
+//! empty PUT with `?digest=` that closes the session. The manifest goes last, byte for
+//! byte as stored (so its digest is unchanged) unless layers were compressed for the
+//! push (see [`super::recompress`]): then it names the compressed blobs and is a new
+//! manifest of the same image (same config). The registry's `Docker-Content-Digest` is
+//! checked against what was sent.
 
 use std::sync::Arc;
 
@@ -20,6 +23,8 @@ use tokio::sync::Semaphore;
 use super::error::{io_ctx, Error, Result};
 use super::manifest::{Descriptor, Manifest};
 use super::progress::Event;
+pub use super::recompress::CompressOptions;
+use super::recompress::{prepare_layers, rewrite_manifest};
 use super::registry::{push_scope, Options, Registry};
 use super::store::LocalStore;
 
@@ -49,14 +54,26 @@ pub struct PushReport {
     pub mounted_from: Option<String>,
 }
 
-/// Pushes the local image `source` to `dest` (blocking).
+/// Pushes the local image `source` to `dest` (blocking), compressing uncompressed
+/// layers with gzip.
 pub fn push(
     store: &LocalStore,
     source: &str,
     dest: &Reference,
     opts: &Options,
 ) -> Result<PushReport> {
-    super::block_on(push_async(store, source, dest, opts))
+    push_with(store, source, dest, opts, &CompressOptions::default())
+}
+
+/// [`push`] with a choice of layer compression.
+pub fn push_with(
+    store: &LocalStore,
+    source: &str,
+    dest: &Reference,
+    opts: &Options,
+    compress: &CompressOptions,
+) -> Result<PushReport> {
+    super::block_on(push_async(store, source, dest, opts, compress))
 }
 
 async fn push_async(
@@ -64,11 +81,16 @@ async fn push_async(
     source: &str,
     dest: &Reference,
     opts: &Options,
+    compress: &CompressOptions,
 ) -> Result<PushReport> {
     let rec = store.find(source)?;
-    let bytes = store.manifest_bytes(&rec.manifest_digest)?;
-    let (config, layers) = match Manifest::parse(&bytes, Some(&rec.media_type), source)? {
-        Manifest::Image { config, layers, .. } => (config, layers),
+    let stored = store.manifest_bytes(&rec.manifest_digest)?;
+    let (kind, config, layers) = match Manifest::parse(&stored, Some(&rec.media_type), source)? {
+        Manifest::Image {
+            kind,
+            config,
+            layers,
+        } => (kind, config, layers),
         Manifest::Index { .. } => {
             return Err(Error::InvalidManifest {
                 reference: source.to_string(),
@@ -76,6 +98,17 @@ async fn push_async(
             })
         }
     };
+    // Compressing needs no connection: start it first, so that a long compression
+    // cannot outlive a short-lived token.
+    let prepared = prepare_layers(store, &config, &layers, compress, opts.parallel).await?;
+    let (media_type, bytes, manifest_digest) = if prepared.changed {
+        let (mt, bytes) = rewrite_manifest(&stored, kind, &prepared.layers)?;
+        let digest = Digest::sha256_of(&bytes);
+        (mt, bytes, digest)
+    } else {
+        (rec.media_type.clone(), stored, rec.manifest_digest.clone())
+    };
+    let layers = prepared.layers;
     let mount_from = mount_source(store, &rec.manifest_digest, dest)?;
     let reg = Arc::new(Registry::connect(dest.domain(), opts.clone()).await?);
     let mut blobs = vec![config];
@@ -89,10 +122,10 @@ async fn push_async(
         opts,
     )
     .await?;
-    put_manifest(&reg, dest, &rec.media_type, &bytes, &rec.manifest_digest).await?;
+    put_manifest(&reg, dest, &media_type, &bytes, &manifest_digest).await?;
     Ok(PushReport {
         reference: dest.clone(),
-        manifest_digest: rec.manifest_digest,
+        manifest_digest,
         manifest_size: bytes.len() as u64,
         blobs: blobs.into_iter().map(|d| d.digest).zip(statuses).collect(),
         mounted_from: mount_from,

@@ -253,8 +253,10 @@ impl LocalStore {
         let lock = self.lock_file()?;
         lock.lock()
             .map_err(io_ctx("lock the store against pulls"))?;
-        let blobs = self.blobs_of(&rec.manifest_digest)?;
+        let mut blobs = self.blobs_of(&rec.manifest_digest)?;
         let unused_layers = self.meta.remove_image(&rec.manifest_digest)?;
+        // The compressed forms pushes made of layers now gone go with them.
+        blobs.extend(self.meta.drop_unused_compressed_layers()?);
         let mut freed: u64 = unused_layers.iter().map(|l| l.size).sum();
         for l in unused_layers {
             self.layers
