@@ -871,3 +871,281 @@ fn add_downloads_urls() {
     b.build(ctx.path(), &["-t", "sum"]);
     assert!(b.find_in_layers("sum", "/x").is_some());
 }
+
+// ---------------------------------------------------------------------------
+// Shared cache (--cache-to / --cache-from), --push, --output type=docker|registry.
+// ---------------------------------------------------------------------------
+
+/// A RUN whose output differs on every run: an image id that matches across
+/// two stores proves the step did not run again.
+const FRESH_RUN: &str = "cat /proc/sys/kernel/random/uuid";
+
+/// `berth build` with the environment a registry test needs; returns (id, progress).
+fn build_env(b: &Berth, ctx: &Path, flags: &[&str], env: &[(&str, &Path)]) -> (String, String) {
+    let iid = ctx.with_extension("iid");
+    let mut args = vec!["build", "--iidfile", iid.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args.push(ctx.to_str().unwrap());
+    let mut cmd = b.cmd(&args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed:\n{}",
+        stderr(&out)
+    );
+    let id = std::fs::read_to_string(&iid).unwrap();
+    let _ = std::fs::remove_file(&iid);
+    (id, stderr(&out))
+}
+
+fn file_in(b: &Berth, image: &str, file: &str) -> String {
+    let p = b
+        .find_in_layers(image, file)
+        .unwrap_or_else(|| panic!("{file} not in {image}"));
+    std::fs::read_to_string(p).unwrap()
+}
+
+#[test]
+fn cache_to_local_is_reused_by_an_empty_store() {
+    let ctx = context(&[
+        ("a.txt", "alpha"),
+        (
+            "Dockerfile",
+            &format!("FROM busybox\nCOPY a.txt /a.txt\nRUN {FRESH_RUN} > /id\nWORKDIR /w\nRUN echo two > two\n"),
+        ),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let to = format!("type=local,dest={}", cache.path().display());
+    let from = format!("type=local,src={}", cache.path().display());
+
+    let a = Berth::new();
+    let (id_a, _) = a.build(ctx.path(), &["-t", "out", "--cache-to", &to]);
+    // An OCI image layout: index.json names the cache manifest by its tag.
+    assert!(cache.path().join("oci-layout").is_file());
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(cache.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "latest"
+    );
+
+    // A fresh store (only busybox) with the cache: every step is a hit, the
+    // RUN's output is the first build's, so the image is the same.
+    let b = Berth::new();
+    let (id_b, out) = b.build(ctx.path(), &["-t", "out", "--cache-from", &from]);
+    assert_eq!(cached_steps(&out).len(), 4, "{out}");
+    assert_eq!(id_b, id_a, "{out}");
+    assert_eq!(file_in(&b, "out", "/id"), file_in(&a, "out", "/id"));
+    assert_eq!(file_in(&b, "out", "/w/two"), "two\n");
+
+    // Without it the RUN runs again and makes another image.
+    let c = Berth::new();
+    let (id_c, out) = c.build(ctx.path(), &[]);
+    assert!(cached_steps(&out).is_empty(), "{out}");
+    assert_ne!(id_c, id_a);
+
+    // A cache that is not there is only a warning.
+    let missing = format!("type=local,src={}", cache.path().join("none").display());
+    let (_, out) = c.build(ctx.path(), &["--cache-from", &missing]);
+    assert!(out.contains("WARNING: cache import"), "{out}");
+}
+
+#[test]
+fn cache_mode_max_carries_every_stage_and_min_only_the_final_one() {
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM busybox AS builder\nRUN {FRESH_RUN} > /built\nFROM busybox\nCOPY --from=builder /built /built\nRUN {FRESH_RUN} > /final\n"),
+    )]);
+    let min = tempfile::tempdir().unwrap();
+    let max = tempfile::tempdir().unwrap();
+    let a = Berth::new();
+    let (id_a, _) = a.build(
+        ctx.path(),
+        &[
+            "--cache-to",
+            &format!("type=local,dest={}", min.path().display()),
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", max.path().display()),
+        ],
+    );
+
+    let b = Berth::new();
+    let from = format!("type=local,src={}", max.path().display());
+    let (id_b, out) = b.build(ctx.path(), &["--cache-from", &from]);
+    assert_eq!(cached_steps(&out).len(), 3, "{out}");
+    assert_eq!(id_b, id_a);
+
+    // mode=min has no record of the builder stage: its RUN runs, and so the
+    // steps that depend on its result miss too.
+    let c = Berth::new();
+    let from = format!("type=local,src={}", min.path().display());
+    let (id_c, out) = c.build(ctx.path(), &["--cache-from", &from]);
+    assert!(
+        !cached_steps(&out).iter().any(|s| s.contains("/built")),
+        "{out}"
+    );
+    assert_ne!(id_c, id_a);
+}
+
+/// Debian's `docker-registry` on a loopback port, with its own storage; killed on drop.
+struct LocalRegistry {
+    dir: tempfile::TempDir,
+    addr: String,
+    child: std::process::Child,
+}
+
+impl LocalRegistry {
+    fn start() -> LocalRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        // Plain http: berth allows it for registries listed as insecure.
+        std::fs::write(
+            dir.path().join("registries.conf"),
+            format!("[[registry]]\nlocation = \"{addr}\"\ninsecure = true\n"),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) is needed");
+        berth_tests::wait_for(
+            || std::net::TcpStream::connect(&addr).is_ok(),
+            "docker-registry to listen",
+        );
+        LocalRegistry { dir, addr, child }
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("registries.conf")
+    }
+
+    /// `skopeo inspect --raw` of `repo_tag`: the manifest the registry serves.
+    fn manifest(&self, repo_tag: &str) -> Value {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/{repo_tag}", self.addr))
+            .output()
+            .expect("skopeo is needed");
+        assert!(out.status.success(), "skopeo inspect: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn cache_and_image_go_through_a_registry() {
+    let reg = LocalRegistry::start();
+    let conf = reg.conf();
+    let env = [("CONTAINERS_REGISTRIES_CONF", conf.as_path())];
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nRUN {FRESH_RUN} > /id\nRUN echo two > /two\nCMD [\"cat\", \"/id\"]\n"
+        ),
+    )]);
+    let cache_ref = format!("{}/cache/app:main", reg.addr);
+    let app = format!("{}/app:1", reg.addr);
+
+    let a = Berth::new();
+    let to = format!("type=registry,ref={cache_ref},mode=max");
+    let (id_a, _) = build_env(
+        &a,
+        ctx.path(),
+        &["-t", &app, "--push", "--cache-to", &to],
+        &env,
+    );
+    // --push: the registry serves the image berth built (its config is the id).
+    assert_eq!(reg.manifest("app:1")["config"]["digest"], id_a.as_str());
+    // The cache is an OCI manifest whose config is berth's cache record list.
+    let cache = reg.manifest("cache/app:main");
+    assert_eq!(
+        cache["config"]["mediaType"],
+        "application/vnd.berth.build.cache.config.v1+json"
+    );
+    assert_eq!(cache["layers"].as_array().unwrap().len(), 2);
+    // The push recorded nothing in the store.
+    let images = a.ok(&["images", "-q"]);
+    assert_eq!(images.lines().count(), 2, "{images}");
+
+    let b = Berth::new();
+    let from = format!("type=registry,ref={cache_ref}");
+    let (id_b, out) = build_env(&b, ctx.path(), &["-t", "got", "--cache-from", &from], &env);
+    assert_eq!(cached_steps(&out).len(), 2, "{out}");
+    assert_eq!(id_b, id_a);
+
+    // --output type=registry is --push.
+    let app2 = format!("{}/app:2", reg.addr);
+    build_env(
+        &b,
+        ctx.path(),
+        &["-t", &app2, "--output", "type=registry"],
+        &env,
+    );
+    assert_eq!(reg.manifest("app:2")["config"]["digest"], id_a.as_str());
+    // --push without a tag is refused before anything is built.
+    let out = b.run(&["build", "--push", ctx.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("needs a tag"), "{}", stderr(&out));
+}
+
+#[test]
+fn docker_output_is_an_archive_docker_load_reads() {
+    let b = Berth::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo hi > /hi\nCMD [\"cat\", \"/hi\"]\n",
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("img.tar");
+    let dest = format!("type=docker,dest={}", file.display());
+    let (id, _) = b.build(ctx.path(), &["-t", "dock:1", "--output", &dest]);
+    // Docker's own layout: manifest.json with the tag and the config's file.
+    let mut ar = tar::Archive::new(std::fs::File::open(&file).unwrap());
+    let manifest: Value = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_str() == Some("manifest.json"))
+        .map(|e| serde_json::from_reader(e).unwrap())
+        .expect("manifest.json in the archive");
+    assert_eq!(manifest[0]["RepoTags"][0], "dock:1");
+    assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 2);
+    // skopeo reads it as a docker archive, and another store loads it as the same image.
+    let out = Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("docker-archive:{}", file.display()))
+        .output()
+        .expect("skopeo is needed");
+    assert!(out.status.success(), "skopeo inspect: {}", stderr(&out));
+    let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["cat", "/hi"]));
+    let other = Berth::new();
+    other.ok(&["load", "-i", file.to_str().unwrap()]);
+    assert_eq!(other.inspect("dock:1")["Id"], id.as_str());
+}

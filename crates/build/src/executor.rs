@@ -29,6 +29,7 @@ use serde_json::{json, Map, Value};
 
 use crate::ast::{Dockerfile, Instruction, Kind};
 use crate::cache::{Cache, KeyHasher};
+use crate::cache_io::StepRecord;
 use crate::copy::{self, CopyOptions, SourceRoot};
 use crate::dockerignore::{pick_ignore_file, read_patterns, PatternMatcher};
 use crate::export::{self, Image, Layer};
@@ -97,6 +98,11 @@ pub struct BuildRequest {
 pub struct Built {
     pub image: Image,
     pub config: Value,
+    /// Every step that has a cache key, in build order (for `--cache-to`).
+    pub steps: Vec<StepRecord>,
+    /// The target stage and the stages it is built `FROM`, transitively
+    /// (the steps `--cache-to mode=min` exports).
+    pub final_stages: Vec<usize>,
 }
 
 /// An image config under construction and what it stands on.
@@ -222,6 +228,8 @@ pub struct Executor<'a> {
     step_no: usize,
     /// Name and index of the stage being built, for `--no-cache-filter`.
     stage: (Option<String>, usize),
+    /// The keyed steps run or found so far.
+    steps: Vec<StepRecord>,
 }
 
 /// A step's scratch space: snapshot, mount and work directory, all undone on drop.
@@ -309,6 +317,7 @@ impl<'a> Executor<'a> {
             created,
             step_no: 0,
             stage: (None, 0),
+            steps: Vec::new(),
         })
     }
 
@@ -351,7 +360,19 @@ impl<'a> Executor<'a> {
         }
         let config = self.finish_config(state.config, &state.layers);
         let image = export::assemble(&config, &state.layers).map_err(other("assemble image"))?;
-        Ok(Built { image, config })
+        let mut final_stages = vec![plan.target];
+        while let Base::Stage(i) = graph.stages[final_stages[final_stages.len() - 1]].base {
+            if final_stages.contains(&i) {
+                break;
+            }
+            final_stages.push(i);
+        }
+        Ok(Built {
+            image,
+            config,
+            steps: std::mem::take(&mut self.steps),
+            final_stages,
+        })
     }
 
     fn ensure_image(
@@ -516,6 +537,7 @@ impl<'a> Executor<'a> {
             );
             let _ = writeln!(self.out, "{title}");
             let started = Instant::now();
+            let before = (state.key.clone(), state.layers.len());
             let cached = self
                 .run_step(graph, &mut state, step, done)
                 .map_err(|e| match e {
@@ -526,6 +548,7 @@ impl<'a> Executor<'a> {
                     },
                     e => e,
                 })?;
+            self.note_step(stage.index, before, &state);
             if cached {
                 let _ = writeln!(self.out, "#{} CACHED", self.step_no);
             } else {
@@ -538,6 +561,22 @@ impl<'a> Executor<'a> {
             }
         }
         Ok(state)
+    }
+
+    /// Remembers a step that moved the cache key (RUN, COPY, ADD, WORKDIR),
+    /// with the layer it added if any.
+    fn note_step(&mut self, stage: usize, before: (String, usize), state: &State) {
+        if state.key == before.0 {
+            return;
+        }
+        let layer = (state.layers.len() > before.1)
+            .then(|| state.layers.last().cloned())
+            .flatten();
+        self.steps.push(StepRecord {
+            stage,
+            key: state.key.clone(),
+            layer,
+        });
     }
 
     /// Runs the base image's ONBUILD triggers, then drops them from the
@@ -580,12 +619,14 @@ impl<'a> Executor<'a> {
             };
             self.step_no += 1;
             let _ = writeln!(self.out, "#{} [onbuild] {trigger}", self.step_no);
+            let before = (state.key.clone(), state.layers.len());
             let cached = self
                 .run_step(graph, state, &step, done)
                 .map_err(|e| match e {
                     BuildError::Other(m) => located(m),
                     e => e,
                 })?;
+            self.note_step(stage.index, before, state);
             let word = if cached { "CACHED" } else { "DONE" };
             let _ = writeln!(self.out, "#{} {word}", self.step_no);
         }
@@ -778,7 +819,15 @@ impl<'a> Executor<'a> {
         if rec.is_empty() {
             return Some(None);
         }
-        Layer::from_record(self.store, state.top(), &rec).map(Some)
+        // A record imported with --cache-from has only its blob here; one
+        // that cannot be unpacked is a miss, and the step runs.
+        Layer::from_record(self.store, state.top(), &rec)
+            .or_else(|| {
+                Layer::from_blob(self.store, state.top(), &rec)
+                    .ok()
+                    .flatten()
+            })
+            .map(Some)
     }
 
     fn record(&self, key: &str, layer: Option<&Layer>) -> Result<(), BuildError> {

@@ -47,7 +47,11 @@
 //!    and context content give the same image digest wherever and
 //!    whenever they are built.
 //!
-//! 8. [`prune`] (`berth builder prune`) forgets the cache and frees the
+//! 8. [`cache_io`] carries the cache between machines (`--cache-to`,
+//!    `--cache-from`): an OCI artifact of records and layer blobs, in an OCI
+//!    layout directory or a registry.
+//!
+//! 9. [`prune`] (`berth builder prune`) forgets the cache and frees the
 //!    layers and blobs only the cache used.
 //!
 //! The executor never starts threads: base images are pulled (the registry
@@ -65,6 +69,7 @@
 
 pub mod ast;
 pub mod cache;
+pub mod cache_io;
 pub mod check;
 pub mod copy;
 pub mod dockerignore;
