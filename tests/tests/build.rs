@@ -1149,3 +1149,86 @@ fn docker_output_is_an_archive_docker_load_reads() {
     other.ok(&["load", "-i", file.to_str().unwrap()]);
     assert_eq!(other.inspect("dock:1")["Id"], id.as_str());
 }
+
+// ---------------------------------------------------------------------------
+// RUN's networks: the default bridge (veth on berth0, NAT), host, none.
+// ---------------------------------------------------------------------------
+
+/// Whether dotted-quad `ip` is in `subnet` (`a.b.c.d/n`).
+fn in_subnet(ip: &str, subnet: &str) -> bool {
+    let (net, bits) = subnet.split_once('/').unwrap();
+    let n = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+    let bits: u32 = bits.parse().unwrap();
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    n(ip) & mask == n(net) & mask
+}
+
+#[test]
+fn run_gets_a_veth_on_the_default_bridge_unless_none() {
+    let b = Berth::new();
+    let bridge: Value = serde_json::from_str(&b.ok(&["network", "inspect", "bridge"])).unwrap();
+    let ipam = &bridge[0]["IPAM"]["Config"][0];
+    let subnet = ipam["Subnet"].as_str().unwrap().to_string();
+    let gateway = ipam["Gateway"].as_str().unwrap().to_string();
+    // A server on the host, reached through the bridge's gateway address.
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("hello.txt"), "from the host").unwrap();
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut httpd = Command::new("/bin/busybox")
+        .args(["httpd", "-f", "-p"])
+        .arg(format!("0.0.0.0:{port}"))
+        .arg("-h")
+        .arg(www.path())
+        .spawn()
+        .unwrap();
+    berth_tests::wait_for(
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "httpd to listen",
+    );
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nARG GW PORT\n\
+         RUN ip -4 -o addr show dev eth0 > /eth0 && wget -q -O /got http://$GW:$PORT/hello.txt\n\
+         RUN --network=none ip -o link > /none-links\n\
+         RUN --network=host ip -o link > /host-links\n",
+    )]);
+    let out = b.run(&[
+        "build",
+        "-t",
+        "nets",
+        "--build-arg",
+        &format!("GW={gateway}"),
+        "--build-arg",
+        &format!("PORT={port}"),
+        ctx.path().to_str().unwrap(),
+    ]);
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let eth0 = file_in(&b, "nets", "/eth0");
+    let addr = eth0
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no address on eth0: {eth0}"))
+        .to_string();
+    assert!(in_subnet(&addr, &subnet), "{addr} not in {subnet}");
+    assert_eq!(file_in(&b, "nets", "/got"), "from the host");
+    let none = file_in(&b, "nets", "/none-links");
+    assert_eq!(none.lines().count(), 1, "{none}");
+    assert!(none.contains(": lo:"), "{none}");
+    assert!(file_in(&b, "nets", "/host-links").contains("berth0"));
+    // The step's endpoint is gone once it is over.
+    let bridge: Value = serde_json::from_str(&b.ok(&["network", "inspect", "bridge"])).unwrap();
+    assert_eq!(bridge[0]["Containers"], serde_json::json!({}), "{bridge}");
+}

@@ -37,9 +37,8 @@ pub struct BuildArgs {
     /// Do not use cache when building the image.
     #[arg(long)]
     no_cache: bool,
-    /// Networking mode for RUN instructions: host (default until berth's bridge
-    /// networking lands) or none.
-    #[arg(long, default_value = "host")]
+    /// Networking mode for RUN instructions: default (berth's bridge, with NAT), host or none.
+    #[arg(long, default_value = "default")]
     network: String,
     /// Suppress the build output and print the image ID on success.
     #[arg(short, long)]

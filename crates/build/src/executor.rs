@@ -1019,7 +1019,14 @@ impl<'a> Executor<'a> {
             }
             spec_mounts.push(mount);
         }
-        let binds = host_binds(&rootfs, network);
+        let binds = host_binds(&rootfs, network, &ws.dir);
+        let bridge = match network {
+            Network::Bridge => Some(
+                runner::BridgeNetns::new(&self.root, &ws.key, &ws.dir)
+                    .map_err(other("attach the RUN to the default bridge"))?,
+            ),
+            _ => None,
+        };
         let spec = RunSpec {
             args: args.clone(),
             env: run_env,
@@ -1028,6 +1035,7 @@ impl<'a> Executor<'a> {
             gid: ids.gid,
             additional_gids: extra,
             network,
+            netns: bridge.as_ref().map(|b| b.path().to_path_buf()),
             hostname: "berth-build".into(),
             binds,
             mounts: spec_mounts,
@@ -1042,6 +1050,7 @@ impl<'a> Executor<'a> {
             &log,
         )
         .map_err(other("run the container"))?;
+        drop(bridge);
         let output = std::fs::read_to_string(&log).unwrap_or_default();
         drop(views);
         ws.unmount_all()?;
@@ -1507,11 +1516,16 @@ fn make_dirs_owned(rootfs: &Path, wd: &str, ids: fsutil::Ids) -> Result<(), Buil
 }
 
 /// Host files a RUN sees, bound only over files the image already has so
-/// that no empty mount point lands in the layer.
-fn host_binds(rootfs: &Path, network: Network) -> Vec<(PathBuf, String)> {
+/// that no empty mount point lands in the layer. On the bridge the host's
+/// loopback name servers are unreachable, so resolv.conf is berth-net's
+/// rewrite of the host's (written in `scratch`), as `berth run` gives.
+fn host_binds(rootfs: &Path, network: Network, scratch: &Path) -> Vec<(PathBuf, String)> {
     if network == Network::None {
         return Vec::new();
     }
+    let resolv = scratch.join("resolv.conf");
+    let bridge_resolv = network == Network::Bridge
+        && std::fs::write(&resolv, berth_net::resolv_conf(&[], &[])).is_ok();
     ["/etc/resolv.conf", "/etc/hosts"]
         .iter()
         .filter(|f| Path::new(f).is_file())
@@ -1520,7 +1534,10 @@ fn host_binds(rootfs: &Path, network: Network) -> Vec<(PathBuf, String)> {
                 .map(|p| p.is_file())
                 .unwrap_or(false)
         })
-        .map(|f| (PathBuf::from(f), f.to_string()))
+        .map(|f| match *f {
+            "/etc/resolv.conf" if bridge_resolv => (resolv.clone(), f.to_string()),
+            _ => (PathBuf::from(f), f.to_string()),
+        })
         .collect()
 }
 
