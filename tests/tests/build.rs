@@ -1232,3 +1232,83 @@ fn run_gets_a_veth_on_the_default_bridge_unless_none() {
     let bridge: Value = serde_json::from_str(&b.ok(&["network", "inspect", "bridge"])).unwrap();
     assert_eq!(bridge[0]["Containers"], serde_json::json!({}), "{bridge}");
 }
+
+// ---------------------------------------------------------------------------
+// RUN --mount=type=ssh with --ssh.
+// ---------------------------------------------------------------------------
+
+/// `ssh-agent -D` on a socket in a temporary directory; killed on drop.
+struct Agent {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ssh-agent (Debian package openssh-client) is needed");
+        berth_tests::wait_for(|| sock.exists(), "ssh-agent's socket");
+        Agent { dir, child }
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("agent.sock")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ssh_mount_binds_the_agent_socket_as_buildkit_does() {
+    use std::os::unix::fs::MetadataExt;
+    let agent = Agent::start();
+    let b = Berth::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && stat -c %i \"$SSH_AUTH_SOCK\" > /ino && echo \"$SSH_AUTH_SOCK\" > /sock\n\
+         RUN --mount=type=ssh,id=other,target=/agent test ! -e /agent && echo \"${SSH_AUTH_SOCK:-unset}\" > /skipped\n",
+    )]);
+    // `--ssh default` takes the caller's SSH_AUTH_SOCK.
+    let mut cmd = b.cmd(&[
+        "build",
+        "-t",
+        "ssh",
+        "--ssh",
+        "default",
+        ctx.path().to_str().unwrap(),
+    ]);
+    let out = cmd.env("SSH_AUTH_SOCK", agent.sock()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(file_in(&b, "ssh", "/sock"), "/run/buildkit/ssh_agent.0\n");
+    // The very socket the agent listens on (a bind keeps the inode).
+    let ino = std::fs::metadata(agent.sock()).unwrap().ino();
+    assert_eq!(file_in(&b, "ssh", "/ino").trim(), ino.to_string());
+    // An id that was not given is skipped (not required), with no SSH_AUTH_SOCK.
+    assert_eq!(file_in(&b, "ssh", "/skipped"), "unset\n");
+    // The mount point is not left in a layer.
+    assert!(b.find_in_layers("ssh", "/run/buildkit").is_none());
+
+    // required=true without the socket fails the step.
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=ssh,required=true true\n",
+    )]);
+    let out = b.run(&["build", ctx.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--ssh default"), "{}", stderr(&out));
+    let sock = format!("default={}", agent.sock().display());
+    b.build(ctx.path(), &["--ssh", &sock]);
+}

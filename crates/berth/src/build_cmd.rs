@@ -58,6 +58,10 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.
     #[arg(long = "secret")]
     secrets: Vec<String>,
+    /// SSH agent socket for RUN --mount=type=ssh: default (from SSH_AUTH_SOCK),
+    /// default=SOCKET or ID=SOCKET.
+    #[arg(long = "ssh")]
+    ssh: Vec<String>,
     /// Output instead of the local store: type=oci|tar|docker,dest=FILE, type=local,dest=DIR,
     /// or type=registry (the same as --push).
     #[arg(short, long)]
@@ -214,6 +218,7 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         labels: key_values(&args.labels),
         epoch,
         secrets: secrets(&args.secrets)?,
+        ssh: ssh_sockets(&args.ssh)?,
     };
     let mut store = LocalStore::open(root)?;
     let mut progress: Box<dyn Write> = if args.quiet {
@@ -514,6 +519,27 @@ fn secrets(list: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
                 .into_bytes(),
         };
         out.insert(id, bytes);
+    }
+    Ok(out)
+}
+
+/// `--ssh ID[=SOCKET]` → sockets by id; without a socket, `SSH_AUTH_SOCK`'s.
+fn ssh_sockets(list: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for spec in list {
+        let (id, socket) = match spec.split_once('=') {
+            Some((id, path)) => (id.to_string(), PathBuf::from(path)),
+            None => {
+                let path = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
+                    anyhow::anyhow!("--ssh {spec}: SSH_AUTH_SOCK is not set (give {spec}=SOCKET)")
+                })?;
+                (spec.clone(), PathBuf::from(path))
+            }
+        };
+        if socket.as_os_str().is_empty() || id.is_empty() {
+            anyhow::bail!("--ssh {spec}: expected ID or ID=SOCKET");
+        }
+        out.insert(id, socket);
     }
     Ok(out)
 }

@@ -92,6 +92,8 @@ pub struct BuildRequest {
     pub epoch: i64,
     /// `--secret` contents by id, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh` agent sockets by id, for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 /// The built image, with every layer already in the store.
@@ -951,6 +953,7 @@ impl<'a> Executor<'a> {
         let mut views = Vec::new();
         let mut spec_mounts = Vec::new();
         let mut stubs = Vec::new();
+        let mut ssh_sock = None;
         for (i, (m, from)) in run_mounts.iter().zip(&bind_sources).enumerate() {
             let missing = mounts::first_missing(&rootfs, &m.target);
             let mount = match m.kind {
@@ -1013,6 +1016,19 @@ impl<'a> Executor<'a> {
                     set_mode(&file, m.mode.unwrap_or(0o400))?;
                     mounts::spec_mount(&m.target, "bind", &file, &["rbind", "ro"])
                 }
+                MountKind::Ssh => {
+                    let Some(socket) = self.req.ssh.get(&m.id) else {
+                        if m.required {
+                            return Err(BuildError::Other(format!(
+                                "no SSH agent socket {} (pass it with --ssh {}[=SOCKET])",
+                                m.id, m.id
+                            )));
+                        }
+                        continue;
+                    };
+                    ssh_sock.get_or_insert_with(|| m.target.clone());
+                    mounts::spec_mount(&m.target, "bind", socket, &["rbind"])
+                }
             };
             if let Some(missing) = missing {
                 stubs.push((missing, m.target.clone()));
@@ -1027,6 +1043,13 @@ impl<'a> Executor<'a> {
             ),
             _ => None,
         };
+        // Not part of the key: the mount (in the key) decides it, and a
+        // socket that was not given must not change the step.
+        if let Some(target) = ssh_sock {
+            if !run_env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                run_env.push(format!("SSH_AUTH_SOCK={target}"));
+            }
+        }
         let spec = RunSpec {
             args: args.clone(),
             env: run_env,
