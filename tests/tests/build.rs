@@ -1312,3 +1312,79 @@ fn ssh_mount_binds_the_agent_socket_as_buildkit_does() {
     let sock = format!("default={}", agent.sock().display());
     b.build(ctx.path(), &["--ssh", &sock]);
 }
+
+// ---------------------------------------------------------------------------
+// Independent stages run at the same time.
+// ---------------------------------------------------------------------------
+
+/// Stage `me` marks itself in a cache mount shared by both stages and waits
+/// (up to 10 s) for `peer`'s mark: run one after the other, the first fails.
+fn rendezvous(me: &str, peer: &str) -> String {
+    format!(
+        "FROM busybox AS {me}\nARG SYNC\n\
+         RUN --mount=type=cache,id=$SYNC,target=/sync touch /sync/{me} && i=0; \
+         while [ ! -e /sync/{peer} ]; do i=$((i+1)); [ $i -lt 200 ] || exit 7; sleep 0.05; done; echo {me} > /{me}\n"
+    )
+}
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    let b = Berth::new();
+    let df = format!(
+        "{}{}FROM busybox\nCOPY --from=left /left /left\nCOPY --from=right /right /right\n",
+        rendezvous("left", "right"),
+        rendezvous("right", "left")
+    );
+    let ctx = context(&[("Dockerfile", &df)]);
+    let sync = format!(
+        "SYNC=par-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    )
+    .replace(
+        |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '=',
+        "",
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let to = format!("type=local,dest={},mode=max", cache.path().display());
+    let (id, out) = b.build(
+        ctx.path(),
+        &["-t", "par", "--build-arg", &sync, "--cache-to", &to],
+    );
+    assert_eq!(file_in(&b, "par", "/left"), "left\n");
+    assert_eq!(file_in(&b, "par", "/right"), "right\n");
+    // Each stage's steps keep numbers of their own.
+    let mut titles: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" [") && l.starts_with('#'))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    let n = titles.len();
+    titles.sort();
+    titles.dedup();
+    assert_eq!(titles.len(), n, "{out}");
+
+    // What the forked stages recorded is in the cache, here and exported.
+    let (again, out) = b.build(ctx.path(), &["--build-arg", &sync]);
+    assert_eq!(cached_steps(&out).len(), 4, "{out}");
+    assert_eq!(again, id);
+    let c = Berth::new();
+    let from = format!("type=local,src={}", cache.path().display());
+    let (other, out) = c.build(ctx.path(), &["--build-arg", &sync, "--cache-from", &from]);
+    assert_eq!(cached_steps(&out).len(), 4, "{out}");
+    assert_eq!(other, id);
+
+    // A failing stage fails the build with its line and exit code; no image.
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox AS ok\nRUN echo fine > /ok\nFROM busybox AS bad\nRUN exit 3\nFROM busybox\nCOPY --from=ok /ok /ok\nCOPY --from=bad / /bad\n",
+    )]);
+    let out = b.run(&["build", "-t", "broken", ctx.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Dockerfile:4") && err.contains("exit code: 3"),
+        "{err}"
+    );
+    assert!(!b.run(&["image", "inspect", "broken"]).status.success());
+}

@@ -157,7 +157,7 @@ fn registry_ref(s: &str) -> Result<Reference, String> {
 }
 
 /// One step of a build as the cache knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
     /// The stage it belongs to.
     pub stage: usize,

@@ -16,7 +16,7 @@
 //! passed to RUN's environment), so changing one misses the cache from its
 //! first use on, as in BuildKit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -108,7 +108,7 @@ pub struct Built {
 }
 
 /// An image config under construction and what it stands on.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct State {
     config: Value,
     layers: Vec<Layer>,
@@ -232,6 +232,8 @@ pub struct Executor<'a> {
     stage: (Option<String>, usize),
     /// The keyed steps run or found so far.
     steps: Vec<StepRecord>,
+    /// Image states read before stages fork (see [`Executor::run_level`]).
+    images: HashMap<String, State>,
 }
 
 /// A step's scratch space: snapshot, mount and work directory, all undone on drop.
@@ -320,6 +322,7 @@ impl<'a> Executor<'a> {
             step_no: 0,
             stage: (None, 0),
             steps: Vec::new(),
+            images: HashMap::new(),
         })
     }
 
@@ -347,9 +350,29 @@ impl<'a> Executor<'a> {
             }
         }
         let mut done: Vec<Option<State>> = vec![None; graph.stages.len()];
-        for &s in &plan.order {
-            let state = self.run_stage(&df, &graph, &graph.stages[s], &done)?;
-            done[s] = Some(state);
+        if plan.levels.iter().any(|l| l.len() > 1) {
+            // Forked stages must not use the store's database connection.
+            for &s in &plan.order {
+                let stage = &graph.stages[s];
+                let names = match &stage.base {
+                    Base::Image(name) => std::slice::from_ref(name),
+                    _ => &[],
+                };
+                for name in names.iter().chain(&stage.images) {
+                    if !self.images.contains_key(name) {
+                        let state = self.image_state(name)?;
+                        self.images.insert(name.clone(), state);
+                    }
+                }
+            }
+            for level in &plan.levels {
+                self.run_level(&df, &graph, level, &mut done)?;
+            }
+        } else {
+            for &s in &plan.order {
+                let state = self.run_stage(&df, &graph, &graph.stages[s], &done)?;
+                done[s] = Some(state);
+            }
         }
         let mut state = done[plan.target]
             .take()
@@ -445,6 +468,9 @@ impl<'a> Executor<'a> {
     }
 
     fn image_state(&self, name: &str) -> Result<State, BuildError> {
+        if let Some(s) = self.images.get(name) {
+            return Ok(s.clone());
+        }
         let rec = self
             .store
             .find(name)
@@ -502,6 +528,103 @@ impl<'a> Executor<'a> {
             state.set_env("PATH", DEFAULT_PATH.trim_start_matches("PATH="));
         }
         Ok(state)
+    }
+
+    /// Runs one level of the plan: its stages depend only on earlier
+    /// levels, so with several each runs in a forked child process (a RUN
+    /// redirects the process's stdio and the runtime clones from it, which
+    /// rules out threads). A child reopens the cache database, reads images
+    /// only from [`Executor::images`], writes its stage's state to a file and
+    /// exits; its step numbers follow the previous stage's.
+    fn run_level(
+        &mut self,
+        df: &Dockerfile,
+        graph: &StageGraph,
+        level: &[usize],
+        done: &mut [Option<State>],
+    ) -> Result<(), BuildError> {
+        if let [s] = level {
+            done[*s] = Some(self.run_stage(df, graph, &graph.stages[*s], done)?);
+            return Ok(());
+        }
+        let _ = self.out.flush();
+        let work = self.root.join("build/work");
+        std::fs::create_dir_all(&work).map_err(other(format!("create {}", work.display())))?;
+        let mut children = Vec::new();
+        let mut fork_error = None;
+        let mut next_step = self.step_no;
+        for &s in level {
+            let result = work.join(unique("stage") + ".json");
+            // SAFETY: the build is single-threaded here (pulls and cache
+            // imports are over); the child leaves with _exit.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                fork_error = Some(std::io::Error::last_os_error());
+                break;
+            }
+            if pid == 0 {
+                self.step_no = next_step;
+                let code = self.stage_in_child(df, graph, s, done, &result);
+                let _ = self.out.flush();
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) };
+            }
+            children.push((s, pid, result));
+            next_step += graph.stages[s].steps.len() + 1;
+        }
+        self.step_no = next_step;
+        let mut first_error = fork_error.map(|e| BuildError::Other(format!("fork a stage: {e}")));
+        for (s, pid, result) in children {
+            let mut status = 0;
+            // SAFETY: waiting for a child forked above.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let outcome = std::fs::read(&result).ok().and_then(|b| {
+                serde_json::from_slice::<Result<(State, Vec<StepRecord>), String>>(&b).ok()
+            });
+            let _ = std::fs::remove_file(&result);
+            match outcome {
+                Some(Ok((state, steps))) => {
+                    done[s] = Some(state);
+                    self.steps.extend(steps);
+                }
+                Some(Err(message)) => {
+                    first_error.get_or_insert(BuildError::Other(message));
+                }
+                None => {
+                    first_error.get_or_insert(BuildError::Other(format!(
+                        "stage {s} ended without a result (wait status {status})"
+                    )));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The child's side of [`Executor::run_level`]; returns its exit code.
+    fn stage_in_child(
+        &mut self,
+        df: &Dockerfile,
+        graph: &StageGraph,
+        s: usize,
+        done: &[Option<State>],
+        result: &Path,
+    ) -> i32 {
+        let outcome = Cache::open(&self.root.join("berth.db"))
+            .map_err(|e| format!("open the build cache: {e}"))
+            .and_then(|cache| {
+                // The inherited connection belongs to the parent: closing it
+                // here could disturb the parent's locks.
+                std::mem::forget(std::mem::replace(&mut self.cache, cache));
+                self.steps.clear();
+                self.run_stage(df, graph, &graph.stages[s], done)
+                    .map(|state| (state, std::mem::take(&mut self.steps)))
+                    .map_err(|e| e.to_string())
+            });
+        let code = i32::from(outcome.is_err());
+        match serde_json::to_vec(&outcome) {
+            Ok(bytes) if std::fs::write(result, &bytes).is_ok() => code,
+            _ => 2,
+        }
     }
 
     fn run_stage(

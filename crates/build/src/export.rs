@@ -43,7 +43,7 @@ fn ctx<E: std::fmt::Display>(context: impl Into<String>) -> impl FnOnce(E) -> Ex
 }
 
 /// One layer of the image being built.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Layer {
     pub diff_id: Digest,
     pub chain_id: Digest,
