@@ -29,7 +29,8 @@
 //!
 //! The builder:
 //!
-//! 6. [`executor`] runs the stages a target needs, in dependency order.
+//! 6. [`executor`] runs the stages a target needs, in dependency order,
+//!    independent stages at the same time (one forked process each).
 //!    Metadata instructions edit the image config and history as BuildKit
 //!    writes them; RUN runs in a real container through berth's runtime
 //!    ([`runner`]) on an overlay of the stage's layers; COPY/ADD ([`copy`])
@@ -54,9 +55,11 @@
 //! 9. [`prune`] (`berth builder prune`) forgets the cache and frees the
 //!    layers and blobs only the cache used.
 //!
-//! The executor never starts threads: base images are pulled (the registry
-//! client runs a tokio runtime for the call) before the first RUN, because
-//! the runtime clones the container from this process.
+//! The executor never starts threads: base images are pulled and shared
+//! caches imported (the registry client runs a tokio runtime for the call)
+//! before the first RUN, because the runtime clones the container from this
+//! process; parallel stages are processes for the same reason. RUN gets
+//! Docker's default bridge network through berth-net ([`runner::BridgeNetns`]).
 //!
 //! Front-end errors are one type, [`Error`], that displays as `Dockerfile:LINE: what
 //! is wrong` with the file name the caller gave.
