@@ -1148,6 +1148,73 @@ fn docker_output_is_an_archive_docker_load_reads() {
     let other = Berth::new();
     other.ok(&["load", "-i", file.to_str().unwrap()]);
     assert_eq!(other.inspect("dock:1")["Id"], id.as_str());
+    // And Docker itself loads it as the same image.
+    let dockerd = Dockerd::start();
+    dockerd.ok(&["load", "-i", file.to_str().unwrap()]);
+    let docker_id = dockerd.ok(&["image", "inspect", "--format", "{{.Id}}", "dock:1"]);
+    assert_eq!(docker_id.trim(), id);
+}
+
+/// A private dockerd (Debian's docker.io): own data and exec roots, no bridge, no
+/// iptables rules, so the host's own Docker is untouched. Stopped on drop.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |s: &str| dir.path().join(s);
+        let log = std::fs::File::create(p("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(p("data"))
+            .arg("--exec-root")
+            .arg(p("exec"))
+            .arg("--pidfile")
+            .arg(p("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", p("docker.sock").display()))
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (Debian's docker.io, installed by make setup)");
+        let d = Dockerd { dir, child };
+        berth_tests::wait_for(
+            || d.docker(&["version"]).status.success(),
+            "dockerd answering",
+        );
+        d
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!(
+                "unix://{}",
+                self.dir.path().join("docker.sock").display()
+            ))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM lets dockerd unmount its overlays before the temp dir goes.
+        // SAFETY: a signal to the child this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
 }
 
 // ---------------------------------------------------------------------------
