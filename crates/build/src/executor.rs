@@ -575,9 +575,7 @@ impl<'a> Executor<'a> {
         self.step_no = next_step;
         let mut first_error = fork_error.map(|e| BuildError::Other(format!("fork a stage: {e}")));
         for (s, pid, result) in children {
-            let mut status = 0;
-            // SAFETY: waiting for a child forked above.
-            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let status = runner::wait_child(pid);
             let outcome = std::fs::read(&result).ok().and_then(|b| {
                 serde_json::from_slice::<Result<(State, Vec<StepRecord>), String>>(&b).ok()
             });
@@ -592,7 +590,7 @@ impl<'a> Executor<'a> {
                 }
                 None => {
                     first_error.get_or_insert(BuildError::Other(format!(
-                        "stage {s} ended without a result (wait status {status})"
+                        "stage {s} ended without a result (wait status {status:?})"
                     )));
                 }
             }

@@ -191,6 +191,21 @@ impl Drop for BridgeNetns {
     }
 }
 
+/// Waits for the child `pid` (again when a signal interrupts); its wait status.
+pub fn wait_child(pid: libc::pid_t) -> std::io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for a child of this process; `status` outlives the call.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } >= 0 {
+            return Ok(status);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
 /// Makes a network namespace and bind-mounts it on `target` (an existing
 /// file), as `ip netns add` does. A forked child unshares, so this process
 /// keeps its own namespace; the build is single-threaded, and the child
@@ -219,11 +234,7 @@ fn new_netns_at(target: &Path) -> std::io::Result<()> {
             libc::_exit(if ok { 0 } else { 1 });
         }
     }
-    let mut status = 0;
-    // SAFETY: waiting for the child forked above.
-    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let status = wait_child(pid)?;
     if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
         Ok(())
     } else {
