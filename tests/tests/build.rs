@@ -1385,12 +1385,12 @@ fn ssh_mount_binds_the_agent_socket_as_buildkit_does() {
 // ---------------------------------------------------------------------------
 
 /// Stage `me` marks itself in a cache mount shared by both stages and waits
-/// (up to 10 s) for `peer`'s mark: run one after the other, the first fails.
+/// (up to a minute, for loaded machines) for `peer`'s mark: run one after the other, the first fails.
 fn rendezvous(me: &str, peer: &str) -> String {
     format!(
         "FROM busybox AS {me}\nARG SYNC\n\
          RUN --mount=type=cache,id=$SYNC,target=/sync touch /sync/{me} && i=0; \
-         while [ ! -e /sync/{peer} ]; do i=$((i+1)); [ $i -lt 200 ] || exit 7; sleep 0.05; done; echo {me} > /{me}\n"
+         while [ ! -e /sync/{peer} ]; do i=$((i+1)); [ $i -lt 1200 ] || exit 7; sleep 0.05; done; echo {me} > /{me}\n"
     )
 }
 
