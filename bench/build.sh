@@ -3,8 +3,8 @@
 # (--no-cache: every step runs) and fully cached (nothing changed since the last build),
 # with `berth build` side by side with `podman build` and `buildah bud --layers` when they
 # are installed. Each builder gets a private store under a temp dir; RUN uses the host
-# network everywhere (berth's default until its bridge networking lands), so the numbers
-# compare the builders rather than network setup. Everything is removed on exit.
+# network everywhere, so the numbers compare the builders rather than network setup
+# (bench/build-cache.sh measures RUN on each network). Everything is removed on exit.
 # Usage: bench/build.sh [RUNS]   (as root; needs hyperfine and busybox-static;
 #                                 podman and buildah optional)
 set -euo pipefail

@@ -871,3 +871,587 @@ fn add_downloads_urls() {
     b.build(ctx.path(), &["-t", "sum"]);
     assert!(b.find_in_layers("sum", "/x").is_some());
 }
+
+// ---------------------------------------------------------------------------
+// Shared cache (--cache-to / --cache-from), --push, --output type=docker|registry.
+// ---------------------------------------------------------------------------
+
+/// A RUN whose output differs on every run: an image id that matches across
+/// two stores proves the step did not run again.
+const FRESH_RUN: &str = "cat /proc/sys/kernel/random/uuid";
+
+/// `berth build` with the environment a registry test needs; returns (id, progress).
+fn build_env(b: &Berth, ctx: &Path, flags: &[&str], env: &[(&str, &Path)]) -> (String, String) {
+    let iid = ctx.with_extension("iid");
+    let mut args = vec!["build", "--iidfile", iid.to_str().unwrap()];
+    args.extend_from_slice(flags);
+    args.push(ctx.to_str().unwrap());
+    let mut cmd = b.cmd(&args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "berth {args:?} failed:\n{}",
+        stderr(&out)
+    );
+    let id = std::fs::read_to_string(&iid).unwrap();
+    let _ = std::fs::remove_file(&iid);
+    (id, stderr(&out))
+}
+
+fn file_in(b: &Berth, image: &str, file: &str) -> String {
+    let p = b
+        .find_in_layers(image, file)
+        .unwrap_or_else(|| panic!("{file} not in {image}"));
+    std::fs::read_to_string(p).unwrap()
+}
+
+#[test]
+fn cache_to_local_is_reused_by_an_empty_store() {
+    let ctx = context(&[
+        ("a.txt", "alpha"),
+        (
+            "Dockerfile",
+            &format!("FROM busybox\nCOPY a.txt /a.txt\nRUN {FRESH_RUN} > /id\nWORKDIR /w\nRUN echo two > two\n"),
+        ),
+    ]);
+    let cache = tempfile::tempdir().unwrap();
+    let to = format!("type=local,dest={}", cache.path().display());
+    let from = format!("type=local,src={}", cache.path().display());
+
+    let a = Berth::new();
+    let (id_a, _) = a.build(ctx.path(), &["-t", "out", "--cache-to", &to]);
+    // An OCI image layout: index.json names the cache manifest by its tag.
+    assert!(cache.path().join("oci-layout").is_file());
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(cache.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"],
+        "latest"
+    );
+
+    // A fresh store (only busybox) with the cache: every step is a hit, the
+    // RUN's output is the first build's, so the image is the same.
+    let b = Berth::new();
+    let (id_b, out) = b.build(ctx.path(), &["-t", "out", "--cache-from", &from]);
+    assert_eq!(cached_steps(&out).len(), 4, "{out}");
+    assert_eq!(id_b, id_a, "{out}");
+    assert_eq!(file_in(&b, "out", "/id"), file_in(&a, "out", "/id"));
+    assert_eq!(file_in(&b, "out", "/w/two"), "two\n");
+
+    // Without it the RUN runs again and makes another image.
+    let c = Berth::new();
+    let (id_c, out) = c.build(ctx.path(), &[]);
+    assert!(cached_steps(&out).is_empty(), "{out}");
+    assert_ne!(id_c, id_a);
+
+    // A cache that is not there is only a warning.
+    let missing = format!("type=local,src={}", cache.path().join("none").display());
+    let (_, out) = c.build(ctx.path(), &["--cache-from", &missing]);
+    assert!(out.contains("WARNING: cache import"), "{out}");
+}
+
+#[test]
+fn cache_mode_max_carries_every_stage_and_min_only_the_final_one() {
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM busybox AS builder\nRUN {FRESH_RUN} > /built\nFROM busybox\nCOPY --from=builder /built /built\nRUN {FRESH_RUN} > /final\n"),
+    )]);
+    let min = tempfile::tempdir().unwrap();
+    let max = tempfile::tempdir().unwrap();
+    let a = Berth::new();
+    let (id_a, _) = a.build(
+        ctx.path(),
+        &[
+            "--cache-to",
+            &format!("type=local,dest={}", min.path().display()),
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", max.path().display()),
+        ],
+    );
+
+    let b = Berth::new();
+    let from = format!("type=local,src={}", max.path().display());
+    let (id_b, out) = b.build(ctx.path(), &["--cache-from", &from]);
+    assert_eq!(cached_steps(&out).len(), 3, "{out}");
+    assert_eq!(id_b, id_a);
+
+    // mode=min has no record of the builder stage: its RUN runs, and so the
+    // steps that depend on its result miss too.
+    let c = Berth::new();
+    let from = format!("type=local,src={}", min.path().display());
+    let (id_c, out) = c.build(ctx.path(), &["--cache-from", &from]);
+    assert!(
+        !cached_steps(&out).iter().any(|s| s.contains("/built")),
+        "{out}"
+    );
+    assert_ne!(id_c, id_a);
+}
+
+/// Debian's `docker-registry` on a loopback port, with its own storage; killed on drop.
+struct LocalRegistry {
+    dir: tempfile::TempDir,
+    addr: String,
+    child: std::process::Child,
+}
+
+impl LocalRegistry {
+    fn start() -> LocalRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        // Plain http: berth allows it for registries listed as insecure.
+        std::fs::write(
+            dir.path().join("registries.conf"),
+            format!("[[registry]]\nlocation = \"{addr}\"\ninsecure = true\n"),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) is needed");
+        berth_tests::wait_for(
+            || std::net::TcpStream::connect(&addr).is_ok(),
+            "docker-registry to listen",
+        );
+        LocalRegistry { dir, addr, child }
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("registries.conf")
+    }
+
+    /// `skopeo inspect --raw` of `repo_tag`: the manifest the registry serves.
+    fn manifest(&self, repo_tag: &str) -> Value {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{}/{repo_tag}", self.addr))
+            .output()
+            .expect("skopeo is needed");
+        assert!(out.status.success(), "skopeo inspect: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn cache_and_image_go_through_a_registry() {
+    let reg = LocalRegistry::start();
+    let conf = reg.conf();
+    let env = [("CONTAINERS_REGISTRIES_CONF", conf.as_path())];
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM busybox\nRUN {FRESH_RUN} > /id\nRUN echo two > /two\nCMD [\"cat\", \"/id\"]\n"
+        ),
+    )]);
+    let cache_ref = format!("{}/cache/app:main", reg.addr);
+    let app = format!("{}/app:1", reg.addr);
+
+    let a = Berth::new();
+    let to = format!("type=registry,ref={cache_ref},mode=max");
+    let (id_a, _) = build_env(
+        &a,
+        ctx.path(),
+        &["-t", &app, "--push", "--cache-to", &to],
+        &env,
+    );
+    // --push: the registry serves the image berth built (its config is the id).
+    assert_eq!(reg.manifest("app:1")["config"]["digest"], id_a.as_str());
+    // The cache is an OCI manifest whose config is berth's cache record list.
+    let cache = reg.manifest("cache/app:main");
+    assert_eq!(
+        cache["config"]["mediaType"],
+        "application/vnd.berth.build.cache.config.v1+json"
+    );
+    assert_eq!(cache["layers"].as_array().unwrap().len(), 2);
+    // The push recorded nothing in the store.
+    let images = a.ok(&["images", "-q"]);
+    assert_eq!(images.lines().count(), 2, "{images}");
+
+    let b = Berth::new();
+    let from = format!("type=registry,ref={cache_ref}");
+    let (id_b, out) = build_env(&b, ctx.path(), &["-t", "got", "--cache-from", &from], &env);
+    assert_eq!(cached_steps(&out).len(), 2, "{out}");
+    assert_eq!(id_b, id_a);
+
+    // --output type=registry is --push.
+    let app2 = format!("{}/app:2", reg.addr);
+    build_env(
+        &b,
+        ctx.path(),
+        &["-t", &app2, "--output", "type=registry"],
+        &env,
+    );
+    assert_eq!(reg.manifest("app:2")["config"]["digest"], id_a.as_str());
+    // --push without a tag is refused before anything is built.
+    let out = b.run(&["build", "--push", ctx.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("needs a tag"), "{}", stderr(&out));
+}
+
+#[test]
+fn docker_output_is_an_archive_docker_load_reads() {
+    let b = Berth::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo hi > /hi\nCMD [\"cat\", \"/hi\"]\n",
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("img.tar");
+    let dest = format!("type=docker,dest={}", file.display());
+    let (id, _) = b.build(ctx.path(), &["-t", "dock:1", "--output", &dest]);
+    // Docker's own layout: manifest.json with the tag and the config's file.
+    let mut ar = tar::Archive::new(std::fs::File::open(&file).unwrap());
+    let manifest: Value = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_str() == Some("manifest.json"))
+        .map(|e| serde_json::from_reader(e).unwrap())
+        .expect("manifest.json in the archive");
+    assert_eq!(manifest[0]["RepoTags"][0], "dock:1");
+    assert_eq!(manifest[0]["Layers"].as_array().unwrap().len(), 2);
+    // skopeo reads it as a docker archive, and another store loads it as the same image.
+    let out = Command::new("skopeo")
+        .args(["inspect", "--config"])
+        .arg(format!("docker-archive:{}", file.display()))
+        .output()
+        .expect("skopeo is needed");
+    assert!(out.status.success(), "skopeo inspect: {}", stderr(&out));
+    let config: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["cat", "/hi"]));
+    let other = Berth::new();
+    other.ok(&["load", "-i", file.to_str().unwrap()]);
+    assert_eq!(other.inspect("dock:1")["Id"], id.as_str());
+    // And Docker itself loads it as the same image.
+    let dockerd = Dockerd::start();
+    dockerd.ok(&["load", "-i", file.to_str().unwrap()]);
+    let docker_id = dockerd.ok(&["image", "inspect", "--format", "{{.Id}}", "dock:1"]);
+    assert_eq!(docker_id.trim(), id);
+}
+
+/// A private dockerd (Debian's docker.io): own data and exec roots, no bridge, no
+/// iptables rules, so the host's own Docker is untouched. Stopped on drop.
+struct Dockerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |s: &str| dir.path().join(s);
+        let log = std::fs::File::create(p("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(p("data"))
+            .arg("--exec-root")
+            .arg(p("exec"))
+            .arg("--pidfile")
+            .arg(p("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", p("docker.sock").display()))
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (Debian's docker.io, installed by make setup)");
+        let d = Dockerd { dir, child };
+        berth_tests::wait_for(
+            || d.docker(&["version"]).status.success(),
+            "dockerd answering",
+        );
+        d
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .arg("-H")
+            .arg(format!(
+                "unix://{}",
+                self.dir.path().join("docker.sock").display()
+            ))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM lets dockerd unmount its overlays before the temp dir goes.
+        // SAFETY: a signal to the child this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// RUN's networks: the default bridge (veth on berth0, NAT), host, none.
+// ---------------------------------------------------------------------------
+
+/// Whether dotted-quad `ip` is in `subnet` (`a.b.c.d/n`).
+fn in_subnet(ip: &str, subnet: &str) -> bool {
+    let (net, bits) = subnet.split_once('/').unwrap();
+    let n = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+    let bits: u32 = bits.parse().unwrap();
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - bits)
+    };
+    n(ip) & mask == n(net) & mask
+}
+
+#[test]
+fn run_gets_a_veth_on_the_default_bridge_unless_none() {
+    let b = Berth::new();
+    let bridge: Value = serde_json::from_str(&b.ok(&["network", "inspect", "bridge"])).unwrap();
+    let ipam = &bridge[0]["IPAM"]["Config"][0];
+    let subnet = ipam["Subnet"].as_str().unwrap().to_string();
+    let gateway = ipam["Gateway"].as_str().unwrap().to_string();
+    // A server on the host, reached through the bridge's gateway address.
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("hello.txt"), "from the host").unwrap();
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut httpd = Command::new("/bin/busybox")
+        .args(["httpd", "-f", "-p"])
+        .arg(format!("0.0.0.0:{port}"))
+        .arg("-h")
+        .arg(www.path())
+        .spawn()
+        .unwrap();
+    berth_tests::wait_for(
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "httpd to listen",
+    );
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nARG GW PORT\n\
+         RUN ip -4 -o addr show dev eth0 > /eth0 && wget -q -O /got http://$GW:$PORT/hello.txt\n\
+         RUN --network=none ip -o link > /none-links\n\
+         RUN --network=host ip -o link > /host-links\n",
+    )]);
+    let out = b.run(&[
+        "build",
+        "-t",
+        "nets",
+        "--build-arg",
+        &format!("GW={gateway}"),
+        "--build-arg",
+        &format!("PORT={port}"),
+        ctx.path().to_str().unwrap(),
+    ]);
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let eth0 = file_in(&b, "nets", "/eth0");
+    let addr = eth0
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_else(|| panic!("no address on eth0: {eth0}"))
+        .to_string();
+    assert!(in_subnet(&addr, &subnet), "{addr} not in {subnet}");
+    assert_eq!(file_in(&b, "nets", "/got"), "from the host");
+    let none = file_in(&b, "nets", "/none-links");
+    assert_eq!(none.lines().count(), 1, "{none}");
+    assert!(none.contains(": lo:"), "{none}");
+    assert!(file_in(&b, "nets", "/host-links").contains("berth0"));
+    // The step's endpoint is gone once it is over.
+    let bridge: Value = serde_json::from_str(&b.ok(&["network", "inspect", "bridge"])).unwrap();
+    assert_eq!(bridge[0]["Containers"], serde_json::json!({}), "{bridge}");
+}
+
+// ---------------------------------------------------------------------------
+// RUN --mount=type=ssh with --ssh.
+// ---------------------------------------------------------------------------
+
+/// `ssh-agent -D` on a socket in a temporary directory; killed on drop.
+struct Agent {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("agent.sock");
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ssh-agent (Debian package openssh-client) is needed");
+        berth_tests::wait_for(|| sock.exists(), "ssh-agent's socket");
+        Agent { dir, child }
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.dir.path().join("agent.sock")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ssh_mount_binds_the_agent_socket_as_buildkit_does() {
+    use std::os::unix::fs::MetadataExt;
+    let agent = Agent::start();
+    let b = Berth::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && stat -c %i \"$SSH_AUTH_SOCK\" > /ino && echo \"$SSH_AUTH_SOCK\" > /sock\n\
+         RUN --mount=type=ssh,id=other,target=/agent test ! -e /agent && echo \"${SSH_AUTH_SOCK:-unset}\" > /skipped\n",
+    )]);
+    // `--ssh default` takes the caller's SSH_AUTH_SOCK.
+    let mut cmd = b.cmd(&[
+        "build",
+        "-t",
+        "ssh",
+        "--ssh",
+        "default",
+        ctx.path().to_str().unwrap(),
+    ]);
+    let out = cmd.env("SSH_AUTH_SOCK", agent.sock()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(file_in(&b, "ssh", "/sock"), "/run/buildkit/ssh_agent.0\n");
+    // The very socket the agent listens on (a bind keeps the inode).
+    let ino = std::fs::metadata(agent.sock()).unwrap().ino();
+    assert_eq!(file_in(&b, "ssh", "/ino").trim(), ino.to_string());
+    // An id that was not given is skipped (not required), with no SSH_AUTH_SOCK.
+    assert_eq!(file_in(&b, "ssh", "/skipped"), "unset\n");
+    // The mount point is not left in a layer.
+    assert!(b.find_in_layers("ssh", "/run/buildkit").is_none());
+
+    // required=true without the socket fails the step.
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=ssh,required=true true\n",
+    )]);
+    let out = b.run(&["build", ctx.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--ssh default"), "{}", stderr(&out));
+    let sock = format!("default={}", agent.sock().display());
+    b.build(ctx.path(), &["--ssh", &sock]);
+}
+
+// ---------------------------------------------------------------------------
+// Independent stages run at the same time.
+// ---------------------------------------------------------------------------
+
+/// Stage `me` marks itself in a cache mount shared by both stages and waits
+/// (up to a minute, for loaded machines) for `peer`'s mark: run one after the other, the first fails.
+fn rendezvous(me: &str, peer: &str) -> String {
+    format!(
+        "FROM busybox AS {me}\nARG SYNC\n\
+         RUN --mount=type=cache,id=$SYNC,target=/sync touch /sync/{me} && i=0; \
+         while [ ! -e /sync/{peer} ]; do i=$((i+1)); [ $i -lt 1200 ] || exit 7; sleep 0.05; done; echo {me} > /{me}\n"
+    )
+}
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    let b = Berth::new();
+    let df = format!(
+        "{}{}FROM busybox\nCOPY --from=left /left /left\nCOPY --from=right /right /right\n",
+        rendezvous("left", "right"),
+        rendezvous("right", "left")
+    );
+    let ctx = context(&[("Dockerfile", &df)]);
+    let sync = format!(
+        "SYNC=par-{}-{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    )
+    .replace(
+        |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '=',
+        "",
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let to = format!("type=local,dest={},mode=max", cache.path().display());
+    let (id, out) = b.build(
+        ctx.path(),
+        &["-t", "par", "--build-arg", &sync, "--cache-to", &to],
+    );
+    assert_eq!(file_in(&b, "par", "/left"), "left\n");
+    assert_eq!(file_in(&b, "par", "/right"), "right\n");
+    // Each stage's steps keep numbers of their own.
+    let mut titles: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" [") && l.starts_with('#'))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    let n = titles.len();
+    titles.sort();
+    titles.dedup();
+    assert_eq!(titles.len(), n, "{out}");
+
+    // What the forked stages recorded is in the cache, here and exported.
+    let (again, out) = b.build(ctx.path(), &["--build-arg", &sync]);
+    assert_eq!(cached_steps(&out).len(), 4, "{out}");
+    assert_eq!(again, id);
+    let c = Berth::new();
+    let from = format!("type=local,src={}", cache.path().display());
+    let (other, out) = c.build(ctx.path(), &["--build-arg", &sync, "--cache-from", &from]);
+    assert_eq!(cached_steps(&out).len(), 4, "{out}");
+    assert_eq!(other, id);
+
+    // A failing stage fails the build with its line and exit code; no image.
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox AS ok\nRUN echo fine > /ok\nFROM busybox AS bad\nRUN exit 3\nFROM busybox\nCOPY --from=ok /ok /ok\nCOPY --from=bad / /bad\n",
+    )]);
+    let out = b.run(&["build", "-t", "broken", ctx.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("Dockerfile:4") && err.contains("exit code: 3"),
+        "{err}"
+    );
+    assert!(!b.run(&["image", "inspect", "broken"]).status.success());
+}

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use berth_build::cache_io::{self, CacheLocation, CacheSpec};
 use berth_build::{BuildRequest, Executor, Network};
 use berth_image::Reference;
 use berth_registry::client::{self, LocalStore, PullOptions};
@@ -36,9 +37,8 @@ pub struct BuildArgs {
     /// Do not use cache when building the image.
     #[arg(long)]
     no_cache: bool,
-    /// Networking mode for RUN instructions: host (default until berth's bridge
-    /// networking lands) or none.
-    #[arg(long, default_value = "host")]
+    /// Networking mode for RUN instructions: default (berth's bridge, with NAT), host or none.
+    #[arg(long, default_value = "default")]
     network: String,
     /// Suppress the build output and print the image ID on success.
     #[arg(short, long)]
@@ -58,9 +58,25 @@ pub struct BuildArgs {
     /// Secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.
     #[arg(long = "secret")]
     secrets: Vec<String>,
-    /// Output instead of the local store: type=oci|tar,dest=FILE or type=local,dest=DIR.
+    /// SSH agent socket for RUN --mount=type=ssh: default (from SSH_AUTH_SOCK),
+    /// default=SOCKET or ID=SOCKET.
+    #[arg(long = "ssh")]
+    ssh: Vec<String>,
+    /// Output instead of the local store: type=oci|tar|docker,dest=FILE, type=local,dest=DIR,
+    /// or type=registry (the same as --push).
     #[arg(short, long)]
     output: Option<String>,
+    /// Push the built tags to their registries (as `berth push` does).
+    #[arg(long)]
+    push: bool,
+    /// Export the build cache: type=local,dest=DIR or type=registry,ref=HOST/REPO:TAG
+    /// (mode=min|max, ignore-error=true); repeatable.
+    #[arg(long = "cache-to")]
+    cache_to: Vec<String>,
+    /// Import a build cache: type=local,src=DIR, type=registry,ref=HOST/REPO:TAG or a bare
+    /// reference; repeatable.
+    #[arg(long = "cache-from")]
+    cache_from: Vec<String>,
     /// Build context directory, or `-` for a tar archive (or a lone Dockerfile) on stdin.
     context: PathBuf,
 }
@@ -170,6 +186,12 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         })
         .collect::<anyhow::Result<_>>()?;
     let output = args.output.as_deref().map(parse_output).transpose()?;
+    let push = args.push || matches!(&output, Some((k, _)) if k == "registry");
+    if push && tags.is_empty() {
+        anyhow::bail!("--push (or --output type=registry) needs a tag (-t HOST/REPO:TAG)");
+    }
+    let cache_to = parse_cache_specs(&args.cache_to, true)?;
+    let cache_from = parse_cache_specs(&args.cache_from, false)?;
     let req = BuildRequest {
         dockerfile: text,
         file_name,
@@ -196,6 +218,7 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         labels: key_values(&args.labels),
         epoch,
         secrets: secrets(&args.secrets)?,
+        ssh: ssh_sockets(&args.ssh)?,
     };
     let mut store = LocalStore::open(root)?;
     let mut progress: Box<dyn Write> = if args.quiet {
@@ -203,29 +226,47 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
     } else {
         Box::new(std::io::stderr())
     };
+    if !req.no_cache {
+        import_caches(&store, &cache_from, &mut progress);
+    }
     let built = {
         let mut exec = Executor::new(&mut store, root, &req, &mut progress)?;
         exec.build(&mut pull)?
     };
     let id = built.image.config_digest.to_string();
     match output {
-        Some((kind, dest)) if kind == "oci" => {
+        Some((kind, Some(dest))) if kind == "oci" => {
             let name = tags.first().map(|t| t.to_string());
             berth_build::export::to_oci_archive(&store, &built.image, name.as_deref(), &dest)?;
             let _ = writeln!(progress, "#0 exporting to oci image format {dest} done");
         }
-        Some((kind, dest)) => {
+        Some((kind, Some(dest))) if kind == "tar" || kind == "local" => {
             berth_build::export::to_files(&store, &built.image, &dest, kind == "tar")?;
             let _ = writeln!(progress, "#0 exporting to {kind} {dest} done");
         }
-        None => {
-            berth_build::export::to_store(&mut store, &built.image, &built.config, &tags)?;
-            let _ = writeln!(progress, "#0 writing image {id} done");
-            for t in &tags {
-                let _ = writeln!(progress, "#0 naming to {t} done");
+        Some((kind, dest)) => {
+            // type=docker (and registry): the image goes to the store as
+            // usual; a docker archive is then written from there.
+            to_store(&mut store, &built, &tags, &mut progress)?;
+            if let (true, Some(dest)) = (kind == "docker", dest) {
+                save_docker_archive(&store, &id, &tags, &dest)?;
+                let _ = writeln!(progress, "#0 exporting to docker image format {dest} done");
             }
         }
+        None => to_store(&mut store, &built, &tags, &mut progress)?,
     }
+    if push {
+        for t in &tags {
+            let report = client::push(&store, &t.to_string(), t, &registry_options(t.domain())?)
+                .map_err(|e| anyhow::anyhow!("push {t}: {e}"))?;
+            let _ = writeln!(
+                progress,
+                "#0 pushing {t} done (digest: {})",
+                report.manifest_digest
+            );
+        }
+    }
+    export_caches(&mut store, &built, &cache_to, &mut progress)?;
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &id).map_err(|e| anyhow::anyhow!("write {}: {e}", f.display()))?;
     }
@@ -233,6 +274,124 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         println!("{id}");
     }
     Ok(0)
+}
+
+fn to_store(
+    store: &mut LocalStore,
+    built: &berth_build::Built,
+    tags: &[Reference],
+    progress: &mut dyn Write,
+) -> anyhow::Result<()> {
+    berth_build::export::to_store(store, &built.image, &built.config, tags)?;
+    let _ = writeln!(
+        progress,
+        "#0 writing image {} done",
+        built.image.config_digest
+    );
+    for t in tags {
+        let _ = writeln!(progress, "#0 naming to {t} done");
+    }
+    Ok(())
+}
+
+/// `--output type=docker,dest=FILE`: the archive `berth save` writes (and
+/// `docker load` reads), of the tags or else the bare image id.
+fn save_docker_archive(
+    store: &LocalStore,
+    id: &str,
+    tags: &[Reference],
+    dest: &str,
+) -> anyhow::Result<()> {
+    let names: Vec<String> = if tags.is_empty() {
+        vec![id.to_string()]
+    } else {
+        tags.iter().map(|t| t.to_string()).collect()
+    };
+    if dest == "-" {
+        client::archive::save(store, &names, std::io::stdout().lock())?;
+        return Ok(());
+    }
+    let f = std::fs::File::create(dest).map_err(|e| anyhow::anyhow!("create {dest}: {e}"))?;
+    let mut w = std::io::BufWriter::new(f);
+    client::archive::save(store, &names, &mut w)?;
+    w.flush().map_err(|e| anyhow::anyhow!("write {dest}: {e}"))
+}
+
+/// Registry settings as `berth push` uses them: registries.conf decides
+/// whether plain http is allowed, `berth login` gives the credentials.
+fn registry_options(domain: &str) -> anyhow::Result<client::Options> {
+    Ok(client::Options {
+        tls_verify: !client::registries::Insecure::load()?.contains(domain),
+        credentials: client::credentials::lookup(&client::credentials::default_path(), domain)?,
+        ..client::Options::default()
+    })
+}
+
+fn parse_cache_specs(list: &[String], export: bool) -> anyhow::Result<Vec<CacheSpec>> {
+    list.iter()
+        .map(|s| CacheSpec::parse(s, export).map_err(anyhow::Error::from))
+        .collect()
+}
+
+fn cache_options(location: &CacheLocation) -> anyhow::Result<client::Options> {
+    match location {
+        CacheLocation::Registry(r) => registry_options(r.domain()),
+        CacheLocation::Local { .. } => Ok(client::Options::default()),
+    }
+}
+
+fn describe(location: &CacheLocation) -> String {
+    match location {
+        CacheLocation::Local { dir, tag } => format!("{}:{tag}", dir.display()),
+        CacheLocation::Registry(r) => r.to_string(),
+    }
+}
+
+/// `--cache-from`: a cache that cannot be read is a warning, as in BuildKit
+/// (the first CI run has none yet).
+fn import_caches(store: &LocalStore, specs: &[CacheSpec], progress: &mut dyn Write) {
+    for spec in specs {
+        let what = describe(&spec.location);
+        let result = cache_options(&spec.location)
+            .and_then(|o| cache_io::import(store, &spec.location, &o).map_err(anyhow::Error::from));
+        match result {
+            Ok(n) => {
+                let _ = writeln!(progress, "#0 importing cache from {what}: {n} records");
+            }
+            Err(e) => {
+                let _ = writeln!(progress, "WARNING: cache import from {what} failed: {e}");
+            }
+        }
+    }
+}
+
+fn export_caches(
+    store: &mut LocalStore,
+    built: &berth_build::Built,
+    specs: &[CacheSpec],
+    progress: &mut dyn Write,
+) -> anyhow::Result<()> {
+    for spec in specs {
+        let what = describe(&spec.location);
+        let steps = cache_io::select(&built.steps, spec.mode, &built.final_stages);
+        let result = cache_options(&spec.location).and_then(|o| {
+            cache_io::export(store, &steps, &spec.location, &o).map_err(anyhow::Error::from)
+        });
+        match result {
+            Ok(d) => {
+                let _ = writeln!(
+                    progress,
+                    "#0 exporting cache to {what}: {} records, manifest {d} done",
+                    steps.len()
+                );
+            }
+            Err(e) if spec.ignore_error => {
+                let _ = writeln!(progress, "WARNING: cache export to {what} failed: {e}");
+            }
+            Err(e) => anyhow::bail!("cache export to {what}: {e}"),
+        }
+    }
+    Ok(())
 }
 
 /// Removes a directory when dropped.
@@ -364,10 +523,32 @@ fn secrets(list: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
     Ok(out)
 }
 
-/// `type=oci|tar|local,dest=PATH` → (type, PATH); a bare PATH is `local`.
-fn parse_output(spec: &str) -> anyhow::Result<(String, String)> {
+/// `--ssh ID[=SOCKET]` → sockets by id; without a socket, `SSH_AUTH_SOCK`'s.
+fn ssh_sockets(list: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for spec in list {
+        let (id, socket) = match spec.split_once('=') {
+            Some((id, path)) => (id.to_string(), PathBuf::from(path)),
+            None => {
+                let path = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
+                    anyhow::anyhow!("--ssh {spec}: SSH_AUTH_SOCK is not set (give {spec}=SOCKET)")
+                })?;
+                (spec.clone(), PathBuf::from(path))
+            }
+        };
+        if socket.as_os_str().is_empty() || id.is_empty() {
+            anyhow::bail!("--ssh {spec}: expected ID or ID=SOCKET");
+        }
+        out.insert(id, socket);
+    }
+    Ok(out)
+}
+
+/// `type=oci|tar|local|docker|registry[,dest=PATH]` → (type, PATH); a bare
+/// PATH is `local`. Only docker and registry go without a dest.
+fn parse_output(spec: &str) -> anyhow::Result<(String, Option<String>)> {
     if !spec.contains('=') {
-        return Ok(("local".into(), spec.to_string()));
+        return Ok(("local".into(), Some(spec.to_string())));
     }
     let mut kind = None;
     let mut dest = None;
@@ -379,11 +560,16 @@ fn parse_output(spec: &str) -> anyhow::Result<(String, String)> {
         }
     }
     match (kind.as_deref(), dest) {
-        (Some(k @ ("oci" | "tar" | "local")), Some(d)) => Ok((k.to_string(), d)),
+        (Some(k @ ("oci" | "tar" | "local")), Some(d)) => Ok((k.to_string(), Some(d))),
         (Some(k @ ("oci" | "tar" | "local")), None) => {
             anyhow::bail!("--output type={k} needs dest=PATH")
         }
-        _ => anyhow::bail!("--output supports type=oci, type=tar and type=local"),
+        (Some("docker"), d) => Ok(("docker".into(), d)),
+        (Some("registry"), None) => Ok(("registry".into(), None)),
+        (Some("registry"), Some(_)) => anyhow::bail!("--output type=registry takes no dest"),
+        _ => anyhow::bail!(
+            "--output supports type=oci, type=tar, type=local, type=docker and type=registry"
+        ),
     }
 }
 
@@ -393,7 +579,7 @@ fn pull(store: &mut LocalStore, name: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .with_default_tag();
     let opts = PullOptions {
-        registry: client::Options::default(),
+        registry: registry_options(reference.domain()).map_err(|e| e.to_string())?,
         platform: None,
     };
     client::pull(store, &reference, &opts)

@@ -16,7 +16,7 @@
 //! passed to RUN's environment), so changing one misses the cache from its
 //! first use on, as in BuildKit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +29,7 @@ use serde_json::{json, Map, Value};
 
 use crate::ast::{Dockerfile, Instruction, Kind};
 use crate::cache::{Cache, KeyHasher};
+use crate::cache_io::StepRecord;
 use crate::copy::{self, CopyOptions, SourceRoot};
 use crate::dockerignore::{pick_ignore_file, read_patterns, PatternMatcher};
 use crate::export::{self, Image, Layer};
@@ -91,16 +92,23 @@ pub struct BuildRequest {
     pub epoch: i64,
     /// `--secret` contents by id, for `RUN --mount=type=secret`.
     pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh` agent sockets by id, for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 /// The built image, with every layer already in the store.
 pub struct Built {
     pub image: Image,
     pub config: Value,
+    /// Every step that has a cache key, in build order (for `--cache-to`).
+    pub steps: Vec<StepRecord>,
+    /// The target stage and the stages it is built `FROM`, transitively
+    /// (the steps `--cache-to mode=min` exports).
+    pub final_stages: Vec<usize>,
 }
 
 /// An image config under construction and what it stands on.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct State {
     config: Value,
     layers: Vec<Layer>,
@@ -222,6 +230,10 @@ pub struct Executor<'a> {
     step_no: usize,
     /// Name and index of the stage being built, for `--no-cache-filter`.
     stage: (Option<String>, usize),
+    /// The keyed steps run or found so far.
+    steps: Vec<StepRecord>,
+    /// Image states read before stages fork (see [`Executor::run_level`]).
+    images: HashMap<String, State>,
 }
 
 /// A step's scratch space: snapshot, mount and work directory, all undone on drop.
@@ -309,6 +321,8 @@ impl<'a> Executor<'a> {
             created,
             step_no: 0,
             stage: (None, 0),
+            steps: Vec::new(),
+            images: HashMap::new(),
         })
     }
 
@@ -336,9 +350,29 @@ impl<'a> Executor<'a> {
             }
         }
         let mut done: Vec<Option<State>> = vec![None; graph.stages.len()];
-        for &s in &plan.order {
-            let state = self.run_stage(&df, &graph, &graph.stages[s], &done)?;
-            done[s] = Some(state);
+        if plan.levels.iter().any(|l| l.len() > 1) {
+            // Forked stages must not use the store's database connection.
+            for &s in &plan.order {
+                let stage = &graph.stages[s];
+                let names = match &stage.base {
+                    Base::Image(name) => std::slice::from_ref(name),
+                    _ => &[],
+                };
+                for name in names.iter().chain(&stage.images) {
+                    if !self.images.contains_key(name) {
+                        let state = self.image_state(name)?;
+                        self.images.insert(name.clone(), state);
+                    }
+                }
+            }
+            for level in &plan.levels {
+                self.run_level(&df, &graph, level, &mut done)?;
+            }
+        } else {
+            for &s in &plan.order {
+                let state = self.run_stage(&df, &graph, &graph.stages[s], &done)?;
+                done[s] = Some(state);
+            }
         }
         let mut state = done[plan.target]
             .take()
@@ -351,7 +385,19 @@ impl<'a> Executor<'a> {
         }
         let config = self.finish_config(state.config, &state.layers);
         let image = export::assemble(&config, &state.layers).map_err(other("assemble image"))?;
-        Ok(Built { image, config })
+        let mut final_stages = vec![plan.target];
+        while let Base::Stage(i) = graph.stages[final_stages[final_stages.len() - 1]].base {
+            if final_stages.contains(&i) {
+                break;
+            }
+            final_stages.push(i);
+        }
+        Ok(Built {
+            image,
+            config,
+            steps: std::mem::take(&mut self.steps),
+            final_stages,
+        })
     }
 
     fn ensure_image(
@@ -422,6 +468,9 @@ impl<'a> Executor<'a> {
     }
 
     fn image_state(&self, name: &str) -> Result<State, BuildError> {
+        if let Some(s) = self.images.get(name) {
+            return Ok(s.clone());
+        }
         let rec = self
             .store
             .find(name)
@@ -481,6 +530,101 @@ impl<'a> Executor<'a> {
         Ok(state)
     }
 
+    /// Runs one level of the plan: its stages depend only on earlier
+    /// levels, so with several each runs in a forked child process (a RUN
+    /// redirects the process's stdio and the runtime clones from it, which
+    /// rules out threads). A child reopens the cache database, reads images
+    /// only from [`Executor::images`], writes its stage's state to a file and
+    /// exits; its step numbers follow the previous stage's.
+    fn run_level(
+        &mut self,
+        df: &Dockerfile,
+        graph: &StageGraph,
+        level: &[usize],
+        done: &mut [Option<State>],
+    ) -> Result<(), BuildError> {
+        if let [s] = level {
+            done[*s] = Some(self.run_stage(df, graph, &graph.stages[*s], done)?);
+            return Ok(());
+        }
+        let _ = self.out.flush();
+        let work = self.root.join("build/work");
+        std::fs::create_dir_all(&work).map_err(other(format!("create {}", work.display())))?;
+        let mut children = Vec::new();
+        let mut fork_error = None;
+        let mut next_step = self.step_no;
+        for &s in level {
+            let result = work.join(unique("stage") + ".json");
+            // SAFETY: the build is single-threaded here (pulls and cache
+            // imports are over); the child leaves with _exit.
+            let pid = unsafe { libc::fork() };
+            if pid < 0 {
+                fork_error = Some(std::io::Error::last_os_error());
+                break;
+            }
+            if pid == 0 {
+                self.step_no = next_step;
+                let code = self.stage_in_child(df, graph, s, done, &result);
+                let _ = self.out.flush();
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(code) };
+            }
+            children.push((s, pid, result));
+            next_step += graph.stages[s].steps.len() + 1;
+        }
+        self.step_no = next_step;
+        let mut first_error = fork_error.map(|e| BuildError::Other(format!("fork a stage: {e}")));
+        for (s, pid, result) in children {
+            let status = runner::wait_child(pid);
+            let outcome = std::fs::read(&result).ok().and_then(|b| {
+                serde_json::from_slice::<Result<(State, Vec<StepRecord>), String>>(&b).ok()
+            });
+            let _ = std::fs::remove_file(&result);
+            match outcome {
+                Some(Ok((state, steps))) => {
+                    done[s] = Some(state);
+                    self.steps.extend(steps);
+                }
+                Some(Err(message)) => {
+                    first_error.get_or_insert(BuildError::Other(message));
+                }
+                None => {
+                    first_error.get_or_insert(BuildError::Other(format!(
+                        "stage {s} ended without a result (wait status {status:?})"
+                    )));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// The child's side of [`Executor::run_level`]; returns its exit code.
+    fn stage_in_child(
+        &mut self,
+        df: &Dockerfile,
+        graph: &StageGraph,
+        s: usize,
+        done: &[Option<State>],
+        result: &Path,
+    ) -> i32 {
+        let outcome = Cache::open(&self.root.join("berth.db"))
+            .map_err(|e| format!("open the build cache: {e}"))
+            .and_then(|cache| {
+                // The inherited connection belongs to the parent: closing it
+                // here could disturb the parent's locks.
+                std::mem::forget(std::mem::replace(&mut self.cache, cache));
+                self.steps.clear();
+                self.run_stage(df, graph, &graph.stages[s], done)
+                    .map(|state| (state, std::mem::take(&mut self.steps)))
+                    .map_err(|e| e.to_string())
+            });
+        let code = i32::from(outcome.is_err());
+        match serde_json::to_vec(&outcome) {
+            Ok(bytes) if std::fs::write(result, &bytes).is_ok() => code,
+            _ => 2,
+        }
+    }
+
     fn run_stage(
         &mut self,
         df: &Dockerfile,
@@ -516,6 +660,7 @@ impl<'a> Executor<'a> {
             );
             let _ = writeln!(self.out, "{title}");
             let started = Instant::now();
+            let before = (state.key.clone(), state.layers.len());
             let cached = self
                 .run_step(graph, &mut state, step, done)
                 .map_err(|e| match e {
@@ -526,6 +671,7 @@ impl<'a> Executor<'a> {
                     },
                     e => e,
                 })?;
+            self.note_step(stage.index, before, &state);
             if cached {
                 let _ = writeln!(self.out, "#{} CACHED", self.step_no);
             } else {
@@ -538,6 +684,22 @@ impl<'a> Executor<'a> {
             }
         }
         Ok(state)
+    }
+
+    /// Remembers a step that moved the cache key (RUN, COPY, ADD, WORKDIR),
+    /// with the layer it added if any.
+    fn note_step(&mut self, stage: usize, before: (String, usize), state: &State) {
+        if state.key == before.0 {
+            return;
+        }
+        let layer = (state.layers.len() > before.1)
+            .then(|| state.layers.last().cloned())
+            .flatten();
+        self.steps.push(StepRecord {
+            stage,
+            key: state.key.clone(),
+            layer,
+        });
     }
 
     /// Runs the base image's ONBUILD triggers, then drops them from the
@@ -580,12 +742,14 @@ impl<'a> Executor<'a> {
             };
             self.step_no += 1;
             let _ = writeln!(self.out, "#{} [onbuild] {trigger}", self.step_no);
+            let before = (state.key.clone(), state.layers.len());
             let cached = self
                 .run_step(graph, state, &step, done)
                 .map_err(|e| match e {
                     BuildError::Other(m) => located(m),
                     e => e,
                 })?;
+            self.note_step(stage.index, before, state);
             let word = if cached { "CACHED" } else { "DONE" };
             let _ = writeln!(self.out, "#{} {word}", self.step_no);
         }
@@ -778,7 +942,15 @@ impl<'a> Executor<'a> {
         if rec.is_empty() {
             return Some(None);
         }
-        Layer::from_record(self.store, state.top(), &rec).map(Some)
+        // A record imported with --cache-from has only its blob here; one
+        // that cannot be unpacked is a miss, and the step runs.
+        Layer::from_record(self.store, state.top(), &rec)
+            .or_else(|| {
+                Layer::from_blob(self.store, state.top(), &rec)
+                    .ok()
+                    .flatten()
+            })
+            .map(Some)
     }
 
     fn record(&self, key: &str, layer: Option<&Layer>) -> Result<(), BuildError> {
@@ -902,6 +1074,7 @@ impl<'a> Executor<'a> {
         let mut views = Vec::new();
         let mut spec_mounts = Vec::new();
         let mut stubs = Vec::new();
+        let mut ssh_sock = None;
         for (i, (m, from)) in run_mounts.iter().zip(&bind_sources).enumerate() {
             let missing = mounts::first_missing(&rootfs, &m.target);
             let mount = match m.kind {
@@ -964,13 +1137,40 @@ impl<'a> Executor<'a> {
                     set_mode(&file, m.mode.unwrap_or(0o400))?;
                     mounts::spec_mount(&m.target, "bind", &file, &["rbind", "ro"])
                 }
+                MountKind::Ssh => {
+                    let Some(socket) = self.req.ssh.get(&m.id) else {
+                        if m.required {
+                            return Err(BuildError::Other(format!(
+                                "no SSH agent socket {} (pass it with --ssh {}[=SOCKET])",
+                                m.id, m.id
+                            )));
+                        }
+                        continue;
+                    };
+                    ssh_sock.get_or_insert_with(|| m.target.clone());
+                    mounts::spec_mount(&m.target, "bind", socket, &["rbind"])
+                }
             };
             if let Some(missing) = missing {
                 stubs.push((missing, m.target.clone()));
             }
             spec_mounts.push(mount);
         }
-        let binds = host_binds(&rootfs, network);
+        let binds = host_binds(&rootfs, network, &ws.dir);
+        let bridge = match network {
+            Network::Bridge => Some(
+                runner::BridgeNetns::new(&self.root, &ws.key, &ws.dir)
+                    .map_err(other("attach the RUN to the default bridge"))?,
+            ),
+            _ => None,
+        };
+        // Not part of the key: the mount (in the key) decides it, and a
+        // socket that was not given must not change the step.
+        if let Some(target) = ssh_sock {
+            if !run_env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
+                run_env.push(format!("SSH_AUTH_SOCK={target}"));
+            }
+        }
         let spec = RunSpec {
             args: args.clone(),
             env: run_env,
@@ -979,6 +1179,7 @@ impl<'a> Executor<'a> {
             gid: ids.gid,
             additional_gids: extra,
             network,
+            netns: bridge.as_ref().map(|b| b.path().to_path_buf()),
             hostname: "berth-build".into(),
             binds,
             mounts: spec_mounts,
@@ -993,6 +1194,7 @@ impl<'a> Executor<'a> {
             &log,
         )
         .map_err(other("run the container"))?;
+        drop(bridge);
         let output = std::fs::read_to_string(&log).unwrap_or_default();
         drop(views);
         ws.unmount_all()?;
@@ -1458,11 +1660,16 @@ fn make_dirs_owned(rootfs: &Path, wd: &str, ids: fsutil::Ids) -> Result<(), Buil
 }
 
 /// Host files a RUN sees, bound only over files the image already has so
-/// that no empty mount point lands in the layer.
-fn host_binds(rootfs: &Path, network: Network) -> Vec<(PathBuf, String)> {
+/// that no empty mount point lands in the layer. On the bridge the host's
+/// loopback name servers are unreachable, so resolv.conf is berth-net's
+/// rewrite of the host's (written in `scratch`), as `berth run` gives.
+fn host_binds(rootfs: &Path, network: Network, scratch: &Path) -> Vec<(PathBuf, String)> {
     if network == Network::None {
         return Vec::new();
     }
+    let resolv = scratch.join("resolv.conf");
+    let bridge_resolv = network == Network::Bridge
+        && std::fs::write(&resolv, berth_net::resolv_conf(&[], &[])).is_ok();
     ["/etc/resolv.conf", "/etc/hosts"]
         .iter()
         .filter(|f| Path::new(f).is_file())
@@ -1471,7 +1678,10 @@ fn host_binds(rootfs: &Path, network: Network) -> Vec<(PathBuf, String)> {
                 .map(|p| p.is_file())
                 .unwrap_or(false)
         })
-        .map(|f| (PathBuf::from(f), f.to_string()))
+        .map(|f| match *f {
+            "/etc/resolv.conf" if bridge_resolv => (resolv.clone(), f.to_string()),
+            _ => (PathBuf::from(f), f.to_string()),
+        })
         .collect()
 }
 

@@ -43,7 +43,7 @@ fn ctx<E: std::fmt::Display>(context: impl Into<String>) -> impl FnOnce(E) -> Ex
 }
 
 /// One layer of the image being built.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Layer {
     pub diff_id: Digest,
     pub chain_id: Digest,
@@ -83,6 +83,44 @@ impl Layer {
             media_type: rec.media_type.clone(),
             content_size: rec.content_size,
         })
+    }
+
+    /// The layer a cache record names on top of `parent`, unpacked now from
+    /// its blob when only the blob is in the store (records imported with
+    /// `--cache-from`). `None` when the blob is missing too.
+    pub fn from_blob(
+        store: &LocalStore,
+        parent: Option<&Digest>,
+        rec: &CachedLayer,
+    ) -> Result<Option<Layer>, ExportError> {
+        let (Ok(diff_id), Ok(digest)) = (rec.diff_id.parse::<Digest>(), rec.digest.parse()) else {
+            return Ok(None);
+        };
+        if !store.content.contains(&digest) {
+            return Ok(None);
+        }
+        let blob = store
+            .content
+            .open_blob(&digest)
+            .map_err(ctx(format!("open blob {digest}")))?;
+        let applied = store
+            .layers
+            .apply(
+                parent,
+                BufReader::with_capacity(256 * 1024, blob),
+                Some(&rec.media_type),
+                Some(&diff_id),
+                &ApplyOptions::default(),
+            )
+            .map_err(ctx(format!("unpack layer {diff_id}")))?;
+        Ok(Some(Layer {
+            diff_id,
+            chain_id: applied.chain_id,
+            digest,
+            size: rec.size,
+            media_type: rec.media_type.clone(),
+            content_size: rec.content_size,
+        }))
     }
 }
 

@@ -29,7 +29,8 @@
 //!
 //! The builder:
 //!
-//! 6. [`executor`] runs the stages a target needs, in dependency order.
+//! 6. [`executor`] runs the stages a target needs, in dependency order,
+//!    independent stages at the same time (one forked process each).
 //!    Metadata instructions edit the image config and history as BuildKit
 //!    writes them; RUN runs in a real container through berth's runtime
 //!    ([`runner`]) on an overlay of the stage's layers; COPY/ADD ([`copy`])
@@ -47,12 +48,18 @@
 //!    and context content give the same image digest wherever and
 //!    whenever they are built.
 //!
-//! 8. [`prune`] (`berth builder prune`) forgets the cache and frees the
+//! 8. [`cache_io`] carries the cache between machines (`--cache-to`,
+//!    `--cache-from`): an OCI artifact of records and layer blobs, in an OCI
+//!    layout directory or a registry.
+//!
+//! 9. [`prune`] (`berth builder prune`) forgets the cache and frees the
 //!    layers and blobs only the cache used.
 //!
-//! The executor never starts threads: base images are pulled (the registry
-//! client runs a tokio runtime for the call) before the first RUN, because
-//! the runtime clones the container from this process.
+//! The executor never starts threads: base images are pulled and shared
+//! caches imported (the registry client runs a tokio runtime for the call)
+//! before the first RUN, because the runtime clones the container from this
+//! process; parallel stages are processes for the same reason. RUN gets
+//! Docker's default bridge network through berth-net ([`runner::BridgeNetns`]).
 //!
 //! Front-end errors are one type, [`Error`], that displays as `Dockerfile:LINE: what
 //! is wrong` with the file name the caller gave.
@@ -65,6 +72,7 @@
 
 pub mod ast;
 pub mod cache;
+pub mod cache_io;
 pub mod check;
 pub mod copy;
 pub mod dockerignore;

@@ -10,6 +10,11 @@
 //! * `type=secret`: a file given with `berth build --secret id=…`, bound
 //!   read-only at `/run/secrets/<id>` (or `target=`); it is never part of a
 //!   layer, the config, the history or a cache key.
+//! * `type=ssh`: the agent socket given with `berth build --ssh id[=SOCKET]`
+//!   (id `default` when none), bound at `/run/buildkit/ssh_agent.0` (or
+//!   `target=`) with `SSH_AUTH_SOCK` pointing at it, as BuildKit does. The
+//!   host's socket is bound itself (no proxy), so `uid`/`gid`/`mode` do not
+//!   apply to it.
 //!
 //! Mount points the image lacked are created by the runtime in the RUN's
 //! upper directory; [`remove_stubs`] takes them out again so that none of
@@ -43,6 +48,7 @@ pub enum MountKind {
     Cache,
     Tmpfs,
     Secret,
+    Ssh,
 }
 
 impl RunMount {
@@ -72,7 +78,7 @@ impl RunMount {
                         "cache" => MountKind::Cache,
                         "tmpfs" => MountKind::Tmpfs,
                         "secret" => MountKind::Secret,
-                        "ssh" => return Err("--mount=type=ssh is not supported yet".into()),
+                        "ssh" => MountKind::Ssh,
                         other => return Err(format!("unsupported mount type {other:?}")),
                     }
                 }
@@ -98,6 +104,14 @@ impl RunMount {
             }
             if m.target.is_empty() {
                 m.target = format!("/run/secrets/{}", m.id);
+            }
+        }
+        if m.kind == MountKind::Ssh {
+            if m.id.is_empty() {
+                m.id = "default".into();
+            }
+            if m.target.is_empty() {
+                m.target = "/run/buildkit/ssh_agent.0".into();
             }
         }
         if m.target.is_empty() {

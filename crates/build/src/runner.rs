@@ -22,8 +22,11 @@ pub use berth_runtime::caps::DOCKER_DEFAULT as DEFAULT_CAPS;
 /// RUN's network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Network {
-    /// The host's network namespace.
+    /// Docker's default: a new network namespace with a veth on berth's
+    /// default bridge (`berth0`), NAT to the outside.
     #[default]
+    Bridge,
+    /// The host's network namespace.
     Host,
     /// A new network namespace with only loopback.
     None,
@@ -33,11 +36,11 @@ impl std::str::FromStr for Network {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "default" | "bridge" => Ok(Network::Bridge),
             "host" => Ok(Network::Host),
             "none" => Ok(Network::None),
-            "default" => Ok(Network::Host),
             other => Err(format!(
-                "network mode {other:?} is not supported for RUN (use host or none)"
+                "network mode {other:?} is not supported for RUN (default, host or none)"
             )),
         }
     }
@@ -53,6 +56,9 @@ pub struct RunSpec {
     pub gid: u32,
     pub additional_gids: Vec<u32>,
     pub network: Network,
+    /// The network namespace to join (a [`BridgeNetns`]); `None` makes a
+    /// new one (or uses the host's for [`Network::Host`]).
+    pub netns: Option<PathBuf>,
     pub hostname: String,
     /// Files in the rootfs to bind from the host (`/etc/resolv.conf`...),
     /// only those the rootfs already has.
@@ -71,6 +77,8 @@ pub enum RunError {
     },
     #[error("runtime: {0}")]
     Runtime(#[from] berth_runtime::Error),
+    #[error("bridge network: {0}")]
+    Net(#[from] berth_net::NetError),
 }
 
 fn io_ctx(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
@@ -117,11 +125,123 @@ pub fn spec(run: &RunSpec, rootfs: &Path) -> Value {
             ns.retain(|n| n["type"] != "network");
         }
     } else if let Some(ns) = spec["linux"]["namespaces"].as_array_mut() {
-        if !ns.iter().any(|n| n["type"] == "network") {
-            ns.push(json!({"type": "network"}));
+        ns.retain(|n| n["type"] != "network");
+        match &run.netns {
+            Some(path) => ns.push(json!({"type": "network", "path": path})),
+            None => ns.push(json!({"type": "network"})),
         }
     }
     spec
+}
+
+/// A network namespace wired to the default bridge for one RUN, as `berth
+/// run` wires a container (berth-net: veth on `berth0`, an address leased
+/// host-wide, NAT). The namespace is made before the container (a bind mount
+/// of it keeps it alive), so the runtime only joins it and the build needs
+/// no step between create and start. Dropping it unmounts the namespace
+/// (the kernel removes the veth with it) and gives the address back.
+pub struct BridgeNetns {
+    root: PathBuf,
+    id: String,
+    path: PathBuf,
+    attached: bool,
+}
+
+impl BridgeNetns {
+    /// A namespace at `dir/netns` for the step `id`, attached to `bridge`
+    /// in the networks of the store at `root`.
+    pub fn new(root: &Path, id: &str, dir: &Path) -> Result<BridgeNetns, RunError> {
+        let path = dir.join("netns");
+        File::create(&path).map_err(io_ctx(format!("create {}", path.display())))?;
+        new_netns_at(&path).map_err(io_ctx("make a network namespace"))?;
+        let mut ns = BridgeNetns {
+            root: root.to_path_buf(),
+            id: id.to_string(),
+            path,
+            attached: false,
+        };
+        berth_net::Net::open(root)?.connect(&berth_net::Attach {
+            container_id: id.to_string(),
+            name: id.to_string(),
+            network: "bridge".into(),
+            netns: ns.path.clone(),
+            aliases: Vec::new(),
+            ports: Vec::new(),
+            hosts_file: None,
+            hostname: "berth-build".into(),
+        })?;
+        ns.attached = true;
+        Ok(ns)
+    }
+
+    /// The namespace's path, for the spec.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BridgeNetns {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
+        if self.attached {
+            if let Err(e) = berth_net::Net::open(&self.root).and_then(|n| n.release(&self.id)) {
+                eprintln!("WARNING: releasing the build network of {}: {e}", self.id);
+            }
+        }
+    }
+}
+
+/// Waits for the child `pid` (again when a signal interrupts); its wait status.
+pub fn wait_child(pid: libc::pid_t) -> std::io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waiting for a child of this process; `status` outlives the call.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } >= 0 {
+            return Ok(status);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Makes a network namespace and bind-mounts it on `target` (an existing
+/// file), as `ip netns add` does. A forked child unshares, so this process
+/// keeps its own namespace; the build is single-threaded, and the child
+/// only makes raw system calls on strings prepared before the fork.
+fn new_netns_at(target: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let source = CString::new("/proc/self/ns/net")?;
+    let target = CString::new(target.as_os_str().as_bytes())?;
+    // SAFETY: the child calls only async-signal-safe functions and _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: raw calls on valid C strings, then _exit without unwinding.
+        unsafe {
+            let ok = libc::unshare(libc::CLONE_NEWNET) == 0
+                && libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ) == 0;
+            libc::_exit(if ok { 0 } else { 1 });
+        }
+    }
+    let status = wait_child(pid)?;
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            "unshare(CLONE_NEWNET) or its bind mount failed",
+        ))
+    }
 }
 
 fn nofile_hard() -> u64 {
@@ -221,6 +341,7 @@ mod tests {
             gid: 6,
             additional_gids: vec![],
             network: Network::None,
+            netns: None,
             hostname: "h".into(),
             binds: vec![],
             mounts: vec![],
