@@ -607,11 +607,20 @@ impl<'a> Executor<'a> {
         done: &[Option<State>],
         result: &Path,
     ) -> i32 {
-        let outcome = Cache::open(&self.root.join("berth.db"))
-            .map_err(|e| format!("open the build cache: {e}"))
+        let reopened = LocalStore::open(&self.root)
+            .map_err(|e| format!("open the image store: {e}"))
+            .map(|store| {
+                // SQLite connections must not cross a fork: the child uses its own
+                // for the layers and blobs it records. The inherited one belongs to
+                // the parent; closing it here could disturb the parent's locks.
+                std::mem::forget(std::mem::replace(self.store, store));
+            });
+        let outcome = reopened
+            .and_then(|()| {
+                Cache::open(&self.root.join("berth.db"))
+                    .map_err(|e| format!("open the build cache: {e}"))
+            })
             .and_then(|cache| {
-                // The inherited connection belongs to the parent: closing it
-                // here could disturb the parent's locks.
                 std::mem::forget(std::mem::replace(&mut self.cache, cache));
                 self.steps.clear();
                 self.run_stage(df, graph, &graph.stages[s], done)
