@@ -82,7 +82,8 @@ pub struct BuildRequest {
     pub pull: bool,
     /// `--no-cache-filter`: stages (names or indexes) whose steps never hit.
     pub no_cache_filter: Vec<String>,
-    /// Layer compression (gzip by default).
+    /// Layer compression (none by default: the local store keeps layers
+    /// uncompressed, and `berth push` compresses).
     pub compression: berth_image::Compression,
     pub network: Network,
     /// `--label`s for the final image.
@@ -1019,7 +1020,6 @@ impl<'a> Executor<'a> {
             state.top(),
             self.req.epoch,
             self.req.compression,
-            &ws.dir,
         )
         .map_err(other("commit layer"))?;
         self.record(&key, layer.as_ref())?;
@@ -1065,7 +1065,6 @@ impl<'a> Executor<'a> {
             state.top(),
             self.req.epoch,
             self.req.compression,
-            &ws.dir,
         )
         .map_err(other("commit layer"))?;
         self.record(&key, layer.as_ref())?;
@@ -1345,7 +1344,6 @@ impl<'a> Executor<'a> {
             state.top(),
             self.req.epoch,
             self.req.compression,
-            &ws.dir,
         )
         .map_err(other("commit layer"))?;
         self.record(&key, layer.as_ref())?;
