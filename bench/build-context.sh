@@ -3,7 +3,8 @@
 # directories, and a Dockerfile that copies all of it (FROM a local busybox base,
 # COPY . /ctx/, a small RUN, CMD). Three cases, `berth build` side by side with
 # `podman build` (private root, as in bench/build.sh):
-#   (a) first build: --no-cache, every step runs;
+#   (a) first build: a fresh store holding only the base image (hyperfine --prepare
+#       recreates it), --no-cache, every step runs and every layer is new;
 #   (b) rebuild after one file changed: hyperfine --prepare rewrites one file (same size,
 #       new random bytes) before each run, so COPY misses and RUN runs again;
 #   (c) fully cached rebuild: nothing changed.
@@ -18,8 +19,9 @@ berth=${BERTH_BIN:-$here/target/release/berth}
 [ -x "$berth" ] || (cd "$here" && cargo build --release --bin berth)
 work=$(mktemp -d /tmp/berth-bench-bigctx.XXXXXX)
 export BERTH_ROOT=$work/berth
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay
-        --cgroup-manager cgroupfs --events-backend none)
+# --tmpdir too, so that resetting this store leaves the host's /run/libpod alone.
+podman=(podman --root "$work/podman" --runroot "$work/podman-run" --tmpdir "$work/podman-tmp"
+        --storage-driver overlay --cgroup-manager cgroupfs --events-backend none)
 have_podman=$(command -v podman >/dev/null && echo 1 || echo 0)
 cleanup() {
   [ "$have_podman" = 1 ] && "${podman[@]}" system reset -f >/dev/null 2>&1 || true
@@ -58,6 +60,14 @@ DOCKERFILE
 cat > "$work/change-one.sh" <<SCRIPT
 head -c 52429 /dev/urandom > "$ctx/d5/s12/f20"
 SCRIPT
+# A fresh store with only the base image, for the first build (hyperfine --prepare).
+cat > "$work/fresh-berth.sh" <<SCRIPT
+rm -rf "$BERTH_ROOT" && "$berth" import "$work/rootfs.tar" bench/busybox:latest >/dev/null && sync
+SCRIPT
+cat > "$work/fresh-podman.sh" <<SCRIPT
+${podman[*]} rmi -a -f >/dev/null 2>&1
+${podman[*]} import -q "$work/rootfs.tar" localhost/bench/busybox:latest >/dev/null && sync
+SCRIPT
 
 b="$berth build -q --network host"
 cold=(-n "berth build (first, --no-cache)" "$b --no-cache -t bench/out $ctx")
@@ -72,7 +82,9 @@ if [ "$have_podman" = 1 ]; then
 else
   echo "podman is not installed: skipped" >&2
 fi
-hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/first.json" "${cold[@]}"
+fresh=(--prepare "bash $work/fresh-berth.sh")
+[ "$have_podman" = 1 ] && fresh+=(--prepare "bash $work/fresh-podman.sh")
+hyperfine -N --runs "$runs" "${fresh[@]}" --export-json "$work/first.json" "${cold[@]}"
 hyperfine -N --warmup 1 --runs "$runs" --prepare "bash $work/change-one.sh" \
   --export-json "$work/one.json" "${one[@]}"
 hyperfine -N --warmup 2 --runs "$((runs * 3))" --export-json "$work/cached.json" "${cached[@]}"
