@@ -83,6 +83,17 @@ impl Berth {
         v[0].clone()
     }
 
+    /// The image's manifest, read from the store.
+    fn manifest(&self, image: &str) -> Value {
+        let digest = self.inspect(image)["Descriptor"]["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        let blob = self.root.path().join("blobs/sha256").join(hex);
+        serde_json::from_slice(&std::fs::read(blob).unwrap()).unwrap()
+    }
+
     /// The path of `file` in the topmost layer of `image` that has it.
     fn find_in_layers(&self, image: &str, file: &str) -> Option<PathBuf> {
         let v = self.inspect(image);
@@ -510,15 +521,34 @@ fn cache_matrix() {
     // --no-cache-filter misses the named stage only (here the only one).
     let (_, out) = b.build(p, &["--no-cache-filter", "0"]);
     assert!(cached_steps(&out).is_empty(), "{out}");
-    // zstd layers: other blobs, so other cache entries and manifest; same diff ids.
-    let (gz, _) = b.build(p, &["-t", "gz"]);
+    // The local store keeps layers uncompressed unless asked (as Docker's and
+    // Podman's do); gzip and zstd layers are other blobs, so other cache
+    // entries and manifests, with the same diff ids and so the same image id.
+    let (plain, _) = b.build(p, &["-t", "plain"]);
+    let (gz, out) = b.build(p, &["--compression", "gzip", "-t", "gz"]);
+    assert!(cached_steps(&out).is_empty(), "{out}");
     let (zs, out) = b.build(p, &["--compression", "zstd", "-t", "zs"]);
     assert!(cached_steps(&out).is_empty(), "{out}");
     assert_eq!(gz, zs);
+    assert_eq!(plain, gz);
     assert_ne!(
         b.inspect("gz")["Descriptor"]["digest"],
         b.inspect("zs")["Descriptor"]["digest"]
     );
+    let diff_ids = b.inspect("plain")["RootFS"]["Layers"].clone();
+    for (tag, media_type) in [
+        ("plain", "application/vnd.oci.image.layer.v1.tar"),
+        ("gz", "application/vnd.oci.image.layer.v1.tar+gzip"),
+        ("zs", "application/vnd.oci.image.layer.v1.tar+zstd"),
+    ] {
+        let layers = b.manifest(tag)["layers"].as_array().unwrap().clone();
+        assert_eq!(layers.len(), 3, "{tag}: busybox, COPY, RUN");
+        for (i, l) in layers.iter().enumerate().skip(1) {
+            assert_eq!(l["mediaType"], media_type, "{tag}");
+            // An uncompressed blob is its own tar: digest == diff id.
+            assert_eq!(l["digest"] == diff_ids[i], tag == "plain", "{tag}: {l}");
+        }
+    }
 
     // `builder prune` forgets the cache but keeps what images use.
     let out = b.ok(&["builder", "prune", "-f"]);
@@ -527,6 +557,68 @@ fn cache_matrix() {
     assert!(cached_steps(&out).is_empty(), "{out}");
     assert_eq!(again, changed);
     b.ok(&["image", "inspect", &first]);
+}
+
+/// Context files' content digests are remembered by path, inode, size, mtime
+/// and ctime, so that a rebuild reads only changed files. An edit that keeps
+/// the size and puts the mtime back, or a new file of the same size and mtime
+/// renamed over the old one, must still miss the cache and give a new layer.
+#[test]
+fn edits_that_keep_size_and_mtime_still_miss_the_cache() {
+    let b = Berth::new();
+    let ctx = context(&[
+        ("data/a.txt", "aaaa"),
+        ("data/b.txt", "keep"),
+        (
+            "Dockerfile",
+            "FROM busybox\nCOPY data /data/\nRUN cat /data/a.txt > /seen\n",
+        ),
+    ]);
+    let p = ctx.path();
+    let a = p.join("data/a.txt");
+    let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
+    let put_mtime_back = |path: &Path| {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(mtime).unwrap();
+    };
+    let seen =
+        |tag: &str| std::fs::read_to_string(b.find_in_layers(tag, "/seen").unwrap()).unwrap();
+    let copy_layer = |tag: &str| b.inspect(tag)["RootFS"]["Layers"][1].clone();
+    // Files changed in the last second are read again on every build; wait
+    // so that these digests are remembered and the next builds use them.
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(1100));
+    settle();
+    let (first, _) = b.build(p, &["-t", "v1"]);
+    let (again, out) = b.build(p, &["-t", "v1"]);
+    assert_eq!(again, first);
+    assert_eq!(
+        cached_steps(&out),
+        vec!["COPY data /data/", "RUN cat /data/a.txt > /seen"]
+    );
+
+    // In place: same inode, same size, the mtime put back.
+    std::fs::write(&a, "bbbb").unwrap();
+    put_mtime_back(&a);
+    let (second, out) = b.build(p, &["-t", "v2"]);
+    assert!(cached_steps(&out).is_empty(), "{out}");
+    assert_ne!(second, first);
+    assert_ne!(copy_layer("v2"), copy_layer("v1"));
+    assert_eq!(seen("v2"), "bbbb");
+    assert_eq!(seen("v1"), "aaaa");
+
+    // A new file (new inode) with the same size and mtime renamed over it.
+    settle();
+    let (_, out) = b.build(p, &["-t", "v2"]);
+    assert_eq!(cached_steps(&out).len(), 2, "{out}");
+    let tmp = p.join("data/.a.tmp");
+    std::fs::write(&tmp, "cccc").unwrap();
+    put_mtime_back(&tmp);
+    std::fs::rename(&tmp, &a).unwrap();
+    let (third, out) = b.build(p, &["-t", "v3"]);
+    assert!(cached_steps(&out).is_empty(), "{out}");
+    assert_ne!(third, second);
+    assert_ne!(copy_layer("v3"), copy_layer("v2"));
+    assert_eq!(seen("v3"), "cccc");
 }
 
 #[test]

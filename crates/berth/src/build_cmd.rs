@@ -31,8 +31,9 @@ pub struct BuildArgs {
     /// Do not use the cache for these stages (names or indexes); repeatable.
     #[arg(long = "no-cache-filter")]
     no_cache_filter: Vec<String>,
-    /// Layer compression: gzip (default) or zstd.
-    #[arg(long, default_value = "gzip")]
+    /// Layer compression: uncompressed (default: the local store keeps layers
+    /// as plain tars and `berth push` compresses them), gzip or zstd.
+    #[arg(long, default_value = "uncompressed")]
     compression: String,
     /// Do not use cache when building the image.
     #[arg(long)]
@@ -207,9 +208,12 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
             .flat_map(|f| f.split(',').map(str::to_string))
             .collect(),
         compression: match args.compression.as_str() {
+            "uncompressed" => berth_image::Compression::None,
             "gzip" => berth_image::Compression::Gzip,
             "zstd" => berth_image::Compression::Zstd,
-            other => anyhow::bail!("unsupported --compression {other:?} (gzip, zstd)"),
+            other => {
+                anyhow::bail!("unsupported --compression {other:?} (uncompressed, gzip, zstd)")
+            }
         },
         network: args
             .network

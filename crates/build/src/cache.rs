@@ -89,21 +89,40 @@ impl Cache {
         Ok(self.conn.execute_batch("COMMIT")?)
     }
 
-    /// The sha256 of a context file's content, remembered by path, inode,
-    /// size and change times: a file whose inode, size, mtime and ctime are
-    /// unchanged is not read again (ctime moves on every write and chmod).
+    /// The sha256 of a context file's content, remembered by path, device,
+    /// inode, size and change times: a file whose inode, size, mtime and
+    /// ctime are unchanged is not read again. The ctime is what makes this
+    /// safe: every write, chmod or rename sets it to the current time, and
+    /// no user call can set it back, so restoring the mtime after an edit
+    /// does not hide it.
     pub fn file_digest(&self, path: &Path, md: &std::fs::Metadata) -> std::io::Result<[u8; 32]> {
-        use std::os::unix::fs::MetadataExt;
-        let name = path.to_string_lossy();
-        let mtime = md.mtime() * 1_000_000_000 + md.mtime_nsec();
-        let ctime = md.ctime() * 1_000_000_000 + md.ctime_nsec();
-        let stat = (
-            md.dev() as i64,
-            md.ino() as i64,
-            md.len() as i64,
-            mtime,
-            ctime,
-        );
+        self.file_digest_at(path, md, now_ns())
+    }
+
+    /// [`Cache::file_digest`] at time `now` (ns since the epoch).
+    fn file_digest_at(
+        &self,
+        path: &Path,
+        md: &std::fs::Metadata,
+        now: i64,
+    ) -> std::io::Result<[u8; 32]> {
+        let stat = FileStat::of(md);
+        if let Some(d) = self.known_digest(path, &stat) {
+            return Ok(d);
+        }
+        let d = crate::copy::digest_file(path)?;
+        // The kernel stamps ctime from a coarse clock (one tick, up to 10 ms),
+        // so a file changed again within the tick of its last change keeps
+        // the same ctime. A file changed that recently is therefore not
+        // remembered: it is read again next time, once its times are old
+        // enough to tell a later change apart.
+        if now - stat.ctime_ns.max(stat.mtime_ns) > RACY_NS {
+            self.remember(path, &stat, &d);
+        }
+        Ok(d)
+    }
+
+    fn known_digest(&self, path: &Path, stat: &FileStat) -> Option<[u8; 32]> {
         let known: Option<Vec<u8>> = self
             .conn
             .prepare_cached(
@@ -111,15 +130,25 @@ impl Cache {
                  WHERE path = ?1 AND dev = ?2 AND ino = ?3 AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6",
             )
             .and_then(|mut st| {
-                st.query_row(params![name, stat.0, stat.1, stat.2, stat.3, stat.4], |r| r.get(0))
-                    .optional()
+                st.query_row(
+                    params![
+                        path.to_string_lossy(),
+                        stat.dev,
+                        stat.ino,
+                        stat.size,
+                        stat.mtime_ns,
+                        stat.ctime_ns
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()
             })
             .ok()
             .flatten();
-        if let Some(d) = known.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok()) {
-            return Ok(d);
-        }
-        let d = crate::copy::digest_file(path)?;
+        known.and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+    }
+
+    fn remember(&self, path: &Path, stat: &FileStat, digest: &[u8; 32]) {
         // A failed record only costs a re-read next time.
         let _ = self
             .conn
@@ -130,16 +159,15 @@ impl Cache {
             )
             .and_then(|mut st| {
                 st.execute(params![
-                    name,
-                    stat.0,
-                    stat.1,
-                    stat.2,
-                    stat.3,
-                    stat.4,
-                    &d[..]
+                    path.to_string_lossy(),
+                    stat.dev,
+                    stat.ino,
+                    stat.size,
+                    stat.mtime_ns,
+                    stat.ctime_ns,
+                    &digest[..]
                 ])
             });
-        Ok(d)
     }
 
     /// The layer recorded for `key`.
@@ -188,6 +216,38 @@ impl Cache {
     pub fn clear(&self) -> Result<usize, CacheError> {
         self.conn.execute("DELETE FROM build_file_digests", [])?;
         Ok(self.conn.execute("DELETE FROM build_cache", [])?)
+    }
+}
+
+/// How recent a change must be for a file's digest not to be remembered
+/// (well above the kernel's timestamp granularity).
+const RACY_NS: i64 = 1_000_000_000;
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// What identifies one version of a file without reading it.
+struct FileStat {
+    dev: i64,
+    ino: i64,
+    size: i64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
+impl FileStat {
+    fn of(md: &std::fs::Metadata) -> FileStat {
+        use std::os::unix::fs::MetadataExt;
+        FileStat {
+            dev: md.dev() as i64,
+            ino: md.ino() as i64,
+            size: md.len() as i64,
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        }
     }
 }
 
@@ -248,5 +308,76 @@ mod tests {
         b.str("a").str("bc");
         assert_ne!(a.finish(), b.finish());
         assert_eq!(cache.clear().unwrap(), 1);
+    }
+
+    fn sha(data: &[u8]) -> [u8; 32] {
+        Sha256::digest(data).into()
+    }
+
+    fn set_mtime(path: &Path, md: &std::fs::Metadata) {
+        use nix::sys::stat::{utimensat, UtimensatFlags};
+        use nix::sys::time::TimeSpec;
+        use std::os::unix::fs::MetadataExt;
+        let t = TimeSpec::new(md.mtime(), md.mtime_nsec());
+        utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
+    }
+
+    #[test]
+    fn an_edit_with_the_same_size_and_mtime_is_read_again() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&d.path().join("berth.db")).unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "aaaa").unwrap();
+        let old = std::fs::symlink_metadata(&f).unwrap();
+        // Long after the change: the digest is remembered.
+        let later = FileStat::of(&old).ctime_ns + 10 * RACY_NS;
+        assert_eq!(cache.file_digest_at(&f, &old, later).unwrap(), sha(b"aaaa"));
+        assert_eq!(
+            cache.known_digest(&f, &FileStat::of(&old)),
+            Some(sha(b"aaaa"))
+        );
+        // Past the kernel's timestamp tick, edit in place (same inode, same
+        // size) and put the mtime back: the ctime still tells.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        std::fs::write(&f, "bbbb").unwrap();
+        set_mtime(&f, &old);
+        let edited = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(
+            (edited.len(), edited.modified().unwrap()),
+            (old.len(), old.modified().unwrap())
+        );
+        assert_eq!(cache.known_digest(&f, &FileStat::of(&edited)), None);
+        let later = FileStat::of(&edited).ctime_ns + 10 * RACY_NS;
+        assert_eq!(
+            cache.file_digest_at(&f, &edited, later).unwrap(),
+            sha(b"bbbb")
+        );
+        // Replaced by another file (a new inode) with the same size and mtime.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let tmp = d.path().join("tmp");
+        std::fs::write(&tmp, "cccc").unwrap();
+        set_mtime(&tmp, &old);
+        std::fs::rename(&tmp, &f).unwrap();
+        let replaced = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(
+            cache.file_digest_at(&f, &replaced, later).unwrap(),
+            sha(b"cccc")
+        );
+    }
+
+    #[test]
+    fn a_file_changed_just_now_is_not_remembered() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&d.path().join("berth.db")).unwrap();
+        let f = d.path().join("f");
+        std::fs::write(&f, "aaaa").unwrap();
+        let md = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(cache.file_digest(&f, &md).unwrap(), sha(b"aaaa"));
+        // A second edit within the same clock tick could keep every time
+        // stamp: nothing may have been recorded for it to match.
+        assert_eq!(cache.known_digest(&f, &FileStat::of(&md)), None);
+        std::fs::write(&f, "bbbb").unwrap();
+        let md = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(cache.file_digest(&f, &md).unwrap(), sha(b"bbbb"));
     }
 }

@@ -493,39 +493,63 @@ fn copy_one(
     opts: &CopyOptions,
     ids: Ids,
 ) -> Result<(), CopyError> {
-    if fs::symlink_metadata(target).is_ok_and(|t| t.is_dir()) {
-        return Err(CopyError::Io {
-            context: format!("copy to {}", target.display()),
-            source: io::Error::new(
-                io::ErrorKind::IsADirectory,
-                "cannot overwrite a directory with a file",
-            ),
-        });
+    match fs::symlink_metadata(target) {
+        Ok(t) if t.is_dir() => {
+            return Err(CopyError::Io {
+                context: format!("copy to {}", target.display()),
+                source: io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "cannot overwrite a directory with a file",
+                ),
+            })
+        }
+        Ok(_) => {
+            fs::remove_file(target).map_err(io_ctx(format!("replace {}", target.display())))?
+        }
+        Err(_) => {}
     }
-    remove(target)?;
     let ft = md.file_type();
+    let mode = opts.chmod.unwrap_or(md.mode() & 0o7777);
+    if ft.is_file() {
+        return copy_file(src, target, mode, ids);
+    }
     if ft.is_symlink() {
         let link = fs::read_link(src).map_err(io_ctx(format!("readlink {}", src.display())))?;
         std::os::unix::fs::symlink(&link, target)
             .map_err(io_ctx(format!("symlink {}", target.display())))?;
         return lchown(target, ids);
     }
-    if ft.is_file() {
-        fs::copy(src, target).map_err(io_ctx(format!("copy to {}", target.display())))?;
-    } else {
-        // Fifos and devices are recreated rather than read.
-        let kind = nix::sys::stat::SFlag::from_bits_truncate(md.mode() & libc::S_IFMT);
-        nix::sys::stat::mknod(
-            target,
-            kind,
-            nix::sys::stat::Mode::from_bits_truncate(md.mode() & 0o7777),
-            md.rdev(),
-        )
-        .map_err(|e| io_ctx(format!("mknod {}", target.display()))(io::Error::from(e)))?;
-    }
+    // Fifos and devices are recreated rather than read.
+    let kind = nix::sys::stat::SFlag::from_bits_truncate(md.mode() & libc::S_IFMT);
+    nix::sys::stat::mknod(
+        target,
+        kind,
+        nix::sys::stat::Mode::from_bits_truncate(md.mode() & 0o7777),
+        md.rdev(),
+    )
+    .map_err(|e| io_ctx(format!("mknod {}", target.display()))(io::Error::from(e)))?;
     chown(target, ids)?;
-    let mode = opts.chmod.unwrap_or(md.mode() & 0o7777);
     fs::set_permissions(target, fs::Permissions::from_mode(mode))
+        .map_err(io_ctx(format!("chmod {}", target.display())))
+}
+
+/// Copies a regular file to `target` (which does not exist), setting owner
+/// and mode through the open descriptor: a large context is thousands of
+/// files, and every path lookup goes through the overlay.
+fn copy_file(src: &Path, target: &Path, mode: u32, ids: Ids) -> Result<(), CopyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut from = File::open(src).map_err(io_ctx(format!("open {}", src.display())))?;
+    let mut to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(target)
+        .map_err(io_ctx(format!("create {}", target.display())))?;
+    io::copy(&mut from, &mut to).map_err(io_ctx(format!("copy to {}", target.display())))?;
+    // Owner first: a chown clears the set-id bits that the mode may set.
+    std::os::unix::fs::fchown(&to, Some(ids.uid), Some(ids.gid))
+        .map_err(io_ctx(format!("chown {}", target.display())))?;
+    to.set_permissions(fs::Permissions::from_mode(mode))
         .map_err(io_ctx(format!("chmod {}", target.display())))
 }
 
@@ -715,6 +739,23 @@ mod tests {
         copy_into(&root, &srcs, rootfs.path(), "/t/", &opts).unwrap();
         let md = fs::metadata(rootfs.path().join("t/b.txt")).unwrap();
         assert_eq!(md.mode() & 0o777, 0o600);
+        // Owner and set-id bits together (a chown after the chmod would drop
+        // the bits), over an existing file.
+        let opts = CopyOptions {
+            chmod: Some(0o4755),
+            chown: Some(Ids {
+                uid: 1234,
+                gid: 4321,
+            }),
+            ..Default::default()
+        };
+        copy_into(&root, &srcs, rootfs.path(), "/t/", &opts).unwrap();
+        let md = fs::metadata(rootfs.path().join("t/b.txt")).unwrap();
+        assert_eq!(
+            (md.mode() & 0o7777, md.uid(), md.gid()),
+            (0o4755, 1234, 4321)
+        );
+        assert_eq!(fs::read(rootfs.path().join("t/b.txt")).unwrap(), b"b");
         assert!(matches!(
             expand_sources(&root, &["dir/skip.log".into()]),
             Err(CopyError::NotFound(_))

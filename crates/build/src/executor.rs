@@ -83,7 +83,8 @@ pub struct BuildRequest {
     pub pull: bool,
     /// `--no-cache-filter`: stages (names or indexes) whose steps never hit.
     pub no_cache_filter: Vec<String>,
-    /// Layer compression (gzip by default).
+    /// Layer compression (none by default: the local store keeps layers
+    /// uncompressed, and `berth push` compresses).
     pub compression: berth_image::Compression,
     pub network: Network,
     /// `--label`s for the final image.
@@ -1230,7 +1231,6 @@ impl<'a> Executor<'a> {
             state.top(),
             self.req.epoch,
             self.req.compression,
-            &ws.dir,
         )
         .map_err(other("commit layer"))?;
         self.record(&key, layer.as_ref())?;
@@ -1276,7 +1276,6 @@ impl<'a> Executor<'a> {
             state.top(),
             self.req.epoch,
             self.req.compression,
-            &ws.dir,
         )
         .map_err(other("commit layer"))?;
         self.record(&key, layer.as_ref())?;
@@ -1556,7 +1555,6 @@ impl<'a> Executor<'a> {
             state.top(),
             self.req.epoch,
             self.req.compression,
-            &ws.dir,
         )
         .map_err(other("commit layer"))?;
         self.record(&key, layer.as_ref())?;

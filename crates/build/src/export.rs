@@ -3,17 +3,19 @@
 //! or an OCI layout archive.
 //!
 //! A layer is written once: the upper directory's timestamps are set to the
-//! build's epoch, [`berth_image::layer::write_layer`] turns it into a sorted
-//! gzip tar, the blob goes into the content store and is unpacked by chain
-//! id into the layer store, where the next step's overlay and `berth run`
-//! find it. The image itself is recorded only when every step has
+//! build's epoch, [`berth_image::layer::write_layer_and_adopt`] turns it
+//! into a sorted tar (uncompressed unless `--compression` asks, as Docker's
+//! and Podman's local stores keep layers; pushing compresses) written
+//! straight into the content store, and the upper directory itself moves
+//! into the layer store under its chain id, where the next step's overlay
+//! and `berth run` find it. The image itself is recorded only when every step has
 //! succeeded, so a failed build adds no image and no tag.
 
 use std::fs::File;
 use std::io::{BufReader, Write};
 use std::path::Path;
 
-use berth_image::layer::{chain_id, ApplyOptions, Compression};
+use berth_image::layer::{chain_id, AppliedLayer, ApplyOptions, Compression};
 use berth_image::{Digest, ImageRecord, LayerRecord, Reference};
 use berth_registry::client::LocalStore;
 use serde_json::{json, Value};
@@ -125,57 +127,74 @@ impl Layer {
 }
 
 /// Commits the changes in `upper` as a layer on top of `parent`: returns
-/// `None` when there are no changes.
+/// `None` when there are no changes. `upper` must be unmounted; it is moved
+/// into the layer store, so the caller must not use it afterwards.
+///
+/// The tar is written straight into the content store's ingest (hashed while
+/// written), and `upper` itself becomes the layer directory: the data is
+/// written once to each place, never unpacked again, and one filesystem sync
+/// makes both durable before either becomes visible.
 pub fn commit_layer(
     store: &LocalStore,
     upper: &Path,
     parent: Option<&Digest>,
     epoch: i64,
     compression: Compression,
-    scratch: &Path,
 ) -> Result<Option<Layer>, ExportError> {
     if fsutil::is_empty_dir(upper).map_err(ctx(format!("list {}", upper.display())))? {
         return Ok(None);
     }
     fsutil::normalize_mtimes(upper, epoch).map_err(ctx("normalise timestamps"))?;
-    let tmp = scratch.join("layer.tar");
+    let reference = format!("build-layer {}", upper.display());
+    let mut writer = store
+        .content
+        .writer(&reference)
+        .map_err(ctx("start layer blob"))?;
+    let result = write_blob_and_layer(store, &mut writer, upper, parent, compression);
+    match result {
+        Ok((diff, layer_dir)) => {
+            let media_type = compression.oci_media_type().to_string();
+            writer
+                .commit(diff.size, &diff.digest)
+                .map_err(ctx(format!("store layer blob {}", diff.digest)))?;
+            Ok(Some(Layer {
+                diff_id: diff.diff_id,
+                chain_id: layer_dir.chain_id,
+                digest: diff.digest,
+                size: diff.size,
+                media_type,
+                content_size: layer_dir.content_size,
+            }))
+        }
+        Err(e) => {
+            drop(writer);
+            let _ = store.content.abort(&reference);
+            Err(e)
+        }
+    }
+}
+
+/// Writes the layer tar into `writer` and moves `upper` into the layer store.
+fn write_blob_and_layer(
+    store: &LocalStore,
+    writer: &mut berth_image::Writer,
+    upper: &Path,
+    parent: Option<&Digest>,
+    compression: Compression,
+) -> Result<(berth_image::layer::DiffOutput, AppliedLayer), ExportError> {
+    writer.truncate().map_err(ctx("start layer blob"))?;
     let diff = {
-        let f = File::create(&tmp).map_err(ctx(format!("create {}", tmp.display())))?;
-        let mut w = std::io::BufWriter::new(f);
-        let d = berth_image::layer::write_layer(upper, &mut w, compression)
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *writer);
+        let d = berth_image::layer::write_layer_and_adopt(upper, &mut w, compression)
             .map_err(ctx("write layer"))?;
         w.flush().map_err(ctx("write layer"))?;
         d
     };
-    let media_type = compression.oci_media_type().to_string();
-    let mut f = File::open(&tmp).map_err(ctx("reopen layer"))?;
-    store
-        .content
-        .put(&mut f, diff.size, &diff.digest)
-        .map_err(ctx(format!("store layer blob {}", diff.digest)))?;
-    let _ = std::fs::remove_file(&tmp);
-    let blob = store
-        .content
-        .open_blob(&diff.digest)
-        .map_err(ctx(format!("open blob {}", diff.digest)))?;
     let applied = store
         .layers
-        .apply(
-            parent,
-            BufReader::with_capacity(256 * 1024, blob),
-            Some(&media_type),
-            Some(&diff.diff_id),
-            &ApplyOptions::default(),
-        )
-        .map_err(ctx(format!("unpack layer {}", diff.diff_id)))?;
-    Ok(Some(Layer {
-        diff_id: diff.diff_id,
-        chain_id: applied.chain_id,
-        digest: diff.digest,
-        size: diff.size,
-        media_type,
-        content_size: applied.content_size,
-    }))
+        .adopt(parent, upper, &diff.diff_id, diff.content_size)
+        .map_err(ctx(format!("store layer {}", diff.diff_id)))?;
+    Ok((diff, applied))
 }
 
 /// The finished image's bytes and digests.

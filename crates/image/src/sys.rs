@@ -341,6 +341,14 @@ pub(crate) fn lsetxattr(path: &std::path::Path, key: &OsStr, value: &[u8]) -> io
     })
 }
 
+/// Removes an xattr from a path without following a final symlink.
+pub(crate) fn lremovexattr(path: &std::path::Path, key: &OsStr) -> io::Result<()> {
+    let p = cstr(path.as_os_str())?;
+    let k = cstr(key)?;
+    // SAFETY: valid C strings.
+    check(unsafe { libc::lremovexattr(p.as_ptr(), k.as_ptr()) })
+}
+
 /// Starts writeback of the given range without waiting for it.
 fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: valid descriptor; the call only schedules I/O.

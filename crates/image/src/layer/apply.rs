@@ -191,6 +191,47 @@ impl LayerStore {
         })
     }
 
+    /// Moves `dir`, a directory already in layer form (an overlay upper
+    /// directory that [`super::diff::write_layer_and_adopt`] has just written
+    /// out as the tar with `diff_id`), into the store as that layer on top of
+    /// `parent`, instead of unpacking the tar into a new directory. The
+    /// filesystem is synced first, so the layer is complete on disk before
+    /// its name appears (this one sync also covers anything else written on
+    /// that filesystem, such as the layer's blob). `dir` must be on the
+    /// store's filesystem; when the layer is already present `dir` is left
+    /// where it is.
+    pub fn adopt(
+        &self,
+        parent: Option<&Digest>,
+        dir: &Path,
+        diff_id: &Digest,
+        content_size: u64,
+    ) -> Result<AppliedLayer> {
+        let chain = chain_id(parent, diff_id);
+        if self.contains(&chain) {
+            return self.present(chain, diff_id.clone());
+        }
+        let fd = File::open(dir).map_err(io_ctx(format!("open {}", dir.display())))?;
+        sys::syncfs(fd.as_fd()).map_err(io_ctx("sync layer"))?;
+        let final_path = self.path(&chain);
+        if let Err(e) = fs::rename(dir, &final_path) {
+            if final_path.is_dir() {
+                return self.present(chain, diff_id.clone());
+            }
+            return Err(io_ctx(format!("move layer into {}", final_path.display()))(
+                e,
+            ));
+        }
+        crate::content::fsync_dir(&self.root).map_err(io_ctx("fsync layers dir"))?;
+        Ok(AppliedLayer {
+            chain_id: chain,
+            diff_id: diff_id.clone(),
+            content_size,
+            path: final_path,
+            already_present: false,
+        })
+    }
+
     /// Removes a layer directory: renamed aside first so that it disappears
     /// at once, then deleted. Returns whether it existed.
     pub fn remove(&self, chain_id: &Digest) -> Result<bool> {

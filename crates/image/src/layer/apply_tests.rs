@@ -404,3 +404,132 @@ fn pax_ids_and_blank_numeric_fields() {
     let md = fs::symlink_metadata(l.path.join("big-ids")).unwrap();
     assert_eq!((md.uid(), md.gid()), (3_000_000, 3_000_001));
 }
+
+/// Everything overlayfs and the runtime see of a tree: per entry its name,
+/// type, mode, owner, link count, mtime (seconds, as tar keeps them), size,
+/// content or link target, device number and xattrs.
+fn tree(dir: &Path, prefix: &str, out: &mut Vec<String>) {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for name in names {
+        let p = dir.join(&name);
+        let rel = format!("{prefix}{}", name.to_string_lossy());
+        let md = fs::symlink_metadata(&p).unwrap();
+        let ft = md.file_type();
+        let body = if ft.is_file() {
+            format!("{:?}", fs::read(&p).unwrap())
+        } else if ft.is_symlink() {
+            format!("-> {:?}", fs::read_link(&p).unwrap())
+        } else {
+            String::new()
+        };
+        let mut xattrs: Vec<_> = sys::llistxattr(&p)
+            .unwrap()
+            .into_iter()
+            .map(|k| {
+                let v = sys::lgetxattr(&p, &k).unwrap();
+                format!("{}={:?}", k.to_string_lossy(), v)
+            })
+            .collect();
+        xattrs.sort();
+        out.push(format!(
+            "{rel} {:o} {}:{} n{} t{} s{} r{} {body} {xattrs:?}",
+            md.mode(),
+            md.uid(),
+            md.gid(),
+            md.nlink(),
+            md.mtime(),
+            if ft.is_dir() { 0 } else { md.len() },
+            md.rdev(),
+        ));
+        if ft.is_dir() {
+            tree(&p, &format!("{rel}/"), out);
+        }
+    }
+}
+
+/// An upper directory moved into the store with `adopt` must be exactly
+/// what unpacking its tar gives, with overlayfs' bookkeeping and sockets
+/// gone; the tar is the same as `write_layer`'s, hashed once.
+#[test]
+fn adopting_an_upper_dir_matches_unpacking_its_tar() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let upper = d.path().join("upper");
+    fs::create_dir_all(upper.join("opaque/sub")).unwrap();
+    fs::create_dir_all(upper.join("copied-up")).unwrap();
+    fs::write(upper.join("opaque/sub/f"), b"f").unwrap();
+    let set = |p: &str, k: &str, v: &[u8]| sys::lsetxattr(&upper.join(p), OsStr::new(k), v);
+    set("opaque", "trusted.overlay.opaque", b"y").unwrap();
+    fs::write(upper.join("copied-up/file"), b"data").unwrap();
+    set("copied-up/file", "trusted.overlay.origin", b"\x00\xfb").unwrap();
+    set("copied-up/file", "user.keep", b"v").unwrap();
+    set("copied-up", "trusted.overlay.impure", b"y").unwrap();
+    set("", "trusted.overlay.impure", b"y").unwrap();
+    fs::hard_link(upper.join("copied-up/file"), upper.join("zlink")).unwrap();
+    std::os::unix::fs::symlink("copied-up/file", upper.join("sym")).unwrap();
+    sys::mknod(&upper.join("deleted"), libc::S_IFCHR, 0).unwrap();
+    let sock = std::os::unix::net::UnixListener::bind(upper.join("copied-up/sock")).unwrap();
+    drop(sock);
+    let old = fs::FileTimes::new().set_modified(std::time::UNIX_EPOCH);
+    fs::File::open(upper.join("copied-up"))
+        .unwrap()
+        .set_times(old)
+        .unwrap();
+
+    let mut plain = Vec::new();
+    let before = write_layer(&upper, &mut plain, Compression::None).unwrap();
+    let mut out = Vec::new();
+    let r = write_layer_and_adopt(&upper, &mut out, Compression::None).unwrap();
+    assert_eq!(out, plain, "adopting changes nothing in the tar");
+    assert_eq!(r, before);
+    // Uncompressed: the blob is the tar.
+    assert_eq!(r.digest, r.diff_id);
+    assert_eq!(r.diff_id, Digest::sha256_of(&out));
+    assert_eq!(r.size, out.len() as u64);
+    assert_eq!(r.content_size, 5, "file (4) + opaque/sub/f (1), link once");
+
+    let unpacked = LayerStore::open(d.path().join("unpacked")).unwrap();
+    let a = unpacked
+        .apply(
+            None,
+            &out[..],
+            None,
+            Some(&r.diff_id),
+            &ApplyOptions::default(),
+        )
+        .unwrap();
+    let adopted = LayerStore::open(d.path().join("adopted")).unwrap();
+    let b = adopted
+        .adopt(None, &upper, &r.diff_id, r.content_size)
+        .unwrap();
+    assert!(!upper.exists(), "the upper dir moved into the store");
+    assert!(!b.already_present);
+    assert_eq!((b.chain_id, b.content_size), (a.chain_id, a.content_size));
+    let (mut want, mut got) = (Vec::new(), Vec::new());
+    tree(&a.path, "", &mut want);
+    tree(&b.path, "", &mut got);
+    assert_eq!(got, want);
+    assert!(got.iter().any(|l| l.contains("trusted.overlay.opaque")));
+    assert!(!got
+        .iter()
+        .any(|l| l.contains("origin") || l.contains("impure")));
+    assert!(!got.iter().any(|l| l.contains("sock")));
+    assert_eq!(
+        sys::llistxattr(&b.path).unwrap(),
+        Vec::<std::ffi::OsString>::new()
+    );
+
+    // A second adopt of the same layer leaves its directory alone.
+    let again = d.path().join("again");
+    fs::create_dir(&again).unwrap();
+    let c = adopted.adopt(None, &again, &r.diff_id, 5).unwrap();
+    assert!(c.already_present);
+    assert!(again.is_dir());
+}

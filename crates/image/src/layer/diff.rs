@@ -6,7 +6,8 @@
 //! one. Those are turned back into OCI whiteouts (`.wh.<name>` and
 //! `.wh..wh..opq`). Entries are written in bytewise name order with no user
 //! or group names, and gzip without a timestamp, so the same upper directory
-//! always yields the same bytes and therefore the same digests.
+//! always yields the same bytes and therefore the same digests. An
+//! uncompressed layer is hashed once: its digest is its diff id.
 //!
 //! The upper directory must be quiescent (its container stopped): paths are
 //! read with `lstat`, never following symlinks, but not with the race-proof
@@ -40,20 +41,54 @@ pub struct DiffOutput {
     pub tar_size: u64,
     /// Compression used.
     pub compression: Compression,
+    /// Sum of the sizes of the regular files in the layer.
+    pub content_size: u64,
 }
 
 /// Writes the changes in `upper` as a layer tar to `out`.
 pub fn write_layer(upper: &Path, out: impl Write, compression: Compression) -> Result<DiffOutput> {
+    write(upper, out, compression, false)
+}
+
+/// Writes the changes in `upper` as a layer tar to `out`, and in the same
+/// walk makes `upper` exactly what unpacking that tar with
+/// [`super::LayerStore::apply`] would make: overlayfs' bookkeeping xattrs
+/// (origin, impure, redirect; the opaque marker stays) and sockets, which
+/// the tar leaves out, are removed. The directory can then be moved into
+/// the layer store with [`super::LayerStore::adopt`] instead of being
+/// unpacked again. `upper` must not be mounted.
+pub fn write_layer_and_adopt(
+    upper: &Path,
+    out: impl Write,
+    compression: Compression,
+) -> Result<DiffOutput> {
+    strip_overlay_xattrs(upper).map_err(io_ctx(format!("clean {}", upper.display())))?;
+    write(upper, out, compression, true)
+}
+
+fn write(
+    upper: &Path,
+    out: impl Write,
+    compression: Compression,
+    adopt: bool,
+) -> Result<DiffOutput> {
+    // An uncompressed layer's blob is its tar: hashing it once gives both
+    // digests, which matters at hundreds of megabytes.
+    if compression == Compression::None {
+        let (mut out, diff_id, tar_size, content_size) = write_tar(upper, out, adopt)?;
+        out.flush().map_err(io_ctx("flush layer"))?;
+        return Ok(DiffOutput {
+            digest: diff_id.clone(),
+            diff_id,
+            size: tar_size,
+            tar_size,
+            compression,
+            content_size,
+        });
+    }
     let counted = HashingWriter::new(out);
     let encoder = Encoder::new(counted, compression).map_err(io_ctx("start compressor"))?;
-    let mut builder = tar::Builder::new(HashingWriter::new(encoder));
-    let mut walker = Walker {
-        builder: &mut builder,
-        links: HashMap::new(),
-    };
-    walker.dir_children(upper, b"")?;
-    let tar_hasher = builder.into_inner().map_err(io_ctx("finish tar"))?;
-    let (encoder, diff_id, tar_size) = tar_hasher.finish();
+    let (encoder, diff_id, tar_size, content_size) = write_tar(upper, encoder, adopt)?;
     let counted = encoder.finish().map_err(io_ctx("finish compressor"))?;
     let (mut out, digest, size) = counted.finish();
     out.flush().map_err(io_ctx("flush layer"))?;
@@ -63,7 +98,25 @@ pub fn write_layer(upper: &Path, out: impl Write, compression: Compression) -> R
         size,
         tar_size,
         compression,
+        content_size,
     })
+}
+
+/// Writes the tar of `upper`; returns the writer, the tar's digest and
+/// length, and the regular files' total size.
+fn write_tar<W: Write>(upper: &Path, out: W, adopt: bool) -> Result<(W, Digest, u64, u64)> {
+    let mut builder = tar::Builder::new(HashingWriter::new(out));
+    let mut walker = Walker {
+        builder: &mut builder,
+        links: HashMap::new(),
+        adopt,
+        content_size: 0,
+    };
+    walker.dir_children(upper, b"")?;
+    let content_size = walker.content_size;
+    let tar_hasher = builder.into_inner().map_err(io_ctx("finish tar"))?;
+    let (out, diff_id, tar_size) = tar_hasher.finish();
+    Ok((out, diff_id, tar_size, content_size))
 }
 
 enum Encoder<W: Write> {
@@ -115,6 +168,10 @@ struct Walker<'a, W: Write> {
     builder: &'a mut tar::Builder<W>,
     /// First name seen for each multiply-linked inode.
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// Whether the directory is being made into a layer directory.
+    adopt: bool,
+    /// Bytes of regular files written.
+    content_size: u64,
 }
 
 impl<W: Write> Walker<'_, W> {
@@ -143,7 +200,7 @@ impl<W: Write> Walker<'_, W> {
             return self.whiteout(arc, name, &md);
         }
         let mut header = base_header(&md);
-        let pax = xattr_records(path).map_err(ctx("read xattrs of"))?;
+        let pax = xattr_records(path, self.adopt).map_err(ctx("read xattrs of"))?;
         if ft.is_dir() {
             let mut dir_name = arc.to_vec();
             dir_name.push(b'/');
@@ -183,6 +240,7 @@ impl<W: Write> Walker<'_, W> {
         if ft.is_file() {
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(md.len());
+            self.content_size += md.len();
             let f = File::open(path).map_err(ctx("open"))?;
             return append_raw(self.builder, &mut header, arc, None, pax, f)
                 .map_err(ctx("archive"));
@@ -194,7 +252,11 @@ impl<W: Write> Walker<'_, W> {
         } else if ft.is_fifo() {
             tar::EntryType::Fifo
         } else {
-            // Sockets are runtime objects; like Docker, leave them out.
+            // Sockets are runtime objects; like Docker, leave them out (and
+            // out of a layer directory too, so it matches the tar).
+            if self.adopt {
+                remove_keeping_parent_times(path).map_err(ctx("remove socket"))?;
+            }
             return Ok(());
         };
         header.set_entry_type(kind);
@@ -241,14 +303,23 @@ fn base_header(md: &fs::Metadata) -> tar::Header {
     h
 }
 
-/// xattrs worth carrying in a layer: everything but overlayfs' own.
-fn xattr_records(path: &Path) -> io::Result<Vec<PaxRecord>> {
+fn is_overlay_xattr(name: &str) -> bool {
+    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
+}
+
+/// xattrs worth carrying in a layer: everything but overlayfs' own. With
+/// `strip`, overlayfs' own are removed from the file, the opaque marker
+/// excepted (a layer directory keeps it).
+fn xattr_records(path: &Path, strip: bool) -> io::Result<Vec<PaxRecord>> {
     let mut names = sys::llistxattr(path)?;
     names.sort();
     let mut out = Vec::new();
     for name in names {
         let Some(n) = name.to_str() else { continue };
-        if n.starts_with("trusted.overlay.") || n.starts_with("user.overlay.") {
+        if is_overlay_xattr(n) {
+            if strip && n != OPAQUE_XATTR {
+                sys::lremovexattr(path, &name)?;
+            }
             continue;
         }
         if let Some(v) = sys::lgetxattr(path, &name)? {
@@ -258,7 +329,27 @@ fn xattr_records(path: &Path) -> io::Result<Vec<PaxRecord>> {
     Ok(out)
 }
 
+/// Removes a file and puts its directory's times back, so the directory
+/// still matches its tar entry.
+fn remove_keeping_parent_times(path: &Path) -> io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let md = fs::symlink_metadata(parent)?;
+    fs::remove_file(path)?;
+    let times = fs::FileTimes::new()
+        .set_accessed(md.accessed()?)
+        .set_modified(md.modified()?);
+    File::open(parent)?.set_times(times)
+}
+
+/// Removes overlayfs' xattrs from the top directory itself (the walk only
+/// visits what is inside it).
+fn strip_overlay_xattrs(dir: &Path) -> io::Result<()> {
+    xattr_records(dir, true).map(|_| ())
+}
+
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
 fn is_opaque(path: &Path) -> io::Result<bool> {
-    let v = sys::lgetxattr(path, OsStr::new("trusted.overlay.opaque"))?;
+    let v = sys::lgetxattr(path, OsStr::new(OPAQUE_XATTR))?;
     Ok(v.as_deref() == Some(b"y"))
 }

@@ -3,7 +3,9 @@
 //! A layer is a tar stream of filesystem changes (OCI image-spec "layer").
 //! Each one is unpacked once into `layers/<chainid-hex>/` by [`apply`] and
 //! then used read-only as an overlayfs lower directory; [`diff`] produces a
-//! layer tar from an overlay upper directory.
+//! layer tar from an overlay upper directory, which a builder may then move
+//! into the layer store as is ([`LayerStore::adopt`]) rather than unpack
+//! the tar it just wrote.
 
 pub mod apply;
 pub mod diff;
@@ -21,7 +23,7 @@ use oci_spec::image::MediaType;
 use crate::digest::Digest;
 
 pub use apply::{AppliedLayer, ApplyOptions, DevicePolicy, LayerStore, UnpackStats};
-pub use diff::{write_layer, DiffOutput};
+pub use diff::{write_layer, write_layer_and_adopt, DiffOutput};
 
 /// Layer failures.
 #[derive(Debug, thiserror::Error)]
