@@ -14,7 +14,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 berth=${BERTH_BIN:-$here/target/release/berth}
 [ -x "$berth" ] || (cd "$here" && cargo build --release --bin berth)
 work=$(mktemp -d /tmp/berth-bench-cache.XXXXXX)
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay
+podman=(podman --root "$work/podman" --runroot "$work/podman-run" --tmpdir "$work/podman-tmp" --storage-driver overlay
         --cgroup-manager cgroupfs --events-backend none)
 have_podman=$(command -v podman >/dev/null && echo 1 || echo 0)
 cleanup() {

@@ -14,7 +14,7 @@ berth=${BERTH_BIN:-$here/target/release/berth}
 [ -x "$berth" ] || (cd "$here" && cargo build --release --bin berth)
 work=$(mktemp -d /tmp/berth-bench-build.XXXXXX)
 export BERTH_ROOT=$work/berth
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay
+podman=(podman --root "$work/podman" --runroot "$work/podman-run" --tmpdir "$work/podman-tmp" --storage-driver overlay
         --cgroup-manager cgroupfs --events-backend none)
 buildah=(buildah --root "$work/buildah" --runroot "$work/buildah-run" --storage-driver overlay)
 have_podman=$(command -v podman >/dev/null && echo 1 || echo 0)

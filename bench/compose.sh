@@ -18,7 +18,7 @@ export BERTH_ROOT=$work/berth SHORTENER_PORT=${SHORTENER_PORT:-18181} SHORTENER_
 proj=benchshort
 dockerd_pid=
 docker_sock=unix://$work/docker.sock
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay
+podman=(podman --root "$work/podman" --runroot "$work/podman-run" --tmpdir "$work/podman-tmp" --storage-driver overlay
         --cgroup-manager cgroupfs --events-backend none)
 
 cleanup() {

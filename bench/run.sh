@@ -14,7 +14,7 @@ berth=${BERTH_BIN:-$here/target/release/berth}
 [ -x "$berth" ] || (cd "$here" && cargo build --release --bins)
 work=$(mktemp -d /tmp/berth-bench-run.XXXXXX)
 export BERTH_ROOT=$work/berth
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --storage-driver overlay
+podman=(podman --root "$work/podman" --runroot "$work/podman-run" --tmpdir "$work/podman-tmp" --storage-driver overlay
         --cgroup-manager cgroupfs --events-backend none)
 # podman asks crun for RLIMIT_NOFILE/NPROC of 1048576/4194304, above this host's hard
 # limits (no CAP_SYS_RESOURCE here); berth keeps the caller's limits by default.
