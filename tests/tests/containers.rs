@@ -1013,12 +1013,16 @@ fn cp_into_a_container_never_follows_its_symlinks_out() {
 #[test]
 fn commit_makes_an_image_of_the_containers_changes() {
     let b = Berth::new();
+    let vol = tempfile::tempdir().unwrap();
+    let bind = format!("{}:/mnt/bound", vol.path().display());
     b.ok(&[
         "run",
         "--name",
         "writer",
         "--network",
         "none",
+        "-v",
+        &bind,
         IMAGE,
         "sh",
         "-c",
@@ -1059,7 +1063,7 @@ fn commit_makes_an_image_of_the_containers_changes() {
         "committed:v1",
         "sh",
         "-c",
-        "cat /made; test -e /bin/vi && echo vi-back; echo $COMMITTED",
+        "cat /made; test -e /bin/vi && echo vi-back; test -e /mnt && echo mount-point-kept; echo $COMMITTED",
     ]);
     assert_eq!(out, "committed\n1");
     // A repository without a tag is tagged :latest, and found by that name.

@@ -300,6 +300,7 @@ fn image_layers(
 fn commit_upper(
     store: &berth_registry::client::LocalStore,
     upper: &Path,
+    placeholders: &std::collections::BTreeSet<PathBuf>,
     parent: Option<&berth_image::Digest>,
     scratch: &Path,
 ) -> Result<Option<berth_build::export::Layer>, Box<dyn std::error::Error>> {
@@ -311,7 +312,8 @@ fn commit_upper(
     let compression = Compression::Gzip;
     let diff = {
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        let d = berth_image::layer::write_layer(upper, &mut w, compression)?;
+        let d =
+            berth_image::layer::write_layer_excluding(upper, &mut w, compression, placeholders)?;
         w.flush()?;
         d
     };
@@ -414,8 +416,15 @@ fn commit_image(
     let mut layers = image_layers(&store, &rec)?;
     let scratch = tempfile_dir(root)?;
     let upper = engine.upper_dir(&c.id)?;
+    let placeholders = engine.mount_placeholders(&c.id)?;
     let parent = layers.last().map(|l| l.chain_id.clone());
-    let layer = commit_upper(&store, &upper, parent.as_ref(), scratch.path());
+    let layer = commit_upper(
+        &store,
+        &upper,
+        &placeholders,
+        parent.as_ref(),
+        scratch.path(),
+    );
     drop(scratch);
     let layer = layer?;
     let config = commit_config(&base, c, a, layer.as_ref())?;

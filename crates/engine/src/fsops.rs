@@ -158,9 +158,27 @@ impl Engine {
             lowers: &lowers,
             mounts: &mounts,
         };
-        tree.walk(&upper, Path::new("/"), &mut out)?;
+        tree.walk(&upper, Path::new("/"), &mut out, &mut Vec::new())?;
         out.sort_by(|a, b| key_of(a).cmp(key_of(b)));
         Ok(out)
+    }
+
+    /// The entries of the container's writable layer that are only mount points the
+    /// runtime made (see [`Engine::mount_points`]), relative to the layer (`etc/hosts`):
+    /// what `commit` leaves out, as `diff` does.
+    pub fn mount_placeholders(&self, id: &str) -> Result<BTreeSet<PathBuf>> {
+        let upper = self.upper_dir(id)?;
+        let mounts = self.mount_points(id);
+        let tree = Tree {
+            lowers: &[],
+            mounts: &mounts,
+        };
+        let mut skipped = Vec::new();
+        tree.walk(&upper, Path::new("/"), &mut Vec::new(), &mut skipped)?;
+        Ok(skipped
+            .into_iter()
+            .map(|p| p.strip_prefix("/").map(Path::to_path_buf).unwrap_or(p))
+            .collect())
     }
 
     /// Where the container's last bundle mounted something (`/proc`, `/dev`, `/etc/hosts`,
@@ -226,9 +244,15 @@ impl Tree<'_> {
             .any(|l| l.join(rel).symlink_metadata().is_ok())
     }
 
-    /// Appends the changes below `dir` (shown as `rel`) and returns whether there were
-    /// any besides mount placeholders.
-    fn walk(&self, dir: &Path, rel: &Path, out: &mut Vec<Change>) -> Result<bool> {
+    /// Appends the changes below `dir` (shown as `rel`) and the mount placeholders left
+    /// out to `skipped`; returns whether there were changes besides those placeholders.
+    fn walk(
+        &self,
+        dir: &Path,
+        rel: &Path,
+        out: &mut Vec<Change>,
+        skipped: &mut Vec<PathBuf>,
+    ) -> Result<bool> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
@@ -249,10 +273,14 @@ impl Tree<'_> {
                 }
             }
             let mut below = Vec::new();
-            let below_kept = ft.is_dir() && self.walk(&e.path(), &inside, &mut below)?;
+            let mut below_skipped = Vec::new();
+            let below_kept =
+                ft.is_dir() && self.walk(&e.path(), &inside, &mut below, &mut below_skipped)?;
             if is_mount_placeholder(&e.path(), &inside, self.mounts, below_kept) {
+                skipped.push(inside);
                 continue;
             }
+            skipped.extend(below_skipped);
             out.push(if self.in_lower(&inside) {
                 Change::Changed(shown)
             } else {

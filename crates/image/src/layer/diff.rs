@@ -13,13 +13,13 @@
 //! read with `lstat`, never following symlinks, but not with the race-proof
 //! `openat2` walk that [`super::apply`] uses on untrusted input.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::tarutil::{append_raw, PaxRecord};
 use super::{io_ctx, Compression, LayerError};
@@ -47,7 +47,18 @@ pub struct DiffOutput {
 
 /// Writes the changes in `upper` as a layer tar to `out`.
 pub fn write_layer(upper: &Path, out: impl Write, compression: Compression) -> Result<DiffOutput> {
-    write(upper, out, compression, false)
+    write(upper, out, compression, false, &BTreeSet::new())
+}
+
+/// [`write_layer`], leaving out the entries (and what is below them) named in `exclude`,
+/// relative to `upper` (`etc/hosts`): `commit` drops the mount points the runtime made.
+pub fn write_layer_excluding(
+    upper: &Path,
+    out: impl Write,
+    compression: Compression,
+    exclude: &BTreeSet<PathBuf>,
+) -> Result<DiffOutput> {
+    write(upper, out, compression, false, exclude)
 }
 
 /// Writes the changes in `upper` as a layer tar to `out`, and in the same
@@ -63,7 +74,7 @@ pub fn write_layer_and_adopt(
     compression: Compression,
 ) -> Result<DiffOutput> {
     strip_overlay_xattrs(upper).map_err(io_ctx(format!("clean {}", upper.display())))?;
-    write(upper, out, compression, true)
+    write(upper, out, compression, true, &BTreeSet::new())
 }
 
 fn write(
@@ -71,11 +82,12 @@ fn write(
     out: impl Write,
     compression: Compression,
     adopt: bool,
+    exclude: &BTreeSet<PathBuf>,
 ) -> Result<DiffOutput> {
     // An uncompressed layer's blob is its tar: hashing it once gives both
     // digests, which matters at hundreds of megabytes.
     if compression == Compression::None {
-        let (mut out, diff_id, tar_size, content_size) = write_tar(upper, out, adopt)?;
+        let (mut out, diff_id, tar_size, content_size) = write_tar(upper, out, adopt, exclude)?;
         out.flush().map_err(io_ctx("flush layer"))?;
         return Ok(DiffOutput {
             digest: diff_id.clone(),
@@ -88,7 +100,7 @@ fn write(
     }
     let counted = HashingWriter::new(out);
     let encoder = Encoder::new(counted, compression).map_err(io_ctx("start compressor"))?;
-    let (encoder, diff_id, tar_size, content_size) = write_tar(upper, encoder, adopt)?;
+    let (encoder, diff_id, tar_size, content_size) = write_tar(upper, encoder, adopt, exclude)?;
     let counted = encoder.finish().map_err(io_ctx("finish compressor"))?;
     let (mut out, digest, size) = counted.finish();
     out.flush().map_err(io_ctx("flush layer"))?;
@@ -104,13 +116,19 @@ fn write(
 
 /// Writes the tar of `upper`; returns the writer, the tar's digest and
 /// length, and the regular files' total size.
-fn write_tar<W: Write>(upper: &Path, out: W, adopt: bool) -> Result<(W, Digest, u64, u64)> {
+fn write_tar<W: Write>(
+    upper: &Path,
+    out: W,
+    adopt: bool,
+    exclude: &BTreeSet<PathBuf>,
+) -> Result<(W, Digest, u64, u64)> {
     let mut builder = tar::Builder::new(HashingWriter::new(out));
     let mut walker = Walker {
         builder: &mut builder,
         links: HashMap::new(),
         adopt,
         content_size: 0,
+        exclude,
     };
     walker.dir_children(upper, b"")?;
     let content_size = walker.content_size;
@@ -172,6 +190,8 @@ struct Walker<'a, W: Write> {
     adopt: bool,
     /// Bytes of regular files written.
     content_size: u64,
+    /// Entries left out, relative to the top.
+    exclude: &'a BTreeSet<PathBuf>,
 }
 
 impl<W: Write> Walker<'_, W> {
@@ -187,6 +207,10 @@ impl<W: Write> Walker<'_, W> {
         for name in names {
             let mut arc = prefix.to_vec();
             arc.extend_from_slice(name.as_bytes());
+            if !self.exclude.is_empty() && self.exclude.contains(Path::new(OsStr::from_bytes(&arc)))
+            {
+                continue;
+            }
             self.entry(&dir.join(&name), &arc, &name)?;
         }
         Ok(())
