@@ -631,6 +631,24 @@ fn build_service(root: &Path, p: &Project, service: &str, no_cache: bool, pull: 
         argv.push("--secret".into());
         argv.push(format!("id={},src={}", sec.source, file.display()));
     }
+    for t in &b.tags {
+        argv.push("-t".into());
+        argv.push(t.clone());
+    }
+    for (flag, list) in [("--cache-from", &b.cache_from), ("--cache-to", &b.cache_to)] {
+        for spec in list {
+            argv.push(flag.into());
+            argv.push(spec.clone());
+        }
+    }
+    if let Some(n) = &b.network {
+        argv.push("--network".into());
+        argv.push(n.clone());
+    }
+    for spec in b.ssh_specs() {
+        argv.push("--ssh".into());
+        argv.push(spec);
+    }
     if no_cache || b.no_cache {
         argv.push("--no-cache".into());
     }

@@ -512,6 +512,31 @@ pub struct WatchExec {
     pub privileged: bool,
 }
 
+impl Build {
+    /// `build.ssh` as `--ssh` values: a list (`[default, "id=/path"]`) or a mapping
+    /// (`{default: /path}`), as the compose spec allows.
+    pub fn ssh_specs(&self) -> Vec<String> {
+        match &self.ssh {
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Some(Value::Mapping(m)) => m
+                .iter()
+                .filter_map(|(k, v)| {
+                    let k = k.as_str()?;
+                    Some(match v.as_str() {
+                        Some(path) if !path.is_empty() => format!("{k}={path}"),
+                        _ => k.to_string(),
+                    })
+                })
+                .collect(),
+            Some(Value::String(s)) => vec![s.clone()],
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl WatchExec {
     /// The command as argv: a list as is, a string split as a shell would.
     pub fn argv(&self) -> Result<Vec<String>, String> {

@@ -85,11 +85,18 @@ pub(crate) async fn prepare_layers(
     opts: &CompressOptions,
     parallel: usize,
 ) -> Result<Prepared> {
+    // An artifact (a build cache, say) is not an image: its "layers" are whatever its
+    // config says they are, and it goes to the registry byte for byte.
+    let image_config = matches!(
+        config.media_type.as_str(),
+        "application/vnd.oci.image.config.v1+json"
+            | "application/vnd.docker.container.image.v1+json"
+    );
     let mut current = Vec::with_capacity(layers.len());
     for l in layers {
         current.push(stored_compression(&store.content, l)?);
     }
-    if !current.iter().any(|c| opts.wants(*c)) {
+    if !image_config || !current.iter().any(|c| opts.wants(*c)) {
         return Ok(Prepared {
             layers: layers.to_vec(),
             changed: false,
