@@ -35,6 +35,39 @@ pub enum StorageError {
 #[derive(Debug, Clone)]
 pub struct Storage {
     root: PathBuf,
+    /// Manifest bytes by digest. Content-addressed, so an entry never goes stale; what
+    /// may change (tags, a repository's revision links) is always read from disk.
+    manifests: std::sync::Arc<std::sync::Mutex<ManifestCache>>,
+}
+
+/// A bounded map of manifest bytes; emptied when it would pass its budget (manifests are
+/// small and hot ones come straight back).
+#[derive(Debug, Default)]
+struct ManifestCache {
+    bytes: usize,
+    map: std::collections::HashMap<Digest, std::sync::Arc<Vec<u8>>>,
+}
+
+/// What the manifest cache may hold.
+const MANIFEST_CACHE_BYTES: usize = 16 << 20;
+
+impl ManifestCache {
+    fn get(&self, d: &Digest) -> Option<std::sync::Arc<Vec<u8>>> {
+        self.map.get(d).cloned()
+    }
+
+    fn put(&mut self, d: &Digest, content: &[u8]) {
+        if content.len() > MANIFEST_CACHE_BYTES / 16 {
+            return;
+        }
+        if self.bytes + content.len() > MANIFEST_CACHE_BYTES {
+            self.map.clear();
+            self.bytes = 0;
+        }
+        self.bytes += content.len();
+        self.map
+            .insert(d.clone(), std::sync::Arc::new(content.to_vec()));
+    }
 }
 
 /// A manifest as stored: its digest, media type and bytes.
@@ -87,6 +120,7 @@ impl Storage {
         }
         Ok(Storage {
             root: root.to_path_buf(),
+            manifests: Default::default(),
         })
     }
 
@@ -292,10 +326,19 @@ impl Storage {
             Err(e) if not_found(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let content = match fs::read(self.blob_path(d)) {
-            Ok(c) => c,
-            Err(e) if not_found(&e) => return Ok(None),
-            Err(e) => return Err(e),
+        let cached = self.manifests.lock().ok().and_then(|c| c.get(d));
+        let content = match cached {
+            Some(c) => c.as_ref().clone(),
+            None => match fs::read(self.blob_path(d)) {
+                Ok(c) => {
+                    if let Ok(mut cache) = self.manifests.lock() {
+                        cache.put(d, &c);
+                    }
+                    c
+                }
+                Err(e) if not_found(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            },
         };
         Ok(Some(StoredManifest {
             digest: d.clone(),
@@ -443,4 +486,51 @@ fn digests_under(base: &Path) -> io::Result<Vec<Digest>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_cache_stays_within_its_budget() {
+        let mut c = ManifestCache::default();
+        let small = vec![7u8; 1000];
+        let d = Digest::sha256_of(&small);
+        c.put(&d, &small);
+        assert_eq!(c.get(&d).as_deref(), Some(&small));
+        // Too big for the cache: not kept.
+        let big = vec![1u8; MANIFEST_CACHE_BYTES / 8];
+        let bd = Digest::sha256_of(&big);
+        c.put(&bd, &big);
+        assert!(c.get(&bd).is_none());
+        // Filling past the budget starts over rather than growing.
+        let chunk = vec![2u8; MANIFEST_CACHE_BYTES / 16];
+        for i in 0..20u8 {
+            let mut v = chunk.clone();
+            v[0] = i;
+            c.put(&Digest::sha256_of(&v), &v);
+            assert!(c.bytes <= MANIFEST_CACHE_BYTES);
+        }
+        assert!(c.get(&d).is_none(), "the first entry went with the reset");
+    }
+
+    #[test]
+    fn a_served_manifest_comes_from_the_cache_only_while_its_revision_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Storage::open(dir.path()).unwrap();
+        let body = br#"{"schemaVersion":2}"#.to_vec();
+        let d = Digest::sha256_of(&body);
+        let m = StoredManifest {
+            digest: d.clone(),
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            content: body.clone(),
+        };
+        st.put_manifest("a/b", &m, Some("t")).unwrap();
+        assert_eq!(st.get_manifest("a/b", &d).unwrap().unwrap().content, body);
+        assert!(st.manifests.lock().unwrap().get(&d).is_some());
+        st.delete_manifest("a/b", &d).unwrap();
+        assert!(st.get_manifest("a/b", &d).unwrap().is_none());
+        assert!(st.get_manifest("other/repo", &d).unwrap().is_none());
+    }
 }
