@@ -308,3 +308,67 @@ pub fn busybox_oci_archive_config(out: &Path, ref_name: &str, image_config: Valu
     ar.append_dir_all(".", &layout).unwrap();
     ar.finish().unwrap();
 }
+
+/// A private dockerd (Debian's docker.io): own data and exec roots, no bridge, no
+/// iptables rules, so the host's own Docker (if any) is untouched. Stopped on drop.
+pub struct Dockerd {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Dockerd {
+    pub fn start() -> Dockerd {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |s: &str| dir.path().join(s);
+        let log = std::fs::File::create(p("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(p("data"))
+            .arg("--exec-root")
+            .arg(p("exec"))
+            .arg("--pidfile")
+            .arg(p("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", p("docker.sock").display()))
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (Debian's docker.io, installed by make setup)");
+        let d = Dockerd { dir, child };
+        wait_for(
+            || d.docker(&["version"]).status.success(),
+            "dockerd answering",
+        );
+        d
+    }
+
+    /// `docker -H <this daemon> ARGS`.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        output(
+            Command::new("docker")
+                .arg("-H")
+                .arg(format!(
+                    "unix://{}",
+                    self.dir.path().join("docker.sock").display()
+                ))
+                .args(args),
+        )
+    }
+
+    /// Runs `docker ARGS`, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.docker(args);
+        assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SIGTERM lets dockerd unmount its overlays before the temp dir goes.
+        // SAFETY: a signal to the child this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}

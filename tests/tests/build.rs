@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use berth_tests::{bin_dir, busybox_oci_archive, mounts_containing, stderr, stdout};
+use berth_tests::{bin_dir, busybox_oci_archive, mounts_containing, stderr, stdout, Dockerd};
 use serde_json::Value;
 
 /// The busybox archive, made once per test process.
@@ -1245,68 +1245,6 @@ fn docker_output_is_an_archive_docker_load_reads() {
     dockerd.ok(&["load", "-i", file.to_str().unwrap()]);
     let docker_id = dockerd.ok(&["image", "inspect", "--format", "{{.Id}}", "dock:1"]);
     assert_eq!(docker_id.trim(), id);
-}
-
-/// A private dockerd (Debian's docker.io): own data and exec roots, no bridge, no
-/// iptables rules, so the host's own Docker is untouched. Stopped on drop.
-struct Dockerd {
-    dir: tempfile::TempDir,
-    child: std::process::Child,
-}
-
-impl Dockerd {
-    fn start() -> Dockerd {
-        let dir = tempfile::tempdir().unwrap();
-        let p = |s: &str| dir.path().join(s);
-        let log = std::fs::File::create(p("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
-            .arg("--data-root")
-            .arg(p("data"))
-            .arg("--exec-root")
-            .arg(p("exec"))
-            .arg("--pidfile")
-            .arg(p("dockerd.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", p("docker.sock").display()))
-            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("dockerd (Debian's docker.io, installed by make setup)");
-        let d = Dockerd { dir, child };
-        berth_tests::wait_for(
-            || d.docker(&["version"]).status.success(),
-            "dockerd answering",
-        );
-        d
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .arg("-H")
-            .arg(format!(
-                "unix://{}",
-                self.dir.path().join("docker.sock").display()
-            ))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
-        stdout(&out)
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // SIGTERM lets dockerd unmount its overlays before the temp dir goes.
-        // SAFETY: a signal to the child this test started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -3,70 +3,9 @@
 //! iptables rules, so the host's own Docker (if any) is untouched.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use berth_tests::{bin_dir, busybox_rootfs, output, stderr, stdout, wait_for};
-
-struct Dockerd {
-    dir: tempfile::TempDir,
-    child: Child,
-}
-
-impl Dockerd {
-    fn start() -> Dockerd {
-        let dir = tempfile::tempdir().unwrap();
-        let p = |s: &str| dir.path().join(s);
-        let log = std::fs::File::create(p("dockerd.log")).unwrap();
-        let child = Command::new("dockerd")
-            .arg("--data-root")
-            .arg(p("data"))
-            .arg("--exec-root")
-            .arg(p("exec"))
-            .arg("--pidfile")
-            .arg(p("dockerd.pid"))
-            .arg("-H")
-            .arg(format!("unix://{}", p("docker.sock").display()))
-            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("dockerd (Debian's docker.io, installed by make setup)");
-        let d = Dockerd { dir, child };
-        wait_for(
-            || d.docker(&["version"]).status.success(),
-            "dockerd answering",
-        );
-        d
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        output(
-            Command::new("docker")
-                .arg("-H")
-                .arg(format!(
-                    "unix://{}",
-                    self.dir.path().join("docker.sock").display()
-                ))
-                .args(args),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.docker(args);
-        assert!(out.status.success(), "docker {args:?}: {}", stderr(&out));
-        stdout(&out)
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // SIGTERM lets dockerd unmount its overlays before the temp dir goes.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
-}
+use berth_tests::{bin_dir, busybox_rootfs, output, stderr, stdout, wait_for, Dockerd};
 
 struct Berth {
     root: tempfile::TempDir,

@@ -233,24 +233,14 @@ fn connect(
             format!("container {container} is already connected to network {network}").into(),
         );
     }
+    let link = berth_engine::NetworkLink {
+        network: network.to_string(),
+        aliases,
+    };
     if c.state.status == berth_engine::Status::Running {
-        net.connect(&berth_net::Attach {
-            container_id: c.id.clone(),
-            name: c.name.clone(),
-            network: network.to_string(),
-            netns: format!("/proc/{}/ns/net", c.state.pid).into(),
-            aliases: aliases.clone(),
-            ports: Vec::new(),
-            hosts_file: Some(engine.dir(&c.id).join("hosts")),
-            hostname: c.config.hostname.clone(),
-        })?;
+        berth_engine::net::join(net, &c, &link, c.state.pid, &engine.dir(&c.id))?;
     }
-    engine.update(&c.id, |cfg| {
-        cfg.extra_networks.push(berth_engine::NetworkLink {
-            network: network.to_string(),
-            aliases,
-        })
-    })?;
+    engine.update(&c.id, |cfg| cfg.extra_networks.push(link))?;
     Ok(())
 }
 

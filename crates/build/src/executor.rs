@@ -1225,17 +1225,7 @@ impl<'a> Executor<'a> {
         for (missing, target) in &stubs {
             mounts::remove_stubs(&upper, missing, target);
         }
-        let layer = export::commit_layer(
-            self.store,
-            &upper,
-            state.top(),
-            self.req.epoch,
-            self.req.compression,
-        )
-        .map_err(other("commit layer"))?;
-        self.record(&key, layer.as_ref())?;
-        push_layer(state, layer, created_by, &self.created, key);
-        Ok(false)
+        self.commit_step(&upper, state, key, created_by)
     }
 
     /// WORKDIR's directory as a layer (none when it already exists).
@@ -1270,9 +1260,22 @@ impl<'a> Executor<'a> {
             .snapshots
             .upper_dir(&ws.key)
             .map_err(other("find the upper dir"))?;
+        self.commit_step(&upper, state, key, created_by)
+    }
+
+    /// Makes a step's upper directory its layer (none when it changed nothing), records
+    /// it in the cache under `key` and adds it, with its history entry, to `state`. The
+    /// end of every RUN, COPY/ADD and WORKDIR that ran.
+    fn commit_step(
+        &self,
+        upper: &Path,
+        state: &mut State,
+        key: String,
+        created_by: String,
+    ) -> Result<bool, BuildError> {
         let layer = export::commit_layer(
             self.store,
-            &upper,
+            upper,
             state.top(),
             self.req.epoch,
             self.req.compression,
@@ -1549,17 +1552,7 @@ impl<'a> Executor<'a> {
             .snapshots
             .upper_dir(&ws.key)
             .map_err(other("find the upper dir"))?;
-        let layer = export::commit_layer(
-            self.store,
-            &upper,
-            state.top(),
-            self.req.epoch,
-            self.req.compression,
-        )
-        .map_err(other("commit layer"))?;
-        self.record(&key, layer.as_ref())?;
-        push_layer(state, layer, created_by, &self.created, key);
-        Ok(false)
+        self.commit_step(&upper, state, key, created_by)
     }
 
     /// Hashes context sources, reading only files whose digest is not

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::record::Container;
+use crate::record::{Container, NetworkLink};
 use crate::{Error, Result};
 
 /// How the container's network namespace is made.
@@ -130,23 +130,35 @@ pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option
     }))
 }
 
-/// Joins the container's further networks (those `network connect` or compose added),
-/// with no published ports: Docker publishes on the first network only.
+/// Joins the container's further networks (those `network connect` or compose added).
 fn attach_extra(net: &berth_net::Net, c: &Container, pid: i32, dir: &Path) -> Result<()> {
     for link in &c.config.extra_networks {
-        net.connect(&berth_net::Attach {
-            container_id: c.id.clone(),
-            name: c.name.clone(),
-            network: link.network.clone(),
-            netns: format!("/proc/{pid}/ns/net").into(),
-            aliases: link.aliases.clone(),
-            ports: Vec::new(),
-            hosts_file: Some(dir.join("hosts")),
-            hostname: c.config.hostname.clone(),
-        })
-        .map_err(|e| Error::Network(format!("network {}: {e}", link.network)))?;
+        join(net, c, link, pid, dir)?;
     }
     Ok(())
+}
+
+/// Joins one further network: no published ports (Docker publishes on the first network
+/// only); names answered there are the container's and `link`'s aliases, kept in the
+/// hosts file in `dir`. `pid` is the container's init.
+pub fn join(
+    net: &berth_net::Net,
+    c: &Container,
+    link: &NetworkLink,
+    pid: i32,
+    dir: &Path,
+) -> Result<berth_net::Endpoint> {
+    net.connect(&berth_net::Attach {
+        container_id: c.id.clone(),
+        name: c.name.clone(),
+        network: link.network.clone(),
+        netns: format!("/proc/{pid}/ns/net").into(),
+        aliases: link.aliases.clone(),
+        ports: Vec::new(),
+        hosts_file: Some(dir.join("hosts")),
+        hostname: c.config.hostname.clone(),
+    })
+    .map_err(|e| Error::Network(format!("network {}: {e}", link.network)))
 }
 
 /// Gives back the address, veth and firewall rules of a container; idempotent, and free
