@@ -207,6 +207,10 @@ impl ContentStore {
                 Err(e) => return Err(e),
             }
         };
+        // The holder we waited for may have committed just before we took over.
+        if self.contains(expected) {
+            return Ok(());
+        }
         w.truncate()?;
         io::copy(reader, &mut w).map_err(io_ctx(format!("write blob {expected}")))?;
         w.commit(size, expected).map(|_| ())
@@ -238,15 +242,16 @@ impl Writer {
         let dir = store.ingest_dir(reference);
         let mut tries = 0;
         let mut file = loop {
-            fs::create_dir_all(&dir).map_err(io_ctx(format!("create {}", dir.display())))?;
-            fs::write(dir.join("ref"), reference).map_err(io_ctx("write ingest ref"))?;
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join("data"))
-                .map_err(io_ctx("open ingest data"))?;
+            let file = match open_ingest_data(&dir, reference) {
+                Ok(file) => file,
+                // A writer that just committed or gave up removed the directory
+                // between our create and our open: start over on a fresh one.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 100 => {
+                    tries += 1;
+                    continue;
+                }
+                Err(e) => return Err(io_ctx("open ingest data")(e)),
+            };
             lock_exclusive(&file, reference)?;
             // The writer that held the lock before us may have committed (renamed
             // `data` into blobs/) or discarded the ingest between our open and our
@@ -322,7 +327,14 @@ impl Writer {
             .set_permissions(fs::Permissions::from_mode(0o444))
             .map_err(io_ctx("make blob read-only"))?;
         fs::create_dir_all(&target_dir).map_err(io_ctx("create blob dir"))?;
-        fs::rename(self.dir.join("data"), &target).map_err(io_ctx("rename blob"))?;
+        if let Err(e) = fs::rename(self.dir.join("data"), &target) {
+            // A writer of the same blob that committed first removes the ingest
+            // directory, ours included; its blob is the one we were writing.
+            if e.kind() == io::ErrorKind::NotFound && target.exists() {
+                return Ok(expected.clone());
+            }
+            return Err(io_ctx("rename blob")(e));
+        }
         fsync_dir(&target_dir).map_err(io_ctx("fsync blob dir"))?;
         self.discard();
         Ok(expected.clone())
@@ -385,6 +397,17 @@ fn lock_exclusive(file: &File, reference: &str) -> Result<()> {
         return Err(ContentError::Locked(reference.to_string()));
     }
     Err(io_ctx("lock ingest")(err))
+}
+
+fn open_ingest_data(dir: &Path, reference: &str) -> io::Result<File> {
+    fs::create_dir_all(dir)?;
+    fs::write(dir.join("ref"), reference)?;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("data"))
 }
 
 fn feed(r: &mut impl Read, hasher: &mut Hasher) -> io::Result<u64> {
@@ -514,6 +537,36 @@ mod tests {
         w.write_all(&data[70_000..]).unwrap();
         w.commit(data.len() as u64, &dg).unwrap();
         assert_eq!(s.read_blob(&dg).unwrap(), data);
+    }
+
+    /// Writers of one blob racing each other: one commits and removes the ingest
+    /// directory while the others create, open or lock theirs. Every put must
+    /// succeed and leave exactly the blob.
+    #[test]
+    fn racing_puts_of_one_blob_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Vec<Vec<u8>> = (0..300u32)
+            .map(|i| i.to_le_bytes().repeat(64 + i as usize))
+            .collect();
+        std::thread::scope(|scope| {
+            for _ in 0..6 {
+                let (root, blobs) = (dir.path(), &blobs);
+                scope.spawn(move || {
+                    let s = ContentStore::open(root).unwrap();
+                    for data in blobs {
+                        let dg = Digest::sha256_of(data);
+                        s.put(&mut &data[..], data.len() as u64, &dg)
+                            .unwrap_or_else(|e| panic!("put {dg}: {e}"));
+                    }
+                });
+            }
+        });
+        let s = ContentStore::open(dir.path()).unwrap();
+        assert_eq!(s.list().unwrap().len(), blobs.len());
+        for data in &blobs {
+            assert_eq!(s.read_blob(&Digest::sha256_of(data)).unwrap(), *data);
+        }
+        assert!(s.ingests().unwrap().is_empty());
     }
 
     #[test]

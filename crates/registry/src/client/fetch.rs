@@ -221,6 +221,13 @@ pub async fn blob_to_store(
             Err(e) => return Err(content_ctx(format!("open ingest for {}", desc.digest))(e)),
         }
     };
+    // A concurrent pull that committed just before we took the ingest over.
+    if store.contains(&desc.digest) {
+        if let Some(t) = tee {
+            t.fail("blob stored by a concurrent pull").await;
+        }
+        return Ok(false);
+    }
     if writer.offset() > 0 {
         if let Some(t) = tee.as_deref_mut() {
             t.fail("resuming an earlier ingest").await;
