@@ -209,6 +209,7 @@ impl ContentStore {
         };
         // The holder we waited for may have committed just before we took over.
         if self.contains(expected) {
+            w.abandon();
             return Ok(());
         }
         w.truncate()?;
@@ -296,6 +297,12 @@ impl Writer {
     /// known in advance (one compressed here) commits under.
     pub fn digest(&self) -> Digest {
         self.hasher.clone().finish()
+    }
+
+    /// Gives the ingest up and removes it: for a writer that learns, once it holds
+    /// the ingest, that the blob is already stored.
+    pub fn abandon(self) {
+        self.discard();
     }
 
     /// Drops any partial data and starts the ingest from zero.

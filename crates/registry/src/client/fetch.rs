@@ -223,6 +223,7 @@ pub async fn blob_to_store(
     };
     // A concurrent pull that committed just before we took the ingest over.
     if store.contains(&desc.digest) {
+        writer.abandon();
         if let Some(t) = tee {
             t.fail("blob stored by a concurrent pull").await;
         }
