@@ -430,6 +430,12 @@ fn exec_joins_the_running_container() {
     let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap();
     assert!(pids.contains(&exec_pid), "{pids:?} lacks {exec_pid}");
     assert_eq!(pids.len(), 2, "{pids:?}");
+    // The exec'd process sits in the init's cgroup in every hierarchy (it moves itself
+    // into the v1 ones, and is cloned into the cgroup2 one).
+    let init_pid = rc.state("ex").unwrap()["pid"].as_i64().unwrap();
+    let cgroups = |pid: i64| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(cgroups(exec_pid.into()), cgroups(init_pid));
+    assert!(cgroups(init_pid).contains("/ex"), "{}", cgroups(init_pid));
     assert!(rc.run(&["delete", "-f", "ex"]).status.success());
 }
 

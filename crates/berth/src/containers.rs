@@ -1030,6 +1030,7 @@ pub(crate) fn start_detached(engine: &mut Engine, id: &str) -> berth_engine::Res
 }
 
 fn run(root: &Path, a: RunArgs) -> i32 {
+    tracing::debug!("run: parsed");
     let (mut engine, c) = match create(root, &a) {
         Ok(v) => v,
         Err(e) => {
@@ -1049,6 +1050,7 @@ fn run(root: &Path, a: RunArgs) -> i32 {
             }
         };
     }
+    tracing::debug!("run: created");
     foreground(&mut engine, &c, a.interactive)
 }
 
@@ -1073,7 +1075,9 @@ fn foreground(engine: &mut Engine, c: &Container, interactive: bool) -> i32 {
         signals: true,
         ..Default::default()
     };
+    tracing::debug!("run: launched");
     let code = monitor::pump(engine, c, l, opts).unwrap_or(255);
+    tracing::debug!("run: exited");
     drop(raw);
     let done = if c.config.auto_remove {
         engine.discard_exited(&c.id)
@@ -1085,6 +1089,7 @@ fn foreground(engine: &mut Engine, c: &Container, interactive: bool) -> i32 {
     if let Err(e) = done {
         eprintln!("berth: after the container exited: {e}");
     }
+    tracing::debug!("run: done");
     code
 }
 

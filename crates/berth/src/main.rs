@@ -35,6 +35,9 @@ struct Cli {
         default_value = "/var/lib/berth"
     )]
     root: PathBuf,
+    /// Print debug events on stderr, each stamped with the seconds since start.
+    #[arg(short = 'D', long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -112,6 +115,13 @@ fn main() {
     }
     drop(args);
     let cli = Cli::parse();
+    if cli.debug {
+        berth_cli::log::Log {
+            file: None,
+            json: false,
+        }
+        .init(true);
+    }
     let code = match cli.cmd {
         Cmd::Runtime { args } => {
             let mut full: Vec<std::ffi::OsString> = vec!["berth runtime".into(), "--root".into()];

@@ -181,8 +181,12 @@ impl Runtime {
         });
         tracing::debug!("clone");
         let clone_fd = cgroup.clone_into_fd();
+        // The init moves itself into the v1 hierarchies (the cheap way, see
+        // `Cgroup::join_v1_self`), except in a new user namespace, whose root may not
+        // write the host's cgroup files: there the runtime writes its pid.
+        let init_joins_v1 = cgroup.has_v1() && new_ns & LinuxNamespaceType::User as u64 == 0;
         let cgroupns = LinuxNamespaceType::Cgroup as u64;
-        let unshare_cgroupns = clone_fd.is_none() && new_ns & cgroupns != 0;
+        let unshare_cgroupns = (clone_fd.is_none() || cgroup.has_v1()) && new_ns & cgroupns != 0;
         let clone_flags = if unshare_cgroupns {
             new_ns & !cgroupns
         } else {
@@ -207,6 +211,7 @@ impl Runtime {
                     seccomp: filter,
                     seccomp_listener,
                     unshare_cgroupns,
+                    join_v1: init_joins_v1,
                 })
             }
             Forked::Parent(pid) => pid,
@@ -237,9 +242,7 @@ impl Runtime {
         let state_json = serde_json::to_vec(&rec.public).unwrap_or_default();
         parent_chan.send(Tag::Go, &state_json)?;
         tracing::debug!("go sent; joining cgroups");
-        if clone_fd.is_none() {
-            cgroup.add(pid)?;
-        }
+        cgroup.add_where(pid, clone_fd.is_none(), !init_joins_v1)?;
         parent_chan.send(Tag::Joined, &[])?;
         tracing::debug!("cgroups joined");
         let pty_master = self.wait_ready(&parent_chan, spec, &state_json, pty_listener)?;

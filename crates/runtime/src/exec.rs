@@ -62,14 +62,16 @@ impl Runtime {
         let child = match clone3(0, clone_fd.as_ref())? {
             Forked::Child => {
                 drop(parent_chan);
-                let r = exec_child(
-                    pid,
-                    process,
-                    &child_chan,
-                    console.as_ref(),
-                    filter.as_ref(),
-                    opts.preserve_fds,
-                );
+                let r = rec.cgroup.join_v1_self().and_then(|()| {
+                    exec_child(
+                        pid,
+                        process,
+                        &child_chan,
+                        console.as_ref(),
+                        filter.as_ref(),
+                        opts.preserve_fds,
+                    )
+                });
                 match r {
                     Ok(never) => match never {},
                     Err(e) => init::fail(&child_chan, e),
@@ -79,8 +81,9 @@ impl Runtime {
         };
         drop(child_chan);
         drop(console);
+        // The child moves itself into the v1 hierarchies (see `Cgroup::join_v1_self`).
         if clone_fd.is_none() {
-            if let Err(e) = rec.cgroup.add(child) {
+            if let Err(e) = rec.cgroup.add_where(child, true, false) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(child),
                     nix::sys::signal::Signal::SIGKILL,

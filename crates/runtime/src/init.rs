@@ -33,6 +33,8 @@ pub struct InitConfig<'a> {
     /// The cgroup namespace is made after the runtime moved us into our cgroup (v1 has no
     /// CLONE_INTO_CGROUP), so that its root is the container's cgroup, not the caller's.
     pub unshare_cgroupns: bool,
+    /// Move ourselves into the v1 hierarchies first thing (`Cgroup::join_v1_self`).
+    pub join_v1: bool,
 }
 
 /// Runs the init and never returns.
@@ -85,6 +87,9 @@ fn wait_joined(cfg: &InitConfig<'_>, joined: &std::cell::Cell<bool>) -> Result<(
 }
 
 fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
+    if cfg.join_v1 {
+        cfg.cgroup.join_v1_self()?;
+    }
     let state_json = match cfg.chan.recv()? {
         Some((Tag::Go, payload)) => payload,
         _ => {

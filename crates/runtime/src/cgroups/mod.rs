@@ -213,12 +213,10 @@ impl Cgroup {
         }
     }
 
-    /// An fd of the cgroup2 directory for clone3(CLONE_INTO_CGROUP), on pure v2 hosts only
-    /// (on hybrid hosts the v1 hierarchies need a cgroup.procs write anyway).
+    /// An fd of the cgroup2 directory for clone3(CLONE_INTO_CGROUP): the child is born in
+    /// it, so no cgroup.procs write (and none of its cost, below) is needed for cgroup2.
+    /// On hybrid hosts this covers the cgroup2 part only; see [`Cgroup::join_v1_self`].
     pub fn clone_into_fd(&self) -> Option<OwnedFd> {
-        if !Layout::get().is_pure_v2() {
-            return None;
-        }
         let dir = self.v2_dir()?;
         nix::fcntl::open(
             dir,
@@ -234,10 +232,36 @@ impl Cgroup {
         })
     }
 
+    /// Whether any v1 hierarchy is part of this cgroup (pure v1 and hybrid hosts).
+    pub fn has_v1(&self) -> bool {
+        self.dirs.keys().any(|k| !k.is_empty())
+    }
+
     /// Moves `pid` into every hierarchy.
     pub fn add(&self, pid: i32) -> Result<()> {
-        for dir in self.dirs.values() {
-            write(dir, "cgroup.procs", &pid.to_string())?;
+        self.add_where(pid, true, true)
+    }
+
+    /// Moves `pid` into the cgroup2 directory (`v2`) and/or the v1 ones (`v1`).
+    pub fn add_where(&self, pid: i32, v2: bool, v1: bool) -> Result<()> {
+        for (key, dir) in &self.dirs {
+            if (key.is_empty() && v2) || (!key.is_empty() && v1) {
+                write(dir, "cgroup.procs", &pid.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the calling thread, which must be its process's only one, into every v1
+    /// hierarchy. Why not the runtime writing the child's pid to cgroup.procs: moving a
+    /// whole thread group takes the kernel's global threadgroup rwsem for writing, and on
+    /// a quiet host that first waits for an RCU grace period — 14–20 ms, most of a
+    /// container's start here. A thread writing "0" (itself) to `tasks` skips that lock.
+    pub fn join_v1_self(&self) -> Result<()> {
+        for (key, dir) in &self.dirs {
+            if !key.is_empty() {
+                write(dir, "tasks", "0")?;
+            }
         }
         Ok(())
     }
