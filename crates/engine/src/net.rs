@@ -99,6 +99,7 @@ pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option
         return Ok(None);
     };
     let net = berth_net::Net::open(root).map_err(net_err)?;
+    tracing::debug!("net: opened");
     let ep = net
         .connect(&berth_net::Attach {
             container_id: c.id.clone(),

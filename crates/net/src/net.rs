@@ -184,7 +184,9 @@ impl Net {
             )));
         }
         ensure_infra(&net)?;
+        tracing::debug!("net: network resolved");
         let row = plan_endpoint(&tx, &net, req)?;
+        tracing::debug!("net: address leased");
         let give_back = || {
             if net.name == DEFAULT_NETWORK {
                 leases::give_back(&net.bridge, row.ep.ip, &req.container_id);
@@ -203,6 +205,7 @@ impl Net {
             give_back();
             return Err(e);
         }
+        tracing::debug!("net: links up");
         let done = write_hosts(&tx, &req.container_id).and_then(|()| {
             rewrite_peers(&tx, &net, &req.container_id);
             tx.commit().map_err(NetError::from)
