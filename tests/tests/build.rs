@@ -1485,3 +1485,152 @@ fn independent_stages_run_in_parallel() {
     );
     assert!(!b.run(&["image", "inspect", "broken"]).status.success());
 }
+
+/// Runs git in `dir` for a test, failing it on error.
+fn git_in(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+}
+
+/// A commit on `work` pushed to the bare repository `bare`, which is then also made
+/// servable as static files (dumb HTTP).
+fn git_commit_and_push(work: &Path, bare: &Path, files: &[(&str, &str)], msg: &str) {
+    for (name, content) in files {
+        let p = work.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    git_in(work, &["add", "-A"]);
+    git_in(work, &["commit", "-q", "-m", msg]);
+    git_in(
+        work,
+        &[
+            "push",
+            "-q",
+            "--tags",
+            bare.to_str().unwrap(),
+            "HEAD:refs/heads/main",
+        ],
+    );
+    git_in(bare, &["update-server-info"]);
+}
+
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn serve(base: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // git-daemon itself, not `git daemon`: the wrapper's child would outlive a kill.
+        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+        let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .spawn()
+            .unwrap();
+        berth_tests::wait_for(
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            "git daemon to listen",
+        );
+        GitDaemon { child, port }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn add_takes_git_repositories_by_ref_and_subdir() {
+    let b = Berth::new();
+    let www = tempfile::tempdir().unwrap();
+    let bare = www.path().join("repo.git");
+    let work = www.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git_in(
+        www.path(),
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    git_in(&work, &["init", "-q", "-b", "main"]);
+    git_commit_and_push(
+        &work,
+        &bare,
+        &[
+            ("README", "v1\n"),
+            ("sub/inner.txt", "inner\n"),
+            ("run.sh", "echo hi\n"),
+        ],
+        "first",
+    );
+    git_in(&work, &["tag", "-a", "v1", "-m", "v1"]);
+    git_in(
+        &work,
+        &["push", "-q", bare.to_str().unwrap(), "refs/tags/v1"],
+    );
+    git_in(&bare, &["update-server-info"]);
+    let daemon = GitDaemon::serve(www.path());
+    let httpd = Httpd::serve(www.path());
+    let git_url = format!("git://127.0.0.1:{}/repo.git", daemon.port);
+    let http_url = format!("http://127.0.0.1:{}/repo.git", httpd.port);
+    let dockerfile = format!(
+        "FROM busybox\n\
+         ADD {git_url}#v1 /src\n\
+         ADD {http_url}#main:sub /sub\n\
+         ADD --keep-git-dir=true {git_url} /kept\n"
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile)]);
+    b.build(ctx.path(), &["-t", "fromgit"]);
+    assert_eq!(file_in(&b, "fromgit", "/src/README"), "v1\n");
+    assert_eq!(file_in(&b, "fromgit", "/src/sub/inner.txt"), "inner\n");
+    assert!(
+        b.find_in_layers("fromgit", "/src/.git").is_none(),
+        ".git kept without the flag"
+    );
+    assert_eq!(file_in(&b, "fromgit", "/sub/inner.txt"), "inner\n");
+    assert!(
+        b.find_in_layers("fromgit", "/sub/README").is_none(),
+        "subdir took the root"
+    );
+    assert!(b.find_in_layers("fromgit", "/kept/.git/HEAD").is_some());
+    assert_eq!(file_in(&b, "fromgit", "/kept/README"), "v1\n");
+
+    // main moves on: the tag's step is cached, the steps reading main run again.
+    git_commit_and_push(&work, &bare, &[("README", "v2\n")], "second");
+    let (_, progress) = b.build(ctx.path(), &["-t", "fromgit2"]);
+    let cached = cached_steps(&progress);
+    assert!(
+        cached.iter().any(|t| t.contains("#v1")),
+        "{cached:?}\n{progress}"
+    );
+    assert_eq!(cached.len(), 1, "{cached:?}\n{progress}");
+    assert_eq!(file_in(&b, "fromgit2", "/src/README"), "v1\n");
+    assert_eq!(file_in(&b, "fromgit2", "/kept/README"), "v2\n");
+
+    // A reference the repository lacks fails the build, naming it; nothing is tagged.
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM busybox\nADD {git_url}#nope /x\n"),
+    )]);
+    let out = b.run(&["build", "-t", "bad", ctx.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("\"nope\""), "{}", stderr(&out));
+    assert!(!b.run(&["image", "inspect", "bad"]).status.success());
+}

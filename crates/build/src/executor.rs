@@ -1319,13 +1319,9 @@ impl<'a> Executor<'a> {
                 .expand_word(w, &vars)
                 .map_err(|e| BuildError::Other(e.to_string()))
         };
-        for unsupported in ["keep-git-dir"] {
-            if inst.flag(unsupported).is_some() {
-                return Err(BuildError::Other(format!(
-                    "--{unsupported} is not supported yet"
-                )));
-            }
-        }
+        let keep_git_dir = inst
+            .flag("keep-git-dir")
+            .is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true"));
         let from = inst.flag("from").map(&expand).transpose()?;
         let mut excludes = Vec::new();
         for e in inst.flag_values("exclude") {
@@ -1348,6 +1344,7 @@ impl<'a> Executor<'a> {
         let mut patterns = Vec::new();
         let mut heredocs = Vec::new();
         let mut urls = Vec::new();
+        let mut repos = Vec::new();
         for a in &inst.args[..n - 1] {
             match crate::heredoc::parse_delimiter(a).ok().flatten() {
                 Some(h) if inst.heredocs.iter().any(|d| d.name == h.name) => {
@@ -1366,14 +1363,12 @@ impl<'a> Executor<'a> {
                 _ => {
                     let p = expand(a)?;
                     let http = p.starts_with("http://") || p.starts_with("https://");
-                    let git =
-                        p.starts_with("git@") || p.starts_with("git://") || p.ends_with(".git");
-                    if inst.kind == Kind::Add && git && !http {
-                        return Err(BuildError::Other(format!(
-                            "ADD from a git repository ({p}) is not supported yet"
-                        )));
-                    }
-                    if inst.kind == Kind::Add && http {
+                    let repo = (inst.kind == Kind::Add)
+                        .then(|| crate::git::parse(&p))
+                        .flatten();
+                    if let Some(repo) = repo {
+                        repos.push(repo);
+                    } else if inst.kind == Kind::Add && http {
                         urls.push(p);
                     } else {
                         patterns.push(p);
@@ -1429,6 +1424,17 @@ impl<'a> Executor<'a> {
             key.str("url").str(url).str(&name).part(&data);
             downloaded.push(name);
         }
+        // Repositories are keyed by the commit their reference names now.
+        let mut commits = Vec::new();
+        for repo in &repos {
+            let commit = repo.resolve().map_err(BuildError::Other)?;
+            key.str("git")
+                .str(&repo.remote)
+                .str(&commit)
+                .str(repo.subdir.as_deref().unwrap_or(""))
+                .str(&keep_git_dir.to_string());
+            commits.push(commit);
+        }
         match &from_state {
             Some(s) => {
                 key.str(&s.key);
@@ -1452,6 +1458,7 @@ impl<'a> Executor<'a> {
         shown.extend(patterns.iter().cloned());
         shown.extend(heredocs.iter().map(|(n, _)| n.clone()));
         shown.extend(urls.iter().cloned());
+        shown.extend(repos.iter().map(|r| r.remote.clone()));
         shown.push(raw_dest.clone());
         let created_by = format!("{keyword} {} # buildkit", shown.join(" "));
         if let Some(hit) = self.lookup_cache(state, &key) {
@@ -1513,6 +1520,45 @@ impl<'a> Executor<'a> {
                 ..opts.clone()
             };
             copy::copy_into(&root, &sources, &rootfs, &dest, &dopts).map_err(fail)?;
+        }
+        for (i, (repo, commit)) in repos.iter().zip(&commits).enumerate() {
+            let checkout = scratch.join(format!("git{i}"));
+            std::fs::create_dir_all(&checkout).map_err(other("create scratch dir"))?;
+            repo.checkout(commit, &checkout, keep_git_dir)
+                .map_err(BuildError::Other)?;
+            let dir = match &repo.subdir {
+                Some(sub) => {
+                    // A symlink in the repository must not lead the copy out of it.
+                    let d = fsutil::resolve_in_root(&checkout, sub, true)
+                        .map_err(other("find the repository's subdirectory"))?;
+                    if !d.is_dir() {
+                        return Err(BuildError::Other(format!(
+                            "{}: no directory {sub:?} at {commit}",
+                            repo.remote
+                        )));
+                    }
+                    d
+                }
+                None => checkout.clone(),
+            };
+            let root = SourceRoot {
+                dir: &dir,
+                ignore: None,
+                keep_owner: false,
+                rootfs: false,
+                exclude,
+            };
+            let sources = copy::expand_sources(&root, &[".".to_string()]).map_err(fail)?;
+            let gopts = CopyOptions {
+                extract: false,
+                ..opts.clone()
+            };
+            let into = if dest.ends_with('/') {
+                dest.clone()
+            } else {
+                format!("{dest}/")
+            };
+            copy::copy_into(&root, &sources, &rootfs, &into, &gopts).map_err(fail)?;
         }
         if !patterns.is_empty() {
             match &from_state {

@@ -81,6 +81,7 @@ pub mod executor;
 pub mod export;
 pub mod fetch;
 pub mod fsutil;
+pub mod git;
 pub mod heredoc;
 pub mod instructions;
 pub mod mounts;
