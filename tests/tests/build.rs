@@ -1634,3 +1634,73 @@ fn add_takes_git_repositories_by_ref_and_subdir() {
     assert!(stderr(&out).contains("\"nope\""), "{}", stderr(&out));
     assert!(!b.run(&["image", "inspect", "bad"]).status.success());
 }
+
+#[test]
+fn platform_picks_the_base_images_platform() {
+    let reg = LocalRegistry::start();
+    let env = [("CONTAINERS_REGISTRIES_CONF", reg.conf())];
+    let layout = reg.dir.path().join("layout");
+    berth_tests::multi_platform_layout(&layout);
+    let out = Command::new("skopeo")
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{}/multi/arch:latest", reg.addr))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy --all: {}", stderr(&out));
+    let base = format!("{}/multi/arch:latest", reg.addr);
+    let b = Berth::new();
+    let build = |flags: &[&str], dockerfile: &str| {
+        let ctx = context(&[("Dockerfile", dockerfile), ("f", "x")]);
+        let env: Vec<(&str, &Path)> = env.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        build_env(&b, ctx.path(), flags, &env)
+    };
+    let arch = |image: &str| -> String {
+        let v: Value = serde_json::from_str(&b.ok(&["image", "inspect", image])).unwrap();
+        v[0]["Architecture"].as_str().unwrap().to_string()
+    };
+    // No platform: the host's image; --platform: that one's, also for scratch stages,
+    // and TARGETARCH follows it.
+    build(&["-t", "native"], &format!("FROM {base}\nCOPY f /f\n"));
+    assert_eq!(arch("native"), "amd64");
+    assert_eq!(file_in(&b, "native", "/arch"), "amd64");
+    build(
+        &["-t", "arm", "--platform", "linux/arm64"],
+        &format!("FROM {base}\nARG TARGETARCH\nLABEL t=$TARGETARCH\nCOPY f /f\n"),
+    );
+    assert_eq!(arch("arm"), "arm64");
+    assert_eq!(file_in(&b, "arm", "/arch"), "arm64");
+    let v: Value = serde_json::from_str(&b.ok(&["image", "inspect", "arm"])).unwrap();
+    assert_eq!(v[0]["Config"]["Labels"]["t"], "arm64");
+    build(
+        &["-t", "scr", "--platform", "linux/arm64"],
+        "FROM scratch\nCOPY f /f\n",
+    );
+    assert_eq!(arch("scr"), "arm64");
+    // FROM --platform wins over --platform for its stage.
+    build(
+        &["-t", "pinned", "--platform", "linux/arm64"],
+        &format!("FROM --platform=linux/amd64 {base}\nCOPY f /f\n"),
+    );
+    assert_eq!(arch("pinned"), "amd64");
+    // RUN on arm64 without an emulator says what is missing.
+    if !Path::new("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists() {
+        let ctx = context(&[("Dockerfile", &format!("FROM {base}\nRUN true\n"))]);
+        let out = b
+            .cmd(&[
+                "build",
+                "--platform",
+                "linux/arm64",
+                ctx.path().to_str().unwrap(),
+            ])
+            .env("CONTAINERS_REGISTRIES_CONF", reg.conf())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("no emulator is registered"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

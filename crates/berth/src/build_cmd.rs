@@ -17,6 +17,9 @@ pub struct BuildArgs {
     #[arg(short = 't', long = "tag")]
     tags: Vec<String>,
     /// Name of the Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin).
+    /// Platform to build for (os/arch[/variant]); FROM pulls that platform's images.
+    #[arg(long)]
+    platform: Option<String>,
     #[arg(short = 'f', long = "file")]
     file: Option<String>,
     /// Set build-time variables (KEY=VALUE, or KEY to take it from the environment).
@@ -223,6 +226,7 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         epoch,
         secrets: secrets(&args.secrets)?,
         ssh: ssh_sockets(&args.ssh)?,
+        platform: args.platform.clone(),
     };
     let mut store = LocalStore::open(root)?;
     let mut progress: Box<dyn Write> = if args.quiet {
@@ -578,13 +582,16 @@ fn parse_output(spec: &str) -> anyhow::Result<(String, Option<String>)> {
 }
 
 /// Pulls a missing base image with default registry settings.
-fn pull(store: &mut LocalStore, name: &str) -> Result<(), String> {
+fn pull(store: &mut LocalStore, name: &str, platform: Option<&str>) -> Result<(), String> {
     let reference = Reference::parse_name(name)
         .map_err(|e| e.to_string())?
         .with_default_tag();
     let opts = PullOptions {
         registry: registry_options(reference.domain()).map_err(|e| e.to_string())?,
-        platform: None,
+        platform: platform
+            .map(berth_registry::client::Platform::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?,
     };
     client::pull(store, &reference, &opts)
         .map(|_| ())

@@ -64,7 +64,8 @@ fn other<E: std::fmt::Display>(context: impl Into<String>) -> impl FnOnce(E) -> 
 }
 
 /// Fetches an image that the store lacks (`FROM`, `COPY --from`).
-pub type Puller<'a> = dyn FnMut(&mut LocalStore, &str) -> Result<(), String> + 'a;
+/// Fetches a base image into the store, for a platform (`os/arch[/variant]`) if given.
+pub type Puller<'a> = dyn FnMut(&mut LocalStore, &str, Option<&str>) -> Result<(), String> + 'a;
 
 /// What to build.
 pub struct BuildRequest {
@@ -95,6 +96,8 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// `--ssh` agent sockets by id, for `RUN --mount=type=ssh`.
     pub ssh: BTreeMap<String, PathBuf>,
+    /// `--platform`: the platform built for (`os/arch[/variant]`); the host's if `None`.
+    pub platform: Option<String>,
 }
 
 /// The built image, with every layer already in the store.
@@ -331,8 +334,15 @@ impl<'a> Executor<'a> {
     pub fn build(&mut self, pull: &mut Puller) -> Result<Built, BuildError> {
         let df = crate::parse(&self.req.dockerfile, &self.req.file_name)?;
         self.lexer = Lexer::new(df.escape);
+        let target_platform = match &self.req.platform {
+            Some(p) => Some(crate::stages::Platform::parse(p).ok_or_else(|| {
+                BuildError::Other(format!("invalid --platform {p:?} (os/arch[/variant])"))
+            })?),
+            None => None,
+        };
         let opts = BuildOptions {
             build_args: self.req.build_args.clone(),
+            target_platform,
             ..Default::default()
         };
         let graph = StageGraph::new(&df, &opts, &self.req.file_name)?;
@@ -341,13 +351,34 @@ impl<'a> Executor<'a> {
             .map_err(|k| BuildError::Other(format!("failed to solve: {k}")))?;
         // Images are fetched before any RUN: the runtime must clone from a
         // process without the registry client's threads.
+        let mut wanted: HashMap<&str, Option<&str>> = HashMap::new();
         for &s in &plan.order {
             let stage = &graph.stages[s];
-            if let Base::Image(name) = &stage.base {
-                self.ensure_image(name, stage.line, pull)?;
-            }
-            for name in &stage.images {
-                self.ensure_image(name, stage.line, pull)?;
+            let target = self.req.platform.as_deref();
+            let base = match &stage.base {
+                Base::Image(name) => Some((name, stage.platform.as_deref().or(target))),
+                _ => None,
+            };
+            for (name, platform) in base
+                .into_iter()
+                .chain(stage.images.iter().map(|n| (n, target)))
+            {
+                // The store keeps one image per name, so one build cannot use a name at
+                // two platforms.
+                match wanted.insert(name, platform) {
+                    Some(other) if other != platform => {
+                        return Err(BuildError::Step {
+                            file: self.req.file_name.clone(),
+                            line: stage.line,
+                            message: format!(
+                                "{name} is used for platforms {} and {} in one build",
+                                other.unwrap_or("(host)"),
+                                platform.unwrap_or("(host)")
+                            ),
+                        })
+                    }
+                    _ => self.ensure_image(name, stage.line, platform, pull)?,
+                }
             }
         }
         let mut done: Vec<Option<State>> = vec![None; graph.stages.len()];
@@ -405,9 +436,10 @@ impl<'a> Executor<'a> {
         &mut self,
         name: &str,
         line: usize,
+        platform: Option<&str>,
         pull: &mut Puller,
     ) -> Result<(), BuildError> {
-        if self.store.find(name).is_ok() && !self.req.pull {
+        if !self.req.pull && self.stored_for(name, platform) {
             return Ok(());
         }
         self.step_no += 1;
@@ -416,13 +448,32 @@ impl<'a> Executor<'a> {
             "#{} [internal] load metadata for {name}",
             self.step_no
         );
-        pull(self.store, name).map_err(|e| BuildError::Step {
+        pull(self.store, name, platform).map_err(|e| BuildError::Step {
             file: self.req.file_name.clone(),
             line,
             message: format!("failed to resolve source metadata for {name}: {e}"),
         })?;
         let _ = writeln!(self.out, "#{} DONE", self.step_no);
         Ok(())
+    }
+
+    /// Whether the store has `name`, and for `platform` when one is asked for.
+    fn stored_for(&self, name: &str, platform: Option<&str>) -> bool {
+        let Ok(rec) = self.store.find(name) else {
+            return false;
+        };
+        let Some(wanted) = platform else {
+            return true;
+        };
+        let Ok(wanted) = berth_registry::client::Platform::parse(wanted) else {
+            return false;
+        };
+        let Ok(config) = self.store.config_json(&rec) else {
+            return false;
+        };
+        let have: berth_registry::client::manifest::PlatformSpec =
+            serde_json::from_value(config).unwrap_or_default();
+        wanted.matches(&have)
     }
 
     fn finish_config(&self, mut config: Value, layers: &[Layer]) -> Value {
@@ -452,7 +503,11 @@ impl<'a> Executor<'a> {
                 Ok(s)
             }
             Base::Scratch => {
-                let p = berth_registry::client::Platform::host();
+                let p = match stage.platform.as_deref().or(self.req.platform.as_deref()) {
+                    Some(p) => berth_registry::client::Platform::parse(p)
+                        .map_err(|e| BuildError::Other(e.to_string()))?,
+                    None => berth_registry::client::Platform::host(),
+                };
                 Ok(State {
                     config: json!({
                         "architecture": p.architecture, "os": p.os,
@@ -995,6 +1050,7 @@ impl<'a> Executor<'a> {
                 "RUN --security and --device are not supported yet".into(),
             ));
         }
+        check_runnable(state)?;
         let vars = StepVars {
             env,
             args: &step.vars.args,
@@ -1869,6 +1925,34 @@ fn healthcheck(inst: &Instruction) -> Value {
         }
     }
     hc
+}
+
+/// A RUN on an image of another architecture needs the kernel to hand its programs to
+/// an emulator (binfmt_misc, as qemu-user-static registers); without one the step would
+/// fail with a bare "exec format error", so say what is missing instead.
+fn check_runnable(state: &State) -> Result<(), BuildError> {
+    let arch = state.config["architecture"].as_str().unwrap_or("");
+    let host = berth_registry::client::Platform::host();
+    if arch.is_empty() || arch == host.architecture {
+        return Ok(());
+    }
+    let qemu = match arch {
+        "arm64" => "aarch64",
+        "amd64" => "x86_64",
+        "386" => "i386",
+        "ppc64le" => "ppc64le",
+        other => other,
+    };
+    let registered = std::path::Path::new("/proc/sys/fs/binfmt_misc").join(format!("qemu-{qemu}"));
+    if registered.exists() {
+        return Ok(());
+    }
+    Err(BuildError::Other(format!(
+        "cannot RUN on linux/{arch} on this linux/{} host: no emulator is registered \
+         ({} is missing; install qemu-user-static and binfmt-support)",
+        host.architecture,
+        registered.display()
+    )))
 }
 
 #[cfg(test)]
