@@ -376,15 +376,8 @@ impl Drop for Dockerd {
 /// Writes an OCI layout whose index holds two images, linux/amd64 and linux/arm64/v8,
 /// each a one-layer image with a file `/arch` naming its platform.
 pub fn multi_platform_layout(dir: &Path) {
-    use berth_image::digest::Digest;
     use berth_image::layer::{write_layer, Compression};
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| -> (String, usize) {
-        let d = Digest::sha256_of(data);
-        std::fs::write(blobs.join(d.hex()), data).unwrap();
-        (d.to_string(), data.len())
-    };
+    let put = layout_blob_writer(dir);
     let mut entries = Vec::new();
     for (arch, variant) in [("amd64", None), ("arm64", Some("v8"))] {
         let root = tempfile::tempdir().unwrap();
@@ -430,4 +423,32 @@ pub fn multi_platform_layout(dir: &Path) {
     });
     std::fs::write(dir.join("index.json"), serde_json::to_vec(&top).unwrap()).unwrap();
     std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+}
+
+/// A writer of blobs into the OCI layout at `dir`: stores the bytes under their sha256
+/// and returns (digest, size) for the descriptor.
+pub fn layout_blob_writer(dir: &Path) -> impl Fn(&[u8]) -> (String, usize) {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    move |data: &[u8]| {
+        let d = berth_image::digest::Digest::sha256_of(data);
+        std::fs::write(blobs.join(d.hex()), data).unwrap();
+        (d.to_string(), data.len())
+    }
+}
+
+/// Pushes [`multi_platform_layout`]'s two-platform index to the plain-http registry at
+/// `addr` as `multi/arch:latest` with skopeo; returns that reference.
+pub fn push_multi_platform_index(addr: &str, scratch: &Path) -> String {
+    let layout = scratch.join("layout");
+    multi_platform_layout(&layout);
+    let image = format!("{addr}/multi/arch:latest");
+    let out = Command::new("skopeo")
+        .args(["copy", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{image}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo copy --all: {}", stderr(&out));
+    image
 }

@@ -1639,16 +1639,7 @@ fn add_takes_git_repositories_by_ref_and_subdir() {
 fn platform_picks_the_base_images_platform() {
     let reg = LocalRegistry::start();
     let env = [("CONTAINERS_REGISTRIES_CONF", reg.conf())];
-    let layout = reg.dir.path().join("layout");
-    berth_tests::multi_platform_layout(&layout);
-    let out = Command::new("skopeo")
-        .args(["copy", "--all", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(format!("docker://{}/multi/arch:latest", reg.addr))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "skopeo copy --all: {}", stderr(&out));
-    let base = format!("{}/multi/arch:latest", reg.addr);
+    let base = berth_tests::push_multi_platform_index(&reg.addr, reg.dir.path());
     let b = Berth::new();
     let build = |flags: &[&str], dockerfile: &str| {
         let ctx = context(&[("Dockerfile", dockerfile), ("f", "x")]);

@@ -462,17 +462,8 @@ fn basic_auth_login_pull_logout() {
 #[test]
 fn multi_platform_index_picks_the_platform() {
     let reg = Registry::start(&[]);
-    let layout = reg.dir.path().join("layout");
-    berth_tests::multi_platform_layout(&layout);
-    let out = Command::new("skopeo")
-        .args(["copy", "--all", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:latest", layout.display()))
-        .arg(format!("docker://{}/multi/arch:latest", reg.addr))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "skopeo copy --all: {}", stderr(&out));
+    let image = berth_tests::push_multi_platform_index(&reg.addr, reg.dir.path());
     let berth = Berth::new();
-    let image = format!("{}/multi/arch:latest", reg.addr);
 
     let arch_of = |platform: Option<&str>| -> (String, String) {
         let mut args = vec!["pull", "--tls-verify=false"];
@@ -636,15 +627,8 @@ fn save_and_load_round_trip_with_skopeo() {
 
 /// Writes an OCI layout of a busybox layer plus a 16 MiB incompressible layer.
 fn big_layout(dir: &Path) {
-    use berth_image::digest::Digest;
     use berth_image::layer::{write_layer, Compression};
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| -> (String, usize) {
-        let d = Digest::sha256_of(data);
-        std::fs::write(blobs.join(d.hex()), data).unwrap();
-        (d.to_string(), data.len())
-    };
+    let put = berth_tests::layout_blob_writer(dir);
     let base = tempfile::tempdir().unwrap();
     berth_tests::busybox_rootfs(base.path());
     let big = tempfile::tempdir().unwrap();
