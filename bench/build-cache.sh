@@ -11,11 +11,11 @@
 set -euo pipefail
 runs=${1:-10}
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/common.sh"
 berth=${BERTH_BIN:-$here/target/release/berth}
 [ -x "$berth" ] || (cd "$here" && cargo build --release --bin berth)
 work=$(mktemp -d /tmp/berth-bench-cache.XXXXXX)
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --tmpdir "$work/podman-tmp" --storage-driver overlay
-        --cgroup-manager cgroupfs --events-backend none)
+podman_args "$work"
 have_podman=$(command -v podman >/dev/null && echo 1 || echo 0)
 cleanup() {
   [ "$have_podman" = 1 ] && "${podman[@]}" system reset -f >/dev/null 2>&1 || true
@@ -24,23 +24,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-rootfs=$work/rootfs; mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp}
-cp /bin/busybox "$rootfs/bin/"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$rootfs/bin/$a"; done
-printf 'root:x:0:0:root:/root:/bin/sh\n' > "$rootfs/etc/passwd"
-printf 'root:x:0:\n' > "$rootfs/etc/group"
-tar -C "$rootfs" -cf "$work/rootfs.tar" .
+busybox_rootfs "$work"
 
-ctx=$work/ctx; mkdir -p "$ctx"
-head -c 100000 /dev/urandom | base64 > "$ctx/app.txt"
-cat > "$ctx/Dockerfile" <<'DOCKERFILE'
-ARG BASE=bench/busybox
-FROM $BASE
-COPY app.txt /app/
-RUN cp /app/app.txt /app/copy
-RUN wc -c /app/copy > /app/size
-CMD ["cat", "/app/size"]
-DOCKERFILE
+ctx=$work/ctx; four_step_context "$ctx"
 
 # 1. The cache, exported once by another store.
 "$berth" --root "$work/exporter" import "$work/rootfs.tar" bench/busybox:latest >/dev/null

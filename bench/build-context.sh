@@ -15,13 +15,12 @@
 set -euo pipefail
 runs=${1:-5}
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/common.sh"
 berth=${BERTH_BIN:-$here/target/release/berth}
 [ -x "$berth" ] || (cd "$here" && cargo build --release --bin berth)
 work=$(mktemp -d /tmp/berth-bench-bigctx.XXXXXX)
 export BERTH_ROOT=$work/berth
-# --tmpdir too, so that resetting this store leaves the host's /run/libpod alone.
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --tmpdir "$work/podman-tmp"
-        --storage-driver overlay --cgroup-manager cgroupfs --events-backend none)
+podman_args "$work"
 have_podman=$(command -v podman >/dev/null && echo 1 || echo 0)
 cleanup() {
   [ "$have_podman" = 1 ] && "${podman[@]}" system reset -f >/dev/null 2>&1 || true
@@ -31,12 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The base image, in every store.
-rootfs=$work/rootfs; mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp}
-cp /bin/busybox "$rootfs/bin/"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$rootfs/bin/$a"; done
-printf 'root:x:0:0:root:/root:/bin/sh\n' > "$rootfs/etc/passwd"
-printf 'root:x:0:\n' > "$rootfs/etc/group"
-tar -C "$rootfs" -cf "$work/rootfs.tar" .
+busybox_rootfs "$work"
 "$berth" import "$work/rootfs.tar" bench/busybox:latest >/dev/null
 
 # The context: 10 directories of 25 subdirectories, 40 files of ~51 KiB each in every

@@ -10,12 +10,12 @@
 set -euo pipefail
 runs=${1:-10}
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/common.sh"
 berth=${BERTH_BIN:-$here/target/release/berth}
 [ -x "$berth" ] || (cd "$here" && cargo build --release --bin berth)
 work=$(mktemp -d /tmp/berth-bench-build.XXXXXX)
 export BERTH_ROOT=$work/berth
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --tmpdir "$work/podman-tmp" --storage-driver overlay
-        --cgroup-manager cgroupfs --events-backend none)
+podman_args "$work"
 buildah=(buildah --root "$work/buildah" --runroot "$work/buildah-run" --storage-driver overlay)
 have_podman=$(command -v podman >/dev/null && echo 1 || echo 0)
 have_buildah=$(command -v buildah >/dev/null && echo 1 || echo 0)
@@ -28,24 +28,10 @@ cleanup() {
 trap cleanup EXIT
 
 # The base image, in every store.
-rootfs=$work/rootfs; mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp}
-cp /bin/busybox "$rootfs/bin/"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$rootfs/bin/$a"; done
-printf 'root:x:0:0:root:/root:/bin/sh\n' > "$rootfs/etc/passwd"
-printf 'root:x:0:\n' > "$rootfs/etc/group"
-tar -C "$rootfs" -cf "$work/rootfs.tar" .
+busybox_rootfs "$work"
 "$berth" import "$work/rootfs.tar" bench/busybox:latest >/dev/null
 
-ctx=$work/ctx; mkdir -p "$ctx"
-head -c 100000 /dev/urandom | base64 > "$ctx/app.txt"
-cat > "$ctx/Dockerfile" <<'DOCKERFILE'
-ARG BASE=bench/busybox
-FROM $BASE
-COPY app.txt /app/
-RUN cp /app/app.txt /app/copy
-RUN wc -c /app/copy > /app/size
-CMD ["cat", "/app/size"]
-DOCKERFILE
+ctx=$work/ctx; four_step_context "$ctx"
 
 b="$berth build -q --network host"
 cold=(-n "berth build (cold)" "$b --no-cache -t bench/out $ctx")

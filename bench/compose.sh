@@ -9,6 +9,7 @@
 set -euo pipefail
 runs=${1:-10}
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/common.sh"
 bindir=${BERTH_BIN_DIR:-$here/target/release}
 berth=$bindir/berth
 [ -x "$berth" ] || (cd "$here" && cargo build --release --bins)
@@ -18,8 +19,7 @@ export BERTH_ROOT=$work/berth SHORTENER_PORT=${SHORTENER_PORT:-18181} SHORTENER_
 proj=benchshort
 dockerd_pid=
 docker_sock=unix://$work/docker.sock
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --tmpdir "$work/podman-tmp" --storage-driver overlay
-        --cgroup-manager cgroupfs --events-backend none)
+podman_args "$work"
 
 cleanup() {
   "$berth" compose -f "$file" -p "$proj" down -v -t 0 >/dev/null 2>&1 || true

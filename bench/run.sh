@@ -10,12 +10,12 @@
 set -euo pipefail
 runs=${1:-30}
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/common.sh"
 berth=${BERTH_BIN:-$here/target/release/berth}
 [ -x "$berth" ] || (cd "$here" && cargo build --release --bins)
 work=$(mktemp -d /tmp/berth-bench-run.XXXXXX)
 export BERTH_ROOT=$work/berth
-podman=(podman --root "$work/podman" --runroot "$work/podman-run" --tmpdir "$work/podman-tmp" --storage-driver overlay
-        --cgroup-manager cgroupfs --events-backend none)
+podman_args "$work"
 # podman asks crun for RLIMIT_NOFILE/NPROC of 1048576/4194304, above this host's hard
 # limits (no CAP_SYS_RESOURCE here); berth keeps the caller's limits by default.
 plimits="--ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
@@ -34,12 +34,7 @@ cleanup() {
 trap cleanup EXIT
 
 # One image, three stores.
-rootfs=$work/rootfs; mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp}
-cp /bin/busybox "$rootfs/bin/"
-for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$rootfs/bin/$a"; done
-printf 'root:x:0:0:root:/root:/bin/sh\n' > "$rootfs/etc/passwd"
-printf 'root:x:0:\n' > "$rootfs/etc/group"
-tar -C "$rootfs" -cf "$work/rootfs.tar" .
+busybox_rootfs "$work"
 "$berth" import "$work/rootfs.tar" bench/busybox:latest >/dev/null
 "${podman[@]}" import -q "$work/rootfs.tar" localhost/bench/busybox:latest >/dev/null
 

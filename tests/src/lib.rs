@@ -452,3 +452,28 @@ pub fn push_multi_platform_index(addr: &str, scratch: &Path) -> String {
     assert!(out.status.success(), "skopeo copy --all: {}", stderr(&out));
     image
 }
+
+/// A loopback TCP port nothing listens on right now, for a server a test starts.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A busybox rootfs (see [`busybox_rootfs`]) made under `dir` and packed as the tarball
+/// `dir/<name>`, gzipped when the name ends in `.gz`; returns the tarball's path.
+pub fn busybox_rootfs_tar(dir: &Path, name: &str) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    busybox_rootfs(&rootfs);
+    let tar = dir.join(name);
+    let flags = if name.ends_with(".gz") { "-czf" } else { "-cf" };
+    let out = Command::new("tar")
+        .arg(flags)
+        .arg(&tar)
+        .arg("-C")
+        .arg(&rootfs)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: {}", stderr(&out));
+    tar
+}

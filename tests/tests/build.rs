@@ -896,35 +896,56 @@ fn oci_output_is_valid_for_skopeo() {
     );
 }
 
-/// `busybox httpd` serving a directory on a loopback port; killed on drop.
-struct Httpd {
+/// A server process the test started on `port`; killed on drop.
+struct Server {
     child: std::process::Child,
     port: u16,
 }
 
-impl Httpd {
-    fn serve(dir: &Path) -> Httpd {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("/bin/busybox")
-            .args(["httpd", "-f", "-p"])
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("-h")
-            .arg(dir)
-            .spawn()
-            .unwrap();
+impl Server {
+    /// Spawns `cmd` (told to listen on `port`) and waits until the port accepts.
+    fn start(cmd: &mut Command, port: u16, what: &str) -> Server {
+        let child = cmd.spawn().unwrap();
         berth_tests::wait_for(
             || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            "httpd to listen",
+            &format!("{what} to listen"),
         );
-        Httpd { child, port }
+        Server { child, port }
+    }
+
+    /// `busybox httpd` serving `dir` on `ip` (127.0.0.1 or 0.0.0.0).
+    fn httpd(dir: &Path, ip: &str) -> Server {
+        let port = berth_tests::free_port();
+        Server::start(
+            Command::new("/bin/busybox")
+                .args(["httpd", "-f", "-p"])
+                .arg(format!("{ip}:{port}"))
+                .arg("-h")
+                .arg(dir),
+            port,
+            "httpd",
+        )
+    }
+
+    /// `git-daemon` exporting every repository under `base` on loopback.
+    fn git_daemon(base: &Path) -> Server {
+        let port = berth_tests::free_port();
+        // git-daemon itself, not `git daemon`: the wrapper's child would outlive a kill.
+        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+        let exec_path = String::from_utf8(exec_path.stdout).unwrap();
+        Server::start(
+            Command::new(Path::new(exec_path.trim()).join("git-daemon"))
+                .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+                .arg(format!("--port={port}"))
+                .arg(format!("--base-path={}", base.display()))
+                .arg(base),
+            port,
+            "git daemon",
+        )
     }
 }
 
-impl Drop for Httpd {
+impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -936,7 +957,7 @@ fn add_downloads_urls() {
     let b = Berth::new();
     let www = tempfile::tempdir().unwrap();
     std::fs::write(www.path().join("file.txt"), "served").unwrap();
-    let httpd = Httpd::serve(www.path());
+    let httpd = Server::httpd(www.path(), "127.0.0.1");
     let url = format!("http://127.0.0.1:{}/file.txt", httpd.port);
     let sum = format!("sha256:{}", "0".repeat(64));
     let ctx = context(&[(
@@ -1092,11 +1113,7 @@ struct LocalRegistry {
 impl LocalRegistry {
     fn start() -> LocalRegistry {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = berth_tests::free_port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.path().join("config.yml");
         std::fs::write(
@@ -1274,22 +1291,8 @@ fn run_gets_a_veth_on_the_default_bridge_unless_none() {
     // A server on the host, reached through the bridge's gateway address.
     let www = tempfile::tempdir().unwrap();
     std::fs::write(www.path().join("hello.txt"), "from the host").unwrap();
-    let port = std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut httpd = Command::new("/bin/busybox")
-        .args(["httpd", "-f", "-p"])
-        .arg(format!("0.0.0.0:{port}"))
-        .arg("-h")
-        .arg(www.path())
-        .spawn()
-        .unwrap();
-    berth_tests::wait_for(
-        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-        "httpd to listen",
-    );
+    let httpd = Server::httpd(www.path(), "0.0.0.0");
+    let port = httpd.port;
     let ctx = context(&[(
         "Dockerfile",
         "FROM busybox\nARG GW PORT\n\
@@ -1307,8 +1310,7 @@ fn run_gets_a_veth_on_the_default_bridge_unless_none() {
         &format!("PORT={port}"),
         ctx.path().to_str().unwrap(),
     ]);
-    let _ = httpd.kill();
-    let _ = httpd.wait();
+    drop(httpd);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let eth0 = file_in(&b, "nets", "/eth0");
@@ -1521,43 +1523,6 @@ fn git_commit_and_push(work: &Path, bare: &Path, files: &[(&str, &str)], msg: &s
     git_in(bare, &["update-server-info"]);
 }
 
-struct GitDaemon {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    fn serve(base: &Path) -> GitDaemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        // git-daemon itself, not `git daemon`: the wrapper's child would outlive a kill.
-        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
-        let exec_path = String::from_utf8(exec_path.stdout).unwrap();
-        let child = Command::new(Path::new(exec_path.trim()).join("git-daemon"))
-            .args(["--reuseaddr", "--export-all", "--listen=127.0.0.1"])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
-            .spawn()
-            .unwrap();
-        berth_tests::wait_for(
-            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
-            "git daemon to listen",
-        );
-        GitDaemon { child, port }
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn add_takes_git_repositories_by_ref_and_subdir() {
     let b = Berth::new();
@@ -1586,8 +1551,8 @@ fn add_takes_git_repositories_by_ref_and_subdir() {
         &["push", "-q", bare.to_str().unwrap(), "refs/tags/v1"],
     );
     git_in(&bare, &["update-server-info"]);
-    let daemon = GitDaemon::serve(www.path());
-    let httpd = Httpd::serve(www.path());
+    let daemon = Server::git_daemon(www.path());
+    let httpd = Server::httpd(www.path(), "127.0.0.1");
     let git_url = format!("git://127.0.0.1:{}/repo.git", daemon.port);
     let http_url = format!("http://127.0.0.1:{}/repo.git", httpd.port);
     let dockerfile = format!(

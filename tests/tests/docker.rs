@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use berth_tests::{bin_dir, busybox_rootfs, output, stderr, stdout, wait_for, Dockerd};
+use berth_tests::{bin_dir, output, stderr, stdout, wait_for, Dockerd};
 
 struct Berth {
     root: tempfile::TempDir,
@@ -34,17 +34,7 @@ impl Berth {
 /// A one-layer busybox image in berth's store, saying `msg` when run.
 fn berth_image(berth: &Berth, name: &str, msg: &str) {
     let work = tempfile::tempdir().unwrap();
-    busybox_rootfs(&work.path().join("fs"));
-    let tar = work.path().join("fs.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(work.path().join("fs"))
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let tar = berth_tests::busybox_rootfs_tar(work.path(), "fs.tar");
     let change = format!(r#"CMD ["echo", "{msg}"]"#);
     berth.ok(&["import", "-c", &change, tar.to_str().unwrap(), name]);
 }
@@ -91,10 +81,7 @@ fn docker_loads_what_berth_saves_and_berth_loads_what_docker_saves() {
 fn docker_pushes_to_and_pulls_from_berth_registry() {
     let dockerd = Dockerd::start();
     let storage = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = berth_tests::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut server = Command::new(bin_dir().join("berth"))
         .args(["registry", "serve", "--addr", &addr, "--storage"])

@@ -35,11 +35,7 @@ impl Registry {
     /// `token`: the realm URL and the certificate that signs the tokens.
     fn start_full(users: &[(&str, &str)], tls: bool, token: Option<(&str, &Path)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = berth_tests::free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
@@ -1191,18 +1187,7 @@ fn import_a_rootfs_tarball_with_changes_then_push() {
     let reg = Registry::start(&[]);
     let berth = Berth::new();
     let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    berth_tests::busybox_rootfs(&rootfs);
-    let tgz = work.path().join("rootfs.tar.gz");
-    let out = Command::new("tar")
-        .arg("-czf")
-        .arg(&tgz)
-        .arg("-C")
-        .arg(&rootfs)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "tar: {}", stderr(&out));
+    let tgz = berth_tests::busybox_rootfs_tar(work.path(), "rootfs.tar.gz");
 
     let reference = format!("{}/imported/busybox:v1", reg.addr);
     let id = berth.ok(&[
@@ -1270,16 +1255,7 @@ fn import_a_rootfs_tarball_with_changes_then_push() {
     assert_eq!(config["config"]["WorkingDir"], "/srv");
 
     // A plain tar from stdin, no reference: a dangling image; a bad change is refused.
-    let tar = work.path().join("rootfs.tar");
-    let out = Command::new("tar")
-        .arg("-cf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(&rootfs)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let tar = berth_tests::busybox_rootfs_tar(work.path(), "rootfs.tar");
     let out = Command::new(bin_dir().join("berth"))
         .arg("--root")
         .arg(berth.root.path())
@@ -1410,18 +1386,7 @@ fn push_compresses_uncompressed_layers_gzip_or_zstd_once() {
     let reg = Registry::start(&[]);
     let berth = Berth::new();
     let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    berth_tests::busybox_rootfs(&rootfs);
-    let tar = work.path().join("rootfs.tar");
-    let out = Command::new("tar")
-        .arg("-cf")
-        .arg(&tar)
-        .arg("-C")
-        .arg(&rootfs)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "tar: {}", stderr(&out));
+    let tar = berth_tests::busybox_rootfs_tar(work.path(), "rootfs.tar");
     // A plain tar imports as an uncompressed layer, as a local store may keep them.
     let reference = format!("{}/plain/busybox:v1", reg.addr);
     let id = berth.ok(&["import", tar.to_str().unwrap(), &reference]);

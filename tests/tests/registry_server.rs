@@ -16,11 +16,6 @@ struct Registry {
     addr: String,
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 impl Registry {
     fn start(htpasswd: Option<(&str, &str)>) -> Registry {
         Self::start_with(htpasswd, None)
@@ -37,7 +32,7 @@ impl Registry {
         extra: &[&Path],
     ) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
+        let addr = format!("127.0.0.1:{}", berth_tests::free_port());
         let mut cmd = Command::new(bin_dir().join("berth"));
         cmd.args(["registry", "serve", "--addr", &addr, "--storage"])
             .arg(dir.path().join("store"));
@@ -391,7 +386,7 @@ fn sigterm_finishes_in_flight_upload() {
 fn config_file() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
+    let addr = format!("127.0.0.1:{}", berth_tests::free_port());
     let users = dir.path().join("htpasswd");
     std::fs::write(&users, format!("u:{}\n", bcrypt::hash("p", 4).unwrap())).unwrap();
     let config = dir.path().join("registry.json");

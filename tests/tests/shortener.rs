@@ -30,7 +30,7 @@ impl Example {
         Example {
             root: tempfile::tempdir().unwrap(),
             name: format!("short{}", std::process::id()),
-            port: free_port(),
+            port: berth_tests::free_port(),
         }
     }
 
@@ -115,11 +115,6 @@ impl Drop for Example {
             "0",
         ]);
     }
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
 
 fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {

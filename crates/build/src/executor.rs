@@ -1050,7 +1050,6 @@ impl<'a> Executor<'a> {
                 "RUN --security and --device are not supported yet".into(),
             ));
         }
-        check_runnable(state)?;
         let vars = StepVars {
             env,
             args: &step.vars.args,
@@ -1118,6 +1117,7 @@ impl<'a> Executor<'a> {
             push_layer(state, hit, created_by, &self.created, key);
             return Ok(true);
         }
+        check_runnable(state)?;
         let mut ws = Workspace::new(&self.snapshots, &self.root)?;
         let mounts = self
             .snapshots

@@ -64,7 +64,7 @@ fn is_git_remote(remote: &str) -> bool {
     // An HTTP URL is a repository only when its path says so; any other URL is a file
     // download. The query is not part of the path.
     let path = rest.split_once('/').map_or("", |(_, p)| p);
-    let path = path.split(['?']).next().unwrap_or("");
+    let path = path.split('?').next().unwrap_or("");
     path.trim_end_matches('/').ends_with(".git")
 }
 
@@ -110,10 +110,10 @@ impl GitSource {
         run(git().args(["init", "-q", &d]), "git init")?;
         // Fetch by name where there is one: servers need not allow fetching an arbitrary
         // commit; the commit is then checked to be the one resolved.
-        let what = match &self.reference {
-            Some(r) if !is_full_commit(r) => r.as_str(),
-            _ if self.reference.is_none() => "HEAD",
-            _ => commit,
+        let what = match self.reference.as_deref() {
+            None => "HEAD",
+            Some(r) if is_full_commit(r) => commit,
+            Some(r) => r,
         };
         let fetch = |depth: &[&str]| {
             let mut c = git();

@@ -190,31 +190,37 @@ impl ContentStore {
 
     /// Writes a whole blob from `reader` and commits it.
     pub fn put(&self, reader: &mut dyn Read, size: u64, expected: &Digest) -> Result<()> {
-        if self.contains(expected) {
-            return Ok(());
-        }
         let mut w = loop {
-            match self.writer(&format!("put-{expected}")) {
-                Ok(w) => break w,
+            match self.claim(&format!("put-{expected}"), expected)? {
+                Claim::Stored => return Ok(()),
+                Claim::Writer(w) => break *w,
                 // Another process is storing the same blob: wait for it to finish
                 // (commit or give up) rather than fail a pull that merely overlaps.
-                Err(ContentError::Locked(_)) => {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                    if self.contains(expected) {
-                        return Ok(());
-                    }
-                }
-                Err(e) => return Err(e),
+                Claim::Busy => std::thread::sleep(std::time::Duration::from_millis(20)),
             }
         };
-        // The holder we waited for may have committed just before we took over.
-        if self.contains(expected) {
-            w.abandon();
-            return Ok(());
-        }
         w.truncate()?;
         io::copy(reader, &mut w).map_err(io_ctx(format!("write blob {expected}")))?;
         w.commit(size, expected).map(|_| ())
+    }
+
+    /// Takes the ingest `reference` for the blob `expected`, unless the blob is stored
+    /// already — also when a writer that held the ingest committed it just before we
+    /// took it over. Never waits: a caller retries on [`Claim::Busy`] in its own way
+    /// (a thread sleeps, an async pull yields).
+    pub fn claim(&self, reference: &str, expected: &Digest) -> Result<Claim> {
+        if self.contains(expected) {
+            return Ok(Claim::Stored);
+        }
+        match self.writer(reference) {
+            Ok(w) if self.contains(expected) => {
+                w.discard();
+                Ok(Claim::Stored)
+            }
+            Ok(w) => Ok(Claim::Writer(Box::new(w))),
+            Err(ContentError::Locked(_)) => Ok(Claim::Busy),
+            Err(e) => Err(e),
+        }
     }
 
     /// Ingest references can be any text (a digest, a URL), so the directory
@@ -224,6 +230,16 @@ impl ContentStore {
             .join("ingest")
             .join(Digest::sha256_of(reference.as_bytes()).hex())
     }
+}
+
+/// What [`ContentStore::claim`] found.
+pub enum Claim {
+    /// The blob is in the store: nothing to write.
+    Stored,
+    /// Another writer holds the ingest.
+    Busy,
+    /// The ingest is ours (possibly resumed: see [`Writer::offset`]).
+    Writer(Box<Writer>),
 }
 
 /// One in-progress blob. Dropping it without [`Writer::commit`] leaves the
@@ -297,12 +313,6 @@ impl Writer {
     /// known in advance (one compressed here) commits under.
     pub fn digest(&self) -> Digest {
         self.hasher.clone().finish()
-    }
-
-    /// Gives the ingest up and removes it: for a writer that learns, once it holds
-    /// the ingest, that the blob is already stored.
-    pub fn abandon(self) {
-        self.discard();
     }
 
     /// Drops any partial data and starts the ingest from zero.

@@ -40,7 +40,7 @@ mod sys;
 #[cfg(test)]
 mod testutil;
 
-pub use content::{ContentError, ContentStore, Writer};
+pub use content::{Claim, ContentError, ContentStore, Writer};
 pub use digest::{Algorithm, Digest, DigestError};
 pub use layer::{chain_id, chain_ids, Compression};
 pub use meta::{ImageRecord, LayerRecord, MetaError, MetaStore, Platform};

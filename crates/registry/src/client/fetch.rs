@@ -8,7 +8,7 @@
 
 use std::io::Write;
 
-use berth_image::{ContentError, ContentStore, Digest};
+use berth_image::{Claim, ContentError, ContentStore, Digest};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RANGE};
 use reqwest::StatusCode;
 
@@ -194,41 +194,28 @@ pub async fn blob_to_store(
     store: &ContentStore,
     mut tee: Option<&mut Tee>,
 ) -> Result<bool> {
-    if store.contains(&desc.digest) {
-        if let Some(t) = tee {
-            t.fail("blob already stored").await;
-        }
-        return Ok(false);
-    }
     let what = format!("fetch blob {repo}@{}", desc.digest);
     let reference = format!("pull-{}", desc.digest);
-    let mut writer = loop {
-        match store.writer(&reference) {
-            Ok(w) => break w,
+    let writer = loop {
+        match store
+            .claim(&reference, &desc.digest)
+            .map_err(content_ctx(format!("open ingest for {}", desc.digest)))?
+        {
+            Claim::Stored => break None,
+            Claim::Writer(w) => break Some(*w),
             // Another pull (this process or another) is downloading the same blob:
             // wait for it instead of failing. It either commits (then the blob is
             // here and nothing is left to do) or stops, releasing the lock so that
             // this pull resumes its ingest. A killed holder's lock dies with it.
-            Err(ContentError::Locked(_)) => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                if store.contains(&desc.digest) {
-                    if let Some(t) = tee {
-                        t.fail("blob stored by a concurrent pull").await;
-                    }
-                    return Ok(false);
-                }
-            }
-            Err(e) => return Err(content_ctx(format!("open ingest for {}", desc.digest))(e)),
+            Claim::Busy => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
     };
-    // A concurrent pull that committed just before we took the ingest over.
-    if store.contains(&desc.digest) {
-        writer.abandon();
+    let Some(mut writer) = writer else {
         if let Some(t) = tee {
-            t.fail("blob stored by a concurrent pull").await;
+            t.fail("blob already stored").await;
         }
         return Ok(false);
-    }
+    };
     if writer.offset() > 0 {
         if let Some(t) = tee.as_deref_mut() {
             t.fail("resuming an earlier ingest").await;

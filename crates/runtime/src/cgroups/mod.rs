@@ -237,11 +237,6 @@ impl Cgroup {
         self.dirs.keys().any(|k| !k.is_empty())
     }
 
-    /// Moves `pid` into every hierarchy.
-    pub fn add(&self, pid: i32) -> Result<()> {
-        self.add_where(pid, true, true)
-    }
-
     /// Moves `pid` into the cgroup2 directory (`v2`) and/or the v1 ones (`v1`).
     pub fn add_where(&self, pid: i32, v2: bool, v1: bool) -> Result<()> {
         for (key, dir) in &self.dirs {

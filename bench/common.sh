@@ -1,0 +1,34 @@
+# Sourced by the bench scripts that compare against podman on a busybox base.
+# podman_args WORK: sets the array `podman` to a podman with a private store under WORK
+#   (--tmpdir too, so that resetting it leaves the host's /run/libpod alone).
+# four_step_context DIR: the build benchmarks' context: ~135 kB of text and a Dockerfile
+#   FROM $BASE (default bench/busybox), COPY, RUN, RUN, CMD.
+# busybox_rootfs WORK: makes WORK/rootfs (busybox-static and its applet links, root in
+#   /etc/passwd and /etc/group) and its tar WORK/rootfs.tar.
+podman_args() {
+  podman=(podman --root "$1/podman" --runroot "$1/podman-run" --tmpdir "$1/podman-tmp"
+          --storage-driver overlay --cgroup-manager cgroupfs --events-backend none)
+}
+
+busybox_rootfs() {
+  local rootfs=$1/rootfs
+  mkdir -p "$rootfs"/{bin,etc,proc,sys,dev,tmp}
+  cp /bin/busybox "$rootfs/bin/"
+  for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$rootfs/bin/$a"; done
+  printf 'root:x:0:0:root:/root:/bin/sh\n' > "$rootfs/etc/passwd"
+  printf 'root:x:0:\n' > "$rootfs/etc/group"
+  tar -C "$rootfs" -cf "$1/rootfs.tar" .
+}
+
+four_step_context() {
+  mkdir -p "$1"
+  head -c 100000 /dev/urandom | base64 > "$1/app.txt"
+  cat > "$1/Dockerfile" <<'DOCKERFILE'
+ARG BASE=bench/busybox
+FROM $BASE
+COPY app.txt /app/
+RUN cp /app/app.txt /app/copy
+RUN wc -c /app/copy > /app/size
+CMD ["cat", "/app/size"]
+DOCKERFILE
+}
