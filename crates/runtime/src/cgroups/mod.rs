@@ -369,13 +369,33 @@ fn enable_controllers(dir: &Path, only: Option<&str>) {
         .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
         .map(|c| format!("+{c}"))
         .collect();
-    if !missing.is_empty() {
-        // Best effort: a controller that cannot be enabled here (e.g. a threaded subtree)
-        // only matters if the spec asks for it, and then the limit write reports it.
-        for m in missing {
-            let _ = std::fs::write(dir.join("cgroup.subtree_control"), m);
-        }
+    if missing.is_empty()
+        || std::fs::write(dir.join("cgroup.subtree_control"), missing.join(" ")).is_ok()
+    {
+        return;
     }
+    // A non-root cgroup holding processes (the caller's own, for a relative cgroupsPath)
+    // refuses domain controllers, but would take threaded ones (cpu, cpuset, pids) one by
+    // one — and a populated domain with threaded controllers enabled becomes a thread
+    // root, under which no domain child can hold a process: the container's clone3 would
+    // fail with EOPNOTSUPP. Leave such a cgroup as it is.
+    if has_processes(dir) {
+        return;
+    }
+    // Best effort: a controller that cannot be enabled here (e.g. a threaded subtree)
+    // only matters if the spec asks for it, and then the limit write reports it.
+    for m in missing {
+        let _ = std::fs::write(dir.join("cgroup.subtree_control"), m);
+    }
+}
+
+/// Whether `dir` is a non-root cgroup2 directory with processes of its own (the root is
+/// exempt from the no-internal-process rule).
+fn has_processes(dir: &Path) -> bool {
+    let is_root = dir
+        .parent()
+        .is_none_or(|p| !p.join("cgroup.controllers").exists());
+    !is_root && read(dir, "cgroup.procs").is_some_and(|s| !s.trim().is_empty())
 }
 
 /// v1 cpuset children start with empty cpus/mems and reject tasks; inherit the parent's.
