@@ -1660,3 +1660,104 @@ fn platform_picks_the_base_images_platform() {
         );
     }
 }
+
+fn inode(b: &Berth, image: &str, file: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let p = b
+        .find_in_layers(image, file)
+        .unwrap_or_else(|| panic!("{file} not in {image}"));
+    std::fs::symlink_metadata(p).unwrap().ino()
+}
+
+#[test]
+fn a_copy_that_misses_links_the_unchanged_files_of_its_last_layer() {
+    let ctx = context(&[
+        ("big/a.txt", "alpha"),
+        ("big/b.txt", "beta"),
+        ("big/sub/c.txt", "gamma"),
+        ("big/tool.sh", "#!/bin/sh\necho tool\n"),
+        ("over/a.txt", "alpha from over"),
+        (
+            "Dockerfile",
+            "FROM busybox\nCOPY big /data/\nCOPY big over /both/\nCMD [\"ls\"]\n",
+        ),
+    ]);
+    let tool = ctx.path().join("big/tool.sh");
+    let chmod = |p: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    chmod(&tool, 0o755);
+    let b = Berth::new();
+    let (one, _) = b.build(ctx.path(), &["-t", "one"]);
+    std::fs::write(ctx.path().join("big/b.txt"), "beta, changed").unwrap();
+    let (two, progress) = b.build(ctx.path(), &["-t", "two", "--progress", "plain"]);
+    assert_ne!(one, two);
+    assert!(cached_steps(&progress).is_empty(), "{progress}");
+    // Unchanged files share the earlier layer's inode; the changed one is new.
+    for f in [
+        "/data/a.txt",
+        "/data/sub/c.txt",
+        "/data/tool.sh",
+        "/both/sub/c.txt",
+    ] {
+        assert_eq!(
+            inode(&b, "one", f),
+            inode(&b, "two", f),
+            "{f} was copied again"
+        );
+    }
+    for f in ["/data/b.txt", "/both/b.txt"] {
+        assert_ne!(inode(&b, "one", f), inode(&b, "two", f), "{f} was linked");
+    }
+    assert_eq!(file_in(&b, "two", "/data/b.txt"), "beta, changed");
+    // A later source that writes the same path wins, linked or not.
+    assert_eq!(file_in(&b, "two", "/both/a.txt"), "alpha from over");
+    assert_eq!(
+        file_in(&b, "two", "/both/tool.sh"),
+        "#!/bin/sh\necho tool\n"
+    );
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "two",
+        "sh",
+        "-c",
+        "/data/tool.sh; cat /both/a.txt",
+    ]);
+    assert_eq!(out, "tool\nalpha from over");
+
+    // The image is the one a full copy makes: a fresh store builds the same digest.
+    let fresh = Berth::new();
+    let (again, _) = fresh.build(ctx.path(), &["-t", "two"]);
+    assert_eq!(again, two);
+
+    // A mode change is not a content change: that file is copied, the rest linked.
+    chmod(&tool, 0o700);
+    b.build(ctx.path(), &["-t", "three"]);
+    assert_ne!(
+        inode(&b, "two", "/data/tool.sh"),
+        inode(&b, "three", "/data/tool.sh")
+    );
+    assert_eq!(
+        inode(&b, "two", "/data/a.txt"),
+        inode(&b, "three", "/data/a.txt")
+    );
+
+    // Another SOURCE_DATE_EPOCH gives other timestamps: nothing is linked, and the
+    // earlier layers keep theirs.
+    std::fs::write(ctx.path().join("big/b.txt"), "beta, again").unwrap();
+    let out = b
+        .cmd(&["build", "-q", "-t", "four", ctx.path().to_str().unwrap()])
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(
+        inode(&b, "three", "/data/a.txt"),
+        inode(&b, "four", "/data/a.txt")
+    );
+    let p = b.find_in_layers("three", "/data/a.txt").unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::symlink_metadata(p).unwrap().mtime(), 0);
+}

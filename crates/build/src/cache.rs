@@ -71,6 +71,11 @@ impl Cache {
                 mtime_ns INTEGER NOT NULL,
                 ctime_ns INTEGER NOT NULL,
                 digest   BLOB NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS build_copy_layers (
+                shape    TEXT PRIMARY KEY,
+                chain_id TEXT NOT NULL,
+                files    BLOB NOT NULL
             )",
         )?;
         // Records are a cache: losing the last ones on a power cut costs a
@@ -212,9 +217,37 @@ impl Cache {
         Ok(())
     }
 
+    /// The layer a COPY of this `shape` (see the executor) made last time, and its files'
+    /// digests ([`crate::relink::encode`]).
+    pub fn copy_layer(&self, shape: &str) -> Result<Option<(String, Vec<u8>)>, CacheError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT chain_id, files FROM build_copy_layers WHERE shape = ?1",
+                [shape],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Records the layer a COPY of this `shape` made.
+    pub fn put_copy_layer(
+        &self,
+        shape: &str,
+        chain_id: &str,
+        files: &[u8],
+    ) -> Result<(), CacheError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO build_copy_layers (shape, chain_id, files) VALUES (?1, ?2, ?3)",
+            params![shape, chain_id, files],
+        )?;
+        Ok(())
+    }
+
     /// Forgets every record (`builder prune`); returns how many there were.
     pub fn clear(&self) -> Result<usize, CacheError> {
         self.conn.execute("DELETE FROM build_file_digests", [])?;
+        self.conn.execute("DELETE FROM build_copy_layers", [])?;
         Ok(self.conn.execute("DELETE FROM build_cache", [])?)
     }
 }

@@ -347,6 +347,29 @@ fn children(
     Ok(out)
 }
 
+/// Lets a COPY take a regular file from elsewhere (an earlier layer, see
+/// [`crate::relink`]) instead of copying it.
+pub trait Reuse {
+    /// Called for each regular file about to be created at `target` (in the rootfs
+    /// being written, where nothing is there yet) with `mode` and `ids`. True means
+    /// the caller will put the file in place itself, so it is not copied.
+    fn take(&mut self, src: &Path, md: &fs::Metadata, target: &Path, mode: u32, ids: Ids) -> bool;
+
+    /// Called when a later source replaces the file at `target`.
+    fn replaced(&mut self, target: &Path);
+}
+
+/// Copies everything.
+struct CopyAll;
+
+impl Reuse for CopyAll {
+    fn take(&mut self, _: &Path, _: &fs::Metadata, _: &Path, _: u32, _: Ids) -> bool {
+        false
+    }
+
+    fn replaced(&mut self, _: &Path) {}
+}
+
 /// Copies the sources into `rootfs` at `dest` (absolute, in-container).
 pub fn copy_into(
     root: &SourceRoot,
@@ -354,6 +377,18 @@ pub fn copy_into(
     rootfs: &Path,
     dest: &str,
     opts: &CopyOptions,
+) -> Result<(), CopyError> {
+    copy_into_reusing(root, sources, rootfs, dest, opts, &mut CopyAll)
+}
+
+/// [`copy_into`], offering every regular file to `reuse` first.
+pub fn copy_into_reusing(
+    root: &SourceRoot,
+    sources: &[Source],
+    rootfs: &Path,
+    dest: &str,
+    opts: &CopyOptions,
+    reuse: &mut dyn Reuse,
 ) -> Result<(), CopyError> {
     let dest_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
     let several = sources.len() > 1;
@@ -387,7 +422,12 @@ pub fn copy_into(
         };
         if md.is_dir() {
             make_dirs(rootfs, &target, parent_owner)?;
-            copy_children(root, &s.rel, &s.path, &s.rel, &target, opts, &owner)?;
+            let mut w = Writing {
+                opts,
+                owner: &owner,
+                reuse: &mut *reuse,
+            };
+            copy_children(root, &s.rel, &s.path, &s.rel, &target, &mut w)?;
         } else if opts.extract && is_archive(&s.path) {
             make_dirs(rootfs, &target, parent_owner)?;
             extract(&s.path, &target, opts)?;
@@ -405,7 +445,7 @@ pub fn copy_into(
                 }
                 target.clone()
             };
-            copy_one(&s.path, &md, &file_target, opts, owner(&md))?;
+            copy_one(&s.path, &md, &file_target, opts, owner(&md), reuse)?;
         }
     }
     Ok(())
@@ -429,15 +469,22 @@ fn make_dirs(rootfs: &Path, dir: &Path, owner: Ids) -> Result<(), CopyError> {
     chown(dir, owner)
 }
 
+/// How a COPY writes each entry: its options, who owns what, and what may be reused.
+struct Writing<'a> {
+    opts: &'a CopyOptions,
+    owner: &'a dyn Fn(&fs::Metadata) -> Ids,
+    reuse: &'a mut dyn Reuse,
+}
+
 fn copy_children(
     root: &SourceRoot,
     top: &str,
     src: &Path,
     rel: &str,
     dst: &Path,
-    opts: &CopyOptions,
-    owner: &dyn Fn(&fs::Metadata) -> Ids,
+    w: &mut Writing,
 ) -> Result<(), CopyError> {
+    let (opts, owner) = (w.opts, w.owner);
     for (child, child_rel) in children(root, top, src, rel)? {
         let md = fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
         let name = child
@@ -455,9 +502,9 @@ fn copy_children(
                 }
                 None => new_dir(&target, &md, opts, owner(&md))?,
             }
-            copy_children(root, top, &child, &child_rel, &target, opts, owner)?;
+            copy_children(root, top, &child, &child_rel, &target, w)?;
         } else {
-            copy_one(&child, &md, &target, opts, owner(&md))?;
+            copy_one(&child, &md, &target, opts, owner(&md), w.reuse)?;
         }
     }
     Ok(())
@@ -492,7 +539,9 @@ fn copy_one(
     target: &Path,
     opts: &CopyOptions,
     ids: Ids,
+    reuse: &mut dyn Reuse,
 ) -> Result<(), CopyError> {
+    let mut fresh = false;
     match fs::symlink_metadata(target) {
         Ok(t) if t.is_dir() => {
             return Err(CopyError::Io {
@@ -504,13 +553,17 @@ fn copy_one(
             })
         }
         Ok(_) => {
+            reuse.replaced(target);
             fs::remove_file(target).map_err(io_ctx(format!("replace {}", target.display())))?
         }
-        Err(_) => {}
+        Err(_) => fresh = true,
     }
     let ft = md.file_type();
     let mode = opts.chmod.unwrap_or(md.mode() & 0o7777);
     if ft.is_file() {
+        if fresh && reuse.take(src, md, target, mode, ids) {
+            return Ok(());
+        }
         return copy_file(src, target, mode, ids);
     }
     if ft.is_symlink() {
@@ -536,7 +589,7 @@ fn copy_one(
 /// Copies a regular file to `target` (which does not exist), setting owner
 /// and mode through the open descriptor: a large context is thousands of
 /// files, and every path lookup goes through the overlay.
-fn copy_file(src: &Path, target: &Path, mode: u32, ids: Ids) -> Result<(), CopyError> {
+pub(crate) fn copy_file(src: &Path, target: &Path, mode: u32, ids: Ids) -> Result<(), CopyError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut from = File::open(src).map_err(io_ctx(format!("open {}", src.display())))?;
     let mut to = fs::OpenOptions::new()

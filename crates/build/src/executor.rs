@@ -35,6 +35,7 @@ use crate::dockerignore::{pick_ignore_file, read_patterns, PatternMatcher};
 use crate::export::{self, Image, Layer};
 use crate::fsutil;
 use crate::mounts::{self, MountKind, RunMount};
+use crate::relink;
 use crate::runner::{self, Network, RunSpec};
 use crate::shell::{Lexer, VarSource};
 use crate::stages::{Base, BuildOptions, Stage, StageGraph, Step};
@@ -1095,7 +1096,7 @@ impl<'a> Executor<'a> {
                     let src = if m.source.is_empty() { "." } else { &m.source };
                     let sources = copy::expand_sources(&root, &[src.to_string()])
                         .map_err(|e| BuildError::Other(e.to_string()))?;
-                    self.hash_context(&root, &sources, &mut key)
+                    self.hash_context(&root, &sources, &mut key, None)
                         .map_err(|e| BuildError::Other(e.to_string()))?;
                     None
                 }
@@ -1329,6 +1330,7 @@ impl<'a> Executor<'a> {
         key: String,
         created_by: String,
     ) -> Result<bool, BuildError> {
+        tracing::debug!("layer: writing");
         let layer = export::commit_layer(
             self.store,
             upper,
@@ -1337,6 +1339,7 @@ impl<'a> Executor<'a> {
             self.req.compression,
         )
         .map_err(other("commit layer"))?;
+        tracing::debug!("layer: committed");
         self.record(&key, layer.as_ref())?;
         push_layer(state, layer, created_by, &self.created, key);
         Ok(false)
@@ -1448,6 +1451,7 @@ impl<'a> Executor<'a> {
             d
         };
         let keyword = inst.kind.name();
+        let mut context_digests = HashMap::new();
         let mut key = KeyHasher::new(&state.key);
         key.str(&format!("{:?}", self.req.compression));
         key.str(keyword)
@@ -1505,11 +1509,12 @@ impl<'a> Executor<'a> {
                 let root = self.context_root(exclude);
                 let sources = copy::expand_sources(&root, &patterns)
                     .map_err(|e| BuildError::Other(e.to_string()))?;
-                self.hash_context(&root, &sources, &mut key)
+                self.hash_context(&root, &sources, &mut key, Some(&mut context_digests))
                     .map_err(|e| BuildError::Other(e.to_string()))?;
             }
         }
         let key = key.finish();
+        tracing::debug!("copy: sources hashed");
         let mut shown: Vec<String> = inst.flags.clone();
         shown.extend(patterns.iter().cloned());
         shown.extend(heredocs.iter().map(|(n, _)| n.clone()));
@@ -1642,6 +1647,36 @@ impl<'a> Executor<'a> {
                     let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
                     copy::copy_into(&root, &sources, &rootfs, &dest, &opts).map_err(fail)?;
                 }
+                None if inst.kind == Kind::Copy => {
+                    let root = self.context_root(exclude);
+                    let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
+                    let upper = self
+                        .snapshots
+                        .upper_dir(&ws.key)
+                        .map_err(other("find the upper dir"))?;
+                    let shape = self.copy_shape(&created_by, &wd, &dest);
+                    let earlier = self.earlier_copy(&shape);
+                    let epoch = self.req.epoch;
+                    let mut reuse =
+                        relink::Relink::new(&rootfs, &upper, earlier, &context_digests, epoch);
+                    tracing::debug!("copy: into the overlay");
+                    copy::copy_into_reusing(&root, &sources, &rootfs, &dest, &opts, &mut reuse)
+                        .map_err(fail)?;
+                    ws.unmount_all()?;
+                    tracing::debug!("copy: {} files to link", reuse.linked());
+                    let files = reuse.finish().map_err(fail)?;
+                    tracing::debug!("copy: linked");
+                    let before = state.layers.len();
+                    self.commit_step(&upper, state, key, created_by)?;
+                    if let Some(layer) = state.layers.get(before) {
+                        let _ = self.cache.put_copy_layer(
+                            &shape,
+                            &layer.chain_id.to_string(),
+                            &relink::encode(&files),
+                        );
+                    }
+                    return Ok(false);
+                }
                 None => {
                     let root = self.context_root(exclude);
                     let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
@@ -1657,22 +1692,49 @@ impl<'a> Executor<'a> {
         self.commit_step(&upper, state, key, created_by)
     }
 
+    /// What identifies "the same COPY" across builds for [`Executor::earlier_copy`].
+    fn copy_shape(&self, created_by: &str, wd: &str, dest: &str) -> String {
+        let mut k = KeyHasher::new("copy-shape");
+        k.str(&self.req.context.to_string_lossy())
+            .str(created_by)
+            .str(wd)
+            .str(dest);
+        k.finish()
+    }
+
     /// Hashes context sources, reading only files whose digest is not
-    /// remembered (one transaction for all lookups and records).
+    /// remembered (one transaction for all lookups and records). Each file's
+    /// digest is also kept in `seen`, by path, when given.
     fn hash_context(
         &self,
         root: &SourceRoot,
         sources: &[copy::Source],
         key: &mut KeyHasher,
+        mut seen: Option<&mut HashMap<PathBuf, [u8; 32]>>,
     ) -> Result<(), copy::CopyError> {
         let in_tx = self.cache.begin().is_ok();
         let result = copy::hash_sources(root, sources, key, &mut |p, md| {
-            self.cache.file_digest(p, md)
+            let d = self.cache.file_digest(p, md)?;
+            if let Some(seen) = seen.as_deref_mut() {
+                seen.insert(p.to_path_buf(), d);
+            }
+            Ok(d)
         });
         if in_tx {
             let _ = self.cache.commit();
         }
         result
+    }
+
+    /// Where a context COPY can take unchanged files from: the layer the same
+    /// instruction (same context, destination and options, whatever the parent) made
+    /// last time, if it is still stored. Any layer would be safe, since each file
+    /// is checked, but only this one is likely to share files.
+    fn earlier_copy(&self, shape: &str) -> Option<relink::Earlier> {
+        let (chain, files) = self.cache.copy_layer(shape).ok().flatten()?;
+        let dir = self.store.layers.path(&chain.parse().ok()?);
+        let files = relink::decode(&files)?;
+        dir.is_dir().then_some(relink::Earlier { dir, files })
     }
 
     fn context_root<'s>(&'s self, exclude: Option<&'s PatternMatcher>) -> SourceRoot<'s> {

@@ -145,6 +145,10 @@ pub fn commit_layer(
         return Ok(None);
     }
     fsutil::normalize_mtimes(upper, epoch).map_err(ctx("normalise timestamps"))?;
+    tracing::debug!("layer: timestamps set");
+    if compression == Compression::None {
+        return commit_deferred(store, upper, parent).map(Some);
+    }
     let reference = format!("build-layer {}", upper.display());
     let mut writer = store
         .content
@@ -174,6 +178,37 @@ pub fn commit_layer(
     }
 }
 
+/// An uncompressed layer: its tar is only hashed, `upper` moves into the layer store,
+/// and the blob is recorded as that directory's tar, written out when first read
+/// (see `berth_image::content`): a large COPY is not copied and synced twice.
+fn commit_deferred(
+    store: &LocalStore,
+    upper: &Path,
+    parent: Option<&Digest>,
+) -> Result<Layer, ExportError> {
+    let diff = berth_image::layer::write_layer_and_adopt(upper, std::io::sink(), Compression::None)
+        .map_err(ctx("write layer"))?;
+    tracing::debug!("layer: tar hashed");
+    let applied = store
+        .layers
+        .adopt(parent, upper, &diff.diff_id, diff.content_size)
+        .map_err(ctx(format!("store layer {}", diff.diff_id)))?;
+    if !store.content.contains(&diff.digest) {
+        store
+            .content
+            .defer(&diff.digest, diff.size, &applied.path)
+            .map_err(ctx(format!("store layer blob {}", diff.digest)))?;
+    }
+    Ok(Layer {
+        diff_id: diff.diff_id,
+        chain_id: applied.chain_id,
+        digest: diff.digest,
+        size: diff.size,
+        media_type: Compression::None.oci_media_type().to_string(),
+        content_size: applied.content_size,
+    })
+}
+
 /// Writes the layer tar into `writer` and moves `upper` into the layer store.
 fn write_blob_and_layer(
     store: &LocalStore,
@@ -190,6 +225,7 @@ fn write_blob_and_layer(
         w.flush().map_err(ctx("write layer"))?;
         d
     };
+    tracing::debug!("layer: tar written and hashed");
     let applied = store
         .layers
         .adopt(parent, upper, &diff.diff_id, diff.content_size)

@@ -178,7 +178,16 @@ pub fn normalize_mtimes(dir: &Path, epoch: i64) -> io::Result<()> {
         if entry.file_type()?.is_dir() {
             normalize_mtimes(&path, epoch)?;
         }
-        set_time(&path, epoch)?;
+        // Files a COPY linked from an earlier layer already have the time, and their
+        // inode is that layer's too: leave it (and its ctime) alone.
+        let md = std::fs::symlink_metadata(&path)?;
+        if (
+            std::os::unix::fs::MetadataExt::mtime(&md),
+            std::os::unix::fs::MetadataExt::mtime_nsec(&md),
+        ) != (epoch, 0)
+        {
+            set_time(&path, epoch)?;
+        }
     }
     Ok(())
 }

@@ -87,6 +87,7 @@ pub mod instructions;
 pub mod mounts;
 pub mod parser;
 pub mod prune;
+pub mod relink;
 pub mod runner;
 pub mod shell;
 pub mod stages;

@@ -51,7 +51,14 @@ pub fn prune(store: &LocalStore) -> Result<PruneStats, BuildError> {
         let Ok(chain) = format!("sha256:{name}").parse::<Digest>() else {
             continue;
         };
-        if !layers.contains(&chain) && store.layers.remove(&chain).map_err(fail("remove layer"))? {
+        if layers.contains(&chain) {
+            continue;
+        }
+        store
+            .content
+            .materialize_from(&blobs, &store.layers.path(&chain))
+            .map_err(fail("keep the blobs of a layer"))?;
+        if store.layers.remove(&chain).map_err(fail("remove layer"))? {
             stats.layers += 1;
         }
     }

@@ -9,6 +9,13 @@
 //! interrupted (process killed, writer dropped) stays under `ingest/` and can
 //! be resumed: opening a writer for the same reference re-reads the partial
 //! data to rebuild the hash state and reports the offset to continue from.
+//!
+//! A *deferred* blob is an uncompressed layer that a build made from a directory now in
+//! the layer store: its tar is that directory, written out again, so storing it as well
+//! would only copy (and sync) every byte of the layer a second time. The store keeps
+//! `deferred/<alg>/<hex>` naming the directory and the size instead; the blob counts as
+//! present, and the first reader makes it a real blob through an ingest, checked
+//! against its digest like any other.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -79,7 +86,7 @@ impl ContentStore {
     /// Opens (creating if needed) the store under `root`.
     pub fn open(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
-        for dir in ["blobs/sha256", "ingest"] {
+        for dir in ["blobs/sha256", "ingest", "deferred/sha256"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(io_ctx(format!("create {}", p.display())))?;
         }
@@ -98,18 +105,19 @@ impl ContentStore {
     pub fn info(&self, d: &Digest) -> Result<Option<u64>> {
         match fs::metadata(self.blob_path(d)) {
             Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(self.deferred(d).map(|x| x.0)),
             Err(e) => Err(io_ctx(format!("stat blob {d}"))(e)),
         }
     }
 
-    /// Whether a blob is committed.
+    /// Whether a blob is committed (or deferred, with its layer still there).
     pub fn contains(&self, d: &Digest) -> bool {
-        self.blob_path(d).is_file()
+        self.blob_path(d).is_file() || self.deferred(d).is_some()
     }
 
-    /// Opens a committed blob for reading.
+    /// Opens a committed blob for reading (writing a deferred one out first).
     pub fn open_blob(&self, d: &Digest) -> Result<File> {
+        self.materialize(d)?;
         File::open(self.blob_path(d)).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => ContentError::NotFound(d.clone()),
             _ => io_ctx(format!("open blob {d}"))(e),
@@ -138,28 +146,119 @@ impl ContentStore {
         Ok(())
     }
 
-    /// Deletes a committed blob; returns whether it existed.
+    /// Deletes a committed or deferred blob; returns whether it existed.
     pub fn delete(&self, d: &Digest) -> Result<bool> {
-        match fs::remove_file(self.blob_path(d)) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(io_ctx(format!("delete blob {d}"))(e)),
+        let mut existed = false;
+        for path in [self.blob_path(d), self.deferred_path(d)] {
+            match fs::remove_file(&path) {
+                Ok(()) => existed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_ctx(format!("delete blob {d}"))(e)),
+            }
         }
+        Ok(existed)
     }
 
-    /// All committed blobs.
+    /// All committed and deferred blobs.
     pub fn list(&self) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
-        let blobs = self.root.join("blobs");
-        for alg in read_dir_names(&blobs)? {
-            for hex in read_dir_names(&blobs.join(&alg))? {
-                if let Ok(d) = format!("{alg}:{hex}").parse() {
-                    out.push(d);
+        for top in ["blobs", "deferred"] {
+            let dir = self.root.join(top);
+            for alg in read_dir_names(&dir)? {
+                for hex in read_dir_names(&dir.join(&alg))? {
+                    if let Ok(d) = format!("{alg}:{hex}").parse() {
+                        out.push(d);
+                    }
                 }
             }
         }
         out.sort();
+        out.dedup();
         Ok(out)
+    }
+
+    /// Records `d` (`size` bytes) as the uncompressed tar of `layer_dir`, a directory
+    /// under this store's root that is never written again (see the module comment).
+    /// The caller has checked the digest and synced the directory.
+    pub fn defer(&self, d: &Digest, size: u64, layer_dir: &Path) -> Result<()> {
+        let rel = layer_dir.strip_prefix(&self.root).map_err(|_| {
+            io_ctx(format!("defer blob {d}"))(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is outside the store", layer_dir.display()),
+            ))
+        })?;
+        let path = self.deferred_path(d);
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, format!("{size}\n{}\n", rel.display()))
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(io_ctx(format!("defer blob {d}")))?;
+        if let Some(dir) = path.parent() {
+            fsync_dir(dir).map_err(io_ctx(format!("defer blob {d}")))?;
+        }
+        Ok(())
+    }
+
+    fn deferred_path(&self, d: &Digest) -> PathBuf {
+        self.root
+            .join("deferred")
+            .join(d.algorithm().as_str())
+            .join(d.hex())
+    }
+
+    /// A deferred blob's size and directory, if it has one that still exists.
+    fn deferred(&self, d: &Digest) -> Option<(u64, PathBuf)> {
+        let text = fs::read_to_string(self.deferred_path(d)).ok()?;
+        let (size, rel) = text.trim_end().split_once('\n')?;
+        let dir = self.root.join(rel);
+        dir.is_dir().then_some((size.parse().ok()?, dir))
+    }
+
+    /// Writes out each of `blobs` that is deferred to `dir`: called before `dir` leaves
+    /// the layer store while those blobs are still in use.
+    pub fn materialize_from<'d>(
+        &self,
+        blobs: impl IntoIterator<Item = &'d Digest>,
+        dir: &Path,
+    ) -> Result<()> {
+        for d in blobs {
+            if self.deferred(d).is_some_and(|(_, at)| at == dir) {
+                self.materialize(d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a deferred blob out as a committed one (nothing to do for others).
+    pub fn materialize(&self, d: &Digest) -> Result<()> {
+        loop {
+            if self.blob_path(d).is_file() {
+                return Ok(());
+            }
+            let Some((size, dir)) = self.deferred(d) else {
+                return Ok(());
+            };
+            let mut w = match self.writer(&format!("deferred-{d}")) {
+                Ok(w) => w,
+                // Another reader is writing it: wait for that one.
+                Err(ContentError::Locked(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            w.truncate()?;
+            let mut out = io::BufWriter::with_capacity(1 << 20, &mut w);
+            crate::layer::write_layer(&dir, &mut out, crate::Compression::None).map_err(|e| {
+                io_ctx(format!("write out blob {d} from {}", dir.display()))(io::Error::other(
+                    e.to_string(),
+                ))
+            })?;
+            out.flush().map_err(io_ctx(format!("write out blob {d}")))?;
+            drop(out);
+            w.commit(size, d)?;
+            let _ = fs::remove_file(self.deferred_path(d));
+            return Ok(());
+        }
     }
 
     /// Opens a writer for `reference`, resuming an interrupted ingest of the
@@ -487,6 +586,58 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = ContentStore::open(dir.path()).unwrap();
         (dir, s)
+    }
+
+    #[test]
+    fn a_deferred_blob_is_written_out_when_first_read_and_checked() {
+        let (d, s) = store();
+        let layer = d.path().join("layers/abc");
+        fs::create_dir_all(layer.join("sub")).unwrap();
+        fs::write(layer.join("sub/f"), b"layer content").unwrap();
+        let mut tar = Vec::new();
+        let out = crate::layer::write_layer(&layer, &mut tar, crate::Compression::None).unwrap();
+        let digest = out.digest.clone();
+        assert!(!s.contains(&digest));
+        s.defer(&digest, out.size, &layer).unwrap();
+        assert!(s.contains(&digest));
+        assert_eq!(s.info(&digest).unwrap(), Some(tar.len() as u64));
+        assert!(!s.blob_path(&digest).exists(), "nothing written yet");
+        assert_eq!(s.list().unwrap(), vec![digest.clone()]);
+        assert_eq!(s.read_blob(&digest).unwrap(), tar);
+        assert!(s.blob_path(&digest).is_file());
+        s.verify(&digest).unwrap();
+        assert!(s.delete(&digest).unwrap());
+        assert!(!s.contains(&digest));
+
+        // Outside the store: refused. A directory that no longer matches: the read
+        // fails and no blob appears.
+        assert!(s.defer(&digest, out.size, Path::new("/tmp")).is_err());
+        s.defer(&digest, out.size, &layer).unwrap();
+        fs::write(layer.join("sub/f"), b"layer CONTENT").unwrap();
+        assert!(s.open_blob(&digest).is_err());
+        assert!(!s.blob_path(&digest).exists());
+
+        // A layer about to be removed first writes out the blobs deferred to it.
+        fs::write(layer.join("sub/f"), b"layer content").unwrap();
+        s.materialize_from([&digest], &d.path().join("layers/other"))
+            .unwrap();
+        assert!(!s.blob_path(&digest).exists());
+        s.materialize_from([&digest], &layer).unwrap();
+        assert!(s.blob_path(&digest).is_file());
+        fs::remove_dir_all(&layer).unwrap();
+        assert_eq!(s.read_blob(&digest).unwrap(), tar);
+
+        // A deferred blob whose directory is gone is absent.
+        let (d2, s2) = store();
+        let gone = d2.path().join("layers/gone");
+        fs::create_dir_all(&gone).unwrap();
+        s2.defer(&digest, out.size, &gone).unwrap();
+        fs::remove_dir_all(&gone).unwrap();
+        assert!(!s2.contains(&digest));
+        assert!(matches!(
+            s2.open_blob(&digest),
+            Err(ContentError::NotFound(_))
+        ));
     }
 
     #[test]

@@ -258,6 +258,121 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// A [`HashingWriter`] (sha256) that hashes on a second thread, in 1 MiB chunks: for
+/// hundreds of megabytes of layer tar the hash (the largest cost of writing an
+/// uncompressed layer that is only hashed) then runs beside the reading and tar framing
+/// instead of after them. Hashes inline if no thread can be started.
+pub struct ThreadedHashingWriter<W> {
+    inner: W,
+    count: u64,
+    mode: HashMode,
+}
+
+enum HashMode {
+    Inline(Hasher),
+    Thread {
+        chunk: Vec<u8>,
+        to_hasher: std::sync::mpsc::SyncSender<Vec<u8>>,
+        /// Chunks the hasher is done with, for reuse.
+        spare: std::sync::mpsc::Receiver<Vec<u8>>,
+        hasher: std::thread::JoinHandle<Hasher>,
+    },
+}
+
+const HASH_CHUNK: usize = 1 << 20;
+
+impl<W: Write> ThreadedHashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
+        use std::sync::mpsc::sync_channel;
+        let (to_hasher, chunks) = sync_channel::<Vec<u8>>(4);
+        let (give_back, spare) = sync_channel::<Vec<u8>>(4);
+        let spawned = std::thread::Builder::new()
+            .name("hash".into())
+            .spawn(move || {
+                let mut h = Algorithm::Sha256.hasher();
+                for mut chunk in chunks {
+                    h.update(&chunk);
+                    chunk.clear();
+                    let _ = give_back.try_send(chunk);
+                }
+                h
+            });
+        let mode = match spawned {
+            Ok(hasher) => HashMode::Thread {
+                chunk: Vec::with_capacity(HASH_CHUNK),
+                to_hasher,
+                spare,
+                hasher,
+            },
+            Err(_) => HashMode::Inline(Algorithm::Sha256.hasher()),
+        };
+        ThreadedHashingWriter {
+            inner,
+            count: 0,
+            mode,
+        }
+    }
+
+    /// Returns the inner writer, the digest and the byte count.
+    pub fn finish(self) -> (W, Digest, u64) {
+        let digest = match self.mode {
+            HashMode::Inline(h) => h.finish(),
+            HashMode::Thread {
+                chunk,
+                to_hasher,
+                hasher,
+                ..
+            } => {
+                let lost = !chunk.is_empty() && to_hasher.send(chunk).is_err();
+                drop(to_hasher);
+                match hasher.join() {
+                    Ok(h) if !lost => h.finish(),
+                    // The thread died (it cannot, short of a panic in sha2): no digest
+                    // can be trusted, so give one that matches nothing.
+                    _ => Digest {
+                        algorithm: Algorithm::Sha256,
+                        hex: "0".repeat(64),
+                    },
+                }
+            }
+        };
+        (self.inner, digest, self.count)
+    }
+}
+
+impl<W: Write> Write for ThreadedHashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        match &mut self.mode {
+            HashMode::Inline(h) => h.update(&buf[..n]),
+            HashMode::Thread {
+                chunk,
+                to_hasher,
+                spare,
+                ..
+            } => {
+                chunk.extend_from_slice(&buf[..n]);
+                if chunk.len() >= HASH_CHUNK {
+                    let next = spare
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(HASH_CHUNK));
+                    let full = std::mem::replace(chunk, next);
+                    to_hasher
+                        .send(full)
+                        .map_err(|_| io::Error::other("the hashing thread stopped"))?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A writer that hashes and counts everything written through it.
 pub struct HashingWriter<W> {
     inner: W,
@@ -304,6 +419,23 @@ mod tests {
     use super::*;
 
     const EMPTY: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn threaded_hashing_matches_inline() {
+        let data: Vec<u8> = (0..3 * HASH_CHUNK + 12345)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut w = ThreadedHashingWriter::new(Vec::new());
+        for part in data.chunks(8000) {
+            w.write_all(part).unwrap();
+        }
+        let (out, digest, count) = w.finish();
+        assert_eq!(out, data);
+        assert_eq!(count, data.len() as u64);
+        assert_eq!(digest, Digest::sha256_of(&data));
+        let (_, empty, _) = ThreadedHashingWriter::new(io::sink()).finish();
+        assert_eq!(empty.hex(), EMPTY);
+    }
 
     #[test]
     fn sha256_of_empty() {

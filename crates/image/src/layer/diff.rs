@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::tarutil::{append_raw, PaxRecord};
 use super::{io_ctx, Compression, LayerError};
-use crate::digest::{Digest, HashingWriter};
+use crate::digest::{Digest, HashingWriter, ThreadedHashingWriter};
 use crate::sys;
 
 type Result<T> = std::result::Result<T, LayerError>;
@@ -122,7 +122,7 @@ fn write_tar<W: Write>(
     adopt: bool,
     exclude: &BTreeSet<PathBuf>,
 ) -> Result<(W, Digest, u64, u64)> {
-    let mut builder = tar::Builder::new(HashingWriter::new(out));
+    let mut builder = tar::Builder::new(ThreadedHashingWriter::new(out));
     let mut walker = Walker {
         builder: &mut builder,
         links: HashMap::new(),
@@ -266,6 +266,8 @@ impl<W: Write> Walker<'_, W> {
             header.set_size(md.len());
             self.content_size += md.len();
             let f = File::open(path).map_err(ctx("open"))?;
+            // Large reads: the tar copies through an 8 KiB buffer.
+            let f = io::BufReader::with_capacity(256 << 10, f);
             return append_raw(self.builder, &mut header, arc, None, pax, f)
                 .map_err(ctx("archive"));
         }

@@ -282,13 +282,13 @@ impl BlobJob {
     /// One PUT carrying the whole blob, streamed from the store.
     async fn upload(&self, location: &str) -> Result<()> {
         let what = self.what("upload");
-        let path = self.content.blob_path(&self.desc.digest);
         if !self.content.contains(&self.desc.digest) {
             return Err(Error::Content {
                 context: format!("push {}", self.repo),
                 source: berth_image::ContentError::NotFound(self.desc.digest.clone()),
             });
         }
+        let path = self.stored_blob()?;
         let digest = self.desc.digest.to_string();
         let size = self.desc.size;
         let make = || {
@@ -309,11 +309,22 @@ impl BlobJob {
 }
 
 impl BlobJob {
+    /// The blob's file, written out first if the store deferred it (a built layer).
+    fn stored_blob(&self) -> Result<std::path::PathBuf> {
+        self.content
+            .materialize(&self.desc.digest)
+            .map_err(|source| Error::Content {
+                context: format!("push {}", self.repo),
+                source,
+            })?;
+        Ok(self.content.blob_path(&self.desc.digest))
+    }
+
     /// PATCHes the blob chunk by chunk, then closes the session with `?digest=`.
     async fn upload_chunked(&self, location: &str, chunk: u64) -> Result<()> {
         use std::io::{Read, Seek, SeekFrom};
         let what = self.what("upload chunk of");
-        let path = self.content.blob_path(&self.desc.digest);
+        let path = self.stored_blob()?;
         let mut file =
             std::fs::File::open(&path).map_err(io_ctx(format!("open {}", path.display())))?;
         let mut location = location.to_string();

@@ -258,17 +258,23 @@ impl LocalStore {
         // The compressed forms pushes made of layers now gone go with them.
         blobs.extend(self.meta.drop_unused_compressed_layers()?);
         let mut freed: u64 = unused_layers.iter().map(|l| l.size).sum();
+        let mut still_used = HashSet::new();
+        for other in self.meta.images()? {
+            still_used.extend(self.blobs_of(&other.manifest_digest)?);
+        }
         for l in unused_layers {
+            self.content
+                .materialize_from(&still_used, &self.layers.path(&l.chain_id))
+                .map_err(content_ctx(format!(
+                    "keep the blobs of layer {}",
+                    l.chain_id
+                )))?;
             self.layers
                 .remove(&l.chain_id)
                 .map_err(|source| Error::Layer {
                     context: format!("remove layer {}", l.chain_id),
                     source,
                 })?;
-        }
-        let mut still_used = HashSet::new();
-        for other in self.meta.images()? {
-            still_used.extend(self.blobs_of(&other.manifest_digest)?);
         }
         for b in blobs.difference(&still_used) {
             let size = self.content.info(b).ok().flatten().unwrap_or(0);
