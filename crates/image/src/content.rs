@@ -187,8 +187,11 @@ impl ContentStore {
                 format!("{} is outside the store", layer_dir.display()),
             ))
         })?;
+        static SEQ: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let path = self.deferred_path(d);
-        let tmp = path.with_extension("tmp");
+        // Two builds (or two stages of one) may defer the same blob at once.
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp-{}-{seq}", std::process::id()));
         fs::write(&tmp, format!("{size}\n{}\n", rel.display()))
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(io_ctx(format!("defer blob {d}")))?;
