@@ -1675,6 +1675,7 @@ fn a_copy_that_misses_links_the_unchanged_files_of_its_last_layer() {
         ("big/a.txt", "alpha"),
         ("big/b.txt", "beta"),
         ("big/sub/c.txt", "gamma"),
+        ("big/sub2/deeper/d.txt", "delta"),
         ("big/tool.sh", "#!/bin/sh\necho tool\n"),
         ("over/a.txt", "alpha from over"),
         (
@@ -1698,6 +1699,7 @@ fn a_copy_that_misses_links_the_unchanged_files_of_its_last_layer() {
     for f in [
         "/data/a.txt",
         "/data/sub/c.txt",
+        "/data/sub2/deeper/d.txt",
         "/data/tool.sh",
         "/both/sub/c.txt",
     ] {

@@ -388,7 +388,7 @@ pub fn copy_into_reusing(
     rootfs: &Path,
     dest: &str,
     opts: &CopyOptions,
-    reuse: &mut dyn Reuse,
+    reuse: &mut (dyn Reuse + Send),
 ) -> Result<(), CopyError> {
     let dest_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
     let several = sources.len() > 1;
@@ -422,12 +422,8 @@ pub fn copy_into_reusing(
         };
         if md.is_dir() {
             make_dirs(rootfs, &target, parent_owner)?;
-            let mut w = Writing {
-                opts,
-                owner: &owner,
-                reuse: &mut *reuse,
-            };
-            copy_children(root, &s.rel, &s.path, &s.rel, &target, &mut w)?;
+            let dirs = copy_children(root, &s.rel, &s.path, &s.rel, &target, opts, &owner, reuse)?;
+            copy_dirs_in_parallel(root, &s.rel, dirs, opts, &owner, reuse)?;
         } else if opts.extract && is_archive(&s.path) {
             make_dirs(rootfs, &target, parent_owner)?;
             extract(&s.path, &target, opts)?;
@@ -469,22 +465,26 @@ fn make_dirs(rootfs: &Path, dir: &Path, owner: Ids) -> Result<(), CopyError> {
     chown(dir, owner)
 }
 
-/// How a COPY writes each entry: its options, who owns what, and what may be reused.
-struct Writing<'a> {
-    opts: &'a CopyOptions,
-    owner: &'a dyn Fn(&fs::Metadata) -> Ids,
-    reuse: &'a mut dyn Reuse,
-}
+/// Who owns a copied entry, given its source's metadata.
+type Owner<'a> = &'a (dyn Fn(&fs::Metadata) -> Ids + Sync);
 
+/// A subdirectory still to copy: (source, its path relative to the root, target).
+type PendingDir = (PathBuf, String, PathBuf);
+
+/// Copies the entries of `src` into `dst`, making its subdirectories but not filling
+/// them: returns those for [`copy_dirs_in_parallel`].
+#[allow(clippy::too_many_arguments)]
 fn copy_children(
     root: &SourceRoot,
     top: &str,
     src: &Path,
     rel: &str,
     dst: &Path,
-    w: &mut Writing,
-) -> Result<(), CopyError> {
-    let (opts, owner) = (w.opts, w.owner);
+    opts: &CopyOptions,
+    owner: Owner,
+    reuse: &mut dyn Reuse,
+) -> Result<Vec<PendingDir>, CopyError> {
+    let mut dirs = Vec::new();
     for (child, child_rel) in children(root, top, src, rel)? {
         let md = fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
         let name = child
@@ -502,12 +502,90 @@ fn copy_children(
                 }
                 None => new_dir(&target, &md, opts, owner(&md))?,
             }
-            copy_children(root, top, &child, &child_rel, &target, w)?;
+            dirs.push((child, child_rel, target));
         } else {
-            copy_one(&child, &md, &target, opts, owner(&md), w.reuse)?;
+            copy_one(&child, &md, &target, opts, owner(&md), reuse)?;
         }
     }
+    Ok(dirs)
+}
+
+/// Copies the whole trees below `dirs` (distinct targets, so they cannot interfere) on
+/// a few threads: a large context is mostly the kernel creating inodes, which on a
+/// filesystem that has just deleted many (ext4 without a journal scans each recently
+/// freed one) is CPU-bound and takes milliseconds per file.
+fn copy_dirs_in_parallel(
+    root: &SourceRoot,
+    top: &str,
+    dirs: Vec<PendingDir>,
+    opts: &CopyOptions,
+    owner: Owner,
+    reuse: &mut (dyn Reuse + Send),
+) -> Result<(), CopyError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 4)
+        .min(dirs.len());
+    if workers <= 1 {
+        return copy_trees(root, top, dirs, opts, owner, reuse);
+    }
+    let queue = std::sync::Mutex::new(dirs);
+    let shared = std::sync::Mutex::new(reuse);
+    let next = || queue.lock().ok().and_then(|mut q| q.pop());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), CopyError> {
+                    let mut reuse = Shared(&shared);
+                    while let Some(dir) = next() {
+                        copy_trees(root, top, vec![dir], opts, owner, &mut reuse)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join().unwrap_or_else(|_| {
+                Err(CopyError::Io {
+                    context: "copy".into(),
+                    source: io::Error::other("a copying thread panicked"),
+                })
+            })
+        })
+    })
+}
+
+/// Copies each tree of `dirs`, depth first, on this thread.
+fn copy_trees(
+    root: &SourceRoot,
+    top: &str,
+    mut dirs: Vec<PendingDir>,
+    opts: &CopyOptions,
+    owner: Owner,
+    reuse: &mut dyn Reuse,
+) -> Result<(), CopyError> {
+    while let Some((src, rel, dst)) = dirs.pop() {
+        let below = copy_children(root, top, &src, &rel, &dst, opts, owner, reuse)?;
+        dirs.extend(below);
+    }
     Ok(())
+}
+
+/// A [`Reuse`] shared by the copying threads.
+struct Shared<'a, 'r>(&'a std::sync::Mutex<&'r mut (dyn Reuse + Send)>);
+
+impl Reuse for Shared<'_, '_> {
+    fn take(&mut self, src: &Path, md: &fs::Metadata, target: &Path, mode: u32, ids: Ids) -> bool {
+        self.0
+            .lock()
+            .is_ok_and(|mut r| r.take(src, md, target, mode, ids))
+    }
+
+    fn replaced(&mut self, target: &Path) {
+        if let Ok(mut r) = self.0.lock() {
+            r.replaced(target);
+        }
+    }
 }
 
 fn new_dir(
