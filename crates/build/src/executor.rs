@@ -1668,6 +1668,8 @@ impl<'a> Executor<'a> {
                     tracing::debug!("copy: linked");
                     let before = state.layers.len();
                     self.commit_step(&upper, state, key, created_by)?;
+                    // A record that fails to be written only costs the next build its
+                    // links.
                     if let Some(layer) = state.layers.get(before) {
                         let _ = self.cache.put_copy_layer(
                             &shape,

@@ -314,8 +314,9 @@ impl<W: Write> ThreadedHashingWriter<W> {
         }
     }
 
-    /// Returns the inner writer, the digest and the byte count.
-    pub fn finish(self) -> (W, Digest, u64) {
+    /// Returns the inner writer, the digest and the byte count; fails if the hashing
+    /// thread died (it cannot, short of a panic in sha2), since then no digest is known.
+    pub fn finish(self) -> io::Result<(W, Digest, u64)> {
         let digest = match self.mode {
             HashMode::Inline(h) => h.finish(),
             HashMode::Thread {
@@ -328,16 +329,11 @@ impl<W: Write> ThreadedHashingWriter<W> {
                 drop(to_hasher);
                 match hasher.join() {
                     Ok(h) if !lost => h.finish(),
-                    // The thread died (it cannot, short of a panic in sha2): no digest
-                    // can be trusted, so give one that matches nothing.
-                    _ => Digest {
-                        algorithm: Algorithm::Sha256,
-                        hex: "0".repeat(64),
-                    },
+                    _ => return Err(io::Error::other("the hashing thread stopped")),
                 }
             }
         };
-        (self.inner, digest, self.count)
+        Ok((self.inner, digest, self.count))
     }
 }
 
@@ -429,11 +425,11 @@ mod tests {
         for part in data.chunks(8000) {
             w.write_all(part).unwrap();
         }
-        let (out, digest, count) = w.finish();
+        let (out, digest, count) = w.finish().unwrap();
         assert_eq!(out, data);
         assert_eq!(count, data.len() as u64);
         assert_eq!(digest, Digest::sha256_of(&data));
-        let (_, empty, _) = ThreadedHashingWriter::new(io::sink()).finish();
+        let (_, empty, _) = ThreadedHashingWriter::new(io::sink()).finish().unwrap();
         assert_eq!(empty.hex(), EMPTY);
     }
 

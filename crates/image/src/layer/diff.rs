@@ -133,7 +133,7 @@ fn write_tar<W: Write>(
     walker.dir_children(upper, b"")?;
     let content_size = walker.content_size;
     let tar_hasher = builder.into_inner().map_err(io_ctx("finish tar"))?;
-    let (out, diff_id, tar_size) = tar_hasher.finish();
+    let (out, diff_id, tar_size) = tar_hasher.finish().map_err(io_ctx("hash tar"))?;
     Ok((out, diff_id, tar_size, content_size))
 }
 
