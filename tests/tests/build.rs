@@ -1763,3 +1763,34 @@ fn a_copy_that_misses_links_the_unchanged_files_of_its_last_layer() {
     use std::os::unix::fs::MetadataExt;
     assert_eq!(std::fs::symlink_metadata(p).unwrap().mtime(), 0);
 }
+
+#[test]
+fn copy_into_a_base_directory_keeps_its_entries_mode_and_deletions() {
+    // Files written straight into the step's upper dir must merge with the base's
+    // directory exactly as writes through the overlay do.
+    let ctx = context(&[
+        ("data/a.txt", "a"),
+        ("data/old.txt", "new old"),
+        ("data/sub/s.txt", "s"),
+        (
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN mkdir -p /data/sub && echo base > /data/base.txt && echo gone > /data/old.txt \
+             && echo deleted > /data/sub/deleted.txt && chmod 700 /data\n\
+             RUN rm /data/old.txt /data/sub/deleted.txt\n\
+             COPY data/ /data/\n",
+        ),
+    ]);
+    let b = Berth::new();
+    b.build(ctx.path(), &["-t", "merged"]);
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "merged",
+        "sh",
+        "-c",
+        "cat /data/base.txt /data/a.txt /data/old.txt /data/sub/s.txt; echo; \
+         stat -c %a /data; ls /data/sub",
+    ]);
+    assert_eq!(out, "base\nanew olds\n700\ns.txt\n");
+}

@@ -1663,9 +1663,12 @@ impl<'a> Executor<'a> {
                     copy::copy_into_reusing(&root, &sources, &rootfs, &dest, &opts, &mut reuse)
                         .map_err(fail)?;
                     ws.unmount_all()?;
-                    tracing::debug!("copy: {} files to link", reuse.linked());
+                    let (planned, links) = reuse.planned();
+                    tracing::debug!(
+                        "copy: {planned} files to write in the upper dir, {links} as links"
+                    );
                     let files = reuse.finish().map_err(fail)?;
-                    tracing::debug!("copy: linked");
+                    tracing::debug!("copy: written");
                     let before = state.layers.len();
                     self.commit_step(&upper, state, key, created_by)?;
                     // A record that fails to be written only costs the next build its

@@ -8,6 +8,15 @@
 //! overlay are refused (EXDEV), so the copy only plans them; [`Relink::finish`] makes them
 //! in the upper directory once the overlay is unmounted. The resulting layer is the same,
 //! byte for byte, as a full copy would have made.
+//!
+//! The other files are written into the upper directory the same way, after the unmount:
+//! creating a file through overlayfs costs several times what it costs on the filesystem
+//! below (`cp -a` of a 10,000-file context: 3.3 s into an overlay, 0.9 s beside it, here).
+//! This holds for any file whose path is free in the merged view and whose parent
+//! directory is already in the upper directory — the copy makes new directories through
+//! the overlay, which keeps the overlay's rules for them (an opaque directory where a
+//! lower one was deleted). A whiteout in the upper directory at such a path (a lower file
+//! deleted by an earlier layer) is replaced, as overlayfs itself would do.
 
 use std::collections::HashMap;
 use std::fs;
@@ -42,7 +51,8 @@ pub struct Relink<'a> {
 }
 
 struct Planned {
-    from: PathBuf,
+    /// The earlier layer's file to link, if it matches; else `src` is copied.
+    from: Option<PathBuf>,
     src: PathBuf,
     mode: u32,
     ids: Ids,
@@ -88,35 +98,97 @@ impl<'a> Relink<'a> {
             && old.mode() & 0o7777 == mode
             && (old.uid(), old.gid()) == (ids.uid, ids.gid)
             && (old.mtime(), old.mtime_nsec()) == (self.epoch, 0);
-        // The link goes into the upper directory: its parent must already be there (the
-        // copy made it through the overlay), or the overlay would lose the lower one's.
-        let parent_in_upper = Path::new(rel)
-            .parent()
-            .is_some_and(|p| fs::symlink_metadata(self.upper.join(p)).is_ok_and(|m| m.is_dir()));
-        (same && parent_in_upper).then_some(from)
+        same.then_some(from)
     }
 
-    /// Makes the planned links (the overlay must be unmounted by now); a link the kernel
-    /// refuses becomes a copy. Returns the new layer's file digests.
+    /// Whether the parent of `rel` is a directory in the upper directory: a file written
+    /// there, not through the overlay, must not hide a lower directory's metadata.
+    fn parent_in_upper(&self, rel: &str) -> bool {
+        Path::new(rel)
+            .parent()
+            .is_some_and(|p| fs::symlink_metadata(self.upper.join(p)).is_ok_and(|m| m.is_dir()))
+    }
+
+    /// Makes the planned links and copies in the upper directory (the overlay must be
+    /// unmounted by now); a link the kernel refuses becomes a copy. Returns the new
+    /// layer's file digests.
     pub fn finish(mut self) -> Result<FileDigests, CopyError> {
-        for (rel, p) in &self.planned {
-            let to = self.upper.join(rel);
-            match fs::hard_link(&p.from, &to) {
-                Ok(()) => {}
-                // A later source put something else (a directory, a link) there.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    self.files.remove(rel);
-                }
-                Err(_) => crate::copy::copy_file(&p.src, &to, p.mode, p.ids)?,
+        let planned: Vec<(String, Planned)> = self.planned.drain().collect();
+        // Like the copy itself (see `copy::copy_dirs_in_parallel`), this is mostly the
+        // kernel creating inodes: two threads where there are two cores.
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let upper = self.upper;
+        let skipped = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| -> Result<Vec<String>, CopyError> {
+                        let mut skipped = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((rel, p)) = planned.get(i) else {
+                                return Ok(skipped);
+                            };
+                            if !place(upper, rel, p)? {
+                                skipped.push(rel.clone());
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut all = Vec::new();
+            for h in handles {
+                let part = h.join().unwrap_or_else(|_| {
+                    Err(CopyError::Io {
+                        context: "copy".into(),
+                        source: std::io::Error::other("a copying thread panicked"),
+                    })
+                })?;
+                all.extend(part);
             }
+            Ok::<_, CopyError>(all)
+        })?;
+        for rel in skipped {
+            self.files.remove(&rel);
         }
         Ok(self.files)
     }
 
-    /// How many files were linked rather than copied.
-    pub fn linked(&self) -> usize {
-        self.planned.len()
+    /// How many files will be written after the unmount, and how many of them linked.
+    pub fn planned(&self) -> (usize, usize) {
+        let links = self.planned.values().filter(|p| p.from.is_some()).count();
+        (self.planned.len(), links)
     }
+}
+
+/// Links or copies one planned file into `upper`; false when a later source already put
+/// something else (a directory, a link) at its path.
+fn place(upper: &Path, rel: &str, p: &Planned) -> Result<bool, CopyError> {
+    let to = upper.join(rel);
+    match fs::symlink_metadata(&to) {
+        Err(_) => {}
+        Ok(m) if is_whiteout(&m) => fs::remove_file(&to).map_err(|e| CopyError::Io {
+            context: format!("replace the whiteout {rel}"),
+            source: e,
+        })?,
+        Ok(_) => return Ok(false),
+    }
+    let linked = p
+        .from
+        .as_ref()
+        .is_some_and(|f| fs::hard_link(f, &to).is_ok());
+    if !linked {
+        crate::copy::copy_file(&p.src, &to, p.mode, p.ids)?;
+    }
+    Ok(true)
+}
+
+/// overlayfs' mark of a deleted lower entry: a character device 0:0.
+fn is_whiteout(m: &fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    m.file_type().is_char_device() && m.rdev() == 0
 }
 
 impl Reuse for Relink<'_> {
@@ -130,22 +202,21 @@ impl Reuse for Relink<'_> {
         };
         self.files.insert(rel.clone(), *digest);
         self.planned.remove(&rel);
-        match self.earlier_file(&rel, digest, md, mode, ids) {
-            Some(from) => {
-                let src = src.to_path_buf();
-                self.planned.insert(
-                    rel,
-                    Planned {
-                        from,
-                        src,
-                        mode,
-                        ids,
-                    },
-                );
-                true
-            }
-            None => false,
+        if !self.parent_in_upper(&rel) {
+            return false;
         }
+        let from = self.earlier_file(&rel, digest, md, mode, ids);
+        let src = src.to_path_buf();
+        self.planned.insert(
+            rel,
+            Planned {
+                from,
+                src,
+                mode,
+                ids,
+            },
+        );
+        true
     }
 
     fn replaced(&mut self, target: &Path) {
