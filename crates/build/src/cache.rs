@@ -9,7 +9,8 @@
 //! in the content and layer stores, where image removal may delete them. A
 //! hit is therefore only used when both are still there (see the executor).
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use sha2::{Digest as _, Sha256};
@@ -125,6 +126,75 @@ impl Cache {
             self.remember(path, &stat, &d);
         }
         Ok(d)
+    }
+
+    /// [`Cache::file_digest`] for many files at once: the remembered digests are looked
+    /// up, the others read and hashed on a few threads (the first build of a large
+    /// context hashes every byte of it), then remembered. Keyed by path, with the
+    /// metadata each digest belongs to.
+    pub fn file_digests(
+        &self,
+        files: Vec<(PathBuf, std::fs::Metadata)>,
+    ) -> std::io::Result<HashMap<PathBuf, (std::fs::Metadata, [u8; 32])>> {
+        let mut out = HashMap::with_capacity(files.len());
+        let mut unknown = Vec::new();
+        for (path, md) in files {
+            match self.known_digest(&path, &FileStat::of(&md)) {
+                Some(d) => {
+                    out.insert(path, (md, d));
+                }
+                None => unknown.push((path, md)),
+            }
+        }
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4)
+            .min(unknown.len().max(1));
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let hashed: Vec<Vec<(usize, [u8; 32])>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| -> std::io::Result<Vec<(usize, [u8; 32])>> {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some((path, _)) = unknown.get(i) else {
+                                return Ok(done);
+                            };
+                            let d = crate::copy::digest_file(path).map_err(|e| {
+                                std::io::Error::new(
+                                    e.kind(),
+                                    format!("read {}: {e}", path.display()),
+                                )
+                            })?;
+                            done.push((i, d));
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("a hashing thread panicked")))
+                })
+                .collect::<std::io::Result<_>>()
+        })?;
+        let now = now_ns();
+        let mut digests = vec![None; unknown.len()];
+        for (i, d) in hashed.into_iter().flatten() {
+            digests[i] = Some(d);
+        }
+        for ((path, md), d) in unknown.into_iter().zip(digests) {
+            let Some(d) = d else { continue };
+            let stat = FileStat::of(&md);
+            // See file_digest_at: a file changed within the last second is not remembered.
+            if now - stat.ctime_ns.max(stat.mtime_ns) > RACY_NS {
+                self.remember(&path, &stat, &d);
+            }
+            out.insert(path, (md, d));
+        }
+        Ok(out)
     }
 
     fn known_digest(&self, path: &Path, stat: &FileStat) -> Option<[u8; 32]> {
@@ -353,6 +423,40 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let t = TimeSpec::new(md.mtime(), md.mtime_nsec());
         utimensat(None, path, &t, &t, UtimensatFlags::NoFollowSymlink).unwrap();
+    }
+
+    #[test]
+    fn many_files_are_hashed_at_once_and_only_old_ones_remembered() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(&d.path().join("berth.db")).unwrap();
+        let mut files = Vec::new();
+        for i in 0..20 {
+            let f = d.path().join(format!("f{i}"));
+            std::fs::write(&f, format!("content {i}")).unwrap();
+            files.push(f);
+        }
+        // f0 was hashed and remembered before; the other 19 are new.
+        let old = std::fs::symlink_metadata(&files[0]).unwrap();
+        cache
+            .file_digest_at(&files[0], &old, FileStat::of(&old).ctime_ns + 10 * RACY_NS)
+            .unwrap();
+        let with_md = |fs: &[PathBuf]| -> Vec<(PathBuf, std::fs::Metadata)> {
+            fs.iter()
+                .map(|f| (f.clone(), std::fs::symlink_metadata(f).unwrap()))
+                .collect()
+        };
+        let got = cache.file_digests(with_md(&files)).unwrap();
+        assert_eq!(got.len(), 20);
+        for (i, f) in files.iter().enumerate() {
+            assert_eq!(got[f].1, sha(format!("content {i}").as_bytes()), "{i}");
+        }
+        // Files changed within the last second are not remembered (see file_digest_at).
+        let md1 = std::fs::symlink_metadata(&files[1]).unwrap();
+        assert_eq!(cache.known_digest(&files[1], &FileStat::of(&md1)), None);
+        // A file that cannot be read fails the whole lookup, naming it.
+        let missing = vec![(d.path().join("gone"), md1)];
+        let err = cache.file_digests(missing).unwrap_err();
+        assert!(err.to_string().contains("gone"), "{err}");
     }
 
     #[test]

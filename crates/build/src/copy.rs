@@ -286,6 +286,38 @@ pub fn hash_sources(
     Ok(())
 }
 
+/// The regular files [`hash_sources`] will hash, with their metadata, in its order.
+pub fn source_files(
+    root: &SourceRoot,
+    sources: &[Source],
+) -> Result<Vec<(PathBuf, fs::Metadata)>, CopyError> {
+    let mut out = Vec::new();
+    for s in sources {
+        let md = fs::metadata(&s.path).map_err(io_ctx(format!("stat {}", s.rel)))?;
+        collect_files(root, &s.rel, &s.path, &s.rel, md, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn collect_files(
+    root: &SourceRoot,
+    top: &str,
+    path: &Path,
+    rel: &str,
+    md: fs::Metadata,
+    out: &mut Vec<(PathBuf, fs::Metadata)>,
+) -> Result<(), CopyError> {
+    if md.is_file() {
+        out.push((path.to_path_buf(), md));
+    } else if md.is_dir() {
+        for (child, child_rel) in children(root, top, path, rel)? {
+            let md = fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
+            collect_files(root, top, &child, &child_rel, md, out)?;
+        }
+    }
+    Ok(())
+}
+
 fn hash_entry(
     root: &SourceRoot,
     top: &str,

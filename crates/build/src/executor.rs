@@ -1718,8 +1718,30 @@ impl<'a> Executor<'a> {
         mut seen: Option<&mut HashMap<PathBuf, [u8; 32]>>,
     ) -> Result<(), copy::CopyError> {
         let in_tx = self.cache.begin().is_ok();
+        // Files not hashed before are read on several threads first; the key is then
+        // built in order from what that found.
+        let known = copy::source_files(root, sources).and_then(|files| {
+            self.cache
+                .file_digests(files)
+                .map_err(|e| copy::CopyError::Io {
+                    context: "hash the context".into(),
+                    source: e,
+                })
+        });
+        let known = match known {
+            Ok(k) => k,
+            Err(e) => {
+                if in_tx {
+                    let _ = self.cache.commit();
+                }
+                return Err(e);
+            }
+        };
         let result = copy::hash_sources(root, sources, key, &mut |p, md| {
-            let d = self.cache.file_digest(p, md)?;
+            let d = match known.get(p) {
+                Some((was, d)) if same_file_version(was, md) => *d,
+                _ => self.cache.file_digest(p, md)?,
+            };
             if let Some(seen) = seen.as_deref_mut() {
                 seen.insert(p.to_path_buf(), d);
             }
@@ -1751,6 +1773,28 @@ impl<'a> Executor<'a> {
             exclude,
         }
     }
+}
+
+/// Whether two stats of one path show the same version of the file.
+fn same_file_version(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (
+        a.dev(),
+        a.ino(),
+        a.len(),
+        a.mtime(),
+        a.mtime_nsec(),
+        a.ctime(),
+        a.ctime_nsec(),
+    ) == (
+        b.dev(),
+        b.ino(),
+        b.len(),
+        b.mtime(),
+        b.mtime_nsec(),
+        b.ctime(),
+        b.ctime_nsec(),
+    )
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), BuildError> {
