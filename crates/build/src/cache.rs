@@ -130,71 +130,35 @@ impl Cache {
 
     /// [`Cache::file_digest`] for many files at once: the remembered digests are looked
     /// up, the others read and hashed on a few threads (the first build of a large
-    /// context hashes every byte of it), then remembered. Keyed by path, with the
-    /// metadata each digest belongs to.
+    /// context hashes every byte of it), then remembered.
     pub fn file_digests(
         &self,
         files: Vec<(PathBuf, std::fs::Metadata)>,
-    ) -> std::io::Result<HashMap<PathBuf, (std::fs::Metadata, [u8; 32])>> {
-        let mut out = HashMap::with_capacity(files.len());
+    ) -> std::io::Result<KnownDigests> {
+        let mut known = HashMap::with_capacity(files.len());
         let mut unknown = Vec::new();
         for (path, md) in files {
-            match self.known_digest(&path, &FileStat::of(&md)) {
+            let stat = FileStat::of(&md);
+            match self.known_digest(&path, &stat) {
                 Some(d) => {
-                    out.insert(path, (md, d));
+                    known.insert(path, (stat, d));
                 }
-                None => unknown.push((path, md)),
+                None => unknown.push((path, stat)),
             }
         }
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4)
-            .min(unknown.len().max(1));
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let hashed: Vec<Vec<(usize, [u8; 32])>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(|| -> std::io::Result<Vec<(usize, [u8; 32])>> {
-                        let mut done = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some((path, _)) = unknown.get(i) else {
-                                return Ok(done);
-                            };
-                            let d = crate::copy::digest_file(path).map_err(|e| {
-                                std::io::Error::new(
-                                    e.kind(),
-                                    format!("read {}: {e}", path.display()),
-                                )
-                            })?;
-                            done.push((i, d));
-                        }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(std::io::Error::other("a hashing thread panicked")))
-                })
-                .collect::<std::io::Result<_>>()
+        let digests = crate::par::map(&unknown, |(path, _)| {
+            crate::copy::digest_file(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("read {}: {e}", path.display())))
         })?;
         let now = now_ns();
-        let mut digests = vec![None; unknown.len()];
-        for (i, d) in hashed.into_iter().flatten() {
-            digests[i] = Some(d);
-        }
-        for ((path, md), d) in unknown.into_iter().zip(digests) {
-            let Some(d) = d else { continue };
-            let stat = FileStat::of(&md);
+        for ((path, stat), d) in unknown.into_iter().zip(digests) {
             // See file_digest_at: a file changed within the last second is not remembered.
             if now - stat.ctime_ns.max(stat.mtime_ns) > RACY_NS {
                 self.remember(&path, &stat, &d);
             }
-            out.insert(path, (md, d));
+            known.insert(path, (stat, d));
         }
-        Ok(out)
+        Ok(KnownDigests(known))
     }
 
     fn known_digest(&self, path: &Path, stat: &FileStat) -> Option<[u8; 32]> {
@@ -332,7 +296,21 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
+/// Digests [`Cache::file_digests`] found, each for the version of the file it was given.
+pub struct KnownDigests(HashMap<PathBuf, (FileStat, [u8; 32])>);
+
+impl KnownDigests {
+    /// The digest of `path` if it is still the version that was hashed.
+    pub fn get(&self, path: &Path, md: &std::fs::Metadata) -> Option<[u8; 32]> {
+        self.0
+            .get(path)
+            .filter(|(stat, _)| *stat == FileStat::of(md))
+            .map(|(_, d)| *d)
+    }
+}
+
 /// What identifies one version of a file without reading it.
+#[derive(PartialEq, Eq)]
 struct FileStat {
     dev: i64,
     ino: i64,
@@ -446,16 +424,22 @@ mod tests {
                 .collect()
         };
         let got = cache.file_digests(with_md(&files)).unwrap();
-        assert_eq!(got.len(), 20);
         for (i, f) in files.iter().enumerate() {
-            assert_eq!(got[f].1, sha(format!("content {i}").as_bytes()), "{i}");
+            let md = std::fs::symlink_metadata(f).unwrap();
+            assert_eq!(
+                got.get(f, &md),
+                Some(sha(format!("content {i}").as_bytes())),
+                "{i}"
+            );
         }
         // Files changed within the last second are not remembered (see file_digest_at).
         let md1 = std::fs::symlink_metadata(&files[1]).unwrap();
         assert_eq!(cache.known_digest(&files[1], &FileStat::of(&md1)), None);
         // A file that cannot be read fails the whole lookup, naming it.
         let missing = vec![(d.path().join("gone"), md1)];
-        let err = cache.file_digests(missing).unwrap_err();
+        let Err(err) = cache.file_digests(missing) else {
+            panic!("an unreadable file was hashed");
+        };
         assert!(err.to_string().contains("gone"), "{err}");
     }
 

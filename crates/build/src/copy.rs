@@ -454,8 +454,14 @@ pub fn copy_into_reusing(
         };
         if md.is_dir() {
             make_dirs(rootfs, &target, parent_owner)?;
-            let dirs = copy_children(root, &s.rel, &s.path, &s.rel, &target, opts, &owner, reuse)?;
-            copy_dirs_in_parallel(root, &s.rel, dirs, opts, &owner, reuse)?;
+            let tree = Tree {
+                root,
+                top: &s.rel,
+                opts,
+                owner: &owner,
+            };
+            let dirs = copy_children(&tree, &s.path, &s.rel, &target, reuse)?;
+            copy_dirs_in_parallel(&tree, &dirs, reuse)?;
         } else if opts.extract && is_archive(&s.path) {
             make_dirs(rootfs, &target, parent_owner)?;
             extract(&s.path, &target, opts)?;
@@ -497,27 +503,31 @@ fn make_dirs(rootfs: &Path, dir: &Path, owner: Ids) -> Result<(), CopyError> {
     chown(dir, owner)
 }
 
-/// Who owns a copied entry, given its source's metadata.
-type Owner<'a> = &'a (dyn Fn(&fs::Metadata) -> Ids + Sync);
+/// One directory source being copied: where it comes from and how entries are written.
+struct Tree<'a> {
+    root: &'a SourceRoot<'a>,
+    /// The source's path relative to the root (for `--exclude`).
+    top: &'a str,
+    opts: &'a CopyOptions,
+    /// Who owns a copied entry, given its source's metadata.
+    owner: &'a (dyn Fn(&fs::Metadata) -> Ids + Sync),
+}
 
 /// A subdirectory still to copy: (source, its path relative to the root, target).
 type PendingDir = (PathBuf, String, PathBuf);
 
 /// Copies the entries of `src` into `dst`, making its subdirectories but not filling
 /// them: returns those for [`copy_dirs_in_parallel`].
-#[allow(clippy::too_many_arguments)]
 fn copy_children(
-    root: &SourceRoot,
-    top: &str,
+    tree: &Tree,
     src: &Path,
     rel: &str,
     dst: &Path,
-    opts: &CopyOptions,
-    owner: Owner,
     reuse: &mut dyn Reuse,
 ) -> Result<Vec<PendingDir>, CopyError> {
+    let (opts, owner) = (tree.opts, tree.owner);
     let mut dirs = Vec::new();
-    for (child, child_rel) in children(root, top, src, rel)? {
+    for (child, child_rel) in children(tree.root, tree.top, src, rel)? {
         let md = fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
         let name = child
             .file_name()
@@ -543,64 +553,24 @@ fn copy_children(
 }
 
 /// Copies the whole trees below `dirs` (distinct targets, so they cannot interfere) on
-/// a few threads: a large context is mostly the kernel creating inodes, which on a
-/// filesystem that has just deleted many (ext4 without a journal scans each recently
-/// freed one) is CPU-bound and takes milliseconds per file.
+/// a few threads ([`crate::par`]): a large context is mostly the kernel creating inodes,
+/// which on a filesystem that has just deleted many (ext4 without a journal scans each
+/// recently freed one) is CPU-bound and takes milliseconds per file.
 fn copy_dirs_in_parallel(
-    root: &SourceRoot,
-    top: &str,
-    dirs: Vec<PendingDir>,
-    opts: &CopyOptions,
-    owner: Owner,
+    tree: &Tree,
+    dirs: &[PendingDir],
     reuse: &mut (dyn Reuse + Send),
 ) -> Result<(), CopyError> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 4)
-        .min(dirs.len());
-    if workers <= 1 {
-        return copy_trees(root, top, dirs, opts, owner, reuse);
-    }
-    let queue = std::sync::Mutex::new(dirs);
     let shared = std::sync::Mutex::new(reuse);
-    let next = || queue.lock().ok().and_then(|mut q| q.pop());
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<(), CopyError> {
-                    let mut reuse = Shared(&shared);
-                    while let Some(dir) = next() {
-                        copy_trees(root, top, vec![dir], opts, owner, &mut reuse)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join().unwrap_or_else(|_| {
-                Err(CopyError::Io {
-                    context: "copy".into(),
-                    source: io::Error::other("a copying thread panicked"),
-                })
-            })
-        })
+    crate::par::map(dirs, |start| {
+        let mut reuse = Shared(&shared);
+        let mut stack = vec![start.clone()];
+        while let Some((src, rel, dst)) = stack.pop() {
+            stack.extend(copy_children(tree, &src, &rel, &dst, &mut reuse)?);
+        }
+        Ok(())
     })
-}
-
-/// Copies each tree of `dirs`, depth first, on this thread.
-fn copy_trees(
-    root: &SourceRoot,
-    top: &str,
-    mut dirs: Vec<PendingDir>,
-    opts: &CopyOptions,
-    owner: Owner,
-    reuse: &mut dyn Reuse,
-) -> Result<(), CopyError> {
-    while let Some((src, rel, dst)) = dirs.pop() {
-        let below = copy_children(root, top, &src, &rel, &dst, opts, owner, reuse)?;
-        dirs.extend(below);
-    }
-    Ok(())
+    .map(|_| ())
 }
 
 /// A [`Reuse`] shared by the copying threads.

@@ -1096,7 +1096,7 @@ impl<'a> Executor<'a> {
                     let src = if m.source.is_empty() { "." } else { &m.source };
                     let sources = copy::expand_sources(&root, &[src.to_string()])
                         .map_err(|e| BuildError::Other(e.to_string()))?;
-                    self.hash_context(&root, &sources, &mut key, None)
+                    self.hash_context(&root, &sources, &mut key)
                         .map_err(|e| BuildError::Other(e.to_string()))?;
                     None
                 }
@@ -1509,7 +1509,8 @@ impl<'a> Executor<'a> {
                 let root = self.context_root(exclude);
                 let sources = copy::expand_sources(&root, &patterns)
                     .map_err(|e| BuildError::Other(e.to_string()))?;
-                self.hash_context(&root, &sources, &mut key, Some(&mut context_digests))
+                context_digests = self
+                    .hash_context(&root, &sources, &mut key)
                     .map_err(|e| BuildError::Other(e.to_string()))?;
             }
         }
@@ -1533,6 +1534,10 @@ impl<'a> Executor<'a> {
             .map_err(other("prepare the rootfs"))?;
         let rootfs = ws.dir.join("rootfs");
         ws.mount(&mounts, &rootfs)?;
+        let upper = self
+            .snapshots
+            .upper_dir(&ws.key)
+            .map_err(other("find the upper dir"))?;
         make_workdir(&rootfs, &wd)?;
         let chown_ids = match &chown {
             Some(c) => Some(
@@ -1621,6 +1626,7 @@ impl<'a> Executor<'a> {
             };
             copy::copy_into(&root, &sources, &rootfs, &into, &gopts).map_err(fail)?;
         }
+        let mut relink = None;
         if !patterns.is_empty() {
             match &from_state {
                 Some(s) => {
@@ -1647,54 +1653,50 @@ impl<'a> Executor<'a> {
                     let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
                     copy::copy_into(&root, &sources, &rootfs, &dest, &opts).map_err(fail)?;
                 }
-                None if inst.kind == Kind::Copy => {
-                    let root = self.context_root(exclude);
-                    let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
-                    let upper = self
-                        .snapshots
-                        .upper_dir(&ws.key)
-                        .map_err(other("find the upper dir"))?;
-                    let shape = self.copy_shape(&created_by, &wd, &dest);
-                    let earlier = self.earlier_copy(&shape);
-                    let epoch = self.req.epoch;
-                    let mut reuse =
-                        relink::Relink::new(&rootfs, &upper, earlier, &context_digests, epoch);
-                    tracing::debug!("copy: into the overlay");
-                    copy::copy_into_reusing(&root, &sources, &rootfs, &dest, &opts, &mut reuse)
-                        .map_err(fail)?;
-                    ws.unmount_all()?;
-                    let (planned, links) = reuse.planned();
-                    tracing::debug!(
-                        "copy: {planned} files to write in the upper dir, {links} as links"
-                    );
-                    let files = reuse.finish().map_err(fail)?;
-                    tracing::debug!("copy: written");
-                    let before = state.layers.len();
-                    self.commit_step(&upper, state, key, created_by)?;
-                    // A record that fails to be written only costs the next build its
-                    // links.
-                    if let Some(layer) = state.layers.get(before) {
-                        let _ = self.cache.put_copy_layer(
-                            &shape,
-                            &layer.chain_id.to_string(),
-                            &relink::encode(&files),
-                        );
-                    }
-                    return Ok(false);
-                }
                 None => {
                     let root = self.context_root(exclude);
                     let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
-                    copy::copy_into(&root, &sources, &rootfs, &dest, &opts).map_err(fail)?;
+                    if inst.kind == Kind::Copy {
+                        // Not ADD: an archive it extracts could overwrite a file after
+                        // the record of what the layer holds was taken.
+                        let shape = self.copy_shape(&created_by, &wd, &dest);
+                        let earlier = self.earlier_copy(&shape);
+                        let mut reuse = relink::Relink::new(
+                            &rootfs,
+                            &upper,
+                            earlier,
+                            &context_digests,
+                            self.req.epoch,
+                        );
+                        tracing::debug!("copy: into the overlay");
+                        copy::copy_into_reusing(&root, &sources, &rootfs, &dest, &opts, &mut reuse)
+                            .map_err(fail)?;
+                        relink = Some((reuse, shape));
+                    } else {
+                        copy::copy_into(&root, &sources, &rootfs, &dest, &opts).map_err(fail)?;
+                    }
                 }
             }
         }
         ws.unmount_all()?;
-        let upper = self
-            .snapshots
-            .upper_dir(&ws.key)
-            .map_err(other("find the upper dir"))?;
-        self.commit_step(&upper, state, key, created_by)
+        let Some((reuse, shape)) = relink else {
+            return self.commit_step(&upper, state, key, created_by);
+        };
+        let (planned, links) = reuse.planned();
+        tracing::debug!("copy: {planned} files to write in the upper dir, {links} as links");
+        let files = reuse.finish().map_err(fail)?;
+        tracing::debug!("copy: written");
+        let before = state.layers.len();
+        self.commit_step(&upper, state, key, created_by)?;
+        // A record that fails to be written only costs the next build its links.
+        if let Some(layer) = state.layers.get(before) {
+            let _ = self.cache.put_copy_layer(
+                &shape,
+                &layer.chain_id.to_string(),
+                &relink::encode(&files),
+            );
+        }
+        Ok(false)
     }
 
     /// What identifies "the same COPY" across builds for [`Executor::earlier_copy`].
@@ -1707,50 +1709,41 @@ impl<'a> Executor<'a> {
         k.finish()
     }
 
-    /// Hashes context sources, reading only files whose digest is not
-    /// remembered (one transaction for all lookups and records). Each file's
-    /// digest is also kept in `seen`, by path, when given.
+    /// Hashes context sources into `key`, reading only files whose digest is not
+    /// remembered (one transaction for all lookups and records; files not hashed before
+    /// are read on several threads first, then the key is built in order). Returns each
+    /// file's digest by path.
     fn hash_context(
         &self,
         root: &SourceRoot,
         sources: &[copy::Source],
         key: &mut KeyHasher,
-        mut seen: Option<&mut HashMap<PathBuf, [u8; 32]>>,
-    ) -> Result<(), copy::CopyError> {
+    ) -> Result<HashMap<PathBuf, [u8; 32]>, copy::CopyError> {
         let in_tx = self.cache.begin().is_ok();
-        // Files not hashed before are read on several threads first; the key is then
-        // built in order from what that found.
-        let known = copy::source_files(root, sources).and_then(|files| {
-            self.cache
-                .file_digests(files)
-                .map_err(|e| copy::CopyError::Io {
-                    context: "hash the context".into(),
-                    source: e,
+        let mut digests = HashMap::new();
+        let result = copy::source_files(root, sources)
+            .and_then(|files| {
+                self.cache
+                    .file_digests(files)
+                    .map_err(|e| copy::CopyError::Io {
+                        context: "hash the context".into(),
+                        source: e,
+                    })
+            })
+            .and_then(|known| {
+                copy::hash_sources(root, sources, key, &mut |p, md| {
+                    let d = match known.get(p, md) {
+                        Some(d) => d,
+                        None => self.cache.file_digest(p, md)?,
+                    };
+                    digests.insert(p.to_path_buf(), d);
+                    Ok(d)
                 })
-        });
-        let known = match known {
-            Ok(k) => k,
-            Err(e) => {
-                if in_tx {
-                    let _ = self.cache.commit();
-                }
-                return Err(e);
-            }
-        };
-        let result = copy::hash_sources(root, sources, key, &mut |p, md| {
-            let d = match known.get(p) {
-                Some((was, d)) if same_file_version(was, md) => *d,
-                _ => self.cache.file_digest(p, md)?,
-            };
-            if let Some(seen) = seen.as_deref_mut() {
-                seen.insert(p.to_path_buf(), d);
-            }
-            Ok(d)
-        });
+            });
         if in_tx {
             let _ = self.cache.commit();
         }
-        result
+        result.map(|()| digests)
     }
 
     /// Where a context COPY can take unchanged files from: the layer the same
@@ -1773,28 +1766,6 @@ impl<'a> Executor<'a> {
             exclude,
         }
     }
-}
-
-/// Whether two stats of one path show the same version of the file.
-fn same_file_version(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    (
-        a.dev(),
-        a.ino(),
-        a.len(),
-        a.mtime(),
-        a.mtime_nsec(),
-        a.ctime(),
-        a.ctime_nsec(),
-    ) == (
-        b.dev(),
-        b.ino(),
-        b.len(),
-        b.mtime(),
-        b.mtime_nsec(),
-        b.ctime(),
-        b.ctime_nsec(),
-    )
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), BuildError> {

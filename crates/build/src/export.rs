@@ -130,10 +130,11 @@ impl Layer {
 /// `None` when there are no changes. `upper` must be unmounted; it is moved
 /// into the layer store, so the caller must not use it afterwards.
 ///
-/// The tar is written straight into the content store's ingest (hashed while
-/// written), and `upper` itself becomes the layer directory: the data is
-/// written once to each place, never unpacked again, and one filesystem sync
-/// makes both durable before either becomes visible.
+/// One walk of `upper` hashes the tar (and, compressed, writes it into a content-store
+/// ingest), and `upper` itself becomes the layer directory: the data is written once,
+/// never unpacked again, and one filesystem sync makes it durable before it becomes
+/// visible. An uncompressed layer's blob is not written at all but deferred to the layer
+/// directory (see `berth_image::content`): a large COPY is not copied and synced twice.
 pub fn commit_layer(
     store: &LocalStore,
     upper: &Path,
@@ -147,28 +148,33 @@ pub fn commit_layer(
     fsutil::normalize_mtimes(upper, epoch).map_err(ctx("normalise timestamps"))?;
     tracing::debug!("layer: timestamps set");
     if compression == Compression::None {
-        return commit_deferred(store, upper, parent).map(Some);
+        let (diff, applied) = write_and_adopt(store, std::io::sink(), upper, parent, compression)?;
+        if !store.content.contains(&diff.digest) {
+            store
+                .content
+                .defer(&diff.digest, diff.size, &applied.path)
+                .map_err(ctx(format!("store layer blob {}", diff.digest)))?;
+        }
+        return Ok(Some(layer_of(diff, applied)));
     }
     let reference = format!("build-layer {}", upper.display());
     let mut writer = store
         .content
         .writer(&reference)
         .map_err(ctx("start layer blob"))?;
-    let result = write_blob_and_layer(store, &mut writer, upper, parent, compression);
-    match result {
-        Ok((diff, layer_dir)) => {
-            let media_type = compression.oci_media_type().to_string();
+    let written = writer
+        .truncate()
+        .map_err(ctx("start layer blob"))
+        .and_then(|()| {
+            let out = std::io::BufWriter::with_capacity(1 << 20, &mut writer);
+            write_and_adopt(store, out, upper, parent, compression)
+        });
+    match written {
+        Ok((diff, applied)) => {
             writer
                 .commit(diff.size, &diff.digest)
                 .map_err(ctx(format!("store layer blob {}", diff.digest)))?;
-            Ok(Some(Layer {
-                diff_id: diff.diff_id,
-                chain_id: layer_dir.chain_id,
-                digest: diff.digest,
-                size: diff.size,
-                media_type,
-                content_size: layer_dir.content_size,
-            }))
+            Ok(Some(layer_of(diff, applied)))
         }
         Err(e) => {
             drop(writer);
@@ -178,59 +184,34 @@ pub fn commit_layer(
     }
 }
 
-/// An uncompressed layer: its tar is only hashed, `upper` moves into the layer store,
-/// and the blob is recorded as that directory's tar, written out when first read
-/// (see `berth_image::content`): a large COPY is not copied and synced twice.
-fn commit_deferred(
+/// Writes the layer tar of `upper` into `out` (which the walk flushes) and moves
+/// `upper` into the layer store.
+fn write_and_adopt(
     store: &LocalStore,
-    upper: &Path,
-    parent: Option<&Digest>,
-) -> Result<Layer, ExportError> {
-    let diff = berth_image::layer::write_layer_and_adopt(upper, std::io::sink(), Compression::None)
-        .map_err(ctx("write layer"))?;
-    tracing::debug!("layer: tar hashed");
-    let applied = store
-        .layers
-        .adopt(parent, upper, &diff.diff_id, diff.content_size)
-        .map_err(ctx(format!("store layer {}", diff.diff_id)))?;
-    if !store.content.contains(&diff.digest) {
-        store
-            .content
-            .defer(&diff.digest, diff.size, &applied.path)
-            .map_err(ctx(format!("store layer blob {}", diff.digest)))?;
-    }
-    Ok(Layer {
-        diff_id: diff.diff_id,
-        chain_id: applied.chain_id,
-        digest: diff.digest,
-        size: diff.size,
-        media_type: Compression::None.oci_media_type().to_string(),
-        content_size: applied.content_size,
-    })
-}
-
-/// Writes the layer tar into `writer` and moves `upper` into the layer store.
-fn write_blob_and_layer(
-    store: &LocalStore,
-    writer: &mut berth_image::Writer,
+    out: impl Write,
     upper: &Path,
     parent: Option<&Digest>,
     compression: Compression,
 ) -> Result<(berth_image::layer::DiffOutput, AppliedLayer), ExportError> {
-    writer.truncate().map_err(ctx("start layer blob"))?;
-    let diff = {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *writer);
-        let d = berth_image::layer::write_layer_and_adopt(upper, &mut w, compression)
-            .map_err(ctx("write layer"))?;
-        w.flush().map_err(ctx("write layer"))?;
-        d
-    };
+    let diff = berth_image::layer::write_layer_and_adopt(upper, out, compression)
+        .map_err(ctx("write layer"))?;
     tracing::debug!("layer: tar written and hashed");
     let applied = store
         .layers
         .adopt(parent, upper, &diff.diff_id, diff.content_size)
         .map_err(ctx(format!("store layer {}", diff.diff_id)))?;
     Ok((diff, applied))
+}
+
+fn layer_of(diff: berth_image::layer::DiffOutput, applied: AppliedLayer) -> Layer {
+    Layer {
+        media_type: diff.compression.oci_media_type().to_string(),
+        diff_id: diff.diff_id,
+        chain_id: applied.chain_id,
+        digest: diff.digest,
+        size: diff.size,
+        content_size: applied.content_size,
+    }
 }
 
 /// The finished image's bytes and digests.

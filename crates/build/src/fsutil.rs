@@ -172,6 +172,7 @@ fn read_db(root: &Path, path: &str) -> Vec<Vec<String>> {
 /// excluded, to `epoch`, without following symlinks; children first so a
 /// directory's own time is set last.
 pub fn normalize_mtimes(dir: &Path, epoch: i64) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let path = entry.path();
@@ -181,11 +182,7 @@ pub fn normalize_mtimes(dir: &Path, epoch: i64) -> io::Result<()> {
         // Files a COPY linked from an earlier layer already have the time, and their
         // inode is that layer's too: leave it (and its ctime) alone.
         let md = std::fs::symlink_metadata(&path)?;
-        if (
-            std::os::unix::fs::MetadataExt::mtime(&md),
-            std::os::unix::fs::MetadataExt::mtime_nsec(&md),
-        ) != (epoch, 0)
-        {
+        if (md.mtime(), md.mtime_nsec()) != (epoch, 0) {
             set_time(&path, epoch)?;
         }
     }

@@ -85,6 +85,7 @@ pub mod git;
 pub mod heredoc;
 pub mod instructions;
 pub mod mounts;
+pub mod par;
 pub mod parser;
 pub mod prune;
 pub mod relink;

@@ -114,44 +114,12 @@ impl<'a> Relink<'a> {
     /// layer's file digests.
     pub fn finish(mut self) -> Result<FileDigests, CopyError> {
         let planned: Vec<(String, Planned)> = self.planned.drain().collect();
-        // Like the copy itself (see `copy::copy_dirs_in_parallel`), this is mostly the
-        // kernel creating inodes: two threads where there are two cores.
-        let workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 4);
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let upper = self.upper;
-        let skipped = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    scope.spawn(|| -> Result<Vec<String>, CopyError> {
-                        let mut skipped = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some((rel, p)) = planned.get(i) else {
-                                return Ok(skipped);
-                            };
-                            if !place(upper, rel, p)? {
-                                skipped.push(rel.clone());
-                            }
-                        }
-                    })
-                })
-                .collect();
-            let mut all = Vec::new();
-            for h in handles {
-                let part = h.join().unwrap_or_else(|_| {
-                    Err(CopyError::Io {
-                        context: "copy".into(),
-                        source: std::io::Error::other("a copying thread panicked"),
-                    })
-                })?;
-                all.extend(part);
+        // Like the copy itself, mostly the kernel creating inodes: on a few threads.
+        let placed = crate::par::map(&planned, |(rel, p)| place(self.upper, rel, p))?;
+        for ((rel, _), placed) in planned.iter().zip(placed) {
+            if !placed {
+                self.files.remove(rel);
             }
-            Ok::<_, CopyError>(all)
-        })?;
-        for rel in skipped {
-            self.files.remove(&rel);
         }
         Ok(self.files)
     }

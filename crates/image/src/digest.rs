@@ -258,10 +258,12 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// A [`HashingWriter`] (sha256) that hashes on a second thread, in 1 MiB chunks: for
-/// hundreds of megabytes of layer tar the hash (the largest cost of writing an
-/// uncompressed layer that is only hashed) then runs beside the reading and tar framing
-/// instead of after them. Hashes inline if no thread can be started.
+/// A [`HashingWriter`] (sha256) that moves the hashing to a second thread, in 1 MiB
+/// chunks, once more than [`THREAD_AFTER`] bytes went through: for hundreds of megabytes
+/// of layer tar the hash (the largest cost of an uncompressed layer that is only hashed)
+/// then runs beside the reading and tar framing instead of after them, while the many
+/// small layers of a build hash inline and start no thread. Stays inline if no thread
+/// can be started.
 pub struct ThreadedHashingWriter<W> {
     inner: W,
     count: u64,
@@ -269,7 +271,11 @@ pub struct ThreadedHashingWriter<W> {
 }
 
 enum HashMode {
-    Inline(Hasher),
+    Inline {
+        hasher: Hasher,
+        /// Whether a thread was tried already (and could not be started).
+        tried: bool,
+    },
     Thread {
         chunk: Vec<u8>,
         to_hasher: std::sync::mpsc::SyncSender<Vec<u8>>,
@@ -281,16 +287,19 @@ enum HashMode {
 
 const HASH_CHUNK: usize = 1 << 20;
 
-impl<W: Write> ThreadedHashingWriter<W> {
-    /// Wraps `inner`.
-    pub fn new(inner: W) -> Self {
+/// Bytes hashed inline before the hashing moves to a thread.
+pub const THREAD_AFTER: u64 = 8 << 20;
+
+impl HashMode {
+    /// Continues `hasher` on a new thread; `None` if none can be started.
+    fn thread(hasher: &Hasher) -> Option<HashMode> {
         use std::sync::mpsc::sync_channel;
         let (to_hasher, chunks) = sync_channel::<Vec<u8>>(4);
         let (give_back, spare) = sync_channel::<Vec<u8>>(4);
+        let mut h = hasher.clone();
         let spawned = std::thread::Builder::new()
             .name("hash".into())
             .spawn(move || {
-                let mut h = Algorithm::Sha256.hasher();
                 for mut chunk in chunks {
                     h.update(&chunk);
                     chunk.clear();
@@ -298,19 +307,25 @@ impl<W: Write> ThreadedHashingWriter<W> {
                 }
                 h
             });
-        let mode = match spawned {
-            Ok(hasher) => HashMode::Thread {
-                chunk: Vec::with_capacity(HASH_CHUNK),
-                to_hasher,
-                spare,
-                hasher,
-            },
-            Err(_) => HashMode::Inline(Algorithm::Sha256.hasher()),
-        };
+        spawned.ok().map(|hasher| HashMode::Thread {
+            chunk: Vec::with_capacity(HASH_CHUNK),
+            to_hasher,
+            spare,
+            hasher,
+        })
+    }
+}
+
+impl<W: Write> ThreadedHashingWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W) -> Self {
         ThreadedHashingWriter {
             inner,
             count: 0,
-            mode,
+            mode: HashMode::Inline {
+                hasher: Algorithm::Sha256.hasher(),
+                tried: false,
+            },
         }
     }
 
@@ -318,7 +333,7 @@ impl<W: Write> ThreadedHashingWriter<W> {
     /// thread died (it cannot, short of a panic in sha2), since then no digest is known.
     pub fn finish(self) -> io::Result<(W, Digest, u64)> {
         let digest = match self.mode {
-            HashMode::Inline(h) => h.finish(),
+            HashMode::Inline { hasher, .. } => hasher.finish(),
             HashMode::Thread {
                 chunk,
                 to_hasher,
@@ -342,7 +357,15 @@ impl<W: Write> Write for ThreadedHashingWriter<W> {
         let n = self.inner.write(buf)?;
         self.count += n as u64;
         match &mut self.mode {
-            HashMode::Inline(h) => h.update(&buf[..n]),
+            HashMode::Inline { hasher, tried } => {
+                hasher.update(&buf[..n]);
+                if !*tried && self.count > THREAD_AFTER {
+                    *tried = true;
+                    if let Some(thread) = HashMode::thread(hasher) {
+                        self.mode = thread;
+                    }
+                }
+            }
             HashMode::Thread {
                 chunk,
                 to_hasher,
@@ -418,18 +441,22 @@ mod tests {
 
     #[test]
     fn threaded_hashing_matches_inline() {
-        let data: Vec<u8> = (0..3 * HASH_CHUNK + 12345)
+        // Past THREAD_AFTER, so the hashing moves to a thread midway.
+        let data: Vec<u8> = (0..THREAD_AFTER as usize + 3 * HASH_CHUNK + 12345)
             .map(|i| (i * 7 % 251) as u8)
             .collect();
         let mut w = ThreadedHashingWriter::new(Vec::new());
         for part in data.chunks(8000) {
             w.write_all(part).unwrap();
         }
+        assert!(matches!(w.mode, HashMode::Thread { .. }));
         let (out, digest, count) = w.finish().unwrap();
         assert_eq!(out, data);
         assert_eq!(count, data.len() as u64);
         assert_eq!(digest, Digest::sha256_of(&data));
-        let (_, empty, _) = ThreadedHashingWriter::new(io::sink()).finish().unwrap();
+        let small = ThreadedHashingWriter::new(io::sink());
+        assert!(matches!(small.mode, HashMode::Inline { .. }));
+        let (_, empty, _) = small.finish().unwrap();
         assert_eq!(empty.hex(), EMPTY);
     }
 
