@@ -9,7 +9,6 @@
 //! in the content and layer stores, where image removal may delete them. A
 //! hit is therefore only used when both are still there (see the executor).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -95,70 +94,54 @@ impl Cache {
         Ok(self.conn.execute_batch("COMMIT")?)
     }
 
-    /// The sha256 of a context file's content, remembered by path, device,
-    /// inode, size and change times: a file whose inode, size, mtime and
+    /// The sha256 of each context file's content, in order, remembered by path,
+    /// device, inode, size and change times: a file whose inode, size, mtime and
     /// ctime are unchanged is not read again. The ctime is what makes this
     /// safe: every write, chmod or rename sets it to the current time, and
     /// no user call can set it back, so restoring the mtime after an edit
-    /// does not hide it.
-    pub fn file_digest(&self, path: &Path, md: &std::fs::Metadata) -> std::io::Result<[u8; 32]> {
-        self.file_digest_at(path, md, now_ns())
-    }
-
-    /// [`Cache::file_digest`] at time `now` (ns since the epoch).
-    fn file_digest_at(
-        &self,
-        path: &Path,
-        md: &std::fs::Metadata,
-        now: i64,
-    ) -> std::io::Result<[u8; 32]> {
-        let stat = FileStat::of(md);
-        if let Some(d) = self.known_digest(path, &stat) {
-            return Ok(d);
-        }
-        let d = crate::copy::digest_file(path)?;
-        // The kernel stamps ctime from a coarse clock (one tick, up to 10 ms),
-        // so a file changed again within the tick of its last change keeps
-        // the same ctime. A file changed that recently is therefore not
-        // remembered: it is read again next time, once its times are old
-        // enough to tell a later change apart.
-        if now - stat.ctime_ns.max(stat.mtime_ns) > RACY_NS {
-            self.remember(path, &stat, &d);
-        }
-        Ok(d)
-    }
-
-    /// [`Cache::file_digest`] for many files at once: the remembered digests are looked
-    /// up, the others read and hashed on a few threads (the first build of a large
-    /// context hashes every byte of it), then remembered.
+    /// does not hide it. The files that must be read are read on a few threads
+    /// (the first build of a large context hashes every byte of it).
     pub fn file_digests(
         &self,
-        files: Vec<(PathBuf, std::fs::Metadata)>,
-    ) -> std::io::Result<KnownDigests> {
-        let mut known = HashMap::with_capacity(files.len());
+        files: &[(PathBuf, std::fs::Metadata)],
+    ) -> std::io::Result<Vec<[u8; 32]>> {
+        self.file_digests_at(files, now_ns())
+    }
+
+    /// [`Cache::file_digests`] at time `now` (ns since the epoch).
+    fn file_digests_at(
+        &self,
+        files: &[(PathBuf, std::fs::Metadata)],
+        now: i64,
+    ) -> std::io::Result<Vec<[u8; 32]>> {
+        let mut found: Vec<Option<[u8; 32]>> = Vec::with_capacity(files.len());
         let mut unknown = Vec::new();
-        for (path, md) in files {
-            let stat = FileStat::of(&md);
-            match self.known_digest(&path, &stat) {
-                Some(d) => {
-                    known.insert(path, (stat, d));
-                }
-                None => unknown.push((path, stat)),
+        for (i, (path, md)) in files.iter().enumerate() {
+            let d = self.known_digest(path, &FileStat::of(md));
+            if d.is_none() {
+                unknown.push(i);
             }
+            found.push(d);
         }
-        let digests = crate::par::map(&unknown, |(path, _)| {
+        let hashed = crate::par::map(&unknown, |&i| {
+            let path = &files[i].0;
             crate::copy::digest_file(path)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("read {}: {e}", path.display())))
         })?;
-        let now = now_ns();
-        for ((path, stat), d) in unknown.into_iter().zip(digests) {
-            // See file_digest_at: a file changed within the last second is not remembered.
+        for (i, d) in unknown.into_iter().zip(hashed) {
+            let (path, md) = &files[i];
+            let stat = FileStat::of(md);
+            // The kernel stamps ctime from a coarse clock (one tick, up to 10 ms),
+            // so a file changed again within the tick of its last change keeps
+            // the same ctime. A file changed that recently is therefore not
+            // remembered: it is read again next time, once its times are old
+            // enough to tell a later change apart.
             if now - stat.ctime_ns.max(stat.mtime_ns) > RACY_NS {
-                self.remember(&path, &stat, &d);
+                self.remember(path, &stat, &d);
             }
-            known.insert(path, (stat, d));
+            found[i] = Some(d);
         }
-        Ok(KnownDigests(known))
+        Ok(found.into_iter().flatten().collect())
     }
 
     fn known_digest(&self, path: &Path, stat: &FileStat) -> Option<[u8; 32]> {
@@ -296,21 +279,7 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Digests [`Cache::file_digests`] found, each for the version of the file it was given.
-pub struct KnownDigests(HashMap<PathBuf, (FileStat, [u8; 32])>);
-
-impl KnownDigests {
-    /// The digest of `path` if it is still the version that was hashed.
-    pub fn get(&self, path: &Path, md: &std::fs::Metadata) -> Option<[u8; 32]> {
-        self.0
-            .get(path)
-            .filter(|(stat, _)| *stat == FileStat::of(md))
-            .map(|(_, d)| *d)
-    }
-}
-
 /// What identifies one version of a file without reading it.
-#[derive(PartialEq, Eq)]
 struct FileStat {
     dev: i64,
     ino: i64,
@@ -395,6 +364,13 @@ mod tests {
         Sha256::digest(data).into()
     }
 
+    /// One file's digest through [`Cache::file_digests_at`].
+    fn digest_at(cache: &Cache, f: &Path, md: &std::fs::Metadata, now: i64) -> [u8; 32] {
+        cache
+            .file_digests_at(&[(f.to_path_buf(), md.clone())], now)
+            .unwrap()[0]
+    }
+
     fn set_mtime(path: &Path, md: &std::fs::Metadata) {
         use nix::sys::stat::{utimensat, UtimensatFlags};
         use nix::sys::time::TimeSpec;
@@ -415,29 +391,28 @@ mod tests {
         }
         // f0 was hashed and remembered before; the other 19 are new.
         let old = std::fs::symlink_metadata(&files[0]).unwrap();
-        cache
-            .file_digest_at(&files[0], &old, FileStat::of(&old).ctime_ns + 10 * RACY_NS)
-            .unwrap();
+        digest_at(
+            &cache,
+            &files[0],
+            &old,
+            FileStat::of(&old).ctime_ns + 10 * RACY_NS,
+        );
         let with_md = |fs: &[PathBuf]| -> Vec<(PathBuf, std::fs::Metadata)> {
             fs.iter()
                 .map(|f| (f.clone(), std::fs::symlink_metadata(f).unwrap()))
                 .collect()
         };
-        let got = cache.file_digests(with_md(&files)).unwrap();
-        for (i, f) in files.iter().enumerate() {
-            let md = std::fs::symlink_metadata(f).unwrap();
-            assert_eq!(
-                got.get(f, &md),
-                Some(sha(format!("content {i}").as_bytes())),
-                "{i}"
-            );
-        }
-        // Files changed within the last second are not remembered (see file_digest_at).
+        let got = cache.file_digests(&with_md(&files)).unwrap();
+        let want: Vec<[u8; 32]> = (0..20)
+            .map(|i| sha(format!("content {i}").as_bytes()))
+            .collect();
+        assert_eq!(got, want);
+        // Files changed within the last second are not remembered (see file_digests_at).
         let md1 = std::fs::symlink_metadata(&files[1]).unwrap();
         assert_eq!(cache.known_digest(&files[1], &FileStat::of(&md1)), None);
         // A file that cannot be read fails the whole lookup, naming it.
         let missing = vec![(d.path().join("gone"), md1)];
-        let Err(err) = cache.file_digests(missing) else {
+        let Err(err) = cache.file_digests(&missing) else {
             panic!("an unreadable file was hashed");
         };
         assert!(err.to_string().contains("gone"), "{err}");
@@ -452,7 +427,7 @@ mod tests {
         let old = std::fs::symlink_metadata(&f).unwrap();
         // Long after the change: the digest is remembered.
         let later = FileStat::of(&old).ctime_ns + 10 * RACY_NS;
-        assert_eq!(cache.file_digest_at(&f, &old, later).unwrap(), sha(b"aaaa"));
+        assert_eq!(digest_at(&cache, &f, &old, later), sha(b"aaaa"));
         assert_eq!(
             cache.known_digest(&f, &FileStat::of(&old)),
             Some(sha(b"aaaa"))
@@ -469,10 +444,7 @@ mod tests {
         );
         assert_eq!(cache.known_digest(&f, &FileStat::of(&edited)), None);
         let later = FileStat::of(&edited).ctime_ns + 10 * RACY_NS;
-        assert_eq!(
-            cache.file_digest_at(&f, &edited, later).unwrap(),
-            sha(b"bbbb")
-        );
+        assert_eq!(digest_at(&cache, &f, &edited, later), sha(b"bbbb"));
         // Replaced by another file (a new inode) with the same size and mtime.
         std::thread::sleep(std::time::Duration::from_millis(30));
         let tmp = d.path().join("tmp");
@@ -480,10 +452,7 @@ mod tests {
         set_mtime(&tmp, &old);
         std::fs::rename(&tmp, &f).unwrap();
         let replaced = std::fs::symlink_metadata(&f).unwrap();
-        assert_eq!(
-            cache.file_digest_at(&f, &replaced, later).unwrap(),
-            sha(b"cccc")
-        );
+        assert_eq!(digest_at(&cache, &f, &replaced, later), sha(b"cccc"));
     }
 
     #[test]
@@ -493,12 +462,12 @@ mod tests {
         let f = d.path().join("f");
         std::fs::write(&f, "aaaa").unwrap();
         let md = std::fs::symlink_metadata(&f).unwrap();
-        assert_eq!(cache.file_digest(&f, &md).unwrap(), sha(b"aaaa"));
+        assert_eq!(digest_at(&cache, &f, &md, now_ns()), sha(b"aaaa"));
         // A second edit within the same clock tick could keep every time
         // stamp: nothing may have been recorded for it to match.
         assert_eq!(cache.known_digest(&f, &FileStat::of(&md)), None);
         std::fs::write(&f, "bbbb").unwrap();
         let md = std::fs::symlink_metadata(&f).unwrap();
-        assert_eq!(cache.file_digest(&f, &md).unwrap(), sha(b"bbbb"));
+        assert_eq!(digest_at(&cache, &f, &md, now_ns()), sha(b"bbbb"));
     }
 }

@@ -256,9 +256,10 @@ fn class(pat: &[u8], c: u8) -> Option<(bool, usize)> {
     None
 }
 
-/// The sha256 of a file's content; implementations may remember digests
-/// by inode, size and times so unchanged files are not read again.
-pub type FileDigest<'a> = dyn FnMut(&Path, &fs::Metadata) -> io::Result<[u8; 32]> + 'a;
+/// The sha256 of each file's content, in order; implementations may remember digests
+/// by inode, size and times so unchanged files are not read again, and read the others
+/// side by side.
+pub type BatchDigest<'a> = dyn FnMut(&[(PathBuf, fs::Metadata)]) -> io::Result<Vec<[u8; 32]>> + 'a;
 
 /// Reads and hashes a file.
 pub fn digest_file(path: &Path) -> io::Result<[u8; 32]> {
@@ -271,84 +272,76 @@ pub fn digest_file(path: &Path) -> io::Result<[u8; 32]> {
 
 /// Hashes the sources (recursively, honouring the ignore file) into `key`:
 /// names, types, modes, owners, sizes, link targets and content digests,
-/// never times.
+/// never times. One walk gathers everything; the files' digests are asked for in one
+/// batch; then the key is built in order. Returns each file's digest by host path.
 pub fn hash_sources(
     root: &SourceRoot,
     sources: &[Source],
     key: &mut KeyHasher,
-    digest: &mut FileDigest,
-) -> Result<(), CopyError> {
+    digests: &mut BatchDigest,
+) -> Result<Vec<(PathBuf, [u8; 32])>, CopyError> {
+    let mut walk = Walk::default();
     for s in sources {
-        key.str(&s.rel);
+        walk.parts.push(KeyPart::Text(s.rel.clone()));
         let md = fs::metadata(&s.path).map_err(io_ctx(format!("stat {}", s.rel)))?;
-        hash_entry(root, &s.rel, &s.path, &s.rel, &md, key, digest)?;
+        walk.entry(root, &s.rel, &s.path, &s.rel, md)?;
     }
-    Ok(())
+    let found = digests(&walk.files).map_err(io_ctx("hash the context"))?;
+    for part in &walk.parts {
+        match part {
+            KeyPart::Text(t) => key.str(t),
+            KeyPart::File(i) => key.part(&found[*i]),
+        };
+    }
+    Ok(walk.files.into_iter().map(|(p, _)| p).zip(found).collect())
 }
 
-/// The regular files [`hash_sources`] will hash, with their metadata, in its order.
-pub fn source_files(
-    root: &SourceRoot,
-    sources: &[Source],
-) -> Result<Vec<(PathBuf, fs::Metadata)>, CopyError> {
-    let mut out = Vec::new();
-    for s in sources {
-        let md = fs::metadata(&s.path).map_err(io_ctx(format!("stat {}", s.rel)))?;
-        collect_files(root, &s.rel, &s.path, &s.rel, md, &mut out)?;
-    }
-    Ok(out)
+/// What [`hash_sources`] feeds the key, in order: text, or the digest of `files[i]`.
+enum KeyPart {
+    Text(String),
+    File(usize),
 }
 
-fn collect_files(
-    root: &SourceRoot,
-    top: &str,
-    path: &Path,
-    rel: &str,
-    md: fs::Metadata,
-    out: &mut Vec<(PathBuf, fs::Metadata)>,
-) -> Result<(), CopyError> {
-    if md.is_file() {
-        out.push((path.to_path_buf(), md));
-    } else if md.is_dir() {
-        for (child, child_rel) in children(root, top, path, rel)? {
-            let md = fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
-            collect_files(root, top, &child, &child_rel, md, out)?;
+#[derive(Default)]
+struct Walk {
+    parts: Vec<KeyPart>,
+    files: Vec<(PathBuf, fs::Metadata)>,
+}
+
+impl Walk {
+    fn entry(
+        &mut self,
+        root: &SourceRoot,
+        top: &str,
+        path: &Path,
+        rel: &str,
+        md: fs::Metadata,
+    ) -> Result<(), CopyError> {
+        let meta = format!(
+            "{rel}\0{:o}\0{}\0{}\0{}",
+            md.mode(),
+            md.uid(),
+            md.gid(),
+            md.len()
+        );
+        self.parts.push(KeyPart::Text(meta));
+        let ft = md.file_type();
+        if ft.is_symlink() {
+            let t = fs::read_link(path).map_err(io_ctx(format!("readlink {rel}")))?;
+            self.parts
+                .push(KeyPart::Text(t.to_string_lossy().into_owned()));
+        } else if ft.is_file() {
+            self.parts.push(KeyPart::File(self.files.len()));
+            self.files.push((path.to_path_buf(), md));
+        } else if ft.is_dir() {
+            for (child, child_rel) in children(root, top, path, rel)? {
+                let md =
+                    fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
+                self.entry(root, top, &child, &child_rel, md)?;
+            }
         }
+        Ok(())
     }
-    Ok(())
-}
-
-fn hash_entry(
-    root: &SourceRoot,
-    top: &str,
-    path: &Path,
-    rel: &str,
-    md: &fs::Metadata,
-    key: &mut KeyHasher,
-    digest: &mut FileDigest,
-) -> Result<(), CopyError> {
-    let meta = format!(
-        "{rel}\0{:o}\0{}\0{}\0{}",
-        md.mode(),
-        md.uid(),
-        md.gid(),
-        md.len()
-    );
-    key.str(&meta);
-    let ft = md.file_type();
-    if ft.is_symlink() {
-        let t = fs::read_link(path).map_err(io_ctx(format!("readlink {rel}")))?;
-        key.str(&t.to_string_lossy());
-    } else if ft.is_file() {
-        let d = digest(path, md).map_err(io_ctx(format!("read {rel}")))?;
-        key.part(&d);
-    } else if ft.is_dir() {
-        for (child, child_rel) in children(root, top, path, rel)? {
-            let md = fs::symlink_metadata(&child).map_err(io_ctx(format!("stat {child_rel}")))?;
-            hash_entry(root, top, &child, &child_rel, &md, key, digest)?;
-        }
-    }
-    Ok(())
 }
 
 /// The children of a source directory in name order, ignored ones left out.
@@ -898,7 +891,7 @@ mod tests {
             &root,
             &expand_sources(&root, &["dir".into()]).unwrap(),
             &mut k1,
-            &mut |p, _| digest_file(p),
+            &mut |files| files.iter().map(|(p, _)| digest_file(p)).collect(),
         )
         .unwrap();
         fs::write(ctx.path().join("dir/skip.log"), "changed").unwrap();
@@ -907,7 +900,7 @@ mod tests {
             &root,
             &expand_sources(&root, &["dir".into()]).unwrap(),
             &mut k2,
-            &mut |p, _| digest_file(p),
+            &mut |files| files.iter().map(|(p, _)| digest_file(p)).collect(),
         )
         .unwrap();
         assert_eq!(k1.finish(), k2.finish());

@@ -1710,9 +1710,8 @@ impl<'a> Executor<'a> {
     }
 
     /// Hashes context sources into `key`, reading only files whose digest is not
-    /// remembered (one transaction for all lookups and records; files not hashed before
-    /// are read on several threads first, then the key is built in order). Returns each
-    /// file's digest by path.
+    /// remembered (one transaction for all lookups and records; the others are read on
+    /// several threads). Returns each file's digest by path.
     fn hash_context(
         &self,
         root: &SourceRoot,
@@ -1720,30 +1719,13 @@ impl<'a> Executor<'a> {
         key: &mut KeyHasher,
     ) -> Result<HashMap<PathBuf, [u8; 32]>, copy::CopyError> {
         let in_tx = self.cache.begin().is_ok();
-        let mut digests = HashMap::new();
-        let result = copy::source_files(root, sources)
-            .and_then(|files| {
-                self.cache
-                    .file_digests(files)
-                    .map_err(|e| copy::CopyError::Io {
-                        context: "hash the context".into(),
-                        source: e,
-                    })
-            })
-            .and_then(|known| {
-                copy::hash_sources(root, sources, key, &mut |p, md| {
-                    let d = match known.get(p, md) {
-                        Some(d) => d,
-                        None => self.cache.file_digest(p, md)?,
-                    };
-                    digests.insert(p.to_path_buf(), d);
-                    Ok(d)
-                })
-            });
+        let result = copy::hash_sources(root, sources, key, &mut |files| {
+            self.cache.file_digests(files)
+        });
         if in_tx {
             let _ = self.cache.commit();
         }
-        result.map(|()| digests)
+        Ok(result?.into_iter().collect())
     }
 
     /// Where a context COPY can take unchanged files from: the layer the same
