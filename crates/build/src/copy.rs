@@ -128,9 +128,33 @@ fn is_excluded(root: &SourceRoot, top: &str, rel: &str) -> bool {
     ex.matches_or_parent_matches(inner)
 }
 
+/// Whether `.dockerignore` hides `rel`. As in BuildKit, a directory it excludes
+/// still shows when an exception (`!pattern`) brings back something inside it:
+/// the directory is then there with just the re-included entries.
 fn is_ignored(root: &SourceRoot, rel: &str) -> bool {
-    root.ignore
-        .is_some_and(|m| m.matches_or_parent_matches(rel))
+    let Some(m) = root.ignore else {
+        return false;
+    };
+    if !m.matches_or_parent_matches(rel) {
+        return false;
+    }
+    !(m.may_reinclude_under(rel) && has_visible_entry(root, rel))
+}
+
+/// Whether the directory `rel` of the context holds an entry `.dockerignore`
+/// does not hide (at any depth). Not a directory, or unreadable: false.
+fn has_visible_entry(root: &SourceRoot, rel: &str) -> bool {
+    let dir = root.dir.join(rel);
+    if !fs::symlink_metadata(&dir).is_ok_and(|md| md.is_dir()) {
+        return false;
+    }
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return false;
+    };
+    entries.filter_map(|e| e.ok()).any(|e| {
+        let child = format!("{rel}/{}", e.file_name().to_string_lossy());
+        !is_ignored(root, &child)
+    })
 }
 
 fn glob(
@@ -415,9 +439,12 @@ pub fn copy_into_reusing(
     opts: &CopyOptions,
     reuse: &mut (dyn Reuse + Send),
 ) -> Result<(), CopyError> {
-    let dest_dir_syntax = dest.ends_with('/') || dest.ends_with("/.") || dest == ".";
+    let dest_dir_syntax =
+        dest.ends_with('/') || dest.ends_with("/.") || dest.ends_with("/..") || dest == ".";
     let several = sources.len() > 1;
-    let target = fsutil::resolve_in_root(rootfs, dest, true)
+    // `..` is taken away before symlinks are followed, as BuildKit cleans the
+    // destination path: `/link/..` is `/`, wherever `link` points.
+    let target = fsutil::resolve_in_root(rootfs, &fsutil::clean_abs(dest), true)
         .map_err(io_ctx(format!("resolve destination {dest}")))?;
     let dest_is_dir = dest_dir_syntax || target.is_dir();
     if several && !dest_is_dir {
@@ -824,6 +851,84 @@ mod tests {
         assert!(fnmatch(b"a*b*c", b"aXbYbc"));
         assert!(fnmatch(b"\\*", b"*"));
         assert!(!fnmatch(b"\\*", b"a"));
+    }
+
+    /// moby's walk: an excluded directory still holds what an exception brings back
+    /// (buildah's dockerignore/allowlist and minimal_test conformance cases).
+    #[test]
+    fn an_exception_shows_entries_of_an_excluded_directory() {
+        let ctx = tempfile::tempdir().unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        for f in [
+            "huge/usr/bin/f1",
+            "huge/usr/lib/l",
+            "huge/etc/e",
+            "other/o",
+            "top",
+        ] {
+            let p = ctx.path().join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, f).unwrap();
+        }
+        let ignore = PatternMatcher::new(&["**", "!huge/usr/bin/*"]).unwrap();
+        let root = SourceRoot {
+            dir: ctx.path(),
+            ignore: Some(&ignore),
+            keep_owner: false,
+            rootfs: false,
+            exclude: None,
+        };
+        // The directories on the way to a re-included file are sources...
+        let srcs = expand_sources(&root, &["huge".into(), "huge/usr".into()]).unwrap();
+        assert_eq!(srcs.len(), 2);
+        // ...the others, and plain excluded files, are not.
+        for gone in ["other", "top", "huge/etc", "huge/usr/lib"] {
+            assert!(
+                matches!(
+                    expand_sources(&root, &[gone.into()]),
+                    Err(CopyError::NotFound(_))
+                ),
+                "{gone}"
+            );
+        }
+        let srcs = expand_sources(&root, &[".".into()]).unwrap();
+        copy_into(
+            &root,
+            &srcs,
+            rootfs.path(),
+            "/out/",
+            &CopyOptions::default(),
+        )
+        .unwrap();
+        let mut found: Vec<String> = walkdir(rootfs.path().join("out"));
+        found.sort();
+        assert_eq!(
+            found,
+            ["huge", "huge/usr", "huge/usr/bin", "huge/usr/bin/f1"]
+        );
+        let ignore = PatternMatcher::new(&["huge"]).unwrap();
+        assert!(!ignore.may_reinclude_under("huge"));
+        let ignore = PatternMatcher::new(&["huge", "!*/keep*", "!a/b"]).unwrap();
+        assert!(ignore.may_reinclude_under("huge"));
+        assert!(!ignore.may_reinclude_under("huge/x"));
+        assert!(ignore.may_reinclude_under("a/b/c"));
+        assert!(!ignore.may_reinclude_under("a/c"));
+    }
+
+    /// Paths under `dir`, relative to it.
+    fn walkdir(dir: PathBuf) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned());
+                if p.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        out
     }
 
     #[test]

@@ -156,10 +156,26 @@ impl PatternMatcher {
         &self.patterns
     }
 
-    /// Whether any pattern is an exception (then excluded directories must
-    /// still be walked, as something inside may be re-included).
-    pub fn has_exclusions(&self) -> bool {
-        self.patterns.iter().any(|p| p.exclusion)
+    /// Whether an exception could bring back an entry inside directory `dir`:
+    /// one whose components (up to a `**`, or all of them) match `dir`'s first ones.
+    /// False means the excluded directory need not be walked; true may be wrong,
+    /// which costs only the walk.
+    pub fn may_reinclude_under(&self, dir: &str) -> bool {
+        let dir: Vec<&str> = dir.split('/').collect();
+        self.patterns.iter().filter(|p| p.exclusion).any(|p| {
+            for (i, part) in p.text.split('/').enumerate() {
+                if part.contains("**") {
+                    return true;
+                }
+                let Some(name) = dir.get(i) else {
+                    return true;
+                };
+                if !crate::copy::fnmatch(part.as_bytes(), name.as_bytes()) {
+                    return false;
+                }
+            }
+            true
+        })
     }
 
     /// Whether `path` (relative to the context, `/`-separated) is excluded:

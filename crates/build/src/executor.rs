@@ -1304,14 +1304,7 @@ impl<'a> Executor<'a> {
             .map_err(other("prepare the rootfs"))?;
         let rootfs = ws.dir.join("rootfs");
         ws.mount(&mounts, &rootfs)?;
-        let ids = if user.is_empty() {
-            fsutil::Ids::default()
-        } else {
-            fsutil::lookup_user(&rootfs, &user)
-                .map_err(BuildError::Other)?
-                .0
-        };
-        make_dirs_owned(&rootfs, wd, ids)?;
+        make_dirs_owned(&rootfs, wd, fsutil::file_owner(&rootfs, &user))?;
         ws.unmount_all()?;
         let upper = self
             .snapshots
@@ -1539,14 +1532,7 @@ impl<'a> Executor<'a> {
             .upper_dir(&ws.key)
             .map_err(other("find the upper dir"))?;
         make_workdir(&rootfs, &wd)?;
-        let chown_ids = match &chown {
-            Some(c) => Some(
-                fsutil::lookup_user(&rootfs, c)
-                    .map_err(BuildError::Other)?
-                    .0,
-            ),
-            None => None,
-        };
+        let chown_ids = chown.as_deref().map(|c| fsutil::file_owner(&rootfs, c));
         let opts = CopyOptions {
             chown: chown_ids,
             chmod,

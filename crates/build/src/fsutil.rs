@@ -157,6 +157,44 @@ pub fn lookup_user(root: &Path, spec: &str) -> Result<(Ids, Vec<u32>), String> {
     Ok((Ids { uid, gid }, extra))
 }
 
+/// The owner BuildKit gives what `COPY --chown` and `WORKDIR` create: a number is
+/// that uid with the same gid (no passwd lookup), a name its passwd entry's uid and
+/// primary group, or root when no entry has it; a group, when given, overrides the
+/// gid if it is a number or a known name. Never fails: BuildKit's file operations
+/// do not (unlike RUN's USER, see [`lookup_user`]).
+pub fn file_owner(root: &Path, spec: &str) -> Ids {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g).filter(|g| !g.is_empty())),
+        None => (spec, None),
+    };
+    let field = |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<u32>().ok());
+    let mut ids = match user.parse::<u32>() {
+        Ok(n) => Ids { uid: n, gid: n },
+        Err(_) => read_db(root, "/etc/passwd")
+            .iter()
+            .find(|f| f.first().map(String::as_str) == Some(user))
+            .and_then(|f| {
+                Some(Ids {
+                    uid: field(f, 2)?,
+                    gid: field(f, 3)?,
+                })
+            })
+            .unwrap_or_default(),
+    };
+    if let Some(g) = group {
+        let gid = g.parse::<u32>().ok().or_else(|| {
+            read_db(root, "/etc/group")
+                .iter()
+                .find(|f| f.first().map(String::as_str) == Some(g))
+                .and_then(|f| field(f, 2))
+        });
+        if let Some(gid) = gid {
+            ids.gid = gid;
+        }
+    }
+    ids
+}
+
 fn read_db(root: &Path, path: &str) -> Vec<Vec<String>> {
     let Ok(p) = resolve_in_root(root, path, true) else {
         return Vec::new();
@@ -256,6 +294,20 @@ mod tests {
             Ids { uid: 55, gid: 55 }
         );
         assert!(lookup_user(d.path(), "nobody").is_err());
+        // BuildKit's file operations: unknown names are root, numbers skip passwd.
+        let ids = |uid, gid| Ids { uid, gid };
+        assert_eq!(
+            file_owner(d.path(), "bob"),
+            lookup_user(d.path(), "bob").unwrap().0
+        );
+        assert_eq!(file_owner(d.path(), "nobody"), ids(0, 0));
+        assert_eq!(file_owner(d.path(), "55"), ids(55, 55));
+        assert_eq!(file_owner(d.path(), "1:wheel"), ids(1, 10));
+        assert_eq!(file_owner(d.path(), "1:adm"), ids(1, 1));
+        assert_eq!(
+            file_owner(d.path(), "bob:7"),
+            ids(lookup_user(d.path(), "bob").unwrap().0.uid, 7)
+        );
         assert_eq!(clean_abs("/a/../b//c/."), "/b/c");
     }
 }
