@@ -1,7 +1,7 @@
 //! End-to-end tests of `berth build`: every instruction's effect on the image config,
 //! RUN in a real container, COPY/ADD semantics, multi-stage targets, the cache matrix,
-//! reproducible digests, failures, Dockerfile errors and `--check`, and a handful of
-//! buildah's conformance Dockerfiles (from `$BERTH_TESTDATA/buildah-conformance`).
+//! reproducible digests, failures, Dockerfile errors and `--check`. buildah's conformance
+//! Dockerfiles are built and compared with podman's builds in `conformance.rs`.
 //!
 //! Each test has its own store (`--root`) holding a busybox image loaded with
 //! `berth load`, so tests run in parallel without seeing each other.
@@ -765,78 +765,6 @@ fn dockerfile_errors_name_the_line_and_check_lints() {
     assert!(out.status.success(), "{}", stderr(&out));
     let data = b.find_in_layers("fromtar", "/data.txt").unwrap();
     assert_eq!(std::fs::read_to_string(data).unwrap(), "in the tarball");
-}
-
-/// buildah's conformance cases that only need busybox. Each builds, and the cases'
-/// own `RUN ... && ! ls ...` lines check the file tree inside the build.
-#[test]
-fn buildah_conformance_cases() {
-    let Ok(data) = std::env::var("BERTH_TESTDATA") else {
-        println!("skipped: BERTH_TESTDATA is not set (see shared/testdata/README.md)");
-        return;
-    };
-    let dir = Path::new(&data).join("buildah-conformance");
-    if !dir.is_dir() {
-        println!("skipped: {} does not exist", dir.display());
-        return;
-    }
-    let b = Berth::new();
-    b.ok(&["tag", "busybox", "mirror.gcr.io/busybox"]);
-    let empty = tempfile::tempdir().unwrap();
-    // (Dockerfile, context)
-    let cases: &[(&str, Option<&str>)] = &[
-        ("Dockerfile.run.args", None),
-        ("Dockerfile.copyfrom_1", None),
-        ("Dockerfile.copyfrom_2", None),
-        ("Dockerfile.copyfrom_5", None),
-        ("Dockerfile.copyfrom_6", None),
-        ("Dockerfile.copyfrom_7", None),
-        ("Dockerfile.heredoc-quoting", None),
-        ("env/precedence/Dockerfile", Some("env/precedence")),
-        ("dir/Dockerfile", Some("dir")),
-        ("wildcard/Dockerfile", Some("wildcard")),
-        ("copyblahblub/Dockerfile", Some("copyblahblub")),
-        (
-            "overlapdirwithslash/Dockerfile",
-            Some("overlapdirwithslash"),
-        ),
-    ];
-    for (file, ctx) in cases {
-        let ctx = ctx.map_or(empty.path().to_path_buf(), |c| dir.join(c));
-        let tag = format!("conf{}", file.len());
-        let out = b.run(&[
-            "build",
-            "-t",
-            &tag,
-            "-f",
-            dir.join(file).to_str().unwrap(),
-            ctx.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "{file}:\n{}", stderr(&out));
-    }
-    // The wildcard case put exactly the matching files under $DIR/test.
-    let out = b.run(&[
-        "build",
-        "-t",
-        "wild",
-        "-f",
-        dir.join("wildcard/Dockerfile").to_str().unwrap(),
-        dir.join("wildcard").to_str().unwrap(),
-    ]);
-    assert!(out.status.success());
-    let test_dir = b.find_in_layers("wild", "/usr/test").unwrap();
-    let mut names: Vec<String> = std::fs::read_dir(test_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    let mut want: Vec<String> = std::fs::read_dir(dir.join("wildcard/dir2"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".b") || n.ends_with(".c"))
-        .collect();
-    want.sort();
-    assert_eq!(names, want);
 }
 
 /// `--output type=oci` writes an archive other tools read: skopeo verifies every blob
