@@ -2,7 +2,7 @@
 #   make demo   installs what is missing, builds, and runs the main demo
 #   make test   installs what is missing, builds, and runs every test (as root)
 SHELL := /bin/bash
-DEB_PACKAGES := busybox-static runc crun containerd hyperfine jq time docker-registry skopeo apache2-utils openssl podman wrk iptables iproute2 docker.io zstd docker-compose podman-compose curl openssh-client git
+DEB_PACKAGES := busybox-static runc crun containerd hyperfine jq time docker-registry skopeo apache2-utils openssl podman wrk iptables iproute2 docker.io zstd docker-compose podman-compose curl openssh-client git qemu-user-static
 # Peer test data (BuildKit parser cases, moby's .dockerignore table, ...): see README.
 TESTDATA ?= $(firstword $(wildcard $(BERTH_TESTDATA) shared/testdata ../shared/testdata /work/shared/testdata))
 
@@ -18,6 +18,7 @@ setup:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)"; exit 1; }
+	@scripts/emulation-setup.sh
 
 build: setup
 	cargo build --release --bins

@@ -1722,3 +1722,89 @@ fn copy_into_a_base_directory_keeps_its_entries_mode_and_deletions() {
     ]);
     assert_eq!(out, "base\nanew olds\n700\ns.txt\n");
 }
+
+/// An arm64 busybox image (`armbox`) in `b`'s store, from Debian's busybox-static for
+/// arm64 that `make setup` downloads (scripts/emulation-setup.sh).
+fn load_arm64_busybox(b: &Berth) {
+    let deb =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/testdeps/busybox-static_arm64.deb");
+    assert!(
+        deb.is_file(),
+        "{} is missing: run `make setup`",
+        deb.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let x = dir.path().join("x");
+    let out = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&x)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dpkg-deb: {}", stderr(&out));
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy(x.join("bin/busybox"), root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "uname", "cat", "echo"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    let out = Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&root)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tar: {}", stderr(&out));
+    b.ok(&[
+        "import",
+        "--platform",
+        "linux/arm64",
+        tar.to_str().unwrap(),
+        "armbox",
+    ]);
+}
+
+/// `--platform linux/arm64` on an amd64 host: RUN steps of the arm64 stage run under
+/// qemu-user through binfmt_misc, a `--platform=$BUILDPLATFORM` stage runs natively,
+/// the platform ARGs say which is which, and the image is arm64.
+#[test]
+fn run_steps_for_another_platform_run_under_the_emulator() {
+    let b = Berth::new();
+    load_arm64_busybox(&b);
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM --platform=$BUILDPLATFORM busybox AS tools\n\
+         ARG BUILDARCH\n\
+         RUN echo \"$(uname -m) $BUILDARCH\" > /built-on\n\
+         FROM armbox\n\
+         ARG TARGETARCH TARGETPLATFORM\n\
+         COPY --from=tools /built-on /\n\
+         RUN echo \"$(uname -m) $TARGETARCH $TARGETPLATFORM\" > /runs-on\n\
+         CMD [\"cat\", \"/built-on\", \"/runs-on\"]\n",
+    )]);
+    b.build(ctx.path(), &["--platform", "linux/arm64", "-t", "cross"]);
+    let v = b.inspect("cross");
+    assert_eq!(v["Architecture"], "arm64");
+    assert_eq!(v["Os"], "linux");
+    let o = b.run(&["run", "--rm", "--network", "none", "cross"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    // As Docker: running it without --platform warns that it is not the host's.
+    assert!(
+        stderr(&o).contains("platform (linux/arm64) does not match the detected host platform"),
+        "{}",
+        stderr(&o)
+    );
+    let host = std::env::consts::ARCH;
+    let goarch = match host {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    assert_eq!(out, format!("{host} {goarch}\naarch64 arm64 linux/arm64\n"));
+}

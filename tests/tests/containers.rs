@@ -125,6 +125,25 @@ fn exit_codes_are_dockers() {
     assert_eq!(code(&o), 127, "{}", stderr(&o));
     let o = run(&["/etc/passwd"]);
     assert_eq!(code(&o), 126, "{}", stderr(&o));
+    // A program the kernel cannot run (another architecture, no emulator): runc's
+    // message on the container's own stderr, and runc's code.
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus");
+    std::fs::write(&bogus, b"\x00\x01 no format the kernel knows").unwrap();
+    std::fs::set_permissions(&bogus, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let bind = format!("{}:/bogus:ro", bogus.display());
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &bind,
+        IMAGE,
+        "/bogus",
+    ]);
+    assert_eq!(code(&o), 255, "{}", stderr(&o));
+    assert_eq!(stderr(&o), "exec /bogus: exec format error\n");
     // An engine error (unknown capability) is 125.
     let o = b.run(&[
         "run",

@@ -938,6 +938,9 @@ fn resolve_image(
         let store = LocalStore::open(root).map_err(|e| e.to_string())?;
         match store.find(name) {
             Ok(rec) => {
+                if platform.is_none() {
+                    warn_foreign_platform(&rec.platform);
+                }
                 let config = store.config_json(&rec).map_err(|e| e.to_string())?;
                 // Closing the store's database would checkpoint it (two fsyncs) on the
                 // path of every `run`; the process exits soon and the WAL stays valid.
@@ -977,6 +980,24 @@ fn resolve_image(
         return Err(format!("pull access denied or not found for {name}"));
     }
     lookup()?.ok_or_else(|| format!("No such image: {name}"))
+}
+
+/// Docker's warning for an image built for another platform (it will need an emulator).
+fn warn_foreign_platform(p: &berth_image::Platform) {
+    let host = berth_registry::client::Platform::host();
+    if p.architecture.is_empty() || (p.os == host.os && p.architecture == host.architecture) {
+        return;
+    }
+    let fmt = |os: &str, arch: &str, variant: Option<&str>| match variant {
+        Some(v) => format!("{os}/{arch}/{v}"),
+        None => format!("{os}/{arch}"),
+    };
+    eprintln!(
+        "WARNING: The requested image's platform ({}) does not match the detected host \
+         platform ({}) and no specific platform was requested",
+        fmt(&p.os, &p.architecture, p.variant.as_deref()),
+        fmt(&host.os, &host.architecture, host.variant.as_deref())
+    );
 }
 
 trait OwnedStderr {

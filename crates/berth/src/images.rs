@@ -141,6 +141,9 @@ pub enum ImageCmd {
         /// LABEL, USER, WORKDIR); repeatable.
         #[arg(short, long)]
         change: Vec<String>,
+        /// The platform the files are for (os/arch[/variant]); default: this host's.
+        #[arg(long)]
+        platform: Option<String>,
         /// File to read, or `-` for stdin.
         source: String,
         /// REPOSITORY[:TAG] to give the image.
@@ -314,9 +317,16 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
         ImageCmd::Load { input, quiet } => load(root, input.as_deref(), quiet),
         ImageCmd::Import {
             change,
+            platform,
             source,
             reference,
-        } => import(root, change, &source, reference.as_deref()),
+        } => import(
+            root,
+            change,
+            platform.as_deref(),
+            &source,
+            reference.as_deref(),
+        ),
     };
     match result {
         Ok(code) => code,
@@ -898,11 +908,18 @@ fn used_by_container(
     ))
 }
 
-fn import(root: &Path, changes: Vec<String>, source: &str, reference: Option<&str>) -> CmdResult {
+fn import(
+    root: &Path,
+    changes: Vec<String>,
+    platform: Option<&str>,
+    source: &str,
+    reference: Option<&str>,
+) -> CmdResult {
     let opts = client::import::ImportOptions {
         changes,
         reference: reference.map(Reference::parse_name).transpose()?,
         source: source.to_string(),
+        platform: platform.map(Platform::parse).transpose()?,
     };
     let mut store = open(root)?;
     let id = if source == "-" {

@@ -64,6 +64,20 @@ fn other<E: std::fmt::Display>(context: impl Into<String>) -> impl FnOnce(E) -> 
     move |e| BuildError::Other(format!("{context}: {e}"))
 }
 
+/// A RUN whose program the kernel cannot execute, in a stage for another architecture,
+/// most likely lacks an emulator: say so, and what to install.
+fn emulator_hint(msg: String, config: &Value) -> String {
+    let arch = config["architecture"].as_str().unwrap_or("");
+    let host = berth_registry::client::Platform::host().architecture;
+    if !msg.ends_with("exec format error") || arch.is_empty() || arch == host {
+        return msg;
+    }
+    format!(
+        "{msg} (the stage is for {arch}, this host is {host}: RUN needs an emulator, \
+         such as qemu-user-static with its binfmt_misc handlers registered)"
+    )
+}
+
 /// Fetches an image that the store lacks (`FROM`, `COPY --from`).
 /// Fetches a base image into the store, for a platform (`os/arch[/variant]`) if given.
 pub type Puller<'a> = dyn FnMut(&mut LocalStore, &str, Option<&str>) -> Result<(), String> + 'a;
@@ -1260,7 +1274,12 @@ impl<'a> Executor<'a> {
             &rootfs,
             &log,
         )
-        .map_err(other("run the container"))?;
+        .map_err(|e| {
+            BuildError::Other(emulator_hint(
+                format!("run the container: {e}"),
+                &state.config,
+            ))
+        })?;
         drop(bridge);
         let output = std::fs::read_to_string(&log).unwrap_or_default();
         drop(views);
@@ -2008,6 +2027,28 @@ fn check_runnable(state: &State) -> Result<(), BuildError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exec_format_error_in_a_foreign_stage_names_the_emulator() {
+        let host = berth_registry::client::Platform::host().architecture;
+        let foreign = if host == "s390x" { "arm64" } else { "s390x" };
+        let failed = "run the container: runtime: exec /bin/sh: exec format error";
+        let hinted = emulator_hint(failed.into(), &json!({ "architecture": foreign }));
+        assert!(
+            hinted.starts_with(failed) && hinted.contains("qemu-user-static"),
+            "{hinted}"
+        );
+        // The host's own architecture, or another error: the message as it was.
+        assert_eq!(
+            emulator_hint(failed.into(), &json!({ "architecture": host })),
+            failed
+        );
+        let other = "run the container: runtime: no space left on device";
+        assert_eq!(
+            emulator_hint(other.into(), &json!({ "architecture": foreign })),
+            other
+        );
+    }
 
     #[test]
     fn expose_forms() {

@@ -40,6 +40,11 @@ pub enum Error {
     ExecNotFound(String),
     #[error("exec: \"{0}\": permission denied")]
     ExecPermission(String),
+    /// execve itself failed after the process was started (a binary for another
+    /// architecture without an emulator: ENOEXEC). runc's wording, on the container's
+    /// own stderr, where `docker logs` users look for it.
+    #[error("exec {program}: {reason}")]
+    ExecFailed { program: String, reason: String },
     #[error("{0}")]
     Unsupported(String),
 }

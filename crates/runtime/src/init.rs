@@ -51,6 +51,14 @@ pub fn fail(chan: &Channel, err: Error) -> ! {
     let (tag, msg, code) = match err {
         Error::ExecNotFound(name) => (Tag::NotFound, name, 127),
         Error::ExecPermission(name) => (Tag::NoPermission, name, 126),
+        e @ Error::ExecFailed { .. } => {
+            // After start nobody reads the channel: the message goes where the
+            // container's output goes, and 255 is runc's code for it.
+            let line = format!("{e}\n");
+            // SAFETY: a write of a buffer we own to fd 2.
+            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+            (Tag::Error, e.to_string(), 255)
+        }
         e => (Tag::Error, e.to_string(), 1),
     };
     let _ = chan.send(tag, msg.as_bytes());
@@ -578,11 +586,20 @@ fn exec(p: &Process, program: &Path) -> Result<Never> {
     Err(match err {
         nix::errno::Errno::ENOENT => Error::ExecNotFound(name),
         nix::errno::Errno::EACCES | nix::errno::Errno::EPERM => Error::ExecPermission(name),
-        e => Error::Sys {
-            context: format!("exec {}", program.display()),
-            err: e,
+        e => Error::ExecFailed {
+            program: program.display().to_string(),
+            reason: go_style(e.desc()),
         },
     })
+}
+
+/// An errno's text as Go (and so runc) prints it: "exec format error", not "Exec format
+/// error".
+fn go_style(desc: &str) -> String {
+    let mut c = desc.chars();
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// runc sets HOME from the container's /etc/passwd when the spec does not.

@@ -2,7 +2,7 @@
 //!
 //! The tarball is stored as the layer blob exactly as given (plain, gzip or zstd), so
 //! nothing is recompressed and the blob digest is the digest of what the user handed
-//! over. The config is built here: the host platform, the layer's diff id, one history
+//! over. The config is built here: the platform (the host's unless given), the layer's diff id, one history
 //! entry, and the `--change` instructions (the Dockerfile subset `docker import`
 //! accepts: CMD, ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL).
 
@@ -28,6 +28,8 @@ pub struct ImportOptions {
     pub reference: Option<Reference>,
     /// Where the tarball came from (`-` for stdin), for the history comment.
     pub source: String,
+    /// The platform the files are for (`--platform`); the host's when `None`.
+    pub platform: Option<Platform>,
 }
 
 /// Imports the tarball read from `input`; returns the image id (config digest).
@@ -65,7 +67,7 @@ pub fn import(store: &mut LocalStore, input: impl Read, opts: &ImportOptions) ->
         if !applied.already_present {
             added_layer = Some(applied.chain_id.clone());
         }
-        let platform = Platform::host();
+        let platform = opts.platform.clone().unwrap_or_else(Platform::host);
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let mut config = json!({
             "created": created,
