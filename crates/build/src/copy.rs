@@ -871,13 +871,7 @@ mod tests {
             fs::write(p, f).unwrap();
         }
         let ignore = PatternMatcher::new(&["**", "!huge/usr/bin/*"]).unwrap();
-        let root = SourceRoot {
-            dir: ctx.path(),
-            ignore: Some(&ignore),
-            keep_owner: false,
-            rootfs: false,
-            exclude: None,
-        };
+        let root = context_root(ctx.path(), &ignore);
         // The directories on the way to a re-included file are sources...
         let srcs = expand_sources(&root, &["huge".into(), "huge/usr".into()]).unwrap();
         assert_eq!(srcs.len(), 2);
@@ -915,6 +909,17 @@ mod tests {
         assert!(!ignore.may_reinclude_under("a/c"));
     }
 
+    /// A build context at `dir` with a `.dockerignore`.
+    fn context_root<'a>(dir: &'a Path, ignore: &'a PatternMatcher) -> SourceRoot<'a> {
+        SourceRoot {
+            dir,
+            ignore: Some(ignore),
+            keep_owner: false,
+            rootfs: false,
+            exclude: None,
+        }
+    }
+
     /// Paths under `dir`, relative to it.
     fn walkdir(dir: PathBuf) -> Vec<String> {
         let mut out = Vec::new();
@@ -941,13 +946,7 @@ mod tests {
         fs::write(ctx.path().join("a.txt"), "a").unwrap();
         fs::write(ctx.path().join("b.txt"), "b").unwrap();
         let ignore = PatternMatcher::new(&["**/*.log"]).unwrap();
-        let root = SourceRoot {
-            dir: ctx.path(),
-            ignore: Some(&ignore),
-            keep_owner: false,
-            rootfs: false,
-            exclude: None,
-        };
+        let root = context_root(ctx.path(), &ignore);
         std::os::unix::fs::symlink("/etc/hostname", ctx.path().join("escape")).unwrap();
         assert!(matches!(
             expand_sources(&root, &["escape".into()]),
