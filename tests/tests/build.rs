@@ -268,6 +268,7 @@ COPY *.log /logs/
 COPY --chown=nobody:nogroup --chmod=640 other.txt /owned.txt
 COPY --chown=1234 dir/top.txt /numeric
 ADD bundle.tar.gz /unpacked/
+ADD --unpack=false bundle.tar.gz /packed/
 COPY --from=build /out/art /made /from-stage/
 COPY <<EOF /heredoc.txt
 hello $HOSTNAME-literal
@@ -286,10 +287,14 @@ test "$(stat -c %u:%g:%a /owned.txt)" = 65534:65534:640
 test "$(stat -c %u:%g /numeric)" = 1234:1234
 test "$(stat -c %u:%g /copied/top.txt)" = 0:0
 test "$(cat /unpacked/inner/x.txt)" = "from the tarball"
+test -f /packed/bundle.tar.gz
+test ! -e /packed/inner
 test "$(cat /from-stage/art)" = artifact
 test "$(cat /from-stage/made)" = made-by-run
 test -f /work/rel
-test -f /excl/top.txt && test ! -e /excl/skip.log && test ! -e /excl/sub
+test -f /excl/top.txt
+test ! -e /excl/skip.log
+test ! -e /excl/sub
 test -f /par/dir/sub/f.txt
 grep -q hello /heredoc.txt
 echo ok > /checked
@@ -299,6 +304,17 @@ RUN rm /numeric
     )
     .unwrap();
     b.build(ctx.path(), &["-t", "files"]);
+    // Flags that change what a COPY writes are in its cache key: --parents after the
+    // same COPY without it runs again.
+    for (name, flag, path) in [
+        ("flat", "", "/p/f.txt"),
+        ("parents", "--parents", "/p/dir/sub/f.txt"),
+    ] {
+        let file = ctx.path().join(format!("Dockerfile.{name}"));
+        let text = format!("FROM busybox\nCOPY {flag} dir/sub/f.txt /p/\nRUN test -f {path}\n");
+        std::fs::write(&file, text).unwrap();
+        b.build(ctx.path(), &["-f", file.to_str().unwrap()]);
+    }
     // The RUN's file is in a layer that `berth run` would mount.
     let checked = b
         .find_in_layers("files", "/checked")

@@ -1404,6 +1404,10 @@ impl<'a> Executor<'a> {
         let parents = inst
             .flag("parents")
             .is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true"));
+        // ADD --unpack: local archives are unpacked unless false, remote ones only if true.
+        let unpack = inst
+            .flag("unpack")
+            .map(|v| v.is_empty() || v.eq_ignore_ascii_case("true"));
         let chown = inst.flag("chown").map(&expand).transpose()?;
         let chmod = match inst.flag("chmod").map(&expand).transpose()? {
             Some(m) => Some(u32::from_str_radix(&m, 8).map_err(|_| {
@@ -1468,7 +1472,7 @@ impl<'a> Executor<'a> {
         key.str(&format!("{:?}", self.req.compression));
         key.str(keyword)
             .str(&dest)
-            .str(&format!("{chown:?}{chmod:?}"));
+            .str(&format!("{chown:?}{chmod:?}{parents:?}{unpack:?}"));
         // Where the sources come from: another stage or image (keyed by its
         // layers, which are content-addressed), or the context (keyed by
         // the files' content and metadata).
@@ -1555,7 +1559,7 @@ impl<'a> Executor<'a> {
         let opts = CopyOptions {
             chown: chown_ids,
             chmod,
-            extract: inst.kind == Kind::Add,
+            extract: inst.kind == Kind::Add && unpack != Some(false),
             parents,
         };
         let fail = |e: copy::CopyError| BuildError::Other(e.to_string());
@@ -1587,7 +1591,7 @@ impl<'a> Executor<'a> {
             let sources = copy::expand_sources(&root, &downloaded).map_err(fail)?;
             let dopts = CopyOptions {
                 chmod: Some(chmod.unwrap_or(0o600)),
-                extract: false,
+                extract: unpack == Some(true),
                 ..opts.clone()
             };
             copy::copy_into(&root, &sources, &rootfs, &dest, &dopts).map_err(fail)?;
