@@ -1824,3 +1824,28 @@ fn run_steps_for_another_platform_run_under_the_emulator() {
     };
     assert_eq!(out, format!("{host} {goarch}\naarch64 arm64 linux/arm64\n"));
 }
+
+/// `RUN --security=sandbox` is the default and runs; `insecure` needs an entitlement
+/// berth does not grant, and says so instead of running the step unconfined.
+#[test]
+fn run_security_modes() {
+    let b = Berth::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN --security=sandbox echo sandboxed > /mode\n",
+    )]);
+    b.build(ctx.path(), &["-t", "sandboxed"]);
+    let mode = b.find_in_layers("sandboxed", "/mode").unwrap();
+    assert_eq!(std::fs::read_to_string(mode).unwrap(), "sandboxed\n");
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN --security=insecure touch /x\n",
+    )]);
+    let out = b.run(&["build", ctx.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Dockerfile:2") && stderr(&out).contains("security.insecure"),
+        "{}",
+        stderr(&out)
+    );
+}

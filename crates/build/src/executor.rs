@@ -1060,9 +1060,25 @@ impl<'a> Executor<'a> {
             Some(n) => n.parse::<Network>().map_err(BuildError::Other)?,
             None => self.req.network,
         };
-        if inst.flag("security").is_some() || inst.flag("device").is_some() {
+        match inst.flag("security") {
+            // The default: the step runs in the usual sandbox.
+            None | Some("sandbox") => {}
+            Some("insecure") => {
+                return Err(BuildError::Other(
+                    "RUN --security=insecure is not supported: berth has no `--allow \
+                     security.insecure` entitlement to run build steps privileged"
+                        .into(),
+                ))
+            }
+            Some(other) => {
+                return Err(BuildError::Other(format!(
+                    "unsupported security mode {other:?} (sandbox or insecure)"
+                )))
+            }
+        }
+        if inst.flag("device").is_some() {
             return Err(BuildError::Other(
-                "RUN --security and --device are not supported yet".into(),
+                "RUN --device is not supported yet".into(),
             ));
         }
         let vars = StepVars {
