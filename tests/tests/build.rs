@@ -927,6 +927,28 @@ fn add_downloads_urls() {
     )]);
     b.build(ctx.path(), &["-t", "sum"]);
     assert!(b.find_in_layers("sum", "/x").is_some());
+    // A remote archive is added as it is, unless --unpack=true.
+    let made = tempfile::tempdir().unwrap();
+    std::fs::create_dir(made.path().join("inner")).unwrap();
+    std::fs::write(made.path().join("inner/x.txt"), "packed").unwrap();
+    let st = Command::new("tar")
+        .arg("-czf")
+        .arg(www.path().join("a.tar.gz"))
+        .arg("-C")
+        .arg(made.path())
+        .arg("inner")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tgz = format!("http://127.0.0.1:{}/a.tar.gz", httpd.port);
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM busybox\nADD {tgz} /as-is/\nADD --unpack=true {tgz} /unpacked/\n"),
+    )]);
+    b.build(ctx.path(), &["-t", "tgz"]);
+    assert!(b.find_in_layers("tgz", "/as-is/a.tar.gz").is_some());
+    let x = b.find_in_layers("tgz", "/unpacked/inner/x.txt").unwrap();
+    assert_eq!(std::fs::read_to_string(x).unwrap(), "packed");
 }
 
 // ---------------------------------------------------------------------------
