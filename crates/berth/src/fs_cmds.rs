@@ -1,5 +1,6 @@
 //! `cp`, `diff`, `export` and `stats`: commands that read a container's files or cgroup.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
@@ -483,9 +484,46 @@ pub fn export(root: &Path, name: &str, output: Option<&Path>) -> CmdResult {
     };
     let mut ar = tar::Builder::new(sink);
     ar.follow_symlinks(false);
-    ar.append_dir_all(".", &view.rootfs)?;
+    append_tree(&mut ar, &view.rootfs, Path::new("."), &mut HashMap::new())?;
     ar.finish()?;
     Ok(0)
+}
+
+/// Appends `dir`'s entries under `name`, in name order, the second and later names of a
+/// file as hard links to the first (as `docker export` does; `tar`'s own
+/// `append_dir_all` would copy the content again).
+fn append_tree(
+    ar: &mut tar::Builder<Box<dyn Write>>,
+    dir: &Path,
+    name: &Path,
+    seen: &mut HashMap<(u64, u64), PathBuf>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    ar.append_path_with_name(dir, name)?;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let inner = name.join(e.file_name());
+        let md = std::fs::symlink_metadata(&path)?;
+        if md.is_dir() {
+            append_tree(ar, &path, &inner, seen)?;
+            continue;
+        }
+        if md.is_file() && md.nlink() > 1 {
+            if let Some(first) = seen.get(&(md.dev(), md.ino())) {
+                let mut h = tar::Header::new_gnu();
+                h.set_metadata(&md);
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                ar.append_link(&mut h, &inner, first)?;
+                continue;
+            }
+            seen.insert((md.dev(), md.ino()), inner.clone());
+        }
+        ar.append_path_with_name(&path, &inner)?;
+    }
+    Ok(())
 }
 
 fn read_num(dir: &Path, file: &str) -> Option<u64> {

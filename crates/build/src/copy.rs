@@ -408,6 +408,54 @@ pub trait Reuse {
     fn replaced(&mut self, target: &Path);
 }
 
+/// Keeps the hard links inside one source directory, as BuildKit's copier does: the
+/// second and later names of an inode become links to the first copy instead of
+/// copies. A linked file is copied here, under the copying threads' lock, not offered to
+/// `inner`: the link must find it in place whichever thread gets there first, or the
+/// layer would differ from run to run.
+struct KeepLinks<'r> {
+    inner: &'r mut (dyn Reuse + Send),
+    first: std::collections::HashMap<(u64, u64), PathBuf>,
+}
+
+impl<'r> KeepLinks<'r> {
+    fn new(inner: &'r mut (dyn Reuse + Send)) -> Self {
+        KeepLinks {
+            inner,
+            first: std::collections::HashMap::new(),
+        }
+    }
+}
+
+impl Reuse for KeepLinks<'_> {
+    fn take(&mut self, src: &Path, md: &fs::Metadata, target: &Path, mode: u32, ids: Ids) -> bool {
+        if md.nlink() < 2 {
+            return self.inner.take(src, md, target, mode, ids);
+        }
+        match self.first.entry((md.dev(), md.ino())) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                fs::hard_link(e.get(), target).is_ok()
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                // A failed copy is undone and left to the caller, which tries again and
+                // reports the error.
+                let copied = copy_file(src, target, mode, ids).is_ok();
+                if copied {
+                    e.insert(target.to_path_buf());
+                } else {
+                    let _ = fs::remove_file(target);
+                }
+                copied
+            }
+        }
+    }
+
+    fn replaced(&mut self, target: &Path) {
+        self.first.retain(|_, first| first != target);
+        self.inner.replaced(target);
+    }
+}
+
 /// Copies everything.
 struct CopyAll;
 
@@ -480,8 +528,9 @@ pub fn copy_into_reusing(
                 opts,
                 owner: &owner,
             };
-            let dirs = copy_children(&tree, &s.path, &s.rel, &target, reuse)?;
-            copy_dirs_in_parallel(&tree, &dirs, reuse)?;
+            let mut links = KeepLinks::new(&mut *reuse);
+            let dirs = copy_children(&tree, &s.path, &s.rel, &target, &mut links)?;
+            copy_dirs_in_parallel(&tree, &dirs, &mut links)?;
         } else if opts.extract && is_archive(&s.path) {
             make_dirs(rootfs, &target, parent_owner)?;
             extract(&s.path, &target, opts)?;
