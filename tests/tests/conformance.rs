@@ -228,6 +228,60 @@ const OWN_CASES: &[(&str, &str, &str)] = &[
          ENV PATH=/custom:$PATH\n",
     ),
     (
+        "stage-inheritance-and-users",
+        ":",
+        "ARG BASE=mirror.gcr.io/busybox\n\
+         FROM $BASE AS one\n\
+         ENV X=1\n\
+         RUN chmod 1777 /tmp\n\
+         WORKDIR /w1\n\
+         USER 65534:65534\n\
+         FROM one AS two\n\
+         RUN id > /tmp/id && pwd > /tmp/pwd\n\
+         USER 55\n\
+         RUN id > /tmp/id55\n\
+         FROM two\n\
+         USER root\n\
+         COPY --from=mirror.gcr.io/busybox /bin/busybox /bb\n\
+         COPY --from=two /tmp/id /tmp/pwd /tmp/id55 /out/\n\
+         RUN mkdir /empty && echo \"$X\" > /x\n",
+    ),
+    (
+        "symlinked-sources",
+        "mkdir d1 d2; echo 1 > d1/f; echo 2 > d2/g; echo 3 > dfile; ln -s d1 lnkdir; \
+         ln -s dfile lnkfile",
+        "FROM mirror.gcr.io/busybox\n\
+         COPY d* /star/\n\
+         COPY lnkdir /viadirlink/\n\
+         COPY lnkfile /viafilelink\n\
+         COPY d1 /dot/.\n\
+         COPY . /all/\n",
+    ),
+    (
+        "add-archives",
+        "mkdir t; echo in > t/in.txt; tar -czf a.tar.gz t; rm -r t; echo notatar > fake.tar.gz",
+        "FROM mirror.gcr.io/busybox\n\
+         RUN mkdir -p /ex/t && echo old > /ex/t/old.txt\n\
+         ADD a.tar.gz /ex/\n\
+         ADD fake.tar.gz /fake/\n\
+         ADD a.tar.gz /file-dest\n",
+    ),
+    (
+        "dockerignore-reinclusions",
+        "mkdir -p docs/sub; echo r > README.md; echo d > docs/a.md; echo s > docs/sub/b.md; \
+         echo k > keep.txt; printf '**/*.md\\n!README.md\\n!docs/sub\\n' > .dockerignore",
+        "FROM scratch\nCOPY . /\n",
+    ),
+    (
+        "env-quoting",
+        ":",
+        "FROM mirror.gcr.io/busybox\n\
+         ENV DIR=/srv/app Q=\"a \\\"quoted\\\" value\" S='single $NOEXPAND'\n\
+         WORKDIR $DIR\n\
+         RUN pwd > /pwd && echo \"$Q|$S\" > /env\n\
+         LABEL multi=\"line one \\\nline two\" other=x\n",
+    ),
+    (
         "modes-and-chmod",
         "echo f > f; chmod 751 f; mkdir dd; echo g > dd/g; chmod 711 dd",
         "FROM mirror.gcr.io/busybox\n\

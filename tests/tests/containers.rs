@@ -528,9 +528,15 @@ fn security_and_resource_flags_take_effect() {
     let o = run(&["--read-only", IMAGE, "touch", "/x"]);
     assert_ne!(code(&o), 0);
     assert!(stderr(&o).contains("Read-only"), "{}", stderr(&o));
+    // The primary group is a supplementary group too, as in Docker (the same `id` output
+    // as Debian's dockerd 20.10.24 gives); a number without an entry takes root's group.
     assert_eq!(
-        stdout(&run(&["--user", "1000:1000", IMAGE, "id", "-u"])).trim(),
-        "1000"
+        stdout(&run(&["--user", "1000:1000", IMAGE, "id"])).trim(),
+        "uid=1000 gid=1000 groups=1000"
+    );
+    assert_eq!(
+        stdout(&run(&["--user", "55", IMAGE, "id"])).trim(),
+        "uid=55 gid=0(root) groups=0(root)"
     );
     assert_eq!(
         stdout(&run(&["--user", "nobody", IMAGE, "id", "-un"])).trim(),

@@ -98,10 +98,11 @@ pub struct Ids {
     pub gid: u32,
 }
 
-/// Looks `user[:group]` up in the rootfs' `/etc/passwd` and `/etc/group`.
-/// Numbers need no entry; a user given alone takes its primary group (or,
-/// when numeric and unknown, the same number, as Docker does for `--chown`).
-/// Returns the ids and the supplementary groups of a named user.
+/// Looks RUN's `user[:group]` up in the rootfs' `/etc/passwd` and `/etc/group`, as runc
+/// and Docker do: numbers need no entry; a user given alone takes its primary group
+/// (root's, 0, for a number without an entry). Returns the ids and the supplementary
+/// groups: the primary group first (Docker and containerd always include it since
+/// CVE-2023-25173), then the groups that list a named user.
 pub fn lookup_user(root: &Path, spec: &str) -> Result<(Ids, Vec<u32>), String> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -113,7 +114,7 @@ pub fn lookup_user(root: &Path, spec: &str) -> Result<(Ids, Vec<u32>), String> {
     });
     let (uid, primary, name) = match (user.parse::<u32>(), entry) {
         (Ok(n), Some(f)) => (n, f.get(3).and_then(|g| g.parse().ok()), f[0].clone()),
-        (Ok(n), None) => (n, None, String::new()),
+        (Ok(n), None) => (n, Some(0), String::new()),
         (Err(_), Some(f)) => {
             let uid = f.get(2).and_then(|u| u.parse().ok());
             let Some(uid) = uid else {
@@ -141,13 +142,13 @@ pub fn lookup_user(root: &Path, spec: &str) -> Result<(Ids, Vec<u32>), String> {
         },
         None => primary.unwrap_or(uid),
     };
-    let mut extra = Vec::new();
+    let mut extra = vec![gid];
     if group.is_none() && !name.is_empty() {
         for f in &groups {
             let members = f.get(3).map(String::as_str).unwrap_or("");
             if members.split(',').any(|m| m == name) {
                 if let Some(g) = f.get(2).and_then(|n| n.parse::<u32>().ok()) {
-                    if g != gid {
+                    if !extra.contains(&g) {
                         extra.push(g);
                     }
                 }
@@ -287,11 +288,12 @@ mod tests {
                 gid: 1001
             }
         );
-        assert_eq!(extra, vec![10]);
+        assert_eq!(extra, vec![1001, 10]);
         assert_eq!(lookup_user(d.path(), "bob:wheel").unwrap().0.gid, 10);
+        // As `docker run --user 55`: root's group, and it in the group list.
         assert_eq!(
-            lookup_user(d.path(), "55").unwrap().0,
-            Ids { uid: 55, gid: 55 }
+            lookup_user(d.path(), "55").unwrap(),
+            (Ids { uid: 55, gid: 0 }, vec![0])
         );
         assert!(lookup_user(d.path(), "nobody").is_err());
         // BuildKit's file operations: unknown names are root, numbers skip passwd.

@@ -175,15 +175,17 @@ pub fn resolve_user(
     if let Some(g) = g {
         gid = lookup_group(&group, g)?;
     }
-    let mut extra = Vec::new();
-    // Supplementary groups listing the user by name, as Docker does.
+    // The primary group is always a supplementary group too (Docker and containerd since
+    // CVE-2023-25173: otherwise a process could drop it and escape a group-deny rule),
+    // then the groups listing the user by name, as Docker does.
+    let mut extra = vec![gid];
     let name = entry(&passwd, u).map(|f| f[0].clone());
     if let Some(name) = &name {
         for l in group.lines() {
             let f: Vec<&str> = l.split(':').collect();
             if f.len() >= 4 && f[3].split(',').any(|m| m == name) {
                 if let Ok(id) = f[2].parse::<u32>() {
-                    if id != gid && !extra.contains(&id) {
+                    if !extra.contains(&id) {
                         extra.push(id);
                     }
                 }
