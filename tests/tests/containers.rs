@@ -538,6 +538,40 @@ fn security_and_resource_flags_take_effect() {
         stdout(&run(&["--user", "55", IMAGE, "id"])).trim(),
         "uid=55 gid=0(root) groups=0(root)"
     );
+    // In its own network namespace a process needs no privilege for low ports or ICMP
+    // sockets (Docker's sysctls); --sysctl still wins.
+    let bind80 = "nc -l -p 80 & sleep 0.3; netstat -ltn | grep -c ':80 '; kill %1";
+    assert_eq!(
+        stdout(&run(&["--user", "65534", IMAGE, "sh", "-c", bind80])).trim(),
+        "1"
+    );
+    let sysctls =
+        "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range";
+    assert_eq!(
+        stdout(&run(&[IMAGE, "sh", "-c", sysctls])),
+        "0\n0\t2147483647\n"
+    );
+    let o = run(&[
+        "--sysctl",
+        "net.ipv4.ip_unprivileged_port_start=80",
+        IMAGE,
+        "sh",
+        "-c",
+        sysctls,
+    ]);
+    assert_eq!(stdout(&o), "80\n0\t2147483647\n");
+    // The host's network namespace keeps the host's values.
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        IMAGE,
+        "cat",
+        "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+    ]);
+    assert_eq!(stdout(&o), host);
     assert_eq!(
         stdout(&run(&["--user", "nobody", IMAGE, "id", "-un"])).trim(),
         "nobody"

@@ -320,8 +320,20 @@ pub fn build(
         linux["maskedPaths"] = json!(MASKED);
         linux["readonlyPaths"] = json!(READONLY);
     }
-    if !cfg.sysctls.is_empty() {
-        linux["sysctl"] = json!(cfg.sysctls);
+    let mut sysctls = cfg.sysctls.clone();
+    if netns != Some("host") {
+        // Docker's defaults for a container's own network namespace: any port and
+        // ICMP echo sockets without privileges (the namespace is the container's, so
+        // this opens nothing on the host). `--sysctl` wins.
+        for (k, v) in [
+            ("net.ipv4.ip_unprivileged_port_start", "0"),
+            ("net.ipv4.ping_group_range", "0 2147483647"),
+        ] {
+            sysctls.entry(k.into()).or_insert_with(|| v.into());
+        }
+    }
+    if !sysctls.is_empty() {
+        linux["sysctl"] = json!(sysctls);
     }
     if !cfg.devices.is_empty() {
         linux["devices"] = devices(&cfg.devices)?;
