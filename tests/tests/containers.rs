@@ -208,6 +208,9 @@ fn detached_container_logs_and_ps() {
     assert!(anon < 1024, "monitor RssAnon {anon} kB");
     let ps = b.ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
     assert_eq!(ps, "chatty running");
+    // COMMAND as dockerd lists it: arguments with spaces in single quotes, cut at 20.
+    let ps = b.ok(&["ps", "--format", "{{.Command}}"]);
+    assert_eq!(ps, "\"sh -c 'trap 'exit 1…\"");
     // logs -f follows until the container stops.
     let follow = b
         .cmd()

@@ -1388,24 +1388,8 @@ fn ps(
             ports,
         ]);
     }
-    table(&mut out, &rows)?;
+    crate::format::table(&mut out, &rows)?;
     Ok(0)
-}
-
-fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
-    let cols = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..cols)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        writeln!(out, "{}", line.join("   ").trim_end())?;
-    }
-    Ok(())
 }
 
 const COLOURS: [u8; 6] = [36, 33, 32, 35, 34, 31];
@@ -1603,7 +1587,7 @@ fn ls(root: &Path, all: bool, quiet: bool) -> CmdResult {
         rows.push(vec![name, status]);
     }
     if !quiet {
-        table(&mut out, &rows)?;
+        crate::format::table(&mut out, &rows)?;
     }
     Ok(0)
 }
@@ -1667,6 +1651,6 @@ fn images(root: &Path, p: &Project, services: &[String]) -> CmdResult {
             ]);
         }
     }
-    table(&mut std::io::stdout().lock(), &rows)?;
+    crate::format::table(&mut std::io::stdout().lock(), &rows)?;
     Ok(0)
 }

@@ -1200,8 +1200,23 @@ pub fn status_text(c: &Container) -> String {
     }
 }
 
+/// `docker ps`'s COMMAND: the arguments joined by spaces, those with whitespace in
+/// single quotes (as dockerd lists them), quoted, truncated to 20 characters unless
+/// `--no-trunc`.
 fn command_text(c: &Container, trunc: bool) -> String {
-    let cmd = c.config.args.join(" ");
+    let cmd = c
+        .config
+        .args
+        .iter()
+        .map(|a| {
+            if a.contains(char::is_whitespace) {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     if trunc && cmd.chars().count() > 20 {
         let t: String = cmd.chars().take(19).collect();
         format!("\"{t}…\"")

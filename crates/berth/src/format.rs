@@ -40,7 +40,8 @@ pub fn docker_time(t: &str) -> String {
     format!("{} +0000 UTC", s.replace('T', " "))
 }
 
-/// Columns padded to the widest cell plus three spaces, Docker's tabwriter layout.
+/// Docker's tabwriter layout (`tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)`): each column
+/// as wide as its widest cell plus three spaces, and at least ten.
 pub fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
@@ -48,7 +49,7 @@ pub fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> 
             rows.iter()
                 .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
                 .max()
-                .unwrap_or(0)
+                .map_or(0, |w| (w + 3).max(10))
         })
         .collect();
     for r in rows {
@@ -58,7 +59,7 @@ pub fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> 
                 line.push_str(cell);
             } else {
                 line.push_str(cell);
-                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 3));
+                line.push_str(&" ".repeat(widths[c] - cell.chars().count()));
             }
         }
         writeln!(out, "{}", line.trim_end())?;
@@ -191,6 +192,30 @@ impl Drop for RawTerminal {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn tables_are_laid_out_as_dockers_tabwriter() {
+        let rows = [
+            vec![
+                "CONTAINER ID".to_string(),
+                "IMAGE".into(),
+                "PORTS".into(),
+                "NAMES".into(),
+            ],
+            vec![
+                "0123456789ab".into(),
+                "bb".into(),
+                String::new(),
+                "web".into(),
+            ],
+        ];
+        let mut out = Vec::new();
+        table(&mut out, &rows).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "CONTAINER ID   IMAGE     PORTS     NAMES\n0123456789ab   bb                  web\n"
+        );
+    }
 
     #[test]
     fn templates_expand_fields_and_json() {

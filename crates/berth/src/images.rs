@@ -673,7 +673,7 @@ fn list(root: &Path, a: &ListArgs) -> CmdResult {
         cells.extend([r.id.clone(), since(r.created), human_size(r.size)]);
         table.push(cells);
     }
-    print_table(&mut out, &table)?;
+    crate::format::table(&mut out, &table)?;
     Ok(0)
 }
 
@@ -684,26 +684,6 @@ fn header(digests: bool) -> Vec<String> {
     }
     h.extend(["IMAGE ID", "CREATED", "SIZE"]);
     h.into_iter().map(str::to_string).collect()
-}
-
-/// Docker's tabwriter layout: columns padded to the widest cell plus three spaces.
-fn print_table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {
-    let cols = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
-        .collect();
-    for r in rows {
-        let mut line = String::new();
-        for (c, cell) in r.iter().enumerate() {
-            if c + 1 == cols {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<w$}   ", w = widths[c]));
-            }
-        }
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
 }
 
 fn row_json(r: &Row) -> serde_json::Value {
@@ -830,7 +810,7 @@ fn history(
             s.comment.clone(),
         ]);
     }
-    print_table(&mut out, &table)?;
+    crate::format::table(&mut out, &table)?;
     Ok(0)
 }
 
