@@ -144,6 +144,34 @@ fn exit_codes_are_dockers() {
     ]);
     assert_eq!(code(&o), 255, "{}", stderr(&o));
     assert_eq!(stderr(&o), "exec /bogus: exec format error\n");
+    // A missing working directory is made, as Docker does; a file there is an engine error.
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-w",
+        "/made/here",
+        IMAGE,
+        "pwd",
+    ]);
+    assert_eq!(stdout(&o), "/made/here\n", "{}", stderr(&o));
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-w",
+        "/etc/passwd",
+        IMAGE,
+        "true",
+    ]);
+    assert_eq!(code(&o), 125, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("/etc/passwd is not a directory"),
+        "{}",
+        stderr(&o)
+    );
     // An engine error (unknown capability) is 125.
     let o = b.run(&[
         "run",

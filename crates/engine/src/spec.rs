@@ -201,6 +201,25 @@ pub fn resolve_user(
     Ok((uid, gid, extra))
 }
 
+/// Makes the working directory in the container's rootfs if it is missing, as Docker
+/// does at create (0755, root's), and refuses one that is not a directory.
+fn ensure_workdir(rootfs: &Path, cwd: &str) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    // Symlinks in the image resolve inside the rootfs, never to the host.
+    let dir = berth_runtime::mounts::secure_join(rootfs, Path::new(cwd));
+    match std::fs::metadata(&dir) {
+        Ok(md) if md.is_dir() => Ok(()),
+        Ok(_) => Err(Error::Invalid(format!(
+            "Cannot mkdir: {cwd} is not a directory"
+        ))),
+        Err(_) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&dir)
+            .map_err(|e| Error::Invalid(format!("Cannot mkdir: {cwd}: {e}"))),
+    }
+}
+
 fn lookup_group(group: &str, g: &str) -> Result<u32> {
     for l in group.lines() {
         let f: Vec<&str> = l.split(':').collect();
@@ -295,6 +314,7 @@ pub fn build(
     } else {
         &cfg.workdir
     };
+    ensure_workdir(&rootfs, cwd)?;
     let no_new_privs = cfg.security_opt.iter().any(|o| {
         o == "no-new-privileges" || o == "no-new-privileges:true" || o == "no-new-privileges=true"
     });
