@@ -472,18 +472,38 @@ fn named_volume_survives_rm_and_is_seeded_from_the_image() {
         .unwrap()
         .ends_with("/volumes/data/_data"));
     // A new named volume on a path the image has content at starts with that content.
+    // Mounts go parents first, so berth's /etc/hostname bind sits on the /etc volume.
     let seeded = b.ok(&[
         "run",
         "--rm",
         "--network",
         "none",
+        "--hostname",
+        "on-top",
         "-v",
         "etc:/etc",
         IMAGE,
         "cat",
         "/etc/passwd",
+        "/etc/hostname",
     ]);
     assert!(seeded.contains("root:"), "{seeded}");
+    assert!(seeded.ends_with("on-top"), "{seeded}");
+    // volume ls filters as Docker's.
+    b.ok(&["volume", "create", "--label", "team=a", "labelled"]);
+    let ls = |f: &[&str]| {
+        let mut args = vec!["volume", "ls", "-q"];
+        for x in f {
+            args.extend(["--filter", x]);
+        }
+        b.ok(&args)
+    };
+    assert_eq!(ls(&["label=team=a"]), "labelled");
+    assert_eq!(ls(&["label=team", "name=lab"]), "labelled");
+    assert_eq!(ls(&["label=team=b"]), "");
+    assert!(ls(&["dangling=true"]).lines().any(|l| l == "labelled"));
+    assert!(!ls(&["dangling=false"]).lines().any(|l| l == "labelled"));
+    b.ok(&["volume", "rm", "labelled"]);
     // The image VOLUME makes an anonymous volume, removed by rm -v.
     b.ok(&["run", "--name", "anon", "--network", "none", IMAGE, "true"]);
     let anon = b.inspect("anon")["Mounts"][0]["Name"]

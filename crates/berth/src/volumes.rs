@@ -29,6 +29,10 @@ pub enum VolumeCmd {
         /// `json` or a Go-style template.
         #[arg(long)]
         format: Option<String>,
+        /// `name=PART`, `label=KEY[=VALUE]`, `dangling=true|false`, `driver=local`;
+        /// repeatable (all must hold).
+        #[arg(short, long)]
+        filter: Vec<String>,
     },
     /// Display detailed information on one or more volumes.
     Inspect {
@@ -53,6 +57,43 @@ pub enum VolumeCmd {
         #[arg(short, long)]
         force: bool,
     },
+}
+
+/// Whether volume `name` passes every `--filter` (Docker's keys).
+fn passes(
+    engine: &berth_engine::Engine,
+    name: &str,
+    filters: &[String],
+) -> Result<bool, Box<dyn std::error::Error>> {
+    for f in filters {
+        let (key, want) = f
+            .split_once('=')
+            .ok_or_else(|| format!("bad format of filter (expected name=value): {f}"))?;
+        let ok = match key {
+            "name" => name.contains(want),
+            "driver" => want == "local",
+            "dangling" => {
+                let dangling = match want {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(format!("invalid filter 'dangling={want}'").into()),
+                };
+                engine.volume_users(name)?.is_empty() == dangling
+            }
+            "label" => {
+                let labels = volumes::inspect(&engine.db, &engine.root, name)?["Labels"].clone();
+                match want.split_once('=') {
+                    Some((k, v)) => labels[k].as_str() == Some(v),
+                    None => labels.get(want).is_some(),
+                }
+            }
+            _ => return Err(format!("invalid filter '{key}'").into()),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 pub fn main(root: &Path, cmd: VolumeCmd) -> i32 {
@@ -87,8 +128,17 @@ fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
             let n = volumes::create(&mut engine.db, &engine.root, name.as_deref(), &labels)?;
             writeln!(out, "{n}")?;
         }
-        VolumeCmd::Ls { quiet, format } => {
-            let names = volumes::list(&engine.db)?;
+        VolumeCmd::Ls {
+            quiet,
+            format,
+            filter,
+        } => {
+            let mut names = Vec::new();
+            for n in volumes::list(&engine.db)? {
+                if passes(&engine, &n, &filter)? {
+                    names.push(n);
+                }
+            }
             if quiet {
                 for n in names {
                     writeln!(out, "{n}")?;

@@ -201,6 +201,16 @@ pub fn resolve_user(
     Ok((uid, gid, extra))
 }
 
+/// Orders mounts parents first (fewer path components first, the order given otherwise),
+/// as Docker does: a volume at `/etc` must not be mounted over the `/etc/hosts` bind.
+fn sort_mounts(mounts: &mut [Value]) {
+    mounts.sort_by_key(|m| {
+        m["destination"]
+            .as_str()
+            .map_or(0, |d| Path::new(d).components().count())
+    });
+}
+
 /// Makes the working directory in the container's rootfs if it is missing, as Docker
 /// does at create (0755, root's), and refuses one that is not a directory.
 fn ensure_workdir(rootfs: &Path, cwd: &str) -> Result<()> {
@@ -361,6 +371,7 @@ pub fn build(
     if let Some(s) = seccomp(c, &caps)? {
         linux["seccomp"] = s;
     }
+    sort_mounts(&mut mounts);
     let mut annotations = serde_json::Map::new();
     if cfg.init {
         annotations.insert("org.berth.init".into(), json!("true"));
