@@ -293,6 +293,13 @@ fn pull_list_push_and_remove() {
     assert_eq!(img["Os"], "linux");
     assert_eq!(img["Architecture"], "amd64");
     assert_eq!(img["RepoTags"][0], src.as_str());
+    // --format takes Go templates, as `docker image inspect -f`.
+    let f = "{{.Os}}/{{.Architecture}} {{len .RootFS.Layers}} {{.Id}}";
+    let layers = img["RootFS"]["Layers"].as_array().unwrap().len();
+    assert_eq!(
+        berth.ok(&["image", "inspect", "-f", f, &src]).trim(),
+        format!("linux/amd64 {layers} {}", img["Id"].as_str().unwrap())
+    );
     let manifest_digest = img["Descriptor"]["digest"].as_str().unwrap().to_string();
 
     // skopeo sees the same manifest digest berth recorded.

@@ -109,6 +109,15 @@ pub fn render(template: &str, row: &Value) -> String {
             } else {
                 field(row, p).to_string()
             }
+        } else if let Some(p) = expr.strip_prefix("len ") {
+            let v = field(row, p.trim());
+            let n = match v {
+                Value::Array(a) => a.len(),
+                Value::Object(o) => o.len(),
+                Value::String(s) => s.chars().count(),
+                _ => 0,
+            };
+            n.to_string()
         } else if expr == "." {
             plain(row)
         } else if expr.starts_with('.') {
@@ -229,6 +238,11 @@ mod tests {
             r#"{"Pid":7,"Status":"running"}"#
         );
         assert_eq!(render("{{.State.Pid}}", &row), "7");
+        let img = json!({"RootFS": {"Layers": ["a", "b"]}, "Config": {"Cmd": null}});
+        assert_eq!(
+            render("{{len .RootFS.Layers}} {{json .Config.Cmd}}", &img),
+            "2 null"
+        );
     }
 
     #[test]

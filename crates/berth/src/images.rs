@@ -949,9 +949,6 @@ fn prune(root: &Path, all: bool, force: bool) -> CmdResult {
 }
 
 fn inspect(root: &Path, images: &[String], format: Option<String>) -> CmdResult {
-    if let Some(f) = format.as_deref().filter(|f| *f != "json") {
-        return Err(format!("unsupported --format {f:?} (only json)").into());
-    }
     let store = open(root)?;
     let mut out = Vec::new();
     let mut code = 0;
@@ -964,7 +961,15 @@ fn inspect(root: &Path, images: &[String], format: Option<String>) -> CmdResult 
             }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    match format.as_deref().filter(|f| *f != "json") {
+        // A template is applied to each image, one line each, as `docker inspect -f`.
+        Some(t) => {
+            for v in &out {
+                println!("{}", crate::format::render(t, v));
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(&out)?),
+    }
     Ok(code)
 }
 
