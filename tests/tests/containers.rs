@@ -1425,6 +1425,11 @@ fn containers_on_a_user_network_reach_each_other_by_name() {
         .ok(&["network", "ls", "--format", "{{.Name}}"])
         .lines()
         .any(|l| l == net));
+    // Docker's filters: the predefined networks are builtin, ours is custom and unused.
+    let ls = |f: &str| b.ok(&["network", "ls", "--format", "{{.Name}}", "--filter", f]);
+    assert_eq!(ls("type=builtin"), "bridge\nhost\nnone");
+    assert_eq!(ls(&format!("name={net}")), net);
+    assert!(ls("dangling=true").lines().any(|l| l == net));
     let id = b.ok(&[
         "run",
         "-d",

@@ -37,6 +37,10 @@ pub enum NetworkCmd {
         quiet: bool,
         #[arg(long)]
         format: Option<String>,
+        /// `name=PART`, `id=PREFIX`, `driver=D`, `label=KEY[=VALUE]`,
+        /// `type=custom|builtin`, `dangling=true|false`; repeatable (all must hold).
+        #[arg(short, long)]
+        filter: Vec<String>,
     },
     /// Display detailed information on one or more networks.
     Inspect {
@@ -71,6 +75,40 @@ pub enum NetworkCmd {
         network: String,
         container: String,
     },
+}
+
+/// Whether network `n` passes every `--filter` (Docker's keys).
+fn passes(n: &berth_net::Network, filters: &[String]) -> Result<bool, String> {
+    for f in filters {
+        let (key, want) = f
+            .split_once('=')
+            .ok_or_else(|| format!("bad format of filter (expected name=value): {f}"))?;
+        let flag = |v: &str| match v {
+            "true" | "1" => Ok(true),
+            "false" | "0" => Ok(false),
+            _ => Err(format!("invalid filter '{key}={v}'")),
+        };
+        let ok = match key {
+            "name" => n.name.contains(want),
+            "id" => n.id.starts_with(want),
+            "driver" => n.driver == want,
+            "label" => match want.split_once('=') {
+                Some((k, v)) => n.labels.get(k).is_some_and(|x| x == v),
+                None => n.labels.contains_key(want),
+            },
+            "type" => match want {
+                "custom" => !n.is_predefined(),
+                "builtin" => n.is_predefined(),
+                _ => return Err(format!("invalid filter: 'type'='{want}'")),
+            },
+            "dangling" => (n.containers.is_empty() && !n.is_predefined()) == flag(want)?,
+            _ => return Err(format!("invalid filter '{key}'")),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 pub fn main(root: &Path, cmd: NetworkCmd) -> i32 {
@@ -118,8 +156,17 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
             };
             writeln!(out, "{}", net.create(&name, &opts)?.id)?;
         }
-        NetworkCmd::Ls { quiet, format } => {
-            let list = net.list()?;
+        NetworkCmd::Ls {
+            quiet,
+            format,
+            filter,
+        } => {
+            let mut list = Vec::new();
+            for n in net.list()? {
+                if passes(&n, &filter)? {
+                    list.push(n);
+                }
+            }
             if quiet {
                 for n in &list {
                     writeln!(out, "{}", &n.id[..12.min(n.id.len())])?;
