@@ -293,7 +293,9 @@ fn pull_list_push_and_remove() {
     assert_eq!(img["Os"], "linux");
     assert_eq!(img["Architecture"], "amd64");
     assert_eq!(img["RepoTags"][0], src.as_str());
-    // --format takes Go templates, as `docker image inspect -f`.
+    // `images --format` and `image inspect -f` take Go templates, as Docker's.
+    let listed = berth.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(listed.lines().any(|l| l == src), "{listed}");
     let f = "{{.Os}}/{{.Architecture}} {{len .RootFS.Layers}} {{.Id}}";
     let layers = img["RootFS"]["Layers"].as_array().unwrap().len();
     assert_eq!(

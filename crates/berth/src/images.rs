@@ -658,11 +658,20 @@ fn list(root: &Path, a: &ListArgs) -> CmdResult {
         }
         return Ok(0);
     }
-    if a.format.as_deref() == Some("json") {
-        for r in &rows {
-            writeln!(out, "{}", row_json(r))?;
+    match a.format.as_deref() {
+        Some("json") => {
+            for r in &rows {
+                writeln!(out, "{}", row_json(r))?;
+            }
+            return Ok(0);
         }
-        return Ok(0);
+        // A Go template (`table …` prints a header first), as `docker images --format`.
+        Some(t) if t != "table" => {
+            let json: Vec<serde_json::Value> = rows.iter().map(row_json).collect();
+            crate::format::template_rows(&mut out, t, &json)?;
+            return Ok(0);
+        }
+        _ => {}
     }
     let mut table = vec![header(a.digests)];
     for r in &rows {
