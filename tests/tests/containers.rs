@@ -236,6 +236,20 @@ fn detached_container_logs_and_ps() {
     assert!(anon < 1024, "monitor RssAnon {anon} kB");
     let ps = b.ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
     assert_eq!(ps, "chatty running");
+    // before=/since= order by creation, as Docker's filters.
+    b.ok(&[
+        "create",
+        "--name",
+        "later",
+        "--network",
+        "none",
+        IMAGE,
+        "true",
+    ]);
+    let names = |f: &str| b.ok(&["ps", "-a", "--filter", f, "--format", "{{.Names}}"]);
+    assert_eq!(names("before=later"), "chatty");
+    assert_eq!(names("since=chatty"), "later");
+    b.ok(&["rm", "later"]);
     // COMMAND as dockerd lists it: arguments with spaces in single quotes, cut at 20.
     let ps = b.ok(&["ps", "--format", "{{.Command}}"]);
     assert_eq!(ps, "\"sh -c 'trap 'exit 1…\"");

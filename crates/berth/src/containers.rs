@@ -1311,9 +1311,20 @@ fn ps(root: &Path, a: &PsArgs) -> CmdResult {
         });
     }
     for f in &a.filter {
+        // before=/since= compare creation times with another container's.
+        let relative = match f.split_once('=') {
+            Some(("before", r)) => Some((true, engine.find(r)?.created)),
+            Some(("since", r)) => Some((false, engine.find(r)?.created)),
+            _ => None,
+        };
         let mut keep = Vec::new();
         for c in list {
-            if matches_filter(&c, f)? {
+            let ok = match &relative {
+                Some((true, t)) => c.created < *t,
+                Some((false, t)) => c.created > *t,
+                None => matches_filter(&c, f)?,
+            };
+            if ok {
                 keep.push(c);
             }
         }
