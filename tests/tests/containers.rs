@@ -1442,6 +1442,23 @@ fn containers_on_a_user_network_reach_each_other_by_name() {
     // Docker's filters: the predefined networks are builtin, ours is custom and unused.
     let ls = |f: &str| b.ok(&["network", "ls", "--format", "{{.Name}}", "--filter", f]);
     assert_eq!(ls("type=builtin"), "bridge\nhost\nnone");
+    // The usual script idiom for a container's address.
+    let probe = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        &net,
+        "--label",
+        "role=probe",
+        IMAGE,
+        "sleep",
+        "30",
+    ]);
+    let f = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}} {{index .Config.Labels \"role\"}}";
+    let shown = b.ok(&["inspect", "-f", f, &probe]);
+    let ip = b.inspect(&probe)["NetworkSettings"]["Networks"][&net]["IPAddress"].clone();
+    assert_eq!(shown, format!("{} probe", ip.as_str().unwrap()));
+    b.ok(&["rm", "-f", &probe]);
     assert_eq!(ls(&format!("name={net}")), net);
     assert!(ls("dangling=true").lines().any(|l| l == net));
     let id = b.ok(&[

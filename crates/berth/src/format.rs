@@ -90,46 +90,114 @@ fn plain(v: &Value) -> String {
     }
 }
 
-/// Expands `{{.A.B}}`, `{{json .A}}` and `{{.Label "k"}}`-free Go templates for a row.
+/// Expands the Go-template subset scripts use with `--format`: `{{.A.B}}`, `{{json .A}}`,
+/// `{{len .A}}`, `{{index .A "key"}}` and `{{range .A}}…{{end}}` (over a list's items
+/// or a map's values, `.` being each in turn). Not text/template: no pipes, no `if`.
 pub fn render(template: &str, row: &Value) -> String {
     let t = template.replace("\\t", "\t").replace("\\n", "\n");
+    let toks = tokens(&t);
     let mut out = String::new();
-    let mut rest = t.as_str();
+    eval(&toks, row, &mut out);
+    out
+}
+
+enum Tok<'a> {
+    Text(&'a str),
+    Action(&'a str),
+}
+
+fn tokens(t: &str) -> Vec<Tok<'_>> {
+    let mut toks = Vec::new();
+    let mut rest = t;
     while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
         let Some(end) = rest[start..].find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
+            break;
         };
-        let expr = rest[start + 2..start + end].trim();
-        let text = if let Some(p) = expr.strip_prefix("json ") {
-            let p = p.trim();
-            if p == "." {
-                row.to_string()
-            } else {
-                field(row, p).to_string()
-            }
-        } else if let Some(p) = expr.strip_prefix("len ") {
-            let v = field(row, p.trim());
-            let n = match v {
-                Value::Array(a) => a.len(),
-                Value::Object(o) => o.len(),
-                Value::String(s) => s.chars().count(),
-                _ => 0,
-            };
-            n.to_string()
-        } else if expr == "." {
-            plain(row)
-        } else if expr.starts_with('.') {
-            plain(field(row, expr))
-        } else {
-            String::new()
-        };
-        out.push_str(&text);
+        toks.push(Tok::Text(&rest[..start]));
+        toks.push(Tok::Action(rest[start + 2..start + end].trim()));
         rest = &rest[start + end + 2..];
     }
-    out.push_str(rest);
-    out
+    toks.push(Tok::Text(rest));
+    toks
+}
+
+fn eval(toks: &[Tok], row: &Value, out: &mut String) {
+    let mut i = 0;
+    while i < toks.len() {
+        match toks[i] {
+            Tok::Text(s) => out.push_str(s),
+            Tok::Action(e) if e.starts_with("range ") => {
+                let end = matching_end(toks, i);
+                let body = &toks[i + 1..end];
+                match value(e["range ".len()..].trim(), row) {
+                    Value::Array(items) => items.iter().for_each(|x| eval(body, x, out)),
+                    Value::Object(map) => map.values().for_each(|x| eval(body, x, out)),
+                    _ => {}
+                }
+                i = end;
+            }
+            Tok::Action("end") => {}
+            Tok::Action(e) => out.push_str(&action(e, row)),
+        }
+        i += 1;
+    }
+}
+
+/// The index of the `{{end}}` closing the `{{range}}` at `open` (or the end).
+fn matching_end(toks: &[Tok], open: usize) -> usize {
+    let mut depth = 0;
+    for (i, t) in toks.iter().enumerate().skip(open) {
+        match t {
+            Tok::Action(e) if e.starts_with("range ") => depth += 1,
+            Tok::Action("end") => {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+    }
+    toks.len()
+}
+
+/// The value an argument names: `.`, `.A.B`, or `index .A "key"` / `index .A 0`.
+fn value(expr: &str, row: &Value) -> Value {
+    if let Some(args) = expr.strip_prefix("index ") {
+        let mut parts = args.split_whitespace();
+        let base = value(parts.next().unwrap_or("."), row);
+        return parts.fold(base, |v, k| {
+            let k = k.trim_matches('"');
+            match k.parse::<usize>() {
+                Ok(n) if v.is_array() => v[n].clone(),
+                _ => v[k].clone(),
+            }
+        });
+    }
+    if expr == "." {
+        row.clone()
+    } else {
+        field(row, expr).clone()
+    }
+}
+
+fn action(expr: &str, row: &Value) -> String {
+    if let Some(p) = expr.strip_prefix("json ") {
+        return value(p.trim(), row).to_string();
+    }
+    if let Some(p) = expr.strip_prefix("len ") {
+        let n = match value(p.trim(), row) {
+            Value::Array(a) => a.len(),
+            Value::Object(o) => o.len(),
+            Value::String(s) => s.chars().count(),
+            _ => 0,
+        };
+        return n.to_string();
+    }
+    if expr.starts_with('.') || expr.starts_with("index ") {
+        return plain(&value(expr, row));
+    }
+    String::new()
 }
 
 /// One line per row; a `table ` prefix prints a header of the field names first.
@@ -238,6 +306,17 @@ mod tests {
             r#"{"Pid":7,"Status":"running"}"#
         );
         assert_eq!(render("{{.State.Pid}}", &row), "7");
+        let c = json!({"Nets": {"a": {"IP": "10.0.0.2"}, "b": {"IP": "10.0.1.2"}},
+                       "Labels": {"k": "v"}, "Args": ["x", "y"]});
+        assert_eq!(
+            render(
+                "{{range .Nets}}{{.IP}} {{end}}|{{index .Labels \"k\"}}|{{index .Args 1}}",
+                &c
+            ),
+            "10.0.0.2 10.0.1.2 |v|y"
+        );
+        assert_eq!(render("{{range .Args}}[{{.}}]{{end}}", &c), "[x][y]");
+        assert_eq!(render("{{range .Missing}}x{{end}}done", &c), "done");
         let img = json!({"RootFS": {"Layers": ["a", "b"]}, "Config": {"Cmd": null}});
         assert_eq!(
             render("{{len .RootFS.Layers}} {{json .Config.Cmd}}", &img),
