@@ -596,7 +596,20 @@ mod tests {
         let (d, s) = store();
         let layer = d.path().join("layers/abc");
         fs::create_dir_all(layer.join("sub")).unwrap();
-        fs::write(layer.join("sub/f"), b"layer content").unwrap();
+        // The tar records mtimes: every write below puts the same one back, or a
+        // rewrite in the next second would change the digest as much as the content.
+        let write = |content: &[u8]| {
+            let f = layer.join("sub/f");
+            fs::write(&f, content).unwrap();
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+            fs::File::options()
+                .write(true)
+                .open(&f)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        write(b"layer content");
         let mut tar = Vec::new();
         let out = crate::layer::write_layer(&layer, &mut tar, crate::Compression::None).unwrap();
         let digest = out.digest.clone();
@@ -616,12 +629,12 @@ mod tests {
         // fails and no blob appears.
         assert!(s.defer(&digest, out.size, Path::new("/tmp")).is_err());
         s.defer(&digest, out.size, &layer).unwrap();
-        fs::write(layer.join("sub/f"), b"layer CONTENT").unwrap();
+        write(b"layer CONTENT");
         assert!(s.open_blob(&digest).is_err());
         assert!(!s.blob_path(&digest).exists());
 
         // A layer about to be removed first writes out the blobs deferred to it.
-        fs::write(layer.join("sub/f"), b"layer content").unwrap();
+        write(b"layer content");
         s.materialize_from([&digest], &d.path().join("layers/other"))
             .unwrap();
         assert!(!s.blob_path(&digest).exists());
