@@ -236,6 +236,21 @@ fn detached_container_logs_and_ps() {
     assert!(anon < 1024, "monitor RssAnon {anon} kB");
     let ps = b.ok(&["ps", "--format", "{{.Names}} {{.State}}"]);
     assert_eq!(ps, "chatty running");
+    // A reader that goes away first ends a listing quietly (SIGPIPE, as Docker's CLI),
+    // not with "Error: Broken pipe".
+    let errs = tempfile::tempdir().unwrap();
+    for list in ["ps -a", "images", "volume ls", "network ls"] {
+        let err = errs.path().join("err");
+        let sh = format!(
+            "'{}' --root '{}' {list} 2>'{}' | true",
+            bin_dir().join("berth").display(),
+            b.root.path().display(),
+            err.display()
+        );
+        let st = Command::new("sh").arg("-c").arg(sh).status().unwrap();
+        assert!(st.success());
+        assert_eq!(std::fs::read_to_string(&err).unwrap(), "", "{list}");
+    }
     // before=/since= order by creation, as Docker's filters.
     b.ok(&[
         "create",

@@ -122,6 +122,13 @@ fn main() {
         }
         .init(true);
     }
+    if prints_only(&cli.cmd) {
+        // `berth images | head` should end quietly, as Docker's CLI does, not with
+        // "Error: Broken pipe". Only for commands that print and run nothing: a `run`
+        // that died of SIGPIPE would leave its container unmonitored.
+        // SAFETY: restores the default action of one signal before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let code = match cli.cmd {
         Cmd::Runtime { args } => {
             let mut full: Vec<std::ffi::OsString> = vec!["berth runtime".into(), "--root".into()];
@@ -142,6 +149,37 @@ fn main() {
         Cmd::System(cmd) => images::system(&cli.root, cmd),
     };
     std::process::exit(code);
+}
+
+/// Commands that only read the store and print.
+fn prints_only(cmd: &Cmd) -> bool {
+    use containers::ContainerCmd as C;
+    use images::{ImageCmd as I, ImageSub as IS};
+    match cmd {
+        Cmd::Info { .. } => true,
+        Cmd::Image(i) => matches!(
+            i,
+            I::Images(_) | I::History { .. } | I::Image(IS::Ls(_)) | I::Image(IS::Inspect { .. })
+        ),
+        Cmd::Volume(v) => matches!(
+            v,
+            volumes::VolumeCmd::Ls { .. } | volumes::VolumeCmd::Inspect { .. }
+        ),
+        Cmd::Network(n) => matches!(
+            n,
+            networks::NetworkCmd::Ls { .. } | networks::NetworkCmd::Inspect { .. }
+        ),
+        Cmd::Containers(c) => matches!(
+            c,
+            C::Ps(_)
+                | C::Logs { .. }
+                | C::Inspect { .. }
+                | C::Top { .. }
+                | C::Port { .. }
+                | C::Diff { .. }
+        ),
+        _ => false,
+    }
 }
 
 fn info(root: &std::path::Path, format: &str) -> i32 {
