@@ -1260,17 +1260,12 @@ fn ps_row(c: &Container, trunc: bool) -> Value {
 }
 
 fn matches_filter(c: &Container, f: &str) -> Result<bool, String> {
-    let (k, v) = f
-        .split_once('=')
-        .ok_or_else(|| format!("bad format of filter (expected name=value): {f}"))?;
+    let (k, v) = format::filter_kv(f)?;
     Ok(match k {
         "status" => c.state.status.as_str() == v,
         "name" => c.name.contains(v.trim_start_matches('/')),
         "id" => c.id.starts_with(v),
-        "label" => match v.split_once('=') {
-            Some((lk, lv)) => c.config.labels.get(lk).is_some_and(|x| x == lv),
-            None => c.config.labels.contains_key(v),
-        },
+        "label" => format::label_matches(v, |k| c.config.labels.get(k).map(String::as_str)),
         "exited" => c.state.status == Status::Exited && c.state.exit_code.to_string() == v,
         "ancestor" => {
             c.image == v || c.image_id.contains(v) || c.image.split(':').next() == Some(v)

@@ -67,6 +67,29 @@ pub fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> 
     Ok(())
 }
 
+/// A `--filter KEY=VALUE` split in two, with Docker's error when there is no `=`.
+pub fn filter_kv(f: &str) -> Result<(&str, &str), String> {
+    f.split_once('=')
+        .ok_or_else(|| format!("bad format of filter (expected name=value): {f}"))
+}
+
+/// A boolean filter's value (`true|1|false|0`), as Docker reads `dangling=`.
+pub fn filter_bool(key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("invalid filter '{key}={v}'")),
+    }
+}
+
+/// Docker's `label=KEY` (present) or `label=KEY=VALUE` (equal) against `get`'s labels.
+pub fn label_matches<'a>(want: &str, get: impl Fn(&str) -> Option<&'a str>) -> bool {
+    match want.split_once('=') {
+        Some((k, v)) => get(k) == Some(v),
+        None => get(want).is_some(),
+    }
+}
+
 fn field<'a>(v: &'a Value, path: &str) -> &'a Value {
     path.trim_start_matches('.')
         .split('.')

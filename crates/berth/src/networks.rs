@@ -80,28 +80,21 @@ pub enum NetworkCmd {
 /// Whether network `n` passes every `--filter` (Docker's keys).
 fn passes(n: &berth_net::Network, filters: &[String]) -> Result<bool, String> {
     for f in filters {
-        let (key, want) = f
-            .split_once('=')
-            .ok_or_else(|| format!("bad format of filter (expected name=value): {f}"))?;
-        let flag = |v: &str| match v {
-            "true" | "1" => Ok(true),
-            "false" | "0" => Ok(false),
-            _ => Err(format!("invalid filter '{key}={v}'")),
-        };
+        let (key, want) = crate::format::filter_kv(f)?;
         let ok = match key {
             "name" => n.name.contains(want),
             "id" => n.id.starts_with(want),
             "driver" => n.driver == want,
-            "label" => match want.split_once('=') {
-                Some((k, v)) => n.labels.get(k).is_some_and(|x| x == v),
-                None => n.labels.contains_key(want),
-            },
+            "label" => crate::format::label_matches(want, |k| n.labels.get(k).map(String::as_str)),
             "type" => match want {
                 "custom" => !n.is_predefined(),
                 "builtin" => n.is_predefined(),
                 _ => return Err(format!("invalid filter: 'type'='{want}'")),
             },
-            "dangling" => (n.containers.is_empty() && !n.is_predefined()) == flag(want)?,
+            "dangling" => {
+                (n.containers.is_empty() && !n.is_predefined())
+                    == crate::format::filter_bool(key, want)?
+            }
             _ => return Err(format!("invalid filter '{key}'")),
         };
         if !ok {

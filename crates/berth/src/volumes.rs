@@ -66,26 +66,16 @@ fn passes(
     filters: &[String],
 ) -> Result<bool, Box<dyn std::error::Error>> {
     for f in filters {
-        let (key, want) = f
-            .split_once('=')
-            .ok_or_else(|| format!("bad format of filter (expected name=value): {f}"))?;
+        let (key, want) = crate::format::filter_kv(f)?;
         let ok = match key {
             "name" => name.contains(want),
             "driver" => want == "local",
             "dangling" => {
-                let dangling = match want {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return Err(format!("invalid filter 'dangling={want}'").into()),
-                };
-                engine.volume_users(name)?.is_empty() == dangling
+                engine.volume_users(name)?.is_empty() == crate::format::filter_bool(key, want)?
             }
             "label" => {
                 let labels = volumes::inspect(&engine.db, &engine.root, name)?["Labels"].clone();
-                match want.split_once('=') {
-                    Some((k, v)) => labels[k].as_str() == Some(v),
-                    None => labels.get(want).is_some(),
-                }
+                crate::format::label_matches(want, |k| labels[k].as_str())
             }
             _ => return Err(format!("invalid filter '{key}'").into()),
         };
