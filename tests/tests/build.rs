@@ -1871,3 +1871,241 @@ fn run_security_modes() {
         stderr(&out)
     );
 }
+
+#[test]
+fn named_build_contexts_replace_stages_and_images() {
+    let b = Berth::new();
+    b.ok(&["tag", "busybox", "base-image"]);
+    let extra = context(&[
+        ("a.txt", "from extra\n"),
+        ("sub/b.txt", "bound\n"),
+        ("secret.txt", "not for the image\n"),
+        (".dockerignore", "secret.txt\n"),
+    ]);
+    let ctx = context(&[(
+        "Dockerfile",
+        r#"FROM scratch AS base
+FROM base
+COPY --from=extra a.txt /from-extra.txt
+COPY --from=extra . /all/
+RUN --mount=type=bind,from=extra,source=sub,target=/mnt cat /mnt/b.txt > /bound.txt
+FROM extra AS files
+FROM busybox
+COPY --from=files / /files/
+COPY --from=1 /bound.txt /from-stage-1.txt
+"#,
+    )]);
+    let extra_flag = format!("extra={}", extra.path().display());
+    let flags = [
+        "-t",
+        "named",
+        "--build-context",
+        &extra_flag,
+        // A stage of the same name is replaced too (BuildKit's rule): `FROM base` is
+        // busybox, not scratch, so its RUN has a shell.
+        "--build-context",
+        "base=docker-image://base-image",
+    ];
+    let (_, progress) = b.build(ctx.path(), &flags);
+    let read = |f: &str| {
+        std::fs::read_to_string(
+            b.find_in_layers("named", f)
+                .unwrap_or_else(|| panic!("{f}")),
+        )
+        .unwrap()
+    };
+    assert_eq!(read("/from-stage-1.txt"), "bound\n");
+    assert_eq!(read("/files/a.txt"), "from extra\n");
+    assert_eq!(read("/files/sub/b.txt"), "bound\n");
+    // The named context's own .dockerignore applies.
+    assert!(b.find_in_layers("named", "/files/secret.txt").is_none());
+    // Unchanged: every step is cached; a changed file in the named context misses.
+    let (_, again) = b.build(ctx.path(), &flags);
+    let cached = cached_steps(&again);
+    for step in [
+        "COPY --from=extra a.txt /from-extra.txt",
+        "COPY --from=extra . /all/",
+        "COPY --from=files / /files/",
+    ] {
+        assert!(
+            cached.iter().any(|c| c == step),
+            "{step} not cached:\n{again}\nfirst:\n{progress}"
+        );
+    }
+    std::fs::write(extra.path().join("sub/b.txt"), "changed\n").unwrap();
+    b.build(ctx.path(), &flags);
+    assert_eq!(read("/from-stage-1.txt"), "changed\n");
+    assert_eq!(read("/files/sub/b.txt"), "changed\n");
+    // Bad values are refused before anything is built.
+    for (flag, want) in [
+        ("Bad Name=/tmp", "invalid context name"),
+        ("x=ftp://example.com/ctx.tar", "unsupported source"),
+        ("x=/no/such/dir", "/no/such/dir"),
+    ] {
+        let out = b.run(&[
+            "build",
+            "--build-context",
+            flag,
+            ctx.path().to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{flag}");
+        assert!(stderr(&out).contains(want), "{flag}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn add_host_ulimit_and_shm_size_reach_run() {
+    let b = Berth::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN grep db /etc/hosts > /hosts; ulimit -Sn > /nofile; ulimit -Hn >> /nofile; \
+         df -k /dev/shm | tail -1 | awk '{print $2}' > /shm\n",
+    )]);
+    let flags = [
+        "-t",
+        "opts",
+        "--network",
+        "none",
+        "--add-host",
+        "db:10.9.8.7",
+        "--ulimit",
+        "nofile=123:456",
+        "--shm-size",
+        "32m",
+        "--rm",
+        "--force-rm",
+        "--load",
+        "--provenance=false",
+    ];
+    b.build(ctx.path(), &flags);
+    let read = |f: &str| std::fs::read_to_string(b.find_in_layers("opts", f).unwrap()).unwrap();
+    assert_eq!(read("/hosts"), "10.9.8.7\tdb\n");
+    assert_eq!(read("/nofile"), "123\n456\n");
+    assert_eq!(read("/shm"), "32768\n");
+    // The hosts file the RUN saw is not left in the layer (busybox has no /etc/hosts).
+    assert!(b.find_in_layers("opts", "/etc/hosts").is_none());
+    // The options are part of the RUN's key, as in BuildKit: another value runs again.
+    let (_, progress) = b.build(ctx.path(), &["-t", "opts", "--network", "none"]);
+    assert!(cached_steps(&progress).is_empty(), "{progress}");
+    for (flag, value, want) in [
+        ("--add-host", "db", "bad format for add-host"),
+        ("--add-host", "db:not-an-ip", "invalid IP address"),
+        ("--ulimit", "bogus=1", "invalid ulimit type"),
+        ("--shm-size", "0", "greater than 0"),
+    ] {
+        let out = b.run(&["build", flag, value, ctx.path().to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}");
+        assert!(
+            stderr(&out).contains(want),
+            "{flag} {value}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn metadata_file_names_the_digests() {
+    let b = Berth::new();
+    let ctx = context(&[("Dockerfile", "FROM busybox\nLABEL a=b\n")]);
+    let meta = ctx.path().with_extension("meta.json");
+    let (id, _) = b.build(
+        ctx.path(),
+        &["-t", "meta:1", "--metadata-file", meta.to_str().unwrap()],
+    );
+    let v: Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(v["containerimage.config.digest"], id.trim());
+    let digest = b.inspect("meta:1")["Descriptor"]["digest"].clone();
+    assert_eq!(v["containerimage.digest"], digest);
+    assert_eq!(v["containerimage.descriptor"]["digest"], digest);
+    assert_eq!(v["image.name"], "docker.io/library/meta:1");
+}
+
+#[test]
+fn remote_contexts_from_git_and_archive_urls() {
+    let b = Berth::new();
+    let www = tempfile::tempdir().unwrap();
+    // A repository whose `app` directory is the context.
+    let bare = www.path().join("ctx.git");
+    let work = www.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    git_in(
+        www.path(),
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    git_in(&work, &["init", "-q", "-b", "main"]);
+    git_commit_and_push(
+        &work,
+        &bare,
+        &[
+            ("app/Dockerfile", "FROM busybox\nCOPY hello.txt /hello\n"),
+            ("app/alt.Dockerfile", "FROM busybox\nCOPY hello.txt /alt\n"),
+            ("app/hello.txt", "from git\n"),
+            ("README", "not in the context\n"),
+        ],
+        "first",
+    );
+    let daemon = Server::git_daemon(www.path());
+    let repo = format!("git://127.0.0.1:{}/ctx.git#main:app", daemon.port);
+    b.ok(&["build", "-t", "fromgit", &repo]);
+    assert_eq!(file_in(&b, "fromgit", "/hello"), "from git\n");
+    // -f names a file of the remote context.
+    b.ok(&["build", "-t", "alt", "-f", "alt.Dockerfile", &repo]);
+    assert_eq!(file_in(&b, "alt", "/alt"), "from git\n");
+    // A tar.gz behind a URL is the context; a plain file behind one is the Dockerfile.
+    let src = www.path().join("tarsrc");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("Dockerfile"), "FROM busybox\nCOPY data /data\n").unwrap();
+    std::fs::write(src.join("data"), "from the archive\n").unwrap();
+    let st = Command::new("tar")
+        .args([
+            "-czf",
+            www.path().join("ctx.tar.gz").to_str().unwrap(),
+            "-C",
+        ])
+        .arg(&src)
+        .args(["Dockerfile", "data"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::write(
+        www.path().join("Dockerfile.txt"),
+        "FROM busybox\nRUN echo lone > /lone\n",
+    )
+    .unwrap();
+    let httpd = Server::httpd(www.path(), "127.0.0.1");
+    let url = |f: &str| format!("http://127.0.0.1:{}/{f}", httpd.port);
+    b.ok(&["build", "-t", "fromtar", &url("ctx.tar.gz")]);
+    assert_eq!(file_in(&b, "fromtar", "/data"), "from the archive\n");
+    b.ok(&["build", "-t", "lone", &url("Dockerfile.txt")]);
+    assert_eq!(file_in(&b, "lone", "/lone"), "lone\n");
+    // The same sources as named contexts.
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nCOPY --from=g hello.txt /g\nCOPY --from=t data /t\n",
+    )]);
+    let g = format!("g={repo}");
+    let t = format!("t={}", url("ctx.tar.gz"));
+    b.build(
+        ctx.path(),
+        &[
+            "-t",
+            "named-remote",
+            "--build-context",
+            &g,
+            "--build-context",
+            &t,
+        ],
+    );
+    assert_eq!(file_in(&b, "named-remote", "/g"), "from git\n");
+    assert_eq!(file_in(&b, "named-remote", "/t"), "from the archive\n");
+    // Nothing fetched is left in the store's work area.
+    let left: Vec<_> = std::fs::read_dir(b.root.path().join("build/work"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // A repository without the reference fails naming it.
+    let bad = format!("git://127.0.0.1:{}/ctx.git#nosuch", daemon.port);
+    let out = b.run(&["build", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nosuch"), "{}", stderr(&out));
+}

@@ -65,7 +65,9 @@ impl Proj {
     }
 
     fn write(&self, file: &str, text: &str) {
-        std::fs::write(self.dir.path().join(file), text).unwrap();
+        let path = self.dir.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
     }
 
     fn berth(&self, args: &[&str]) -> Output {
@@ -734,6 +736,40 @@ fn build_up_and_down_rmi_local() {
     assert!(
         p.berth(&["image", "inspect", IMAGE]).status.success(),
         "base image removed"
+    );
+}
+
+#[test]
+fn build_takes_additional_contexts_hosts_and_limits() {
+    let p = Proj::new(
+        "bctx",
+        "services:\n  app:\n    build:\n      context: .\n      additional_contexts:\n        extra: ./extra\n        base: docker-image://cbox:latest\n      extra_hosts:\n        db: 10.9.8.7\n      shm_size: 32m\n      ulimits:\n        nofile: 321\n      network: none\n    network_mode: none\n",
+        true,
+    );
+    p.write("extra/note.txt", "from the named context\n");
+    p.write(
+        "Dockerfile",
+        "FROM base\nCOPY --from=extra note.txt /note\n\
+         RUN grep db /etc/hosts > /hosts && ulimit -n > /nofile && df -k /dev/shm | tail -1 | awk '{print $2}' > /shm\n",
+    );
+    p.ok(&["build"]);
+    let image = format!("{}-app", p.name);
+    let out = p.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "cat",
+        "/note",
+        "/hosts",
+        "/nofile",
+        "/shm",
+    ]);
+    assert!(out.status.success(), "{}", berth_tests::stderr(&out));
+    assert_eq!(
+        berth_tests::stdout(&out),
+        "from the named context\n10.9.8.7\tdb\n321\n32768\n"
     );
 }
 

@@ -1543,3 +1543,41 @@ fn containers_on_a_user_network_reach_each_other_by_name() {
     b.ok(&["network", "rm", &net]);
     b.ok(&["network", "rm", &net2]);
 }
+
+#[test]
+fn add_host_lines_and_host_gateway_reach_etc_hosts() {
+    let b = Berth::new();
+    let hosts = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--add-host",
+        "db:10.1.2.3",
+        "--add-host",
+        "v6=[::1]",
+        "--add-host",
+        "gw:host-gateway",
+        IMAGE,
+        "cat",
+        "/etc/hosts",
+    ]);
+    let lines: Vec<&str> = hosts.lines().collect();
+    assert!(lines.contains(&"10.1.2.3\tdb"), "{hosts}");
+    assert!(lines.contains(&"::1\tv6"), "{hosts}");
+    // host-gateway is the default bridge's gateway address, as in Docker.
+    let net: Value = serde_json::from_str(&b.ok(&["network", "inspect", "bridge"])).unwrap();
+    let gateway = net[0]["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        lines.contains(&format!("{gateway}\tgw").as_str()),
+        "{hosts}"
+    );
+    for bad in ["db", "db:10.1.2", ":10.1.2.3"] {
+        let o = b.run(&["run", "--rm", "--add-host", bad, IMAGE, "true"]);
+        assert_eq!(code(&o), 125, "{bad}: {}", stderr(&o));
+        assert!(stderr(&o).contains("add-host"), "{bad}: {}", stderr(&o));
+    }
+}

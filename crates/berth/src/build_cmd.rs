@@ -5,6 +5,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use berth_build::cache_io::{self, CacheLocation, CacheSpec};
+use berth_build::executor::NamedContext;
+use berth_build::remote::Fetched;
+use berth_build::runner::RunOptions;
 use berth_build::{BuildRequest, Executor, Network};
 use berth_image::Reference;
 use berth_registry::client::{self, LocalStore, PullOptions};
@@ -16,10 +19,10 @@ pub struct BuildArgs {
     /// Name and optionally a tag (name:tag); may be repeated.
     #[arg(short = 't', long = "tag")]
     tags: Vec<String>,
-    /// Name of the Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin).
     /// Platform to build for (os/arch[/variant]); FROM pulls that platform's images.
     #[arg(long)]
     platform: Option<String>,
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile; `-` reads stdin).
     #[arg(short = 'f', long = "file")]
     file: Option<String>,
     /// Set build-time variables (KEY=VALUE, or KEY to take it from the environment).
@@ -81,7 +84,41 @@ pub struct BuildArgs {
     /// reference; repeatable.
     #[arg(long = "cache-from")]
     cache_from: Vec<String>,
-    /// Build context directory, or `-` for a tar archive (or a lone Dockerfile) on stdin.
+    /// Additional build context NAME=VALUE: a directory, a git repository or archive URL, or
+    /// docker-image://REF; `FROM NAME`, `COPY --from=NAME` and `RUN --mount=from=NAME` read
+    /// it instead of the stage or image of that name; repeatable.
+    #[arg(long = "build-context")]
+    build_contexts: Vec<String>,
+    /// Add a custom host-to-IP mapping for RUN (NAME:IP, NAME=IP or NAME:host-gateway).
+    #[arg(long = "add-host")]
+    add_hosts: Vec<String>,
+    /// Size of /dev/shm in RUN (e.g. 128m).
+    #[arg(long = "shm-size")]
+    shm_size: Option<String>,
+    /// Ulimit for RUN (NAME=SOFT[:HARD]); repeatable.
+    #[arg(long = "ulimit")]
+    ulimits: Vec<String>,
+    /// Write the build result's metadata (image and manifest digests, names) to a JSON file.
+    #[arg(long = "metadata-file")]
+    metadata_file: Option<PathBuf>,
+    /// Remove intermediate containers (always done; accepted for Docker's sake).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    rm: Option<bool>,
+    /// Always remove intermediate containers (always done; accepted for Docker's sake).
+    #[arg(long = "force-rm")]
+    force_rm: bool,
+    /// Load the image into the local store (the default; accepted for buildx's sake).
+    #[arg(long)]
+    load: bool,
+    /// Provenance attestation (berth attaches none: only "false" is honoured, other values
+    /// warn).
+    #[arg(long, value_name = "VALUE")]
+    provenance: Option<String>,
+    /// SBOM attestation (berth attaches none: only "false" is honoured, other values warn).
+    #[arg(long, value_name = "VALUE")]
+    sbom: Option<String>,
+    /// Build context: a directory, `-` for a tar archive (or a lone Dockerfile) on stdin, a
+    /// git repository (URL[#ref[:subdir]]) or the URL of a tar archive or a Dockerfile.
     context: PathBuf,
 }
 
@@ -137,10 +174,7 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         if args.file.as_deref() == Some("-") {
             anyhow::bail!("the context and the Dockerfile cannot both come from stdin");
         }
-        let dir = root
-            .join("build/work")
-            .join(format!("stdin-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
+        let dir = work_dir(root, "stdin")?;
         let guard = RemoveDir(dir.clone());
         match berth_build::copy::read_stdin_context(std::io::stdin().lock(), &dir)? {
             berth_build::copy::StdinContext::Archive => {}
@@ -148,6 +182,27 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         }
         args.context = dir;
         _stdin_ctx = Some(guard);
+    }
+    // A git repository or an archive's URL: fetched into a work directory first.
+    let mut _remote_ctx = None;
+    let source = args.context.to_string_lossy().into_owned();
+    if berth_build::remote::is_remote(&source) {
+        let dir = work_dir(root, "remote")?;
+        let guard = RemoveDir(dir.clone());
+        match berth_build::remote::fetch(&source, &dir).map_err(anyhow::Error::msg)? {
+            Fetched::Dir(d) => {
+                // In a remote context, -f names a file of the context (Docker's rule).
+                if let Some(f) = args.file.as_mut().filter(|f| *f != "-") {
+                    *f = d.join(f.trim_start_matches('/')).display().to_string();
+                }
+                args.context = d;
+            }
+            Fetched::Dockerfile(text) => {
+                stdin_dockerfile = Some(text);
+                args.context = dir;
+            }
+        }
+        _remote_ctx = Some(guard);
     }
     // Absolute, so remembered file digests are keyed by a stable path.
     if let Ok(abs) = std::fs::canonicalize(&args.context) {
@@ -196,6 +251,12 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
     }
     let cache_to = parse_cache_specs(&args.cache_to, true)?;
     let cache_from = parse_cache_specs(&args.cache_from, false)?;
+    let mut _remote_ctxs = Vec::new();
+    for (flag, v) in [("provenance", &args.provenance), ("sbom", &args.sbom)] {
+        if v.as_deref().is_some_and(|v| !matches!(v, "false" | "0")) {
+            eprintln!("WARNING: berth does not attach attestations; --{flag} ignored");
+        }
+    }
     let req = BuildRequest {
         dockerfile: text,
         file_name,
@@ -227,6 +288,8 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         secrets: secrets(&args.secrets)?,
         ssh: ssh_sockets(&args.ssh)?,
         platform: args.platform.clone(),
+        named_contexts: named_contexts(root, &args.build_contexts, &mut _remote_ctxs)?,
+        run_options: run_options(root, &args)?,
     };
     let mut store = LocalStore::open(root)?;
     let mut progress: Box<dyn Write> = if args.quiet {
@@ -275,6 +338,9 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         }
     }
     export_caches(&mut store, &built, &cache_to, &mut progress)?;
+    if let Some(f) = &args.metadata_file {
+        write_metadata(f, &built.image, &tags)?;
+    }
     if let Some(f) = &args.iidfile {
         std::fs::write(f, &id).map_err(|e| anyhow::anyhow!("write {}: {e}", f.display()))?;
     }
@@ -282,6 +348,122 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         println!("{id}");
     }
     Ok(0)
+}
+
+/// A fresh directory under the store's build work area, named after `what` and this
+/// process.
+fn work_dir(root: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = root
+        .join("build/work")
+        .join(format!("{what}-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `--build-context NAME=VALUE`s by context key; remote ones are fetched into directories
+/// that `guards` removes.
+fn named_contexts(
+    root: &Path,
+    list: &[String],
+    guards: &mut Vec<RemoveDir>,
+) -> anyhow::Result<BTreeMap<String, NamedContext>> {
+    let mut out = BTreeMap::new();
+    for item in list {
+        let (name, value) = item
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("invalid --build-context {item:?} (NAME=VALUE)"))?;
+        if !berth_build::stages::is_image_reference(name) || name.contains('@') {
+            anyhow::bail!("invalid context name {name:?} in --build-context {item:?}");
+        }
+        let ctx = if let Some(r) = value.strip_prefix("docker-image://") {
+            Reference::parse_name(r)
+                .map_err(|e| anyhow::anyhow!("invalid --build-context {item:?}: {e}"))?;
+            NamedContext::Image(r.to_string())
+        } else if berth_build::remote::is_remote(value) {
+            let dir = work_dir(root, "named")?;
+            guards.push(RemoveDir(dir.clone()));
+            match berth_build::remote::fetch(value, &dir)
+                .map_err(|e| anyhow::anyhow!("--build-context {item:?}: {e}"))?
+            {
+                Fetched::Dir(d) => NamedContext::Dir(d),
+                Fetched::Dockerfile(_) => anyhow::bail!(
+                    "--build-context {item:?}: {value} is neither an archive nor a git repository"
+                ),
+            }
+        } else if value.contains("://") {
+            anyhow::bail!(
+                "--build-context {item:?}: unsupported source (a directory, docker-image://, \
+                 a git repository or an archive's URL)"
+            );
+        } else {
+            let dir = std::fs::canonicalize(value)
+                .map_err(|e| anyhow::anyhow!("--build-context {item:?}: {value}: {e}"))?;
+            if !dir.is_dir() {
+                anyhow::bail!("--build-context {item:?}: {value} is not a directory");
+            }
+            NamedContext::Dir(dir)
+        };
+        let key = berth_build::stages::context_key(name);
+        if out.insert(key, ctx).is_some() {
+            anyhow::bail!("--build-context {name:?} is given twice");
+        }
+    }
+    Ok(out)
+}
+
+/// `--add-host`, `--shm-size` and `--ulimit` for every RUN.
+fn run_options(root: &Path, args: &BuildArgs) -> anyhow::Result<RunOptions> {
+    let mut extra_hosts = Vec::new();
+    for h in &args.add_hosts {
+        let (name, mut ip) = berth_engine::net::parse_add_host(h)?;
+        if ip == berth_engine::net::HOST_GATEWAY {
+            ip = berth_engine::net::host_gateway(root)?;
+        }
+        extra_hosts.push((name, ip));
+    }
+    let shm_size = match &args.shm_size {
+        Some(s) => match crate::containers::parse_bytes(s).map_err(anyhow::Error::msg)? {
+            n if n > 0 => Some(n as u64),
+            _ => anyhow::bail!("invalid --shm-size {s:?}: must be greater than 0"),
+        },
+        None => None,
+    };
+    let mut ulimits = Vec::new();
+    for u in &args.ulimits {
+        let (name, soft, hard) = berth_engine::spec::parse_ulimit(u)?;
+        // -1 is unlimited (RLIM_INFINITY, all ones).
+        ulimits.push((name, soft as u64, hard as u64));
+    }
+    Ok(RunOptions {
+        extra_hosts,
+        shm_size,
+        ulimits,
+    })
+}
+
+/// `--metadata-file`: buildx's keys for the image it built.
+fn write_metadata(
+    path: &Path,
+    image: &berth_build::export::Image,
+    tags: &[Reference],
+) -> anyhow::Result<()> {
+    let names: Vec<String> = tags.iter().map(|t| t.to_string()).collect();
+    let mut meta = serde_json::json!({
+        "containerimage.config.digest": image.config_digest.to_string(),
+        "containerimage.digest": image.manifest_digest.to_string(),
+        "containerimage.descriptor": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": image.manifest_digest.to_string(),
+            "size": image.manifest.len(),
+        },
+    });
+    if !names.is_empty() {
+        meta["image.name"] = serde_json::json!(names.join(","));
+    }
+    let text = serde_json::to_string_pretty(&meta)?;
+    std::fs::write(path, text + "\n").map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))
 }
 
 fn to_store(

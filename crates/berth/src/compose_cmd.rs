@@ -649,6 +649,10 @@ fn build_service(root: &Path, p: &Project, service: &str, no_cache: bool, pull: 
         argv.push("--ssh".into());
         argv.push(spec);
     }
+    for (flag, value) in b.build_context_flags() {
+        argv.push(flag.into());
+        argv.push(value);
+    }
     if no_cache || b.no_cache {
         argv.push("--no-cache".into());
     }

@@ -689,7 +689,7 @@ fn each(
     code
 }
 
-fn parse_bytes(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_bytes(s: &str) -> Result<i64, String> {
     let t = s.trim().to_ascii_lowercase();
     if t == "-1" {
         return Ok(-1);
@@ -847,6 +847,9 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
     };
     if a.rm && a.restart != "no" {
         return Err("conflicting options: cannot specify both --restart and --rm".into());
+    }
+    for h in &a.add_host {
+        berth_engine::net::parse_add_host(h).map_err(|e| e.to_string())?;
     }
     let cfg = RunConfig {
         env,

@@ -38,7 +38,7 @@ use crate::mounts::{self, MountKind, RunMount};
 use crate::relink;
 use crate::runner::{self, Network, RunSpec};
 use crate::shell::{Lexer, VarSource};
-use crate::stages::{Base, BuildOptions, Stage, StageGraph, Step};
+use crate::stages::{context_key, Base, BuildOptions, Named, Stage, StageGraph, Step};
 
 /// The PATH an image gets when its base sets none (BuildKit's default).
 pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -113,6 +113,20 @@ pub struct BuildRequest {
     pub ssh: BTreeMap<String, PathBuf>,
     /// `--platform`: the platform built for (`os/arch[/variant]`); the host's if `None`.
     pub platform: Option<String>,
+    /// `--build-context NAME=...` by [`crate::stages::context_key`] of the name.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    /// What every RUN's container gets beside the Dockerfile's own settings
+    /// (`--add-host`, `--shm-size`, `--ulimit`).
+    pub run_options: runner::RunOptions,
+}
+
+/// What a `--build-context NAME=VALUE` gives NAME.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory, read as the build context is (its own `.dockerignore` applies).
+    Dir(PathBuf),
+    /// `docker-image://REF`: that image instead of the stage or image NAME.
+    Image(String),
 }
 
 /// The built image, with every layer already in the store.
@@ -253,6 +267,8 @@ pub struct Executor<'a> {
     steps: Vec<StepRecord>,
     /// Image states read before stages fork (see [`Executor::run_level`]).
     images: HashMap<String, State>,
+    /// Local named contexts with their `.dockerignore` matchers, by context key.
+    named_dirs: HashMap<String, (PathBuf, PatternMatcher)>,
 }
 
 /// A step's scratch space: snapshot, mount and work directory, all undone on drop.
@@ -316,6 +332,21 @@ impl<'a> Executor<'a> {
     ) -> Result<Executor<'a>, BuildError> {
         let cache = Cache::open(&root.join("berth.db")).map_err(other("open the build cache"))?;
         let ignore = load_ignore(req)?;
+        let mut named_dirs = HashMap::new();
+        for (name, ctx) in &req.named_contexts {
+            if let NamedContext::Dir(dir) = ctx {
+                let patterns = match std::fs::read_to_string(dir.join(".dockerignore")) {
+                    Ok(text) => read_patterns(&text),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => {
+                        return Err(other(format!("read {}/.dockerignore", dir.display()))(e))
+                    }
+                };
+                let m = PatternMatcher::new(&patterns)
+                    .map_err(other(format!("parse {}/.dockerignore", dir.display())))?;
+                named_dirs.insert(name.clone(), (dir.clone(), m));
+            }
+        }
         // Layers are diffs of the overlay upper dir; copy mode would turn
         // every step into a full copy without whiteouts.
         let snapshots = Snapshotter::new(
@@ -342,6 +373,7 @@ impl<'a> Executor<'a> {
             stage: (None, 0),
             steps: Vec::new(),
             images: HashMap::new(),
+            named_dirs,
         })
     }
 
@@ -355,9 +387,22 @@ impl<'a> Executor<'a> {
             })?),
             None => None,
         };
+        let named_contexts = self
+            .req
+            .named_contexts
+            .iter()
+            .map(|(k, v)| {
+                let n = match v {
+                    NamedContext::Dir(_) => Named::Local,
+                    NamedContext::Image(r) => Named::Image(r.clone()),
+                };
+                (k.clone(), n)
+            })
+            .collect();
         let opts = BuildOptions {
             build_args: self.req.build_args.clone(),
             target_platform,
+            named_contexts,
             ..Default::default()
         };
         let graph = StageGraph::new(&df, &opts, &self.req.file_name)?;
@@ -508,7 +553,12 @@ impl<'a> Executor<'a> {
         Value::Object(out)
     }
 
-    fn base_state(&mut self, stage: &Stage, done: &[Option<State>]) -> Result<State, BuildError> {
+    fn base_state(
+        &mut self,
+        graph: &StageGraph,
+        stage: &Stage,
+        done: &[Option<State>],
+    ) -> Result<State, BuildError> {
         match &stage.base {
             Base::Stage(i) => {
                 let mut s = done[*i]
@@ -535,6 +585,22 @@ impl<'a> Executor<'a> {
                 })
             }
             Base::Image(name) => self.image_state(name),
+            Base::Context(name) => {
+                // BuildKit's local source as a base: an empty image whose one layer
+                // holds the directory's files, made as `COPY --from=NAME . /` would.
+                let scratch = Stage {
+                    base: Base::Scratch,
+                    ..stage.clone()
+                };
+                let mut state = self.base_state(graph, &scratch, done)?;
+                let df = crate::parse(&format!("FROM scratch\nCOPY --from={name} . /\n"), name)?;
+                let step = Step {
+                    instruction: df.instructions[1].clone(),
+                    vars: Default::default(),
+                };
+                self.copy(graph, &mut state, &step, &[], done)?;
+                Ok(state)
+            }
         }
     }
 
@@ -713,7 +779,7 @@ impl<'a> Executor<'a> {
         done: &[Option<State>],
     ) -> Result<State, BuildError> {
         self.stage = (stage.name.clone(), stage.index);
-        let mut state = self.base_state(stage, done)?;
+        let mut state = self.base_state(graph, stage, done)?;
         let total = stage.steps.len() + 1;
         let label = stage
             .name
@@ -1112,25 +1178,33 @@ impl<'a> Executor<'a> {
             .str(&args.join("\0"))
             .str(&run_env.join("\0"));
         key.str(&user).str(&cwd).str(&format!("{network:?}"));
+        let options = &self.req.run_options;
+        if !options.key().is_empty() {
+            key.str(&options.key());
+        }
         let mut bind_sources = Vec::new();
         for m in &run_mounts {
             key.str(&m.key());
+            let named = m
+                .from
+                .as_deref()
+                .and_then(|f| self.named_dirs.get(&context_key(f)));
             bind_sources.push(match (m.kind, &m.from) {
-                (MountKind::Bind, Some(f)) => {
+                (MountKind::Bind, Some(f)) if named.is_none() => {
                     let s = self.source_state(graph, f, done)?;
                     key.str(&s.key);
-                    Some(s)
+                    BindFrom::Layers(s)
                 }
-                (MountKind::Bind, None) => {
-                    let root = self.context_root(None);
+                (MountKind::Bind, _) => {
+                    let root = self.named_or_context_root(named, None);
                     let src = if m.source.is_empty() { "." } else { &m.source };
                     let sources = copy::expand_sources(&root, &[src.to_string()])
                         .map_err(|e| BuildError::Other(e.to_string()))?;
                     self.hash_context(&root, &sources, &mut key)
                         .map_err(|e| BuildError::Other(e.to_string()))?;
-                    None
+                    BindFrom::Dir(root.dir.to_path_buf())
                 }
-                _ => None,
+                _ => BindFrom::Nothing,
             });
         }
         let key = key.finish();
@@ -1195,7 +1269,7 @@ impl<'a> Executor<'a> {
                 }
                 MountKind::Bind => {
                     let src = match from {
-                        Some(s) => {
+                        BindFrom::Layers(s) => {
                             let mut view = Workspace::new(&self.snapshots, &self.root)?;
                             let vm = self
                                 .snapshots
@@ -1208,8 +1282,9 @@ impl<'a> Executor<'a> {
                             views.push(view);
                             src
                         }
-                        None => fsutil::resolve_in_root(&self.req.context, &m.source, true)
+                        BindFrom::Dir(dir) => fsutil::resolve_in_root(dir, &m.source, true)
                             .map_err(other("resolve bind source"))?,
+                        BindFrom::Nothing => continue,
                     };
                     mounts::spec_mount(&m.target, "bind", &src, &["rbind", "ro"])
                 }
@@ -1253,7 +1328,27 @@ impl<'a> Executor<'a> {
             }
             spec_mounts.push(mount);
         }
-        let binds = host_binds(&rootfs, network, &ws.dir);
+        let mut binds = host_binds(&rootfs, network, &ws.dir);
+        if !options.extra_hosts.is_empty() {
+            // `--add-host`: the hosts file the RUN would see, with the extra lines.
+            let base = binds
+                .iter()
+                .position(|(_, dst)| dst == "/etc/hosts")
+                .map(|i| binds.remove(i))
+                .and_then(|(src, _)| std::fs::read_to_string(src).ok());
+            let file = ws.dir.join("hosts");
+            std::fs::write(&file, options.hosts_file(base.as_deref()))
+                .map_err(other("write the hosts file"))?;
+            if let Some(missing) = mounts::first_missing(&rootfs, "/etc/hosts") {
+                stubs.push((missing, "/etc/hosts".to_string()));
+            }
+            spec_mounts.push(mounts::spec_mount(
+                "/etc/hosts",
+                "bind",
+                &file,
+                &["rbind", "ro"],
+            ));
+        }
         let bridge = match network {
             Network::Bridge => Some(
                 runner::BridgeNetns::new(&self.root, &ws.key, &ws.dir)
@@ -1280,6 +1375,7 @@ impl<'a> Executor<'a> {
             hostname: "berth-build".into(),
             binds,
             mounts: spec_mounts,
+            options: options.clone(),
         };
         let log = ws.dir.join("output.log");
         let code = runner::run(
@@ -1380,6 +1476,9 @@ impl<'a> Executor<'a> {
         from: &str,
         done: &[Option<State>],
     ) -> Result<State, BuildError> {
+        if let Some(NamedContext::Image(r)) = self.req.named_contexts.get(&context_key(from)) {
+            return self.image_state(r);
+        }
         match graph.find(from) {
             Some(i) => done[i]
                 .clone()
@@ -1492,9 +1591,13 @@ impl<'a> Executor<'a> {
         // Where the sources come from: another stage or image (keyed by its
         // layers, which are content-addressed), or the context (keyed by
         // the files' content and metadata).
+        // A local named context is read as the build context is, from its own directory.
+        let named_dir = from
+            .as_deref()
+            .and_then(|f| self.named_dirs.get(&context_key(f)));
         let from_state = match &from {
-            Some(f) => Some(self.source_state(graph, f, done)?),
-            None => None,
+            Some(f) if named_dir.is_none() => Some(self.source_state(graph, f, done)?),
+            _ => None,
         };
         let scratch = self.root.join("build/work").join(unique("heredoc"));
         let _cleanup = RemoveOnDrop(scratch.clone());
@@ -1538,7 +1641,7 @@ impl<'a> Executor<'a> {
                 }
             }
             None => {
-                let root = self.context_root(exclude);
+                let root = self.named_or_context_root(named_dir, exclude);
                 let sources = copy::expand_sources(&root, &patterns)
                     .map_err(|e| BuildError::Other(e.to_string()))?;
                 context_digests = self
@@ -1679,9 +1782,10 @@ impl<'a> Executor<'a> {
                     copy::copy_into(&root, &sources, &rootfs, &dest, &opts).map_err(fail)?;
                 }
                 None => {
-                    let root = self.context_root(exclude);
+                    let root = self.named_or_context_root(named_dir, exclude);
                     let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
-                    if inst.kind == Kind::Copy {
+                    // The links of an earlier copy are remembered for the build context only.
+                    if inst.kind == Kind::Copy && named_dir.is_none() {
                         // Not ADD: an archive it extracts could overwrite a file after
                         // the record of what the layer holds was taken.
                         let shape = self.copy_shape(&created_by, &wd, &dest);
@@ -1764,6 +1868,23 @@ impl<'a> Executor<'a> {
         dir.is_dir().then_some(relink::Earlier { dir, files })
     }
 
+    fn named_or_context_root<'s>(
+        &'s self,
+        named: Option<&'s (PathBuf, PatternMatcher)>,
+        exclude: Option<&'s PatternMatcher>,
+    ) -> SourceRoot<'s> {
+        match named {
+            Some((dir, ignore)) => SourceRoot {
+                dir,
+                ignore: Some(ignore),
+                keep_owner: false,
+                rootfs: false,
+                exclude,
+            },
+            None => self.context_root(exclude),
+        }
+    }
+
     fn context_root<'s>(&'s self, exclude: Option<&'s PatternMatcher>) -> SourceRoot<'s> {
         SourceRoot {
             dir: &self.req.context,
@@ -1773,6 +1894,16 @@ impl<'a> Executor<'a> {
             exclude,
         }
     }
+}
+
+/// Where a `RUN --mount=type=bind` reads from.
+enum BindFrom {
+    /// A stage or image, mounted as a view of its layers.
+    Layers(State),
+    /// The build context or a local named context.
+    Dir(PathBuf),
+    /// Not a bind mount.
+    Nothing,
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), BuildError> {

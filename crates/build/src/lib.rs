@@ -55,6 +55,8 @@
 //! 9. [`prune`] (`berth builder prune`) forgets the cache and frees the
 //!    layers and blobs only the cache used.
 //!
+//! 10. [`remote`] fetches contexts given as a git repository or an archive's URL.
+//!
 //! The executor never starts threads: base images are pulled and shared
 //! caches imported (the registry client runs a tokio runtime for the call)
 //! before the first RUN, because the runtime clones the container from this
@@ -89,6 +91,7 @@ pub mod par;
 pub mod parser;
 pub mod prune;
 pub mod relink;
+pub mod remote;
 pub mod runner;
 pub mod shell;
 pub mod stages;

@@ -46,6 +46,46 @@ impl std::str::FromStr for Network {
     }
 }
 
+/// What every RUN of one build gets from the command line (`docker build`'s
+/// `--add-host`, `--shm-size` and `--ulimit`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// `--add-host NAME:IP`, in order: extra /etc/hosts lines (`host-gateway` already
+    /// replaced by the default bridge's address).
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--shm-size` in bytes; Docker's 64 MiB when `None`.
+    pub shm_size: Option<u64>,
+    /// `--ulimit NAME=SOFT[:HARD]` as (`RLIMIT_NAME`, soft, hard).
+    pub ulimits: Vec<(String, u64, u64)>,
+}
+
+impl RunOptions {
+    /// What these settings add to a RUN's cache key: nothing when they are the
+    /// defaults, so that keys of builds without them do not change. BuildKit keys them
+    /// too (they are part of its exec op).
+    pub fn key(&self) -> String {
+        if *self == RunOptions::default() {
+            return String::new();
+        }
+        format!("{:?}", self)
+    }
+
+    /// The /etc/hosts a RUN sees when extra hosts are given: `base` (the host's file, or
+    /// localhost lines) and then one line per extra host.
+    pub fn hosts_file(&self, base: Option<&str>) -> String {
+        let mut out = base.map(str::to_string).unwrap_or_else(|| {
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".into()
+        });
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        for (name, ip) in &self.extra_hosts {
+            out.push_str(&format!("{ip}\t{name}\n"));
+        }
+        out
+    }
+}
+
 /// One RUN's process.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -65,6 +105,8 @@ pub struct RunSpec {
     pub binds: Vec<(PathBuf, String)>,
     /// `RUN --mount` mounts, as runtime-spec mount objects.
     pub mounts: Vec<Value>,
+    /// `--shm-size` and `--ulimit` (extra hosts arrive as a bind in `mounts`).
+    pub options: RunOptions,
 }
 
 /// RUN failures.
@@ -102,9 +144,23 @@ pub fn spec(run: &RunSpec, rootfs: &Path) -> Value {
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64.min(nofile_hard()), "soft": 1048576u64.min(nofile_hard())}],
         "noNewPrivileges": false,
     });
+    for (name, soft, hard) in &run.options.ulimits {
+        if let Some(list) = spec["process"]["rlimits"].as_array_mut() {
+            list.retain(|r| r["type"] != json!(name));
+            list.push(json!({"type": name, "soft": soft, "hard": hard}));
+        }
+    }
     spec["root"] = json!({"path": rootfs, "readonly": false});
     spec["hostname"] = json!(run.hostname);
     if let Some(mounts) = spec["mounts"].as_array_mut() {
+        if let Some(size) = run.options.shm_size {
+            for m in mounts.iter_mut().filter(|m| m["destination"] == "/dev/shm") {
+                if let Some(opts) = m["options"].as_array_mut() {
+                    opts.retain(|o| !o.as_str().is_some_and(|o| o.starts_with("size=")));
+                    opts.push(json!(format!("size={size}")));
+                }
+            }
+        }
         for (src, dst) in &run.binds {
             mounts.push(json!({
                 "destination": dst, "type": "bind", "source": src,
@@ -332,6 +388,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn build_options_reach_the_spec() {
+        let options = RunOptions {
+            extra_hosts: vec![("db".into(), "10.1.2.3".into())],
+            shm_size: Some(128 << 20),
+            ulimits: vec![("RLIMIT_NOFILE".into(), 100, 200)],
+        };
+        let run = RunSpec {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            network: Network::None,
+            netns: None,
+            hostname: "h".into(),
+            binds: vec![],
+            mounts: vec![],
+            options: options.clone(),
+        };
+        let s = spec(&run, Path::new("/r"));
+        let rl = s["process"]["rlimits"].as_array().unwrap();
+        assert_eq!(rl.len(), 1, "the default NOFILE limit is replaced: {rl:?}");
+        assert_eq!(rl[0]["soft"], 100);
+        assert_eq!(rl[0]["hard"], 200);
+        let shm = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap();
+        let opts: Vec<&str> = shm["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|o| o.as_str())
+            .collect();
+        assert!(opts.contains(&"size=134217728"), "{opts:?}");
+        assert_eq!(opts.iter().filter(|o| o.starts_with("size=")).count(), 1);
+        assert_eq!(
+            options.hosts_file(Some("127.0.0.1 localhost")),
+            "127.0.0.1 localhost\n10.1.2.3\tdb\n"
+        );
+        assert!(options.hosts_file(None).ends_with("\n10.1.2.3\tdb\n"));
+        assert!(RunOptions::default().key().is_empty());
+        assert!(!options.key().is_empty());
+    }
+
+    #[test]
     fn spec_has_docker_defaults() {
         let run = RunSpec {
             args: vec!["/bin/sh".into(), "-c".into(), "true".into()],
@@ -345,6 +450,7 @@ mod tests {
             hostname: "h".into(),
             binds: vec![],
             mounts: vec![],
+            options: RunOptions::default(),
         };
         let s = spec(&run, Path::new("/r"));
         assert_eq!(

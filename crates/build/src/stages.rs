@@ -108,6 +108,33 @@ pub struct BuildOptions {
     pub target_platform: Option<Platform>,
     /// Platform building; the host's when `None`.
     pub build_platform: Option<Platform>,
+    /// `--build-context NAME=...`, by [`context_key`] of the name: what a `FROM NAME`,
+    /// `COPY --from=NAME` or `RUN --mount=from=NAME` reads instead of the stage or image
+    /// of that name.
+    pub named_contexts: BTreeMap<String, Named>,
+}
+
+/// What a named build context stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Named {
+    /// `docker-image://REF`: that image.
+    Image(String),
+    /// A local directory (the executor knows where).
+    Local,
+}
+
+/// The key a name is looked up by among named contexts: BuildKit's normalisation, the
+/// familiar form of the reference without a `:latest` tag (`docker.io/library/alpine:latest`
+/// and `alpine` are the same context); names that are not references are kept as given.
+pub fn context_key(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    match berth_image::Reference::parse_name(&lower) {
+        Ok(r) => {
+            let f = r.familiar();
+            f.strip_suffix(":latest").unwrap_or(&f).to_string()
+        }
+        Err(_) => lower,
+    }
 }
 
 /// The automatic platform ARGs for a build.
@@ -148,6 +175,8 @@ pub enum Base {
     Stage(usize),
     /// An image reference.
     Image(String),
+    /// A local named build context (by [`context_key`]): its files are the base.
+    Context(String),
 }
 
 /// One instruction of a stage with the variables it sees.
@@ -418,8 +447,15 @@ impl Builder<'_> {
             None => None,
         };
         let lower = base_name.to_ascii_lowercase();
+        let named = self.opts.named_contexts.get(&context_key(&base_name));
         let base = if lower == "scratch" {
             Base::Scratch
+        } else if let Some(n) = named {
+            // A named context replaces even a stage of the same name (BuildKit's rule).
+            match n {
+                Named::Image(r) => Base::Image(r.clone()),
+                Named::Local => Base::Context(context_key(&base_name)),
+            }
         } else if let Some(i) = earlier
             .iter()
             .position(|s| s.name.as_deref() == Some(lower.as_str()))
@@ -532,6 +568,14 @@ impl Builder<'_> {
             let inst = &step.instruction;
             for reference in references(inst) {
                 let r = self.expand(&reference, &step.vars, inst.start_line)?;
+                match self.opts.named_contexts.get(&context_key(&r)) {
+                    Some(Named::Image(image)) => {
+                        images.push(image.clone());
+                        continue;
+                    }
+                    Some(Named::Local) => continue,
+                    None => {}
+                }
                 match lookup_stage(stages, &r) {
                     Some(s) => {
                         deps.insert(s);
@@ -592,8 +636,45 @@ mod tests {
                 .collect(),
             target_platform: Platform::parse("linux/arm64"),
             build_platform: Platform::parse("linux/amd64"),
+            ..Default::default()
         };
         StageGraph::new(&df, &opts, "Dockerfile")
+    }
+
+    #[test]
+    fn named_contexts_replace_stages_and_images() {
+        assert_eq!(context_key("docker.io/library/alpine:latest"), "alpine");
+        assert_eq!(context_key("Alpine:3.18"), "alpine:3.18");
+        assert_eq!(context_key("quay.io/x/y"), "quay.io/x/y");
+        let df = parse(
+            "FROM scratch AS base\nFROM base\nCOPY --from=extra a b\n\
+             FROM alpine:latest\nCOPY --from=docker.io/library/tool x y\nFROM extra\n",
+            "Dockerfile",
+        )
+        .unwrap();
+        let opts = BuildOptions {
+            named_contexts: [
+                ("base", Named::Image("busybox".into())),
+                ("extra", Named::Local),
+                ("alpine", Named::Image("bb".into())),
+                ("tool", Named::Image("t2".into())),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            ..Default::default()
+        };
+        let g = StageGraph::new(&df, &opts, "Dockerfile").unwrap();
+        assert_eq!(g.stages[1].base, Base::Image("busybox".into()));
+        assert!(
+            g.stages[1].deps.is_empty(),
+            "the named context replaces stage 0"
+        );
+        assert!(g.stages[1].images.is_empty());
+        assert_eq!(g.stages[2].base, Base::Image("bb".into()));
+        assert_eq!(g.stages[2].images, vec!["t2".to_string()]);
+        assert_eq!(g.stages[3].base, Base::Context("extra".into()));
+        assert_eq!(g.plan(None).unwrap().order, vec![3]);
     }
 
     #[test]

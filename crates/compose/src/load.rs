@@ -457,6 +457,33 @@ fn normalize_service(svc: &mut Mapping, base: &Path) -> Result<(), KeyErr> {
     Ok(())
 }
 
+/// `extra_hosts` as a mapping (`name: ip`) becomes the list form (`name:ip`).
+fn hosts_to_list(m: &mut Mapping) {
+    if let Some(Value::Mapping(h)) = m.get_mut("extra_hosts") {
+        let list = h
+            .iter()
+            .map(|(k, v)| {
+                Value::String(format!("{}:{}", key_text(k), scalar(v).unwrap_or_default()))
+            })
+            .collect();
+        m.insert("extra_hosts".into(), Value::Sequence(list));
+    }
+}
+
+/// `ulimits: {nofile: 1024}` is `{nofile: {soft: 1024, hard: 1024}}`.
+fn ulimits_to_ranges(m: &mut Mapping) {
+    if let Some(Value::Mapping(u)) = m.get_mut("ulimits") {
+        for (_, v) in u.iter_mut() {
+            if let Value::Number(n) = v {
+                let mut m = Mapping::new();
+                m.insert("soft".into(), Value::Number(n.clone()));
+                m.insert("hard".into(), Value::Number(n.clone()));
+                *v = Value::Mapping(m);
+            }
+        }
+    }
+}
+
 fn normalize_untagged(svc: &mut Mapping, base: &Path) -> Result<(), KeyErr> {
     if let Some(b) = svc.get_mut("build") {
         if let Some(ctx) = b.as_str() {
@@ -476,8 +503,22 @@ fn normalize_untagged(svc: &mut Mapping, base: &Path) -> Result<(), KeyErr> {
             let pre = |(k, m): KeyErr| (format!("build.{k}"), m);
             to_map(bm, "args").map_err(pre)?;
             to_map(bm, "labels").map_err(pre)?;
+            to_map(bm, "additional_contexts").map_err(pre)?;
+            // Local named contexts are paths from the project directory (compose-go's rule).
+            if let Some(Value::Mapping(ctxs)) = bm.get_mut("additional_contexts") {
+                for (_, v) in ctxs.iter_mut() {
+                    if let Value::String(path) = v {
+                        if !path.contains("://") {
+                            *path = absolute(base, path);
+                        }
+                    }
+                }
+            }
             str_list(bm, "cache_from", false).map_err(pre)?;
             ref_list(bm, "secrets").map_err(pre)?;
+            scalar_to_string(bm, "shm_size");
+            hosts_to_list(bm);
+            ulimits_to_ranges(bm);
         }
     }
     str_list(svc, "command", true)?;
@@ -506,15 +547,7 @@ fn normalize_untagged(svc: &mut Mapping, base: &Path) -> Result<(), KeyErr> {
     ] {
         scalar_to_string(svc, k);
     }
-    if let Some(Value::Mapping(h)) = svc.get_mut("extra_hosts") {
-        let list = h
-            .iter()
-            .map(|(k, v)| {
-                Value::String(format!("{}:{}", key_text(k), scalar(v).unwrap_or_default()))
-            })
-            .collect();
-        svc.insert("extra_hosts".into(), Value::Sequence(list));
-    }
+    hosts_to_list(svc);
     env_files(svc, base)?;
     ports(svc)?;
     volumes(svc, base)?;
@@ -526,16 +559,7 @@ fn normalize_untagged(svc: &mut Mapping, base: &Path) -> Result<(), KeyErr> {
     healthcheck(svc)?;
     ref_list(svc, "secrets")?;
     ref_list(svc, "configs")?;
-    if let Some(Value::Mapping(u)) = svc.get_mut("ulimits") {
-        for (_, v) in u.iter_mut() {
-            if let Value::Number(n) = v {
-                let mut m = Mapping::new();
-                m.insert("soft".into(), Value::Number(n.clone()));
-                m.insert("hard".into(), Value::Number(n.clone()));
-                *v = Value::Mapping(m);
-            }
-        }
-    }
+    ulimits_to_ranges(svc);
     if let Some(Value::Mapping(d)) = svc.get_mut("deploy") {
         if let Some(Value::Mapping(r)) = d.get_mut("resources") {
             for part in ["limits", "reservations"] {

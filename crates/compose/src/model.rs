@@ -515,6 +515,41 @@ pub struct WatchExec {
 impl Build {
     /// `build.ssh` as `--ssh` values: a list (`[default, "id=/path"]`) or a mapping
     /// (`{default: /path}`), as the compose spec allows.
+    /// `berth build` flags for `additional_contexts`, `extra_hosts`, `shm_size` and
+    /// `ulimits` (as the loader normalised them: a mapping, a list, a string and
+    /// `{soft, hard}` mappings).
+    pub fn build_context_flags(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(Value::Mapping(m)) = &self.additional_contexts {
+            for (k, v) in m {
+                if let (Some(k), Some(v)) = (k.as_str(), v.as_str()) {
+                    out.push(("--build-context", format!("{k}={v}")));
+                }
+            }
+        }
+        if let Some(Value::Sequence(hosts)) = &self.extra_hosts {
+            for h in hosts.iter().filter_map(Value::as_str) {
+                out.push(("--add-host", h.to_string()));
+            }
+        }
+        if let Some(size) = &self.shm_size {
+            out.push(("--shm-size", size.clone()));
+        }
+        if let Some(Value::Mapping(u)) = &self.ulimits {
+            for (k, v) in u {
+                let (Some(name), Some(soft), Some(hard)) = (
+                    k.as_str(),
+                    v.get("soft").and_then(Value::as_i64),
+                    v.get("hard").and_then(Value::as_i64),
+                ) else {
+                    continue;
+                };
+                out.push(("--ulimit", format!("{name}={soft}:{hard}")));
+            }
+        }
+        out
+    }
+
     pub fn ssh_specs(&self) -> Vec<String> {
         match &self.ssh {
             Some(Value::Sequence(items)) => items

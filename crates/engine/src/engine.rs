@@ -305,7 +305,17 @@ impl Engine {
             std::fs::write(dir.join(name), text).ctx(|| format!("write {name}"))
         };
         write("hostname", format!("{}\n", c.config.hostname))?;
-        write("hosts", net::hosts(c, None))?;
+        let gateway = if c
+            .config
+            .add_hosts
+            .iter()
+            .any(|h| net::parse_add_host(h).is_ok_and(|(_, ip)| ip == net::HOST_GATEWAY))
+        {
+            Some(net::host_gateway(&self.root)?)
+        } else {
+            None
+        };
+        write("hosts", net::hosts(c, None, gateway.as_deref()))?;
         write("resolv.conf", net::resolv_conf(c))?;
         std::fs::File::create(self.log_path(&c.id)).ctx(|| "create log".into())?;
         for m in c.config.mounts.iter().filter(|m| m.kind == "volume") {

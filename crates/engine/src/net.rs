@@ -215,13 +215,55 @@ pub fn resolv_conf(c: &Container) -> String {
     out
 }
 
-/// /etc/hosts: localhost lines, `--add-host` entries and the container's own name.
-pub fn hosts(c: &Container, own_ip: Option<&str>) -> String {
+/// The special `--add-host` address that stands for the host as containers on the
+/// default bridge reach it (Docker's `host-gateway`).
+pub const HOST_GATEWAY: &str = "host-gateway";
+
+/// One `--add-host` value, `NAME:IP` or `NAME=IP` (IPv6 addresses may be bracketed), as
+/// (name, address); the address may be [`HOST_GATEWAY`].
+pub fn parse_add_host(h: &str) -> Result<(String, String)> {
+    let (name, ip) = match h.split_once('=') {
+        Some(kv) => kv,
+        None => h
+            .split_once(':')
+            .ok_or_else(|| Error::Invalid(format!("bad format for add-host: {h:?}")))?,
+    };
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if name.is_empty() || (ip != HOST_GATEWAY && ip.parse::<std::net::IpAddr>().is_err()) {
+        return Err(Error::Invalid(format!(
+            "invalid argument {h:?} for \"--add-host\" flag: invalid IP address in add-host: {ip:?}"
+        )));
+    }
+    Ok((name.to_string(), ip.to_string()))
+}
+
+/// The address `host-gateway` stands for: the default bridge's gateway.
+pub fn host_gateway(root: &Path) -> Result<String> {
+    let net = berth_net::Net::open(root).map_err(net_err)?;
+    net.get(berth_net::DEFAULT_NETWORK)
+        .map_err(net_err)?
+        .gateway
+        .map(|g| g.to_string())
+        .ok_or_else(|| {
+            Error::Invalid(
+                "unable to resolve host-gateway: the default bridge has no gateway".into(),
+            )
+        })
+}
+
+/// /etc/hosts: localhost lines, `--add-host` entries and the container's own name;
+/// `gateway` is what `host-gateway` stands for.
+pub fn hosts(c: &Container, own_ip: Option<&str>, gateway: Option<&str>) -> String {
     let mut out = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
     for h in &c.config.add_hosts {
-        if let Some((name, ip)) = h.split_once(':') {
+        if let Ok((name, ip)) = parse_add_host(h) {
+            let ip = match (ip.as_str(), gateway) {
+                (HOST_GATEWAY, Some(g)) => g,
+                (HOST_GATEWAY, None) => continue,
+                _ => ip.as_str(),
+            };
             out.push_str(&format!("{ip}\t{name}\n"));
         }
     }

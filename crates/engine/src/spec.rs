@@ -522,23 +522,47 @@ fn devices(list: &[String]) -> Result<Value> {
 
 /// `--ulimit nofile=1024:2048`.
 fn ulimits(list: &[String]) -> Result<Vec<Value>> {
-    let mut out = Vec::new();
-    for u in list {
-        let (name, vals) = u
-            .split_once('=')
-            .ok_or_else(|| Error::Invalid(format!("invalid ulimit argument: {u}")))?;
-        let (soft, hard) = match vals.split_once(':') {
-            Some((s, h)) => (s, h),
-            None => (vals, vals),
-        };
-        let num = |v: &str| -> Result<i64> {
-            v.parse()
-                .map_err(|_| Error::Invalid(format!("invalid ulimit argument: {u}")))
-        };
-        out.push(json!({
-            "type": format!("RLIMIT_{}", name.to_ascii_uppercase()),
-            "soft": num(soft)?, "hard": num(hard)?,
-        }));
+    list.iter()
+        .map(|u| {
+            let (name, soft, hard) = parse_ulimit(u)?;
+            Ok(json!({"type": name, "soft": soft, "hard": hard}))
+        })
+        .collect()
+}
+
+/// Limits `--ulimit` may name (Docker's list, from setrlimit(2)).
+const ULIMITS: [&str; 15] = [
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// One `--ulimit NAME=SOFT[:HARD]` as (`RLIMIT_NAME`, soft, hard); -1 is unlimited.
+pub fn parse_ulimit(u: &str) -> Result<(String, i64, i64)> {
+    let invalid = || Error::Invalid(format!("invalid ulimit argument: {u}"));
+    let (name, vals) = u.split_once('=').ok_or_else(invalid)?;
+    if !ULIMITS.contains(&name) {
+        return Err(Error::Invalid(format!("invalid ulimit type: {name}")));
     }
-    Ok(out)
+    let (soft, hard) = vals.split_once(':').unwrap_or((vals, vals));
+    let num = |v: &str| -> Result<i64> { v.parse().map_err(|_| invalid()) };
+    let (soft, hard) = (num(soft)?, num(hard)?);
+    if soft > hard && hard != -1 {
+        return Err(Error::Invalid(format!(
+            "ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}"
+        )));
+    }
+    Ok((format!("RLIMIT_{}", name.to_ascii_uppercase()), soft, hard))
 }
