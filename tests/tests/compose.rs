@@ -773,6 +773,72 @@ fn build_takes_additional_contexts_hosts_and_limits() {
     );
 }
 
+#[test]
+fn namespace_cgroup_and_logging_keys_reach_the_containers() {
+    let p = Proj::new(
+        "kern",
+        r#"
+services:
+  db:
+    image: cbox
+    command: ["sh", "-c", "echo data > /data/f; echo ready > /dev/shm/x; sleep 60"]
+    ipc: shareable
+    volumes: [dbdata:/data]
+    oom_score_adj: 200
+    mem_reservation: 16m
+    logging:
+      driver: json-file
+      options: {max-size: 1m, max-file: "2"}
+    networks:
+      back: {ipv4_address: 10.231.7.9}
+  app:
+    image: cbox
+    command: ["sleep", "60"]
+    pid: service:db
+    ipc: service:db
+    volumes_from: ["db:ro"]
+    depends_on: [db]
+    networks: [back]
+volumes:
+  dbdata: {}
+networks:
+  back:
+    ipam:
+      config: [{subnet: 10.231.7.0/24}]
+"#,
+        true,
+    );
+    p.ok(&["up", "-d"]);
+    let db = format!("{}-db-1", p.name);
+    let app = format!("{}-app-1", p.name);
+    let d = p.inspect(&db);
+    assert_eq!(d["HostConfig"]["OomScoreAdj"], 200);
+    assert_eq!(d["HostConfig"]["MemoryReservation"], 16 << 20);
+    assert_eq!(d["HostConfig"]["LogConfig"]["Config"]["max-size"], "1m");
+    let ip = d["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()["IPAddress"]
+        .clone();
+    assert_eq!(ip, "10.231.7.9");
+    berth_tests::wait_for(
+        || {
+            let o = p.berth(&["exec", &app, "cat", "/dev/shm/x", "/data/f"]);
+            stdout(&o) == "ready\ndata\n"
+        },
+        "app sees db's /dev/shm and volume",
+    );
+    let ps = p.berth(&["exec", &app, "ps", "-o", "args"]);
+    // db's process and app's own: one PID namespace.
+    let sleeps = stdout(&ps).lines().filter(|l| *l == "sleep 60").count();
+    assert_eq!(sleeps, 2, "{}", stdout(&ps));
+    let o = p.berth(&["exec", &app, "touch", "/data/g"]);
+    assert!(!o.status.success(), "volumes_from :ro was writable");
+    p.ok(&["down", "-v"]);
+}
+
 /// A foreground `up` prints prefixed output and stops the project on Ctrl-C.
 #[test]
 fn foreground_up_follows_logs_and_stops_on_interrupt() {

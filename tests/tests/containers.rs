@@ -71,6 +71,15 @@ impl Berth {
         v[0].clone()
     }
 
+    /// The first subnet of a network (`10.89.1.0/24`).
+    fn inspect_network(&self, name: &str) -> String {
+        let v: Value = serde_json::from_str(&self.ok(&["network", "inspect", name])).unwrap();
+        v[0]["IPAM"]["Config"][0]["Subnet"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     fn status(&self, name: &str) -> String {
         self.inspect(name)["State"]["Status"]
             .as_str()
@@ -1579,5 +1588,442 @@ fn add_host_lines_and_host_gateway_reach_etc_hosts() {
         let o = b.run(&["run", "--rm", "--add-host", bad, IMAGE, "true"]);
         assert_eq!(code(&o), 125, "{bad}: {}", stderr(&o));
         assert!(stderr(&o).contains("add-host"), "{bad}: {}", stderr(&o));
+    }
+}
+
+/// A file of a detached container's cgroup in hierarchy `controller` (v1) or the
+/// unified one.
+fn cgroup_file(parent: &str, id: &str, controller: &str, file: &str) -> String {
+    let v1 = Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(parent)
+        .join(id)
+        .join(file);
+    let v2 = Path::new("/sys/fs/cgroup").join(parent).join(id).join(file);
+    std::fs::read_to_string(&v1)
+        .or_else(|_| std::fs::read_to_string(&v2))
+        .unwrap_or_else(|e| panic!("{}: {e}", v1.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn namespace_modes_share_what_they_name() {
+    let b = Berth::new();
+    let run = |args: &[&str]| {
+        let mut full = vec!["run", "--rm", "--network", "none"];
+        full.extend_from_slice(args);
+        b.ok(&full)
+    };
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "donor",
+        "--network",
+        "none",
+        "--ipc",
+        "shareable",
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "private",
+        "--network",
+        "none",
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    // --pid container: sees the donor's processes; --pid host sees this test.
+    let ps = run(&["--pid", "container:donor", IMAGE, "ps", "-o", "args"]);
+    assert!(ps.lines().any(|l| l == "sleep 60"), "{ps}");
+    let me = std::process::id().to_string();
+    let ps = run(&["--pid", "host", IMAGE, "ps", "-o", "pid"]);
+    assert!(
+        ps.lines().any(|l| l.trim() == me),
+        "this test's pid {me} not in: {ps}"
+    );
+    // --ipc container: of a shareable donor shares its /dev/shm and IPC namespace.
+    b.ok(&["exec", "donor", "sh", "-c", "echo shared > /dev/shm/x"]);
+    assert_eq!(
+        run(&["--ipc", "container:donor", IMAGE, "cat", "/dev/shm/x"]),
+        "shared"
+    );
+    let ns = |args: &[&str]| run(&[args, &[IMAGE, "readlink", "/proc/self/ns/ipc"]].concat());
+    let donor_ns = b.ok(&["exec", "donor", "readlink", "/proc/self/ns/ipc"]);
+    assert_eq!(ns(&["--ipc", "container:donor"]), donor_ns);
+    assert_ne!(ns(&[]), donor_ns);
+    let o = b.run(&["run", "--rm", "--ipc", "container:private", IMAGE, "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(stderr(&o).contains("non-shareable IPC"), "{}", stderr(&o));
+    // --ipc none: no /dev/shm at all.
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ipc",
+        "none",
+        IMAGE,
+        "ls",
+        "/dev/shm",
+    ]);
+    assert_ne!(code(&o), 0);
+    // --uts host: the host's name, and --hostname with it is refused.
+    let host = nix::unistd::gethostname()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert_eq!(run(&["--uts", "host", IMAGE, "hostname"]), host);
+    let o = b.run(&["run", "--rm", "--uts", "host", "-h", "x", IMAGE, "true"]);
+    assert_eq!(code(&o), 125);
+    for (flag, value) in [
+        ("--pid", "bogus"),
+        ("--ipc", "bogus"),
+        ("--uts", "bogus"),
+        ("--cgroupns", "bogus"),
+    ] {
+        let o = b.run(&["run", "--rm", flag, value, IMAGE, "true"]);
+        assert_eq!(code(&o), 125, "{flag} {value}");
+    }
+    // The donor's host-side /dev/shm goes with it.
+    let donor = b.inspect("donor")["Id"].as_str().unwrap().to_string();
+    b.ok(&["rm", "-f", "donor"]);
+    assert!(
+        berth_tests::mounts_containing(&b.root.path().join("containers").join(&donor)).is_empty()
+    );
+}
+
+#[test]
+fn cgroup_and_process_resource_flags_reach_the_kernel() {
+    let b = Berth::new();
+    let parent = format!("berth-test-{}", std::process::id());
+    let cg_parent = format!("/{parent}");
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--cgroup-parent",
+        &cg_parent,
+        "--cpu-period",
+        "50000",
+        "--cpu-quota",
+        "25000",
+        "--memory",
+        "64m",
+        "--memory-reservation",
+        "32m",
+        "--oom-score-adj",
+        "300",
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    let v2 = !Path::new("/sys/fs/cgroup/memory").exists();
+    if v2 {
+        assert_eq!(cgroup_file(&parent, &id, "", "cpu.max"), "25000 50000");
+        assert_eq!(
+            cgroup_file(&parent, &id, "", "memory.low"),
+            (32 << 20).to_string()
+        );
+    } else {
+        assert_eq!(
+            cgroup_file(&parent, &id, "cpu", "cpu.cfs_period_us"),
+            "50000"
+        );
+        assert_eq!(
+            cgroup_file(&parent, &id, "cpu", "cpu.cfs_quota_us"),
+            "25000"
+        );
+        assert_eq!(
+            cgroup_file(&parent, &id, "memory", "memory.soft_limit_in_bytes"),
+            (32 << 20).to_string()
+        );
+    }
+    assert_eq!(b.ok(&["exec", &id, "cat", "/proc/1/oom_score_adj"]), "300");
+    let h = &b.inspect(&id)["HostConfig"];
+    assert_eq!(h["CgroupParent"], cg_parent);
+    assert_eq!(h["CpuQuota"], 25000);
+    assert_eq!(h["MemoryReservation"], 32 << 20);
+    b.ok(&["rm", "-f", &id]);
+    for d in ["memory", "cpu", "pids", ""] {
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(d).join(&parent));
+    }
+    // A device rule opens a node the default rules keep shut (/dev/loop-control, 10:237).
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--cap-add",
+        "MKNOD",
+        "--device-cgroup-rule",
+        "c 10:237 rwm",
+        IMAGE,
+        "sh",
+        "-c",
+        "mknod /tmp/lc c 10 237 && head -c 0 /tmp/lc",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "mknod /tmp/lc c 10 237 && head -c 0 /tmp/lc",
+    ]);
+    assert_ne!(code(&o), 0, "the default rules must refuse 10:237");
+    for args in [
+        &["--cpus", "1", "--cpu-period", "50000"][..],
+        &["--memory-swappiness", "101"],
+        &["--oom-score-adj", "1001"],
+        &["--blkio-weight", "5"],
+        &["--memory", "32m", "--memory-reservation", "64m"],
+        &["--device-cgroup-rule", "x 1:3 rwm"],
+        &["--cgroup-parent", "../escape"],
+    ] {
+        let mut full = vec!["run", "--rm"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&[IMAGE, "true"]);
+        assert_eq!(code(&b.run(&full)), 125, "{args:?}");
+    }
+}
+
+#[test]
+fn log_options_rotate_and_none_keeps_nothing() {
+    let b = Berth::new();
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--log-opt",
+        "max-size=2k",
+        "--log-opt",
+        "max-file=3",
+        IMAGE,
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 300 ]; do echo line $i; i=$((i+1)); done",
+    ]);
+    b.ok(&["wait", &id]);
+    let log = b
+        .root
+        .path()
+        .join("containers")
+        .join(&id)
+        .join(format!("{id}-json.log"));
+    let rotated = |n: u32| PathBuf::from(format!("{}.{n}", log.display()));
+    assert!(rotated(1).exists() && rotated(2).exists() && !rotated(3).exists());
+    for f in [log.clone(), rotated(1), rotated(2)] {
+        assert!(
+            std::fs::metadata(&f).unwrap().len() <= 2048,
+            "{}",
+            f.display()
+        );
+    }
+    let logs = b.ok(&["logs", &id]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines.last(), Some(&"line 299"));
+    assert!(lines.len() < 300 && lines.len() > 50, "{}", lines.len());
+    let n: Vec<u32> = lines.iter().map(|l| l[5..].parse().unwrap()).collect();
+    assert!(n.windows(2).all(|w| w[1] == w[0] + 1), "logs out of order");
+    assert_eq!(b.ok(&["logs", "--tail", "1", &id]), "line 299");
+    assert_eq!(
+        b.inspect(&id)["HostConfig"]["LogConfig"]["Config"]["max-file"],
+        "3"
+    );
+    // --log-driver none: the output is not kept and `logs` says so.
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--log-driver",
+        "none",
+        IMAGE,
+        "echo",
+        "hi",
+    ]);
+    b.ok(&["wait", &id]);
+    let o = b.run(&["logs", &id]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("does not support reading"),
+        "{}",
+        stderr(&o)
+    );
+    for bad in [
+        &["--log-driver", "syslog"][..],
+        &["--log-opt", "max-file=2"],
+        &["--log-opt", "colour=red"],
+    ] {
+        let mut full = vec!["run", "--rm"];
+        full.extend_from_slice(bad);
+        full.extend_from_slice(&[IMAGE, "true"]);
+        assert_eq!(code(&b.run(&full)), 125, "{bad:?}");
+    }
+}
+
+#[test]
+fn volumes_from_cidfile_and_label_file() {
+    let b = Berth::new();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("h"), "bound\n").unwrap();
+    let bind = format!("{}:/host", host.path().display());
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "src",
+        "--network",
+        "none",
+        "-v",
+        "vdata:/data",
+        "-v",
+        &bind,
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    b.ok(&["exec", "src", "sh", "-c", "echo kept > /data/f"]);
+    let run = |args: &[&str]| {
+        let mut full = vec!["run", "--rm", "--network", "none"];
+        full.extend_from_slice(args);
+        b.run(&full)
+    };
+    let o = run(&[
+        "--volumes-from",
+        "src",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /data/f /host/h; echo more >> /data/f",
+    ]);
+    assert_eq!(stdout(&o), "kept\nbound\n", "{}", stderr(&o));
+    let o = run(&["--volumes-from", "src:ro", IMAGE, "touch", "/data/g"]);
+    assert_ne!(code(&o), 0, "a :ro volume was writable");
+    // A mount of its own at the same place wins.
+    let o = run(&[
+        "--volumes-from",
+        "src",
+        "-v",
+        "other:/data",
+        IMAGE,
+        "ls",
+        "/data",
+    ]);
+    assert_eq!(stdout(&o), "", "{}", stderr(&o));
+    assert_eq!(
+        code(&run(&["--volumes-from", "nosuch", IMAGE, "true"])),
+        125
+    );
+    b.ok(&["rm", "-f", "-v", "src"]);
+    // The named volume outlived both containers with the second one's write.
+    assert_eq!(
+        stdout(&run(&["-v", "vdata:/data", IMAGE, "cat", "/data/f"])),
+        "kept\nmore\n"
+    );
+    // --cidfile: written at create, and an existing file is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let cid = dir.path().join("cid");
+    let labels = dir.path().join("labels");
+    std::fs::write(&labels, "a=1\n# a comment\nb=two\n").unwrap();
+    let id = b.ok(&[
+        "create",
+        "--cidfile",
+        cid.to_str().unwrap(),
+        "--label-file",
+        labels.to_str().unwrap(),
+        "--label",
+        "b=three",
+        IMAGE,
+        "true",
+    ]);
+    assert_eq!(std::fs::read_to_string(&cid).unwrap(), id);
+    let l = &b.inspect(&id)["Config"]["Labels"];
+    assert_eq!(
+        (l["a"].as_str(), l["b"].as_str()),
+        (Some("1"), Some("three"))
+    );
+    let o = b.run(&["create", "--cidfile", cid.to_str().unwrap(), IMAGE, "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(
+        stderr(&o).contains("Container ID file found"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn network_alias_and_static_ip_on_a_user_network() {
+    let b = Berth::new();
+    let net = format!("ta{}", std::process::id());
+    b.ok(&["network", "create", &net]);
+    let subnet = b.inspect_network(&net);
+    let ip = subnet
+        .rsplit_once('.')
+        .map(|(a, _)| format!("{a}.77"))
+        .unwrap();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        &net,
+        "--ip",
+        &ip,
+        "--network-alias",
+        "web",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
+    let shown = b.inspect("srv")["NetworkSettings"]["Networks"][&net]["IPAddress"].clone();
+    assert_eq!(shown, ip.as_str());
+    let mut got = String::new();
+    wait_for(
+        || {
+            let o = b.run(&[
+                "run",
+                "--rm",
+                "--network",
+                &net,
+                IMAGE,
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                "http://web/passwd",
+            ]);
+            got = stdout(&o);
+            o.status.success()
+        },
+        "wget http://web from a peer",
+    );
+    assert!(got.starts_with("root:"), "{got}");
+    // The address is taken; --ip and aliases need a user network.
+    let o = b.run(&["run", "--rm", "--network", &net, "--ip", &ip, IMAGE, "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(stderr(&o).contains("already in use"), "{}", stderr(&o));
+    for args in [&["--ip", "10.1.2.3"][..], &["--network-alias", "x"]] {
+        let mut full = vec!["run", "--rm", "--network", "none"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&[IMAGE, "true"]);
+        assert_eq!(code(&b.run(&full)), 125, "{args:?}");
     }
 }

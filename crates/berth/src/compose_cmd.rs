@@ -542,10 +542,30 @@ fn ensure_resources(root: &Path, p: &Project) -> CmdResult {
         labels.insert(LABEL_PROJECT.to_string(), p.name.clone());
         labels.insert(LABEL_NETWORK.to_string(), key.clone());
         labels.extend(n.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // `ipam.config[0]`: the subnet (and gateway) asked for, IPv4 only.
+        let ipam = n
+            .ipam
+            .as_ref()
+            .and_then(|i| i.get("config"))
+            .and_then(|c| c.get(0));
+        let field = |k: &str| ipam.and_then(|c| c.get(k)).and_then(|v| v.as_str());
+        let subnet = field("subnet")
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| format!("network {key}: invalid subnet {s:?}"))
+            })
+            .transpose()?;
+        let gateway = field("gateway")
+            .map(|g| {
+                g.parse()
+                    .map_err(|_| format!("network {key}: invalid gateway {g:?}"))
+            })
+            .transpose()?;
         let opts = berth_net::NetworkOptions {
             internal: n.internal,
             labels,
-            ..Default::default()
+            subnet,
+            gateway,
         };
         net.create(&name, &opts)?;
         eprintln!(" Network {name}  Created");
@@ -787,7 +807,108 @@ fn run_args(
     if s.healthcheck.as_ref().is_some_and(|h| h.disable) {
         a.no_healthcheck = true;
     }
+    kernel_args(&mut a, p, s)?;
+    if s.network_mode.is_none() {
+        a.ip = s
+            .networks
+            .values()
+            .next()
+            .and_then(|n| n.as_ref())
+            .and_then(|n| n.ipv4_address.clone());
+    }
     Ok(a)
+}
+
+/// A scalar of a compose file (a number or a string) as text.
+fn scalar_text(v: &Option<berth_compose::YamlValue>) -> Option<String> {
+    match v.as_ref()? {
+        berth_compose::YamlValue::String(s) => Some(s.clone()),
+        berth_compose::YamlValue::Number(n) => Some(n.to_string()),
+        berth_compose::YamlValue::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A scalar of a compose file as a number, naming the key when it is not one.
+fn scalar_num<T: std::str::FromStr>(
+    v: &Option<berth_compose::YamlValue>,
+    key: &str,
+) -> Result<Option<T>, String> {
+    scalar_text(v)
+        .map(|t| {
+            t.parse()
+                .map_err(|_| format!("{key}: invalid number {t:?}"))
+        })
+        .transpose()
+}
+
+/// The name of a service's first container.
+fn service_container(p: &Project, svc: &str) -> String {
+    p.services
+        .get(svc)
+        .and_then(|s| s.container_name.clone())
+        .unwrap_or_else(|| format!("{}-{svc}-1", p.name))
+}
+
+/// `service:NAME` (compose's form) as the `container:` mode of that service's first
+/// container; other values as they are.
+fn service_mode(p: &Project, mode: &str) -> String {
+    match mode.strip_prefix("service:") {
+        Some(svc) => format!("container:{}", service_container(p, svc)),
+        None => mode.to_string(),
+    }
+}
+
+/// The namespace, cgroup and logging keys of a service (`pid`, `ipc`, `uts`, `cgroup`,
+/// `cgroup_parent`, `volumes_from`, `mem_reservation`, `mem_swappiness`, `cpu_period`,
+/// `cpu_quota`, `cpuset`, `oom_score_adj`, `oom_kill_disable`, `blkio_config.weight`,
+/// `device_cgroup_rules`, `logging`) as `run` flags.
+fn kernel_args(a: &mut RunArgs, p: &Project, s: &Service) -> Result<(), String> {
+    a.pid = s.pid.as_deref().map(|m| service_mode(p, m));
+    a.ipc = s.ipc.as_deref().map(|m| service_mode(p, m));
+    a.uts = scalar_text(&s.uts);
+    a.cgroupns = scalar_text(&s.cgroup);
+    a.cgroup_parent = scalar_text(&s.cgroup_parent);
+    if let Some(berth_compose::YamlValue::Sequence(list)) = &s.volumes_from {
+        for v in list.iter().filter_map(|v| v.as_str()) {
+            // `container:NAME[:mode]` names a container, `SERVICE[:mode]` a service.
+            let from = match v.strip_prefix("container:") {
+                Some(c) => c.to_string(),
+                None => match v.split_once(':') {
+                    Some((svc, mode)) => format!("{}:{mode}", service_container(p, svc)),
+                    None => service_container(p, v),
+                },
+            };
+            a.volumes_from.push(from);
+        }
+    }
+    a.memory_reservation = scalar_text(&s.mem_reservation);
+    a.memory_swappiness = scalar_num(&s.mem_swappiness, "mem_swappiness")?;
+    a.cpu_period = scalar_num(&s.cpu_period, "cpu_period")?;
+    a.cpu_quota = scalar_num(&s.cpu_quota, "cpu_quota")?;
+    a.cpuset_cpus = a.cpuset_cpus.take().or_else(|| scalar_text(&s.cpuset));
+    a.oom_score_adj = scalar_num(&s.oom_score_adj, "oom_score_adj")?;
+    a.oom_kill_disable = scalar_text(&s.oom_kill_disable).is_some_and(|v| v == "true");
+    if let Some(w) = s.blkio_config.as_ref().and_then(|b| b.get("weight")) {
+        a.blkio_weight = scalar_num(&Some(w.clone()), "blkio_config.weight")?;
+    }
+    if let Some(berth_compose::YamlValue::Sequence(rules)) = &s.device_cgroup_rules {
+        a.device_cgroup_rule = rules
+            .iter()
+            .filter_map(|r| r.as_str().map(String::from))
+            .collect();
+    }
+    if let Some(log) = &s.logging {
+        a.log_driver = log.get("driver").and_then(|d| d.as_str()).map(String::from);
+        if let Some(berth_compose::YamlValue::Mapping(opts)) = log.get("options") {
+            for (k, v) in opts {
+                if let (Some(k), Some(v)) = (k.as_str(), scalar_text(&Some(v.clone()))) {
+                    a.log_opt.push(format!("{k}={v}"));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn publish_spec(port: &berth_compose::Port) -> String {

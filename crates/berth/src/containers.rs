@@ -176,6 +176,72 @@ pub struct RunArgs {
     /// Add additional groups to join.
     #[arg(long)]
     pub group_add: Vec<String>,
+    /// Mount volumes from the specified container(s) (NAME[:ro|:rw]).
+    #[arg(long)]
+    pub volumes_from: Vec<String>,
+    /// Add network-scoped alias for the container.
+    #[arg(long)]
+    pub network_alias: Vec<String>,
+    /// IPv4 address on a user-defined network (e.g., 172.30.100.104).
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// PID namespace to use (host or container:NAME).
+    #[arg(long)]
+    pub pid: Option<String>,
+    /// IPC mode to use (none, private, shareable, host or container:NAME).
+    #[arg(long)]
+    pub ipc: Option<String>,
+    /// UTS namespace to use (host).
+    #[arg(long)]
+    pub uts: Option<String>,
+    /// Cgroup namespace to use (host or private).
+    #[arg(long)]
+    pub cgroupns: Option<String>,
+    /// Optional parent cgroup for the container.
+    #[arg(long)]
+    pub cgroup_parent: Option<String>,
+    /// Limit CPU CFS (Completely Fair Scheduler) period.
+    #[arg(long)]
+    pub cpu_period: Option<u64>,
+    /// Limit CPU CFS (Completely Fair Scheduler) quota.
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    /// MEMs in which to allow execution (0-3, 0,1).
+    #[arg(long)]
+    pub cpuset_mems: Option<String>,
+    /// Memory soft limit.
+    #[arg(long)]
+    pub memory_reservation: Option<String>,
+    /// Tune container memory swappiness (0 to 100).
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory_swappiness: Option<i64>,
+    /// Disable OOM Killer.
+    #[arg(long)]
+    pub oom_kill_disable: bool,
+    /// Tune host's OOM preferences (-1000 to 1000).
+    #[arg(long, allow_hyphen_values = true)]
+    pub oom_score_adj: Option<i32>,
+    /// Block IO (relative weight), between 10 and 1000, or 0 to disable.
+    #[arg(long)]
+    pub blkio_weight: Option<u16>,
+    /// Add a rule to the cgroup allowed devices list ('c 1:3 mr').
+    #[arg(long)]
+    pub device_cgroup_rule: Vec<String>,
+    /// Logging driver for the container (json-file, local, none).
+    #[arg(long)]
+    pub log_driver: Option<String>,
+    /// Log driver options (max-size, max-file).
+    #[arg(long)]
+    pub log_opt: Vec<String>,
+    /// Write the container ID to the file.
+    #[arg(long)]
+    pub cidfile: Option<String>,
+    /// Read in a line delimited file of labels.
+    #[arg(long)]
+    pub label_file: Vec<String>,
+    /// Suppress the pull output.
+    #[arg(short, long)]
+    pub quiet: bool,
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -690,20 +756,7 @@ fn each(
 }
 
 pub(crate) fn parse_bytes(s: &str) -> Result<i64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    if t == "-1" {
-        return Ok(-1);
-    }
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1i64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("invalid size: {s:?}"))?;
-    Ok((n * mult as f64) as i64)
+    berth_engine::units::parse_bytes(s)
 }
 
 fn parse_duration_ns(s: &str) -> Result<u64, String> {
@@ -823,6 +876,93 @@ fn parse_tmpfs(s: &str) -> MountSpec {
     }
 }
 
+/// Docker's checks of the namespace modes and the resource flags that go with them.
+fn check_modes(a: &RunArgs) -> Result<(), String> {
+    let container_or = |v: &str, ok: &[&str]| {
+        ok.contains(&v) || v.strip_prefix("container:").is_some_and(|n| !n.is_empty())
+    };
+    if let Some(p) = a.pid.as_deref().filter(|p| !container_or(p, &["", "host"])) {
+        return Err(format!("invalid PID mode: {p}"));
+    }
+    let ipc = ["", "none", "private", "shareable", "host"];
+    if let Some(m) = a.ipc.as_deref().filter(|m| !container_or(m, &ipc)) {
+        return Err(format!("invalid IPC mode: {m}"));
+    }
+    match a.uts.as_deref() {
+        None | Some("") => {}
+        Some("host") if a.hostname.is_some() => {
+            return Err("Conflicting options: hostname and the UTS mode".into())
+        }
+        Some("host") => {}
+        Some(m) => return Err(format!("invalid UTS mode: {m}")),
+    }
+    if let Some(m) = a
+        .cgroupns
+        .as_deref()
+        .filter(|m| !["", "host", "private"].contains(m))
+    {
+        return Err(format!("invalid cgroup namespace mode: {m}"));
+    }
+    if a.cgroup_parent
+        .as_deref()
+        .is_some_and(|p| p.split('/').any(|c| c == ".."))
+    {
+        return Err("invalid --cgroup-parent: .. is not allowed".into());
+    }
+    if a.cpus.is_some() && a.cpu_period.is_some() {
+        return Err("Conflicting options: Nano CPUs and CPU Period cannot both be set".into());
+    }
+    if a.cpus.is_some() && a.cpu_quota.is_some() {
+        return Err("Conflicting options: Nano CPUs and CPU Quota cannot both be set".into());
+    }
+    if a.cpu_period
+        .is_some_and(|p| !(1000..=1_000_000).contains(&p))
+    {
+        return Err(
+            "CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)"
+                .into(),
+        );
+    }
+    if a.cpu_quota.is_some_and(|q| q != -1 && q < 1000) {
+        return Err("CPU cfs quota can not be less than 1ms (i.e. 1000)".into());
+    }
+    if let Some(s) = a
+        .memory_swappiness
+        .filter(|s| *s != -1 && !(0..=100).contains(s))
+    {
+        return Err(format!(
+            "Invalid value: {s}, valid memory swappiness range is 0-100"
+        ));
+    }
+    if let Some(o) = a.oom_score_adj.filter(|o| !(-1000..=1000).contains(o)) {
+        return Err(format!(
+            "Invalid value {o}, range for oom score adj is [-1000, 1000]"
+        ));
+    }
+    if a.blkio_weight
+        .is_some_and(|w| w != 0 && !(10..=1000).contains(&w))
+    {
+        return Err("Range of blkio weight is from 10 to 1000".into());
+    }
+    let user_network = !matches!(a.network.as_str(), "bridge" | "default" | "host" | "none")
+        && !a.network.starts_with("container:");
+    if !a.network_alias.is_empty() && !user_network {
+        return Err(
+            "network-scoped alias is supported only for containers in user defined networks".into(),
+        );
+    }
+    if let Some(ip) = &a.ip {
+        if !user_network {
+            return Err(
+                "user specified IP address is supported on user defined networks only".into(),
+            );
+        }
+        ip.parse::<std::net::Ipv4Addr>()
+            .map_err(|_| format!("invalid IPv4 address: {ip}"))?;
+    }
+    Ok(())
+}
+
 fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -851,12 +991,44 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
     for h in &a.add_host {
         berth_engine::net::parse_add_host(h).map_err(|e| e.to_string())?;
     }
+    check_modes(a)?;
+    let mut labels = BTreeMap::new();
+    for f in &a.label_file {
+        labels.extend(kv(&read_env_file(f)?));
+    }
+    labels.extend(kv(&a.label));
+    let log_opts = kv(&a.log_opt);
+    let log_driver = a.log_driver.clone().unwrap_or_default();
+    berth_engine::logs::LogConfig::parse(&log_driver, &log_opts).map_err(|e| e.to_string())?;
+    for rule in &a.device_cgroup_rule {
+        berth_engine::spec::device_cgroup_rule(rule).map_err(|e| e.to_string())?;
+    }
+    let memory_reservation = a
+        .memory_reservation
+        .as_deref()
+        .map(parse_bytes)
+        .transpose()?;
+    let memory = a.memory.as_deref().map(parse_bytes).transpose()?;
+    if let (Some(m), Some(r)) = (memory, memory_reservation) {
+        if m > 0 && r > m {
+            return Err(
+                "Minimum memory limit can not be less than memory reservation limit, see usage"
+                    .into(),
+            );
+        }
+    }
+    let hostname = match (&a.hostname, a.uts.as_deref()) {
+        (None, Some("host")) => nix::unistd::gethostname()
+            .ok()
+            .map(|h| h.to_string_lossy().into_owned()),
+        (h, _) => h.clone(),
+    };
     let cfg = RunConfig {
         env,
         workdir: a.workdir.clone().unwrap_or_default(),
         user: a.user.clone().unwrap_or_default(),
         group_add: a.group_add.clone(),
-        hostname: a.hostname.clone().unwrap_or_default(),
+        hostname: hostname.unwrap_or_default(),
         domainname: a.domainname.clone().unwrap_or_default(),
         tty: a.tty,
         interactive: a.interactive,
@@ -873,7 +1045,7 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
         cap_drop: a.cap_drop.clone(),
         privileged: a.privileged,
         security_opt: a.security_opt.clone(),
-        memory: a.memory.as_deref().map(parse_bytes).transpose()?,
+        memory,
         memory_swap: a.memory_swap.as_deref().map(parse_bytes).transpose()?,
         nano_cpus: a.cpus.map(|c| (c * 1e9) as i64),
         cpu_shares: a.cpu_shares,
@@ -884,11 +1056,29 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
         restart: RestartPolicy::parse(&a.restart)?,
         stop_signal: a.stop_signal.clone().unwrap_or_default(),
         stop_timeout: a.stop_timeout,
-        labels: kv(&a.label),
+        labels,
         sysctls: kv(&a.sysctl),
         devices: a.device.clone(),
         shm_size: a.shm_size.as_deref().map(parse_bytes).transpose()?,
         auto_remove: a.rm,
+        network_aliases: a.network_alias.clone(),
+        ip: a.ip.clone(),
+        pid_mode: a.pid.clone().unwrap_or_default(),
+        ipc_mode: a.ipc.clone().unwrap_or_default(),
+        uts_mode: a.uts.clone().unwrap_or_default(),
+        cgroupns_mode: a.cgroupns.clone().unwrap_or_default(),
+        cgroup_parent: a.cgroup_parent.clone().unwrap_or_default(),
+        cpu_period: a.cpu_period,
+        cpu_quota: a.cpu_quota,
+        cpuset_mems: a.cpuset_mems.clone(),
+        memory_reservation,
+        memory_swappiness: a.memory_swappiness,
+        oom_kill_disable: a.oom_kill_disable,
+        oom_score_adj: a.oom_score_adj,
+        blkio_weight: a.blkio_weight,
+        device_cgroup_rules: a.device_cgroup_rule.clone(),
+        log_driver,
+        log_opts,
         ..Default::default()
     };
     let health = HealthConfig {
@@ -924,6 +1114,7 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
         no_healthcheck: a.no_healthcheck,
         health,
         expose: a.expose.clone(),
+        volumes_from: a.volumes_from.clone(),
     };
     Ok((cfg, req))
 }
@@ -935,6 +1126,7 @@ fn resolve_image(
     name: &str,
     policy: &str,
     platform: Option<&str>,
+    quiet: bool,
 ) -> Result<ImageInfo, String> {
     use berth_registry::client::{store::LocalStore, Error as RegErr};
     let lookup = || -> Result<Option<ImageInfo>, String> {
@@ -966,7 +1158,7 @@ fn resolve_image(
     if policy == "never" {
         return Err(format!("No such image: {name}"));
     }
-    if policy != "always" {
+    if policy != "always" && !quiet {
         eprintln!("Unable to find image '{name}' locally");
     }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -975,8 +1167,13 @@ fn resolve_image(
         .arg(root)
         .arg("pull")
         .args(platform.map(|p| format!("--platform={p}")))
+        .args(quiet.then_some("--quiet"))
         .arg(name)
-        .stdout(std::process::Stdio::from(std::io::stderr().as_fd_owned()))
+        .stdout(if quiet {
+            std::process::Stdio::null()
+        } else {
+            std::process::Stdio::from(std::io::stderr().as_fd_owned())
+        })
         .status()
         .map_err(|e| e.to_string())?;
     if !out.success() {
@@ -1020,11 +1217,22 @@ impl OwnedStderr for std::io::Stderr {
 
 pub(crate) fn create(root: &Path, a: &RunArgs) -> Result<(Engine, Container), String> {
     let (cfg, req) = run_config(a)?;
-    let image = resolve_image(root, &a.image, &a.pull, a.platform.as_deref())?;
+    if let Some(f) = a.cidfile.as_deref().filter(|f| Path::new(f).exists()) {
+        return Err(format!(
+            "Container ID file found, make sure the other container isn't running or delete {f}"
+        ));
+    }
+    let image = resolve_image(root, &a.image, &a.pull, a.platform.as_deref(), a.quiet)?;
     let mut engine = Engine::open(root).map_err(|e| e.to_string())?;
     let c = engine
         .create(&image, &req, cfg)
         .map_err(|e| e.to_string())?;
+    if let Some(f) = &a.cidfile {
+        if let Err(e) = std::fs::write(f, &c.id) {
+            let _ = engine.remove(&c.id, true, false);
+            return Err(format!("failed to write the container ID to the file: {e}"));
+        }
+    }
     Ok((engine, c))
 }
 
@@ -1410,10 +1618,14 @@ fn logs(
         Ok(c) => c,
         Err(e) => return Ok(fail(e)),
     };
+    if berth_engine::monitor::log_config(&c) == berth_engine::logs::LogConfig::None {
+        eprintln!("Error response from daemon: configured logging driver does not support reading");
+        return Ok(1);
+    }
     let path = engine.log_path(&c.id);
     let since = since.map(parse_since).transpose()?;
     let until = until.map(parse_since).transpose()?;
-    let (mut entries, mut offset) = berth_engine::logs::read_from(&path, 0)?;
+    let (mut entries, mut offset) = berth_engine::logs::read_all(&path)?;
     let keep = |e: &berth_engine::logs::Entry| {
         let t = humantime::parse_rfc3339_weak(&e.time).ok();
         since.is_none_or(|s| t.is_some_and(|t| t >= s))
@@ -1654,6 +1866,24 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
             "Sysctls": cfg.sysctls,
             "Init": cfg.init,
             "Devices": cfg.devices,
+            "PidMode": cfg.pid_mode,
+            "IpcMode": if cfg.ipc_mode.is_empty() { "private" } else { &cfg.ipc_mode },
+            "UTSMode": cfg.uts_mode,
+            "CgroupnsMode": if cfg.cgroupns_mode.is_empty() { "private" } else { &cfg.cgroupns_mode },
+            "CgroupParent": cfg.cgroup_parent,
+            "CpuPeriod": cfg.cpu_period.unwrap_or(0),
+            "CpuQuota": cfg.cpu_quota.unwrap_or(0),
+            "CpusetMems": cfg.cpuset_mems.clone().unwrap_or_default(),
+            "MemoryReservation": cfg.memory_reservation.unwrap_or(0),
+            "MemorySwappiness": cfg.memory_swappiness,
+            "OomKillDisable": cfg.oom_kill_disable,
+            "OomScoreAdj": cfg.oom_score_adj.unwrap_or(0),
+            "BlkioWeight": cfg.blkio_weight.unwrap_or(0),
+            "DeviceCgroupRules": cfg.device_cgroup_rules,
+            "LogConfig": {
+                "Type": if cfg.log_driver.is_empty() { "json-file" } else { &cfg.log_driver },
+                "Config": cfg.log_opts,
+            },
         },
         "Mounts": mounts,
         "Config": {

@@ -225,6 +225,7 @@ impl BridgeNetns {
             ports: Vec::new(),
             hosts_file: None,
             hostname: "berth-build".into(),
+            ip: None,
         })?;
         ns.attached = true;
         Ok(ns)

@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 
 pub use load::{discover, load, parse_env_file, Options, Vars};
 pub use model::*;
+/// The YAML value type of the keys the model keeps as they are written.
+pub use serde_yaml::Value as YamlValue;
 
 pub const LABEL_PROJECT: &str = "com.docker.compose.project";
 pub const LABEL_SERVICE: &str = "com.docker.compose.service";

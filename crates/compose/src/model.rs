@@ -159,7 +159,11 @@ pub struct Service {
     pub group_add: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub security_opt: Vec<String>,
-    /// Keys berth accepts and shows but does not act on.
+    /// Keys kept as written. `compose_cmd` turns `logging`, `ipc`, `pid`, `uts`,
+    /// `volumes_from`, `mem_reservation`, `mem_swappiness`, `cpu_quota`, `cpu_period`,
+    /// `cpuset`, `oom_score_adj`, `oom_kill_disable`, `cgroup`, `cgroup_parent`,
+    /// `blkio_config.weight` and `device_cgroup_rules` into `run` flags; the others are
+    /// shown but not acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logging: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -35,6 +35,8 @@ pub struct CreateRequest {
     pub health: HealthConfig,
     /// `--expose`.
     pub expose: Vec<String>,
+    /// `--volumes-from NAME[:ro|:rw]`.
+    pub volumes_from: Vec<String>,
 }
 
 /// A container process this process started and now monitors.
@@ -98,6 +100,18 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 fn umount(path: &Path) {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
 }
+
+/// Unmounts what the engine mounted for a container in its directory `dir`: the rootfs
+/// and, for `--ipc shareable`, the /dev/shm other containers may join.
+fn unmount_container(dir: &Path) {
+    umount(&dir.join("rootfs"));
+    if dir.join(SHM).exists() {
+        umount(&dir.join(SHM));
+    }
+}
+
+/// The host-side /dev/shm of a container with `--ipc shareable`, in its directory.
+const SHM: &str = "shm";
 
 fn is_mountpoint(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -204,7 +218,7 @@ impl Engine {
         }
         tracing::debug!("{}: monitor gone; marking exited", c.id);
         let _ = self.runtime.delete(&c.id, true);
-        umount(&self.dir(&c.id).join("rootfs"));
+        unmount_container(&self.dir(&c.id));
         let _ = net::release(&self.root, &c);
         self.db.update(&c.id, |c| {
             if c.state.status.is_active() && !Self::monitor_alive(&c.state) {
@@ -226,6 +240,7 @@ impl Engine {
         mut cfg: RunConfig,
     ) -> Result<Container> {
         let id = crate::names::new_id();
+        self.add_volumes_from(&mut cfg, &req.volumes_from)?;
         merge_image(&mut cfg, image, req)?;
         if cfg.hostname.is_empty() {
             cfg.hostname = id[..12].to_string();
@@ -284,6 +299,37 @@ impl Engine {
         Ok(c)
     }
 
+    /// `--volumes-from`: the volumes and binds of other containers at the same places,
+    /// read-only with `:ro`, as they are with `:rw` or nothing; a mount of the new
+    /// container's own at the same destination wins. They stay the other container's:
+    /// `rm -v` of this one leaves them.
+    fn add_volumes_from(&mut self, cfg: &mut RunConfig, from: &[String]) -> Result<()> {
+        for spec in from {
+            let (key, mode) = match spec.rsplit_once(':') {
+                Some((k, m)) if m == "ro" || m == "rw" => (k, Some(m == "ro")),
+                Some((_, m)) => {
+                    return Err(Error::Invalid(format!(
+                        "invalid mode for volumes-from: {m}"
+                    )))
+                }
+                None => (spec.as_str(), None),
+            };
+            let other = self.db.find(key)?;
+            for m in other.config.mounts.iter().filter(|m| m.kind != "tmpfs") {
+                if cfg.mounts.iter().any(|x| x.destination == m.destination) {
+                    continue;
+                }
+                let mut copy = m.clone();
+                copy.anonymous = false;
+                if let Some(ro) = mode {
+                    copy.read_only = ro;
+                }
+                cfg.mounts.push(copy);
+            }
+        }
+        Ok(())
+    }
+
     fn prepare_files(&mut self, c: &Container) -> Result<()> {
         let chain: Vec<berth_image::Digest> = c
             .config
@@ -339,7 +385,7 @@ impl Engine {
             Ok(l) => Ok(l),
             Err(e) => {
                 let _ = self.runtime.delete(&c.id, true);
-                umount(&self.dir(&c.id).join("rootfs"));
+                unmount_container(&self.dir(&c.id));
                 let _ = net::release(&self.root, &c);
                 let code = exit_code_for(&e);
                 let msg = e.to_string();
@@ -360,6 +406,83 @@ impl Engine {
         }
     }
 
+    /// The namespaces `c` shares with the host or with another running container
+    /// (`--network`, `--pid`, `--ipc` as `host` or `container:NAME`).
+    fn joins(&mut self, c: &Container) -> Result<spec::Joins> {
+        let mut j = spec::Joins::default();
+        let cfg = &c.config;
+        j.net = match net::mode(&cfg.network) {
+            net::Mode::Host => Some("host".to_string()),
+            net::Mode::Container(other) => Some(format!(
+                "/proc/{}/ns/net",
+                self.running_pid(&other, "network")?
+            )),
+            _ => None,
+        };
+        j.pid = match cfg.pid_mode.as_str() {
+            "host" => Some("host".into()),
+            m => match m.strip_prefix("container:") {
+                Some(other) => Some(format!(
+                    "/proc/{}/ns/pid",
+                    self.running_pid(other, "PID namespace")?
+                )),
+                None => None,
+            },
+        };
+        match cfg.ipc_mode.as_str() {
+            "host" => {
+                j.ipc = Some("host".into());
+                j.shm = Some("/dev/shm".into());
+            }
+            "shareable" => {
+                // /dev/shm is a tmpfs on the host side, so that a container joining this
+                // one's IPC namespace can bind the same files.
+                let shm = self.dir(&c.id).join(SHM);
+                if !is_mountpoint(&shm) {
+                    std::fs::create_dir_all(&shm).ctx(|| format!("create {}", shm.display()))?;
+                    let size = cfg.shm_size.unwrap_or(64 << 20);
+                    nix::mount::mount(
+                        Some("shm"),
+                        &shm,
+                        Some("tmpfs"),
+                        nix::mount::MsFlags::MS_NOSUID
+                            | nix::mount::MsFlags::MS_NODEV
+                            | nix::mount::MsFlags::MS_NOEXEC,
+                        Some(format!("mode=1777,size={size}").as_str()),
+                    )
+                    .map_err(|e| Error::Invalid(format!("mount /dev/shm for {}: {e}", c.id)))?;
+                }
+                j.shm = Some(shm);
+            }
+            m => {
+                if let Some(other) = m.strip_prefix("container:") {
+                    let donor = self.find(other)?;
+                    let pid = self.running_pid(other, "IPC namespace")?;
+                    if donor.config.ipc_mode != "shareable" {
+                        return Err(Error::Conflict(format!(
+                            "non-shareable IPC (hint: use --ipc shareable for the donor container {other})"
+                        )));
+                    }
+                    j.ipc = Some(format!("/proc/{pid}/ns/ipc"));
+                    // POSIX shared memory lives in /dev/shm: the donor's, not a new one.
+                    j.shm = Some(self.dir(&donor.id).join(SHM));
+                }
+            }
+        }
+        Ok(j)
+    }
+
+    /// The init pid of the running container `key`, whose `what` another one joins.
+    fn running_pid(&mut self, key: &str, what: &str) -> Result<i32> {
+        let o = self.find(key)?;
+        if o.state.status != Status::Running {
+            return Err(Error::Conflict(format!(
+                "cannot join {what} of a non running container: {key}"
+            )));
+        }
+        Ok(o.state.pid)
+    }
+
     fn launch_inner(&mut self, c: &Container, interactive: bool) -> Result<Launched> {
         let dir = self.dir(&c.id);
         let rootfs = dir.join("rootfs");
@@ -378,20 +501,8 @@ impl Engine {
                 .ctx(|| format!("mount rootfs at {}", rootfs.display()))?;
         }
         let vols = self.volume_mounts(c, &rootfs)?;
-        let netns = match net::mode(&c.config.network) {
-            net::Mode::Host => Some("host".to_string()),
-            net::Mode::Container(other) => {
-                let o = self.find(&other)?;
-                if o.state.status != Status::Running {
-                    return Err(Error::Conflict(format!(
-                        "cannot join network of a non running container: {other}"
-                    )));
-                }
-                Some(format!("/proc/{}/ns/net", o.state.pid))
-            }
-            _ => None,
-        };
-        let spec = spec::build(c, &dir, netns.as_deref(), &vols)?;
+        let joins = self.joins(c)?;
+        let spec = spec::build(c, &dir, &joins, &vols)?;
         std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
             .ctx(|| "write config.json".into())?;
         let l = if c.config.tty {
@@ -553,7 +664,7 @@ impl Engine {
         let _ = self.runtime.delete(id, true);
         let c = self.db.find(id)?;
         let _ = net::release(&self.root, &c);
-        umount(&self.dir(id).join("rootfs"));
+        unmount_container(&self.dir(id));
         self.db.update(id, |c| {
             c.state.status = Status::Exited;
             c.state.exit_code = code;
@@ -672,7 +783,7 @@ impl Engine {
         let _ = self.runtime.delete(&c.id, true);
         let _ = net::release(&self.root, c);
         let dir = self.dir(&c.id);
-        umount(&dir.join("rootfs"));
+        unmount_container(&dir);
         match self.snapshotter()?.remove(&c.id) {
             Ok(()) | Err(berth_image::SnapshotError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),

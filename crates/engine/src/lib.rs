@@ -54,6 +54,7 @@ pub mod names;
 pub mod net;
 pub mod record;
 pub mod spec;
+pub mod units;
 pub mod volumes;
 
 pub use engine::{boot_id, exit_code_for, parse_signal, CreateRequest, Engine, Launched};

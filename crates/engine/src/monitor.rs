@@ -33,6 +33,8 @@ pub struct PumpOptions {
     pub attach: Option<PathBuf>,
     /// The container was created with `-i`: attach clients may write to its stdin.
     pub attach_stdin: bool,
+    /// Where its output is kept (`--log-driver`, `--log-opt`).
+    pub log: logs::LogConfig,
 }
 
 const FORWARDED: [Signal; 6] = [
@@ -248,9 +250,16 @@ impl Drop for AttachServer {
     }
 }
 
-pub fn pump(engine: &mut Engine, c: &Container, l: Launched, opts: PumpOptions) -> Result<i32> {
+pub fn pump(engine: &mut Engine, c: &Container, l: Launched, mut opts: PumpOptions) -> Result<i32> {
     let probe = ProbeSpec::for_container(engine, c);
+    opts.log = log_config(c);
     pump_loop(&engine.log_path(&c.id), l, probe, opts)
+}
+
+/// The container's log settings (checked at create; a record that no longer parses gets
+/// the default).
+pub fn log_config(c: &Container) -> logs::LogConfig {
+    logs::LogConfig::parse(&c.config.log_driver, &c.config.log_opts).unwrap_or_default()
 }
 
 /// The loop itself: no database, no runtime, so the process running it stays small.
@@ -260,7 +269,7 @@ pub fn pump_loop(
     probe: Option<ProbeSpec>,
     opts: PumpOptions,
 ) -> Result<i32> {
-    let mut log = logs::Writer::open(log_path).unwrap_or_else(|_| logs::Writer::none());
+    let mut log = logs::Writer::open(log_path, opts.log).unwrap_or_else(|_| logs::Writer::none());
     let mut streams = vec![Stream {
         fd: l.out,
         index: 0,
@@ -550,6 +559,7 @@ pub fn main(
         let opts = PumpOptions {
             attach: Some(attach_socket(&engine, id)),
             attach_stdin: c.config.interactive,
+            log: log_config(&c),
             ..Default::default()
         };
         let code = pump_loop(&engine.log_path(id), l, probe, opts);
@@ -665,6 +675,7 @@ fn exec_loop(
         .arg(in_fd.to_string())
         .arg(if c.config.interactive { "1" } else { "0" })
         .arg(attach_socket(engine, &c.id))
+        .arg(log_config(c).to_arg())
         .exec()
 }
 
@@ -719,7 +730,7 @@ fn smaps_header(line: &str) -> Option<Option<(usize, usize)>> {
 /// The loop binary's side: the arguments `exec_loop` passed, then back to `berth`.
 pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
     use std::os::unix::process::CommandExt;
-    let [_, log, pid, pidfd, out, err, interval, kill_after, exe, root, id, delay, stdin, interactive, sock] =
+    let [_, log, pid, pidfd, out, err, interval, kill_after, exe, root, id, delay, stdin, interactive, sock, log_opts] =
         args
     else {
         eprintln!("berth-monitor: started by berth only");
@@ -759,6 +770,7 @@ pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
     let opts = PumpOptions {
         attach: Some(PathBuf::from(sock)),
         attach_stdin: interactive == "1",
+        log: logs::LogConfig::from_arg(&log_opts.to_string_lossy()),
         ..Default::default()
     };
     trim_text_pages();

@@ -91,6 +91,18 @@ fn publish(c: &Container) -> Result<Vec<berth_net::PortMapping>> {
     Ok(out)
 }
 
+/// `--ip` as an address.
+fn requested_ip(c: &Container) -> Result<Option<std::net::Ipv4Addr>> {
+    c.config
+        .ip
+        .as_deref()
+        .map(|ip| {
+            ip.parse()
+                .map_err(|_| Error::Invalid(format!("invalid IPv4 address: {ip}")))
+        })
+        .transpose()
+}
+
 /// Wires the container (init `pid`, its netns at `/proc/<pid>/ns/net`) into its network
 /// with berth-net, which also keeps its `hosts` file (in `dir`) up to date. A no-op for
 /// none/host/container: modes.
@@ -110,6 +122,7 @@ pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option
             ports: publish(c)?,
             hosts_file: Some(dir.join("hosts")),
             hostname: c.config.hostname.clone(),
+            ip: requested_ip(c)?,
         })
         .map_err(net_err)?;
     attach_extra(&net, c, pid, dir)?;
@@ -158,6 +171,7 @@ pub fn join(
         ports: Vec::new(),
         hosts_file: Some(dir.join("hosts")),
         hostname: c.config.hostname.clone(),
+        ip: None,
     })
     .map_err(|e| Error::Network(format!("network {}: {e}", link.network)))
 }

@@ -234,6 +234,48 @@ pub struct RunConfig {
     /// here so every start, including a restart by policy, attaches them again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_networks: Vec<NetworkLink>,
+    /// `--ip`: the address asked for on the first network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// `--pid`, `--ipc`, `--uts`, `--cgroupns`: empty (a namespace of its own), `host`,
+    /// `container:NAME` (pid, ipc), or Docker's other ipc modes (`private`, `shareable`,
+    /// `none`) and cgroupns `private`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pid_mode: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ipc_mode: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uts_mode: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cgroupns_mode: String,
+    /// `--cgroup-parent`: the cgroup the container's own is made under (`/berth` if empty).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cgroup_parent: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpuset_mems: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swappiness: Option<i64>,
+    #[serde(default)]
+    pub oom_kill_disable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blkio_weight: Option<u16>,
+    /// `--device-cgroup-rule 'c 1:3 mr'`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_cgroup_rules: Vec<String>,
+    /// `--log-driver`: `json-file` (also when empty) or `none`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub log_driver: String,
+    /// `--log-opt`: json-file's `max-size` and `max-file`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub log_opts: BTreeMap<String, String>,
 }
 
 /// A further network a container joins, with the names it answers to there.

@@ -252,12 +252,24 @@ fn bytes_option(n: i64) -> String {
 
 /// The spec as JSON. `rootfs` must be mounted (the user is looked up in it); `volumes`
 /// maps volume mounts to their host directories.
+/// Namespaces a container shares instead of making its own: `Some("host")` for the host's
+/// (no namespace of that kind in the spec), `Some(path)` for another process's.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Joins {
+    pub net: Option<String>,
+    pub pid: Option<String>,
+    pub ipc: Option<String>,
+    /// The /dev/shm to bind instead of a tmpfs of its own (the host's or the IPC peer's).
+    pub shm: Option<PathBuf>,
+}
+
 pub fn build(
     c: &Container,
     dir: &Path,
-    netns: Option<&str>,
+    joins: &Joins,
     volumes: &[(MountSpec, PathBuf)],
 ) -> Result<Value> {
+    let netns = joins.net.as_deref();
     let cfg = &c.config;
     let rootfs = dir.join("rootfs");
     let (uid, gid, extra) = resolve_user(&rootfs, &cfg.user, &cfg.group_add)?;
@@ -270,8 +282,16 @@ pub fn build(
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", bytes_option(shm)]}),
     ];
+    match (&joins.shm, cfg.ipc_mode.as_str()) {
+        (Some(src), _) => mounts.push(json!({"destination": "/dev/shm", "type": "bind",
+            "source": src, "options": ["rbind", "rprivate"]})),
+        (None, "none") => {}
+        (None, _) => mounts.push(
+            json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", bytes_option(shm)]}),
+        ),
+    }
     for f in ["resolv.conf", "hostname", "hosts"] {
         mounts.push(json!({"destination": format!("/etc/{f}"), "type": "bind",
             "source": dir.join(f), "options": ["rbind", "rprivate"]}));
@@ -297,17 +317,22 @@ pub fn build(
         }
         mounts.push(json!({"destination": m.destination, "type": "tmpfs", "source": "tmpfs", "options": opts}));
     }
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
-    ];
-    match netns {
-        Some("host") => {}
-        Some(path) => namespaces.push(json!({"type": "network", "path": path})),
-        None => namespaces.push(json!({"type": "network"})),
+    let mut namespaces = Vec::new();
+    let uts_host = cfg.uts_mode == "host";
+    let cgroup_host = cfg.cgroupns_mode == "host";
+    for (kind, join) in [
+        ("pid", joins.pid.as_deref()),
+        ("ipc", joins.ipc.as_deref()),
+        ("uts", uts_host.then_some("host")),
+        ("mount", None),
+        ("cgroup", cgroup_host.then_some("host")),
+        ("network", netns),
+    ] {
+        match join {
+            Some("host") => {}
+            Some(path) => namespaces.push(json!({"type": kind, "path": path})),
+            None => namespaces.push(json!({"type": kind})),
+        }
     }
     let mut env = vec![];
     let has = |k: &str| cfg.env.iter().any(|e| e.split('=').next() == Some(k));
@@ -341,9 +366,12 @@ pub fn build(
     if !rlimits.is_empty() {
         process["rlimits"] = json!(rlimits);
     }
+    if let Some(adj) = cfg.oom_score_adj {
+        process["oomScoreAdj"] = json!(adj);
+    }
     let mut linux = json!({
         "namespaces": namespaces,
-        "cgroupsPath": format!("/berth/{}", c.id),
+        "cgroupsPath": cgroups_path(c),
         "resources": resources_json(c)?,
     });
     if !cfg.privileged {
@@ -376,7 +404,7 @@ pub fn build(
     if cfg.init {
         annotations.insert("org.berth.init".into(), json!("true"));
     }
-    Ok(json!({
+    let mut spec = json!({
         "ociVersion": "1.2.0",
         "process": process,
         "root": {"path": "rootfs", "readonly": cfg.read_only},
@@ -384,7 +412,48 @@ pub fn build(
         "mounts": mounts,
         "linux": linux,
         "annotations": annotations,
-    }))
+    });
+    if uts_host {
+        // The host's UTS namespace: setting a hostname would rename the host.
+        if let Some(o) = spec.as_object_mut() {
+            o.remove("hostname");
+        }
+    }
+    Ok(spec)
+}
+
+/// The container's cgroup: `/berth/<id>`, or under `--cgroup-parent`.
+pub fn cgroups_path(c: &Container) -> String {
+    let parent = match c.config.cgroup_parent.trim_end_matches('/') {
+        "" => "/berth",
+        p => p,
+    };
+    let sep = if parent.starts_with('/') { "" } else { "/" };
+    format!("{sep}{parent}/{}", c.id)
+}
+
+/// A `--device-cgroup-rule` (`TYPE MAJOR:MINOR ACCESS`, `*` for any number) as a
+/// runtime-spec device rule.
+pub fn device_cgroup_rule(rule: &str) -> Result<Value> {
+    let bad = || Error::Invalid(format!("invalid device cgroup rule format: {rule:?}"));
+    let parts: Vec<&str> = rule.split_whitespace().collect();
+    let [kind, numbers, access] = parts[..] else {
+        return Err(bad());
+    };
+    if !matches!(kind, "a" | "b" | "c")
+        || access.is_empty()
+        || !access.chars().all(|c| "rwm".contains(c))
+    {
+        return Err(bad());
+    }
+    let (major, minor) = numbers.split_once(':').ok_or_else(bad)?;
+    let mut out = json!({"allow": true, "type": kind, "access": access});
+    for (key, n) in [("major", major), ("minor", minor)] {
+        if n != "*" {
+            out[key] = json!(n.parse::<i64>().map_err(|_| bad())?);
+        }
+    }
+    Ok(out)
 }
 
 /// The seccomp profile: Docker's default unless `--privileged` or
@@ -431,6 +500,15 @@ pub fn resources_json(c: &Container) -> Result<Value> {
         };
         mem["swap"] = json!(swap);
     }
+    if let Some(r) = cfg.memory_reservation {
+        mem["reservation"] = json!(r);
+    }
+    if let Some(s) = cfg.memory_swappiness.filter(|s| *s >= 0) {
+        mem["swappiness"] = json!(s);
+    }
+    if cfg.oom_kill_disable {
+        mem["disableOOMKiller"] = json!(true);
+    }
     if mem.as_object().is_some_and(|o| !o.is_empty()) {
         r["memory"] = mem;
     }
@@ -445,11 +523,23 @@ pub fn resources_json(c: &Container) -> Result<Value> {
     if let Some(s) = &cfg.cpuset_cpus {
         cpu["cpus"] = json!(s);
     }
+    if let Some(p) = cfg.cpu_period {
+        cpu["period"] = json!(p);
+    }
+    if let Some(q) = cfg.cpu_quota {
+        cpu["quota"] = json!(q);
+    }
+    if let Some(m) = &cfg.cpuset_mems {
+        cpu["mems"] = json!(m);
+    }
     if cpu.as_object().is_some_and(|o| !o.is_empty()) {
         r["cpu"] = cpu;
     }
     if let Some(p) = cfg.pids_limit {
         r["pids"] = json!({"limit": p});
+    }
+    if let Some(w) = cfg.blkio_weight.filter(|w| *w > 0) {
+        r["blockIO"] = json!({"weight": w});
     }
     let mut devs = vec![json!({"allow": false, "access": "rwm"})];
     // Docker's default rules: mknod anything, use the standard nodes, ptys and tun.
@@ -471,6 +561,9 @@ pub fn resources_json(c: &Container) -> Result<Value> {
         if let Some((major, minor, kind)) = device_numbers(d.split(':').next().unwrap_or(d)) {
             devs.push(json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": "rwm"}));
         }
+    }
+    for rule in &cfg.device_cgroup_rules {
+        devs.push(device_cgroup_rule(rule)?);
     }
     r["devices"] = json!(devs);
     Ok(r)

@@ -267,6 +267,8 @@ pub struct Attach {
     /// The container's hosts file (bind-mounted on its /etc/hosts), kept up to date.
     pub hosts_file: Option<PathBuf>,
     pub hostname: String,
+    /// `--ip`: this address rather than the next free one (user-defined networks only).
+    pub ip: Option<Ipv4Addr>,
 }
 
 #[derive(Serialize)]

@@ -395,6 +395,52 @@ fn remove_locked(tx: &Transaction, net: &Network) -> Result<()> {
     store::delete_network(tx, &net.id)
 }
 
+/// Checks an address asked for with `--ip`: inside the subnet, not its network, broadcast
+/// or gateway address, and free.
+fn requested_ip(
+    net: &Network,
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    ip: Ipv4Addr,
+    used: &HashSet<Ipv4Addr>,
+) -> Result<()> {
+    if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
+        return Err(NetError::Invalid(format!(
+            "no configured subnet contains IP address {ip} in network {}",
+            net.name
+        )));
+    }
+    if ip == gateway || used.contains(&ip) {
+        return Err(NetError::Invalid(format!(
+            "address {ip} is already in use in network {}",
+            net.name
+        )));
+    }
+    Ok(())
+}
+
+/// The next free address; on the shared default bridge also leased host-wide, since
+/// another root may take the same address between our look and our take.
+fn allocate_shared(
+    net: &Network,
+    subnet: Ipv4Net,
+    gateway: Ipv4Addr,
+    used: &mut HashSet<Ipv4Addr>,
+    last: Option<Ipv4Addr>,
+    req: &Attach,
+    netns: &str,
+) -> Result<Ipv4Addr> {
+    let shared = net.name == DEFAULT_NETWORK;
+    loop {
+        let ip = allocate(subnet, gateway, used, last)
+            .ok_or_else(|| NetError::Exhausted(net.name.clone()))?;
+        if !shared || leases::take(&net.bridge, ip, &req.container_id, netns)? {
+            return Ok(ip);
+        }
+        used.insert(ip);
+    }
+}
+
 /// Chooses address, interface name, ports and link names for a new endpoint.
 fn plan_endpoint(tx: &Transaction, net: &Network, req: &Attach) -> Result<EndpointRow> {
     let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
@@ -431,15 +477,19 @@ fn plan_endpoint(tx: &Transaction, net: &Network, req: &Attach) -> Result<Endpoi
     if shared {
         used.extend(leases::taken(&net.bridge, netns_alive)?);
     }
-    let ip = loop {
-        let ip = allocate(subnet, gateway, &used, last)
-            .ok_or_else(|| NetError::Exhausted(net.name.clone()))?;
-        // Another root may lease the same address between our look and our take.
-        if !shared || leases::take(&net.bridge, ip, &req.container_id, &netns)? {
-            break ip;
+    let ip = match req.ip {
+        Some(_) if shared => {
+            return Err(NetError::Invalid(
+                "user specified IP address is supported on user defined networks only".into(),
+            ))
         }
-        used.insert(ip);
+        Some(ip) => {
+            requested_ip(net, subnet, gateway, ip, &used)?;
+            ip
+        }
+        None => allocate_shared(net, subnet, gateway, &mut used, last, req, &netns)?,
     };
+
     store::set_last_ip(tx, &net.id, ip)?;
     let o = ip.octets();
     let hosts_file = req
