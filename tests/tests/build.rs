@@ -1489,18 +1489,24 @@ fn git_commit_and_push(work: &Path, bare: &Path, files: &[(&str, &str)], msg: &s
     git_in(bare, &["update-server-info"]);
 }
 
+/// A bare repository `www/NAME` (branch main) and a work tree pushing to it.
+fn bare_and_work(www: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let bare = www.join(name);
+    let work = www.join(format!("{name}-work"));
+    std::fs::create_dir_all(&work).unwrap();
+    git_in(
+        www,
+        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+    );
+    git_in(&work, &["init", "-q", "-b", "main"]);
+    (bare, work)
+}
+
 #[test]
 fn add_takes_git_repositories_by_ref_and_subdir() {
     let b = Berth::new();
     let www = tempfile::tempdir().unwrap();
-    let bare = www.path().join("repo.git");
-    let work = www.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git_in(
-        www.path(),
-        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
-    );
-    git_in(&work, &["init", "-q", "-b", "main"]);
+    let (bare, work) = bare_and_work(www.path(), "repo.git");
     git_commit_and_push(
         &work,
         &bare,
@@ -2025,14 +2031,7 @@ fn remote_contexts_from_git_and_archive_urls() {
     let b = Berth::new();
     let www = tempfile::tempdir().unwrap();
     // A repository whose `app` directory is the context.
-    let bare = www.path().join("ctx.git");
-    let work = www.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    git_in(
-        www.path(),
-        &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
-    );
-    git_in(&work, &["init", "-q", "-b", "main"]);
+    let (bare, work) = bare_and_work(www.path(), "ctx.git");
     git_commit_and_push(
         &work,
         &bare,

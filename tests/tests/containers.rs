@@ -108,6 +108,41 @@ fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
+/// What `wget URL` prints in a new container on `net`, once it succeeds (a server may
+/// still be starting).
+fn wget_from_peer(b: &Berth, net: &str, url: &str) -> String {
+    let mut got = String::new();
+    wait_for(
+        || {
+            let o = b.run(&[
+                "run",
+                "--rm",
+                "--network",
+                net,
+                IMAGE,
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                url,
+            ]);
+            got = stdout(&o);
+            o.status.success()
+        },
+        &format!("wget {url} from a peer"),
+    );
+    got
+}
+
+/// Asserts that `run --rm FLAGS IMAGE true` is refused as Docker refuses bad flags (125).
+fn assert_refused(b: &Berth, flags: &[&str]) {
+    let mut full = vec!["run", "--rm"];
+    full.extend_from_slice(flags);
+    full.extend_from_slice(&[IMAGE, "true"]);
+    let o = b.run(&full);
+    assert_eq!(code(&o), 125, "{flags:?}: {}", stderr(&o));
+}
+
 #[test]
 fn exit_codes_are_dockers() {
     let b = Berth::new();
@@ -1500,26 +1535,7 @@ fn containers_on_a_user_network_reach_each_other_by_name() {
         "-h",
         "/etc",
     ]);
-    let mut got = String::new();
-    wait_for(
-        || {
-            let o = b.run(&[
-                "run",
-                "--rm",
-                "--network",
-                &net,
-                IMAGE,
-                "wget",
-                "-q",
-                "-O",
-                "-",
-                "http://srv/hostname",
-            ]);
-            got = stdout(&o);
-            o.status.success()
-        },
-        "wget http://srv from a peer",
-    );
+    let got = wget_from_peer(&b, &net, "http://srv/hostname");
     assert_eq!(got.trim(), &id[..12]);
     let inspect: Value = serde_json::from_str(&b.ok(&["network", "inspect", &net])).unwrap();
     assert!(
@@ -1688,8 +1704,7 @@ fn namespace_modes_share_what_they_name() {
         ("--uts", "bogus"),
         ("--cgroupns", "bogus"),
     ] {
-        let o = b.run(&["run", "--rm", flag, value, IMAGE, "true"]);
-        assert_eq!(code(&o), 125, "{flag} {value}");
+        assert_refused(&b, &[flag, value]);
     }
     // The donor's host-side /dev/shm goes with it.
     let donor = b.inspect("donor")["Id"].as_str().unwrap().to_string();
@@ -1791,10 +1806,7 @@ fn cgroup_and_process_resource_flags_reach_the_kernel() {
         &["--device-cgroup-rule", "x 1:3 rwm"],
         &["--cgroup-parent", "../escape"],
     ] {
-        let mut full = vec!["run", "--rm"];
-        full.extend_from_slice(args);
-        full.extend_from_slice(&[IMAGE, "true"]);
-        assert_eq!(code(&b.run(&full)), 125, "{args:?}");
+        assert_refused(&b, args);
     }
 }
 
@@ -1867,10 +1879,7 @@ fn log_options_rotate_and_none_keeps_nothing() {
         &["--log-opt", "max-file=2"],
         &["--log-opt", "colour=red"],
     ] {
-        let mut full = vec!["run", "--rm"];
-        full.extend_from_slice(bad);
-        full.extend_from_slice(&[IMAGE, "true"]);
-        assert_eq!(code(&b.run(&full)), 125, "{bad:?}");
+        assert_refused(&b, bad);
     }
 }
 
@@ -1995,35 +2004,16 @@ fn network_alias_and_static_ip_on_a_user_network() {
     ]);
     let shown = b.inspect("srv")["NetworkSettings"]["Networks"][&net]["IPAddress"].clone();
     assert_eq!(shown, ip.as_str());
-    let mut got = String::new();
-    wait_for(
-        || {
-            let o = b.run(&[
-                "run",
-                "--rm",
-                "--network",
-                &net,
-                IMAGE,
-                "wget",
-                "-q",
-                "-O",
-                "-",
-                "http://web/passwd",
-            ]);
-            got = stdout(&o);
-            o.status.success()
-        },
-        "wget http://web from a peer",
-    );
+    let got = wget_from_peer(&b, &net, "http://web/passwd");
     assert!(got.starts_with("root:"), "{got}");
     // The address is taken; --ip and aliases need a user network.
     let o = b.run(&["run", "--rm", "--network", &net, "--ip", &ip, IMAGE, "true"]);
     assert_eq!(code(&o), 125);
     assert!(stderr(&o).contains("already in use"), "{}", stderr(&o));
-    for args in [&["--ip", "10.1.2.3"][..], &["--network-alias", "x"]] {
-        let mut full = vec!["run", "--rm", "--network", "none"];
-        full.extend_from_slice(args);
-        full.extend_from_slice(&[IMAGE, "true"]);
-        assert_eq!(code(&b.run(&full)), 125, "{args:?}");
+    for args in [
+        &["--network", "none", "--ip", "10.1.2.3"][..],
+        &["--network", "none", "--network-alias", "x"],
+    ] {
+        assert_refused(&b, args);
     }
 }

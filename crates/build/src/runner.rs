@@ -388,15 +388,9 @@ impl Drop for Redirect {
 mod tests {
     use super::*;
 
-    #[test]
-    fn build_options_reach_the_spec() {
-        let options = RunOptions {
-            extra_hosts: vec![("db".into(), "10.1.2.3".into())],
-            shm_size: Some(128 << 20),
-            ulimits: vec![("RLIMIT_NOFILE".into(), 100, 200)],
-        };
-        let run = RunSpec {
-            args: vec!["true".into()],
+    fn test_spec() -> RunSpec {
+        RunSpec {
+            args: vec!["/bin/sh".into(), "-c".into(), "true".into()],
             env: vec![],
             cwd: "/".into(),
             uid: 0,
@@ -407,7 +401,20 @@ mod tests {
             hostname: "h".into(),
             binds: vec![],
             mounts: vec![],
+            options: RunOptions::default(),
+        }
+    }
+
+    #[test]
+    fn build_options_reach_the_spec() {
+        let options = RunOptions {
+            extra_hosts: vec![("db".into(), "10.1.2.3".into())],
+            shm_size: Some(128 << 20),
+            ulimits: vec![("RLIMIT_NOFILE".into(), 100, 200)],
+        };
+        let run = RunSpec {
             options: options.clone(),
+            ..test_spec()
         };
         let s = spec(&run, Path::new("/r"));
         let rl = s["process"]["rlimits"].as_array().unwrap();
@@ -440,18 +447,10 @@ mod tests {
     #[test]
     fn spec_has_docker_defaults() {
         let run = RunSpec {
-            args: vec!["/bin/sh".into(), "-c".into(), "true".into()],
             env: vec!["PATH=/bin".into()],
-            cwd: "/".into(),
             uid: 5,
             gid: 6,
-            additional_gids: vec![],
-            network: Network::None,
-            netns: None,
-            hostname: "h".into(),
-            binds: vec![],
-            mounts: vec![],
-            options: RunOptions::default(),
+            ..test_spec()
         };
         let s = spec(&run, Path::new("/r"));
         assert_eq!(
