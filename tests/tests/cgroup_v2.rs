@@ -39,14 +39,17 @@ fn controllers() -> String {
 
 #[test]
 fn pure_v2_layout_is_detected_and_used() {
+    let root = tempfile::tempdir().unwrap();
     let mut c = Command::new("unshare");
     c.args(["-m", "--propagation", "private", "sh", "-c", PURE_V2, "sh"])
         .arg(bin_dir().join("berth"))
+        .arg("--root")
+        .arg(root.path())
         .args(["info", "--format", "json"]);
     let out = output(&mut c);
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", stderr(&out)));
-    assert_eq!(v["cgroupVersion"], "v2");
+    assert_eq!(v["CgroupVersion"], "2");
 }
 
 #[test]

@@ -2017,3 +2017,98 @@ fn network_alias_and_static_ip_on_a_user_network() {
         assert_refused(&b, args);
     }
 }
+
+#[test]
+fn system_df_prune_info_and_version() {
+    let b = Berth::new();
+    let v: Value = serde_json::from_str(&b.ok(&["version", "--format", "json"])).unwrap();
+    assert_eq!(v["Client"]["Version"], v["Server"]["Version"]);
+    assert_eq!(b.ok(&["version", "-f", "{{.Client.ApiVersion}}"]), "1.41");
+    // A running container with 1 MB in its writable layer and 500 kB in a volume, a
+    // stopped one, an unused anonymous volume and an unused network.
+    let running = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-v",
+        "used:/d",
+        IMAGE,
+        "sh",
+        "-c",
+        "head -c 1000000 /dev/zero > /big; head -c 500000 /dev/zero > /d/x; sleep 60",
+    ]);
+    wait_for(
+        || b.ok(&["exec", &running, "ls", "/d"]).contains('x'),
+        "the volume's file",
+    );
+    b.ok(&[
+        "run",
+        "--network",
+        "none",
+        "-v",
+        "/anon",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo hi > /anon/f",
+    ]);
+    let net = format!("tp{}", std::process::id());
+    b.ok(&["network", "create", &net]);
+    let info: Value = serde_json::from_str(&b.ok(&["info", "--format", "json"])).unwrap();
+    assert_eq!(info["Containers"], 2);
+    assert_eq!(info["ContainersRunning"], 1);
+    assert_eq!(info["ContainersStopped"], 1);
+    assert_eq!(info["Images"], 1);
+    assert_eq!(b.ok(&["info", "-f", "{{.Driver}}"]), "overlay2");
+    let df: Vec<Value> = b
+        .ok(&["system", "df", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let row = |t: &str| df.iter().find(|r| r["Type"] == t).unwrap().clone();
+    assert_eq!(
+        (
+            row("Images")["TotalCount"].clone(),
+            row("Images")["Active"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    assert_eq!(row("Containers")["TotalCount"], 2);
+    assert_eq!(row("Containers")["Active"], 1);
+    assert_eq!(row("Containers")["Size"], "1MB");
+    // used, /anon, and the image's VOLUME for each container; every one is linked to a
+    // container, stopped or not (Docker's count).
+    assert_eq!(row("Local Volumes")["TotalCount"], 4);
+    assert_eq!(row("Local Volumes")["Active"], 4);
+    assert_eq!(row("Local Volumes")["Size"], "500kB");
+    let table = b.ok(&["system", "df"]);
+    assert!(table.starts_with("TYPE"), "{table}");
+    // Prune: the stopped container, the network and (with --volumes) the anonymous
+    // volume go; the running container, its volume and its image stay.
+    let out = b.ok(&["system", "prune", "-f", "--volumes"]);
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    assert!(out.contains(&format!("Deleted Networks:\n{net}")), "{out}");
+    assert!(out.contains("Deleted Volumes:"), "{out}");
+    assert!(out.contains("Total reclaimed space:"), "{out}");
+    assert_eq!(b.ok(&["ps", "-aq", "--no-trunc"]), running);
+    // What the running container uses stays: `used` and its own VOLUME.
+    let vols = b.ok(&["volume", "ls", "-q"]);
+    assert_eq!(vols.lines().count(), 2, "{vols}");
+    assert!(vols.lines().any(|v| v == "used"), "{vols}");
+    assert_eq!(b.ok(&["images", "-q"]).lines().count(), 1);
+    // Without -f it asks, and "n" keeps everything.
+    let mut c = b.cmd();
+    c.args(["system", "prune", "-a"])
+        .stdin(std::process::Stdio::piped());
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"n\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Are you sure"));
+    b.ok(&["rm", "-f", &running]);
+}

@@ -571,7 +571,7 @@ fn save_and_load_round_trip_with_skopeo() {
         .unwrap()
         .to_string();
     let archive = reg.dir.path().join("saved.tar");
-    berth.ok(&["save", "-o", archive.to_str().unwrap(), &src]);
+    berth.ok(&["image", "save", "-o", archive.to_str().unwrap(), &src]);
 
     // skopeo reads the archive both as docker-archive and as OCI archive; through the OCI
     // side the manifest is unchanged, so the digest is too.
@@ -595,8 +595,10 @@ fn save_and_load_round_trip_with_skopeo() {
     assert_eq!(via_oci["Digest"], digest.as_str());
 
     // berth loads its own archive into a fresh store with the same digests.
+    // (`image load` is `load`; `-q` quiets progress only: the names are still printed,
+    // as Docker's CLI prints them.)
     let fresh = Berth::new();
-    let out = fresh.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let out = fresh.ok(&["image", "load", "-q", "-i", archive.to_str().unwrap()]);
     assert!(out.contains(&format!("Loaded image: {src}")), "{out}");
     let v: Value = serde_json::from_str(&fresh.ok(&["image", "inspect", &src])).unwrap();
     assert_eq!(v[0]["Descriptor"]["digest"], digest.as_str());

@@ -2135,24 +2135,47 @@ fn prune(root: &Path, force: bool) -> CmdResult {
         }
     }
     let mut engine = Engine::open(root)?;
-    let mut removed = Vec::new();
-    for c in engine.list()? {
-        if matches!(
-            c.state.status,
-            Status::Exited | Status::Created | Status::Dead
-        ) && engine.remove(&c.id, false, false).is_ok()
-        {
-            removed.push(c.id);
-        }
-    }
+    let removed = prune_stopped(&mut engine)?;
+    let reclaimed: u64 = removed.iter().map(|(_, size)| size).sum();
     let mut out = std::io::stdout().lock();
     if !removed.is_empty() {
         writeln!(out, "Deleted Containers:")?;
-        for id in &removed {
+        for (id, _) in &removed {
             writeln!(out, "{id}")?;
         }
         writeln!(out)?;
     }
-    writeln!(out, "Total reclaimed space: 0B")?;
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        crate::system::human_size(reclaimed)
+    )?;
     Ok(0)
+}
+
+/// Removes every container that is not running; returns each one's id with the bytes
+/// its writable layer held.
+pub(crate) fn prune_stopped(engine: &mut Engine) -> berth_engine::Result<Vec<(String, u64)>> {
+    let mut removed = Vec::new();
+    for c in engine.list()? {
+        if !matches!(
+            c.state.status,
+            Status::Exited | Status::Created | Status::Dead
+        ) {
+            continue;
+        }
+        let size = writable_size(engine, &c.id);
+        if engine.remove(&c.id, false, false).is_ok() {
+            removed.push((c.id, size));
+        }
+    }
+    Ok(removed)
+}
+
+/// Bytes in a container's writable layer (its overlay upper directory).
+pub(crate) fn writable_size(engine: &Engine, id: &str) -> u64 {
+    engine
+        .upper_dir(id)
+        .map(|d| crate::system::dir_size(&d))
+        .unwrap_or(0)
 }

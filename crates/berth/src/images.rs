@@ -78,6 +78,42 @@ impl CompressionArgs {
 /// The image subcommands, flattened into berth's top level.
 #[derive(Subcommand, Debug)]
 pub enum ImageCmd {
+    #[command(flatten)]
+    Shared(SharedImageCmd),
+    /// List images.
+    Images(ListArgs),
+    /// Remove one or more images.
+    Rmi(RmArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(ImageSub),
+    /// Log in to a registry.
+    Login {
+        /// Username.
+        #[arg(short, long)]
+        username: Option<String>,
+        /// Password.
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Take the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// Registry (default docker.io).
+        server: Option<String>,
+    },
+    /// Log out from a registry.
+    Logout {
+        /// Registry (default docker.io).
+        server: Option<String>,
+    },
+}
+
+/// The image commands Docker has both at the top level and under `image`
+/// (`docker pull` and `docker image pull`).
+#[derive(Subcommand, Debug)]
+pub enum SharedImageCmd {
     /// Download an image from a registry.
     Pull {
         /// Set platform if the image is multi-platform (os[/arch[/variant]]).
@@ -103,8 +139,6 @@ pub enum ImageCmd {
         /// NAME[:TAG]
         image: String,
     },
-    /// List images.
-    Images(ListArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE.
     Tag {
         /// SOURCE_IMAGE[:TAG]
@@ -112,11 +146,6 @@ pub enum ImageCmd {
         /// TARGET_IMAGE[:TAG]
         target: String,
     },
-    /// Remove one or more images.
-    Rmi(RmArgs),
-    /// Manage images.
-    #[command(subcommand)]
-    Image(ImageSub),
     /// Save images to a tar archive (docker-archive and OCI layout at once).
     Save {
         /// Write to this file instead of stdout.
@@ -163,39 +192,20 @@ pub enum ImageCmd {
         /// IMAGE
         image: String,
     },
-    /// Log in to a registry.
-    Login {
-        /// Username.
-        #[arg(short, long)]
-        username: Option<String>,
-        /// Password.
-        #[arg(short, long)]
-        password: Option<String>,
-        /// Take the password from stdin.
-        #[arg(long)]
-        password_stdin: bool,
-        #[command(flatten)]
-        tls: TlsArgs,
-        /// Registry (default docker.io).
-        server: Option<String>,
-    },
-    /// Log out from a registry.
-    Logout {
-        /// Registry (default docker.io).
-        server: Option<String>,
-    },
 }
 
 /// `image` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum ImageSub {
+    #[command(flatten)]
+    Shared(SharedImageCmd),
     /// List images.
     #[command(alias = "list")]
     Ls(ListArgs),
     /// Remove one or more images.
     Rm(RmArgs),
     /// Remove unused images: dangling ones (no tag), or with `-a` every image no
-    /// container uses (berth has no containers yet, so every image).
+    /// container uses.
     Prune {
         /// Remove all unused images, not just dangling ones.
         #[arg(short, long)]
@@ -248,16 +258,8 @@ pub struct RmArgs {
     images: Vec<String>,
 }
 
-/// `system` subcommands.
-#[derive(Subcommand, Debug)]
-pub enum SystemCmd {
-    /// Verify the image store: blob digests, unpacked layers, database references.
-    Check,
-}
-
-/// Runs a `system` command; returns the exit status.
-pub fn system(root: &Path, cmd: SystemCmd) -> i32 {
-    let SystemCmd::Check = cmd;
+/// `system check`: verifies the image store; returns the exit status.
+pub fn check(root: &Path) -> i32 {
     let report = match open(root).and_then(|s| s.check()) {
         Ok(r) => r,
         Err(e) => {
@@ -282,20 +284,8 @@ pub fn system(root: &Path, cmd: SystemCmd) -> i32 {
 /// Runs an image command; returns the exit status.
 pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
     let result = match cmd {
-        ImageCmd::Pull {
-            platform,
-            quiet,
-            tls,
-            image,
-        } => pull(root, &image, platform.as_deref(), quiet, &tls),
-        ImageCmd::Push {
-            quiet,
-            tls,
-            compression,
-            image,
-        } => push(root, &image, quiet, &tls, &compression),
+        ImageCmd::Shared(c) | ImageCmd::Image(ImageSub::Shared(c)) => shared(root, c),
         ImageCmd::Images(a) | ImageCmd::Image(ImageSub::Ls(a)) => list(root, &a),
-        ImageCmd::Tag { source, target } => tag(root, &source, &target),
         ImageCmd::Rmi(a) | ImageCmd::Image(ImageSub::Rm(a)) => rmi(root, &a),
         ImageCmd::Image(ImageSub::Inspect { format, images }) => inspect(root, &images, format),
         ImageCmd::Image(ImageSub::Prune { all, force }) => prune(root, all, force),
@@ -307,15 +297,40 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
             server,
         } => login(server, username, password, password_stdin, &tls),
         ImageCmd::Logout { server } => logout(server),
-        ImageCmd::History {
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ENGINE_ERROR
+        }
+    }
+}
+
+fn shared(root: &Path, cmd: SharedImageCmd) -> CmdResult {
+    match cmd {
+        SharedImageCmd::Pull {
+            platform,
+            quiet,
+            tls,
+            image,
+        } => pull(root, &image, platform.as_deref(), quiet, &tls),
+        SharedImageCmd::Push {
+            quiet,
+            tls,
+            compression,
+            image,
+        } => push(root, &image, quiet, &tls, &compression),
+        SharedImageCmd::Tag { source, target } => tag(root, &source, &target),
+        SharedImageCmd::History {
             quiet,
             no_trunc,
             format,
             image,
         } => history(root, &image, quiet, no_trunc, format.as_deref()),
-        ImageCmd::Save { output, images } => save(root, output.as_deref(), &images),
-        ImageCmd::Load { input, quiet } => load(root, input.as_deref(), quiet),
-        ImageCmd::Import {
+        SharedImageCmd::Save { output, images } => save(root, output.as_deref(), &images),
+        SharedImageCmd::Load { input, quiet } => load(root, input.as_deref(), quiet),
+        SharedImageCmd::Import {
             change,
             platform,
             source,
@@ -327,13 +342,6 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
             &source,
             reference.as_deref(),
         ),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("Error: {e}");
-            ENGINE_ERROR
-        }
     }
 }
 
@@ -743,25 +751,7 @@ fn since(unix: i64) -> String {
 
 /// Decimal units with three significant digits, as `docker images` prints sizes.
 fn human_size(size: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = size as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    let decimals = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let mut s = format!("{v:.decimals$}");
-    if s.contains('.') {
-        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
-    }
-    format!("{s}{}", UNITS[unit])
+    crate::system::human_size(size)
 }
 
 fn history(
@@ -1014,14 +1004,15 @@ fn load(root: &Path, input: Option<&Path>, quiet: bool) -> CmdResult {
         }
         None => client::archive::load(&mut store, std::io::stdin().lock())?,
     };
-    if !quiet {
-        for l in loaded {
-            if l.tags.is_empty() {
-                println!("Loaded image ID: {}", l.id);
-            }
-            for t in l.tags {
-                println!("Loaded image: {}", t.familiar());
-            }
+    // `-q` only quiets progress, which berth does not print: the names are still
+    // printed, as Docker's CLI prints them.
+    let _ = quiet;
+    for l in loaded {
+        if l.tags.is_empty() {
+            println!("Loaded image ID: {}", l.id);
+        }
+        for t in l.tags {
+            println!("Loaded image: {}", t.familiar());
         }
     }
     Ok(0)

@@ -22,6 +22,7 @@ mod fs_cmds;
 mod images;
 mod networks;
 mod registry_cmd;
+mod system;
 mod volumes;
 
 #[derive(Parser, Debug)]
@@ -65,9 +66,9 @@ enum Cmd {
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCmd),
-    /// Store maintenance (`check`).
+    /// Manage berth: disk usage, prune, info, store check.
     #[command(subcommand)]
-    System(images::SystemCmd),
+    System(system::SystemCmd),
     /// Build an image from a Dockerfile.
     Build(build_cmd::BuildArgs),
     /// Manage the build cache (`prune`).
@@ -75,10 +76,17 @@ enum Cmd {
     Builder(build_cmd::BuilderCmd),
     /// Run multi-container applications from a compose file.
     Compose(compose_cmd::ComposeArgs),
-    /// Show how this host looks to berth (cgroup layout, kernel).
+    /// Display system-wide information.
     Info {
-        #[arg(long, default_value = "text")]
-        format: String,
+        /// Format output: text, json or a Go-style template.
+        #[arg(short, long)]
+        format: Option<String>,
+    },
+    /// Show the berth version information.
+    Version {
+        /// Format output: json or a Go-style template.
+        #[arg(short, long)]
+        format: Option<String>,
     },
 }
 
@@ -139,14 +147,15 @@ fn main() {
         Cmd::Build(args) => build_cmd::run(&cli.root, args),
         Cmd::Builder(cmd) => build_cmd::builder(&cli.root, cmd),
         Cmd::Compose(args) => compose_cmd::main(&cli.root, args),
-        Cmd::Info { format } => info(&cli.root, &format),
+        Cmd::Info { format } => system::main(&cli.root, system::SystemCmd::Info { format }),
+        Cmd::Version { format } => system::version(format.as_deref()),
         Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
         Cmd::Image(cmd) => images::run(&cli.root, cmd),
         Cmd::Containers(cmd) => containers::main(&cli.root, cmd),
         Cmd::Container(cmd) => containers::container_sub(&cli.root, cmd),
         Cmd::Volume(cmd) => volumes::main(&cli.root, cmd),
         Cmd::Network(cmd) => networks::main(&cli.root, cmd),
-        Cmd::System(cmd) => images::system(&cli.root, cmd),
+        Cmd::System(cmd) => system::main(&cli.root, cmd),
     };
     std::process::exit(code);
 }
@@ -156,10 +165,18 @@ fn prints_only(cmd: &Cmd) -> bool {
     use containers::ContainerCmd as C;
     use images::{ImageCmd as I, ImageSub as IS};
     match cmd {
-        Cmd::Info { .. } => true,
+        Cmd::Info { .. } | Cmd::Version { .. } => true,
+        Cmd::System(s) => matches!(
+            s,
+            system::SystemCmd::Df { .. } | system::SystemCmd::Info { .. }
+        ),
         Cmd::Image(i) => matches!(
             i,
-            I::Images(_) | I::History { .. } | I::Image(IS::Ls(_)) | I::Image(IS::Inspect { .. })
+            I::Images(_)
+                | I::Shared(images::SharedImageCmd::History { .. })
+                | I::Image(IS::Shared(images::SharedImageCmd::History { .. }))
+                | I::Image(IS::Ls(_))
+                | I::Image(IS::Inspect { .. })
         ),
         Cmd::Volume(v) => matches!(
             v,
@@ -180,29 +197,4 @@ fn prints_only(cmd: &Cmd) -> bool {
         ),
         _ => false,
     }
-}
-
-fn info(root: &std::path::Path, format: &str) -> i32 {
-    let layout = berth_runtime::cgroups::Layout::get();
-    let cgroup = if layout.is_pure_v2() {
-        "v2"
-    } else if layout.v2.is_some() {
-        "hybrid"
-    } else {
-        "v1"
-    };
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let v = serde_json::json!({ "root": root, "cgroupVersion": cgroup, "kernel": kernel, "version": env!("CARGO_PKG_VERSION") });
-    if format == "json" {
-        println!("{v}");
-    } else {
-        println!(
-            "Root: {}\nCgroup: {cgroup}\nKernel: {kernel}\nVersion: {}",
-            root.display(),
-            env!("CARGO_PKG_VERSION")
-        );
-    }
-    0
 }

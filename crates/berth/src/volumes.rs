@@ -86,6 +86,35 @@ fn passes(
     Ok(true)
 }
 
+/// Removes the volumes no container uses: anonymous ones, or with `all` named ones too.
+/// Returns each removed volume with the bytes it held.
+pub(crate) fn prune_unused(
+    engine: &mut Engine,
+    all: bool,
+) -> Result<Vec<(String, u64)>, Box<dyn std::error::Error>> {
+    let anonymous: std::collections::HashSet<String> = engine
+        .db
+        .volumes()?
+        .into_iter()
+        .filter(|(n, _, _)| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|(n, _, _)| n)
+        .collect();
+    let mut removed = Vec::new();
+    for n in volumes::list(&engine.db)? {
+        if !all && !anonymous.contains(&n) {
+            continue;
+        }
+        if !engine.volume_users(&n)?.is_empty() {
+            continue;
+        }
+        let size = crate::system::dir_size(&volumes::data_dir(&engine.root, &n));
+        if volumes::remove(&mut engine.db, &engine.root, &n, &[]).is_ok() {
+            removed.push((n, size));
+        }
+    }
+    Ok(removed)
+}
+
 pub fn main(root: &Path, cmd: VolumeCmd) -> i32 {
     match run(root, cmd) {
         Ok(c) => c,
@@ -201,32 +230,20 @@ fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
                     return Ok(0);
                 }
             }
-            let anonymous: std::collections::HashSet<String> = engine
-                .db
-                .volumes()?
-                .into_iter()
-                .filter(|(n, _, _)| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
-                .map(|(n, _, _)| n)
-                .collect();
-            let mut removed = Vec::new();
-            for n in volumes::list(&engine.db)? {
-                if !all && !anonymous.contains(&n) {
-                    continue;
-                }
-                if engine.volume_users(&n)?.is_empty()
-                    && volumes::remove(&mut engine.db, &engine.root, &n, &[]).is_ok()
-                {
-                    removed.push(n);
-                }
-            }
+            let removed = prune_unused(&mut engine, all)?;
+            let reclaimed: u64 = removed.iter().map(|(_, size)| size).sum();
             if !removed.is_empty() {
                 writeln!(out, "Deleted Volumes:")?;
-                for n in &removed {
+                for (n, _) in &removed {
                     writeln!(out, "{n}")?;
                 }
                 writeln!(out)?;
             }
-            writeln!(out, "Total reclaimed space: 0B")?;
+            writeln!(
+                out,
+                "Total reclaimed space: {}",
+                crate::system::human_size(reclaimed)
+            )?;
         }
     }
     Ok(0)

@@ -261,6 +261,14 @@ impl Cache {
         Ok(())
     }
 
+    /// How many step records the cache holds.
+    pub fn count(&self) -> Result<usize, CacheError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM build_cache", [], |r| r.get(0))?;
+        Ok(n as usize)
+    }
+
     /// Forgets every record (`builder prune`); returns how many there were.
     pub fn clear(&self) -> Result<usize, CacheError> {
         self.conn.execute("DELETE FROM build_file_digests", [])?;

@@ -1,0 +1,525 @@
+//! `berth version`, `berth info` (`system info`), `system df`, `system prune` and
+//! `system check`: the whole-store views and clean-up Docker scripts use.
+
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use berth_engine::{Engine, Status};
+use berth_image::Digest;
+use berth_registry::client::store::LocalStore;
+use clap::Subcommand;
+use serde_json::{json, Value};
+
+type CmdResult = Result<i32, Box<dyn std::error::Error>>;
+
+/// The API version berth's output follows (Docker Engine API 1.41, Docker 20.10).
+const API_VERSION: &str = "1.41";
+
+/// `system` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum SystemCmd {
+    /// Verify the image store: blob digests, unpacked layers, database references.
+    Check,
+    /// Show disk usage of images, containers, volumes and the build cache.
+    Df {
+        /// Show detailed information on space usage.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Format output: table, json or a Go-style template.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Remove stopped containers, unused networks, dangling images and the build cache.
+    Prune {
+        /// Remove all unused images, not just dangling ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Prune anonymous volumes too.
+        #[arg(long)]
+        volumes: bool,
+        /// Do not prompt for confirmation.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Display system-wide information.
+    Info {
+        /// Format output: text, json or a Go-style template.
+        #[arg(short, long)]
+        format: Option<String>,
+    },
+}
+
+/// Runs a `system` command; returns the exit status.
+pub fn main(root: &Path, cmd: SystemCmd) -> i32 {
+    let result = match cmd {
+        SystemCmd::Check => return crate::images::check(root),
+        SystemCmd::Df { verbose, format } => df(root, verbose, format.as_deref()),
+        SystemCmd::Prune {
+            all,
+            volumes,
+            force,
+        } => prune(root, all, volumes, force),
+        SystemCmd::Info { format } => info(root, format.as_deref()),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("Error: {e}");
+        125
+    })
+}
+
+/// Docker's human sizes: decimal units, three significant digits (`1.98MB`).
+pub fn human_size(size: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = size as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    let decimals = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{s}{}", UNITS[unit])
+}
+
+/// Bytes in the regular files under `dir` (not following symlinks, each hard-linked
+/// inode once); 0 when it does not exist.
+pub fn dir_size(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))) {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+/// `berth version`: this binary is client and engine at once.
+pub fn version(format: Option<&str>) -> i32 {
+    let os = std::env::consts::OS;
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let v = env!("CARGO_PKG_VERSION");
+    let value = json!({
+        "Client": {
+            "Platform": {"Name": "berth"},
+            "Version": v,
+            "ApiVersion": API_VERSION,
+            "Os": os,
+            "Arch": arch,
+        },
+        "Server": {
+            "Platform": {"Name": "berth (daemonless)"},
+            "Version": v,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": API_VERSION,
+            "Os": os,
+            "Arch": arch,
+            "KernelVersion": kernel(),
+            "Components": [
+                {"Name": "Engine", "Version": v},
+                {"Name": "berth-runc", "Version": v},
+            ],
+        },
+    });
+    match format {
+        Some("json") => println!("{value}"),
+        Some(t) => println!("{}", crate::format::render(t, &value)),
+        None => println!(
+            "Client:\n Version:           {v}\n API version:       {API_VERSION}\n \
+             OS/Arch:           {os}/{arch}\n\nServer: berth (daemonless, the same binary)\n \
+             Engine:\n  Version:          {v}\n  API version:      {API_VERSION}\n  \
+             OS/Arch:          {os}/{arch}\n  Kernel Version:   {}\n berth-runc:\n  \
+             Version:          {v}",
+            kernel()
+        ),
+    }
+    0
+}
+
+fn kernel() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `berth info`: Docker's fields for what berth has (`--format '{{.ServerVersion}}'`).
+pub fn info(root: &Path, format: Option<&str>) -> CmdResult {
+    let layout = berth_runtime::cgroups::Layout::get();
+    let cgroup_version = if layout.is_pure_v2() { "2" } else { "1" };
+    let mut engine = Engine::open(root)?;
+    let containers = engine.list()?;
+    let count = |s: &[Status]| {
+        containers
+            .iter()
+            .filter(|c| s.contains(&c.state.status))
+            .count()
+    };
+    let images = LocalStore::open(root)?.meta.images()?.len();
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024);
+    let name = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let v = json!({
+        "Containers": containers.len(),
+        "ContainersRunning": count(&[Status::Running, Status::Restarting]),
+        "ContainersPaused": count(&[Status::Paused]),
+        "ContainersStopped": count(&[Status::Exited, Status::Created, Status::Dead]),
+        "Images": images,
+        "Driver": "overlay2",
+        "LoggingDriver": "json-file",
+        "CgroupDriver": "cgroupfs",
+        "CgroupVersion": cgroup_version,
+        "KernelVersion": kernel(),
+        "OperatingSystem": os_name(),
+        "OSType": std::env::consts::OS,
+        "Architecture": std::env::consts::ARCH,
+        "NCPU": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "MemTotal": mem_total,
+        "DockerRootDir": root,
+        "Name": name,
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "DefaultRuntime": "berth-runc",
+        "Runtimes": {"berth-runc": {"path": "berth-runc"}},
+        "SecurityOptions": ["name=seccomp,profile=builtin", "name=cgroupns"],
+    });
+    match format {
+        Some("json") => println!("{v}"),
+        Some("text") | None => {
+            println!(
+                "Server:\n Containers: {}\n  Running: {}\n  Paused: {}\n  Stopped: {}\n \
+                 Images: {}\n Server Version: {}\n Storage Driver: overlay2\n \
+                 Logging Driver: json-file\n Cgroup Driver: cgroupfs\n Cgroup Version: {}\n \
+                 Default Runtime: berth-runc\n Kernel Version: {}\n Operating System: {}\n \
+                 Architecture: {}\n CPUs: {}\n Total Memory: {}\n Name: {}\n \
+                 Docker Root Dir: {}",
+                v["Containers"],
+                v["ContainersRunning"],
+                v["ContainersPaused"],
+                v["ContainersStopped"],
+                images,
+                env!("CARGO_PKG_VERSION"),
+                cgroup_version,
+                kernel(),
+                os_name(),
+                std::env::consts::ARCH,
+                v["NCPU"],
+                human_size(mem_total),
+                v["Name"].as_str().unwrap_or(""),
+                root.display()
+            );
+        }
+        Some(t) => println!("{}", crate::format::render(t, &v)),
+    }
+    Ok(0)
+}
+
+/// PRETTY_NAME of /etc/os-release.
+fn os_name() -> String {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "Linux".into())
+}
+
+/// One row of `system df`: what there is, in use, its size and what pruning would free.
+struct Usage {
+    kind: &'static str,
+    total: usize,
+    active: usize,
+    size: u64,
+    reclaimable: u64,
+}
+
+fn df(root: &Path, verbose: bool, format: Option<&str>) -> CmdResult {
+    let mut engine = Engine::open(root)?;
+    let store = LocalStore::open(root)?;
+    let in_use: HashSet<String> = engine.in_use_images()?.into_keys().collect();
+    // Images: layers counted once however many images share them.
+    let records = store.meta.images()?;
+    let mut all_layers = std::collections::HashMap::new();
+    let mut used_layers = HashSet::new();
+    let mut active = 0;
+    for rec in &records {
+        let used = in_use.contains(&rec.config_digest.to_string());
+        active += usize::from(used);
+        for l in &rec.layers {
+            all_layers.insert(l.chain_id.clone(), l.size);
+            if used {
+                used_layers.insert(l.chain_id.clone());
+            }
+        }
+    }
+    let image_size: u64 = all_layers.values().sum();
+    let used_size: u64 = used_layers.iter().filter_map(|c| all_layers.get(c)).sum();
+    let containers = engine.list()?;
+    let sizes: Vec<(u64, bool)> = containers
+        .iter()
+        .map(|c| {
+            let running = c.state.status.is_active();
+            (crate::containers::writable_size(&engine, &c.id), running)
+        })
+        .collect();
+    let volumes = berth_engine::volumes::list(&engine.db)?;
+    let mut vol_rows = Vec::new();
+    for n in &volumes {
+        let size = dir_size(&berth_engine::volumes::data_dir(root, n));
+        let users = engine.volume_users(n)?.len();
+        vol_rows.push((n.clone(), size, users));
+    }
+    let cache = build_cache_usage(root, &store, &all_layers)?;
+    let rows = [
+        Usage {
+            kind: "Images",
+            total: records.len(),
+            active,
+            size: image_size,
+            reclaimable: image_size - used_size,
+        },
+        Usage {
+            kind: "Containers",
+            total: containers.len(),
+            active: sizes.iter().filter(|(_, r)| *r).count(),
+            size: sizes.iter().map(|(s, _)| s).sum(),
+            reclaimable: sizes.iter().filter(|(_, r)| !r).map(|(s, _)| s).sum(),
+        },
+        Usage {
+            kind: "Local Volumes",
+            total: vol_rows.len(),
+            active: vol_rows.iter().filter(|(_, _, u)| *u > 0).count(),
+            size: vol_rows.iter().map(|(_, s, _)| s).sum(),
+            reclaimable: vol_rows
+                .iter()
+                .filter(|(_, _, u)| *u == 0)
+                .map(|(_, s, _)| s)
+                .sum(),
+        },
+        Usage {
+            kind: "Build Cache",
+            total: cache.0,
+            active: 0,
+            size: cache.1,
+            reclaimable: cache.1,
+        },
+    ];
+    let mut out = std::io::stdout().lock();
+    let json_row = |u: &Usage| {
+        let pct = (u.reclaimable * 100).checked_div(u.size).unwrap_or(0);
+        json!({
+            "Type": u.kind, "TotalCount": u.total, "Active": u.active,
+            "Size": human_size(u.size),
+            "Reclaimable": if u.reclaimable > 0 { format!("{} ({pct}%)", human_size(u.reclaimable)) } else { human_size(0) },
+        })
+    };
+    match format {
+        Some("json") => {
+            for u in &rows {
+                writeln!(out, "{}", json_row(u))?;
+            }
+            return Ok(0);
+        }
+        Some(t) if t != "table" => {
+            let json: Vec<Value> = rows.iter().map(json_row).collect();
+            crate::format::template_rows(&mut out, t, &json)?;
+            return Ok(0);
+        }
+        _ => {}
+    }
+    if verbose {
+        writeln!(out, "Images space usage:\n")?;
+        let mut t = vec![vec!["IMAGE ID".into(), "SIZE".into(), "CONTAINERS".into()]];
+        for rec in &records {
+            let users = usize::from(in_use.contains(&rec.config_digest.to_string()));
+            let size: u64 = rec.layers.iter().map(|l| l.size).sum();
+            t.push(vec![
+                berth_registry::client::store::short_id(&rec.config_digest),
+                human_size(size),
+                users.to_string(),
+            ]);
+        }
+        crate::format::table(&mut out, &t)?;
+        writeln!(out, "\nContainers space usage:\n")?;
+        let mut t = vec![vec![
+            "CONTAINER ID".into(),
+            "IMAGE".into(),
+            "SIZE".into(),
+            "STATUS".into(),
+            "NAMES".into(),
+        ]];
+        for (c, (size, _)) in containers.iter().zip(&sizes) {
+            t.push(vec![
+                c.id[..12].to_string(),
+                c.image.clone(),
+                human_size(*size),
+                format!("{:?}", c.state.status).to_lowercase(),
+                c.name.clone(),
+            ]);
+        }
+        crate::format::table(&mut out, &t)?;
+        writeln!(out, "\nLocal Volumes space usage:\n")?;
+        let mut t = vec![vec!["VOLUME NAME".into(), "LINKS".into(), "SIZE".into()]];
+        for (n, size, users) in &vol_rows {
+            t.push(vec![n.clone(), users.to_string(), human_size(*size)]);
+        }
+        crate::format::table(&mut out, &t)?;
+        writeln!(out, "\nBuild cache usage: {}", human_size(cache.1))?;
+        return Ok(0);
+    }
+    let mut t = vec![vec![
+        "TYPE".into(),
+        "TOTAL".into(),
+        "ACTIVE".into(),
+        "SIZE".into(),
+        "RECLAIMABLE".into(),
+    ]];
+    for u in &rows {
+        let r = json_row(u);
+        t.push(vec![
+            u.kind.to_string(),
+            u.total.to_string(),
+            u.active.to_string(),
+            human_size(u.size),
+            r["Reclaimable"].as_str().unwrap_or("").to_string(),
+        ]);
+    }
+    crate::format::table(&mut out, &t)?;
+    Ok(0)
+}
+
+/// The build cache: its records, and the bytes of the layers only it keeps (no image
+/// uses them) plus the cache mounts.
+fn build_cache_usage(
+    root: &Path,
+    store: &LocalStore,
+    image_layers: &std::collections::HashMap<Digest, u64>,
+) -> Result<(usize, u64), Box<dyn std::error::Error>> {
+    let records = berth_build::cache::Cache::open(&root.join("berth.db"))?.count()?;
+    let mut size = dir_size(&root.join("build/cache-mounts"));
+    if let Ok(entries) = std::fs::read_dir(root.join("layers")) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Ok(chain) = format!("sha256:{}", name.to_string_lossy()).parse::<Digest>() else {
+                continue;
+            };
+            if !image_layers.contains_key(&chain) {
+                size += dir_size(&store.layers.path(&chain));
+            }
+        }
+    }
+    Ok((records, size))
+}
+
+fn prune(root: &Path, all: bool, volumes: bool, force: bool) -> CmdResult {
+    if !force {
+        let images = if all {
+            "all images without at least one container associated to them"
+        } else {
+            "all dangling images"
+        };
+        let vols = if volumes {
+            "\n  - all anonymous volumes not used by at least one container"
+        } else {
+            ""
+        };
+        eprint!(
+            "WARNING! This will remove:\n  - all stopped containers\n  - all networks not used \
+             by at least one container{vols}\n  - {images}\n  - all build cache\n\n\
+             Are you sure you want to continue? [y/N] "
+        );
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let mut reclaimed = 0;
+    let mut engine = Engine::open(root)?;
+    let section = |out: &mut dyn Write, title: &str, items: &[String]| -> std::io::Result<()> {
+        if !items.is_empty() {
+            writeln!(out, "{title}:")?;
+            for i in items {
+                writeln!(out, "{i}")?;
+            }
+            writeln!(out)?;
+        }
+        Ok(())
+    };
+    let removed = crate::containers::prune_stopped(&mut engine)?;
+    reclaimed += removed.iter().map(|(_, s)| s).sum::<u64>();
+    let ids: Vec<String> = removed.into_iter().map(|(id, _)| id).collect();
+    section(&mut out, "Deleted Containers", &ids)?;
+    let nets = berth_net::Net::open(root)?.prune()?;
+    section(&mut out, "Deleted Networks", &nets)?;
+    if volumes {
+        let removed = crate::volumes::prune_unused(&mut engine, false)?;
+        reclaimed += removed.iter().map(|(_, s)| s).sum::<u64>();
+        let names: Vec<String> = removed.into_iter().map(|(n, _)| n).collect();
+        section(&mut out, "Deleted Volumes", &names)?;
+    }
+    let in_use: HashSet<Digest> = engine
+        .in_use_images()?
+        .into_keys()
+        .filter_map(|d| d.parse().ok())
+        .collect();
+    drop(engine);
+    let mut store = LocalStore::open(root)?;
+    let report = store.prune(all, &in_use)?;
+    reclaimed += report.reclaimed;
+    let images: Vec<String> = report
+        .removed
+        .iter()
+        .map(|r| match r {
+            berth_registry::client::store::Removal::Untagged(t) => format!("untagged: {t}"),
+            berth_registry::client::store::Removal::Deleted(d) => format!("deleted: {d}"),
+        })
+        .collect();
+    section(&mut out, "Deleted Images", &images)?;
+    let stats = berth_build::prune::prune(&store)?;
+    reclaimed += stats.bytes;
+    if stats.cache_records > 0 {
+        writeln!(
+            out,
+            "Deleted build cache objects: {} records, {} layers\n",
+            stats.cache_records, stats.layers
+        )?;
+    }
+    writeln!(out, "Total reclaimed space: {}", human_size(reclaimed))?;
+    Ok(0)
+}
