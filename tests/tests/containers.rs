@@ -80,6 +80,12 @@ impl Berth {
             .to_string()
     }
 
+    /// The container's status, or `None` when there is no such container (yet).
+    fn status_of(&self, name: &str) -> Option<String> {
+        let o = self.run(&["inspect", "-f", "{{.State.Status}}", name]);
+        o.status.success().then(|| stdout(&o).trim().to_string())
+    }
+
     fn status(&self, name: &str) -> String {
         self.inspect(name)["State"]["Status"]
             .as_str()
@@ -2111,4 +2117,52 @@ fn system_df_prune_info_and_version() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("Are you sure"));
     b.ok(&["rm", "-f", &running]);
+}
+
+#[test]
+fn attach_picks_streams_and_sig_proxy_false_keeps_signals_away() {
+    let b = Berth::new();
+    let o = b.run(&[
+        "run",
+        "--name",
+        "att",
+        "--network",
+        "none",
+        "-a",
+        "STDERR",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!((stdout(&o).as_str(), stderr(&o).as_str()), ("", "err\n"));
+    // What was not attached is still logged.
+    assert_eq!(b.ok(&["logs", "att"]), "out");
+    for bad in [&["-d", "-a", "stdout"][..], &["-a", "stdbogus"]] {
+        assert_refused(&b, bad);
+    }
+    // --sig-proxy=false: a SIGTERM to berth neither stops the container nor berth.
+    let mut child = b
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--sig-proxy=false",
+            "--name",
+            "sp",
+            IMAGE,
+        ])
+        .args(["sh", "-c", "sleep 2; echo done"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(|| b.status_of("sp") == Some("running".into()), "sp running");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
 }

@@ -242,6 +242,14 @@ pub struct RunArgs {
     /// Suppress the pull output.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Attach to STDIN, STDOUT or STDERR (all of them when not given).
+    #[arg(short = 'a', long = "attach")]
+    pub attach: Vec<String>,
+    /// Proxy received signals to the process (default true). With false, SIGINT and
+    /// SIGTERM reach neither the container nor berth, which stays its monitor (berth has
+    /// no daemon to hand the container to).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub sig_proxy: Option<bool>,
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -988,6 +996,9 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
     if a.rm && a.restart != "no" {
         return Err("conflicting options: cannot specify both --restart and --rm".into());
     }
+    if a.detach && !a.attach.is_empty() {
+        return Err("Conflicting options: -a and -d".into());
+    }
     for h in &a.add_host {
         berth_engine::net::parse_add_host(h).map_err(|e| e.to_string())?;
     }
@@ -1263,6 +1274,13 @@ pub(crate) fn start_detached(engine: &mut Engine, id: &str) -> berth_engine::Res
 
 fn run(root: &Path, a: RunArgs) -> i32 {
     tracing::debug!("run: parsed");
+    let streams = match Streams::of(&a) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return 125;
+        }
+    };
     let (mut engine, c) = match create(root, &a) {
         Ok(v) => v,
         Err(e) => {
@@ -1283,11 +1301,53 @@ fn run(root: &Path, a: RunArgs) -> i32 {
         };
     }
     tracing::debug!("run: created");
-    foreground(&mut engine, &c, a.interactive)
+    foreground(&mut engine, &c, streams)
+}
+
+/// What a foreground container is attached to (`-a`, `-i`, `--sig-proxy`).
+#[derive(Debug, Clone, Copy)]
+struct Streams {
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+    signals: bool,
+}
+
+impl Streams {
+    /// Output only, signals forwarded (`start -a`).
+    const OUTPUT: Streams = Streams {
+        stdin: false,
+        stdout: true,
+        stderr: true,
+        signals: true,
+    };
+
+    fn of(a: &RunArgs) -> Result<Streams, String> {
+        let mut on = [a.attach.is_empty(); 3];
+        for s in &a.attach {
+            match s.to_ascii_lowercase().as_str() {
+                "stdin" => on[0] = true,
+                "stdout" => on[1] = true,
+                "stderr" => on[2] = true,
+                _ => {
+                    return Err(format!(
+                        "invalid argument {s:?} for \"-a, --attach\" flag: valid streams are STDIN, STDOUT and STDERR"
+                    ))
+                }
+            }
+        }
+        Ok(Streams {
+            stdin: a.interactive && on[0],
+            stdout: on[1],
+            stderr: on[2],
+            signals: a.sig_proxy.unwrap_or(true),
+        })
+    }
 }
 
 /// This process is the container's monitor: output to our stdio and the log.
-fn foreground(engine: &mut Engine, c: &Container, interactive: bool) -> i32 {
+fn foreground(engine: &mut Engine, c: &Container, streams: Streams) -> i32 {
+    let interactive = streams.stdin;
     let l = match engine.launch(&c.id, interactive) {
         Ok(l) => l,
         Err(e) => {
@@ -1301,10 +1361,19 @@ fn foreground(engine: &mut Engine, c: &Container, interactive: bool) -> i32 {
     let raw = (c.config.tty && interactive)
         .then(|| format::RawTerminal::enter(0))
         .flatten();
+    if !streams.signals {
+        for sig in [
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::Signal::SIGTERM,
+        ] {
+            // SAFETY: SIG_IGN installs no handler code.
+            let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
+        }
+    }
     let opts = PumpOptions {
-        echo: true,
+        echo: [streams.stdout, streams.stderr],
         stdin: interactive,
-        signals: true,
+        signals: streams.signals,
         ..Default::default()
     };
     tracing::debug!("run: launched");
@@ -1336,7 +1405,7 @@ fn start(root: &Path, attach_out: bool, names: &[String]) -> i32 {
             Ok(c) => c,
             Err(e) => return fail(e),
         };
-        return foreground(&mut engine, &c, false);
+        return foreground(&mut engine, &c, Streams::OUTPUT);
     }
     let mut code = 0;
     for n in names {

@@ -22,8 +22,8 @@ use crate::{logs, Engine, Error, Result};
 /// How the loop treats the caller's own stdio.
 #[derive(Debug, Clone, Default)]
 pub struct PumpOptions {
-    /// Copy output to fds 1 and 2 (foreground `run`, `start -a`).
-    pub echo: bool,
+    /// Copy stdout to fd 1, stderr to fd 2 (foreground `run`, `start -a`; `-a` picks).
+    pub echo: [bool; 2],
     /// Feed fd 0 to the container (`-i`).
     pub stdin: bool,
     /// Forward SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 to the container.
@@ -392,7 +392,7 @@ pub fn pump_loop(
                         }
                         Ok(n) => {
                             log.write(s.index, &buf[..n]);
-                            if opts.echo {
+                            if opts.echo[s.index.min(1)] {
                                 write_fd(1 + s.index as RawFd, &buf[..n]);
                             }
                             if let Some(a) = &mut attach {
