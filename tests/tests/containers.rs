@@ -2143,7 +2143,7 @@ fn attach_picks_streams_and_sig_proxy_false_keeps_signals_away() {
         assert_refused(&b, bad);
     }
     // --sig-proxy=false: a SIGTERM to berth neither stops the container nor berth.
-    let mut child = b
+    let child = b
         .cmd()
         .args([
             "run",
