@@ -839,6 +839,46 @@ networks:
     p.ok(&["down", "-v"]);
 }
 
+#[test]
+fn kill_pause_unpause_scale_and_version() {
+    let p = Proj::new(
+        "kps",
+        "services:\n  a:\n    image: cbox\n    command: [\"sleep\", \"60\"]\n    network_mode: none\n  b:\n    image: cbox\n    command: [\"sleep\", \"60\"]\n    network_mode: none\n",
+        true,
+    );
+    p.ok(&["up", "-d"]);
+    let status = |svc: &str, n: u32| {
+        p.inspect(&format!("{}-{svc}-{n}", p.name))["State"]["Status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    p.ok(&["pause", "a"]);
+    assert_eq!(
+        (status("a", 1), status("b", 1)),
+        ("paused".into(), "running".into())
+    );
+    p.ok(&["unpause"]);
+    assert_eq!(status("a", 1), "running");
+    p.ok(&["scale", "b=2"]);
+    assert_eq!(status("b", 2), "running");
+    p.ok(&["kill", "b"]);
+    berth_tests::wait_for(
+        || status("b", 1) == "exited" && status("b", 2) == "exited",
+        "b's containers to die",
+    );
+    assert_eq!(status("a", 1), "running");
+    let v = p.ok(&["version", "--short"]);
+    assert_eq!(
+        v.trim(),
+        p.ok(&["version", "--format", "json"])
+            .trim()
+            .trim_start_matches("{\"version\":\"")
+            .trim_end_matches("\"}")
+    );
+    p.ok(&["down"]);
+}
+
 /// A foreground `up` prints prefixed output and stops the project on Ctrl-C.
 #[test]
 fn foreground_up_follows_logs_and_stops_on_interrupt() {

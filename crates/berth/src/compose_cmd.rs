@@ -199,6 +199,34 @@ enum ComposeCmd {
         no_up: bool,
         services: Vec<String>,
     },
+    /// Send a signal to the services' running containers.
+    Kill {
+        /// Signal to send (name or number).
+        #[arg(short, long, default_value = "SIGKILL")]
+        signal: String,
+        services: Vec<String>,
+    },
+    /// Pause the services' running containers.
+    Pause { services: Vec<String> },
+    /// Unpause the services' paused containers.
+    Unpause { services: Vec<String> },
+    /// Scale services (SERVICE=NUM ...), as `up -d --scale` does.
+    Scale {
+        /// Do not start the services they depend on.
+        #[arg(long)]
+        no_deps: bool,
+        #[arg(required = true)]
+        scales: Vec<String>,
+    },
+    /// Show the compose version (berth's).
+    Version {
+        /// Print only the version number.
+        #[arg(long)]
+        short: bool,
+        /// Format: pretty or json.
+        #[arg(short, long, default_value = "pretty")]
+        format: String,
+    },
     /// The public port of a service's port binding.
     Port {
         #[arg(long, default_value_t = 1)]
@@ -261,9 +289,11 @@ fn options(a: &ComposeArgs) -> Result<berth_compose::Options, Box<dyn std::error
 
 fn run(root: &Path, a: ComposeArgs) -> CmdResult {
     let opts = options(&a)?;
-    // `ls` needs no file; everything else works on the loaded project.
-    if let ComposeCmd::Ls { all, quiet } = a.cmd {
-        return ls(root, all, quiet);
+    // `ls` and `version` need no file; everything else works on the loaded project.
+    match &a.cmd {
+        ComposeCmd::Ls { all, quiet } => return ls(root, *all, *quiet),
+        ComposeCmd::Version { short, format } => return version(*short, format),
+        _ => {}
     }
     let by_labels = matches!(
         a.cmd,
@@ -274,6 +304,9 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
             | ComposeCmd::Rm { .. }
             | ComposeCmd::Top { .. }
             | ComposeCmd::Images { .. }
+            | ComposeCmd::Kill { .. }
+            | ComposeCmd::Pause { .. }
+            | ComposeCmd::Unpause { .. }
     );
     let project = match berth_compose::load(&opts) {
         // `-p NAME down|ps|stop|...` works from the labels alone, as Compose does.
@@ -319,6 +352,49 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
             services,
         } => logs(root, &project, follow, !no_color, !no_log_prefix, &services),
         ComposeCmd::Start { services } => start(root, &project, &services),
+        ComposeCmd::Kill { signal, services } => {
+            each_container(root, &project, &services, "Killed", |e, c| {
+                if c.state.status.is_active() {
+                    e.kill(&c.id, &signal).map(|_| true)
+                } else {
+                    Ok(false)
+                }
+            })
+        }
+        ComposeCmd::Pause { services } => {
+            each_container(root, &project, &services, "Paused", |e, c| {
+                if c.state.status == Status::Running {
+                    e.pause(&c.id).map(|_| true)
+                } else {
+                    Ok(false)
+                }
+            })
+        }
+        ComposeCmd::Unpause { services } => {
+            each_container(root, &project, &services, "Unpaused", |e, c| {
+                if c.state.status == Status::Paused {
+                    e.unpause(&c.id).map(|_| true)
+                } else {
+                    Ok(false)
+                }
+            })
+        }
+        ComposeCmd::Scale { no_deps, scales } => {
+            let services = scales
+                .iter()
+                .map(|s| s.split_once('=').map(|(n, _)| n.to_string()))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("scale takes SERVICE=NUM arguments")?;
+            let u = UpArgs {
+                detach: true,
+                no_deps,
+                scale: scales,
+                services,
+                ..Default::default()
+            };
+            up(root, &project, &u)
+        }
+        ComposeCmd::Ls { .. } | ComposeCmd::Version { .. } => Ok(0),
         ComposeCmd::Stop { timeout, services } => stop(root, &project, &services, timeout),
         ComposeCmd::Restart { timeout, services } => {
             let services = berth_compose::with_restart_dependents(&project, &services);
@@ -377,7 +453,6 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
             };
             run_oneoff(root, &project, &service, no_deps, oneoff)
         }
-        ComposeCmd::Ls { .. } => Ok(0),
         ComposeCmd::Pull { services } => pull(root, &project, &services),
         ComposeCmd::Push { services } => push(root, &project, &services),
         ComposeCmd::Build {
@@ -1585,6 +1660,35 @@ fn start(root: &Path, p: &Project, services: &[String]) -> CmdResult {
                 eprintln!(" Container {}  Started", c.name);
             }
         }
+    }
+    Ok(0)
+}
+
+/// Applies `act` to the selected services' containers, printing `done` for each one it
+/// acted on (`act` returns whether it did).
+fn each_container(
+    root: &Path,
+    p: &Project,
+    services: &[String],
+    done: &str,
+    mut act: impl FnMut(&mut Engine, &Container) -> berth_engine::Result<bool>,
+) -> CmdResult {
+    let mut engine = Engine::open(root)?;
+    for c in project_containers(root, &p.name, false)? {
+        if wanted(&c, services) && act(&mut engine, &c)? {
+            eprintln!(" Container {}  {done}", c.name);
+        }
+    }
+    Ok(0)
+}
+
+/// `compose version`: berth's own version (compose is built in).
+fn version(short: bool, format: &str) -> CmdResult {
+    let v = env!("CARGO_PKG_VERSION");
+    match (short, format) {
+        (true, _) => println!("{v}"),
+        (false, "json") => println!("{}", serde_json::json!({ "version": v })),
+        _ => println!("berth compose version v{v}"),
     }
     Ok(0)
 }
