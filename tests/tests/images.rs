@@ -1511,3 +1511,82 @@ fn push_compresses_uncompressed_layers_gzip_or_zstd_once() {
         "compressed blobs were left behind"
     );
 }
+
+#[test]
+fn manifest_lists_are_made_from_pushed_images_and_pulled_by_platform() {
+    let reg = Registry::start(&[]);
+    let berth = Berth::new();
+    let tar = berth_tests::busybox_rootfs_tar(reg.dir.path(), "rootfs.tar");
+    let tar = tar.to_str().unwrap();
+    let amd = format!("{}/app:amd64", reg.addr);
+    // In another repository: the push mounts its blobs and manifest into app's.
+    let arm = format!("{}/other:arm64", reg.addr);
+    let list = format!("{}/app:multi", reg.addr);
+    berth.ok(&["import", "--platform", "linux/amd64", tar, &amd]);
+    berth.ok(&["import", "--platform", "linux/arm64", tar, &arm]);
+    for i in [&amd, &arm] {
+        berth.ok(&["push", "--tls-verify=false", i]);
+    }
+    let out = berth.ok(&[
+        "manifest",
+        "create",
+        "--tls-verify=false",
+        &list,
+        &amd,
+        &arm,
+    ]);
+    assert!(out.contains("Created manifest list"), "{out}");
+    berth.ok(&["manifest", "annotate", "--variant", "v8", &list, &arm]);
+    let local: Value = serde_json::from_str(&berth.ok(&["manifest", "inspect", &list])).unwrap();
+    let archs: Vec<(&str, Option<&str>)> = local["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["platform"]["architecture"].as_str().unwrap(),
+                m["platform"]["variant"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(archs, [("amd64", None), ("arm64", Some("v8"))]);
+    // A second create without --amend is refused; with it, the list is kept.
+    let o = berth.run(&["manifest", "create", "--tls-verify=false", &list, &amd]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--amend"), "{}", stderr(&o));
+    let digest = berth.ok(&["manifest", "push", "--purge", "--tls-verify=false", &list]);
+    assert!(digest.trim().starts_with("sha256:"), "{digest}");
+    assert!(
+        berth.run(&["manifest", "rm", &list]).status.code() == Some(1),
+        "--purge left it"
+    );
+    // The registry serves the list under that digest, and skopeo reads it as one.
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{list}"))
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{}", stderr(&raw));
+    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        berth_image::Digest::sha256_of(&raw.stdout).to_string(),
+        digest.trim()
+    );
+    // Another store pulls the arm64 entry by platform.
+    let other = Berth::new();
+    other.ok(&[
+        "pull",
+        "--tls-verify=false",
+        "--platform",
+        "linux/arm64",
+        &list,
+    ]);
+    let v: Value = serde_json::from_str(&other.ok(&["image", "inspect", &list])).unwrap();
+    assert_eq!(v[0]["Architecture"], "arm64");
+    // inspect of the pushed list reads the registry's.
+    let remote: Value =
+        serde_json::from_str(&berth.ok(&["manifest", "inspect", "--tls-verify=false", &list]))
+            .unwrap();
+    assert_eq!(remote["manifests"], index["manifests"]);
+}

@@ -27,7 +27,7 @@ pub struct TlsArgs {
 
 impl TlsArgs {
     /// The flag if given, else what the registries configuration says of `domain`.
-    fn verify(&self, domain: &str) -> Result<bool, client::Error> {
+    pub fn verify(&self, domain: &str) -> Result<bool, client::Error> {
         match self.tls_verify {
             Some(v) => Ok(v),
             None => Ok(!client::registries::Insecure::load()?.contains(domain)),

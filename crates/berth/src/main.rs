@@ -20,6 +20,7 @@ mod containers;
 mod format;
 mod fs_cmds;
 mod images;
+mod manifest_cmd;
 mod networks;
 mod registry_cmd;
 mod system;
@@ -66,6 +67,9 @@ enum Cmd {
     /// Manage networks.
     #[command(subcommand)]
     Network(networks::NetworkCmd),
+    /// Manage multi-platform manifest lists of pushed images.
+    #[command(subcommand)]
+    Manifest(manifest_cmd::ManifestCmd),
     /// Manage berth: disk usage, prune, info, store check.
     #[command(subcommand)]
     System(system::SystemCmd),
@@ -156,6 +160,7 @@ fn main() {
         Cmd::Volume(cmd) => volumes::main(&cli.root, cmd),
         Cmd::Network(cmd) => networks::main(&cli.root, cmd),
         Cmd::System(cmd) => system::main(&cli.root, cmd),
+        Cmd::Manifest(cmd) => manifest_cmd::main(&cli.root, cmd),
     };
     std::process::exit(code);
 }

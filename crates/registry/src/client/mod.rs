@@ -10,6 +10,7 @@
 //! - [`progress`]: per-blob transfer events for progress bars.
 //! - [`store`]: the local store (blobs, layers, metadata) the image commands work on.
 //! - [`import`]: a root filesystem tarball as a one-layer image (`berth import`).
+//! - [`index`]: manifest lists made by hand from pushed images (`berth manifest`).
 //! - [`credentials`]: Docker-compatible `config.json` for `login` / `logout`.
 //!
 //! berth's CLI is synchronous (container code paths must never run with extra threads),
@@ -23,6 +24,7 @@ pub mod credentials;
 pub mod error;
 pub mod fetch;
 pub mod import;
+pub mod index;
 pub mod manifest;
 pub mod progress;
 pub mod pull;

@@ -374,7 +374,7 @@ enum Upload {
     Session(String),
 }
 
-async fn put_manifest(
+pub(crate) async fn put_manifest(
     reg: &Registry,
     dest: &Reference,
     media_type: &str,
