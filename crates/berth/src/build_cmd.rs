@@ -295,7 +295,12 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
     let mut progress: Box<dyn Write> = if args.quiet {
         Box::new(std::io::sink())
     } else {
-        Box::new(std::io::stderr())
+        // One write per line: stages built in parallel processes share stderr, and an
+        // unbuffered `writeln!` is several writes that could interleave mid-line.
+        Box::new(std::io::LineWriter::with_capacity(
+            64 << 10,
+            std::io::stderr(),
+        ))
     };
     if !req.no_cache {
         import_caches(&store, &cache_from, &mut progress);
