@@ -2166,3 +2166,33 @@ fn attach_picks_streams_and_sig_proxy_false_keeps_signals_away() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
 }
+
+#[test]
+fn health_start_interval_probes_often_during_the_start_period() {
+    let b = Berth::new();
+    // With an hour between checks, only the start interval can make it healthy soon.
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1h",
+        "--health-start-period",
+        "60s",
+        "--health-start-interval",
+        "200ms",
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    wait_for(
+        || b.inspect(&id)["State"]["Health"]["Status"] == "healthy",
+        "healthy within the start period",
+    );
+    let hc = &b.inspect(&id)["Config"]["Healthcheck"];
+    assert_eq!(hc["StartInterval"], 200_000_000u64);
+    b.ok(&["rm", "-f", &id]);
+}

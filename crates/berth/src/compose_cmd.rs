@@ -1127,6 +1127,7 @@ fn health_config(s: &Service) -> Result<Option<HealthConfig>, String> {
         timeout: ns(&h.timeout)?,
         start_period: ns(&h.start_period)?,
         retries: h.retries.unwrap_or(0),
+        start_interval: ns(&h.start_interval)?,
     }))
 }
 

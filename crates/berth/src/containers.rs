@@ -146,6 +146,9 @@ pub struct RunArgs {
     /// Start period for the container to initialize before starting health-retries countdown.
     #[arg(long)]
     pub health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h).
+    #[arg(long)]
+    pub health_start_interval: Option<String>,
     /// Disable any container-specified HEALTHCHECK.
     #[arg(long)]
     pub no_healthcheck: bool,
@@ -1117,6 +1120,12 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
             .transpose()?
             .unwrap_or(0),
         retries: a.health_retries.unwrap_or(0),
+        start_interval: a
+            .health_start_interval
+            .as_deref()
+            .map(parse_duration_ns)
+            .transpose()?
+            .unwrap_or(0),
     };
     let req = CreateRequest {
         name: a.name.clone(),

@@ -1040,5 +1040,8 @@ fn health_config(ic: &Value, req: &CreateRequest) -> Option<HealthConfig> {
     if f.retries != 0 {
         h.retries = f.retries;
     }
+    if f.start_interval != 0 {
+        h.start_interval = f.start_interval;
+    }
     (!h.test.is_empty()).then_some(h)
 }

@@ -76,6 +76,9 @@ pub struct ProbeSpec {
     pub id: String,
     pub interval: Duration,
     pub kill_after: Duration,
+    /// The interval for the first `start_period` after the loop starts.
+    pub start_interval: Duration,
+    pub start_period: Duration,
 }
 
 impl ProbeSpec {
@@ -87,6 +90,8 @@ impl ProbeSpec {
             id: c.id.clone(),
             interval: Duration::from_nanos(cfg.interval_ns()),
             kill_after: Duration::from_nanos(cfg.timeout_ns()) + Duration::from_secs(5),
+            start_interval: Duration::from_nanos(cfg.start_interval_ns()),
+            start_period: Duration::from_nanos(cfg.start_period),
         })
     }
 }
@@ -95,14 +100,29 @@ struct Health {
     spec: ProbeSpec,
     next: Instant,
     probe: Option<(Child, Instant)>,
+    /// The end of the start period, when probes go from `start_interval` to `interval`.
+    start_ends: Instant,
 }
 
 impl Health {
     fn new(spec: ProbeSpec) -> Health {
-        Health {
-            next: Instant::now() + spec.interval,
+        let now = Instant::now();
+        let mut h = Health {
+            next: now,
+            start_ends: now + spec.start_period,
             spec,
             probe: None,
+        };
+        h.next = now + h.gap();
+        h
+    }
+
+    /// Time to the next probe: the start interval inside the start period.
+    fn gap(&self) -> Duration {
+        if Instant::now() < self.start_ends {
+            self.spec.start_interval
+        } else {
+            self.spec.interval
         }
     }
 
@@ -127,7 +147,7 @@ impl Health {
             };
             if done {
                 self.probe = None;
-                self.next = Instant::now() + self.spec.interval;
+                self.next = Instant::now() + self.gap();
             }
             return;
         }
@@ -143,7 +163,7 @@ impl Health {
                 .spawn();
             match spawned {
                 Ok(child) => self.probe = Some((child, now)),
-                Err(_) => self.next = now + self.spec.interval,
+                Err(_) => self.next = now + self.gap(),
             }
         }
     }
@@ -668,6 +688,9 @@ fn exec_loop(
         .arg(err_fd.to_string())
         .arg(probe.map_or("0".into(), |p| ms(p.interval)))
         .arg(probe.map_or("0".into(), |p| ms(p.kill_after)))
+        .arg(probe.map_or("0".into(), |p| {
+            format!("{}:{}", ms(p.start_interval), ms(p.start_period))
+        }))
         .arg(exe)
         .arg(&engine.root)
         .arg(&c.id)
@@ -730,7 +753,7 @@ fn smaps_header(line: &str) -> Option<Option<(usize, usize)>> {
 /// The loop binary's side: the arguments `exec_loop` passed, then back to `berth`.
 pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
     use std::os::unix::process::CommandExt;
-    let [_, log, pid, pidfd, out, err, interval, kill_after, exe, root, id, delay, stdin, interactive, sock, log_opts] =
+    let [_, log, pid, pidfd, out, err, interval, kill_after, start, exe, root, id, delay, stdin, interactive, sock, log_opts] =
         args
     else {
         eprintln!("berth-monitor: started by berth only");
@@ -760,12 +783,20 @@ pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
         tty,
     };
     let interval = num(interval).max(0) as u64;
+    // `START_INTERVAL_MS:START_PERIOD_MS`.
+    let start = start.to_string_lossy();
+    let (start_interval, start_period) = start
+        .split_once(':')
+        .map(|(i, p)| (i.parse().unwrap_or(interval), p.parse().unwrap_or(0)))
+        .unwrap_or((interval, 0));
     let probe = (interval > 0).then(|| ProbeSpec {
         exe: PathBuf::from(exe),
         root: PathBuf::from(root),
         id: id.to_string_lossy().into_owned(),
         interval: Duration::from_millis(interval),
         kill_after: Duration::from_millis(num(kill_after).max(0) as u64),
+        start_interval: Duration::from_millis(start_interval),
+        start_period: Duration::from_millis(start_period),
     });
     let opts = PumpOptions {
         attach: Some(PathBuf::from(sock)),

@@ -93,6 +93,9 @@ pub struct HealthConfig {
     pub timeout: u64,
     pub start_period: u64,
     pub retries: u32,
+    /// Time between checks during the start period (Docker 25's `--health-start-interval`);
+    /// 0: the interval's.
+    pub start_interval: u64,
 }
 
 impl HealthConfig {
@@ -103,6 +106,15 @@ impl HealthConfig {
             30 * Self::SECOND
         } else {
             self.interval
+        }
+    }
+
+    /// Time between checks while in the start period.
+    pub fn start_interval_ns(&self) -> u64 {
+        if self.start_interval == 0 {
+            self.interval_ns()
+        } else {
+            self.start_interval
         }
     }
 
