@@ -71,6 +71,12 @@ impl Proj {
     }
 
     fn berth(&self, args: &[&str]) -> Output {
+        output(self.berth_command().args(args))
+    }
+
+    /// `berth --root ROOT` in the project directory, without the caller's compose
+    /// variables.
+    fn berth_command(&self) -> Command {
         let mut c = Command::new(bin_dir().join("berth"));
         c.arg("--root")
             .arg(self.root.path())
@@ -78,7 +84,14 @@ impl Proj {
         c.env_remove("COMPOSE_PROJECT_NAME")
             .env_remove("COMPOSE_FILE")
             .env_remove("COMPOSE_PROFILES");
-        output(c.args(args))
+        c
+    }
+
+    /// `berth compose -p NAME ARGS` to spawn.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = self.berth_command();
+        c.args(["compose", "-p", &self.name]).args(args);
+        c
     }
 
     fn compose(&self, args: &[&str]) -> Output {
@@ -847,6 +860,14 @@ fn kill_pause_unpause_scale_and_version() {
         true,
     );
     p.ok(&["up", "-d"]);
+    // `compose events --json a` follows service a's containers only.
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut follower = p
+        .command(&["events", "--json", "a"])
+        .stdout(out.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let status = |svc: &str, n: u32| {
         p.inspect(&format!("{}-{svc}-{n}", p.name))["State"]["Status"]
             .as_str()
@@ -860,6 +881,20 @@ fn kill_pause_unpause_scale_and_version() {
     );
     p.ok(&["unpause"]);
     assert_eq!(status("a", 1), "running");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let actions: Vec<String> = std::fs::read_to_string(out.path())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["Action"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(actions, ["pause", "unpause"]);
     p.ok(&["scale", "b=2"]);
     assert_eq!(status("b", 2), "running");
     p.ok(&["kill", "b"]);

@@ -2196,3 +2196,114 @@ fn health_start_interval_probes_often_during_the_start_period() {
     assert_eq!(hc["StartInterval"], 200_000_000u64);
     b.ok(&["rm", "-f", &id]);
 }
+
+/// A child process killed (SIGTERM) and reaped when dropped, even by a failing test.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn events_follow_and_filter_what_changed() {
+    let b = Berth::new();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let follower = Killed(
+        b.cmd()
+            .args(["events", "--format", "json", "--filter", "type=container"])
+            .stdout(out.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    // The follower starts from the end: nothing recorded before it shows.
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..2 {
+        let o = b.run(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--name",
+            "ev1",
+            "--label",
+            "team=a",
+            IMAGE,
+            "sh",
+            "-c",
+            "exit 3",
+        ]);
+        assert_eq!(code(&o), 3, "{}", stderr(&o));
+    }
+    b.ok(&["volume", "create", "evvol"]);
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        "ev2",
+        IMAGE,
+        "sleep",
+        "30",
+    ]);
+    b.ok(&["kill", &id]);
+    b.ok(&["wait", &id]);
+    std::thread::sleep(Duration::from_millis(400));
+    drop(follower);
+    let text = std::fs::read_to_string(out.path()).unwrap();
+    let evs: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seq = |name: &str| -> Vec<String> {
+        evs.iter()
+            .filter(|e| e["Actor"]["Attributes"]["name"] == name)
+            .map(|e| e["Action"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        seq("ev1"),
+        ["create", "start", "die", "destroy", "create", "start", "die", "destroy"]
+    );
+    assert!(
+        evs.iter().all(|e| e["Type"] == "container"),
+        "type filter: {text}"
+    );
+    let die = evs.iter().find(|e| e["Action"] == "die").unwrap();
+    assert_eq!(die["Actor"]["Attributes"]["exitCode"], "3");
+    assert_eq!(die["Actor"]["Attributes"]["team"], "a");
+    assert_eq!(die["status"], "die");
+    assert_eq!(die["from"], IMAGE);
+    let kill = evs.iter().find(|e| e["Action"] == "kill").unwrap();
+    assert_eq!(kill["Actor"]["Attributes"]["signal"], "9");
+    assert_eq!(seq("ev2"), ["create", "start", "kill", "die"]);
+    // The past, bounded by --until, with filters on event and volume.
+    let past = b.ok(&[
+        "events",
+        "--since",
+        "5m",
+        "--until",
+        "0s",
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ]);
+    assert_eq!(past, "ev1\nev1\nev2");
+    let vols = b.ok(&[
+        "events",
+        "--since",
+        "5m",
+        "--until",
+        "0s",
+        "--filter",
+        "volume=evvol",
+    ]);
+    assert!(vols.contains("volume create evvol"), "{vols}");
+    let o = b.run(&["events", "--filter", "colour=red", "--until", "0s"]);
+    assert_ne!(code(&o), 0);
+}

@@ -199,6 +199,13 @@ enum ComposeCmd {
         no_up: bool,
         services: Vec<String>,
     },
+    /// Follow the project's container events.
+    Events {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        services: Vec<String>,
+    },
     /// Send a signal to the services' running containers.
     Kill {
         /// Signal to send (name or number).
@@ -305,6 +312,7 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
             | ComposeCmd::Top { .. }
             | ComposeCmd::Images { .. }
             | ComposeCmd::Kill { .. }
+            | ComposeCmd::Events { .. }
             | ComposeCmd::Pause { .. }
             | ComposeCmd::Unpause { .. }
     );
@@ -352,6 +360,16 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
             services,
         } => logs(root, &project, follow, !no_color, !no_log_prefix, &services),
         ComposeCmd::Start { services } => start(root, &project, &services),
+        ComposeCmd::Events { json, services } => {
+            let mut labels = vec![format!("{LABEL_PROJECT}={}", project.name)];
+            if let [one] = services.as_slice() {
+                labels.push(format!("{LABEL_SERVICE}={one}"));
+            } else if services.len() > 1 {
+                return Err("compose events follows the whole project or one service".into());
+            }
+            let a = crate::system::EventsArgs::following(&labels, json);
+            crate::system::events(root, &a)
+        }
         ComposeCmd::Kill { signal, services } => {
             each_container(root, &project, &services, "Killed", |e, c| {
                 if c.state.status.is_active() {

@@ -1362,7 +1362,7 @@ fn foreground(engine: &mut Engine, c: &Container, streams: Streams) -> i32 {
         Err(e) => {
             eprintln!("berth: Error response from daemon: {e}");
             if c.config.auto_remove {
-                let _ = engine.discard_exited(&c.id);
+                let _ = engine.discard_exited(&c.id, None);
             }
             return berth_engine::exit_code_for(&e);
         }
@@ -1390,7 +1390,7 @@ fn foreground(engine: &mut Engine, c: &Container, streams: Streams) -> i32 {
     tracing::debug!("run: exited");
     drop(raw);
     let done = if c.config.auto_remove {
-        engine.discard_exited(&c.id)
+        engine.discard_exited(&c.id, Some(code))
     } else {
         engine
             .finish(&c.id, code)
@@ -1668,7 +1668,7 @@ fn ps(root: &Path, a: &PsArgs) -> CmdResult {
     Ok(0)
 }
 
-fn parse_since(s: &str) -> Result<SystemTime, String> {
+pub(crate) fn parse_since(s: &str) -> Result<SystemTime, String> {
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(SystemTime::now() - d);
     }

@@ -476,6 +476,7 @@ fn pull(root: &Path, image: &str, platform: Option<&str>, quiet: bool, tls: &Tls
         };
         println!("Status: {status} {}", reference.familiar());
     }
+    image_event(root, "pull", &reference.to_string(), &reference.to_string());
     println!("{reference}");
     Ok(0)
 }
@@ -498,6 +499,7 @@ fn push(
         ..registry_options(dest.domain(), tls)?
     };
     let report = client::push_with(&store, image, &dest, &opts, &compress)?;
+    image_event(root, "push", &dest.to_string(), &dest.to_string());
     if !quiet {
         // Docker lists layers top first and leaves the config out.
         for (digest, status) in report.blobs.iter().skip(1).rev() {
@@ -815,8 +817,30 @@ fn history(
 
 fn tag(root: &Path, source: &str, target: &str) -> CmdResult {
     let target = Reference::parse(target)?;
-    open(root)?.tag(source, &target)?;
+    let mut store = open(root)?;
+    store.tag(source, &target)?;
+    let id = store
+        .find(source)
+        .map(|r| r.config_digest.to_string())
+        .unwrap_or_default();
+    image_event(root, "tag", &id, &target.to_string());
     Ok(0)
+}
+
+/// Records an image event (`berth events`): `id` is the image, `name` its reference.
+fn image_event(root: &Path, action: &str, id: &str, name: &str) {
+    let attrs = [("name".to_string(), name.to_string())].into();
+    berth_engine::events::record(root, "image", action, id, attrs);
+}
+
+/// Events for what a removal did: `untag` per reference, `delete` per image.
+pub(crate) fn removal_events(root: &Path, removed: &[Removal]) {
+    for r in removed {
+        match r {
+            Removal::Untagged(t) => image_event(root, "untag", &t.to_string(), &t.to_string()),
+            Removal::Deleted(d) => image_event(root, "delete", &d.to_string(), &d.to_string()),
+        }
+    }
 }
 
 fn rmi(root: &Path, a: &RmArgs) -> CmdResult {
@@ -833,6 +857,7 @@ fn rmi(root: &Path, a: &RmArgs) -> CmdResult {
         }
         match store.remove(name, a.force) {
             Ok(events) => {
+                removal_events(root, &events);
                 for e in events {
                     match e {
                         Removal::Untagged(r) => println!("Untagged: {r}"),
@@ -907,6 +932,8 @@ fn import(
         let f = std::fs::File::open(source).map_err(|e| format!("open {source}: {e}"))?;
         client::import::import(&mut store, f, &opts)?
     };
+    let name = reference.unwrap_or_default();
+    image_event(root, "import", &id.to_string(), name);
     println!("{id}");
     Ok(0)
 }
@@ -928,6 +955,7 @@ fn prune(root: &Path, all: bool, force: bool) -> CmdResult {
     let mut store = open(root)?;
     let in_use: std::collections::HashSet<Digest> = images_in_use(root)?.into_keys().collect();
     let report = store.prune(all, &in_use)?;
+    removal_events(root, &report.removed);
     let mut out = std::io::stdout().lock();
     if !report.removed.is_empty() {
         writeln!(out, "Deleted Images:")?;
@@ -1010,8 +1038,10 @@ fn load(root: &Path, input: Option<&Path>, quiet: bool) -> CmdResult {
     for l in loaded {
         if l.tags.is_empty() {
             println!("Loaded image ID: {}", l.id);
+            image_event(root, "load", &l.id.to_string(), &l.id.to_string());
         }
         for t in l.tags {
+            image_event(root, "load", &l.id.to_string(), &t.to_string());
             println!("Loaded image: {}", t.familiar());
         }
     }

@@ -86,6 +86,8 @@ enum Cmd {
         #[arg(short, long)]
         format: Option<String>,
     },
+    /// Get real time events from containers, images, networks and volumes.
+    Events(system::EventsArgs),
     /// Show the berth version information.
     Version {
         /// Format output: json or a Go-style template.
@@ -153,6 +155,7 @@ fn main() {
         Cmd::Compose(args) => compose_cmd::main(&cli.root, args),
         Cmd::Info { format } => system::main(&cli.root, system::SystemCmd::Info { format }),
         Cmd::Version { format } => system::version(format.as_deref()),
+        Cmd::Events(a) => system::main(&cli.root, system::SystemCmd::Events(a)),
         Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
         Cmd::Image(cmd) => images::run(&cli.root, cmd),
         Cmd::Containers(cmd) => containers::main(&cli.root, cmd),
@@ -170,7 +173,7 @@ fn prints_only(cmd: &Cmd) -> bool {
     use containers::ContainerCmd as C;
     use images::{ImageCmd as I, ImageSub as IS};
     match cmd {
-        Cmd::Info { .. } | Cmd::Version { .. } => true,
+        Cmd::Info { .. } | Cmd::Version { .. } | Cmd::Events(_) => true,
         Cmd::System(s) => matches!(
             s,
             system::SystemCmd::Df { .. } | system::SystemCmd::Info { .. }

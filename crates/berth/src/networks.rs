@@ -147,7 +147,9 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
                     })
                     .collect(),
             };
-            writeln!(out, "{}", net.create(&name, &opts)?.id)?;
+            let created = net.create(&name, &opts)?;
+            network_event(root, "create", &created.id, &name);
+            writeln!(out, "{}", created.id)?;
         }
         NetworkCmd::Ls {
             quiet,
@@ -214,8 +216,14 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
         NetworkCmd::Rm { networks } => {
             let mut code = 0;
             for n in &networks {
+                let id = net.get(n).map(|x| (x.id, x.name)).ok();
                 match net.remove(n) {
-                    Ok(()) => writeln!(out, "{n}")?,
+                    Ok(()) => {
+                        if let Some((id, name)) = id {
+                            network_event(root, "destroy", &id, &name);
+                        }
+                        writeln!(out, "{n}")?
+                    }
                     Err(e) => {
                         eprintln!("Error response from daemon: {e}");
                         code = 1;
@@ -304,4 +312,14 @@ fn disconnect(
         })?;
     }
     Ok(())
+}
+
+/// Records a network event (`berth events`).
+fn network_event(root: &Path, action: &str, id: &str, name: &str) {
+    let attrs = [
+        ("name".to_string(), name.to_string()),
+        ("type".to_string(), "bridge".to_string()),
+    ]
+    .into();
+    berth_engine::events::record(root, "network", action, id, attrs);
 }

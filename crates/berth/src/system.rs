@@ -48,6 +48,26 @@ pub enum SystemCmd {
         #[arg(short, long)]
         format: Option<String>,
     },
+    /// Get real time events from containers, images, networks and volumes.
+    Events(EventsArgs),
+}
+
+/// `events` flags (Docker's).
+#[derive(clap::Args, Debug, Default)]
+pub struct EventsArgs {
+    /// Show all events created since timestamp (RFC 3339, Unix seconds, or a duration ago).
+    #[arg(long)]
+    since: Option<String>,
+    /// Stream events until this timestamp (without it, events are followed).
+    #[arg(long)]
+    until: Option<String>,
+    /// Filter output based on conditions provided (type=, event=, container=, image=,
+    /// label=, network=, volume=).
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// Format output: json or a Go-style template.
+    #[arg(long)]
+    format: Option<String>,
 }
 
 /// Runs a `system` command; returns the exit status.
@@ -61,6 +81,7 @@ pub fn main(root: &Path, cmd: SystemCmd) -> i32 {
             force,
         } => prune(root, all, volumes, force),
         SystemCmd::Info { format } => info(root, format.as_deref()),
+        SystemCmd::Events(a) => events(root, &a),
     };
     result.unwrap_or_else(|e| {
         eprintln!("Error: {e}");
@@ -501,6 +522,7 @@ fn prune(root: &Path, all: bool, volumes: bool, force: bool) -> CmdResult {
     drop(engine);
     let mut store = LocalStore::open(root)?;
     let report = store.prune(all, &in_use)?;
+    crate::images::removal_events(root, &report.removed);
     reclaimed += report.reclaimed;
     let images: Vec<String> = report
         .removed
@@ -522,4 +544,153 @@ fn prune(root: &Path, all: bool, volumes: bool, force: bool) -> CmdResult {
     }
     writeln!(out, "Total reclaimed space: {}", human_size(reclaimed))?;
     Ok(0)
+}
+
+impl EventsArgs {
+    /// Following the events whose attributes carry all `labels` (`compose events`).
+    pub fn following(labels: &[String], json: bool) -> EventsArgs {
+        EventsArgs {
+            filter: labels.iter().map(|l| format!("label={l}")).collect(),
+            format: json.then(|| "json".to_string()),
+            ..Default::default()
+        }
+    }
+}
+
+/// `events`: the kept events since `--since`, then (without `--until`) the new ones as
+/// they are recorded, until interrupted.
+pub fn events(root: &Path, a: &EventsArgs) -> CmdResult {
+    use berth_engine::events;
+    let since = a
+        .since
+        .as_deref()
+        .map(crate::containers::parse_since)
+        .transpose()?;
+    let until = a
+        .until
+        .as_deref()
+        .map(crate::containers::parse_since)
+        .transpose()?;
+    let nanos = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64)
+    };
+    let (since, until) = (since.map(nanos), until.map(nanos));
+    let filters = EventFilters::parse(&a.filter)?;
+    let (past, mut offset) = events::read_all(root);
+    let mut out = std::io::stdout().lock();
+    let show = |e: &events::Event, out: &mut dyn Write| -> std::io::Result<()> {
+        if filters.keep(e) {
+            writeln!(out, "{}", render_event(e, a.format.as_deref()))?;
+        }
+        Ok(())
+    };
+    // Without --since (or --until) only new events are shown, as Docker does.
+    if since.is_some() || until.is_some() {
+        for e in &past {
+            if since.is_some_and(|s| e.time_nano < s) || until.is_some_and(|u| e.time_nano > u) {
+                continue;
+            }
+            show(e, &mut out)?;
+        }
+    }
+    if let Some(u) = until {
+        if u <= nanos(std::time::SystemTime::now()) {
+            return Ok(0);
+        }
+    }
+    out.flush()?;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let (new, next) = events::read_from(root, offset);
+        offset = next;
+        for e in &new {
+            if until.is_some_and(|u| e.time_nano > u) {
+                return Ok(0);
+            }
+            show(e, &mut out)?;
+        }
+        out.flush()?;
+        if until.is_some_and(|u| nanos(std::time::SystemTime::now()) > u) {
+            return Ok(0);
+        }
+    }
+}
+
+/// Docker's text line (`TIME TYPE ACTION ID (k=v, …)`), its JSON, or a template.
+fn render_event(e: &berth_engine::events::Event, format: Option<&str>) -> String {
+    let v = serde_json::to_value(e).unwrap_or(Value::Null);
+    match format {
+        Some("json") | Some("{{json .}}") => v.to_string(),
+        Some(t) => crate::format::render(t, &v),
+        None => {
+            let secs = e.time_nano.div_euclid(1_000_000_000);
+            let ns = e.time_nano.rem_euclid(1_000_000_000);
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+            let stamp = humantime::format_rfc3339_seconds(t).to_string();
+            let stamp = format!("{}.{ns:09}Z", stamp.trim_end_matches('Z'));
+            let attrs: Vec<String> = e
+                .actor
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            format!(
+                "{stamp} {} {} {} ({})",
+                e.kind,
+                e.action,
+                e.actor.id,
+                attrs.join(", ")
+            )
+        }
+    }
+}
+
+/// `--filter` for events: values of one key are alternatives, keys must all match.
+struct EventFilters(std::collections::BTreeMap<String, Vec<String>>);
+
+impl EventFilters {
+    fn parse(list: &[String]) -> Result<EventFilters, String> {
+        let mut m: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for f in list {
+            let (k, v) = crate::format::filter_kv(f)?;
+            if !matches!(
+                k,
+                "type" | "event" | "container" | "image" | "label" | "network" | "volume"
+            ) {
+                return Err(format!("invalid filter '{k}'"));
+            }
+            m.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        Ok(EventFilters(m))
+    }
+
+    fn keep(&self, e: &berth_engine::events::Event) -> bool {
+        let attr = |k: &str| e.actor.attributes.get(k).map(String::as_str);
+        // A container filter matches its id (or a prefix) or its name.
+        let names =
+            |v: &String| e.actor.id.starts_with(v.as_str()) || attr("name") == Some(v.as_str());
+        self.0.iter().all(|(k, values)| match k.as_str() {
+            "type" => values.contains(&e.kind),
+            "event" => values
+                .iter()
+                .any(|v| *v == e.action || e.action.starts_with(&format!("{v}:"))),
+            "container" => {
+                (e.kind == "container" && values.iter().any(names))
+                    || values
+                        .iter()
+                        .any(|v| attr("container").is_some_and(|c| c.starts_with(v.as_str())))
+            }
+            "image" => values.iter().any(|v| {
+                attr("image") == Some(v.as_str())
+                    || (e.kind == "image" && (names(v) || attr("name") == Some(v.as_str())))
+            }),
+            "network" => e.kind == "network" && values.iter().any(names),
+            "volume" => e.kind == "volume" && values.contains(&e.actor.id),
+            "label" => values.iter().all(|v| {
+                crate::format::label_matches(v, |k| e.actor.attributes.get(k).map(String::as_str))
+            }),
+            _ => false,
+        })
+    }
 }

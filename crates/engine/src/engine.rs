@@ -296,6 +296,7 @@ impl Engine {
             let _ = self.teardown(&c, true);
             return Err(e);
         }
+        self.event(&c, "create", &[]);
         Ok(c)
     }
 
@@ -382,7 +383,10 @@ impl Engine {
             )));
         }
         match self.launch_inner(&c, interactive) {
-            Ok(l) => Ok(l),
+            Ok(l) => {
+                self.event(&c, "start", &[]);
+                Ok(l)
+            }
             Err(e) => {
                 let _ = self.runtime.delete(&c.id, true);
                 unmount_container(&self.dir(&c.id));
@@ -663,6 +667,10 @@ impl Engine {
             .unwrap_or(false);
         let _ = self.runtime.delete(id, true);
         let c = self.db.find(id)?;
+        if oom {
+            self.event(&c, "oom", &[]);
+        }
+        self.event(&c, "die", &[("exitCode", code.to_string())]);
         let _ = net::release(&self.root, &c);
         unmount_container(&self.dir(id));
         self.db.update(id, |c| {
@@ -726,6 +734,7 @@ impl Engine {
         let sig = parse_signal(&sig_name)?;
         if c.state.status != Status::Restarting {
             let _ = self.runtime.kill(&c.id, sig, false);
+            self.event(&c, "kill", &[("signal", (sig as i32).to_string())]);
             if c.state.status == Status::Paused {
                 let _ = self.runtime.resume(&c.id);
             }
@@ -734,8 +743,14 @@ impl Engine {
         let wait = (secs >= 0).then(|| Duration::from_secs(secs as u64));
         if !self.wait_inactive(&c.id, wait)? {
             let _ = self.runtime.kill(&c.id, Signal::SIGKILL, true);
+            self.event(
+                &c,
+                "kill",
+                &[("signal", (Signal::SIGKILL as i32).to_string())],
+            );
             self.wait_inactive(&c.id, Some(Duration::from_secs(30)))?;
         }
+        self.event(&c, "stop", &[]);
         self.find(&c.id)
     }
 
@@ -750,6 +765,7 @@ impl Engine {
         }
         let sig = parse_signal(signal)?;
         self.runtime.kill(&c.id, sig, false)?;
+        self.event(&c, "kill", &[("signal", (sig as i32).to_string())]);
         Ok(c)
     }
 
@@ -771,11 +787,27 @@ impl Engine {
         Ok(c)
     }
 
-    /// `run --rm` in the foreground: the container just exited under this process, so
-    /// its record goes at once, without first recording the exit.
-    pub fn discard_exited(&mut self, id: &str) -> Result<()> {
+    /// `run --rm` in the foreground: the container just exited under this process (with
+    /// `code`; `None` when it never started), so its record goes at once, without first
+    /// recording the exit.
+    pub fn discard_exited(&mut self, id: &str, code: Option<i32>) -> Result<()> {
         let c = self.db.find(id)?;
+        if let Some(code) = code {
+            self.event(&c, "die", &[("exitCode", code.to_string())]);
+        }
         self.teardown(&c, true)
+    }
+
+    /// Records a container event with Docker's attributes: image, name, the labels and
+    /// `extra`.
+    pub(crate) fn event(&self, c: &Container, action: &str, extra: &[(&str, String)]) {
+        let mut attrs = c.config.labels.clone();
+        attrs.insert("image".into(), c.image.clone());
+        attrs.insert("name".into(), c.name.clone());
+        for (k, v) in extra {
+            attrs.insert(k.to_string(), v.clone());
+        }
+        crate::events::record(&self.root, "container", action, &c.id, attrs);
     }
 
     /// Removes every trace of a stopped container; idempotent.
@@ -795,6 +827,7 @@ impl Engine {
             _ => {}
         }
         self.db.delete(&c.id)?;
+        self.event(c, "destroy", &[]);
         if with_volumes {
             for m in c.config.mounts.iter().filter(|m| m.anonymous) {
                 let users = self.volume_users(&m.source)?;
@@ -838,6 +871,7 @@ impl Engine {
             )));
         }
         self.runtime.pause(&c.id)?;
+        self.event(&c, "pause", &[]);
         self.db.update(&c.id, |c| c.state.status = Status::Paused)
     }
 
@@ -847,6 +881,7 @@ impl Engine {
             return Err(Error::Conflict(format!("container {} is not paused", c.id)));
         }
         self.runtime.resume(&c.id)?;
+        self.event(&c, "unpause", &[]);
         self.db.update(&c.id, |c| c.state.status = Status::Running)
     }
 
@@ -855,7 +890,14 @@ impl Engine {
         if !crate::names::valid_name(name) {
             return Err(Error::Invalid(format!("Invalid container name ({name})")));
         }
-        self.db.rename(&c.id, name)
+        self.db.rename(&c.id, name)?;
+        let old = c.name.clone();
+        let renamed = Container {
+            name: name.to_string(),
+            ..c
+        };
+        self.event(&renamed, "rename", &[("oldName", format!("/{old}"))]);
+        Ok(())
     }
 
     /// The processes of a running container (host pids).

@@ -84,7 +84,8 @@ impl Engine {
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .is_some_and(|ran| ran < Duration::from_nanos(cfg.start_period));
         let retries = cfg.retries_or_default();
-        self.db.update(&c.id, |c| {
+        let before = c.state.health.as_ref().map(|h| h.status.clone());
+        let after = self.db.update(&c.id, |c| {
             let h = c.state.health.get_or_insert_with(Default::default);
             let ok = result.exit_code == 0;
             h.log.push(result);
@@ -101,6 +102,12 @@ impl Engine {
                 }
             }
         })?;
+        let now = after.state.health.as_ref().map(|h| h.status.clone());
+        if now != before {
+            if let Some(status) = now {
+                self.event(&after, &format!("health_status: {status}"), &[]);
+            }
+        }
         Ok(())
     }
 }

@@ -46,6 +46,7 @@
 
 pub mod db;
 mod engine;
+pub mod events;
 pub mod fsops;
 mod health;
 pub mod logs;

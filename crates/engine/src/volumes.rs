@@ -37,7 +37,13 @@ pub fn create(
         labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     let data = json!({"Driver": "local", "Labels": labels, "Options": {}, "Scope": "local"});
     db.add_volume(&name, &berth_runtime::state::now_rfc3339(), &data)?;
+    crate::events::record(root, "volume", "create", &name, driver_local());
     Ok(name)
+}
+
+/// The attributes of a volume's events.
+fn driver_local() -> std::collections::BTreeMap<String, String> {
+    [("driver".to_string(), "local".to_string())].into()
 }
 
 /// `docker volume inspect`'s object.
@@ -71,6 +77,7 @@ pub fn remove(db: &mut Db, root: &Path, name: &str, users: &[String]) -> Result<
         )));
     }
     db.remove_volume(name)?;
+    crate::events::record(root, "volume", "destroy", name, driver_local());
     let dir = root.join("volumes").join(name);
     match std::fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
