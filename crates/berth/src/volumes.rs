@@ -9,6 +9,9 @@ use clap::Subcommand;
 type CmdResult = Result<i32, Box<dyn std::error::Error>>;
 
 #[derive(Subcommand, Debug)]
+// Each subcommand's arguments are built only when it is the one invoked: building
+// the whole tree cost every command ~1 ms of start-up (page faults, allocations).
+#[command(defer = true)]
 pub enum VolumeCmd {
     /// Create a volume.
     Create {

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -89,16 +90,29 @@ pub fn record(
         return;
     };
     line.push(b'\n');
+    // One open file per process and store: a `run` records four events, and opening the
+    // file each time was a measurable part of its teardown. A file grown past the limit
+    // is opened again by path: either this process rotates it now, or another process
+    // did (this one's file is then the rotated one, and events must go to the new one).
+    static OPEN: Mutex<Option<(PathBuf, std::fs::File)>> = Mutex::new(None);
     let file = path(root);
-    if std::fs::metadata(&file).is_ok_and(|m| m.len() > MAX_SIZE) {
-        let _ = std::fs::rename(&file, rotated(root));
+    let mut open = OPEN.lock().unwrap_or_else(|p| p.into_inner());
+    let stale = open
+        .as_ref()
+        .is_none_or(|(p, f)| *p != file || f.metadata().map_or(true, |m| m.len() > MAX_SIZE));
+    if stale {
+        if std::fs::metadata(&file).is_ok_and(|m| m.len() > MAX_SIZE) {
+            let _ = std::fs::rename(&file, rotated(root));
+        }
+        *open = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&file)
+            .ok()
+            .map(|f| (file, f));
     }
-    let opened = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&file);
-    if let Ok(mut f) = opened {
+    if let Some((_, f)) = open.as_mut() {
         let _ = f.write_all(&line);
     }
 }
@@ -163,5 +177,21 @@ mod tests {
         let (more, _) = read_from(dir.path(), offset);
         assert_eq!(more.len(), 1);
         assert_eq!(more[0].action, "destroy");
+    }
+
+    #[test]
+    fn the_file_rotates_past_its_limit_keeping_one_older_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: BTreeMap<String, String> = [("pad".to_string(), "x".repeat(1000))].into();
+        let n = (MAX_SIZE / 1000) as usize + 50;
+        for i in 0..n {
+            record(dir.path(), "volume", "create", &i.to_string(), big.clone());
+        }
+        assert!(rotated(dir.path()).exists());
+        assert!(std::fs::metadata(path(dir.path())).unwrap().len() < MAX_SIZE);
+        let (all, _) = read_all(dir.path());
+        assert_eq!(all.len(), n, "every event is in one of the two files");
+        let ids: Vec<usize> = all.iter().map(|e| e.actor.id.parse().unwrap()).collect();
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1), "in order");
     }
 }
