@@ -903,6 +903,17 @@ fn kill_pause_unpause_scale_and_version() {
         "b's containers to die",
     );
     assert_eq!(status("a", 1), "running");
+    // `create` (and `up --no-start`) make containers without starting them.
+    p.ok(&["down", "-t", "0"]);
+    p.ok(&["create"]);
+    assert_eq!(
+        (status("a", 1), status("b", 1)),
+        ("created".into(), "created".into())
+    );
+    p.ok(&["up", "-d", "--no-start", "a"]);
+    assert_eq!(status("a", 1), "created");
+    p.ok(&["start"]);
+    assert_eq!(status("a", 1), "running");
     let v = p.ok(&["version", "--short"]);
     assert_eq!(
         v.trim(),
@@ -911,7 +922,7 @@ fn kill_pause_unpause_scale_and_version() {
             .trim_start_matches("{\"version\":\"")
             .trim_end_matches("\"}")
     );
-    p.ok(&["down"]);
+    p.ok(&["down", "-t", "0"]);
 }
 
 /// A foreground `up` prints prefixed output and stops the project on Ctrl-C.

@@ -209,6 +209,16 @@ enum ComposeCmd {
         json: bool,
         services: Vec<String>,
     },
+    /// Create the services' containers without starting them (`up --no-start`).
+    Create {
+        /// Build images before creating the containers.
+        #[arg(long)]
+        build: bool,
+        /// Recreate containers even if their configuration did not change.
+        #[arg(long)]
+        force_recreate: bool,
+        services: Vec<String>,
+    },
     /// Send a signal to the services' running containers.
     Kill {
         /// Signal to send (name or number).
@@ -272,6 +282,9 @@ struct UpArgs {
     /// SERVICE=NUM replicas (repeatable).
     #[arg(long)]
     scale: Vec<String>,
+    /// Create the containers (and networks, volumes, images) but do not start them.
+    #[arg(long)]
+    no_start: bool,
     services: Vec<String>,
 }
 
@@ -363,6 +376,21 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
             services,
         } => logs(root, &project, follow, !no_color, !no_log_prefix, &services),
         ComposeCmd::Start { services } => start(root, &project, &services),
+        ComposeCmd::Create {
+            build,
+            force_recreate,
+            services,
+        } => {
+            let u = UpArgs {
+                detach: true,
+                no_start: true,
+                build,
+                force_recreate,
+                services,
+                ..Default::default()
+            };
+            up(root, &project, &u)
+        }
         ComposeCmd::Events { json, services } => {
             let mut labels = vec![format!("{LABEL_PROJECT}={}", project.name)];
             if let [one] = services.as_slice() {
@@ -1259,17 +1287,23 @@ fn up(root: &Path, p: &Project, u: &UpArgs) -> CmdResult {
     existing.retain(|c| p.services.contains_key(service_of(c)));
     let mut changed: BTreeSet<String> = BTreeSet::new();
     for name in &order {
-        wait_for_dependencies(root, p, name, &order)?;
+        // Created but not started, dependencies have nothing to wait for.
+        if !u.no_start {
+            wait_for_dependencies(root, p, name, &order)?;
+        }
         let n = scale
             .get(name)
             .copied()
             .unwrap_or_else(|| p.services[name].replicas());
-        if converge(root, p, name, n, u.force_recreate, &existing)? {
+        if converge(root, p, name, n, u.force_recreate, !u.no_start, &existing)? {
             changed.insert(name.clone());
         } else if restarts_with(p, name, &changed) {
             restart_running(root, p, name)?;
             changed.insert(name.clone());
         }
+    }
+    if u.no_start {
+        return Ok(0);
     }
     if u.wait {
         wait_all(root, p, &order, Duration::from_secs(u.wait_timeout))?;
@@ -1351,6 +1385,7 @@ fn converge(
     name: &str,
     n: u32,
     force: bool,
+    start: bool,
     existing: &[Container],
 ) -> Result<bool, Box<dyn std::error::Error>> {
     let hash = config_hash(&p.services[name]);
@@ -1368,8 +1403,12 @@ fn converge(
             engine.remove(&c.id, true, false)?;
             eprintln!(" Container {}  Removed", c.name);
         } else if !engine.find(&c.id)?.state.status.is_active() {
-            containers::start_detached(&mut engine, &c.id)?;
-            eprintln!(" Container {}  Started", c.name);
+            if start {
+                containers::start_detached(&mut engine, &c.id)?;
+                eprintln!(" Container {}  Started", c.name);
+            } else {
+                eprintln!(" Container {}  Created", c.name);
+            }
         } else {
             eprintln!(" Container {}  Running", c.name);
         }
@@ -1381,7 +1420,7 @@ fn converge(
             .iter()
             .any(|c| number_of(c) == num && current(c) && !force);
         if !keep {
-            create_container(root, p, name, num, true)?;
+            create_container(root, p, name, num, start)?;
             created = true;
         }
     }
