@@ -432,7 +432,7 @@ fn run_options(root: &Path, args: &BuildArgs) -> anyhow::Result<RunOptions> {
         extra_hosts.push((name, ip));
     }
     let shm_size = match &args.shm_size {
-        Some(s) => match crate::containers::parse_bytes(s).map_err(anyhow::Error::msg)? {
+        Some(s) => match berth_engine::units::parse_bytes(s).map_err(anyhow::Error::msg)? {
             n if n > 0 => Some(n as u64),
             _ => anyhow::bail!("invalid --shm-size {s:?}: must be greater than 0"),
         },

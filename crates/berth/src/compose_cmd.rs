@@ -945,12 +945,7 @@ fn run_args(
 
 /// A scalar of a compose file (a number or a string) as text.
 fn scalar_text(v: &Option<berth_compose::YamlValue>) -> Option<String> {
-    match v.as_ref()? {
-        berth_compose::YamlValue::String(s) => Some(s.clone()),
-        berth_compose::YamlValue::Number(n) => Some(n.to_string()),
-        berth_compose::YamlValue::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
+    v.as_ref().and_then(berth_compose::scalar)
 }
 
 /// A scalar of a compose file as a number, naming the key when it is not one.
@@ -1026,7 +1021,7 @@ fn kernel_args(a: &mut RunArgs, p: &Project, s: &Service) -> Result<(), String> 
         a.log_driver = log.get("driver").and_then(|d| d.as_str()).map(String::from);
         if let Some(berth_compose::YamlValue::Mapping(opts)) = log.get("options") {
             for (k, v) in opts {
-                if let (Some(k), Some(v)) = (k.as_str(), scalar_text(&Some(v.clone()))) {
+                if let (Some(k), Some(v)) = (k.as_str(), berth_compose::scalar(v)) {
                     a.log_opt.push(format!("{k}={v}"));
                 }
             }

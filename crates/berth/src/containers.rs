@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use berth_engine::monitor::{self, PumpOptions};
 use berth_engine::record::{HealthConfig, MountSpec, RestartPolicy, RunConfig};
+use berth_engine::units::parse_bytes;
 use berth_engine::{Container, CreateRequest, Engine, ImageInfo, Status};
 use clap::{ArgAction, Args, Subcommand};
 use serde_json::{json, Value};
@@ -770,10 +771,6 @@ fn each(
         }
     }
     code
-}
-
-pub(crate) fn parse_bytes(s: &str) -> Result<i64, String> {
-    berth_engine::units::parse_bytes(s)
 }
 
 fn parse_duration_ns(s: &str) -> Result<u64, String> {
@@ -2232,7 +2229,7 @@ fn prune(root: &Path, force: bool) -> CmdResult {
     writeln!(
         out,
         "Total reclaimed space: {}",
-        crate::system::human_size(reclaimed)
+        crate::format::human_size(reclaimed)
     )?;
     Ok(0)
 }

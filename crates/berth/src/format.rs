@@ -40,6 +40,29 @@ pub fn docker_time(t: &str) -> String {
     format!("{} +0000 UTC", s.replace('T', " "))
 }
 
+/// Docker's human sizes: decimal units, three significant digits (`1.98MB`).
+pub fn human_size(size: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = size as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    let decimals = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let mut s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{s}{}", UNITS[unit])
+}
+
 /// Docker's tabwriter layout (`tabwriter.NewWriter(out, 10, 1, 3, ' ', 0)`): each column
 /// as wide as its widest cell plus three spaces, and at least ten.
 pub fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> {

@@ -5,6 +5,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
+use crate::format::human_size;
 use berth_image::{Digest, Reference};
 use berth_registry::client::progress::{Event, Observer, Progress};
 use berth_registry::client::{
@@ -758,11 +759,6 @@ fn since(unix: i64) -> String {
         _ => format!("{} years", hours / 24 / 365),
     };
     format!("{text} ago")
-}
-
-/// Decimal units with three significant digits, as `docker images` prints sizes.
-fn human_size(size: u64) -> String {
-    crate::system::human_size(size)
 }
 
 fn history(

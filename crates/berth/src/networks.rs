@@ -151,7 +151,7 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
                     .collect(),
             };
             let created = net.create(&name, &opts)?;
-            network_event(root, "create", &created.id, &name);
+            berth_engine::events::network(root, "create", &created.id, &name, None);
             writeln!(out, "{}", created.id)?;
         }
         NetworkCmd::Ls {
@@ -223,7 +223,7 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
                 match net.remove(n) {
                     Ok(()) => {
                         if let Some((id, name)) = id {
-                            network_event(root, "destroy", &id, &name);
+                            berth_engine::events::network(root, "destroy", &id, &name, None);
                         }
                         writeln!(out, "{n}")?
                     }
@@ -315,14 +315,4 @@ fn disconnect(
         })?;
     }
     Ok(())
-}
-
-/// Records a network event (`berth events`).
-fn network_event(root: &Path, action: &str, id: &str, name: &str) {
-    let attrs = [
-        ("name".to_string(), name.to_string()),
-        ("type".to_string(), "bridge".to_string()),
-    ]
-    .into();
-    berth_engine::events::record(root, "network", action, id, attrs);
 }

@@ -92,52 +92,9 @@ pub fn main(root: &Path, cmd: SystemCmd) -> i32 {
     })
 }
 
-/// Docker's human sizes: decimal units, three significant digits (`1.98MB`).
-pub fn human_size(size: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = size as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    let decimals = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    let mut s = format!("{v:.decimals$}");
-    if s.contains('.') {
-        s = s.trim_end_matches('0').trim_end_matches('.').to_string();
-    }
-    format!("{s}{}", UNITS[unit])
-}
-
-/// Bytes in the regular files under `dir` (not following symlinks, each hard-linked
-/// inode once); 0 when it does not exist.
+/// Bytes in the regular files under `dir`; 0 when it cannot be read (or does not exist).
 pub fn dir_size(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen = HashSet::new();
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else {
-                continue;
-            };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))) {
-                total += m.len();
-            }
-        }
-    }
-    total
+    berth_image::layer::content_size(dir).unwrap_or(0)
 }
 
 /// `berth version`: this binary is client and engine at once.
@@ -260,7 +217,7 @@ pub fn info(root: &Path, format: Option<&str>) -> CmdResult {
                 os_name(),
                 std::env::consts::ARCH,
                 v["NCPU"],
-                human_size(mem_total),
+                crate::format::human_size(mem_total),
                 v["Name"].as_str().unwrap_or(""),
                 root.display()
             );
@@ -367,8 +324,8 @@ fn df(root: &Path, verbose: bool, format: Option<&str>) -> CmdResult {
         let pct = (u.reclaimable * 100).checked_div(u.size).unwrap_or(0);
         json!({
             "Type": u.kind, "TotalCount": u.total, "Active": u.active,
-            "Size": human_size(u.size),
-            "Reclaimable": if u.reclaimable > 0 { format!("{} ({pct}%)", human_size(u.reclaimable)) } else { human_size(0) },
+            "Size": crate::format::human_size(u.size),
+            "Reclaimable": if u.reclaimable > 0 { format!("{} ({pct}%)", crate::format::human_size(u.reclaimable)) } else { crate::format::human_size(0) },
         })
     };
     match format {
@@ -393,7 +350,7 @@ fn df(root: &Path, verbose: bool, format: Option<&str>) -> CmdResult {
             let size: u64 = rec.layers.iter().map(|l| l.size).sum();
             t.push(vec![
                 berth_registry::client::store::short_id(&rec.config_digest),
-                human_size(size),
+                crate::format::human_size(size),
                 users.to_string(),
             ]);
         }
@@ -410,7 +367,7 @@ fn df(root: &Path, verbose: bool, format: Option<&str>) -> CmdResult {
             t.push(vec![
                 c.id[..12].to_string(),
                 c.image.clone(),
-                human_size(*size),
+                crate::format::human_size(*size),
                 format!("{:?}", c.state.status).to_lowercase(),
                 c.name.clone(),
             ]);
@@ -419,10 +376,18 @@ fn df(root: &Path, verbose: bool, format: Option<&str>) -> CmdResult {
         writeln!(out, "\nLocal Volumes space usage:\n")?;
         let mut t = vec![vec!["VOLUME NAME".into(), "LINKS".into(), "SIZE".into()]];
         for (n, size, users) in &vol_rows {
-            t.push(vec![n.clone(), users.to_string(), human_size(*size)]);
+            t.push(vec![
+                n.clone(),
+                users.to_string(),
+                crate::format::human_size(*size),
+            ]);
         }
         crate::format::table(&mut out, &t)?;
-        writeln!(out, "\nBuild cache usage: {}", human_size(cache.1))?;
+        writeln!(
+            out,
+            "\nBuild cache usage: {}",
+            crate::format::human_size(cache.1)
+        )?;
         return Ok(0);
     }
     let mut t = vec![vec![
@@ -438,7 +403,7 @@ fn df(root: &Path, verbose: bool, format: Option<&str>) -> CmdResult {
             u.kind.to_string(),
             u.total.to_string(),
             u.active.to_string(),
-            human_size(u.size),
+            crate::format::human_size(u.size),
             r["Reclaimable"].as_str().unwrap_or("").to_string(),
         ]);
     }
@@ -545,7 +510,11 @@ fn prune(root: &Path, all: bool, volumes: bool, force: bool) -> CmdResult {
             stats.cache_records, stats.layers
         )?;
     }
-    writeln!(out, "Total reclaimed space: {}", human_size(reclaimed))?;
+    writeln!(
+        out,
+        "Total reclaimed space: {}",
+        crate::format::human_size(reclaimed)
+    )?;
     Ok(0)
 }
 

@@ -245,7 +245,7 @@ fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
             writeln!(
                 out,
                 "Total reclaimed space: {}",
-                crate::system::human_size(reclaimed)
+                crate::format::human_size(reclaimed)
             )?;
         }
     }

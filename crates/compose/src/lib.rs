@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
-pub use load::{discover, load, parse_env_file, Options, Vars};
+pub use load::{discover, load, parse_env_file, scalar, Options, Vars};
 pub use model::*;
 /// The YAML value type of the keys the model keeps as they are written.
 pub use serde_yaml::Value as YamlValue;

@@ -193,7 +193,8 @@ pub(crate) fn key_text(k: &Value) -> String {
     }
 }
 
-fn scalar(v: &Value) -> Option<String> {
+/// A YAML scalar (string, number or bool) as the text compose reads it as.
+pub fn scalar(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

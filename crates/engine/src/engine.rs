@@ -101,13 +101,31 @@ fn umount(path: &Path) {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
 }
 
-/// Unmounts what the engine mounted for a container in its directory `dir`: the rootfs
-/// and, for `--ipc shareable`, the /dev/shm other containers may join.
-fn unmount_container(dir: &Path) {
+/// Unmounts what the engine mounted for container `c` in its directory `dir`: the
+/// rootfs and, for `--ipc shareable`, the /dev/shm other containers may join.
+fn unmount_container(dir: &Path, c: &Container) {
     umount(&dir.join("rootfs"));
-    if dir.join(SHM).exists() {
+    if c.config.ipc_mode == "shareable" {
         umount(&dir.join(SHM));
     }
+}
+
+/// Mounts the host-side tmpfs that is a shareable container's /dev/shm, unless it is.
+fn mount_shareable_shm(shm: &Path, size: i64) -> Result<()> {
+    if is_mountpoint(shm) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(shm).ctx(|| format!("create {}", shm.display()))?;
+    nix::mount::mount(
+        Some("shm"),
+        shm,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID
+            | nix::mount::MsFlags::MS_NODEV
+            | nix::mount::MsFlags::MS_NOEXEC,
+        Some(format!("mode=1777,size={size}").as_str()),
+    )
+    .map_err(|e| Error::Invalid(format!("mount {}: {e}", shm.display())))
 }
 
 /// The host-side /dev/shm of a container with `--ipc shareable`, in its directory.
@@ -218,7 +236,7 @@ impl Engine {
         }
         tracing::debug!("{}: monitor gone; marking exited", c.id);
         let _ = self.runtime.delete(&c.id, true);
-        unmount_container(&self.dir(&c.id));
+        unmount_container(&self.dir(&c.id), &c);
         let _ = net::release(&self.root, &c);
         self.db.update(&c.id, |c| {
             if c.state.status.is_active() && !Self::monitor_alive(&c.state) {
@@ -389,7 +407,7 @@ impl Engine {
             }
             Err(e) => {
                 let _ = self.runtime.delete(&c.id, true);
-                unmount_container(&self.dir(&c.id));
+                unmount_container(&self.dir(&c.id), &c);
                 let _ = net::release(&self.root, &c);
                 let code = exit_code_for(&e);
                 let msg = e.to_string();
@@ -419,7 +437,7 @@ impl Engine {
             net::Mode::Host => Some("host".to_string()),
             net::Mode::Container(other) => Some(format!(
                 "/proc/{}/ns/net",
-                self.running_pid(&other, "network")?
+                self.running(&other, "network")?.state.pid
             )),
             _ => None,
         };
@@ -428,7 +446,7 @@ impl Engine {
             m => match m.strip_prefix("container:") {
                 Some(other) => Some(format!(
                     "/proc/{}/ns/pid",
-                    self.running_pid(other, "PID namespace")?
+                    self.running(other, "PID namespace")?.state.pid
                 )),
                 None => None,
             },
@@ -442,26 +460,13 @@ impl Engine {
                 // /dev/shm is a tmpfs on the host side, so that a container joining this
                 // one's IPC namespace can bind the same files.
                 let shm = self.dir(&c.id).join(SHM);
-                if !is_mountpoint(&shm) {
-                    std::fs::create_dir_all(&shm).ctx(|| format!("create {}", shm.display()))?;
-                    let size = cfg.shm_size.unwrap_or(64 << 20);
-                    nix::mount::mount(
-                        Some("shm"),
-                        &shm,
-                        Some("tmpfs"),
-                        nix::mount::MsFlags::MS_NOSUID
-                            | nix::mount::MsFlags::MS_NODEV
-                            | nix::mount::MsFlags::MS_NOEXEC,
-                        Some(format!("mode=1777,size={size}").as_str()),
-                    )
-                    .map_err(|e| Error::Invalid(format!("mount /dev/shm for {}: {e}", c.id)))?;
-                }
+                mount_shareable_shm(&shm, cfg.shm_size.unwrap_or(64 << 20))?;
                 j.shm = Some(shm);
             }
             m => {
                 if let Some(other) = m.strip_prefix("container:") {
-                    let donor = self.find(other)?;
-                    let pid = self.running_pid(other, "IPC namespace")?;
+                    let donor = self.running(other, "IPC namespace")?;
+                    let pid = donor.state.pid;
                     if donor.config.ipc_mode != "shareable" {
                         return Err(Error::Conflict(format!(
                             "non-shareable IPC (hint: use --ipc shareable for the donor container {other})"
@@ -476,15 +481,15 @@ impl Engine {
         Ok(j)
     }
 
-    /// The init pid of the running container `key`, whose `what` another one joins.
-    fn running_pid(&mut self, key: &str, what: &str) -> Result<i32> {
+    /// The running container `key`, whose `what` another one joins.
+    fn running(&mut self, key: &str, what: &str) -> Result<Container> {
         let o = self.find(key)?;
         if o.state.status != Status::Running {
             return Err(Error::Conflict(format!(
                 "cannot join {what} of a non running container: {key}"
             )));
         }
-        Ok(o.state.pid)
+        Ok(o)
     }
 
     fn launch_inner(&mut self, c: &Container, interactive: bool) -> Result<Launched> {
@@ -672,7 +677,7 @@ impl Engine {
         }
         self.event(&c, "die", &[("exitCode", code.to_string())]);
         let _ = net::release(&self.root, &c);
-        unmount_container(&self.dir(id));
+        unmount_container(&self.dir(id), &c);
         self.db.update(id, |c| {
             c.state.status = Status::Exited;
             c.state.exit_code = code;
@@ -815,7 +820,7 @@ impl Engine {
         let _ = self.runtime.delete(&c.id, true);
         let _ = net::release(&self.root, c);
         let dir = self.dir(&c.id);
-        unmount_container(&dir);
+        unmount_container(&dir, c);
         match self.snapshotter()?.remove(&c.id) {
             Ok(()) | Err(berth_image::SnapshotError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),

@@ -120,35 +120,29 @@ pub fn record(
 /// Events in the live file from byte `offset`, and the offset after the last whole line;
 /// a file shorter than `offset` was rotated since and is read from its start.
 pub fn read_from(root: &Path, offset: u64) -> (Vec<Event>, u64) {
-    let Ok(bytes) = std::fs::read(path(root)) else {
-        return (Vec::new(), 0);
-    };
-    let start = if (bytes.len() as u64) < offset {
-        0
-    } else {
-        offset as usize
-    };
-    let rest = &bytes[start..];
-    let whole = rest.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let events = rest[..whole]
-        .split(|b| *b == b'\n')
-        .filter_map(|l| serde_json::from_slice(l).ok())
-        .collect();
-    (events, (start + whole) as u64)
+    crate::logs::read_json_lines(&path(root), offset).unwrap_or_else(|_| (Vec::new(), offset))
 }
 
 /// Every kept event, oldest first, and the live file's offset after them.
 pub fn read_all(root: &Path) -> (Vec<Event>, u64) {
-    let mut out: Vec<Event> = std::fs::read(rotated(root))
-        .map(|b| {
-            b.split(|c| *c == b'\n')
-                .filter_map(|l| serde_json::from_slice(l).ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let (mut out, _) = crate::logs::read_json_lines::<Event>(&rotated(root), 0).unwrap_or_default();
     let (live, offset) = read_from(root, 0);
     out.extend(live);
     (out, offset)
+}
+
+/// Records a network event: `create`/`destroy` of network `id` (`name`), or
+/// `connect`/`disconnect` of `container` to it.
+pub fn network(root: &Path, action: &str, id: &str, name: &str, container: Option<&str>) {
+    let mut attrs: BTreeMap<String, String> = [
+        ("name".to_string(), name.to_string()),
+        ("type".to_string(), "bridge".to_string()),
+    ]
+    .into();
+    if let Some(c) = container {
+        attrs.insert("container".into(), c.to_string());
+    }
+    record(root, "network", action, id, attrs);
 }
 
 #[cfg(test)]

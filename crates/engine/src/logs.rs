@@ -254,6 +254,17 @@ pub fn read_all(path: &Path) -> Result<(Vec<Entry>, u64)> {
 /// Reads entries from `offset`; returns them and the offset after the last whole line.
 /// A file shorter than `offset` was rotated since: it is read from its start.
 pub fn read_from(path: &Path, offset: u64) -> Result<(Vec<Entry>, u64)> {
+    read_json_lines(path, offset)
+}
+
+/// The JSON objects of a JSON-lines file from `offset` (lines that do not parse are
+/// skipped), and the offset after the last whole line; a missing file has none, and a
+/// file shorter than `offset` (rotated since) is read from its start. Logs and events
+/// are both kept this way.
+pub(crate) fn read_json_lines<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    offset: u64,
+) -> Result<(Vec<T>, u64)> {
     use std::io::{Seek, SeekFrom};
     let mut f = match File::open(path) {
         Ok(f) => f,
@@ -279,7 +290,7 @@ pub fn read_from(path: &Path, offset: u64) -> Result<(Vec<Entry>, u64)> {
             break;
         }
         pos += n as u64;
-        if let Ok(e) = serde_json::from_str::<Entry>(&line) {
+        if let Ok(e) = serde_json::from_str::<T>(&line) {
             out.push(e);
         }
     }

@@ -35,6 +35,9 @@ pub fn mode(network: &str) -> Mode {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Endpoint {
     pub network: String,
+    /// The network's id (for events after the network record is gone).
+    #[serde(default)]
+    pub network_id: String,
     pub ip: String,
     pub prefix: u8,
     pub gateway: String,
@@ -125,9 +128,10 @@ pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option
             ip: requested_ip(c)?,
         })
         .map_err(net_err)?;
-    connect_event(root, "connect", &ep.network_id, &network, &c.id);
+    crate::events::network(root, "connect", &ep.network_id, &network, Some(&c.id));
     attach_extra(&net, c, pid, dir)?;
     Ok(Some(Endpoint {
+        network_id: ep.network_id.clone(),
         network,
         ip: ep.ip.to_string(),
         prefix: ep.prefix,
@@ -143,17 +147,6 @@ pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option
             })
             .collect(),
     }))
-}
-
-/// Records a network event about container `id` (`connect`, `disconnect`).
-fn connect_event(root: &Path, action: &str, net_id: &str, net_name: &str, id: &str) {
-    let attrs = [
-        ("container".to_string(), id.to_string()),
-        ("name".to_string(), net_name.to_string()),
-        ("type".to_string(), "bridge".to_string()),
-    ]
-    .into();
-    crate::events::record(root, "network", action, net_id, attrs);
 }
 
 /// Joins the container's further networks (those `network connect` or compose added).
@@ -194,12 +187,12 @@ pub fn release(root: &Path, c: &Container) -> Result<()> {
     if !matches!(mode(&c.config.network), Mode::Network(_)) {
         return Ok(());
     }
-    let net = berth_net::Net::open(root).map_err(net_err)?;
     if let Some(ep) = &c.state.endpoint {
-        let id = net.get(&ep.network).map(|n| n.id).unwrap_or_default();
-        connect_event(root, "disconnect", &id, &ep.network, &c.id);
+        crate::events::network(root, "disconnect", &ep.network_id, &ep.network, Some(&c.id));
     }
-    net.release(&c.id).map_err(net_err)
+    berth_net::Net::open(root)
+        .and_then(|n| n.release(&c.id))
+        .map_err(net_err)
 }
 
 /// The resolv.conf text for the container: `--dns`/`--dns-search`, else the host's

@@ -250,8 +250,6 @@ fn bytes_option(n: i64) -> String {
     format!("size={n}")
 }
 
-/// The spec as JSON. `rootfs` must be mounted (the user is looked up in it); `volumes`
-/// maps volume mounts to their host directories.
 /// Namespaces a container shares instead of making its own: `Some("host")` for the host's
 /// (no namespace of that kind in the spec), `Some(path)` for another process's.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -263,6 +261,8 @@ pub struct Joins {
     pub shm: Option<PathBuf>,
 }
 
+/// The spec as JSON. `rootfs` must be mounted (the user is looked up in it); `volumes`
+/// maps volume mounts to their host directories; `joins` the namespaces it shares.
 pub fn build(
     c: &Container,
     dir: &Path,
@@ -408,16 +408,13 @@ pub fn build(
         "ociVersion": "1.2.0",
         "process": process,
         "root": {"path": "rootfs", "readonly": cfg.read_only},
-        "hostname": cfg.hostname,
         "mounts": mounts,
         "linux": linux,
         "annotations": annotations,
     });
-    if uts_host {
-        // The host's UTS namespace: setting a hostname would rename the host.
-        if let Some(o) = spec.as_object_mut() {
-            o.remove("hostname");
-        }
+    // In the host's UTS namespace a hostname would rename the host.
+    if !uts_host {
+        spec["hostname"] = json!(cfg.hostname);
     }
     Ok(spec)
 }

@@ -323,7 +323,9 @@ impl LayerStore {
     }
 }
 
-fn content_size(dir: &Path) -> io::Result<u64> {
+/// Bytes in the regular files under `dir` (symlinks not followed): a layer's, a
+/// container's writable layer's or a volume's size as `docker images`/`system df` show it.
+pub fn content_size(dir: &Path) -> io::Result<u64> {
     let mut total = 0;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;

@@ -22,7 +22,7 @@ use oci_spec::image::MediaType;
 
 use crate::digest::Digest;
 
-pub use apply::{AppliedLayer, ApplyOptions, DevicePolicy, LayerStore, UnpackStats};
+pub use apply::{content_size, AppliedLayer, ApplyOptions, DevicePolicy, LayerStore, UnpackStats};
 pub use diff::{write_layer, write_layer_and_adopt, write_layer_excluding, DiffOutput};
 
 /// Layer failures.
