@@ -20,6 +20,8 @@ pub struct Engine {
     pub root: PathBuf,
     pub db: Db,
     runtime: Runtime,
+    /// Built on first use: a start needs it three times (prepare, mount, teardown).
+    snapshotter: std::cell::OnceCell<berth_image::Snapshotter>,
 }
 
 /// What `create` is asked beyond the flags in `RunConfig`.
@@ -184,6 +186,7 @@ impl Engine {
             root: root.to_path_buf(),
             db,
             runtime,
+            snapshotter: std::cell::OnceCell::new(),
         })
     }
 
@@ -199,14 +202,21 @@ impl Engine {
         self.dir(id).join(format!("{id}-json.log"))
     }
 
+    /// Container snapshots, with the image's mount-point layer (the hosts, hostname and
+    /// resolv.conf stubs every container binds over). Layers are only read here, so the
+    /// layer store's sweep of crashed pulls is left to the commands that write layers.
     pub(crate) fn snapshotter(&self) -> Result<berth_image::Snapshotter> {
-        let layers = berth_image::layer::LayerStore::open(self.root.join("layers"))
-            .map_err(|e| Error::Layer(e.to_string()))?;
-        Ok(berth_image::Snapshotter::new(
+        if let Some(s) = self.snapshotter.get() {
+            return Ok(s.clone());
+        }
+        let layers = berth_image::layer::LayerStore::at(self.root.join("layers"));
+        let s = berth_image::Snapshotter::new(
             self.root.join("containers"),
             layers,
             berth_image::SnapshotMode::Auto,
-        )?)
+        )?
+        .with_mount_points(true);
+        Ok(self.snapshotter.get_or_init(|| s).clone())
     }
 
     /// The overlay upper directory holding what the container changed (for `commit`).

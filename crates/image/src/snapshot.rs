@@ -14,6 +14,10 @@
 //! <root>/<key>/fs/             copy mode: a full private copy of the layers
 //! ```
 //!
+//! With [`Snapshotter::with_mount_points`], a writable overlay snapshot also gets a
+//! mount-point layer (`<layers>/<top chain id hex>-init`, shared by every snapshot of the
+//! same layers) holding empty stubs of [`MOUNT_POINT_FILES`] the image lacks.
+//!
 //! With the engine's `containers/` as root and the container id as key this
 //! gives `containers/<id>/upper` and `work` as in the berth design.
 
@@ -142,7 +146,17 @@ struct Record {
     mode: SnapshotMode,
     readonly: bool,
     parents: Vec<Digest>,
+    /// Whether the mount-point layer of the top parent sits above the parents.
+    #[serde(default)]
+    mount_points: bool,
 }
+
+/// The files a container engine bind-mounts over in every container. An image without
+/// them would make the runtime create each one through the overlay, which copies `/etc`
+/// up and allocates four inodes in the container's upper dir per start (plus their
+/// deletion at removal): 2–3 ms of a 20 ms `run --rm` on a busy ext4. A read-only layer
+/// with empty stubs, made once per image, leaves nothing to create.
+pub const MOUNT_POINT_FILES: [&str; 3] = ["etc/hostname", "etc/hosts", "etc/resolv.conf"];
 
 /// Creates and removes snapshots under one root directory.
 #[derive(Debug, Clone)]
@@ -151,6 +165,7 @@ pub struct Snapshotter {
     layers: LayerStore,
     mode: SnapshotMode,
     durable: bool,
+    mount_points: bool,
 }
 
 impl Snapshotter {
@@ -172,6 +187,7 @@ impl Snapshotter {
             layers,
             mode,
             durable: true,
+            mount_points: false,
         })
     }
 
@@ -181,6 +197,14 @@ impl Snapshotter {
     /// record is still replaced atomically, so a crash leaves it whole or absent.
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;
+        self
+    }
+
+    /// Whether writable overlay snapshots get the mount-point layer (see
+    /// [`MOUNT_POINT_FILES`]). Off by default: a build step's snapshot must show the image
+    /// exactly as it is.
+    pub fn with_mount_points(mut self, on: bool) -> Self {
+        self.mount_points = on;
         self
     }
 
@@ -258,10 +282,15 @@ impl Snapshotter {
             }
         }
         fs::create_dir_all(&dir).map_err(io_ctx(format!("create {}", dir.display())))?;
+        let mount_points = self.mount_points
+            && self.mode == SnapshotMode::Overlay
+            && !readonly
+            && self.mount_point_layer(parents)?;
         let record = Record {
             mode: self.mode,
             readonly,
             parents: parents.to_vec(),
+            mount_points,
         };
         match self.mode {
             SnapshotMode::Copy => self.build_copy(&dir, parents)?,
@@ -269,6 +298,40 @@ impl Snapshotter {
         }
         write_record(&dir, &record, self.durable)?;
         Ok(self.mounts_for(&dir, &record))
+    }
+
+    /// Makes (once per top layer) the layer of [`MOUNT_POINT_FILES`] stubs that the
+    /// layers lack; false when they lack none.
+    fn mount_point_layer(&self, parents: &[Digest]) -> Result<bool> {
+        let Some(top) = parents.last() else {
+            return Ok(false);
+        };
+        let path = self.layers.mount_points_path(top);
+        if path.is_dir() {
+            return Ok(true);
+        }
+        let lowers: Vec<PathBuf> = parents.iter().rev().map(|p| self.layers.path(p)).collect();
+        let missing: Vec<&str> = MOUNT_POINT_FILES
+            .into_iter()
+            .filter(|f| matches!(merged_entry(&lowers, f), Merged::Absent))
+            .collect();
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        let tmp = self.layers.temp_dir().map_err(|e| SnapshotError::Io {
+            context: "create mount-point layer".into(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        let built = write_stubs(&tmp, &lowers, &missing);
+        // Not synced: after a power cut a lost stub is created through the overlay again,
+        // as without this layer. A concurrent start may have renamed its copy first.
+        let placed = built.and_then(|()| match fs::rename(&tmp, &path) {
+            Err(_) if path.is_dir() => Ok(()),
+            r => r,
+        });
+        let _ = fs::remove_dir_all(&tmp);
+        placed.map_err(io_ctx(format!("create {}", path.display())))?;
+        Ok(true)
     }
 
     fn build_copy(&self, dir: &Path, parents: &[Digest]) -> Result<()> {
@@ -293,11 +356,15 @@ impl Snapshotter {
             return vec![bind(dir.join("fs"))];
         }
         // overlayfs lists lower dirs top first.
-        let lowers: Vec<String> = record
+        let stubs = record
             .parents
-            .iter()
-            .rev()
-            .map(|p| self.layers.path(p).display().to_string())
+            .last()
+            .filter(|_| record.mount_points)
+            .map(|top| self.layers.mount_points_path(top));
+        let lowers: Vec<String> = stubs
+            .into_iter()
+            .chain(record.parents.iter().rev().map(|p| self.layers.path(p)))
+            .map(|p| p.display().to_string())
             .collect();
         match (record.readonly, lowers.len()) {
             (_, 0) => vec![bind(dir.join("upper"))],
@@ -338,6 +405,89 @@ pub fn overlay_supported() -> bool {
                 .any(|l| l.split_whitespace().last() == Some("overlay"))
         })
         .unwrap_or(false)
+}
+
+/// What the merged view of `lowers` (top first, overlay-format whiteouts) has at `rel`.
+enum Merged {
+    Absent,
+    Dir(fs::Metadata),
+    /// A file, a link, or a path under a non-directory: left to the runtime as it is.
+    Other,
+}
+
+fn merged_entry(lowers: &[PathBuf], rel: &str) -> Merged {
+    let parts: Vec<&str> = rel.split('/').collect();
+    for layer in lowers {
+        let mut cur = layer.clone();
+        let mut opaque_above = false;
+        for (i, part) in parts.iter().enumerate() {
+            cur.push(part);
+            let Ok(md) = fs::symlink_metadata(&cur) else {
+                // Not in this layer: lower layers show through unless a directory of
+                // this layer above it is opaque.
+                if opaque_above {
+                    return Merged::Absent;
+                }
+                break;
+            };
+            if md.file_type().is_char_device() && md.rdev() == 0 {
+                return Merged::Absent;
+            }
+            if !md.is_dir() {
+                return Merged::Other;
+            }
+            if i + 1 == parts.len() {
+                return Merged::Dir(md);
+            }
+            opaque_above |= sys::lgetxattr(&cur, OsStr::new("trusted.overlay.opaque"))
+                .ok()
+                .flatten()
+                .as_deref()
+                == Some(b"y");
+        }
+    }
+    Merged::Absent
+}
+
+/// Empty files at `missing` under `dir`, their parents made with the owner, mode and
+/// mtime the merged view gives them (the topmost lower wins in overlayfs, so a plain
+/// 0755 `/etc` here would change the container's).
+fn write_stubs(dir: &Path, lowers: &[PathBuf], missing: &[&str]) -> io::Result<()> {
+    for rel in missing {
+        let mut sub = String::new();
+        let parents: Vec<&str> = rel.split('/').collect();
+        for part in &parents[..parents.len() - 1] {
+            if !sub.is_empty() {
+                sub.push('/');
+            }
+            sub.push_str(part);
+            let at = dir.join(&sub);
+            if at.is_dir() {
+                continue;
+            }
+            fs::create_dir(&at)?;
+            match merged_entry(lowers, &sub) {
+                Merged::Dir(md) => {
+                    std::os::unix::fs::lchown(&at, Some(md.uid()), Some(md.gid()))?;
+                    fs::set_permissions(&at, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+                    sys::lutimes(&at, (md.mtime(), md.mtime_nsec()))?;
+                }
+                _ => fs::set_permissions(&at, fs::Permissions::from_mode(0o755))?,
+            }
+        }
+        let file = dir.join(rel);
+        fs::File::create(&file)?;
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o644))?;
+    }
+    // The parents' mtimes were set before their stubs were created in them.
+    for rel in missing {
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            if let Merged::Dir(md) = merged_entry(lowers, parent) {
+                sys::lutimes(&dir.join(parent), (md.mtime(), md.mtime_nsec()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn make_overlay_dirs(dir: &Path, record: &Record) -> Result<()> {
@@ -597,6 +747,87 @@ mod tests {
             snaps.remove("c1"),
             Err(SnapshotError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn mount_point_layer_stubs_only_what_the_image_lacks() {
+        if !can_mount() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let layers = LayerStore::open(tmp.path().join("layers")).unwrap();
+        let opts = ApplyOptions::default();
+        // The base has all three files; the top layer deletes hosts and makes /etc 0750.
+        let t1 = TarBuilder::new()
+            .dir("etc/", 0o755)
+            .file("etc/hosts", b"base")
+            .file("etc/hostname", b"base")
+            .file("etc/resolv.conf", b"base")
+            .finish();
+        let t2 = TarBuilder::new()
+            .dir("etc/", 0o750)
+            .file("etc/.wh.hosts", b"")
+            .finish();
+        let l1 = layers.apply(None, &t1[..], None, None, &opts).unwrap();
+        let l2 = layers
+            .apply(Some(&l1.chain_id), &t2[..], None, None, &opts)
+            .unwrap();
+        let snaps = Snapshotter::new(
+            tmp.path().join("containers"),
+            layers.clone(),
+            SnapshotMode::Overlay,
+        )
+        .unwrap()
+        .with_mount_points(true);
+
+        // An image with every file gets no extra layer.
+        let plain = snaps.prepare("full", &[l1.chain_id.clone()]).unwrap();
+        assert_eq!(
+            plain[0].options[0],
+            format!("lowerdir={}", l1.path.display())
+        );
+        assert!(!layers.mount_points_path(&l1.chain_id).exists());
+
+        let mounts = snaps
+            .prepare("c1", &[l1.chain_id.clone(), l2.chain_id.clone()])
+            .unwrap();
+        let init = layers.mount_points_path(&l2.chain_id);
+        let lower = format!(
+            "lowerdir={}:{}:{}",
+            init.display(),
+            l2.path.display(),
+            l1.path.display()
+        );
+        assert_eq!(mounts[0].options[0], lower, "stubs above the image");
+        assert_eq!(snaps.mounts("c1").unwrap(), mounts, "kept in the record");
+        let stub_names: Vec<_> = fs::read_dir(init.join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(stub_names, ["hosts"], "only the deleted file is stubbed");
+        let etc = fs::metadata(init.join("etc")).unwrap();
+        assert_eq!(etc.mode() & 0o7777, 0o750, "/etc keeps the image's mode");
+        let want = fs::metadata(l2.path.join("etc")).unwrap().mtime();
+        assert_eq!(etc.mtime(), want, "and its mtime");
+
+        // The runtime binds over the stub: nothing is created or copied up.
+        let target = tmp.path().join("mnt");
+        let guard = mount(&mounts[0], &target);
+        assert_eq!(fs::read(target.join("etc/hosts")).unwrap(), b"");
+        assert_eq!(fs::read(target.join("etc/hostname")).unwrap(), b"base");
+        let merged = fs::metadata(target.join("etc")).unwrap();
+        assert_eq!(merged.mode() & 0o7777, 0o750);
+        drop(guard);
+        let upper = snaps.upper_dir("c1").unwrap();
+        assert_eq!(fs::read_dir(&upper).unwrap().count(), 0, "upper untouched");
+
+        // A second snapshot shares the layer; removing the image's top layer removes it.
+        snaps
+            .prepare("c2", &[l1.chain_id.clone(), l2.chain_id.clone()])
+            .unwrap();
+        assert_eq!(snaps.mounts("c2").unwrap()[0].options[0], lower);
+        assert!(layers.remove(&l2.chain_id).unwrap());
+        assert!(!init.exists());
     }
 
     #[test]

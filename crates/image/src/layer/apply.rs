@@ -137,6 +137,22 @@ impl LayerStore {
         self.root.join(chain_id.hex())
     }
 
+    /// A store over an existing directory, without the stale-temp sweep of [`open`]: for
+    /// callers on a container's start path, which only read layers.
+    ///
+    /// [`open`]: LayerStore::open
+    pub fn at(root: impl AsRef<Path>) -> Self {
+        LayerStore {
+            root: root.as_ref().to_path_buf(),
+        }
+    }
+
+    /// The mount-point layer made for containers of the image whose top layer is
+    /// `chain_id` (see `snapshot::MOUNT_POINT_FILES`); removed with the layer.
+    pub fn mount_points_path(&self, chain_id: &Digest) -> PathBuf {
+        self.root.join(format!("{}-init", chain_id.hex()))
+    }
+
     /// Whether a layer is unpacked.
     pub fn contains(&self, chain_id: &Digest) -> bool {
         self.path(chain_id).is_dir()
@@ -243,6 +259,7 @@ impl LayerStore {
             Err(e) => return Err(io_ctx(format!("remove {}", path.display()))(e)),
         }
         fs::remove_dir_all(&aside).map_err(io_ctx(format!("delete {}", aside.display())))?;
+        let _ = fs::remove_dir_all(self.mount_points_path(chain_id));
         Ok(true)
     }
 
@@ -291,7 +308,7 @@ impl LayerStore {
             .join(format!(".tmp-{}-{n}-{nanos}", std::process::id()))
     }
 
-    fn temp_dir(&self) -> Result<PathBuf> {
+    pub(crate) fn temp_dir(&self) -> Result<PathBuf> {
         let tmp = self.temp_path();
         fs::create_dir(&tmp).map_err(io_ctx(format!("create {}", tmp.display())))?;
         Ok(tmp)
