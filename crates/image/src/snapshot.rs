@@ -781,7 +781,9 @@ mod tests {
         .with_mount_points(true);
 
         // An image with every file gets no extra layer.
-        let plain = snaps.prepare("full", &[l1.chain_id.clone()]).unwrap();
+        let plain = snaps
+            .prepare("full", std::slice::from_ref(&l1.chain_id))
+            .unwrap();
         assert_eq!(
             plain[0].options[0],
             format!("lowerdir={}", l1.path.display())
