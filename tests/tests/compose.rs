@@ -925,6 +925,47 @@ fn kill_pause_unpause_scale_and_version() {
     p.ok(&["down", "-t", "0"]);
 }
 
+/// `links` (an alias in the linking container's hosts file, and an implied dependency)
+/// and `mac_address` reach the containers.
+#[test]
+fn links_and_mac_address_reach_the_containers() {
+    let p = Proj::new(
+        "lnk",
+        "services:\n  b:\n    image: cbox\n    command: [\"sleep\", \"60\"]\n    links: [\"a:www\"]\n    mac_address: 92:d0:c6:0a:29:44\n  a:\n    image: cbox\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\n",
+        true,
+    );
+    let cfg = p.ok(&["config"]);
+    assert!(
+        cfg.contains("depends_on:"),
+        "links imply a dependency: {cfg}"
+    );
+    p.ok(&["up", "-d"]);
+    let hosts = p.ok(&["exec", "b", "cat", "/etc/hosts"]);
+    let a_ip = p.inspect(&format!("{}-a-1", p.name))["NetworkSettings"]["Networks"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        hosts
+            .lines()
+            .any(|l| l.starts_with(&format!("{a_ip}\twww "))),
+        "{hosts}"
+    );
+    assert_eq!(
+        p.ok(&["exec", "b", "cat", "/sys/class/net/eth0/address"])
+            .trim(),
+        "92:d0:c6:0a:29:44"
+    );
+    let got = p.ok(&["exec", "b", "wget", "-q", "-O", "-", "http://www/passwd"]);
+    assert!(got.starts_with("root:"), "{got}");
+    p.ok(&["down", "-t", "0"]);
+}
+
 /// A foreground `up` prints prefixed output and stops the project on Ctrl-C.
 #[test]
 fn foreground_up_follows_logs_and_stops_on_interrupt() {

@@ -2025,6 +2025,141 @@ fn network_alias_and_static_ip_on_a_user_network() {
 }
 
 #[test]
+fn mac_address_is_the_interfaces_and_inspect_shows_it() {
+    let b = Berth::new();
+    let mac = "92:d0:c6:0a:29:33";
+    let seen = b.ok(&[
+        "run",
+        "--rm",
+        "--mac-address",
+        "92-D0-C6-0A-29-33",
+        IMAGE,
+        "cat",
+        "/sys/class/net/eth0/address",
+    ]);
+    assert_eq!(seen, mac, "the kernel's address of eth0");
+    let id = b.ok(&["run", "-d", "--mac-address", mac, IMAGE, "sleep", "60"]);
+    let i = b.inspect(&id);
+    assert_eq!(i["Config"]["MacAddress"], mac);
+    assert_eq!(
+        i["NetworkSettings"]["Networks"]["bridge"]["MacAddress"],
+        mac
+    );
+    b.ok(&["rm", "-f", &id]);
+    for (args, why) in [
+        (
+            &["--mac-address", "92:d0:c6:0a:29"][..],
+            "not a valid mac address",
+        ),
+        (&["--mac-address", "01:00:5e:00:00:01"], "multicast"),
+        (
+            &["--network", "host", "--mac-address", mac],
+            "conflicting options: mac-address and the network mode",
+        ),
+    ] {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&[IMAGE, "true"]);
+        let o = b.run(&all);
+        assert_eq!(code(&o), 125, "{args:?}");
+        assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
+    }
+}
+
+/// `--link` on the default bridge: the alias in /etc/hosts (beside `--add-host` lines,
+/// which the network's hosts file keeps), Docker's link variables, a reachable peer.
+#[test]
+fn links_name_a_running_peer_with_hosts_lines_and_variables() {
+    let b = Berth::new();
+    let srv = format!("lsrv{}", std::process::id());
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &srv,
+        "-e",
+        "SECRET=s3",
+        "--expose",
+        "80",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
+    let ip = b.inspect(&srv)["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hostname = b.inspect(&srv)["Config"]["Hostname"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--name",
+        "linker",
+        "--link",
+        &format!("{srv}:web-1"),
+        "--add-host",
+        "db:10.1.2.3",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /etc/hosts; env; wget -q -O - http://web-1/passwd",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.contains(&"10.1.2.3\tdb"),
+        "--add-host kept on the bridge: {out}"
+    );
+    let link_line = format!("{ip}\tweb-1 {hostname} {srv}");
+    assert!(
+        lines.contains(&link_line.as_str()),
+        "{link_line:?} in {out}"
+    );
+    for var in [
+        "WEB_1_NAME=/linker/web-1".to_string(),
+        format!("WEB_1_PORT=tcp://{ip}:80"),
+        format!("WEB_1_PORT_80_TCP_ADDR={ip}"),
+        "WEB_1_PORT_80_TCP_PORT=80".into(),
+        "WEB_1_PORT_80_TCP_PROTO=tcp".into(),
+        "WEB_1_ENV_SECRET=s3".into(),
+    ] {
+        assert!(lines.contains(&var.as_str()), "{var} in {out}");
+    }
+    assert!(!out.contains("WEB_1_ENV_PATH="), "{out}");
+    assert!(
+        out.contains("root:"),
+        "the peer answers by its alias: {out}"
+    );
+    // A stopped peer, a missing one and a host network are refused.
+    b.ok(&["kill", &srv]);
+    for (args, why) in [
+        (
+            vec!["--link", srv.as_str()],
+            "Cannot link to a non running container",
+        ),
+        (vec!["--link", "nosuch"], "No such container"),
+        (
+            vec!["--network", "host", "--link", srv.as_str()],
+            "host type networking",
+        ),
+        (vec!["--link", "a:b:c"], "bad format for links"),
+    ] {
+        let mut all = vec!["run", "--rm"];
+        all.extend_from_slice(&args);
+        all.extend_from_slice(&[IMAGE, "true"]);
+        let o = b.run(&all);
+        assert_eq!(code(&o), 125, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn system_df_prune_info_and_version() {
     let b = Berth::new();
     let v: Value = serde_json::from_str(&b.ok(&["version", "--format", "json"])).unwrap();

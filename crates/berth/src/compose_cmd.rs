@@ -933,13 +933,14 @@ fn run_args(
     }
     kernel_args(&mut a, p, s)?;
     if s.network_mode.is_none() {
-        a.ip = s
-            .networks
-            .values()
-            .next()
-            .and_then(|n| n.as_ref())
-            .and_then(|n| n.ipv4_address.clone());
+        let first = s.networks.values().next().and_then(|n| n.as_ref());
+        a.ip = first.and_then(|n| n.ipv4_address.clone());
+        a.mac_address = first.and_then(|n| n.mac_address.clone());
     }
+    if let Some(mac) = scalar_text(&s.mac_address) {
+        a.mac_address = Some(mac);
+    }
+    a.link = links(p, s)?;
     Ok(a)
 }
 
@@ -959,6 +960,34 @@ fn scalar_num<T: std::str::FromStr>(
                 .map_err(|_| format!("{key}: invalid number {t:?}"))
         })
         .transpose()
+}
+
+/// `links` (services, by their first container) and `external_links` (containers) as
+/// `--link NAME:ALIAS`; the alias defaults to the service's or container's name.
+fn links(p: &Project, s: &Service) -> Result<Vec<String>, String> {
+    let list = |v: &Option<berth_compose::YamlValue>, key: &str| -> Result<Vec<String>, String> {
+        match v {
+            None => Ok(Vec::new()),
+            Some(berth_compose::YamlValue::Sequence(items)) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| format!("{key}: entries must be strings"))
+                })
+                .collect(),
+            Some(_) => Err(format!("{key} must be a list")),
+        }
+    };
+    let mut out = Vec::new();
+    for l in list(&s.links, "links")? {
+        let (svc, alias) = l.split_once(':').unwrap_or((&l, &l));
+        out.push(format!("{}:{alias}", service_container(p, svc)));
+    }
+    for l in list(&s.external_links, "external_links")? {
+        out.push(l);
+    }
+    Ok(out)
 }
 
 /// The name of a service's first container.

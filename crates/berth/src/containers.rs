@@ -189,6 +189,12 @@ pub struct RunArgs {
     /// IPv4 address on a user-defined network (e.g., 172.30.100.104).
     #[arg(long)]
     pub ip: Option<String>,
+    /// Container MAC address (e.g., 92:d0:c6:0a:29:33).
+    #[arg(long)]
+    pub mac_address: Option<String>,
+    /// Add link to another container (NAME[:ALIAS]).
+    #[arg(long)]
+    pub link: Vec<String>,
     /// PID namespace to use (host or container:NAME).
     #[arg(long)]
     pub pid: Option<String>,
@@ -974,6 +980,27 @@ fn check_modes(a: &RunArgs) -> Result<(), String> {
         ip.parse::<std::net::Ipv4Addr>()
             .map_err(|_| format!("invalid IPv4 address: {ip}"))?;
     }
+    for l in &a.link {
+        let parts: Vec<&str> = l.split(':').collect();
+        if parts.len() > 2 || parts.iter().any(|p| p.is_empty()) {
+            return Err(format!(
+                "invalid argument {l:?} for \"--link\" flag: bad format for links: {l}"
+            ));
+        }
+        match a.network.as_str() {
+            "host" => return Err("conflicting options: host type networking can't be used with links. This would result in undefined behavior".into()),
+            "none" => return Err("conflicting options: links need a network; --network none has none".into()),
+            n if n.starts_with("container:") => return Err("conflicting options: container type network can't be used with links. This would result in undefined behavior".into()),
+            _ => {}
+        }
+    }
+    if let Some(mac) = &a.mac_address {
+        berth_net::parse_mac(mac)
+            .map_err(|e| format!("invalid argument {mac:?} for \"--mac-address\" flag: {e}"))?;
+        if a.network == "host" || a.network.starts_with("container:") {
+            return Err("conflicting options: mac-address and the network mode".into());
+        }
+    }
     Ok(())
 }
 
@@ -1080,6 +1107,15 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
         auto_remove: a.rm,
         network_aliases: a.network_alias.clone(),
         ip: a.ip.clone(),
+        mac_address: a.mac_address.clone(),
+        links: a
+            .link
+            .iter()
+            .map(|l| match l.split_once(':') {
+                Some(_) => l.clone(),
+                None => format!("{l}:{l}"),
+            })
+            .collect(),
         pid_mode: a.pid.clone().unwrap_or_default(),
         ipc_mode: a.ipc.clone().unwrap_or_default(),
         uts_mode: a.uts.clone().unwrap_or_default(),
@@ -1985,6 +2021,7 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
             "StopSignal": if cfg.stop_signal.is_empty() { "SIGTERM" } else { &cfg.stop_signal },
             "StopTimeout": cfg.stop_timeout,
             "Healthcheck": health_cfg,
+            "MacAddress": cfg.mac_address.as_deref().unwrap_or_default(),
         },
         "NetworkSettings": network_settings(&engine.root, c),
     })

@@ -226,6 +226,8 @@ impl BridgeNetns {
             hosts_file: None,
             hostname: "berth-build".into(),
             ip: None,
+            mac: None,
+            extra_hosts: Vec::new(),
         })?;
         ns.attached = true;
         Ok(ns)

@@ -557,6 +557,7 @@ fn normalize_untagged(svc: &mut Mapping, base: &Path) -> Result<(), KeyErr> {
         svc.insert("networks".into(), Value::Mapping(m));
     }
     depends_on(svc)?;
+    links_depend(svc);
     healthcheck(svc)?;
     ref_list(svc, "secrets")?;
     ref_list(svc, "configs")?;
@@ -818,6 +819,35 @@ fn depends_on(svc: &mut Mapping) -> Result<(), KeyErr> {
     }
     *v = Value::Mapping(out);
     Ok(())
+}
+
+/// A linked service (`links: [db, "db:database"]`) must run first, so it is a dependency
+/// unless already one (compose's own normalisation does the same).
+fn links_depend(svc: &mut Mapping) {
+    let Some(Value::Sequence(links)) = svc.get("links") else {
+        return;
+    };
+    let targets: Vec<String> = links
+        .iter()
+        .filter_map(Value::as_str)
+        .map(|l| l.split(':').next().unwrap_or(l).to_string())
+        .collect();
+    let deps = svc
+        .entry("depends_on".into())
+        .or_insert_with(|| Value::Mapping(Mapping::new()));
+    let Value::Mapping(deps) = deps else {
+        return;
+    };
+    for t in targets {
+        let key = Value::String(t);
+        if !deps.contains_key(&key) {
+            let mut d = Mapping::new();
+            d.insert("condition".into(), "service_started".into());
+            d.insert("restart".into(), true.into());
+            d.insert("required".into(), true.into());
+            deps.insert(key, Value::Mapping(d));
+        }
+    }
 }
 
 fn healthcheck(svc: &mut Mapping) -> Result<(), KeyErr> {

@@ -380,17 +380,7 @@ impl Engine {
             std::fs::write(dir.join(name), text).ctx(|| format!("write {name}"))
         };
         write("hostname", format!("{}\n", c.config.hostname))?;
-        let gateway = if c
-            .config
-            .add_hosts
-            .iter()
-            .any(|h| net::parse_add_host(h).is_ok_and(|(_, ip)| ip == net::HOST_GATEWAY))
-        {
-            Some(net::host_gateway(&self.root)?)
-        } else {
-            None
-        };
-        write("hosts", net::hosts(c, None, gateway.as_deref()))?;
+        write("hosts", net::hosts(&self.extra_hosts(c, &[])?))?;
         write("resolv.conf", net::resolv_conf(c))?;
         std::fs::File::create(self.log_path(&c.id)).ctx(|| "create log".into())?;
         for m in c.config.mounts.iter().filter(|m| m.kind == "volume") {
@@ -443,6 +433,9 @@ impl Engine {
     fn joins(&mut self, c: &Container) -> Result<spec::Joins> {
         let mut j = spec::Joins::default();
         let cfg = &c.config;
+        for l in &cfg.links {
+            j.links.push(self.link(c, l)?);
+        }
         j.net = match net::mode(&cfg.network) {
             net::Mode::Host => Some("host".to_string()),
             net::Mode::Container(other) => Some(format!(
@@ -491,6 +484,60 @@ impl Engine {
         Ok(j)
     }
 
+    /// `--link NAME[:ALIAS]`, resolved at start as Docker does: the target must run, on
+    /// this container's network.
+    fn link(&mut self, c: &Container, link: &str) -> Result<spec::Link> {
+        let (name, alias) = link.split_once(':').unwrap_or((link, link));
+        let t = self.find(name.trim_start_matches('/'))?;
+        if t.state.status != Status::Running {
+            return Err(Error::Conflict(format!(
+                "Cannot link to a non running container: /{} AS /{}/{alias}",
+                t.name, c.name
+            )));
+        }
+        let net::Mode::Network(mine) = net::mode(&c.config.network) else {
+            return Err(Error::Invalid(
+                "conflicting options: links need a network of the container's own".into(),
+            ));
+        };
+        let ep = t
+            .state
+            .endpoint
+            .as_ref()
+            .filter(|e| e.network == mine)
+            .ok_or_else(|| {
+                Error::Conflict(format!(
+                    "Cannot link to /{}, as it does not belong to the network {mine}",
+                    t.name
+                ))
+            })?;
+        Ok(spec::Link {
+            alias: alias.to_string(),
+            name: t.name.clone(),
+            hostname: t.config.hostname.clone(),
+            ip: ep.ip.clone(),
+            env: t.config.env.clone(),
+            exposed: t.config.exposed_ports.clone(),
+        })
+    }
+
+    /// The lines `--add-host` and `--link` put in the hosts file.
+    fn extra_hosts(&self, c: &Container, links: &[spec::Link]) -> Result<Vec<String>> {
+        let gateway = if c
+            .config
+            .add_hosts
+            .iter()
+            .any(|h| net::parse_add_host(h).is_ok_and(|(_, ip)| ip == net::HOST_GATEWAY))
+        {
+            Some(net::host_gateway(&self.root)?)
+        } else {
+            None
+        };
+        let mut lines = net::add_host_lines(c, gateway.as_deref());
+        lines.extend(links.iter().map(spec::Link::hosts_line));
+        Ok(lines)
+    }
+
     /// The running container `key`, whose `what` another one joins.
     fn running(&mut self, key: &str, what: &str) -> Result<Container> {
         let o = self.find(key)?;
@@ -529,7 +576,8 @@ impl Engine {
         } else {
             self.create_piped(c, &dir, interactive)?
         };
-        let endpoint = match net::attach(&self.root, c, l.pid, &dir).and_then(|ep| {
+        let extra = self.extra_hosts(c, &joins.links)?;
+        let endpoint = match net::attach(&self.root, c, l.pid, &dir, extra).and_then(|ep| {
             self.runtime.start(&c.id)?;
             Ok(ep)
         }) {

@@ -106,10 +106,24 @@ fn requested_ip(c: &Container) -> Result<Option<std::net::Ipv4Addr>> {
         .transpose()
 }
 
+fn requested_mac(c: &Container) -> Result<Option<[u8; 6]>> {
+    c.config
+        .mac_address
+        .as_deref()
+        .map(|m| berth_net::parse_mac(m).map_err(|e| Error::Invalid(e.to_string())))
+        .transpose()
+}
+
 /// Wires the container (init `pid`, its netns at `/proc/<pid>/ns/net`) into its network
 /// with berth-net, which also keeps its `hosts` file (in `dir`) up to date. A no-op for
 /// none/host/container: modes.
-pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option<Endpoint>> {
+pub fn attach(
+    root: &Path,
+    c: &Container,
+    pid: i32,
+    dir: &Path,
+    extra_hosts: Vec<String>,
+) -> Result<Option<Endpoint>> {
     let Mode::Network(network) = mode(&c.config.network) else {
         return Ok(None);
     };
@@ -126,6 +140,8 @@ pub fn attach(root: &Path, c: &Container, pid: i32, dir: &Path) -> Result<Option
             hosts_file: Some(dir.join("hosts")),
             hostname: c.config.hostname.clone(),
             ip: requested_ip(c)?,
+            mac: requested_mac(c)?,
+            extra_hosts,
         })
         .map_err(net_err)?;
     crate::events::network(root, "connect", &ep.network_id, &network, Some(&c.id));
@@ -177,6 +193,8 @@ pub fn join(
         hosts_file: Some(dir.join("hosts")),
         hostname: c.config.hostname.clone(),
         ip: None,
+        mac: None,
+        extra_hosts: Vec::new(),
     })
     .map_err(|e| Error::Network(format!("network {}: {e}", link.network)))
 }
@@ -273,12 +291,22 @@ pub fn host_gateway(root: &Path) -> Result<String> {
         })
 }
 
-/// /etc/hosts: localhost lines, `--add-host` entries and the container's own name;
-/// `gateway` is what `host-gateway` stands for.
-pub fn hosts(c: &Container, own_ip: Option<&str>, gateway: Option<&str>) -> String {
+/// /etc/hosts before a network is attached (and for `--network none`): the localhost
+/// lines and `extra` (see [`add_host_lines`]).
+pub fn hosts(extra: &[String]) -> String {
     let mut out = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
+    for l in extra {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
+/// `--add-host` entries as hosts lines; `host-gateway` is `gateway`.
+pub fn add_host_lines(c: &Container, gateway: Option<&str>) -> Vec<String> {
+    let mut out = Vec::new();
     for h in &c.config.add_hosts {
         if let Ok((name, ip)) = parse_add_host(h) {
             let ip = match (ip.as_str(), gateway) {
@@ -286,11 +314,8 @@ pub fn hosts(c: &Container, own_ip: Option<&str>, gateway: Option<&str>) -> Stri
                 (HOST_GATEWAY, None) => continue,
                 _ => ip.as_str(),
             };
-            out.push_str(&format!("{ip}\t{name}\n"));
+            out.push(format!("{ip}\t{name}"));
         }
-    }
-    if let Some(ip) = own_ip {
-        out.push_str(&format!("{ip}\t{}\n", c.config.hostname));
     }
     out
 }

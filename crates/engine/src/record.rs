@@ -249,6 +249,12 @@ pub struct RunConfig {
     /// `--ip`: the address asked for on the first network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// `--mac-address`: the MAC of the interface on the first network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    /// `--link NAME:ALIAS` (the alias is the name when not given), resolved at each start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
     /// `--pid`, `--ipc`, `--uts`, `--cgroupns`: empty (a namespace of its own), `host`,
     /// `container:NAME` (pid, ipc), or Docker's other ipc modes (`private`, `shareable`,
     /// `none`) and cgroupns `private`.

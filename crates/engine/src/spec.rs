@@ -259,6 +259,68 @@ pub struct Joins {
     pub ipc: Option<String>,
     /// The /dev/shm to bind instead of a tmpfs of its own (the host's or the IPC peer's).
     pub shm: Option<PathBuf>,
+    pub links: Vec<Link>,
+}
+
+/// A legacy link (`--link NAME:ALIAS`) to a running container on the same network.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub alias: String,
+    /// The linked container's name, hostname, address, environment and exposed ports
+    /// (`80/tcp`).
+    pub name: String,
+    pub hostname: String,
+    pub ip: String,
+    pub env: Vec<String>,
+    pub exposed: Vec<String>,
+}
+
+impl Link {
+    /// Its hosts line, as Docker writes it: alias, hostname, then the name if different.
+    pub fn hosts_line(&self) -> String {
+        let mut names = vec![self.alias.as_str(), self.hostname.as_str()];
+        if self.name != self.alias {
+            names.push(&self.name);
+        }
+        format!("{}\t{}", self.ip, names.join(" "))
+    }
+
+    /// The variables a link on the default bridge sets in the linking container
+    /// (`<ALIAS>_NAME`, `<ALIAS>_PORT_<P>_<PROTO>…`, `<ALIAS>_ENV_<VAR>`); `me` is the
+    /// linking container's name.
+    pub fn env(&self, me: &str) -> Vec<String> {
+        let prefix = self.alias.to_ascii_uppercase().replace('-', "_");
+        let mut ports: Vec<(u16, &str)> = self
+            .exposed
+            .iter()
+            .filter_map(|p| {
+                let (n, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+                n.parse().ok().map(|n| (n, proto))
+            })
+            .collect();
+        ports.sort();
+        let mut out = vec![format!("{prefix}_NAME=/{me}/{}", self.alias)];
+        if let Some((n, proto)) = ports.first() {
+            out.push(format!("{prefix}_PORT={proto}://{}:{n}", self.ip));
+        }
+        for (n, proto) in &ports {
+            let key = format!("{prefix}_PORT_{n}_{}", proto.to_ascii_uppercase());
+            out.push(format!("{key}={proto}://{}:{n}", self.ip));
+            out.push(format!("{key}_ADDR={}", self.ip));
+            out.push(format!("{key}_PORT={n}"));
+            out.push(format!("{key}_PROTO={proto}"));
+        }
+        for e in &self.env {
+            let Some((k, v)) = e.split_once('=') else {
+                continue;
+            };
+            // As Docker: the variables every image has say nothing about the peer.
+            if k != "HOME" && k != "PATH" {
+                out.push(format!("{prefix}_ENV_{k}={v}"));
+            }
+        }
+        out
+    }
 }
 
 /// The spec as JSON. `rootfs` must be mounted (the user is looked up in it); `volumes`
@@ -342,6 +404,11 @@ pub fn build(
     env.push(format!("HOSTNAME={}", cfg.hostname));
     if cfg.tty && !has("TERM") {
         env.push("TERM=xterm".into());
+    }
+    if matches!(crate::net::mode(&cfg.network), crate::net::Mode::Network(n) if n == "bridge") {
+        for l in &joins.links {
+            env.extend(l.env(&c.name));
+        }
     }
     env.extend(cfg.env.iter().cloned());
     let cwd = if cfg.workdir.is_empty() {

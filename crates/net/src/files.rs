@@ -67,12 +67,17 @@ pub(crate) struct HostLine {
     pub names: Vec<String>,
 }
 
-pub(crate) fn render_hosts(lines: &[HostLine]) -> String {
+/// The hosts file: the standard header, `extra` lines as given, then `lines`.
+pub(crate) fn render_hosts(extra: &[String], lines: &[HostLine]) -> String {
     let mut out = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
          fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
          ff02::2\tip6-allrouters\n",
     );
+    for l in extra {
+        out.push_str(l);
+        out.push('\n');
+    }
     for l in lines {
         let mut names: Vec<&str> = Vec::new();
         for n in &l.names {
@@ -130,12 +135,18 @@ mod tests {
 
     #[test]
     fn hosts_rendering_and_in_place() {
-        let text = render_hosts(&[HostLine {
-            ip: Ipv4Addr::new(10, 1, 0, 2),
-            names: vec!["web".into(), "web".into(), "w".into()],
-        }]);
+        let text = render_hosts(
+            &["10.1.2.3\tdb".into()],
+            &[HostLine {
+                ip: Ipv4Addr::new(10, 1, 0, 2),
+                names: vec!["web".into(), "web".into(), "w".into()],
+            }],
+        );
         assert!(text.starts_with("127.0.0.1\tlocalhost\n"));
-        assert!(text.ends_with("10.1.0.2\tweb w\n"));
+        assert!(
+            text.ends_with("ff02::2\tip6-allrouters\n10.1.2.3\tdb\n10.1.0.2\tweb w\n"),
+            "extra lines after the header, before the networks': {text}"
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("hosts");
         std::fs::write(&p, "x".repeat(4000)).unwrap();

@@ -90,7 +90,7 @@ use std::path::PathBuf;
 
 pub use files::resolv_conf;
 pub use ipnet::Ipv4Net;
-pub use net::Net;
+pub use net::{parse_mac, Net};
 pub use ports::parse_publish;
 use serde::{Deserialize, Serialize};
 
@@ -269,6 +269,11 @@ pub struct Attach {
     pub hostname: String,
     /// `--ip`: this address rather than the next free one (user-defined networks only).
     pub ip: Option<Ipv4Addr>,
+    /// `--mac-address`: this MAC rather than the one derived from the address.
+    pub mac: Option<[u8; 6]>,
+    /// Lines the container's hosts file carries besides the networks' names
+    /// (`--add-host`, `--link`), kept first as in Docker's: `IP<TAB>names`.
+    pub extra_hosts: Vec<String>,
 }
 
 #[derive(Serialize)]

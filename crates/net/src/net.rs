@@ -506,7 +506,7 @@ fn plan_endpoint(tx: &Transaction, net: &Network, req: &Attach) -> Result<Endpoi
             ip,
             prefix: subnet.prefix_len(),
             gateway,
-            mac: format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]),
+            mac: format_mac(req.mac.unwrap_or([0x02, 0x42, o[0], o[1], o[2], o[3]])),
             ports,
             host_veth: veth_name(&net.id, &req.container_id),
             name: req.name.clone(),
@@ -515,6 +515,7 @@ fn plan_endpoint(tx: &Transaction, net: &Network, req: &Attach) -> Result<Endpoi
         hosts_file,
         hostname: req.hostname.clone(),
         netns,
+        extra_hosts: req.extra_hosts.clone(),
     })
 }
 
@@ -733,7 +734,11 @@ fn write_hosts(conn: &Connection, cid: &str) -> Result<()> {
             });
         }
     }
-    files::write_in_place(Path::new(&file), &files::render_hosts(&lines))
+    let extra = mine
+        .iter()
+        .find(|e| !e.extra_hosts.is_empty())
+        .map_or(&[][..], |e| &e.extra_hosts[..]);
+    files::write_in_place(Path::new(&file), &files::render_hosts(extra, &lines))
 }
 
 /// Rewrites the hosts files of every other container on a user network.
@@ -772,16 +777,31 @@ fn veth_name(net_id: &str, cid: &str) -> String {
     format!("bv{:012x}", h & 0xffff_ffff_ffff)
 }
 
-fn parse_mac(s: &str) -> Result<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let parts: Vec<&str> = s.split(':').collect();
-    if parts.len() != 6 {
-        return Err(NetError::Invalid(format!("bad MAC address {s}")));
+/// A MAC written as six two-digit hex octets separated by `:` or `-` (the forms of
+/// `--mac-address`); a multicast address cannot be an interface's.
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let bad = || NetError::Invalid(format!("{s} is not a valid mac address"));
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 || parts.iter().any(|p| p.len() != 2) {
+        return Err(bad());
     }
+    let mut out = [0u8; 6];
     for (o, p) in out.iter_mut().zip(parts) {
-        *o = u8::from_str_radix(p, 16).map_err(|_| NetError::Invalid(format!("bad MAC {s}")))?;
+        *o = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if out[0] & 1 != 0 {
+        return Err(NetError::Invalid(format!(
+            "{s} is a multicast address, not an interface's"
+        )));
     }
     Ok(out)
+}
+
+fn format_mac(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
 }
 
 fn flock(path: &Path) -> Result<File> {

@@ -12,7 +12,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use crate::{Endpoint, Network, PortMapping, Result};
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE networks (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -44,7 +45,11 @@ CREATE TABLE endpoints (
     UNIQUE (network_id, ip)
 );
 CREATE INDEX endpoints_container ON endpoints(container_id);
-"];
+",
+    "
+ALTER TABLE endpoints ADD COLUMN extra_hosts TEXT NOT NULL DEFAULT '[]';
+",
+];
 
 /// Opens the database (WAL, busy timeout first) and brings our tables up to date.
 /// `seed` runs in the transaction that creates the schema (the predefined networks).
@@ -168,16 +173,20 @@ pub(crate) struct EndpointRow {
     pub hostname: String,
     /// The namespace path given at connect and the identity (`dev:ino`) it had then.
     pub netns: String,
+    /// See [`crate::Attach::extra_hosts`].
+    pub extra_hosts: Vec<String>,
 }
 
 const EP_COLS: &str = "e.network_id, n.name, e.container_id, e.name, e.ifname, e.ip, e.prefix, \
-     e.gateway, e.mac, e.host_veth, e.ports, e.aliases, e.hosts_file, e.hostname, e.netns";
+     e.gateway, e.mac, e.host_veth, e.ports, e.aliases, e.hosts_file, e.hostname, e.netns, \
+     e.extra_hosts";
 
 fn endpoint_row(r: &Row) -> rusqlite::Result<EndpointRow> {
     let ip: String = r.get(5)?;
     let gw: String = r.get(7)?;
     let ports: String = r.get(10)?;
     let aliases: String = r.get(11)?;
+    let extra: String = r.get(15)?;
     Ok(EndpointRow {
         ep: Endpoint {
             network_id: r.get(0)?,
@@ -196,6 +205,7 @@ fn endpoint_row(r: &Row) -> rusqlite::Result<EndpointRow> {
         hosts_file: r.get(12)?,
         hostname: r.get(13)?,
         netns: r.get(14)?,
+        extra_hosts: serde_json::from_str(&extra).unwrap_or_default(),
     })
 }
 
@@ -270,8 +280,8 @@ pub(crate) fn insert_endpoint(c: &Connection, row: &EndpointRow) -> Result<()> {
     let e = &row.ep;
     c.execute(
         "INSERT INTO endpoints (network_id, container_id, name, ifname, ip, prefix, gateway, \
-         mac, host_veth, ports, aliases, hosts_file, hostname, netns) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         mac, host_veth, ports, aliases, hosts_file, hostname, netns, extra_hosts) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             e.network_id,
             e.container_id,
@@ -287,6 +297,7 @@ pub(crate) fn insert_endpoint(c: &Connection, row: &EndpointRow) -> Result<()> {
             row.hosts_file,
             row.hostname,
             row.netns,
+            serde_json::to_string(&row.extra_hosts).unwrap_or_else(|_| "[]".into()),
         ],
     )?;
     Ok(())
