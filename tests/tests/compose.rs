@@ -966,6 +966,45 @@ fn links_and_mac_address_reach_the_containers() {
     p.ok(&["down", "-t", "0"]);
 }
 
+/// `compose cp` both ways, `compose wait` (exit codes) and `wait --down-project`.
+#[test]
+fn cp_and_wait() {
+    let p = Proj::new(
+        "cpw",
+        "services:\n  a:\n    image: cbox\n    command: [\"sh\", \"-c\", \"echo data > /out; sleep 60\"]\n    stop_signal: SIGKILL\n    network_mode: none\n  b:\n    image: cbox\n    command: [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n    network_mode: none\n",
+        true,
+    );
+    p.ok(&["up", "-d"]);
+    let local = p.dir.path().join("got");
+    berth_tests::wait_for(
+        || {
+            p.compose(&["cp", "a:/out", local.to_str().unwrap()])
+                .status
+                .success()
+        },
+        "a's /out",
+    );
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), "data\n");
+    p.write("in.txt", "sent");
+    p.ok(&["cp", p.dir.path().join("in.txt").to_str().unwrap(), "a:/in"]);
+    assert_eq!(p.ok(&["exec", "a", "cat", "/in"]).trim(), "sent");
+    let o = p.compose(&["wait", "b"]);
+    assert_eq!((o.status.code(), stdout(&o).trim()), (Some(3), "3"));
+    let o = p.compose(&["cp", "nosuch:/x", "/tmp/x"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no such service"), "{}", stderr(&o));
+    // The project goes down once b (already exited) is seen stopped.
+    let o = p.compose(&["wait", "--down-project", "b"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        !p.berth(&["ps", "-aq"])
+            .stdout
+            .iter()
+            .any(|b| !b.is_ascii_whitespace()),
+        "no containers left"
+    );
+}
+
 /// A foreground `up` prints prefixed output and stops the project on Ctrl-C.
 #[test]
 fn foreground_up_follows_logs_and_stops_on_interrupt() {

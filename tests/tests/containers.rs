@@ -1374,6 +1374,53 @@ fn attach_to_a_detached_interactive_container() {
     );
 }
 
+/// The detach sequence (Docker's ctrl-p ctrl-q, or `--detach-keys`) ends an attach to
+/// a tty container with status 0 and leaves the container running.
+#[test]
+fn detach_keys_leave_a_tty_container_running() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let b = Berth::new();
+    let id = b.ok(&["run", "-dit", "--network", "none", IMAGE, "sh"]);
+    for (flags, keys) in [
+        (vec![], &b"\x10\x11"[..]),
+        (vec!["--detach-keys", "ctrl-x,y"], b"\x18y"),
+    ] {
+        let mut args = vec!["attach"];
+        args.extend_from_slice(&flags);
+        args.push(&id);
+        let mut client = b
+            .cmd()
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = client.stdin.take().unwrap();
+        input.write_all(b"echo typed\n").unwrap();
+        input.write_all(keys).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = client.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{flags:?}: attach did not detach"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        drop(input);
+        assert_eq!(status.code(), Some(0), "{flags:?}");
+        assert_eq!(b.inspect(&id)["State"]["Status"], "running", "{flags:?}");
+    }
+    let o = b.run(&["attach", "--detach-keys", "ctrl-", &id]);
+    assert!(stderr(&o).contains("Invalid detach keys"), "{}", stderr(&o));
+    assert!(b.ok(&["logs", &id]).contains("typed"));
+    b.ok(&["rm", "-f", &id]);
+}
+
 #[test]
 fn create_start_wait_and_detached_errors() {
     let b = Berth::new();
@@ -2149,6 +2196,7 @@ fn links_name_a_running_peer_with_hosts_lines_and_variables() {
             "host type networking",
         ),
         (vec!["--link", "a:b:c"], "bad format for links"),
+        (vec!["--userns", "remap"], "invalid USER mode"),
     ] {
         let mut all = vec!["run", "--rm"];
         all.extend_from_slice(&args);

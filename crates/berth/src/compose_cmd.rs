@@ -247,6 +247,30 @@ enum ComposeCmd {
         #[arg(short, long, default_value = "pretty")]
         format: String,
     },
+    /// Copy files between a service container and the local filesystem
+    /// (SERVICE:SRC DEST, SRC SERVICE:DEST; `-` for a tar stream).
+    Cp {
+        /// Index of the container if the service has several replicas.
+        #[arg(long, default_value_t = 1)]
+        index: u32,
+        /// Archive mode (always on: owners and modes are kept).
+        #[arg(short, long)]
+        archive: bool,
+        /// Always follow symbol links in SRC_PATH.
+        #[arg(short = 'L', long)]
+        follow_link: bool,
+        src: String,
+        dst: String,
+    },
+    /// Block until the services' containers stop; prints each exit code and exits with
+    /// the first one's.
+    Wait {
+        /// Stop and remove the whole project once the first container stops.
+        #[arg(long)]
+        down_project: bool,
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
     /// The public port of a service's port binding.
     Port {
         #[arg(long, default_value_t = 1)]
@@ -331,6 +355,7 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
             | ComposeCmd::Events { .. }
             | ComposeCmd::Pause { .. }
             | ComposeCmd::Unpause { .. }
+            | ComposeCmd::Wait { .. }
     );
     let project = match berth_compose::load(&opts) {
         // `-p NAME down|ps|stop|...` works from the labels alone, as Compose does.
@@ -401,6 +426,28 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
             let a = crate::system::EventsArgs::following(&labels, json);
             crate::system::events(root, &a)
         }
+        ComposeCmd::Cp {
+            index, src, dst, ..
+        } => {
+            let (src, dst) = match (src.split_once(':'), dst.split_once(':')) {
+                (Some((svc, path)), None) => (in_service(root, &project, svc, index, path)?, dst),
+                (None, Some((svc, path))) => (src, in_service(root, &project, svc, index, path)?),
+                _ => return Err("copying needs one SERVICE:PATH and one local path".into()),
+            };
+            Ok(containers::main(
+                root,
+                ContainerCmd::Cp {
+                    archive: true,
+                    follow_link: false,
+                    src,
+                    dst,
+                },
+            ))
+        }
+        ComposeCmd::Wait {
+            down_project,
+            services,
+        } => wait(root, &project, &services, down_project),
         ComposeCmd::Kill { signal, services } => {
             each_container(root, &project, &services, "Killed", |e, c| {
                 if c.state.status.is_active() {
@@ -636,6 +683,62 @@ fn container_of(root: &Path, p: &Project, service: &str, index: u32) -> Result<C
         .into_iter()
         .find(|c| service_of(c) == service && number_of(c) == index)
         .ok_or_else(|| format!("service {service:?} is not running"))
+}
+
+/// `SERVICE:PATH` as `CONTAINER:PATH` for `cp`.
+fn in_service(
+    root: &Path,
+    p: &Project,
+    service: &str,
+    index: u32,
+    path: &str,
+) -> Result<String, String> {
+    Ok(format!(
+        "{}:{path}",
+        container_of(root, p, service, index)?.id
+    ))
+}
+
+/// `compose wait`: every container of `services` until it stops, in the order they stop.
+fn wait(root: &Path, p: &Project, services: &[String], down_project: bool) -> CmdResult {
+    // Without the file (`-p NAME wait`), the containers' labels name the services.
+    for s in services.iter().filter(|_| !p.services.is_empty()) {
+        if !p.services.contains_key(s) {
+            return Err(format!("no such service: {s}").into());
+        }
+    }
+    let mut waiting: Vec<String> = project_containers(root, &p.name, false)?
+        .into_iter()
+        .filter(|c| wanted(c, services))
+        .map(|c| c.id)
+        .collect();
+    if waiting.is_empty() {
+        return Err("no containers for the given services".into());
+    }
+    let mut engine = Engine::open(root)?;
+    let mut first = None;
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for id in waiting {
+            let c = engine.find(&id)?;
+            if c.state.status.is_active() {
+                still.push(id);
+                continue;
+            }
+            println!("{}", c.state.exit_code);
+            first.get_or_insert(c.state.exit_code);
+            if down_project {
+                drop(engine);
+                down(root, p, false, None, false, None)?;
+                return Ok(c.state.exit_code);
+            }
+        }
+        waiting = still;
+        if !waiting.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    Ok(first.unwrap_or(0))
 }
 
 fn network_name(p: &Project, key: &str) -> String {
@@ -941,6 +1044,7 @@ fn run_args(
         a.mac_address = Some(mac);
     }
     a.link = links(p, s)?;
+    a.userns = scalar_text(&s.userns_mode);
     Ok(a)
 }
 

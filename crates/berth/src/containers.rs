@@ -195,6 +195,9 @@ pub struct RunArgs {
     /// Add link to another container (NAME[:ALIAS]).
     #[arg(long)]
     pub link: Vec<String>,
+    /// User namespace to use: host (berth does not remap users, so it is the only one).
+    #[arg(long)]
+    pub userns: Option<String>,
     /// PID namespace to use (host or container:NAME).
     #[arg(long)]
     pub pid: Option<String>,
@@ -472,6 +475,9 @@ pub enum ContainerCmd {
         /// Do not attach STDIN.
         #[arg(long)]
         no_stdin: bool,
+        /// Override the key sequence for detaching a container (tty containers).
+        #[arg(long, default_value = "ctrl-p,ctrl-q")]
+        detach_keys: String,
         container: String,
     },
     /// Copy files between a container and the host (`-` for a tar stream).
@@ -720,7 +726,14 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
         ContainerCmd::Attach {
             container,
             no_stdin,
-        } => attach(root, &container, !no_stdin),
+            detach_keys,
+        } => match parse_detach_keys(&detach_keys) {
+            Ok(keys) => attach(root, &container, !no_stdin, &keys),
+            Err(e) => {
+                eprintln!("berth: {e}");
+                1
+            }
+        },
         ContainerCmd::Cp { src, dst, .. } => report(crate::fs_cmds::cp(root, &src, &dst)),
         ContainerCmd::Commit {
             author,
@@ -979,6 +992,15 @@ fn check_modes(a: &RunArgs) -> Result<(), String> {
         }
         ip.parse::<std::net::Ipv4Addr>()
             .map_err(|_| format!("invalid IPv4 address: {ip}"))?;
+    }
+    if let Some(u) = a
+        .userns
+        .as_deref()
+        .filter(|u| !u.is_empty() && *u != "host")
+    {
+        return Err(format!(
+            "invalid USER mode {u:?}: berth runs containers without user namespace remapping, so only \"host\" is valid"
+        ));
     }
     for l in &a.link {
         let parts: Vec<&str> = l.split(':').collect();
@@ -2081,19 +2103,87 @@ fn extra_network_settings(root: &Path, c: &Container, out: &mut serde_json::Map<
 
 /// Attached through the monitor's socket: its output frames to our stdout/stderr, our
 /// stdin (raw, for a tty) to the container; ends when the container does.
+/// `--detach-keys` in Docker's form (`ctrl-p,ctrl-q`, `a`, `ctrl-@`, `ctrl-[` …) as
+/// the bytes a terminal sends for them.
+fn parse_detach_keys(s: &str) -> Result<Vec<u8>, String> {
+    let bad = || format!("Invalid detach keys ({s}) provided");
+    s.split(',')
+        .map(|k| match k.strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 => match c.as_bytes()[0] {
+                b @ b'a'..=b'z' => Ok(b - b'a' + 1),
+                b'@' => Ok(0),
+                b @ b'['..=b'_' => Ok(b - b'@'),
+                _ => Err(bad()),
+            },
+            None if k.len() == 1 => Ok(k.as_bytes()[0]),
+            _ => Err(bad()),
+        })
+        .collect()
+}
+
+/// Copies `from` to `to` until EOF (false) or the detach sequence `keys` (true). Bytes
+/// that may begin the sequence are held back until it completes or breaks, so the
+/// container never sees a completed sequence, as with Docker.
+fn copy_escapable(
+    mut from: impl std::io::Read,
+    mut to: impl Write,
+    keys: &[u8],
+) -> std::io::Result<bool> {
+    let mut matched = 0;
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        let mut out = Vec::with_capacity(n + keys.len());
+        for &b in &buf[..n] {
+            if b != keys[matched] {
+                out.extend_from_slice(&keys[..matched]);
+                matched = 0;
+            }
+            if b == keys[matched] {
+                matched += 1;
+                if matched == keys.len() {
+                    to.write_all(&out)?;
+                    return Ok(true);
+                }
+            } else {
+                out.push(b);
+            }
+        }
+        to.write_all(&out)?;
+    }
+}
+
 fn attach_stream(
     engine: &mut Engine,
     c: &Container,
     stream: std::os::unix::net::UnixStream,
     with_stdin: bool,
+    detach_keys: &[u8],
 ) -> i32 {
     let raw = (c.config.tty && with_stdin)
         .then(|| format::RawTerminal::enter(0))
         .flatten();
+    let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if with_stdin {
         if let Ok(mut to) = stream.try_clone() {
+            // Docker reads the detach sequence on tty containers only.
+            let keys = c.config.tty.then(|| detach_keys.to_vec());
+            let flag = detached.clone();
             std::thread::spawn(move || {
-                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to);
+                let mut stdin = std::io::stdin().lock();
+                let escaped = match keys {
+                    Some(k) if !k.is_empty() => copy_escapable(&mut stdin, &mut to, &k),
+                    _ => std::io::copy(&mut stdin, &mut to).map(|_| false),
+                };
+                if escaped.unwrap_or(false) {
+                    // Leave the container running: end our output copy, not its input.
+                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let _ = to.shutdown(std::net::Shutdown::Read);
+                    return;
+                }
                 // Our input ended; the container's stdin stays open for others, as Docker.
                 let _ = to.shutdown(std::net::Shutdown::Write);
             });
@@ -2103,6 +2193,9 @@ fn attach_stream(
         eprintln!("attach: {e}");
     }
     drop(raw);
+    if detached.load(std::sync::atomic::Ordering::SeqCst) {
+        return 0;
+    }
     // The monitor closes the socket as the container exits; the record follows.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -2206,7 +2299,7 @@ fn port(root: &Path, name: &str, private: Option<&str>) -> CmdResult {
     Ok(0)
 }
 
-fn attach(root: &Path, name: &str, with_stdin: bool) -> i32 {
+fn attach(root: &Path, name: &str, with_stdin: bool, detach_keys: &[u8]) -> i32 {
     let mut engine = match Engine::open(root) {
         Ok(e) => e,
         Err(e) => return fail(e),
@@ -2221,7 +2314,13 @@ fn attach(root: &Path, name: &str, with_stdin: bool) -> i32 {
     }
     let sock = berth_engine::monitor::attach_socket(&engine, &c.id);
     if let Ok(stream) = std::os::unix::net::UnixStream::connect(&sock) {
-        return attach_stream(&mut engine, &c, stream, with_stdin && c.config.interactive);
+        return attach_stream(
+            &mut engine,
+            &c,
+            stream,
+            with_stdin && c.config.interactive,
+            detach_keys,
+        );
     }
     // The monitor owns the stdio: follow the log from its end.
     let path = engine.log_path(&c.id);
@@ -2296,4 +2395,34 @@ pub(crate) fn writable_size(engine: &Engine, id: &str) -> u64 {
         .upper_dir(id)
         .map(|d| crate::system::dir_size(&d))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_parse_as_dockers() {
+        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), [16, 17]);
+        assert_eq!(
+            parse_detach_keys("ctrl-@,a,ctrl-[,ctrl-_").unwrap(),
+            [0, b'a', 27, 31]
+        );
+        for bad in ["", "ctrl-", "ctrl-pp", "ab", "ctrl-1"] {
+            assert!(parse_detach_keys(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn escapable_copy_holds_a_partial_sequence_and_stops_on_the_whole() {
+        let keys = [16, 17];
+        let mut out = Vec::new();
+        // A broken sequence passes through; the whole one ends the copy unsent.
+        let input = b"ab\x10c\x10\x10\x11rest";
+        assert!(copy_escapable(&input[..], &mut out, &keys).unwrap());
+        assert_eq!(out, b"ab\x10c\x10");
+        let mut out = Vec::new();
+        assert!(!copy_escapable(&b"plain\x10"[..], &mut out, &keys).unwrap());
+        assert_eq!(out, b"plain", "a sequence cut by EOF is not sent");
+    }
 }
