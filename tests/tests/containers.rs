@@ -1767,6 +1767,92 @@ fn namespace_modes_share_what_they_name() {
     );
 }
 
+/// The block device under `/` as `(major:minor, /dev path)`.
+fn root_disk() -> (String, String) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let numbers = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .and_then(|l| l.split(' ').nth(2))
+        .unwrap()
+        .to_string();
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{numbers}/uevent")).unwrap();
+    let name = uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .unwrap();
+    (numbers, format!("/dev/{name}"))
+}
+
+/// Per-device blkio limits land in the container's cgroup; annotations in its spec.
+#[test]
+fn blkio_device_limits_and_annotations() {
+    let b = Berth::new();
+    let (numbers, dev) = root_disk();
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--device-read-bps",
+        &format!("{dev}:1mb"),
+        "--device-write-iops",
+        &format!("{dev}:300"),
+        "--annotation",
+        "org.example.team=infra",
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    if Path::new("/sys/fs/cgroup/blkio").exists() {
+        let read = cgroup_file("berth", &id, "blkio", "blkio.throttle.read_bps_device");
+        assert_eq!(read, format!("{numbers} 1048576"));
+        let write = cgroup_file("berth", &id, "blkio", "blkio.throttle.write_iops_device");
+        assert_eq!(write, format!("{numbers} 300"));
+    } else {
+        let io = cgroup_file("berth", &id, "", "io.max");
+        assert!(
+            io.contains("rbps=1048576") && io.contains("wiops=300"),
+            "{io}"
+        );
+    }
+    let hc = &b.inspect(&id)["HostConfig"];
+    assert_eq!(hc["BlkioDeviceReadBps"][0]["Path"], dev.as_str());
+    assert_eq!(hc["BlkioDeviceReadBps"][0]["Rate"], 1048576);
+    assert_eq!(hc["Annotations"]["org.example.team"], "infra");
+    let spec: Value = serde_json::from_slice(
+        &std::fs::read(
+            b.root
+                .path()
+                .join("containers")
+                .join(&id)
+                .join("config.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(spec["annotations"]["org.example.team"], "infra");
+    b.ok(&["rm", "-f", &id]);
+    for (flag, value, why) in [
+        ("--device-read-bps", "nodevice".to_string(), "bad format"),
+        ("--device-read-bps", format!("{dev}:fast"), "invalid value"),
+        (
+            "--blkio-weight-device",
+            format!("{dev}:5"),
+            "from 10 to 1000",
+        ),
+        (
+            "--device-write-iops",
+            "/tmp/x:10".to_string(),
+            "not a device path",
+        ),
+    ] {
+        let o = b.run(&["run", "--rm", flag, &value, IMAGE, "true"]);
+        assert_eq!(code(&o), 125, "{flag} {value}");
+        assert!(stderr(&o).contains(why), "{flag} {value}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn cgroup_and_process_resource_flags_reach_the_kernel() {
     let b = Berth::new();

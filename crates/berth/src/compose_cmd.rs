@@ -1144,6 +1144,28 @@ fn kernel_args(a: &mut RunArgs, p: &Project, s: &Service) -> Result<(), String> 
     if let Some(w) = s.blkio_config.as_ref().and_then(|b| b.get("weight")) {
         a.blkio_weight = scalar_num(&Some(w.clone()), "blkio_config.weight")?;
     }
+    for (key, value, flag) in [
+        ("weight_device", "weight", &mut a.blkio_weight_device),
+        ("device_read_bps", "rate", &mut a.device_read_bps),
+        ("device_write_bps", "rate", &mut a.device_write_bps),
+        ("device_read_iops", "rate", &mut a.device_read_iops),
+        ("device_write_iops", "rate", &mut a.device_write_iops),
+    ] {
+        let Some(list) = s.blkio_config.as_ref().and_then(|b| b.get(key)) else {
+            continue;
+        };
+        let berth_compose::YamlValue::Sequence(items) = list else {
+            return Err(format!("blkio_config.{key} must be a list"));
+        };
+        for item in items {
+            let path = item.get("path").and_then(berth_compose::scalar);
+            let v = item.get(value).and_then(berth_compose::scalar);
+            let (Some(path), Some(v)) = (path, v) else {
+                return Err(format!("blkio_config.{key}: entries need path and {value}"));
+            };
+            flag.push(format!("{path}:{v}"));
+        }
+    }
     if let Some(berth_compose::YamlValue::Sequence(rules)) = &s.device_cgroup_rules {
         a.device_cgroup_rule = rules
             .iter()

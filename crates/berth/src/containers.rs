@@ -240,6 +240,24 @@ pub struct RunArgs {
     /// Add a rule to the cgroup allowed devices list ('c 1:3 mr').
     #[arg(long)]
     pub device_cgroup_rule: Vec<String>,
+    /// Block IO weight of a device (DEVICE:WEIGHT, 10 to 1000).
+    #[arg(long)]
+    pub blkio_weight_device: Vec<String>,
+    /// Limit read rate from a device (DEVICE:RATE, e.g. /dev/sda:1mb).
+    #[arg(long)]
+    pub device_read_bps: Vec<String>,
+    /// Limit write rate to a device (DEVICE:RATE).
+    #[arg(long)]
+    pub device_write_bps: Vec<String>,
+    /// Limit read rate (IO per second) from a device (DEVICE:NUMBER).
+    #[arg(long)]
+    pub device_read_iops: Vec<String>,
+    /// Limit write rate (IO per second) to a device (DEVICE:NUMBER).
+    #[arg(long)]
+    pub device_write_iops: Vec<String>,
+    /// Add an annotation to the container (passed through to the OCI runtime).
+    #[arg(long)]
+    pub annotation: Vec<String>,
     /// Logging driver for the container (json-file, local, none).
     #[arg(long)]
     pub log_driver: Option<String>,
@@ -1026,6 +1044,53 @@ fn check_modes(a: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// The per-device blkio flags, checked as Docker checks them.
+fn blkio_devices(a: &RunArgs) -> Result<berth_engine::record::BlkioDevices, String> {
+    Ok(berth_engine::record::BlkioDevices {
+        weight: blkio_list("blkio-weight-device", &a.blkio_weight_device, Blkio::Weight)?,
+        read_bps: blkio_list("device-read-bps", &a.device_read_bps, Blkio::Bytes)?,
+        write_bps: blkio_list("device-write-bps", &a.device_write_bps, Blkio::Bytes)?,
+        read_iops: blkio_list("device-read-iops", &a.device_read_iops, Blkio::Count)?,
+        write_iops: blkio_list("device-write-iops", &a.device_write_iops, Blkio::Count)?,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Blkio {
+    Weight,
+    Bytes,
+    Count,
+}
+
+/// `DEVICE:VALUE` entries of one blkio flag.
+fn blkio_list(flag: &str, list: &[String], kind: Blkio) -> Result<Vec<(String, u64)>, String> {
+    list.iter()
+        .map(|s| {
+            let bad = |why: String| format!("invalid argument {s:?} for \"--{flag}\" flag: {why}");
+            let (dev, v) = s
+                .rsplit_once(':')
+                .ok_or_else(|| bad(format!("bad format: {s}")))?;
+            if !dev.starts_with("/dev/") {
+                return Err(bad(format!("{dev} is not a device path")));
+            }
+            let n = match kind {
+                Blkio::Bytes => berth_engine::units::parse_bytes(v)
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .map(|n| n as u64),
+                Blkio::Count | Blkio::Weight => v.parse::<u64>().ok(),
+            };
+            let n = n.ok_or_else(|| bad(format!("invalid value {v:?} for device {dev}")))?;
+            if matches!(kind, Blkio::Weight) && !(10..=1000).contains(&n) {
+                return Err(bad(format!(
+                    "invalid weight for device: {s} (the weight is from 10 to 1000)"
+                )));
+            }
+            Ok((dev.to_string(), n))
+        })
+        .collect()
+}
+
 fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -1152,6 +1217,8 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
         oom_score_adj: a.oom_score_adj,
         blkio_weight: a.blkio_weight,
         device_cgroup_rules: a.device_cgroup_rule.clone(),
+        blkio_devices: blkio_devices(a)?,
+        annotations: kv(&a.annotation),
         log_driver,
         log_opts,
         ..Default::default()
@@ -2019,6 +2086,12 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
             "OomScoreAdj": cfg.oom_score_adj.unwrap_or(0),
             "BlkioWeight": cfg.blkio_weight.unwrap_or(0),
             "DeviceCgroupRules": cfg.device_cgroup_rules,
+            "BlkioWeightDevice": blkio_json(&cfg.blkio_devices.weight, "Weight"),
+            "BlkioDeviceReadBps": blkio_json(&cfg.blkio_devices.read_bps, "Rate"),
+            "BlkioDeviceWriteBps": blkio_json(&cfg.blkio_devices.write_bps, "Rate"),
+            "BlkioDeviceReadIOps": blkio_json(&cfg.blkio_devices.read_iops, "Rate"),
+            "BlkioDeviceWriteIOps": blkio_json(&cfg.blkio_devices.write_iops, "Rate"),
+            "Annotations": cfg.annotations,
             "LogConfig": {
                 "Type": if cfg.log_driver.is_empty() { "json-file" } else { &cfg.log_driver },
                 "Config": cfg.log_opts,
@@ -2210,6 +2283,18 @@ fn attach_stream(
 }
 
 /// Copies `[stream, len u32 BE, bytes]` frames to stdout (0) and stderr (1) until EOF.
+/// A blkio device list as inspect shows it: `[{"Path": …, "Rate"|"Weight": …}]`.
+fn blkio_json(list: &[(String, u64)], key: &str) -> Value {
+    list.iter()
+        .map(|(p, v)| {
+            let mut o = serde_json::Map::new();
+            o.insert("Path".into(), json!(p));
+            o.insert(key.into(), json!(v));
+            Value::Object(o)
+        })
+        .collect()
+}
+
 fn copy_frames(mut from: impl std::io::Read) -> std::io::Result<()> {
     let mut head = [0u8; 5];
     let mut data = Vec::new();

@@ -190,6 +190,32 @@ pub struct MountSpec {
     pub anonymous: bool,
 }
 
+/// Per-device block I/O settings as (device path, value); the path is resolved to its
+/// numbers at each start, as Docker does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BlkioDevices {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weight: Vec<(String, u64)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_bps: Vec<(String, u64)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_bps: Vec<(String, u64)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_iops: Vec<(String, u64)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_iops: Vec<(String, u64)>,
+}
+
+impl BlkioDevices {
+    pub fn is_empty(&self) -> bool {
+        self.weight.is_empty()
+            && self.read_bps.is_empty()
+            && self.write_bps.is_empty()
+            && self.read_iops.is_empty()
+            && self.write_iops.is_empty()
+    }
+}
+
 /// Everything `run`/`create` asked for, resolved against the image at create time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct RunConfig {
@@ -288,6 +314,12 @@ pub struct RunConfig {
     /// `--device-cgroup-rule 'c 1:3 mr'`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub device_cgroup_rules: Vec<String>,
+    /// `--blkio-weight-device` and `--device-{read,write}-{bps,iops}`.
+    #[serde(default, skip_serializing_if = "BlkioDevices::is_empty")]
+    pub blkio_devices: BlkioDevices,
+    /// `--annotation KEY=VALUE`: OCI annotations of the container's spec.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
     /// `--log-driver`: `json-file` (also when empty) or `none`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub log_driver: String,

@@ -467,7 +467,11 @@ pub fn build(
         linux["seccomp"] = s;
     }
     sort_mounts(&mut mounts);
-    let mut annotations = serde_json::Map::new();
+    let mut annotations: serde_json::Map<String, Value> = cfg
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
     if cfg.init {
         annotations.insert("org.berth.init".into(), json!("true"));
     }
@@ -602,8 +606,32 @@ pub fn resources_json(c: &Container) -> Result<Value> {
     if let Some(p) = cfg.pids_limit {
         r["pids"] = json!({"limit": p});
     }
+    let mut bio = json!({});
     if let Some(w) = cfg.blkio_weight.filter(|w| *w > 0) {
-        r["blockIO"] = json!({"weight": w});
+        bio["weight"] = json!(w);
+    }
+    let b = &cfg.blkio_devices;
+    for (key, list, value) in [
+        ("weightDevice", &b.weight, "weight"),
+        ("throttleReadBpsDevice", &b.read_bps, "rate"),
+        ("throttleWriteBpsDevice", &b.write_bps, "rate"),
+        ("throttleReadIOPSDevice", &b.read_iops, "rate"),
+        ("throttleWriteIOPSDevice", &b.write_iops, "rate"),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let mut rules = Vec::new();
+        for (path, v) in list {
+            let Some((major, minor, "b")) = device_numbers(path) else {
+                return Err(Error::Invalid(format!("{path}: not a block device")));
+            };
+            rules.push(json!({"major": major, "minor": minor, value: v}));
+        }
+        bio[key] = json!(rules);
+    }
+    if bio.as_object().is_some_and(|o| !o.is_empty()) {
+        r["blockIO"] = bio;
     }
     let mut devs = vec![json!({"allow": false, "access": "rwm"})];
     // Docker's default rules: mknod anything, use the standard nodes, ptys and tun.
