@@ -2293,6 +2293,92 @@ fn links_name_a_running_peer_with_hosts_lines_and_variables() {
     }
 }
 
+/// `ps -s` and `inspect -s`: the writable layer and the whole root filesystem.
+#[test]
+fn ps_and_inspect_show_sizes_when_asked() {
+    let b = Berth::new();
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "head -c 300000 /dev/zero > /big; sleep 60",
+    ]);
+    wait_for(
+        || b.ok(&["inspect", "-s", "-f", "{{.SizeRw}}", &id]) == "300000",
+        "the 300 kB file in the writable layer",
+    );
+    let root_fs: u64 = b
+        .ok(&["inspect", "--size", "-f", "{{.SizeRootFs}}", &id])
+        .parse()
+        .unwrap();
+    assert!(root_fs > 300_000, "{root_fs}: the image's layers count too");
+    assert_eq!(b.ok(&["inspect", "-f", "{{.SizeRw}}", &id]), "<no value>");
+    let size = b.ok(&["ps", "-s", "--format", "{{.Size}}"]);
+    assert!(size.starts_with("300kB (virtual "), "{size}");
+    let table = b.ok(&["ps", "--size"]);
+    assert!(table.lines().next().unwrap().ends_with("SIZE"), "{table}");
+    b.ok(&["rm", "-f", &id]);
+}
+
+/// `exec --privileged` gets every capability, `exec --env-file` the file's variables.
+#[test]
+fn exec_privileged_and_env_file() {
+    let b = Berth::new();
+    let id = b.ok(&["run", "-d", "--network", "none", IMAGE, "sleep", "60"]);
+    let cap_eff = |extra: &[&str]| {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[&id, "grep", "CapEff", "/proc/self/status"]);
+        let line = b.ok(&args);
+        u64::from_str_radix(line.split_whitespace().last().unwrap(), 16).unwrap()
+    };
+    let plain = cap_eff(&[]);
+    let all = cap_eff(&["--privileged"]);
+    // Every capability berth holds itself (a sandbox may withhold some from root).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(all, bounding, "every capability");
+    let run_privileged = b.ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--network",
+        "none",
+        IMAGE,
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    let eff = u64::from_str_radix(run_privileged.split_whitespace().last().unwrap(), 16);
+    assert_eq!(eff.unwrap(), bounding, "run --privileged too");
+    assert!(plain != all && plain & !all == 0, "{plain:x} is a subset");
+    let file = b.root.path().join("exec.env");
+    std::fs::write(&file, "A=1\n# a comment\nB=two words\n").unwrap();
+    let env = b.ok(&[
+        "exec",
+        "--env-file",
+        file.to_str().unwrap(),
+        "-e",
+        "B=flag wins",
+        &id,
+        "env",
+    ]);
+    let lines: Vec<&str> = env.lines().collect();
+    assert!(
+        lines.contains(&"A=1") && lines.contains(&"B=flag wins"),
+        "{env}"
+    );
+    b.ok(&["rm", "-f", &id]);
+}
+
 #[test]
 fn system_df_prune_info_and_version() {
     let b = Berth::new();

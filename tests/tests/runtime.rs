@@ -30,6 +30,21 @@ fn exit_code_and_stdio_pass_through() {
     );
 }
 
+/// A failure in the init's last steps (after start, when nobody reads its channel) is
+/// said on the container's stderr rather than lost: here setgroups(2) refuses more
+/// supplementary groups than NGROUPS_MAX.
+#[test]
+fn init_failure_after_start_is_reported_on_stderr() {
+    let mut b = Bundle::new(&["true"]);
+    let gids: Vec<u32> = (1..=70_000).collect();
+    b.spec["process"]["user"]["additionalGids"] = json!(gids);
+    let rc = Runc::new();
+    let out = rc.run_bundle("latefail", &b);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("container init: "), "{err}");
+}
+
 #[test]
 fn pid_namespace_makes_the_process_pid_1() {
     let b = Bundle::new(&["sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'"]);

@@ -521,6 +521,8 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
                     interactive: false,
                     tty: false,
                     env,
+                    env_file: Vec::new(),
+                    privileged: false,
                     user,
                     workdir,
                     container: c.id,

@@ -314,6 +314,9 @@ pub struct PsArgs {
     /// Show the latest created container (includes all states).
     #[arg(short, long)]
     latest: bool,
+    /// Display total file sizes.
+    #[arg(short, long)]
+    size: bool,
 }
 
 /// The container commands at berth's top level.
@@ -424,6 +427,12 @@ pub enum ContainerCmd {
         /// Set environment variables.
         #[arg(short, long)]
         env: Vec<String>,
+        /// Read in a file of environment variables.
+        #[arg(long)]
+        env_file: Vec<String>,
+        /// Give extended privileges to the command (every capability).
+        #[arg(long)]
+        privileged: bool,
         /// Username or UID.
         #[arg(short, long)]
         user: Option<String>,
@@ -442,6 +451,9 @@ pub enum ContainerCmd {
         /// Only `container` is known here.
         #[arg(long = "type")]
         kind: Option<String>,
+        /// Display total file sizes (SizeRw, SizeRootFs).
+        #[arg(short, long)]
+        size: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -656,24 +668,40 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
             interactive,
             tty,
             env,
+            env_file,
+            privileged,
             user,
             workdir,
             container,
             cmd,
-        } => exec(
-            root,
-            &container,
-            &cmd,
-            &env,
-            user.as_deref(),
-            workdir.as_deref(),
-            tty,
-            interactive,
-            detach,
-        ),
+        } => {
+            let mut all_env = Vec::new();
+            for f in &env_file {
+                match read_env_file(f) {
+                    Ok(v) => all_env.extend(v),
+                    Err(e) => {
+                        eprintln!("berth: {e}");
+                        return 125;
+                    }
+                }
+            }
+            all_env.extend(env.iter().filter_map(|e| expand_env(e)));
+            let req = berth_engine::ExecRequest {
+                args: cmd,
+                env: all_env,
+                user,
+                workdir,
+                tty,
+                privileged,
+            };
+            exec(root, &container, &req, interactive, detach)
+        }
         ContainerCmd::Inspect {
-            format, containers, ..
-        } => report(inspect(root, &containers, format.as_deref())),
+            format,
+            containers,
+            size,
+            ..
+        } => report(inspect(root, &containers, format.as_deref(), size)),
         ContainerCmd::Wait { containers } => wait(root, &containers),
         ContainerCmd::Top { container } => report(top(root, &container)),
         ContainerCmd::Pause { containers } => {
@@ -1755,7 +1783,18 @@ fn ps(root: &Path, a: &PsArgs) -> CmdResult {
         }
         return Ok(0);
     }
-    let rows: Vec<Value> = list.iter().map(|c| ps_row(c, !a.no_trunc)).collect();
+    let mut rows: Vec<Value> = list.iter().map(|c| ps_row(c, !a.no_trunc)).collect();
+    if a.size {
+        let images = image_sizes(root);
+        for (r, c) in rows.iter_mut().zip(&list) {
+            let (rw, total) = container_sizes(&engine, c, &images);
+            r["Size"] = json!(format!(
+                "{} (virtual {})",
+                format::human_size(rw),
+                format::human_size(total)
+            ));
+        }
+    }
     match a.format.as_deref() {
         Some("json") => {
             for r in &rows {
@@ -1764,7 +1803,7 @@ fn ps(root: &Path, a: &PsArgs) -> CmdResult {
         }
         Some(t) if t != "table" => format::template_rows(&mut out, t, &rows)?,
         _ => {
-            let head = [
+            let mut head = vec![
                 "CONTAINER ID",
                 "IMAGE",
                 "COMMAND",
@@ -1773,7 +1812,7 @@ fn ps(root: &Path, a: &PsArgs) -> CmdResult {
                 "PORTS",
                 "NAMES",
             ];
-            let keys = [
+            let mut keys = vec![
                 "ID",
                 "Image",
                 "Command",
@@ -1782,6 +1821,10 @@ fn ps(root: &Path, a: &PsArgs) -> CmdResult {
                 "Ports",
                 "Names",
             ];
+            if a.size {
+                head.push("SIZE");
+                keys.push("Size");
+            }
             let mut table = vec![head.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
             for r in &rows {
                 table.push(
@@ -1888,20 +1931,16 @@ fn print_entries(entries: &[berth_engine::logs::Entry], timestamps: bool) {
 fn exec(
     root: &Path,
     name: &str,
-    cmd: &[String],
-    env: &[String],
-    user: Option<&str>,
-    workdir: Option<&str>,
-    tty: bool,
+    req: &berth_engine::ExecRequest,
     interactive: bool,
     detach: bool,
 ) -> i32 {
+    let tty = req.tty;
     let mut engine = match Engine::open(root) {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
-    let env: Vec<String> = env.iter().filter_map(|e| expand_env(e)).collect();
-    let (c, process) = match engine.exec_process(name, cmd, &env, user, workdir, tty) {
+    let (c, process) = match engine.exec_process(name, req) {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
@@ -2319,13 +2358,26 @@ fn copy_frames(mut from: impl std::io::Read) -> std::io::Result<()> {
     }
 }
 
-fn inspect(root: &Path, names: &[String], format_arg: Option<&str>) -> CmdResult {
+fn inspect(root: &Path, names: &[String], format_arg: Option<&str>, size: bool) -> CmdResult {
     let mut engine = Engine::open(root)?;
     let mut out = Vec::new();
     let mut code = 0;
+    let images = if size {
+        image_sizes(root)
+    } else {
+        Default::default()
+    };
     for n in names {
         match engine.find(n) {
-            Ok(c) => out.push(inspect_json(&engine, &c)),
+            Ok(c) => {
+                let mut j = inspect_json(&engine, &c);
+                if size {
+                    let (rw, total) = container_sizes(&engine, &c, &images);
+                    j["SizeRw"] = json!(rw);
+                    j["SizeRootFs"] = json!(total);
+                }
+                out.push(j);
+            }
             Err(e) => {
                 eprintln!("Error: {e}");
                 code = 1;
@@ -2472,6 +2524,32 @@ pub(crate) fn prune_stopped(engine: &mut Engine) -> berth_engine::Result<Vec<(St
         }
     }
     Ok(removed)
+}
+
+/// Bytes of each image's layers, by image id (`ps -s`, `inspect -s`).
+fn image_sizes(root: &Path) -> std::collections::HashMap<String, u64> {
+    berth_registry::client::store::LocalStore::open(root)
+        .and_then(|s| Ok(s.meta.images()?))
+        .map(|recs| {
+            recs.iter()
+                .map(|r| {
+                    let size = r.layers.iter().map(|l| l.size).sum();
+                    (r.config_digest.to_string(), size)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A container's writable layer and, with its image, its whole root filesystem, in
+/// bytes (Docker's SizeRw and SizeRootFs).
+fn container_sizes(
+    engine: &Engine,
+    c: &Container,
+    images: &std::collections::HashMap<String, u64>,
+) -> (u64, u64) {
+    let rw = writable_size(engine, &c.id);
+    (rw, rw + images.get(&c.image_id).copied().unwrap_or(0))
 }
 
 /// Bytes in a container's writable layer (its overlay upper directory).

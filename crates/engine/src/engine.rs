@@ -24,6 +24,19 @@ pub struct Engine {
     snapshotter: std::cell::OnceCell<berth_image::Snapshotter>,
 }
 
+/// An `exec` into a running container: what differs from its own process.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub args: Vec<String>,
+    /// `KEY=VALUE`, over the container's own.
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub tty: bool,
+    /// Every capability, as `docker exec --privileged`.
+    pub privileged: bool,
+}
+
 /// What `create` is asked beyond the flags in `RunConfig`.
 #[derive(Debug, Clone, Default)]
 pub struct CreateRequest {
@@ -991,11 +1004,7 @@ impl Engine {
     pub fn exec_process(
         &mut self,
         key: &str,
-        args: &[String],
-        env: &[String],
-        user: Option<&str>,
-        workdir: Option<&str>,
-        tty: bool,
+        req: &ExecRequest,
     ) -> Result<(Container, oci_spec::runtime::Process)> {
         let c = self.find(key)?;
         if c.state.status != Status::Running {
@@ -1008,17 +1017,23 @@ impl Engine {
         let text = std::fs::read(dir.join("config.json")).ctx(|| "read config.json".into())?;
         let spec: Value = serde_json::from_slice(&text)?;
         let mut p = spec["process"].clone();
-        p["args"] = serde_json::json!(args);
-        p["terminal"] = serde_json::json!(tty);
-        if let Some(u) = user {
+        p["args"] = serde_json::json!(req.args);
+        p["terminal"] = serde_json::json!(req.tty);
+        if let Some(u) = &req.user {
             let (uid, gid, extra) = spec::resolve_user(&dir.join("rootfs"), u, &[])?;
             p["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": extra});
         }
-        if let Some(w) = workdir {
+        if let Some(w) = &req.workdir {
             p["cwd"] = serde_json::json!(w);
         }
+        if req.privileged {
+            let all = spec::all_caps();
+            p["capabilities"] = serde_json::json!({
+                "bounding": all, "effective": all, "permitted": all,
+            });
+        }
         let mut all_env: Vec<String> = strings(&p["env"]);
-        for e in env {
+        for e in &req.env {
             all_env.retain(|x| env_key(x) != env_key(e));
             all_env.push(e.clone());
         }

@@ -58,7 +58,9 @@ pub mod spec;
 pub mod units;
 pub mod volumes;
 
-pub use engine::{boot_id, exit_code_for, parse_signal, CreateRequest, Engine, Launched};
+pub use engine::{
+    boot_id, exit_code_for, parse_signal, CreateRequest, Engine, ExecRequest, Launched,
+};
 pub use record::{
     Container, HealthConfig, ImageInfo, MountSpec, NetworkLink, RestartPolicy, RunConfig, State,
     Status,

@@ -34,8 +34,28 @@ const READONLY: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-/// Every capability the kernel knows, for `--privileged` and `--cap-add ALL`.
-fn all_caps() -> Vec<String> {
+/// Every capability the kernel knows and berth may hand on, for `--privileged` and
+/// `--cap-add ALL`. Inside a container or a restricted sandbox berth's own bounding set
+/// lacks some, and asking for one it lacks makes the init's capset fail.
+pub(crate) fn all_caps() -> Vec<String> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    kernel_caps()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| bounding & (1u64 << i) != 0)
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// Every capability the running kernel knows.
+fn kernel_caps() -> Vec<String> {
     let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -109,7 +129,7 @@ pub fn capabilities(c: &Container) -> Result<Vec<String>> {
     if cfg.privileged {
         return Ok(all_caps());
     }
-    let known = all_caps();
+    let known = kernel_caps();
     let check = |n: &String| {
         if n == "CAP_ALL" || known.contains(n) {
             Ok(())
@@ -130,10 +150,16 @@ pub fn capabilities(c: &Container) -> Result<Vec<String>> {
             .filter(|s| !drop.contains(s))
             .collect()
     };
+    let held = all_caps();
     if add.iter().any(|a| a == "CAP_ALL") {
-        return Ok(known);
+        return Ok(held);
     }
     for a in add {
+        if !held.contains(&a) {
+            return Err(Error::Invalid(format!(
+                "cannot add {a}: berth does not hold it itself (its bounding set lacks it)"
+            )));
+        }
         if !caps.contains(&a) {
             caps.push(a);
         }

@@ -211,7 +211,20 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
         .as_ref()
         .and_then(|a| a.get(crate::reaper::INIT_ANNOTATION))
         .is_some_and(|v| v == "true");
-    become_process(process, &program, filter, cfg.preserve_fds, as_init)
+    let r = become_process(process, &program, filter, cfg.preserve_fds, as_init);
+    if let Err(e) = &r {
+        // After start nobody reads the channel: say what failed where the container's
+        // output goes (an exec failure already does, a missing program was caught before).
+        if !matches!(
+            e,
+            Error::ExecNotFound(_) | Error::ExecPermission(_) | Error::ExecFailed { .. }
+        ) {
+            let line = format!("container init: {e}\n");
+            // SAFETY: a write of a buffer we own to fd 2.
+            unsafe { libc::write(2, line.as_ptr().cast(), line.len()) };
+        }
+    }
+    r
 }
 
 fn dev_is_bind_mounted(spec: &Spec) -> bool {

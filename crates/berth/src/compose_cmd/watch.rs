@@ -323,6 +323,8 @@ fn exec_after_sync(root: &Path, p: &Project, r: &Rule) -> CmdResult {
                     .iter()
                     .map(|(k, v)| format!("{k}={v}"))
                     .collect(),
+                env_file: Vec::new(),
+                privileged: x.privileged,
                 user: x.user.clone(),
                 workdir: x.working_dir.clone(),
                 container: id,
