@@ -925,13 +925,13 @@ fn kill_pause_unpause_scale_and_version() {
     p.ok(&["down", "-t", "0"]);
 }
 
-/// `links` (an alias in the linking container's hosts file, and an implied dependency)
-/// and `mac_address` reach the containers.
+/// `links` (an alias in the linking container's hosts file, and an implied dependency),
+/// `mac_address` and a volume's `driver_opts` reach the containers.
 #[test]
 fn links_and_mac_address_reach_the_containers() {
     let p = Proj::new(
         "lnk",
-        "services:\n  b:\n    image: cbox\n    command: [\"sleep\", \"60\"]\n    links: [\"a:www\"]\n    mac_address: 92:d0:c6:0a:29:44\n  a:\n    image: cbox\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\n",
+        "services:\n  b:\n    image: cbox\n    command: [\"sleep\", \"60\"]\n    links: [\"a:www\"]\n    mac_address: 92:d0:c6:0a:29:44\n    volumes: [\"scratch:/s\"]\n  a:\n    image: cbox\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\nvolumes:\n  scratch:\n    driver_opts: {type: tmpfs, device: tmpfs, o: \"size=1m\"}\n",
         true,
     );
     let cfg = p.ok(&["config"]);
@@ -961,9 +961,14 @@ fn links_and_mac_address_reach_the_containers() {
             .trim(),
         "92:d0:c6:0a:29:44"
     );
+    let scratch = p.ok(&["exec", "b", "grep", " /s ", "/proc/mounts"]);
+    assert!(
+        scratch.starts_with("tmpfs ") && scratch.contains("size=1024k"),
+        "{scratch}"
+    );
     let got = p.ok(&["exec", "b", "wget", "-q", "-O", "-", "http://www/passwd"]);
     assert!(got.starts_with("root:"), "{got}");
-    p.ok(&["down", "-t", "0"]);
+    p.ok(&["down", "-t", "0", "-v"]);
 }
 
 /// `compose cp` both ways, `compose wait` (exit codes) and `wait --down-project`.

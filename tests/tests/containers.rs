@@ -2379,6 +2379,92 @@ fn exec_privileged_and_env_file() {
     b.ok(&["rm", "-f", &id]);
 }
 
+/// The local driver's options: a tmpfs volume, and a volume that is a host directory
+/// (whose files survive `volume rm`, which unmounts before deleting).
+#[test]
+fn volume_options_mount_tmpfs_and_host_directories() {
+    let b = Berth::new();
+    let tag = std::process::id();
+    let (tv, bv) = (format!("tv{tag}"), format!("bv{tag}"));
+    b.ok(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=tmpfs",
+        "--opt",
+        "device=tmpfs",
+        "-o",
+        "o=size=2m,mode=1777",
+        &tv,
+    ]);
+    let fs = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{tv}:/v"),
+        IMAGE,
+        "sh",
+        "-c",
+        "echo x > /v/f && grep ' /v ' /proc/mounts",
+    ]);
+    assert!(fs.contains("tmpfs") && fs.contains("size=2048k"), "{fs}");
+    let opts =
+        &serde_json::from_str::<Value>(&b.ok(&["volume", "inspect", &tv])).unwrap()[0]["Options"];
+    assert_eq!(opts["type"], "tmpfs");
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("kept"), "host file").unwrap();
+    let device = format!("device={}", host.path().display());
+    b.ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=none",
+        "-o",
+        "o=bind",
+        "-o",
+        &device,
+        &bv,
+    ]);
+    let seen = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{bv}:/v"),
+        IMAGE,
+        "sh",
+        "-c",
+        "cat /v/kept; echo new > /v/written",
+    ]);
+    assert_eq!(seen, "host file");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("written")).unwrap(),
+        "new\n"
+    );
+    b.ok(&["volume", "rm", &tv, &bv]);
+    assert!(
+        host.path().join("kept").exists(),
+        "volume rm deleted the host's files"
+    );
+    assert!(host.path().join("written").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&format!("/volumes/{tv}/")),
+        "tmpfs left mounted"
+    );
+    for bad in [&["-o", "colour=red"][..], &["-o", "type=tmpfs"]] {
+        let mut args = vec!["volume", "create"];
+        args.extend_from_slice(bad);
+        args.push("badopts");
+        let o = b.run(&args);
+        assert!(!o.status.success(), "{bad:?}");
+        assert!(stderr(&o).contains("option"), "{bad:?}: {}", stderr(&o));
+    }
+}
+
 #[test]
 fn system_df_prune_info_and_version() {
     let b = Berth::new();

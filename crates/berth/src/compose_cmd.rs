@@ -814,7 +814,23 @@ fn ensure_resources(root: &Path, p: &Project) -> CmdResult {
             (LABEL_VOLUME.to_string(), key.clone()),
         ];
         labels.extend(v.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        berth_engine::volumes::create(&mut engine.db, &engine.root, Some(&name), &labels)?;
+        if v.driver.as_deref().is_some_and(|d| d != "local") {
+            return Err(format!("volume {key}: driver {:?} not found", v.driver).into());
+        }
+        let opts: berth_engine::volumes::Options = match &v.driver_opts {
+            Some(berth_compose::YamlValue::Mapping(m)) => m
+                .iter()
+                .filter_map(|(k, v)| Some((berth_compose::scalar(k)?, berth_compose::scalar(v)?)))
+                .collect(),
+            _ => Default::default(),
+        };
+        berth_engine::volumes::create_with(
+            &mut engine.db,
+            &engine.root,
+            Some(&name),
+            &labels,
+            &opts,
+        )?;
         eprintln!(" Volume {name}  Created");
     }
     Ok(0)

@@ -21,6 +21,9 @@ pub enum VolumeCmd {
         /// Driver name (only `local`).
         #[arg(short, long, default_value = "local")]
         driver: String,
+        /// Set driver specific options (type, device, o: a mount(8) of the volume).
+        #[arg(short, long)]
+        opt: Vec<String>,
         name: Option<String>,
     },
     /// List volumes.
@@ -135,6 +138,7 @@ fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
         VolumeCmd::Create {
             label,
             driver,
+            opt,
             name,
         } => {
             if driver != "local" {
@@ -147,7 +151,20 @@ fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
                     (k.to_string(), v.to_string())
                 })
                 .collect();
-            let n = volumes::create(&mut engine.db, &engine.root, name.as_deref(), &labels)?;
+            let opts: volumes::Options = opt
+                .iter()
+                .map(|o| {
+                    let (k, v) = o.split_once('=').unwrap_or((o, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            let n = volumes::create_with(
+                &mut engine.db,
+                &engine.root,
+                name.as_deref(),
+                &labels,
+                &opts,
+            )?;
             writeln!(out, "{n}")?;
         }
         VolumeCmd::Ls {

@@ -146,7 +146,7 @@ fn mount_shareable_shm(shm: &Path, size: i64) -> Result<()> {
 /// The host-side /dev/shm of a container with `--ipc shareable`, in its directory.
 const SHM: &str = "shm";
 
-fn is_mountpoint(path: &Path) -> bool {
+pub(crate) fn is_mountpoint(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     let (Ok(a), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
         return false;
@@ -708,6 +708,7 @@ impl Engine {
             match m.kind.as_str() {
                 "volume" => {
                     volumes::create(&mut self.db, &self.root, Some(&m.source), &[])?;
+                    volumes::mount(&self.db, &self.root, &m.source)?;
                     let data = volumes::data_dir(&self.root, &m.source);
                     volumes::seed(rootfs, &m.destination, &data)?;
                     out.push((m.clone(), data));
