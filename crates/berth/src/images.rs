@@ -247,6 +247,9 @@ pub struct ListArgs {
     /// Show digests.
     #[arg(long)]
     digests: bool,
+    /// Don't truncate output (full `sha256:` image IDs).
+    #[arg(long)]
+    no_trunc: bool,
     /// `json` for one JSON object per line, `table` (default).
     #[arg(long)]
     format: Option<String>,
@@ -544,6 +547,8 @@ struct Row {
     tag: String,
     digest: String,
     id: String,
+    /// `sha256:` and the whole config digest (`--no-trunc`).
+    full_id: String,
     created: i64,
     size: u64,
 }
@@ -589,6 +594,7 @@ fn rows(store: &LocalStore, filter: Option<&str>) -> Result<Vec<Row>, client::Er
                 tag,
                 digest: rec.manifest_digest.to_string(),
                 id: client::store::short_id(&rec.config_digest),
+                full_id: rec.config_digest.to_string(),
                 created,
                 size,
             });
@@ -666,10 +672,15 @@ fn list(root: &Path, a: &ListArgs) -> CmdResult {
     let _ = a.all;
     let filters = Filters::parse(&a.filter)?;
     let store = open(root)?;
-    let rows: Vec<Row> = rows(&store, a.reference.as_deref())?
+    let mut rows: Vec<Row> = rows(&store, a.reference.as_deref())?
         .into_iter()
         .filter(|r| filters.keep(r))
         .collect();
+    if a.no_trunc {
+        for r in &mut rows {
+            r.id = r.full_id.clone();
+        }
+    }
     let mut out = std::io::stdout().lock();
     if a.quiet {
         let mut seen = std::collections::HashSet::new();

@@ -72,6 +72,7 @@ pub fn check(text: &str, file: &str) -> Vec<Diagnostic> {
     let mut lint = Linter {
         file,
         out: Vec::new(),
+        defaults: BTreeMap::new(),
     };
     lint.casing(&df);
     lint.stages(&df);
@@ -116,6 +117,8 @@ fn is_lower(s: &str) -> bool {
 struct Linter<'a> {
     file: &'a str,
     out: Vec<Diagnostic>,
+    /// Global ARGs' default values (and the platform ARGs'), for the base names.
+    defaults: BTreeMap<String, String>,
 }
 
 /// What the lint tracks through one stage.
@@ -180,6 +183,7 @@ impl Linter<'_> {
         let platform: BTreeMap<String, String> =
             crate::stages::platform_args(&BuildOptions::default());
         let mut global: BTreeSet<String> = platform.keys().cloned().collect();
+        self.defaults = platform.clone();
         let mut names: BTreeSet<String> = BTreeSet::new();
         let mut finished: BTreeMap<String, StageState> = BTreeMap::new();
         let mut stage: Option<StageState> = None;
@@ -199,6 +203,12 @@ impl Linter<'_> {
                     if inst.kind == Kind::Arg {
                         self.secrets(inst);
                         global.extend(arg_names(inst));
+                        for a in &inst.args {
+                            let (k, v) = a.split_once('=').unwrap_or((a, ""));
+                            let v = crate::shell::expand_word(v, &self.defaults)
+                                .unwrap_or_else(|_| v.to_string());
+                            self.defaults.insert(k.to_string(), v);
+                        }
                     }
                 }
                 Some(st) => self.instruction(inst, st),
@@ -259,12 +269,27 @@ impl Linter<'_> {
             words.push(p);
             self.platform_flag(inst, p);
         }
-        for var in undefined(&words, global) {
+        let missing = undefined(&words, global);
+        for var in &missing {
             self.push(
                 "UndefinedArgInFrom",
                 line,
                 format!("FROM argument '{var}' is not declared"),
             );
+        }
+        if missing.is_empty() && base.contains('$') {
+            let named = crate::shell::expand_word(base, &self.defaults)
+                .ok()
+                .filter(|b| berth_image::Reference::parse(b).is_ok());
+            if named.is_none() {
+                self.push(
+                    "InvalidDefaultArgInFrom",
+                    line,
+                    format!(
+                        "Default value for ARG {base} results in empty or invalid base image name"
+                    ),
+                );
+            }
         }
         let lower_base = base.to_lowercase();
         if lower_base == "scratch" {
@@ -361,6 +386,10 @@ impl Linter<'_> {
                 }
             }
             Kind::Expose => {
+                for port in inst.args.iter().filter(|p| p.contains(':')) {
+                    let msg = format!("EXPOSE instruction should not define an IP address or host-port mapping, found '{port}'");
+                    self.push("ExposeInvalidFormat", line, msg);
+                }
                 for port in &inst.args {
                     if let Some((_, proto)) = port.split_once('/') {
                         if !is_lower(proto) {
@@ -547,7 +576,15 @@ mod tests {
         let r = rules(
             "ARG TAG\nFROM alpine:$TAG\nFROM img:$NOPE AS x\nFROM scratch\nARG A\nCOPY $A $B /\n",
         );
-        assert_eq!(r, vec![("UndefinedArgInFrom", 3), ("UndefinedVar", 6)]);
+        // `alpine:` (TAG has no default) is BuildKit's InvalidDefaultArgInFrom.
+        assert_eq!(
+            r,
+            vec![
+                ("InvalidDefaultArgInFrom", 2),
+                ("UndefinedArgInFrom", 3),
+                ("UndefinedVar", 6)
+            ]
+        );
         assert!(rules("FROM --platform=$BUILDPLATFORM a:$TARGETARCH\n").is_empty());
     }
 
@@ -577,6 +614,19 @@ mod tests {
             rules("FROM a\nRUN a \\\n\n  b\n"),
             vec![("NoEmptyContinuation", 3)]
         );
+        assert_eq!(
+            rules("FROM a\nEXPOSE 80 127.0.0.1:8080:80 9090:90/udp\n"),
+            vec![("ExposeInvalidFormat", 2), ("ExposeInvalidFormat", 2)]
+        );
+        // A global ARG without a default leaves `alpine:` (no tag); one with, or one
+        // given a value by an earlier ARG, is fine.
+        assert_eq!(
+            rules("ARG TAG\nFROM alpine:${TAG}\n"),
+            vec![("InvalidDefaultArgInFrom", 2)]
+        );
+        assert!(rules("ARG TAG=3.19\nFROM alpine:${TAG}\n").is_empty());
+        assert!(rules("ARG V=3\nARG TAG=$V.19\nFROM alpine:$TAG\n").is_empty());
+        assert!(rules("ARG IMG\nFROM ${IMG:-busybox}\n").is_empty());
     }
 
     #[test]
