@@ -926,14 +926,16 @@ fn kill_pause_unpause_scale_and_version() {
 }
 
 /// `links` (an alias in the linking container's hosts file, and an implied dependency),
-/// `mac_address` and a volume's `driver_opts` reach the containers.
+/// `mac_address`, `annotations`, `label_file` (below `labels`) and a volume's
+/// `driver_opts` reach the containers.
 #[test]
 fn links_and_mac_address_reach_the_containers() {
     let p = Proj::new(
         "lnk",
-        "services:\n  b:\n    image: cbox\n    command: [\"sleep\", \"60\"]\n    links: [\"a:www\"]\n    mac_address: 92:d0:c6:0a:29:44\n    volumes: [\"scratch:/s\"]\n  a:\n    image: cbox\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\nvolumes:\n  scratch:\n    driver_opts: {type: tmpfs, device: tmpfs, o: \"size=1m\"}\n",
+        "services:\n  b:\n    image: cbox\n    command: [\"sleep\", \"60\"]\n    links: [\"a:www\"]\n    mac_address: 92:d0:c6:0a:29:44\n    volumes: [\"scratch:/s\"]\n    annotations: {org.example.owner: web}\n    label_file: ./b.labels\n    labels: {tier: explicit}\n  a:\n    image: cbox\n    command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/etc\"]\nvolumes:\n  scratch:\n    driver_opts: {type: tmpfs, device: tmpfs, o: \"size=1m\"}\n",
         true,
     );
+    p.write("b.labels", "# labels\ntier=from-file\nteam=infra\n");
     let cfg = p.ok(&["config"]);
     assert!(
         cfg.contains("depends_on:"),
@@ -960,6 +962,13 @@ fn links_and_mac_address_reach_the_containers() {
         p.ok(&["exec", "b", "cat", "/sys/class/net/eth0/address"])
             .trim(),
         "92:d0:c6:0a:29:44"
+    );
+    let b = p.inspect(&format!("{}-b-1", p.name));
+    assert_eq!(b["HostConfig"]["Annotations"]["org.example.owner"], "web");
+    let labels = &b["Config"]["Labels"];
+    assert_eq!(
+        (labels["team"].as_str(), labels["tier"].as_str()),
+        (Some("infra"), Some("explicit"))
     );
     let scratch = p.ok(&["exec", "b", "grep", " /s ", "/proc/mounts"]);
     assert!(

@@ -1035,6 +1035,25 @@ fn run_args(
         (None, None) => "none".into(),
     };
     let mut labels = service_labels(p, service, number);
+    for (k, v) in label_files(s)? {
+        labels.entry(k).or_insert(v);
+    }
+    a.annotation = match &s.annotations {
+        Some(berth_compose::YamlValue::Mapping(m)) => m
+            .iter()
+            .filter_map(|(k, v)| {
+                Some(format!(
+                    "{}={}",
+                    berth_compose::scalar(k)?,
+                    berth_compose::scalar(v)?
+                ))
+            })
+            .collect(),
+        Some(berth_compose::YamlValue::Sequence(l)) => {
+            l.iter().filter_map(berth_compose::scalar).collect()
+        }
+        _ => Vec::new(),
+    };
     labels.insert(
         berth_compose::LABEL_WORKDIR.into(),
         std::env::current_dir()
@@ -1108,6 +1127,25 @@ fn links(p: &Project, s: &Service) -> Result<Vec<String>, String> {
     }
     for l in list(&s.external_links, "external_links")? {
         out.push(l);
+    }
+    Ok(out)
+}
+
+/// The labels of a service's `label_file`s (`KEY=VALUE` lines; `labels:` wins).
+fn label_files(s: &Service) -> Result<Vec<(String, String)>, String> {
+    let Some(berth_compose::YamlValue::Sequence(files)) = &s.label_file else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for f in files.iter().filter_map(berth_compose::YamlValue::as_str) {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("label_file {f}: {e}"))?;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (k, v) = line.split_once('=').unwrap_or((line, ""));
+            out.push((k.trim().to_string(), v.to_string()));
+        }
     }
     Ok(out)
 }

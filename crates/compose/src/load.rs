@@ -550,6 +550,7 @@ fn normalize_untagged(svc: &mut Mapping, base: &Path) -> Result<(), KeyErr> {
     }
     hosts_to_list(svc);
     env_files(svc, base)?;
+    label_files(svc, base)?;
     ports(svc)?;
     volumes(svc, base)?;
     if let Some(Value::Sequence(nets)) = svc.get("networks") {
@@ -605,6 +606,26 @@ fn ref_list(m: &mut Mapping, key: &str) -> Result<(), KeyErr> {
                 *item = Value::Mapping(r);
             }
         }
+    }
+    Ok(())
+}
+
+/// `label_file: a.labels` or a list of them, made absolute like `env_file`'s paths.
+fn label_files(svc: &mut Mapping, base: &Path) -> Result<(), KeyErr> {
+    let Some(v) = svc.get_mut("label_file") else {
+        return Ok(());
+    };
+    if v.is_string() {
+        *v = Value::Sequence(vec![v.clone()]);
+    }
+    let Value::Sequence(items) = v else {
+        return Err(("label_file".into(), "must be a string or a list".into()));
+    };
+    for (i, item) in items.iter_mut().enumerate() {
+        let Value::String(p) = item else {
+            return Err((format!("label_file[{i}]"), "must be a path".into()));
+        };
+        *p = absolute(base, p);
     }
     Ok(())
 }

@@ -311,9 +311,15 @@ impl Snapshotter {
             return Ok(true);
         }
         let lowers: Vec<PathBuf> = parents.iter().rev().map(|p| self.layers.path(p)).collect();
+        // Only files whose directory the image has: a stub layer must not add an `/etc`
+        // to an image without one (an export of a created container would show it).
         let missing: Vec<&str> = MOUNT_POINT_FILES
             .into_iter()
             .filter(|f| matches!(merged_entry(&lowers, f), Merged::Absent))
+            .filter(|f| {
+                let parent = f.rsplit_once('/').map_or("", |(p, _)| p);
+                parent.is_empty() || matches!(merged_entry(&lowers, parent), Merged::Dir(_))
+            })
             .collect();
         if missing.is_empty() {
             return Ok(false);
@@ -449,9 +455,9 @@ fn merged_entry(lowers: &[PathBuf], rel: &str) -> Merged {
     Merged::Absent
 }
 
-/// Empty files at `missing` under `dir`, their parents made with the owner, mode and
-/// mtime the merged view gives them (the topmost lower wins in overlayfs, so a plain
-/// 0755 `/etc` here would change the container's).
+/// Empty files at `missing` under `dir`, their parents (which the image has) made with
+/// the owner, mode and mtime the merged view gives them (the topmost lower wins in
+/// overlayfs, so a plain 0755 `/etc` here would change the container's).
 fn write_stubs(dir: &Path, lowers: &[PathBuf], missing: &[&str]) -> io::Result<()> {
     for rel in missing {
         let mut sub = String::new();
@@ -779,6 +785,18 @@ mod tests {
         )
         .unwrap()
         .with_mount_points(true);
+
+        // An image without /etc gets none either: the layer adds no directory.
+        let t0 = TarBuilder::new().file("bin", b"x").finish();
+        let l0 = layers.apply(None, &t0[..], None, None, &opts).unwrap();
+        let bare = snaps
+            .prepare("bare", std::slice::from_ref(&l0.chain_id))
+            .unwrap();
+        assert_eq!(
+            bare[0].options[0],
+            format!("lowerdir={}", l0.path.display())
+        );
+        assert!(!layers.mount_points_path(&l0.chain_id).exists());
 
         // An image with every file gets no extra layer.
         let plain = snaps
