@@ -2465,6 +2465,71 @@ fn volume_options_mount_tmpfs_and_host_directories() {
     }
 }
 
+/// `network create -o`: the bridge's device name and an MTU that the bridge and every
+/// container's interface get; bad values and IPv6 are refused, unknown options ignored.
+#[test]
+fn network_driver_options_name_the_bridge_and_set_the_mtu() {
+    let b = Berth::new();
+    let tag = std::process::id();
+    let (net, bridge) = (format!("mtu{tag}"), format!("bt{tag}"));
+    let out = b.run(&[
+        "network",
+        "create",
+        "-o",
+        &format!("com.docker.network.bridge.name={bridge}"),
+        "--opt",
+        "com.docker.network.driver.mtu=1400",
+        "-o",
+        "com.docker.network.bridge.enable_icc=true",
+        &net,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("enable_icc"),
+        "unknown option warned: {}",
+        stderr(&out)
+    );
+    let sys = Path::new("/sys/class/net").join(&bridge);
+    assert_eq!(
+        std::fs::read_to_string(sys.join("mtu")).unwrap().trim(),
+        "1400"
+    );
+    let mtu = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        IMAGE,
+        "cat",
+        "/sys/class/net/eth0/mtu",
+    ]);
+    assert_eq!(mtu, "1400");
+    let inspect: Value = serde_json::from_str(&b.ok(&["network", "inspect", &net])).unwrap();
+    let opts = &inspect[0]["Options"];
+    assert_eq!(opts["com.docker.network.bridge.name"], bridge.as_str());
+    assert_eq!(opts["com.docker.network.driver.mtu"], "1400");
+    for (args, why) in [
+        (
+            vec![
+                "-o",
+                &format!("com.docker.network.bridge.name={bridge}")[..],
+            ],
+            "already in use",
+        ),
+        (vec!["-o", "com.docker.network.driver.mtu=9"], "invalid MTU"),
+        (vec!["--ipv6"], "IPv6"),
+    ] {
+        let mut all = vec!["network", "create"];
+        all.extend_from_slice(&args);
+        all.push("refused");
+        let o = b.run(&all);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
+    }
+    b.ok(&["network", "rm", &net]);
+    assert!(!sys.exists(), "the bridge went with the network");
+}
+
 #[test]
 fn system_df_prune_info_and_version() {
     let b = Berth::new();

@@ -790,12 +790,23 @@ fn ensure_resources(root: &Path, p: &Project) -> CmdResult {
                     .map_err(|_| format!("network {key}: invalid gateway {g:?}"))
             })
             .transpose()?;
+        let options = match &n.driver_opts {
+            Some(berth_compose::YamlValue::Mapping(m)) => m
+                .iter()
+                .filter_map(|(k, v)| Some((berth_compose::scalar(k)?, berth_compose::scalar(v)?)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         let opts = berth_net::NetworkOptions {
             internal: n.internal,
             labels,
             subnet,
             gateway,
+            options,
         };
+        for k in berth_net::unsupported_options(&opts) {
+            eprintln!("WARNING: network {key}: option {k:?} is not supported by berth's bridge driver; ignored");
+        }
         net.create(&name, &opts)?;
         eprintln!(" Network {name}  Created");
     }

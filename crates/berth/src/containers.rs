@@ -1399,7 +1399,9 @@ pub(crate) fn create(root: &Path, a: &RunArgs) -> Result<(Engine, Container), St
         ));
     }
     let image = resolve_image(root, &a.image, &a.pull, a.platform.as_deref(), a.quiet)?;
+    tracing::debug!("create: image resolved");
     let mut engine = Engine::open(root).map_err(|e| e.to_string())?;
+    tracing::debug!("create: engine open");
     let c = engine
         .create(&image, &req, cfg)
         .map_err(|e| e.to_string())?;

@@ -31,6 +31,16 @@ pub enum NetworkCmd {
         /// Set metadata on a network.
         #[arg(long)]
         label: Vec<String>,
+        /// Set driver specific options (com.docker.network.bridge.name,
+        /// com.docker.network.driver.mtu).
+        #[arg(short, long)]
+        opt: Vec<String>,
+        /// Enable manual container attachment (always possible here).
+        #[arg(long)]
+        attachable: bool,
+        /// Enable IPv6 networking (not supported: refused).
+        #[arg(long)]
+        ipv6: bool,
         name: String,
     },
     /// List networks.
@@ -127,10 +137,16 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
             gateway,
             internal,
             label,
+            opt,
+            attachable: _,
+            ipv6,
             name,
         } => {
             if driver != "bridge" {
                 return Err(format!("plugin \"{driver}\" not found").into());
+            }
+            if ipv6 {
+                return Err("IPv6 networks are not supported by berth's bridge driver".into());
             }
             let opts = NetworkOptions {
                 subnet: subnet
@@ -142,14 +158,12 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
                     .transpose()
                     .map_err(|e| format!("invalid gateway: {e}"))?,
                 internal,
-                labels: label
-                    .iter()
-                    .map(|l| {
-                        let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                        (k.to_string(), v.to_string())
-                    })
-                    .collect(),
+                labels: key_values(&label),
+                options: key_values(&opt),
             };
+            for k in berth_net::unsupported_options(&opts) {
+                eprintln!("WARNING: network option {k:?} is not supported by berth's bridge driver; ignored");
+            }
             let created = net.create(&name, &opts)?;
             berth_engine::events::network(root, "create", &created.id, &name, None);
             writeln!(out, "{}", created.id)?;
@@ -315,4 +329,14 @@ fn disconnect(
         })?;
     }
     Ok(())
+}
+
+/// `KEY=VALUE` flags (`--label`, `--opt`) as a map; a bare key has an empty value.
+fn key_values(list: &[String]) -> std::collections::BTreeMap<String, String> {
+    list.iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
 }

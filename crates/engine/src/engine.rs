@@ -333,6 +333,7 @@ impl Engine {
                 }
             },
         }
+        tracing::debug!("create: recorded");
         if let Err(e) = self.prepare_files(&c) {
             let _ = self.teardown(&c, true);
             return Err(e);

@@ -187,6 +187,23 @@ pub struct NetworkOptions {
     /// No NAT, no forwarding out of the bridge.
     pub internal: bool,
     pub labels: BTreeMap<String, String>,
+    /// Driver options (`-o`): `com.docker.network.bridge.name` and
+    /// `com.docker.network.driver.mtu`; others are ignored with a warning.
+    pub options: BTreeMap<String, String>,
+}
+
+/// The bridge device's name as a driver option.
+pub const OPT_BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+/// The MTU of the bridge and its veths as a driver option.
+pub const OPT_MTU: &str = "com.docker.network.driver.mtu";
+
+/// The driver options of `opts` that berth's bridge driver ignores.
+pub fn unsupported_options(opts: &NetworkOptions) -> Vec<&str> {
+    opts.options
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != OPT_BRIDGE_NAME && *k != OPT_MTU)
+        .collect()
 }
 
 /// A container's attachment as shown in a network's `Containers` map.
@@ -218,6 +235,8 @@ pub struct Network {
     pub gateway: Option<Ipv4Addr>,
     pub internal: bool,
     pub labels: BTreeMap<String, String>,
+    /// Driver options kept for later connects (the MTU); the bridge name is `bridge`.
+    pub options: BTreeMap<String, String>,
     /// Creation time, seconds since the epoch.
     pub created: i64,
     /// Attached containers by container id.
@@ -228,6 +247,11 @@ impl Network {
     /// Whether this is one of the predefined networks (bridge, host, none).
     pub fn is_predefined(&self) -> bool {
         matches!(self.name.as_str(), "bridge" | "host" | "none")
+    }
+
+    /// The MTU asked for at create, if any.
+    pub fn mtu(&self) -> Option<u32> {
+        self.options.get(OPT_MTU).and_then(|m| m.parse().ok())
     }
 }
 
@@ -323,7 +347,7 @@ impl Serialize for Network {
             }],
             _ => Vec::new(),
         };
-        let mut options = BTreeMap::new();
+        let mut options = self.options.clone();
         if !self.bridge.is_empty() {
             options.insert(
                 "com.docker.network.bridge.name".to_string(),
@@ -407,6 +431,7 @@ mod tests {
             gateway: Some(Ipv4Addr::new(10, 89, 1, 1)),
             internal: false,
             labels: BTreeMap::new(),
+            options: BTreeMap::new(),
             created: 0,
             containers,
         };

@@ -93,8 +93,9 @@ impl Net {
             None => first_host(subnet)?,
         };
         let id = random_id()?;
+        let (bridge, options) = driver_options(opts, &existing)?;
         let net = Network {
-            bridge: format!("berth-{}", &id[..9]),
+            bridge: bridge.unwrap_or_else(|| format!("berth-{}", &id[..9])),
             id,
             name: name.to_string(),
             driver: "bridge".into(),
@@ -102,6 +103,7 @@ impl Net {
             gateway: Some(gateway),
             internal: opts.internal,
             labels: opts.labels.clone(),
+            options,
             created: now(),
             containers: BTreeMap::new(),
         };
@@ -324,6 +326,7 @@ fn seed(tx: &Transaction) -> Result<()> {
                 gateway,
                 internal: false,
                 labels: BTreeMap::new(),
+                options: BTreeMap::new(),
                 created: now(),
                 containers: BTreeMap::new(),
             },
@@ -588,7 +591,7 @@ fn attach_links(net: &Network, ep: &Endpoint, netns: &Path, default_route: bool)
         .map_err(nl("deleting stale veth"))?;
     let master = netlink::index(&net.bridge).map_err(nl(&format!("bridge {}", net.bridge)))?;
     let mac = parse_mac(&ep.mac)?;
-    sock.add_veth(&ep.host_veth, master, &ep.ifname, &ns, mac)
+    sock.add_veth(&ep.host_veth, master, &ep.ifname, &ns, mac, net.mtu())
         .map_err(nl(&format!("creating veth {}", ep.host_veth)))?;
     // Published ports reached from a container on the same bridge come back out of its
     // own bridge port.
@@ -649,6 +652,50 @@ fn ensure_infra(net: &Network) -> Result<()> {
 
 /// Creates the bridge (if missing) and its rules: all of them when `fresh`, else only
 /// those missing (so that other processes never see a present rule vanish).
+/// The bridge name (`com.docker.network.bridge.name`) and the options kept with the
+/// network (the MTU), checked: a bridge name no other network has and no device takes.
+/// Other options are ignored with a warning.
+fn driver_options(
+    opts: &NetworkOptions,
+    existing: &[Network],
+) -> Result<(Option<String>, BTreeMap<String, String>)> {
+    let mut keep = BTreeMap::new();
+    let mut bridge = None;
+    for (k, v) in &opts.options {
+        match k.as_str() {
+            crate::OPT_BRIDGE_NAME => {
+                let ok = !v.is_empty()
+                    && v.len() <= 15
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !ok {
+                    return Err(NetError::Invalid(format!("invalid bridge name {v:?}")));
+                }
+                let taken = existing.iter().any(|n| &n.bridge == v)
+                    || Path::new("/sys/class/net").join(v).exists();
+                if taken {
+                    return Err(NetError::Invalid(format!(
+                        "bridge name {v:?} is already in use"
+                    )));
+                }
+                bridge = Some(v.clone());
+            }
+            crate::OPT_MTU => {
+                match v.parse::<u32>() {
+                    Ok(m) if (68..=65535).contains(&m) => {}
+                    _ => return Err(NetError::Invalid(format!("invalid MTU number: {v}"))),
+                }
+                keep.insert(k.clone(), v.clone());
+            }
+            // Docker's bridge driver skips options it does not know too; the others it
+            // knows (ICC, masquerade, host binding) berth does not implement. The CLI
+            // warns about them ([`crate::unsupported_options`]).
+            _ => {}
+        }
+    }
+    Ok((bridge, keep))
+}
+
 fn setup_infra(net: &Network, fresh: bool) -> Result<()> {
     let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
         return Err(NetError::Invalid(format!(
@@ -664,6 +711,9 @@ fn setup_infra(net: &Network, fresh: bool) -> Result<()> {
     let mac = [0x02, 0x42, g[0], g[1], g[2], g[3]];
     sock.add_bridge(&net.bridge, mac).map_err(ctx)?;
     let idx = netlink::index(&net.bridge).map_err(ctx)?;
+    if let Some(mtu) = net.mtu() {
+        sock.set_mtu(idx, mtu).map_err(ctx)?;
+    }
     sock.add_addr(idx, gateway, subnet.prefix_len())
         .map_err(ctx)?;
     sock.set_up(idx).map_err(ctx)?;
@@ -991,6 +1041,7 @@ mod tests {
             gateway: None,
             internal: false,
             labels: BTreeMap::new(),
+            options: BTreeMap::new(),
             created: 0,
             containers: BTreeMap::new(),
         };

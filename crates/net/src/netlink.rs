@@ -181,6 +181,7 @@ impl Socket {
         peer: &str,
         netns: &File,
         mac: [u8; 6],
+        mtu: Option<u32>,
     ) -> io::Result<()> {
         let mut m = Msg::new(
             libc::RTM_NEWLINK,
@@ -190,6 +191,9 @@ impl Socket {
         m.bytes(&ifinfomsg(0, up, up));
         m.attr_str(libc::IFLA_IFNAME, host);
         m.attr_u32(libc::IFLA_MASTER, master);
+        if let Some(mtu) = mtu {
+            m.attr_u32(libc::IFLA_MTU, mtu);
+        }
         let li = m.nest(libc::IFLA_LINKINFO);
         m.attr_str(IFLA_INFO_KIND, "veth");
         let data = m.nest(IFLA_INFO_DATA);
@@ -198,6 +202,9 @@ impl Socket {
         m.attr_str(libc::IFLA_IFNAME, peer);
         m.attr_u32(libc::IFLA_NET_NS_FD, netns.as_raw_fd() as u32);
         m.attr(libc::IFLA_ADDRESS, &mac);
+        if let Some(mtu) = mtu {
+            m.attr_u32(libc::IFLA_MTU, mtu);
+        }
         m.end_nest(p);
         m.end_nest(data);
         m.end_nest(li);
@@ -210,6 +217,13 @@ impl Socket {
         m.bytes(&ifinfomsg(0, 0, 0));
         m.attr_str(libc::IFLA_IFNAME, name);
         ignore(self.request(m), libc::ENODEV)
+    }
+
+    pub(crate) fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let mut m = Msg::new(libc::RTM_NEWLINK, 0);
+        m.bytes(&ifinfomsg(index as i32, 0, 0));
+        m.attr_u32(libc::IFLA_MTU, mtu);
+        self.request(m)
     }
 
     pub(crate) fn set_up(&mut self, index: u32) -> io::Result<()> {

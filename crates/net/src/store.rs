@@ -49,6 +49,9 @@ CREATE INDEX endpoints_container ON endpoints(container_id);
     "
 ALTER TABLE endpoints ADD COLUMN extra_hosts TEXT NOT NULL DEFAULT '[]';
 ",
+    "
+ALTER TABLE networks ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+",
 ];
 
 /// Opens the database (WAL, busy timeout first) and brings our tables up to date.
@@ -114,12 +117,14 @@ fn open_once(path: &Path, seed: &impl Fn(&Transaction) -> Result<()>) -> Result<
     Ok(conn)
 }
 
-const NET_COLS: &str = "id, name, driver, bridge, subnet, gateway, internal, labels, created";
+const NET_COLS: &str =
+    "id, name, driver, bridge, subnet, gateway, internal, labels, created, options";
 
 fn network_row(r: &Row) -> rusqlite::Result<Network> {
     let subnet: Option<String> = r.get(4)?;
     let gateway: Option<String> = r.get(5)?;
     let labels: String = r.get(7)?;
+    let options: String = r.get(9)?;
     Ok(Network {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -129,6 +134,7 @@ fn network_row(r: &Row) -> rusqlite::Result<Network> {
         gateway: gateway.and_then(|s| s.parse().ok()),
         internal: r.get(6)?,
         labels: serde_json::from_str(&labels).unwrap_or_default(),
+        options: serde_json::from_str(&options).unwrap_or_default(),
         created: r.get(8)?,
         containers: BTreeMap::new(),
     })
@@ -144,7 +150,9 @@ pub(crate) fn networks(c: &Connection) -> Result<Vec<Network>> {
 
 pub(crate) fn insert_network(c: &Connection, n: &Network) -> Result<()> {
     c.execute(
-        &format!("INSERT INTO networks ({NET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        &format!(
+            "INSERT INTO networks ({NET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+        ),
         params![
             n.id,
             n.name,
@@ -155,6 +163,7 @@ pub(crate) fn insert_network(c: &Connection, n: &Network) -> Result<()> {
             n.internal,
             serde_json::to_string(&n.labels).unwrap_or_else(|_| "{}".into()),
             n.created,
+            serde_json::to_string(&n.options).unwrap_or_else(|_| "{}".into()),
         ],
     )?;
     Ok(())
