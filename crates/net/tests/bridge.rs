@@ -465,6 +465,7 @@ fn explicit_subnet_gateway_and_internal() {
         gateway: Some(format!("10.123.{third}.14").parse().unwrap()),
         internal: true,
         labels: [("a".to_string(), "b".to_string())].into(),
+        ..Default::default()
     };
     let n = root.network(&opts);
     assert_eq!(n.gateway, opts.gateway);
