@@ -2530,6 +2530,60 @@ fn network_driver_options_name_the_bridge_and_set_the_mtu() {
     assert!(!sys.exists(), "the bridge went with the network");
 }
 
+/// `--filter` on the prune commands: `until` and `label`/`label!` take only what they
+/// name, for containers, volumes, networks and images.
+#[test]
+fn prune_filters_take_only_what_they_name() {
+    let b = Berth::new();
+    let tag = std::process::id();
+    let keep = b.ok(&[
+        "create",
+        "--network",
+        "none",
+        "--label",
+        "keep=1",
+        IMAGE,
+        "true",
+    ]);
+    let gone = b.ok(&["create", "--network", "none", IMAGE, "true"]);
+    b.ok(&["container", "prune", "-f", "--filter", "until=1h"]);
+    assert!(
+        b.run(&["inspect", &gone]).status.success(),
+        "until=1h spared a new one"
+    );
+    b.ok(&["container", "prune", "-f", "--filter", "label!=keep"]);
+    assert!(!b.run(&["inspect", &gone]).status.success());
+    assert!(b.run(&["inspect", &keep]).status.success());
+    let (v1, v2) = (format!("pv1{tag}"), format!("pv2{tag}"));
+    b.ok(&["volume", "create", "--label", "tmp=yes", &v1]);
+    b.ok(&["volume", "create", &v2]);
+    b.ok(&["volume", "prune", "-a", "-f", "--filter", "label=tmp=yes"]);
+    let vols = b.ok(&["volume", "ls", "-q"]);
+    assert!(!vols.contains(&v1) && vols.contains(&v2), "{vols}");
+    let o = b.run(&["volume", "prune", "-f", "--filter", "until=1h"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("invalid filter"),
+        "{}",
+        stderr(&o)
+    );
+    let (n1, n2) = (format!("pn1{tag}"), format!("pn2{tag}"));
+    b.ok(&["network", "create", "--label", "tmp", &n1]);
+    b.ok(&["network", "create", &n2]);
+    b.ok(&["network", "prune", "-f", "--filter", "label=tmp"]);
+    let nets = b.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(!nets.contains(&n1) && nets.contains(&n2), "{nets}");
+    b.ok(&["network", "rm", &n2]);
+    b.ok(&["commit", "--change", "LABEL tier=temp", &keep, "lbl:temp"]);
+    b.ok(&["commit", &keep, "nolbl:x"]);
+    b.ok(&["image", "prune", "-a", "-f", "--filter", "label=tier=temp"]);
+    let images = b.ok(&["images", "--format", "{{.Repository}}"]);
+    assert!(!images.lines().any(|l| l == "lbl"), "{images}");
+    assert!(images.lines().any(|l| l == "nolbl"), "{images}");
+    let o = b.run(&["system", "prune", "-f", "--volumes", "--filter", "until=1h"]);
+    assert!(!o.status.success(), "until with --volumes is refused");
+    b.ok(&["rm", &keep]);
+}
+
 #[test]
 fn system_df_prune_info_and_version() {
     let b = Berth::new();

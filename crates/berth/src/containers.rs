@@ -586,6 +586,9 @@ pub enum ContainerSub {
         /// Do not prompt for confirmation.
         #[arg(short, long)]
         force: bool,
+        /// Provide filter values (`until=24h`, `label=KEY[=VALUE]`, `label!=KEY`).
+        #[arg(long)]
+        filter: Vec<String>,
     },
 }
 
@@ -598,7 +601,7 @@ pub fn container_sub(root: &Path, cmd: ContainerSub) -> i32 {
     match cmd {
         ContainerSub::Common(c) => main(root, c),
         ContainerSub::Ls(a) => report(ps(root, &a)),
-        ContainerSub::Prune { force } => report(prune(root, force)),
+        ContainerSub::Prune { force, filter } => report(prune(root, force, &filter)),
     }
 }
 
@@ -2481,7 +2484,8 @@ fn attach(root: &Path, name: &str, with_stdin: bool, detach_keys: &[u8]) -> i32 
     }
 }
 
-fn prune(root: &Path, force: bool) -> CmdResult {
+fn prune(root: &Path, force: bool, filter: &[String]) -> CmdResult {
+    let filter = crate::prune_filter::PruneFilter::parse(filter, true)?;
     if !force {
         eprint!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
         let mut answer = String::new();
@@ -2491,7 +2495,7 @@ fn prune(root: &Path, force: bool) -> CmdResult {
         }
     }
     let mut engine = Engine::open(root)?;
-    let removed = prune_stopped(&mut engine)?;
+    let removed = prune_stopped(&mut engine, &filter)?;
     let reclaimed: u64 = removed.iter().map(|(_, size)| size).sum();
     let mut out = std::io::stdout().lock();
     if !removed.is_empty() {
@@ -2511,13 +2515,18 @@ fn prune(root: &Path, force: bool) -> CmdResult {
 
 /// Removes every container that is not running; returns each one's id with the bytes
 /// its writable layer held.
-pub(crate) fn prune_stopped(engine: &mut Engine) -> berth_engine::Result<Vec<(String, u64)>> {
+pub(crate) fn prune_stopped(
+    engine: &mut Engine,
+    filter: &crate::prune_filter::PruneFilter,
+) -> berth_engine::Result<Vec<(String, u64)>> {
     let mut removed = Vec::new();
     for c in engine.list()? {
-        if !matches!(
+        let stopped = matches!(
             c.state.status,
             Status::Exited | Status::Created | Status::Dead
-        ) {
+        );
+        let created = crate::prune_filter::rfc3339(&c.created);
+        if !stopped || !filter.allows(created, &c.config.labels) {
             continue;
         }
         let size = writable_size(engine, &c.id);

@@ -223,6 +223,9 @@ pub enum ImageSub {
         /// Do not prompt for confirmation.
         #[arg(short, long)]
         force: bool,
+        /// Provide filter values (`until=24h`, `label=KEY[=VALUE]`, `label!=KEY`).
+        #[arg(long)]
+        filter: Vec<String>,
     },
     /// Display detailed information on one or more images.
     Inspect {
@@ -301,7 +304,7 @@ pub fn run(root: &Path, cmd: ImageCmd) -> i32 {
         ImageCmd::Images(a) | ImageCmd::Image(ImageSub::Ls(a)) => list(root, &a),
         ImageCmd::Rmi(a) | ImageCmd::Image(ImageSub::Rm(a)) => rmi(root, &a),
         ImageCmd::Image(ImageSub::Inspect { format, images }) => inspect(root, &images, format),
-        ImageCmd::Image(ImageSub::Prune { all, force }) => prune(root, all, force),
+        ImageCmd::Image(ImageSub::Prune { all, force, filter }) => prune(root, all, force, &filter),
         ImageCmd::Login {
             username,
             password,
@@ -954,7 +957,8 @@ fn import(
     Ok(0)
 }
 
-fn prune(root: &Path, all: bool, force: bool) -> CmdResult {
+fn prune(root: &Path, all: bool, force: bool, filter: &[String]) -> CmdResult {
+    let filter = crate::prune_filter::PruneFilter::parse(filter, true)?;
     if !force {
         let what = if all {
             "all images without at least one container associated to them"
@@ -970,7 +974,8 @@ fn prune(root: &Path, all: bool, force: bool) -> CmdResult {
     }
     let mut store = open(root)?;
     let in_use: std::collections::HashSet<Digest> = images_in_use(root)?.into_keys().collect();
-    let report = store.prune(all, &in_use)?;
+    let eligible = prunable_images(&store, &filter)?;
+    let report = store.prune_where(all, &in_use, |r| eligible.contains(&r.manifest_digest))?;
     removal_events(root, &report.removed);
     let mut out = std::io::stdout().lock();
     if !report.removed.is_empty() {
@@ -989,6 +994,27 @@ fn prune(root: &Path, all: bool, force: bool) -> CmdResult {
         human_size(report.reclaimed)
     )?;
     Ok(0)
+}
+
+/// The images `--filter` lets prune take: created before `until`, with the labels
+/// (of their config) asked for.
+pub(crate) fn prunable_images(
+    store: &LocalStore,
+    filter: &crate::prune_filter::PruneFilter,
+) -> Result<std::collections::HashSet<Digest>, client::Error> {
+    let mut out = std::collections::HashSet::new();
+    for rec in store.meta.images()? {
+        let labels: std::collections::BTreeMap<String, String> = if filter.needs_labels() {
+            let config = store.config_json(&rec)?;
+            serde_json::from_value(config["config"]["Labels"].clone()).unwrap_or_default()
+        } else {
+            Default::default()
+        };
+        if filter.allows(crate::prune_filter::unix(rec.created_unix), &labels) {
+            out.insert(rec.manifest_digest.clone());
+        }
+    }
+    Ok(out)
 }
 
 fn inspect(root: &Path, images: &[String], format: Option<String>) -> CmdResult {

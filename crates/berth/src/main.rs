@@ -22,6 +22,7 @@ mod fs_cmds;
 mod images;
 mod manifest_cmd;
 mod networks;
+mod prune_filter;
 mod registry_cmd;
 mod system;
 mod volumes;

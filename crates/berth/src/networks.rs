@@ -72,6 +72,9 @@ pub enum NetworkCmd {
     Prune {
         #[arg(short, long)]
         force: bool,
+        /// Provide filter values (`until=24h`, `label=KEY[=VALUE]`, `label!=KEY`).
+        #[arg(long)]
+        filter: Vec<String>,
     },
     /// Connect a running container to a network.
     Connect {
@@ -249,7 +252,8 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
             }
             return Ok(code);
         }
-        NetworkCmd::Prune { force } => {
+        NetworkCmd::Prune { force, filter } => {
+            let filter = crate::prune_filter::PruneFilter::parse(&filter, true)?;
             if !force {
                 eprint!("WARNING! This will remove all custom networks not used by at least one container.\nAre you sure you want to continue? [y/N] ");
                 let mut answer = String::new();
@@ -258,7 +262,7 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
                     return Ok(0);
                 }
             }
-            let removed = net.prune()?;
+            let removed = net.prune_where(|n| network_prunable(n, &filter))?;
             if !removed.is_empty() {
                 writeln!(out, "Deleted Networks:")?;
                 for n in removed {
@@ -339,4 +343,12 @@ fn key_values(list: &[String]) -> std::collections::BTreeMap<String, String> {
             (k.to_string(), v.to_string())
         })
         .collect()
+}
+
+/// Whether `--filter` lets prune take network `n`.
+pub(crate) fn network_prunable(
+    n: &berth_net::Network,
+    f: &crate::prune_filter::PruneFilter,
+) -> bool {
+    f.allows(crate::prune_filter::unix(n.created), &n.labels)
 }

@@ -44,6 +44,9 @@ pub enum SystemCmd {
         /// Do not prompt for confirmation.
         #[arg(short, long)]
         force: bool,
+        /// Provide filter values (`until=24h`, `label=KEY[=VALUE]`, `label!=KEY`).
+        #[arg(long)]
+        filter: Vec<String>,
     },
     /// Display system-wide information.
     Info {
@@ -82,7 +85,8 @@ pub fn main(root: &Path, cmd: SystemCmd) -> i32 {
             all,
             volumes,
             force,
-        } => prune(root, all, volumes, force),
+            filter,
+        } => prune(root, all, volumes, force, &filter),
         SystemCmd::Info { format } => info(root, format.as_deref()),
         SystemCmd::Events(a) => events(root, &a),
     };
@@ -434,7 +438,11 @@ fn build_cache_usage(
     Ok((records, size))
 }
 
-fn prune(root: &Path, all: bool, volumes: bool, force: bool) -> CmdResult {
+fn prune(root: &Path, all: bool, volumes: bool, force: bool, filter: &[String]) -> CmdResult {
+    let filter = crate::prune_filter::PruneFilter::parse(filter, true)?;
+    if volumes && filter.has_until() {
+        return Err("The \"until\" filter is not supported with \"--volumes\"".into());
+    }
     if !force {
         let images = if all {
             "all images without at least one container associated to them"
@@ -470,14 +478,15 @@ fn prune(root: &Path, all: bool, volumes: bool, force: bool) -> CmdResult {
         }
         Ok(())
     };
-    let removed = crate::containers::prune_stopped(&mut engine)?;
+    let removed = crate::containers::prune_stopped(&mut engine, &filter)?;
     reclaimed += removed.iter().map(|(_, s)| s).sum::<u64>();
     let ids: Vec<String> = removed.into_iter().map(|(id, _)| id).collect();
     section(&mut out, "Deleted Containers", &ids)?;
-    let nets = berth_net::Net::open(root)?.prune()?;
+    let nets = berth_net::Net::open(root)?
+        .prune_where(|n| crate::networks::network_prunable(n, &filter))?;
     section(&mut out, "Deleted Networks", &nets)?;
     if volumes {
-        let removed = crate::volumes::prune_unused(&mut engine, false)?;
+        let removed = crate::volumes::prune_unused(&mut engine, false, &filter)?;
         reclaimed += removed.iter().map(|(_, s)| s).sum::<u64>();
         let names: Vec<String> = removed.into_iter().map(|(n, _)| n).collect();
         section(&mut out, "Deleted Volumes", &names)?;
@@ -489,7 +498,8 @@ fn prune(root: &Path, all: bool, volumes: bool, force: bool) -> CmdResult {
         .collect();
     drop(engine);
     let mut store = LocalStore::open(root)?;
-    let report = store.prune(all, &in_use)?;
+    let eligible = crate::images::prunable_images(&store, &filter)?;
+    let report = store.prune_where(all, &in_use, |r| eligible.contains(&r.manifest_digest))?;
     crate::images::removal_events(root, &report.removed);
     reclaimed += report.reclaimed;
     let images: Vec<String> = report

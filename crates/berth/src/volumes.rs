@@ -62,6 +62,9 @@ pub enum VolumeCmd {
         all: bool,
         #[arg(short, long)]
         force: bool,
+        /// Provide filter values (`label=KEY[=VALUE]`, `label!=KEY`).
+        #[arg(long)]
+        filter: Vec<String>,
     },
 }
 
@@ -97,19 +100,20 @@ fn passes(
 pub(crate) fn prune_unused(
     engine: &mut Engine,
     all: bool,
+    filter: &crate::prune_filter::PruneFilter,
 ) -> Result<Vec<(String, u64)>, Box<dyn std::error::Error>> {
-    let anonymous: std::collections::HashSet<String> = engine
-        .db
-        .volumes()?
-        .into_iter()
-        .filter(|(n, _, _)| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
-        .map(|(n, _, _)| n)
-        .collect();
-    let mut removed = Vec::new();
-    for n in volumes::list(&engine.db)? {
-        if !all && !anonymous.contains(&n) {
-            continue;
+    let mut candidates = Vec::new();
+    for (n, created, data) in engine.db.volumes()? {
+        let anonymous = n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit());
+        let labels: std::collections::BTreeMap<String, String> =
+            serde_json::from_value(data["Labels"].clone()).unwrap_or_default();
+        let created = crate::prune_filter::rfc3339(&created);
+        if (all || anonymous) && filter.allows(created, &labels) {
+            candidates.push(n);
         }
+    }
+    let mut removed = Vec::new();
+    for n in candidates {
         if !engine.volume_users(&n)?.is_empty() {
             continue;
         }
@@ -241,7 +245,8 @@ fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
             }
             return Ok(code);
         }
-        VolumeCmd::Prune { all, force } => {
+        VolumeCmd::Prune { all, force, filter } => {
+            let filter = crate::prune_filter::PruneFilter::parse(&filter, false)?;
             if !force {
                 eprint!("WARNING! This will remove anonymous local volumes not used by at least one container.\nAre you sure you want to continue? [y/N] ");
                 let mut answer = String::new();
@@ -250,7 +255,7 @@ fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
                     return Ok(0);
                 }
             }
-            let removed = prune_unused(&mut engine, all)?;
+            let removed = prune_unused(&mut engine, all, &filter)?;
             let reclaimed: u64 = removed.iter().map(|(_, size)| size).sum();
             if !removed.is_empty() {
                 writeln!(out, "Deleted Volumes:")?;

@@ -149,13 +149,21 @@ impl Net {
 
     /// Removes every user network no container is attached to; returns their names.
     pub fn prune(&self) -> Result<Vec<String>> {
+        self.prune_where(|_| true)
+    }
+
+    /// [`prune`](Self::prune) of the networks `eligible` accepts only (`--filter`).
+    pub fn prune_where(&self, eligible: impl Fn(&Network) -> bool) -> Result<Vec<String>> {
         let mut g = self.lock()?;
         let tx = g
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut removed = Vec::new();
         for net in store::networks(&tx)? {
-            if net.is_predefined() || !store::endpoints_of_network(&tx, &net.id)?.is_empty() {
+            if net.is_predefined()
+                || !eligible(&net)
+                || !store::endpoints_of_network(&tx, &net.id)?.is_empty()
+            {
                 continue;
             }
             remove_locked(&tx, &net)?;

@@ -221,9 +221,19 @@ impl LocalStore {
     /// run from; berth has no containers yet, so callers pass none). Reports what was
     /// untagged and deleted and the bytes freed (blobs plus unpacked layers).
     pub fn prune(&mut self, all: bool, in_use: &HashSet<Digest>) -> Result<PruneReport> {
+        self.prune_where(all, in_use, |_| true)
+    }
+
+    /// [`prune`](Self::prune) of the images `eligible` accepts only (`--filter`).
+    pub fn prune_where(
+        &mut self,
+        all: bool,
+        in_use: &HashSet<Digest>,
+        eligible: impl Fn(&ImageRecord) -> bool,
+    ) -> Result<PruneReport> {
         let mut report = PruneReport::default();
         for rec in self.meta.images()? {
-            if in_use.contains(&rec.config_digest) {
+            if in_use.contains(&rec.config_digest) || !eligible(&rec) {
                 continue;
             }
             let tags = self.meta.tags_of(&rec.manifest_digest)?;
