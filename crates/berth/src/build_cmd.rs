@@ -134,12 +134,16 @@ pub enum BuilderCmd {
         /// Do not prompt for confirmation (berth never prompts; accepted for Docker's sake).
         #[arg(short, long)]
         force: bool,
+        /// Remove all unused build cache (what berth's prune always does: its cache keeps
+        /// no "in use" entries).
+        #[arg(short, long)]
+        all: bool,
     },
 }
 
 /// Runs `berth builder ...`; returns the exit status.
 pub fn builder(root: &Path, cmd: BuilderCmd) -> i32 {
-    let BuilderCmd::Prune { force: _ } = cmd;
+    let BuilderCmd::Prune { force: _, all: _ } = cmd;
     let result = LocalStore::open(root)
         .map_err(anyhow::Error::from)
         .and_then(|store| berth_build::prune::prune(&store).map_err(anyhow::Error::from));
