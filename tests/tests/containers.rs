@@ -1421,6 +1421,26 @@ fn detach_keys_leave_a_tty_container_running() {
     b.ok(&["rm", "-f", &id]);
 }
 
+/// `run -it` on a terminal gives the container's pty the terminal's window size (util-
+/// linux `script` provides the terminal; `stty` sets its size first).
+#[test]
+fn run_it_gets_the_terminals_window_size() {
+    let b = Berth::new();
+    let berth = berth_tests::bin_dir().join("berth");
+    let inner = format!(
+        "stty cols 123 rows 45; {} --root {} run --rm -it --network none {IMAGE} stty size",
+        berth.display(),
+        b.root.path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("45 123"), "{text:?} {}", stderr(&out));
+}
+
 #[test]
 fn create_start_wait_and_detached_errors() {
     let b = Berth::new();
