@@ -1421,8 +1421,8 @@ fn detach_keys_leave_a_tty_container_running() {
     b.ok(&["rm", "-f", &id]);
 }
 
-/// `run -it` on a terminal gives the container's pty the terminal's window size (util-
-/// linux `script` provides the terminal; `stty` sets its size first).
+/// `run -it` and `exec -it` on a terminal give the container's pty the terminal's
+/// window size (util-linux `script` provides the terminal; `stty` sets its size first).
 #[test]
 fn run_it_gets_the_terminals_window_size() {
     let b = Berth::new();
@@ -1439,6 +1439,41 @@ fn run_it_gets_the_terminals_window_size() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("45 123"), "{text:?} {}", stderr(&out));
+    // exec -it too (the runtime's terminal proxy).
+    let id = b.ok(&["run", "-d", "--network", "none", IMAGE, "sleep", "60"]);
+    let inner = format!(
+        "stty cols 99 rows 33; {} --root {} exec -it {id} stty size",
+        berth.display(),
+        b.root.path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("33 99"), "{text:?} {}", stderr(&out));
+    // Typed input reaches an interactive shell and its exit code comes back (the exec
+    // once panicked here: no thread may start after joining the PID namespace).
+    let inner = format!(
+        "{} --root {} exec -it {id} sh; echo rc=$?",
+        berth.display(),
+        b.root.path().display()
+    );
+    let mut script = std::process::Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = script.stdin.take().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    std::io::Write::write_all(&mut input, b"echo ty''ped\nexit 4\n").unwrap();
+    drop(input);
+    let out = script.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("typed") && text.contains("rc=4"), "{text:?}");
+    b.ok(&["rm", "-f", &id]);
 }
 
 #[test]

@@ -691,7 +691,7 @@ impl Engine {
             .ctx(|| "console socket".into())?;
         let master = berth_runtime::console::recv_fd(std::os::fd::AsFd::as_fd(&stream))?;
         // Before the process starts, so that it reads the right size from the first.
-        crate::monitor::copy_window_size(0, master.as_raw_fd());
+        berth_runtime::console::copy_window_size(0, master.as_raw_fd());
         let pidfd = pidfd_open(pid)?;
         Ok(Launched {
             pid,

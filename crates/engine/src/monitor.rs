@@ -46,24 +46,6 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
-/// Gives the pty master `to` the window size of the terminal on `from` (nothing when
-/// `from` is no terminal). The kernel then signals SIGWINCH to the container's
-/// foreground process group, as a resized terminal window would.
-pub fn copy_window_size(from: RawFd, to: RawFd) {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ fills the winsize we own; TIOCSWINSZ reads it.
-    unsafe {
-        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0 {
-            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
-        }
-    }
-}
-
 fn exit_code(status: WaitStatus) -> Option<i32> {
     match status {
         WaitStatus::Exited(_, c) => Some(c),
@@ -348,7 +330,7 @@ pub fn pump_loop(
     // A terminal here and a pty there (`run -it`): the pty follows our window's size.
     let resize = (l.tty && opts.stdin).then(|| streams[0].fd.as_raw_fd());
     if let Some(master) = resize {
-        copy_window_size(0, master);
+        berth_runtime::console::copy_window_size(0, master);
     }
     let sigfd = if opts.signals || resize.is_some() {
         let mut set = SigSet::empty();
@@ -470,7 +452,9 @@ pub fn pump_loop(
                 11 => {
                     if let Some(Ok(Some(info))) = sigfd.as_ref().map(|s| s.read_signal()) {
                         match (Signal::try_from(info.ssi_signo as i32), resize) {
-                            (Ok(Signal::SIGWINCH), Some(master)) => copy_window_size(0, master),
+                            (Ok(Signal::SIGWINCH), Some(master)) => {
+                                berth_runtime::console::copy_window_size(0, master)
+                            }
                             (Ok(sig), _) => {
                                 let _ = nix::sys::signal::kill(Pid::from_raw(l.pid), sig);
                             }

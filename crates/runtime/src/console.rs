@@ -92,3 +92,31 @@ pub fn recv_fd(socket: BorrowedFd<'_>) -> Result<OwnedFd> {
         "console socket: no file descriptor received".into(),
     ))
 }
+
+/// Gives the pty master `to` the window size of the terminal on `from` (nothing when
+/// `from` is no terminal). The kernel then signals SIGWINCH to the foreground process
+/// group on the pty, as a resized terminal window would. Async-signal-safe (two ioctls),
+/// so a SIGWINCH handler may call it.
+pub fn copy_window_size(from: std::os::fd::RawFd, to: std::os::fd::RawFd) {
+    if let Some(ws) = window_size(from) {
+        // SAFETY: TIOCSWINSZ reads a winsize we own.
+        unsafe { libc::ioctl(to, libc::TIOCSWINSZ, &ws) };
+    }
+}
+
+/// The (rows, columns) of the terminal on `fd`, if it is one with a size.
+pub fn terminal_size(fd: std::os::fd::RawFd) -> Option<(u16, u16)> {
+    window_size(fd).map(|w| (w.ws_row, w.ws_col))
+}
+
+fn window_size(fd: std::os::fd::RawFd) -> Option<libc::winsize> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills the winsize we own.
+    let ok = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_row > 0).then_some(ws)
+}

@@ -103,15 +103,10 @@ impl Runtime {
             return Ok(0);
         }
         forward_signals(child);
-        let proxy = match pty {
-            Some(l) => Some(crate::tty::Proxy::start(crate::console::recv_fd(
-                l.as_fd(),
-            )?)),
-            None => None,
-        };
-        let code = wait_exit(child);
-        drop(proxy);
-        Ok(code)
+        Ok(match pty {
+            Some(l) => crate::tty::pump_until_exit(crate::console::recv_fd(l.as_fd())?, child),
+            None => wait_exit(child),
+        })
     }
 }
 
@@ -169,9 +164,12 @@ fn exec_child(
     namespaces::join_process(pid, &KINDS)?;
     if process.terminal().unwrap_or(false) {
         if let Some(sock) = console {
+            // Without a consoleSize, the size of the terminal we were run from (fd 0 is
+            // still the caller's here), so the program reads it from its first moment.
             let size = process
                 .console_size()
-                .map(|b| (b.height() as u16, b.width() as u16));
+                .map(|b| (b.height() as u16, b.width() as u16))
+                .or_else(|| crate::console::terminal_size(0));
             crate::console::setup(sock.as_fd(), size)?;
         }
     }
