@@ -79,7 +79,7 @@ pub fn pump_until_exit(master: OwnedFd, child: i32) -> i32 {
         // SAFETY: a descriptor just returned to us, owned from here on.
         let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
         let (mut exited, mut master_open) = (false, true);
-        while !(exited && !master_open) {
+        while !exited || master_open {
             let mut fds = Vec::with_capacity(3);
             let mut wanted = |fd: i32, on: bool| {
                 if on {
