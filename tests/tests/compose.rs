@@ -980,7 +980,8 @@ fn links_and_mac_address_reach_the_containers() {
     p.ok(&["down", "-t", "0", "-v"]);
 }
 
-/// `compose cp` both ways, `compose wait` (exit codes) and `wait --down-project`.
+/// `compose cp` both ways, `compose exec`'s stdin and TTY, `compose wait` (exit codes)
+/// and `wait --down-project`.
 #[test]
 fn cp_and_wait() {
     let p = Proj::new(
@@ -1002,6 +1003,33 @@ fn cp_and_wait() {
     p.write("in.txt", "sent");
     p.ok(&["cp", p.dir.path().join("in.txt").to_str().unwrap(), "a:/in"]);
     assert_eq!(p.ok(&["exec", "a", "cat", "/in"]).trim(), "sent");
+    // exec attaches stdin (piped here, so no TTY), and allocates a TTY on a terminal.
+    let mut cat = p
+        .command(&["exec", "a", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut cat.stdin.take().unwrap(), b"piped in\n").unwrap();
+    let out = cat.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped in\n");
+    let on_terminal = |flags: &str| {
+        let inner = format!(
+            "cd {} && {} --root {} compose -p {} exec {flags} a tty",
+            p.dir.path().display(),
+            berth_tests::bin_dir().join("berth").display(),
+            p.root.path().display(),
+            p.name
+        );
+        let out = std::process::Command::new("script")
+            .args(["-qec", &inner, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(on_terminal("").contains("/dev/pts/"), "a TTY by default");
+    assert!(on_terminal("-T").contains("not a tty"), "-T: none");
     let o = p.compose(&["wait", "b"]);
     assert_eq!((o.status.code(), stdout(&o).trim()), (Some(3), "3"));
     let o = p.compose(&["cp", "nosuch:/x", "/tmp/x"]);

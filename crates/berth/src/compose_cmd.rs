@@ -136,7 +136,7 @@ enum ComposeCmd {
     Exec {
         #[arg(short, long)]
         detach: bool,
-        /// Accepted for Compose compatibility (no TTY is the default here).
+        /// Disable pseudo-TTY allocation (one is allocated when stdin is a terminal).
         #[arg(short = 'T', long = "no-TTY")]
         no_tty: bool,
         #[arg(short, long)]
@@ -145,6 +145,9 @@ enum ComposeCmd {
         user: Option<String>,
         #[arg(short, long)]
         workdir: Option<String>,
+        /// Give extended privileges to the process.
+        #[arg(long)]
+        privileged: bool,
         /// Which replica.
         #[arg(long, default_value_t = 1)]
         index: u32,
@@ -505,24 +508,27 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
         } => rm(root, &project, &services, first_stop, volumes),
         ComposeCmd::Exec {
             detach,
+            no_tty,
             env,
             user,
             workdir,
+            privileged,
             index,
             service,
             cmd,
-            ..
         } => {
             let c = container_of(root, &project, &service, index)?;
+            // As Compose: stdin is attached, and a TTY allocated when it is a terminal.
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
             Ok(containers::main(
                 root,
                 ContainerCmd::Exec {
                     detach,
-                    interactive: false,
-                    tty: false,
+                    interactive: !detach,
+                    tty: !detach && !no_tty && terminal,
                     env,
                     env_file: Vec::new(),
-                    privileged: false,
+                    privileged,
                     user,
                     workdir,
                     container: c.id,
