@@ -1028,6 +1028,16 @@ fn cp_and_wait() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     };
+    // A foreground `run` reads stdin too.
+    let mut run = p
+        .command(&["run", "--rm", "a", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut run.stdin.take().unwrap(), b"to run\n").unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "to run\n");
     assert!(on_terminal("").contains("/dev/pts/"), "a TTY by default");
     assert!(on_terminal("-T").contains("not a tty"), "-T: none");
     let o = p.compose(&["wait", "b"]);

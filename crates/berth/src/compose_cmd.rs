@@ -543,10 +543,11 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
             name,
             no_deps,
             entrypoint,
+            no_tty,
             service,
             cmd,
-            ..
         } => {
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stdin());
             let oneoff = OneOff {
                 rm,
                 detach,
@@ -554,6 +555,7 @@ fn run(root: &Path, a: ComposeArgs) -> CmdResult {
                 name,
                 entrypoint,
                 cmd,
+                tty: !detach && !no_tty && terminal,
             };
             run_oneoff(root, &project, &service, no_deps, oneoff)
         }
@@ -2017,6 +2019,8 @@ struct OneOff {
     name: Option<String>,
     entrypoint: Option<String>,
     cmd: Vec<String>,
+    /// A TTY for the one-off (Compose's default when stdin is a terminal).
+    tty: bool,
 }
 
 fn run_oneoff(root: &Path, p: &Project, service: &str, no_deps: bool, o: OneOff) -> CmdResult {
@@ -2054,6 +2058,9 @@ fn run_oneoff(root: &Path, p: &Project, service: &str, no_deps: bool, o: OneOff)
         a.restart = "no".into();
     }
     a.detach = o.detach;
+    // As Compose: a foreground one-off reads our stdin, on a TTY when we have one.
+    a.interactive |= !o.detach;
+    a.tty |= o.tty;
     a.env.extend(o.env);
     if let Some(ep) = o.entrypoint {
         a.entrypoint = Some(ep);
