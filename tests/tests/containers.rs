@@ -1476,6 +1476,35 @@ fn run_it_gets_the_terminals_window_size() {
     b.ok(&["rm", "-f", &id]);
 }
 
+/// `start -ai` feeds stdin to a container created with `-i` and returns its exit code.
+#[test]
+fn start_ai_feeds_stdin() {
+    use std::process::Stdio;
+    let b = Berth::new();
+    let id = b.ok(&[
+        "create",
+        "-i",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        "cat; exit 6",
+    ]);
+    let mut start = b
+        .cmd()
+        .args(["start", "-ai", &id])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut start.stdin.take().unwrap(), b"fed\n").unwrap();
+    let out = start.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "fed\n");
+    assert_eq!(out.status.code(), Some(6));
+    b.ok(&["rm", &id]);
+}
+
 #[test]
 fn create_start_wait_and_detached_errors() {
     let b = Berth::new();

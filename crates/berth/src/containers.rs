@@ -623,7 +623,7 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
             attach,
             interactive,
             containers,
-        } => start(root, attach || interactive, &containers),
+        } => start(root, attach || interactive, interactive, &containers),
         ContainerCmd::Stop {
             time,
             signal,
@@ -1564,7 +1564,7 @@ fn foreground(engine: &mut Engine, c: &Container, streams: Streams) -> i32 {
     code
 }
 
-fn start(root: &Path, attach_out: bool, names: &[String]) -> i32 {
+fn start(root: &Path, attach_out: bool, stdin: bool, names: &[String]) -> i32 {
     let mut engine = match Engine::open(root) {
         Ok(e) => e,
         Err(e) => return fail(e),
@@ -1575,7 +1575,12 @@ fn start(root: &Path, attach_out: bool, names: &[String]) -> i32 {
             Ok(c) => c,
             Err(e) => return fail(e),
         };
-        return foreground(&mut engine, &c, Streams::OUTPUT);
+        // `-i` feeds our stdin to a container created with `-i`, as Docker.
+        let streams = Streams {
+            stdin: stdin && c.config.interactive,
+            ..Streams::OUTPUT
+        };
+        return foreground(&mut engine, &c, streams);
     }
     let mut code = 0;
     for n in names {
