@@ -193,6 +193,26 @@ pub fn output(cmd: &mut Command) -> Output {
     }
 }
 
+/// `script` (util-linux) for a terminal: runs the shell command `inner` on a fresh pty,
+/// stdin from `stdin`, and returns its output (what the terminal showed).
+pub fn in_terminal(inner: &str, stdin: std::process::Stdio) -> std::process::Child {
+    Command::new("script")
+        .args(["-qec", inner, "/dev/null"])
+        .stdin(stdin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run script (util-linux)")
+}
+
+/// What `inner` printed on a terminal with nothing typed.
+pub fn terminal_output(inner: &str) -> String {
+    let out = in_terminal(inner, std::process::Stdio::null())
+        .wait_with_output()
+        .expect("wait for script");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

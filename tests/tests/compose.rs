@@ -1014,19 +1014,13 @@ fn cp_and_wait() {
     let out = cat.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "piped in\n");
     let on_terminal = |flags: &str| {
-        let inner = format!(
+        berth_tests::terminal_output(&format!(
             "cd {} && {} --root {} compose -p {} exec {flags} a tty",
             p.dir.path().display(),
             berth_tests::bin_dir().join("berth").display(),
             p.root.path().display(),
             p.name
-        );
-        let out = std::process::Command::new("script")
-            .args(["-qec", &inner, "/dev/null"])
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
+        ))
     };
     // A foreground `run` reads stdin too.
     let mut run = p

@@ -142,11 +142,17 @@ fn wget_from_peer(b: &Berth, net: &str, url: &str) -> String {
 
 /// Asserts that `run --rm FLAGS IMAGE true` is refused as Docker refuses bad flags (125).
 fn assert_refused(b: &Berth, flags: &[&str]) {
+    assert_refused_saying(b, flags, "");
+}
+
+/// `run --rm FLAGS IMAGE true` fails with 125 and a message containing `why`.
+fn assert_refused_saying(b: &Berth, flags: &[&str], why: &str) {
     let mut full = vec!["run", "--rm"];
     full.extend_from_slice(flags);
     full.extend_from_slice(&[IMAGE, "true"]);
     let o = b.run(&full);
     assert_eq!(code(&o), 125, "{flags:?}: {}", stderr(&o));
+    assert!(stderr(&o).contains(why), "{flags:?}: {}", stderr(&o));
 }
 
 #[test]
@@ -1426,46 +1432,27 @@ fn detach_keys_leave_a_tty_container_running() {
 #[test]
 fn run_it_gets_the_terminals_window_size() {
     let b = Berth::new();
-    let berth = berth_tests::bin_dir().join("berth");
-    let inner = format!(
-        "stty cols 123 rows 45; {} --root {} run --rm -it --network none {IMAGE} stty size",
-        berth.display(),
+    let berth = format!(
+        "{} --root {}",
+        berth_tests::bin_dir().join("berth").display(),
         b.root.path().display()
     );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("45 123"), "{text:?} {}", stderr(&out));
+    let text = berth_tests::terminal_output(&format!(
+        "stty cols 123 rows 45; {berth} run --rm -it --network none {IMAGE} stty size"
+    ));
+    assert!(text.contains("45 123"), "{text:?}");
     // exec -it too (the runtime's terminal proxy).
     let id = b.ok(&["run", "-d", "--network", "none", IMAGE, "sleep", "60"]);
-    let inner = format!(
-        "stty cols 99 rows 33; {} --root {} exec -it {id} stty size",
-        berth.display(),
-        b.root.path().display()
-    );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("33 99"), "{text:?} {}", stderr(&out));
+    let text = berth_tests::terminal_output(&format!(
+        "stty cols 99 rows 33; {berth} exec -it {id} stty size"
+    ));
+    assert!(text.contains("33 99"), "{text:?}");
     // Typed input reaches an interactive shell and its exit code comes back (the exec
     // once panicked here: no thread may start after joining the PID namespace).
-    let inner = format!(
-        "{} --root {} exec -it {id} sh; echo rc=$?",
-        berth.display(),
-        b.root.path().display()
+    let mut script = berth_tests::in_terminal(
+        &format!("{berth} exec -it {id} sh; echo rc=$?"),
+        std::process::Stdio::piped(),
     );
-    let mut script = std::process::Command::new("script")
-        .args(["-qec", &inner, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let mut input = script.stdin.take().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     std::io::Write::write_all(&mut input, b"echo ty''ped\nexit 4\n").unwrap();
@@ -1931,9 +1918,7 @@ fn blkio_device_limits_and_annotations() {
             "not a device path",
         ),
     ] {
-        let o = b.run(&["run", "--rm", flag, &value, IMAGE, "true"]);
-        assert_eq!(code(&o), 125, "{flag} {value}");
-        assert!(stderr(&o).contains(why), "{flag} {value}: {}", stderr(&o));
+        assert_refused_saying(&b, &[flag, &value], why);
     }
 }
 
@@ -2274,12 +2259,7 @@ fn mac_address_is_the_interfaces_and_inspect_shows_it() {
             "conflicting options: mac-address and the network mode",
         ),
     ] {
-        let mut all = vec!["run", "--rm"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&[IMAGE, "true"]);
-        let o = b.run(&all);
-        assert_eq!(code(&o), 125, "{args:?}");
-        assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
+        assert_refused_saying(&b, args, why);
     }
 }
 
@@ -2355,6 +2335,8 @@ fn links_name_a_running_peer_with_hosts_lines_and_variables() {
     );
     // A stopped peer, a missing one and a host network are refused.
     b.ok(&["kill", &srv]);
+    // The monitor records the exit just after the kill returns.
+    b.ok(&["wait", &srv]);
     for (args, why) in [
         (
             vec!["--link", srv.as_str()],
@@ -2368,12 +2350,7 @@ fn links_name_a_running_peer_with_hosts_lines_and_variables() {
         (vec!["--link", "a:b:c"], "bad format for links"),
         (vec!["--userns", "remap"], "invalid USER mode"),
     ] {
-        let mut all = vec!["run", "--rm"];
-        all.extend_from_slice(&args);
-        all.extend_from_slice(&[IMAGE, "true"]);
-        let o = b.run(&all);
-        assert_eq!(code(&o), 125, "{args:?}: {}", stderr(&o));
-        assert!(stderr(&o).contains(why), "{args:?}: {}", stderr(&o));
+        assert_refused_saying(&b, &args, why);
     }
 }
 

@@ -798,13 +798,7 @@ fn ensure_resources(root: &Path, p: &Project) -> CmdResult {
                     .map_err(|_| format!("network {key}: invalid gateway {g:?}"))
             })
             .transpose()?;
-        let options = match &n.driver_opts {
-            Some(berth_compose::YamlValue::Mapping(m)) => m
-                .iter()
-                .filter_map(|(k, v)| Some((berth_compose::scalar(k)?, berth_compose::scalar(v)?)))
-                .collect(),
-            _ => BTreeMap::new(),
-        };
+        let options = string_map(&n.driver_opts);
         let opts = berth_net::NetworkOptions {
             internal: n.internal,
             labels,
@@ -836,13 +830,7 @@ fn ensure_resources(root: &Path, p: &Project) -> CmdResult {
         if v.driver.as_deref().is_some_and(|d| d != "local") {
             return Err(format!("volume {key}: driver {:?} not found", v.driver).into());
         }
-        let opts: berth_engine::volumes::Options = match &v.driver_opts {
-            Some(berth_compose::YamlValue::Mapping(m)) => m
-                .iter()
-                .filter_map(|(k, v)| Some((berth_compose::scalar(k)?, berth_compose::scalar(v)?)))
-                .collect(),
-            _ => Default::default(),
-        };
+        let opts = string_map(&v.driver_opts);
         berth_engine::volumes::create_with(
             &mut engine.db,
             &engine.root,
@@ -1058,20 +1046,13 @@ fn run_args(
         labels.entry(k).or_insert(v);
     }
     a.annotation = match &s.annotations {
-        Some(berth_compose::YamlValue::Mapping(m)) => m
-            .iter()
-            .filter_map(|(k, v)| {
-                Some(format!(
-                    "{}={}",
-                    berth_compose::scalar(k)?,
-                    berth_compose::scalar(v)?
-                ))
-            })
-            .collect(),
         Some(berth_compose::YamlValue::Sequence(l)) => {
             l.iter().filter_map(berth_compose::scalar).collect()
         }
-        _ => Vec::new(),
+        m => string_map(m)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect(),
     };
     labels.insert(
         berth_compose::LABEL_WORKDIR.into(),
@@ -1102,6 +1083,18 @@ fn run_args(
     a.link = links(p, s)?;
     a.userns = scalar_text(&s.userns_mode);
     Ok(a)
+}
+
+/// A mapping of scalars (`driver_opts`, `annotations`) as strings; anything else is
+/// empty.
+fn string_map(v: &Option<berth_compose::YamlValue>) -> BTreeMap<String, String> {
+    match v {
+        Some(berth_compose::YamlValue::Mapping(m)) => m
+            .iter()
+            .filter_map(|(k, v)| Some((berth_compose::scalar(k)?, berth_compose::scalar(v)?)))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
 }
 
 /// A scalar of a compose file (a number or a string) as text.

@@ -1105,10 +1105,7 @@ fn blkio_list(flag: &str, list: &[String], kind: Blkio) -> Result<Vec<(String, u
                 return Err(bad(format!("{dev} is not a device path")));
             }
             let n = match kind {
-                Blkio::Bytes => berth_engine::units::parse_bytes(v)
-                    .ok()
-                    .filter(|n| *n >= 0)
-                    .map(|n| n as u64),
+                Blkio::Bytes => parse_bytes(v).ok().filter(|n| *n >= 0).map(|n| n as u64),
                 Blkio::Count | Blkio::Weight => v.parse::<u64>().ok(),
             };
             let n = n.ok_or_else(|| bad(format!("invalid value {v:?} for device {dev}")))?;
@@ -1136,14 +1133,7 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
         mounts.push(parse_mount(m)?);
     }
     mounts.extend(a.tmpfs.iter().map(|t| parse_tmpfs(t)));
-    let kv = |list: &[String]| -> BTreeMap<String, String> {
-        list.iter()
-            .map(|l| match l.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (l.to_string(), String::new()),
-            })
-            .collect()
-    };
+    let kv = format::key_values;
     if a.rm && a.restart != "no" {
         return Err("conflicting options: cannot specify both --restart and --rm".into());
     }
@@ -1226,14 +1216,7 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
         network_aliases: a.network_alias.clone(),
         ip: a.ip.clone(),
         mac_address: a.mac_address.clone(),
-        links: a
-            .link
-            .iter()
-            .map(|l| match l.split_once(':') {
-                Some(_) => l.clone(),
-                None => format!("{l}:{l}"),
-            })
-            .collect(),
+        links: a.link.clone(),
         pid_mode: a.pid.clone().unwrap_or_default(),
         ipc_mode: a.ipc.clone().unwrap_or_default(),
         uts_mode: a.uts.clone().unwrap_or_default(),

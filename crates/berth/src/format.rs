@@ -90,6 +90,17 @@ pub fn table(out: &mut impl Write, rows: &[Vec<String>]) -> std::io::Result<()> 
     Ok(())
 }
 
+/// `KEY=VALUE` flags (`--label`, `--opt`, `--sysctl`, …) as a map; a bare key has an
+/// empty value.
+pub fn key_values(list: &[String]) -> std::collections::BTreeMap<String, String> {
+    list.iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// A `--filter KEY=VALUE` split in two, with Docker's error when there is no `=`.
 pub fn filter_kv(f: &str) -> Result<(&str, &str), String> {
     f.split_once('=')

@@ -161,8 +161,8 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
                     .transpose()
                     .map_err(|e| format!("invalid gateway: {e}"))?,
                 internal,
-                labels: key_values(&label),
-                options: key_values(&opt),
+                labels: crate::format::key_values(&label),
+                options: crate::format::key_values(&opt),
             };
             for k in berth_net::unsupported_options(&opts) {
                 eprintln!("WARNING: network option {k:?} is not supported by berth's bridge driver; ignored");
@@ -333,16 +333,6 @@ fn disconnect(
         })?;
     }
     Ok(())
-}
-
-/// `KEY=VALUE` flags (`--label`, `--opt`) as a map; a bare key has an empty value.
-fn key_values(list: &[String]) -> std::collections::BTreeMap<String, String> {
-    list.iter()
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap_or((l, ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
 }
 
 /// Whether `--filter` lets prune take network `n`.

@@ -8,8 +8,8 @@ use std::time::SystemTime;
 #[derive(Debug, Default)]
 pub(crate) struct PruneFilter {
     until: Option<SystemTime>,
-    /// (must match, key, value).
-    labels: Vec<(bool, String, Option<String>)>,
+    /// (must match, `KEY` or `KEY=VALUE`).
+    labels: Vec<(bool, String)>,
 }
 
 impl PruneFilter {
@@ -17,9 +17,7 @@ impl PruneFilter {
     pub(crate) fn parse(list: &[String], allow_until: bool) -> Result<Self, String> {
         let mut f = PruneFilter::default();
         for item in list {
-            let (key, value) = item
-                .split_once('=')
-                .ok_or_else(|| format!("bad format of filter (expected name=value): {item}"))?;
+            let (key, value) = crate::format::filter_kv(item)?;
             match key {
                 "until" if allow_until => {
                     f.until =
@@ -27,13 +25,7 @@ impl PruneFilter {
                             format!("failed to parse value of filter (until={value})")
                         })?);
                 }
-                "label" | "label!" => {
-                    let (k, v) = match value.split_once('=') {
-                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                        None => (value.to_string(), None),
-                    };
-                    f.labels.push((key == "label", k, v));
-                }
+                "label" | "label!" => f.labels.push((key == "label", value.to_string())),
                 _ => return Err(format!("invalid filter '{key}'")),
             }
         }
@@ -45,12 +37,8 @@ impl PruneFilter {
         if self.until.is_some_and(|u| created >= u) {
             return false;
         }
-        self.labels.iter().all(|(must, k, v)| {
-            let has = match v {
-                Some(v) => labels.get(k) == Some(v),
-                None => labels.contains_key(k),
-            };
-            has == *must
+        self.labels.iter().all(|(must, want)| {
+            crate::format::label_matches(want, |k| labels.get(k).map(String::as_str)) == *must
         })
     }
 

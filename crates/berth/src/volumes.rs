@@ -148,20 +148,9 @@ fn run(root: &Path, cmd: VolumeCmd) -> CmdResult {
             if driver != "local" {
                 return Err(format!("plugin \"{driver}\" not found").into());
             }
-            let labels: Vec<(String, String)> = label
-                .iter()
-                .map(|l| {
-                    let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect();
-            let opts: volumes::Options = opt
-                .iter()
-                .map(|o| {
-                    let (k, v) = o.split_once('=').unwrap_or((o, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect();
+            let labels: Vec<(String, String)> =
+                crate::format::key_values(&label).into_iter().collect();
+            let opts = crate::format::key_values(&opt);
             let n = volumes::create_with(
                 &mut engine.db,
                 &engine.root,

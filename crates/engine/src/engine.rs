@@ -394,7 +394,7 @@ impl Engine {
             std::fs::write(dir.join(name), text).ctx(|| format!("write {name}"))
         };
         write("hostname", format!("{}\n", c.config.hostname))?;
-        write("hosts", net::hosts(&self.extra_hosts(c, &[])?))?;
+        write("hosts", berth_net::hosts_file(&self.extra_hosts(c, &[])?))?;
         write("resolv.conf", net::resolv_conf(c))?;
         std::fs::File::create(self.log_path(&c.id)).ctx(|| "create log".into())?;
         for m in c.config.mounts.iter().filter(|m| m.kind == "volume") {

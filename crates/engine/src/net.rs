@@ -291,19 +291,6 @@ pub fn host_gateway(root: &Path) -> Result<String> {
         })
 }
 
-/// /etc/hosts before a network is attached (and for `--network none`): the localhost
-/// lines and `extra` (see [`add_host_lines`]).
-pub fn hosts(extra: &[String]) -> String {
-    let mut out = String::from(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
-    );
-    for l in extra {
-        out.push_str(l);
-        out.push('\n');
-    }
-    out
-}
-
 /// `--add-host` entries as hosts lines; `host-gateway` is `gateway`.
 pub fn add_host_lines(c: &Container, gateway: Option<&str>) -> Vec<String> {
     let mut out = Vec::new();

@@ -278,7 +278,8 @@ pub struct RunConfig {
     /// `--mac-address`: the MAC of the interface on the first network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac_address: Option<String>,
-    /// `--link NAME:ALIAS` (the alias is the name when not given), resolved at each start.
+    /// `--link NAME[:ALIAS]` as given (the alias is the name when not given), resolved at
+    /// each start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,
     /// `--pid`, `--ipc`, `--uts`, `--cgroupns`: empty (a namespace of its own), `host`,

@@ -455,43 +455,28 @@ fn merged_entry(lowers: &[PathBuf], rel: &str) -> Merged {
     Merged::Absent
 }
 
-/// Empty files at `missing` under `dir`, their parents (which the image has) made with
-/// the owner, mode and mtime the merged view gives them (the topmost lower wins in
-/// overlayfs, so a plain 0755 `/etc` here would change the container's).
+/// Empty files at `missing` under `dir`, their directories (which the image has) made
+/// with the owner, mode and mtime the merged view gives them: the topmost lower wins in
+/// overlayfs, so a plain 0755 `/etc` here would change the container's.
 fn write_stubs(dir: &Path, lowers: &[PathBuf], missing: &[&str]) -> io::Result<()> {
+    let mut made = Vec::new();
     for rel in missing {
-        let mut sub = String::new();
-        let parents: Vec<&str> = rel.split('/').collect();
-        for part in &parents[..parents.len() - 1] {
-            if !sub.is_empty() {
-                sub.push('/');
-            }
-            sub.push_str(part);
-            let at = dir.join(&sub);
-            if at.is_dir() {
-                continue;
-            }
-            fs::create_dir(&at)?;
-            match merged_entry(lowers, &sub) {
-                Merged::Dir(md) => {
-                    std::os::unix::fs::lchown(&at, Some(md.uid()), Some(md.gid()))?;
-                    fs::set_permissions(&at, fs::Permissions::from_mode(md.mode() & 0o7777))?;
-                    sys::lutimes(&at, (md.mtime(), md.mtime_nsec()))?;
-                }
-                _ => fs::set_permissions(&at, fs::Permissions::from_mode(0o755))?,
+        if let Some((parent, _)) = rel.rsplit_once('/') {
+            let at = dir.join(parent);
+            if let (false, Merged::Dir(md)) = (at.is_dir(), merged_entry(lowers, parent)) {
+                fs::create_dir_all(&at)?;
+                std::os::unix::fs::lchown(&at, Some(md.uid()), Some(md.gid()))?;
+                fs::set_permissions(&at, fs::Permissions::from_mode(md.mode() & 0o7777))?;
+                made.push((at, md));
             }
         }
         let file = dir.join(rel);
         fs::File::create(&file)?;
         fs::set_permissions(&file, fs::Permissions::from_mode(0o644))?;
     }
-    // The parents' mtimes were set before their stubs were created in them.
-    for rel in missing {
-        if let Some((parent, _)) = rel.rsplit_once('/') {
-            if let Merged::Dir(md) = merged_entry(lowers, parent) {
-                sys::lutimes(&dir.join(parent), (md.mtime(), md.mtime_nsec()))?;
-            }
-        }
+    // Last: creating the stubs changed their directories' mtimes.
+    for (at, md) in made {
+        sys::lutimes(&at, (md.mtime(), md.mtime_nsec()))?;
     }
     Ok(())
 }

@@ -67,6 +67,12 @@ pub(crate) struct HostLine {
     pub names: Vec<String>,
 }
 
+/// A hosts file with no network's names yet (before a connect, or `--network none`): the
+/// standard header and `extra` lines (`--add-host`, links).
+pub fn hosts_file(extra: &[String]) -> String {
+    render_hosts(extra, &[])
+}
+
 /// The hosts file: the standard header, `extra` lines as given, then `lines`.
 pub(crate) fn render_hosts(extra: &[String], lines: &[HostLine]) -> String {
     let mut out = String::from(

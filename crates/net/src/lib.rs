@@ -88,7 +88,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-pub use files::resolv_conf;
+pub use files::{hosts_file, resolv_conf};
 pub use ipnet::Ipv4Net;
 pub use net::{parse_mac, Net};
 pub use ports::parse_publish;
@@ -188,7 +188,7 @@ pub struct NetworkOptions {
     pub internal: bool,
     pub labels: BTreeMap<String, String>,
     /// Driver options (`-o`): `com.docker.network.bridge.name` and
-    /// `com.docker.network.driver.mtu`; others are ignored with a warning.
+    /// `com.docker.network.driver.mtu`; others are ignored ([`unsupported_options`]).
     pub options: BTreeMap<String, String>,
 }
 
@@ -349,10 +349,7 @@ impl Serialize for Network {
         };
         let mut options = self.options.clone();
         if !self.bridge.is_empty() {
-            options.insert(
-                "com.docker.network.bridge.name".to_string(),
-                self.bridge.clone(),
-            );
+            options.insert(OPT_BRIDGE_NAME.to_string(), self.bridge.clone());
         }
         NetworkView {
             name: &self.name,

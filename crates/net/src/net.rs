@@ -658,11 +658,9 @@ fn ensure_infra(net: &Network) -> Result<()> {
     Ok(())
 }
 
-/// Creates the bridge (if missing) and its rules: all of them when `fresh`, else only
-/// those missing (so that other processes never see a present rule vanish).
 /// The bridge name (`com.docker.network.bridge.name`) and the options kept with the
 /// network (the MTU), checked: a bridge name no other network has and no device takes.
-/// Other options are ignored with a warning.
+/// Other options are left out (the CLI warns about them).
 fn driver_options(
     opts: &NetworkOptions,
     existing: &[Network],
@@ -704,6 +702,8 @@ fn driver_options(
     Ok((bridge, keep))
 }
 
+/// Creates the bridge (if missing) and its rules: all of them when `fresh`, else only
+/// those missing (so that other processes never see a present rule vanish).
 fn setup_infra(net: &Network, fresh: bool) -> Result<()> {
     let (Some(subnet), Some(gateway)) = (net.subnet, net.gateway) else {
         return Err(NetError::Invalid(format!(

@@ -1,5 +1,6 @@
 //! A foreground `run`/`exec` with a terminal and no console socket: copy between our stdio
-//! and the pty master. Threads are fine here: every fork has already happened.
+//! and the pty master. `run` uses threads ([`Proxy`]: every fork has already happened);
+//! `exec` cannot ([`pump_until_exit`]).
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,20 +19,47 @@ extern "C" fn on_winch(_: libc::c_int) {
 
 pub struct Proxy {
     output: Option<JoinHandle<()>>,
+    /// Dropped after `output` is joined (fields drop after `Drop::drop`).
+    _terminal: Terminal,
+}
+
+/// Our terminal in raw mode, following the pty's window size, for as long as it lives;
+/// restored on drop.
+struct Terminal {
     saved: Option<nix::sys::termios::Termios>,
+}
+
+impl Terminal {
+    fn take(master: &OwnedFd) -> Terminal {
+        let saved = make_raw();
+        follow_window_size(master);
+        Terminal { saved }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        MASTER.store(-1, Ordering::Relaxed);
+        if let Some(t) = &self.saved {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
 }
 
 impl Proxy {
     pub fn start(master: OwnedFd) -> Proxy {
-        let saved = make_raw();
-        follow_window_size(&master);
+        let terminal = Terminal::take(&master);
         let mut reader = std::fs::File::from(master);
         let mut writer = match reader.try_clone() {
             Ok(w) => w,
             Err(_) => {
                 return Proxy {
                     output: None,
-                    saved,
+                    _terminal: terminal,
                 }
             }
         };
@@ -57,7 +85,7 @@ impl Proxy {
         });
         Proxy {
             output: Some(output),
-            saved,
+            _terminal: terminal,
         }
     }
 }
@@ -69,8 +97,7 @@ impl Proxy {
 /// threads (clone with CLONE_THREAD fails with EINVAL), and threads started before the
 /// fork could hold locks the child then waits on forever.
 pub fn pump_until_exit(master: OwnedFd, child: i32) -> i32 {
-    let saved = make_raw();
-    follow_window_size(&master);
+    let terminal = Terminal::take(&master);
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child, 0) } as i32;
     let mut stdin_open = true;
@@ -121,11 +148,7 @@ pub fn pump_until_exit(master: OwnedFd, child: i32) -> i32 {
             }
         }
     }
-    MASTER.store(-1, Ordering::Relaxed);
-    if let Some(t) = &saved {
-        let _ =
-            nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
-    }
+    drop(terminal);
     crate::container::wait_exit(child)
 }
 
@@ -167,14 +190,6 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         if let Some(h) = self.output.take() {
             let _ = h.join();
-        }
-        MASTER.store(-1, Ordering::Relaxed);
-        if let Some(t) = &self.saved {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                t,
-            );
         }
     }
 }
