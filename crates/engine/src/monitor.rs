@@ -20,7 +20,7 @@ use crate::record::{Container, HealthConfig, Status};
 use crate::{logs, Engine, Error, Result};
 
 /// How the loop treats the caller's own stdio.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PumpOptions {
     /// Copy stdout to fd 1, stderr to fd 2 (foreground `run`, `start -a`; `-a` picks).
     pub echo: [bool; 2],
@@ -28,9 +28,9 @@ pub struct PumpOptions {
     pub stdin: bool,
     /// Forward SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1/2 to the container.
     pub signals: bool,
-    /// Serve `berth attach` clients on this unix socket (detached containers): output is
+    /// Serve `berth attach` clients on this socket (detached containers): output is
     /// copied to them in frames, their input goes to the container's stdin.
-    pub attach: Option<PathBuf>,
+    pub attach: Option<AttachServer>,
     /// The container was created with `-i`: attach clients may write to its stdin.
     pub attach_stdin: bool,
     /// Where its output is kept (`--log-driver`, `--log-opt`).
@@ -195,18 +195,36 @@ const MAX_ATTACH: usize = 64;
 /// Output goes to every client as frames (`[stream, len as u32 BE, bytes]`, stream 0
 /// stdout, 1 stderr); a client that cannot take a frame at once is dropped rather than
 /// let it block the container. Client input is written to the container's stdin.
-struct AttachServer {
+#[derive(Debug)]
+pub struct AttachServer {
     path: PathBuf,
     listener: std::os::unix::net::UnixListener,
     clients: Vec<std::os::unix::net::UnixStream>,
 }
 
 impl AttachServer {
-    fn bind(path: &Path) -> Option<AttachServer> {
+    /// Binds before the monitor reports the start, so a `berth attach` issued as soon
+    /// as `run -d` returns finds the socket rather than falling back to the log.
+    pub fn bind(path: &Path) -> Option<AttachServer> {
         let _ = std::fs::remove_file(path);
         let listener = std::os::unix::net::UnixListener::bind(path)
             .map_err(|e| tracing::warn!("attach socket {}: {e}", path.display()))
             .ok()?;
+        listener.set_nonblocking(true).ok()?;
+        Some(AttachServer {
+            path: path.to_path_buf(),
+            listener,
+            clients: Vec::new(),
+        })
+    }
+
+    /// Takes over the listener the monitor bound before it exec'd the loop binary.
+    fn adopt(path: &Path, fd: RawFd) -> Option<AttachServer> {
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the monitor passed this listening socket to this process to own.
+        let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
         listener.set_nonblocking(true).ok()?;
         Some(AttachServer {
             path: path.to_path_buf(),
@@ -326,7 +344,7 @@ pub fn pump_loop(
         (true, None, true) => Some(streams[0].fd.as_raw_fd()),
         (true, None, false) => None,
     };
-    let mut attach = opts.attach.as_deref().and_then(AttachServer::bind);
+    let mut attach = opts.attach;
     // A terminal here and a pty there (`run -it`): the pty follows our window's size.
     let resize = (l.tty && opts.stdin).then(|| streams[0].fd.as_raw_fd());
     if let Some(master) = resize {
@@ -585,15 +603,24 @@ pub fn main(
                 break;
             }
         };
+        let attach = AttachServer::bind(&attach_socket(&engine, id));
         report(&mut rep, "ok\n");
         let Ok(c) = engine.find(id) else { break };
         let probe = ProbeSpec::for_container(&engine, &c);
         if let Some(bin) = loop_binary() {
-            let err = exec_loop(&bin, &engine, &c, &l, probe.as_ref(), delay);
+            let err = exec_loop(
+                &bin,
+                &engine,
+                &c,
+                &l,
+                probe.as_ref(),
+                delay,
+                attach.as_ref(),
+            );
             tracing::warn!("exec {}: {err}; monitoring in-process", bin.display());
         }
         let opts = PumpOptions {
-            attach: Some(attach_socket(&engine, id)),
+            attach,
             attach_stdin: c.config.interactive,
             log: log_config(&c),
             ..Default::default()
@@ -680,11 +707,19 @@ fn exec_loop(
     l: &Launched,
     probe: Option<&ProbeSpec>,
     delay: Duration,
+    attach: Option<&AttachServer>,
 ) -> std::io::Error {
     use std::os::unix::process::CommandExt;
     let err_fd = l.err.as_ref().map_or(-1, |f| f.as_raw_fd());
     let in_fd = l.stdin.as_ref().map_or(-1, |f| f.as_raw_fd());
-    for fd in [l.pidfd.as_raw_fd(), l.out.as_raw_fd(), err_fd, in_fd] {
+    let listen_fd = attach.map_or(-1, |a| a.listener.as_raw_fd());
+    for fd in [
+        l.pidfd.as_raw_fd(),
+        l.out.as_raw_fd(),
+        err_fd,
+        in_fd,
+        listen_fd,
+    ] {
         if fd >= 0 {
             if let Err(e) = inheritable(fd) {
                 return e;
@@ -714,6 +749,7 @@ fn exec_loop(
         .arg(in_fd.to_string())
         .arg(if c.config.interactive { "1" } else { "0" })
         .arg(attach_socket(engine, &c.id))
+        .arg(listen_fd.to_string())
         .arg(log_config(c).to_arg())
         .exec()
 }
@@ -769,7 +805,7 @@ fn smaps_header(line: &str) -> Option<Option<(usize, usize)>> {
 /// The loop binary's side: the arguments `exec_loop` passed, then back to `berth`.
 pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
     use std::os::unix::process::CommandExt;
-    let [_, log, pid, pidfd, out, err, interval, kill_after, start, exe, root, id, delay, stdin, interactive, sock, log_opts] =
+    let [_, log, pid, pidfd, out, err, interval, kill_after, start, exe, root, id, delay, stdin, interactive, sock, listen, log_opts] =
         args
     else {
         eprintln!("berth-monitor: started by berth only");
@@ -815,7 +851,7 @@ pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
         start_period: Duration::from_millis(start_period),
     });
     let opts = PumpOptions {
-        attach: Some(PathBuf::from(sock)),
+        attach: AttachServer::adopt(Path::new(sock), num(listen) as RawFd),
         attach_stdin: interactive == "1",
         log: logs::LogConfig::from_arg(&log_opts.to_string_lossy()),
         ..Default::default()
