@@ -2928,3 +2928,51 @@ fn events_follow_and_filter_what_changed() {
     let o = b.run(&["events", "--filter", "colour=red", "--until", "0s"]);
     assert_ne!(code(&o), 0);
 }
+
+/// `berth inspect` finds any kind of object as Docker's does (container, image, volume,
+/// network, or the `--type` named); `container inspect` only containers.
+#[test]
+fn inspect_finds_images_volumes_and_networks_too() {
+    let b = Berth::new();
+    b.ok(&[
+        "create",
+        "--name",
+        "box",
+        "--network",
+        "none",
+        IMAGE,
+        "true",
+    ]);
+    b.ok(&["volume", "create", "vol"]);
+    b.ok(&["network", "create", "netw"]);
+    let image_id = b.ok(&["image", "inspect", "-f", "{{.Id}}", IMAGE]);
+    assert_eq!(b.ok(&["inspect", "-f", "{{.Id}}", IMAGE]), image_id);
+    assert_eq!(b.ok(&["inspect", "-f", "{{.Name}}", "box"]), "/box");
+    assert!(b
+        .ok(&["inspect", "-f", "{{.Mountpoint}}", "vol"])
+        .ends_with("/vol/_data"));
+    assert_eq!(b.ok(&["inspect", "-f", "{{.Driver}}", "netw"]), "bridge");
+    let both = b.ok(&["inspect", "-f", "{{.Name}}", "box", "vol"]);
+    assert_eq!(both, "/box\nvol");
+    let o = b.run(&["inspect", "nothing-here"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("No such object: nothing-here"),
+        "{}",
+        stderr(&o)
+    );
+    let o = b.run(&["inspect", "--type", "volume", IMAGE]);
+    assert!(stderr(&o).contains("No such volume"), "{}", stderr(&o));
+    let o = b.run(&["container", "inspect", IMAGE]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "container inspect looks at containers only"
+    );
+    let o = b.run(&["inspect", "--type", "thing", "box"]);
+    assert!(
+        stderr(&o).contains("not a valid value for --type"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -448,7 +448,8 @@ pub enum ContainerCmd {
         /// `json` or a Go-style template such as `{{.State.Status}}`.
         #[arg(short, long)]
         format: Option<String>,
-        /// Only `container` is known here.
+        /// Only this kind of object: `container`, `image`, `volume` or `network`
+        /// (`berth inspect`; `container inspect` looks at containers only).
         #[arg(long = "type")]
         kind: Option<String>,
         /// Display total file sizes (SizeRw, SizeRootFs).
@@ -2362,15 +2363,7 @@ fn inspect(root: &Path, names: &[String], format_arg: Option<&str>, size: bool) 
     };
     for n in names {
         match engine.find(n) {
-            Ok(c) => {
-                let mut j = inspect_json(&engine, &c);
-                if size {
-                    let (rw, total) = container_sizes(&engine, &c, &images);
-                    j["SizeRw"] = json!(rw);
-                    j["SizeRootFs"] = json!(total);
-                }
-                out.push(j);
-            }
+            Ok(c) => out.push(inspect_value(&engine, &c, size.then_some(&images))),
             Err(e) => {
                 eprintln!("Error: {e}");
                 code = 1;
@@ -2525,8 +2518,24 @@ pub(crate) fn prune_stopped(
     Ok(removed)
 }
 
+/// A container's inspect object, with SizeRw and SizeRootFs when `images` (their sizes
+/// by id) is given (`inspect -s`).
+pub(crate) fn inspect_value(
+    engine: &Engine,
+    c: &Container,
+    images: Option<&std::collections::HashMap<String, u64>>,
+) -> Value {
+    let mut j = inspect_json(engine, c);
+    if let Some(images) = images {
+        let (rw, total) = container_sizes(engine, c, images);
+        j["SizeRw"] = json!(rw);
+        j["SizeRootFs"] = json!(total);
+    }
+    j
+}
+
 /// Bytes of each image's layers, by image id (`ps -s`, `inspect -s`).
-fn image_sizes(root: &Path) -> std::collections::HashMap<String, u64> {
+pub(crate) fn image_sizes(root: &Path) -> std::collections::HashMap<String, u64> {
     berth_registry::client::store::LocalStore::open(root)
         .and_then(|s| Ok(s.meta.images()?))
         .map(|recs| {

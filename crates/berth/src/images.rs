@@ -437,7 +437,7 @@ impl Observer for Bars {
     }
 }
 
-fn open(root: &Path) -> Result<LocalStore, client::Error> {
+pub(crate) fn open(root: &Path) -> Result<LocalStore, client::Error> {
     LocalStore::open(root)
 }
 
@@ -1017,12 +1017,20 @@ pub(crate) fn prunable_images(
     Ok(out)
 }
 
+/// One image's inspect object (`berth inspect` of any kind of object).
+pub(crate) fn inspect_one(
+    store: &LocalStore,
+    name: &str,
+) -> Result<serde_json::Value, client::Error> {
+    store.find(name).and_then(|rec| store.inspect(&rec))
+}
+
 fn inspect(root: &Path, images: &[String], format: Option<String>) -> CmdResult {
     let store = open(root)?;
     let mut out = Vec::new();
     let mut code = 0;
     for name in images {
-        match store.find(name).and_then(|rec| store.inspect(&rec)) {
+        match inspect_one(&store, name) {
             Ok(v) => out.push(v),
             Err(e) => {
                 eprintln!("Error: {e}");

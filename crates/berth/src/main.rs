@@ -20,6 +20,7 @@ mod containers;
 mod format;
 mod fs_cmds;
 mod images;
+mod inspect;
 mod manifest_cmd;
 mod networks;
 mod prune_filter;
@@ -162,6 +163,12 @@ fn main() {
         Cmd::Events(a) => system::main(&cli.root, system::SystemCmd::Events(a)),
         Cmd::Registry(cmd) => registry_cmd::main(&cli.root, cmd),
         Cmd::Image(cmd) => images::run(&cli.root, cmd),
+        Cmd::Containers(containers::ContainerCmd::Inspect {
+            format,
+            kind,
+            size,
+            containers: names,
+        }) => inspect::any(&cli.root, &names, format.as_deref(), kind.as_deref(), size),
         Cmd::Containers(cmd) => containers::main(&cli.root, cmd),
         Cmd::Container(cmd) => containers::container_sub(&cli.root, cmd),
         Cmd::Volume(cmd) => volumes::main(&cli.root, cmd),

@@ -66,8 +66,6 @@ pub struct CopyOptions {
 pub enum CopyError {
     #[error("failed to compute cache key: failed to calculate checksum: \"/{0}\": not found")]
     NotFound(String),
-    #[error("no source files were specified by pattern {0:?}")]
-    NoMatch(String),
     #[error("When using COPY with more than one source file, the destination must be a directory and end with a /")]
     MultipleToFile,
     #[error("{context}: {source}")]
@@ -91,11 +89,20 @@ pub fn expand_sources(root: &SourceRoot, patterns: &[String]) -> Result<Vec<Sour
         let clean = fsutil::clean_abs(pattern);
         let rel = clean.trim_start_matches('/').to_string();
         if has_wildcards(&rel) {
-            let before = out.len();
-            glob(root, "", &rel.split('/').collect::<Vec<_>>(), &mut out)?;
-            if out.len() == before {
-                return Err(CopyError::NoMatch(pattern.clone()));
+            // As BuildKit (AllowEmptyWildcard): a wildcard that matches nothing copies
+            // nothing (`COPY package.json yarn.lock* ./`), but the fixed directories
+            // before the first wildcard must exist.
+            let parts: Vec<&str> = rel.split('/').collect();
+            let fixed = parts.iter().take_while(|p| !has_wildcards(p)).count();
+            let prefix = parts[..fixed].join("/");
+            if !prefix.is_empty() {
+                let path = fsutil::resolve_in_root(root.dir, &prefix, true)
+                    .map_err(io_ctx(format!("resolve {pattern}")))?;
+                if is_ignored(root, &prefix) || fs::symlink_metadata(&path).is_err() {
+                    return Err(CopyError::NotFound(prefix));
+                }
             }
+            glob(root, "", &parts, &mut out)?;
             continue;
         }
         // Symlinks resolve inside the root, so a link in the context cannot
@@ -1007,6 +1014,25 @@ mod tests {
         assert!(!rootfs.path().join("out/skip.log").exists());
         let srcs = expand_sources(&root, &["*.txt".into()]).unwrap();
         assert_eq!(srcs.len(), 2);
+        // BuildKit: a wildcard that matches nothing adds nothing (`yarn.lock*`), also
+        // under a wildcard directory, but the directories before it must exist (an
+        // ignored one does not).
+        let some = [
+            "a.txt".into(),
+            "lock*".into(),
+            "dir/*.none".into(),
+            "no[t]/x".into(),
+        ];
+        assert_eq!(expand_sources(&root, &some).unwrap().len(), 1);
+        for missing in ["nodir/*.txt", "dir/sub/deeper/*", "dir/skip.log/*"] {
+            assert!(
+                matches!(
+                    expand_sources(&root, &[missing.into()]),
+                    Err(CopyError::NotFound(_))
+                ),
+                "{missing}"
+            );
+        }
         assert!(matches!(
             copy_into(&root, &srcs, rootfs.path(), "/t", &CopyOptions::default()),
             Err(CopyError::MultipleToFile)
