@@ -134,13 +134,13 @@ fn main() {
     }
     drop(args);
     let cli = Cli::parse();
-    if cli.debug {
-        berth_cli::log::Log {
-            file: None,
-            json: false,
-        }
-        .init(true);
+    // Warnings from the libraries (a hosts file not updated, a bridge not deleted) reach
+    // the user always; `-D` adds the timed debug events.
+    berth_cli::log::Log {
+        file: None,
+        json: false,
     }
+    .init(cli.debug);
     if prints_only(&cli.cmd) {
         // `berth images | head` should end quietly, as Docker's CLI does, not with
         // "Error: Broken pipe". Only for commands that print and run nothing: a `run`
