@@ -2976,3 +2976,76 @@ fn inspect_finds_images_volumes_and_networks_too() {
         stderr(&o)
     );
 }
+
+/// `network create --ip-range`: containers get addresses from the range only, a static
+/// `--ip` may be elsewhere in the subnet, and inspect shows the range.
+#[test]
+fn ip_range_bounds_the_addresses_handed_out() {
+    let b = Berth::new();
+    let net = format!("tr{}", std::process::id());
+    let third = std::process::id() % 250;
+    let subnet = format!("10.201.{third}.0/24");
+    let range = format!("10.201.{third}.240/29");
+    let o = b.run(&["network", "create", "--ip-range", &range, "lonely"]);
+    assert!(stderr(&o).contains("requires a subnet"), "{}", stderr(&o));
+    let o = b.run(&[
+        "network",
+        "create",
+        "--subnet",
+        &subnet,
+        "--ip-range",
+        "10.9.9.0/29",
+        "off",
+    ]);
+    assert!(stderr(&o).contains("no matching subnet"), "{}", stderr(&o));
+    b.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        &subnet,
+        "--ip-range",
+        &range,
+        &net,
+    ]);
+    let config = b.ok(&["network", "inspect", "-f", "{{json .IPAM.Config}}", &net]);
+    let config: Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config[0]["IPRange"], range.as_str());
+    let in_range = |ip: &str| {
+        let last: u32 = ip.rsplit('.').next().unwrap().parse().unwrap();
+        ip.starts_with(&format!("10.201.{third}.")) && (240..=247).contains(&last)
+    };
+    for name in ["r1", "r2", "r3"] {
+        b.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            &net,
+            IMAGE,
+            "sleep",
+            "60",
+        ]);
+        let ip = b.inspect(name)["NetworkSettings"]["Networks"][&net]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(in_range(&ip), "{name}: {ip} is outside {range}");
+    }
+    let fixed = format!("10.201.{third}.9");
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r4",
+        "--network",
+        &net,
+        "--ip",
+        &fixed,
+        IMAGE,
+        "sleep",
+        "60",
+    ]);
+    let ip = b.inspect("r4")["NetworkSettings"]["Networks"][&net]["IPAddress"].clone();
+    assert_eq!(ip, fixed.as_str());
+}

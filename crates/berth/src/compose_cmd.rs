@@ -761,6 +761,20 @@ fn volume_name(p: &Project, key: &str) -> String {
     resource_name(&p.name, key, explicit)
 }
 
+/// One `ipam.config[0]` address field (`subnet`, `gateway`, `ip_range`), parsed.
+fn parse_ipam<T: std::str::FromStr>(
+    network: &str,
+    field: &str,
+    value: Option<&str>,
+) -> Result<Option<T>, String> {
+    value
+        .map(|v| {
+            v.parse()
+                .map_err(|_| format!("network {network}: invalid {field} {v:?}"))
+        })
+        .transpose()
+}
+
 /// Creates the project's networks and named volumes that are missing; external ones
 /// must exist.
 fn ensure_resources(root: &Path, p: &Project) -> CmdResult {
@@ -786,24 +800,16 @@ fn ensure_resources(root: &Path, p: &Project) -> CmdResult {
             .and_then(|i| i.get("config"))
             .and_then(|c| c.get(0));
         let field = |k: &str| ipam.and_then(|c| c.get(k)).and_then(|v| v.as_str());
-        let subnet = field("subnet")
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| format!("network {key}: invalid subnet {s:?}"))
-            })
-            .transpose()?;
-        let gateway = field("gateway")
-            .map(|g| {
-                g.parse()
-                    .map_err(|_| format!("network {key}: invalid gateway {g:?}"))
-            })
-            .transpose()?;
+        let subnet = parse_ipam(key, "subnet", field("subnet"))?;
+        let gateway = parse_ipam(key, "gateway", field("gateway"))?;
+        let ip_range = parse_ipam(key, "ip_range", field("ip_range"))?;
         let options = string_map(&n.driver_opts);
         let opts = berth_net::NetworkOptions {
             internal: n.internal,
             labels,
             subnet,
             gateway,
+            ip_range,
             options,
         };
         for k in berth_net::unsupported_options(&opts) {

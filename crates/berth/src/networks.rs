@@ -25,6 +25,9 @@ pub enum NetworkCmd {
         /// IPv4 gateway for the subnet.
         #[arg(long)]
         gateway: Option<String>,
+        /// Allocate container addresses from this part of the subnet (CIDR).
+        #[arg(long)]
+        ip_range: Option<String>,
         /// Restrict external access to the network.
         #[arg(long)]
         internal: bool,
@@ -138,6 +141,7 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
             driver,
             subnet,
             gateway,
+            ip_range,
             internal,
             label,
             opt,
@@ -160,6 +164,10 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
                     .map(|g| g.parse())
                     .transpose()
                     .map_err(|e| format!("invalid gateway: {e}"))?,
+                ip_range: ip_range
+                    .map(|r| r.parse())
+                    .transpose()
+                    .map_err(|e| format!("invalid ip-range: {e}"))?,
                 internal,
                 labels: crate::format::key_values(&label),
                 options: crate::format::key_values(&opt),

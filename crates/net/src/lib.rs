@@ -184,6 +184,9 @@ pub struct NetworkOptions {
     pub subnet: Option<Ipv4Net>,
     /// Gateway (bridge) address; the subnet's first host when None.
     pub gateway: Option<Ipv4Addr>,
+    /// Addresses are handed out from this part of the subnet only (`--ip-range`); a
+    /// static `--ip` may still be anywhere in the subnet, as Docker.
+    pub ip_range: Option<Ipv4Net>,
     /// No NAT, no forwarding out of the bridge.
     pub internal: bool,
     pub labels: BTreeMap<String, String>,
@@ -233,6 +236,8 @@ pub struct Network {
     pub bridge: String,
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
+    /// Where dynamic addresses come from, when narrower than the subnet.
+    pub ip_range: Option<Ipv4Net>,
     pub internal: bool,
     pub labels: BTreeMap<String, String>,
     /// Driver options kept for later connects (the MTU); the bridge name is `bridge`.
@@ -306,6 +311,8 @@ struct IpamConfig {
     subnet: String,
     #[serde(rename = "Gateway")]
     gateway: String,
+    #[serde(rename = "IPRange", skip_serializing_if = "Option::is_none")]
+    ip_range: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -344,6 +351,7 @@ impl Serialize for Network {
             (Some(n), Some(g)) => vec![IpamConfig {
                 subnet: n.to_string(),
                 gateway: g.to_string(),
+                ip_range: self.ip_range.map(|r| r.to_string()),
             }],
             _ => Vec::new(),
         };
@@ -426,6 +434,7 @@ mod tests {
             bridge: "berth-fffffffff".into(),
             subnet: Some("10.89.1.0/24".parse().unwrap()),
             gateway: Some(Ipv4Addr::new(10, 89, 1, 1)),
+            ip_range: None,
             internal: false,
             labels: BTreeMap::new(),
             options: BTreeMap::new(),

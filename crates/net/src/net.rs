@@ -92,6 +92,10 @@ impl Net {
             }
             None => first_host(subnet)?,
         };
+        let ip_range = opts
+            .ip_range
+            .map(|r| check_ip_range(opts.subnet.map(|_| subnet), r))
+            .transpose()?;
         let id = random_id()?;
         let (bridge, options) = driver_options(opts, &existing)?;
         let net = Network {
@@ -101,6 +105,7 @@ impl Net {
             driver: "bridge".into(),
             subnet: Some(subnet),
             gateway: Some(gateway),
+            ip_range,
             internal: opts.internal,
             labels: opts.labels.clone(),
             options,
@@ -332,6 +337,7 @@ fn seed(tx: &Transaction) -> Result<()> {
                 bridge: bridge.into(),
                 subnet,
                 gateway,
+                ip_range: None,
                 internal: false,
                 labels: BTreeMap::new(),
                 options: BTreeMap::new(),
@@ -443,7 +449,7 @@ fn allocate_shared(
 ) -> Result<Ipv4Addr> {
     let shared = net.name == DEFAULT_NETWORK;
     loop {
-        let ip = allocate(subnet, gateway, used, last)
+        let ip = allocate(subnet, net.ip_range, gateway, used, last)
             .ok_or_else(|| NetError::Exhausted(net.name.clone()))?;
         if !shared || leases::take(&net.bridge, ip, &req.container_id, netns)? {
             return Ok(ip);
@@ -533,18 +539,25 @@ fn plan_endpoint(tx: &Transaction, net: &Network, req: &Attach) -> Result<Endpoi
 /// The first free host address after `last` (wrapping around), as Docker does: an
 /// address just released is handed out again only when the rest are taken, so a veth
 /// still dying with its namespace, or a peer's ARP cache, never meets its successor.
+/// With an `--ip-range`, only its addresses (that are hosts of the subnet) are used.
 fn allocate(
     subnet: Ipv4Net,
+    range: Option<Ipv4Net>,
     gateway: Ipv4Addr,
     used: &HashSet<Ipv4Addr>,
     last: Option<Ipv4Addr>,
 ) -> Option<Ipv4Addr> {
+    let pool = range.unwrap_or(subnet);
+    let hosts = || {
+        (u32::from(pool.network())..=u32::from(pool.broadcast()))
+            .map(Ipv4Addr::from)
+            .filter(|h| *h != subnet.network() && *h != subnet.broadcast())
+    };
     let free = |h: &Ipv4Addr| *h != gateway && !used.contains(h);
-    let after = subnet
-        .hosts()
+    let after = hosts()
         .skip_while(|h| last.is_some_and(|l| *h <= l))
         .find(free);
-    after.or_else(|| subnet.hosts().find(free))
+    after.or_else(|| hosts().find(free))
 }
 
 /// `dev:ino` of a namespace file: what it names, whatever the path.
@@ -976,6 +989,22 @@ fn check_gateway(s: Ipv4Net, g: Ipv4Addr) -> Result<()> {
     Ok(())
 }
 
+/// `--ip-range` must come with `--subnet` (Docker's rule) and lie inside it.
+fn check_ip_range(subnet: Option<Ipv4Net>, range: Ipv4Net) -> Result<Ipv4Net> {
+    let Some(s) = subnet else {
+        return Err(NetError::Invalid(
+            "--ip-range requires a subnet (--subnet)".into(),
+        ));
+    };
+    let range = range.trunc();
+    if !s.contains(&range.network()) || !s.contains(&range.broadcast()) {
+        return Err(NetError::Invalid(format!(
+            "no matching subnet for range {range}"
+        )));
+    }
+    Ok(range)
+}
+
 fn first_host(s: Ipv4Net) -> Result<Ipv4Addr> {
     s.hosts()
         .next()
@@ -1047,6 +1076,7 @@ mod tests {
             bridge: "b".into(),
             subnet: Some("10.89.1.0/24".parse().unwrap()),
             gateway: None,
+            ip_range: None,
             internal: false,
             labels: BTreeMap::new(),
             options: BTreeMap::new(),
@@ -1066,13 +1096,31 @@ mod tests {
         let gw = Ipv4Addr::new(10, 1, 0, 1);
         let ip = |d| Ipv4Addr::new(10, 1, 0, d);
         let mut used = HashSet::new();
-        assert_eq!(allocate(s, gw, &used, None), Some(ip(2)));
-        assert_eq!(allocate(s, gw, &used, Some(ip(2))), Some(ip(3)));
+        assert_eq!(allocate(s, None, gw, &used, None), Some(ip(2)));
+        assert_eq!(allocate(s, None, gw, &used, Some(ip(2))), Some(ip(3)));
         // .6 is the last host: wrap to the lowest free one.
         used.insert(ip(2));
-        assert_eq!(allocate(s, gw, &used, Some(ip(6))), Some(ip(3)));
+        assert_eq!(allocate(s, None, gw, &used, Some(ip(6))), Some(ip(3)));
         used.extend([ip(3), ip(4), ip(5), ip(6)]);
-        assert_eq!(allocate(s, gw, &used, Some(ip(3))), None);
+        assert_eq!(allocate(s, None, gw, &used, Some(ip(3))), None);
+    }
+
+    #[test]
+    fn ip_range_bounds_allocation() {
+        let s: Ipv4Net = "10.1.0.0/24".parse().unwrap();
+        let gw = Ipv4Addr::new(10, 1, 0, 1);
+        let ip = |d| Ipv4Addr::new(10, 1, 0, d);
+        let range: Ipv4Net = "10.1.0.252/30".parse().unwrap();
+        let mut used = HashSet::new();
+        assert_eq!(allocate(s, Some(range), gw, &used, None), Some(ip(252)));
+        // .255 is the subnet's broadcast: never handed out.
+        used.extend([ip(252), ip(253), ip(254)]);
+        assert_eq!(allocate(s, Some(range), gw, &used, Some(ip(254))), None);
+        assert!(check_ip_range(None, range).is_err());
+        assert!(check_ip_range(Some(s), "10.2.0.0/30".parse().unwrap()).is_err());
+        assert!(check_ip_range(Some(s), "10.1.0.0/16".parse().unwrap()).is_err());
+        let got = check_ip_range(Some(s), "10.1.0.130/25".parse().unwrap()).unwrap();
+        assert_eq!(got, "10.1.0.128/25".parse::<Ipv4Net>().unwrap());
     }
 
     #[test]

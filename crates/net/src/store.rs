@@ -52,6 +52,9 @@ ALTER TABLE endpoints ADD COLUMN extra_hosts TEXT NOT NULL DEFAULT '[]';
     "
 ALTER TABLE networks ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
 ",
+    "
+ALTER TABLE networks ADD COLUMN ip_range TEXT;
+",
 ];
 
 /// Opens the database (WAL, busy timeout first) and brings our tables up to date.
@@ -118,13 +121,14 @@ fn open_once(path: &Path, seed: &impl Fn(&Transaction) -> Result<()>) -> Result<
 }
 
 const NET_COLS: &str =
-    "id, name, driver, bridge, subnet, gateway, internal, labels, created, options";
+    "id, name, driver, bridge, subnet, gateway, internal, labels, created, options, ip_range";
 
 fn network_row(r: &Row) -> rusqlite::Result<Network> {
     let subnet: Option<String> = r.get(4)?;
     let gateway: Option<String> = r.get(5)?;
     let labels: String = r.get(7)?;
     let options: String = r.get(9)?;
+    let ip_range: Option<String> = r.get(10)?;
     Ok(Network {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -132,6 +136,7 @@ fn network_row(r: &Row) -> rusqlite::Result<Network> {
         bridge: r.get(3)?,
         subnet: subnet.and_then(|s| s.parse().ok()),
         gateway: gateway.and_then(|s| s.parse().ok()),
+        ip_range: ip_range.and_then(|s| s.parse().ok()),
         internal: r.get(6)?,
         labels: serde_json::from_str(&labels).unwrap_or_default(),
         options: serde_json::from_str(&options).unwrap_or_default(),
@@ -151,7 +156,7 @@ pub(crate) fn networks(c: &Connection) -> Result<Vec<Network>> {
 pub(crate) fn insert_network(c: &Connection, n: &Network) -> Result<()> {
     c.execute(
         &format!(
-            "INSERT INTO networks ({NET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            "INSERT INTO networks ({NET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
         ),
         params![
             n.id,
@@ -164,6 +169,7 @@ pub(crate) fn insert_network(c: &Connection, n: &Network) -> Result<()> {
             serde_json::to_string(&n.labels).unwrap_or_else(|_| "{}".into()),
             n.created,
             serde_json::to_string(&n.options).unwrap_or_else(|_| "{}".into()),
+            n.ip_range.map(|r| r.to_string()),
         ],
     )?;
     Ok(())
