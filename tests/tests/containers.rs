@@ -3049,3 +3049,77 @@ fn ip_range_bounds_the_addresses_handed_out() {
     let ip = b.inspect("r4")["NetworkSettings"]["Networks"][&net]["IPAddress"].clone();
     assert_eq!(ip, fixed.as_str());
 }
+
+/// Types `keys` into `command` run on a terminal (util-linux `script`), a step at a time;
+/// returns what the terminal showed.
+fn typed_on_terminal(command: &str, steps: &[&[u8]]) -> String {
+    let mut script = berth_tests::in_terminal(command, std::process::Stdio::piped());
+    let mut input = script.stdin.take().unwrap();
+    for step in steps {
+        std::thread::sleep(Duration::from_millis(700));
+        std::io::Write::write_all(&mut input, step).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    drop(input);
+    let out = script.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `run -it` runs under the container's monitor with the CLI attached, as Docker's: the
+/// detach keys leave it running, `attach` gets the pty master and gives it its own
+/// terminal's size, the exit code comes back, and `--rm` takes it away on `stop`.
+#[test]
+fn run_it_detaches_and_attach_takes_the_window_size() {
+    let b = Berth::new();
+    let berth = format!(
+        "{} --root {}",
+        berth_tests::bin_dir().join("berth").display(),
+        b.root.path().display()
+    );
+    let shown = typed_on_terminal(
+        &format!("{berth} run -it --name det --network none {IMAGE} sh; echo rc=$?"),
+        &[b"echo ty''ped\n", b"\x10\x11"],
+    );
+    assert!(
+        shown.contains("typed") && shown.contains("rc=0"),
+        "{shown:?}"
+    );
+    assert_eq!(b.status("det"), "running");
+    let shown = typed_on_terminal(
+        &format!("stty cols 77 rows 22; {berth} attach det; echo rc=$?"),
+        &[b"stty size\n", b"exit 5\n"],
+    );
+    assert!(
+        shown.contains("22 77") && shown.contains("rc=5"),
+        "{shown:?}"
+    );
+    assert_eq!(b.inspect("det")["State"]["ExitCode"], 5);
+    // Other keys; `--rm` then removes it when stopped (and stop says so, exit 0).
+    let shown = typed_on_terminal(
+        &format!(
+            "{berth} run --rm -it --detach-keys ctrl-x,y --name gone --network none {IMAGE} sh; echo rc=$?"
+        ),
+        &[b"\x18y"],
+    );
+    assert!(shown.contains("rc=0"), "{shown:?}");
+    assert_eq!(b.status("gone"), "running");
+    assert_eq!(b.ok(&["stop", "-t", "1", "gone"]), "gone");
+    assert_eq!(b.status_of("gone"), None, "--rm removed it");
+    // A pipe instead of a terminal: the input still arrives and the exit code returns.
+    let mut child = b
+        .cmd()
+        .args(["run", "--rm", "-i", "-t", "--network", "none", IMAGE, "sh"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, b"echo pi''ped; exit 7\n").unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert!(stdout(&out).contains("piped"), "{}", stdout(&out));
+    let o = b.run(&["run", "-it", "--detach-keys", "ctrl-", IMAGE, "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(stderr(&o).contains("Invalid detach keys"), "{}", stderr(&o));
+}

@@ -281,6 +281,10 @@ pub struct RunArgs {
     /// no daemon to hand the container to).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub sig_proxy: Option<bool>,
+    /// Override the key sequence for detaching from a `-it` container (default
+    /// ctrl-p,ctrl-q).
+    #[arg(long)]
+    pub detach_keys: Option<String>,
     /// Print help.
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
@@ -593,7 +597,7 @@ pub enum ContainerSub {
     },
 }
 
-fn fail(e: impl std::fmt::Display) -> i32 {
+pub(crate) fn fail(e: impl std::fmt::Display) -> i32 {
     eprintln!("Error response from daemon: {e}");
     1
 }
@@ -777,8 +781,8 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
             container,
             no_stdin,
             detach_keys,
-        } => match parse_detach_keys(&detach_keys) {
-            Ok(keys) => attach(root, &container, !no_stdin, &keys),
+        } => match crate::attach::parse_detach_keys(&detach_keys) {
+            Ok(keys) => crate::attach::attach(root, &container, !no_stdin, &keys),
             Err(e) => {
                 eprintln!("berth: {e}");
                 1
@@ -817,7 +821,7 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
             }
         }
         ContainerCmd::ContainerMonitor { id } => {
-            monitor::main(root, &id, monitor::report_fd(), None)
+            monitor::main(root, &id, monitor::report_fd(), None, None)
         }
     }
 }
@@ -1423,13 +1427,21 @@ pub(crate) fn start_detached(engine: &mut Engine, id: &str) -> berth_engine::Res
     if c.state.status.is_active() {
         return Ok(());
     }
-    monitor::spawn_detached(&exe, &engine.root, &c.id)
+    monitor::spawn_detached(&exe, &engine.root, &c.id, None)
 }
 
 fn run(root: &Path, a: RunArgs) -> i32 {
     tracing::debug!("run: parsed");
     let streams = match Streams::of(&a) {
         Ok(s) => s,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return 125;
+        }
+    };
+    let keys = a.detach_keys.as_deref().unwrap_or("ctrl-p,ctrl-q");
+    let detach_keys = match crate::attach::parse_detach_keys(keys) {
+        Ok(k) => k,
         Err(e) => {
             eprintln!("berth: {e}");
             return 125;
@@ -1455,6 +1467,11 @@ fn run(root: &Path, a: RunArgs) -> i32 {
         };
     }
     tracing::debug!("run: created");
+    if a.tty && streams.stdin {
+        // As Docker's: the container runs under its monitor and we attach, so that the
+        // detach keys can leave it running.
+        return crate::attach::run_attached(&mut engine, &c, &detach_keys);
+    }
     foreground(&mut engine, &c, streams)
 }
 
@@ -1904,7 +1921,7 @@ fn logs(
     }
 }
 
-fn print_entries(entries: &[berth_engine::logs::Entry], timestamps: bool) {
+pub(crate) fn print_entries(entries: &[berth_engine::logs::Entry], timestamps: bool) {
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     for e in entries {
@@ -2207,115 +2224,6 @@ fn extra_network_settings(root: &Path, c: &Container, out: &mut serde_json::Map<
     }
 }
 
-/// Attached through the monitor's socket: its output frames to our stdout/stderr, our
-/// stdin (raw, for a tty) to the container; ends when the container does.
-/// `--detach-keys` in Docker's form (`ctrl-p,ctrl-q`, `a`, `ctrl-@`, `ctrl-[` …) as
-/// the bytes a terminal sends for them.
-fn parse_detach_keys(s: &str) -> Result<Vec<u8>, String> {
-    let bad = || format!("Invalid detach keys ({s}) provided");
-    s.split(',')
-        .map(|k| match k.strip_prefix("ctrl-") {
-            Some(c) if c.len() == 1 => match c.as_bytes()[0] {
-                b @ b'a'..=b'z' => Ok(b - b'a' + 1),
-                b'@' => Ok(0),
-                b @ b'['..=b'_' => Ok(b - b'@'),
-                _ => Err(bad()),
-            },
-            None if k.len() == 1 => Ok(k.as_bytes()[0]),
-            _ => Err(bad()),
-        })
-        .collect()
-}
-
-/// Copies `from` to `to` until EOF (false) or the detach sequence `keys` (true). Bytes
-/// that may begin the sequence are held back until it completes or breaks, so the
-/// container never sees a completed sequence, as with Docker.
-fn copy_escapable(
-    mut from: impl std::io::Read,
-    mut to: impl Write,
-    keys: &[u8],
-) -> std::io::Result<bool> {
-    let mut matched = 0;
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        let mut out = Vec::with_capacity(n + keys.len());
-        for &b in &buf[..n] {
-            if b != keys[matched] {
-                out.extend_from_slice(&keys[..matched]);
-                matched = 0;
-            }
-            if b == keys[matched] {
-                matched += 1;
-                if matched == keys.len() {
-                    to.write_all(&out)?;
-                    return Ok(true);
-                }
-            } else {
-                out.push(b);
-            }
-        }
-        to.write_all(&out)?;
-    }
-}
-
-fn attach_stream(
-    engine: &mut Engine,
-    c: &Container,
-    stream: std::os::unix::net::UnixStream,
-    with_stdin: bool,
-    detach_keys: &[u8],
-) -> i32 {
-    let raw = (c.config.tty && with_stdin)
-        .then(|| format::RawTerminal::enter(0))
-        .flatten();
-    let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if with_stdin {
-        if let Ok(mut to) = stream.try_clone() {
-            // Docker reads the detach sequence on tty containers only.
-            let keys = c.config.tty.then(|| detach_keys.to_vec());
-            let flag = detached.clone();
-            std::thread::spawn(move || {
-                let mut stdin = std::io::stdin().lock();
-                let escaped = match keys {
-                    Some(k) if !k.is_empty() => copy_escapable(&mut stdin, &mut to, &k),
-                    _ => std::io::copy(&mut stdin, &mut to).map(|_| false),
-                };
-                if escaped.unwrap_or(false) {
-                    // Leave the container running: end our output copy, not its input.
-                    flag.store(true, std::sync::atomic::Ordering::SeqCst);
-                    let _ = to.shutdown(std::net::Shutdown::Read);
-                    return;
-                }
-                // Our input ended; the container's stdin stays open for others, as Docker.
-                let _ = to.shutdown(std::net::Shutdown::Write);
-            });
-        }
-    }
-    if let Err(e) = copy_frames(stream) {
-        eprintln!("attach: {e}");
-    }
-    drop(raw);
-    if detached.load(std::sync::atomic::Ordering::SeqCst) {
-        return 0;
-    }
-    // The monitor closes the socket as the container exits; the record follows.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match engine.find(&c.id) {
-            Ok(now) if !now.state.status.is_active() => return now.state.exit_code,
-            Ok(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Ok(_) | Err(_) => return 0,
-        }
-    }
-}
-
-/// Copies `[stream, len u32 BE, bytes]` frames to stdout (0) and stderr (1) until EOF.
 /// A blkio device list as inspect shows it: `[{"Path": …, "Rate"|"Weight": …}]`.
 fn blkio_json(list: &[(String, u64)], key: &str) -> Value {
     list.iter()
@@ -2326,30 +2234,6 @@ fn blkio_json(list: &[(String, u64)], key: &str) -> Value {
             Value::Object(o)
         })
         .collect()
-}
-
-fn copy_frames(mut from: impl std::io::Read) -> std::io::Result<()> {
-    let mut head = [0u8; 5];
-    let mut data = Vec::new();
-    loop {
-        match from.read_exact(&mut head) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Err(e) => return Err(e),
-        }
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        data.resize(len, 0);
-        from.read_exact(&mut data)?;
-        if head[0] == 1 {
-            let mut err = std::io::stderr().lock();
-            err.write_all(&data)?;
-            err.flush()?;
-        } else {
-            let mut out = std::io::stdout().lock();
-            out.write_all(&data)?;
-            out.flush()?;
-        }
-    }
 }
 
 fn inspect(root: &Path, names: &[String], format_arg: Option<&str>, size: bool) -> CmdResult {
@@ -2420,49 +2304,6 @@ fn port(root: &Path, name: &str, private: Option<&str>) -> CmdResult {
         return Ok(1);
     }
     Ok(0)
-}
-
-fn attach(root: &Path, name: &str, with_stdin: bool, detach_keys: &[u8]) -> i32 {
-    let mut engine = match Engine::open(root) {
-        Ok(e) => e,
-        Err(e) => return fail(e),
-    };
-    let c = match engine.find(name) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    if !c.state.status.is_active() {
-        eprintln!("You cannot attach to a stopped container, start it first");
-        return 1;
-    }
-    let sock = berth_engine::monitor::attach_socket(&engine, &c.id);
-    if let Ok(stream) = std::os::unix::net::UnixStream::connect(&sock) {
-        return attach_stream(
-            &mut engine,
-            &c,
-            stream,
-            with_stdin && c.config.interactive,
-            detach_keys,
-        );
-    }
-    // The monitor owns the stdio: follow the log from its end.
-    let path = engine.log_path(&c.id);
-    let mut offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    loop {
-        let (entries, next) = berth_engine::logs::read_from(&path, offset).unwrap_or_default();
-        offset = next;
-        print_entries(&entries, false);
-        match engine.find(&c.id) {
-            Ok(now) if now.state.status.is_active() => {}
-            Ok(now) => {
-                let (rest, _) = berth_engine::logs::read_from(&path, offset).unwrap_or_default();
-                print_entries(&rest, false);
-                return now.state.exit_code;
-            }
-            Err(_) => return 0,
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn prune(root: &Path, force: bool, filter: &[String]) -> CmdResult {
@@ -2566,34 +2407,4 @@ pub(crate) fn writable_size(engine: &Engine, id: &str) -> u64 {
         .upper_dir(id)
         .map(|d| crate::system::dir_size(&d))
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn detach_keys_parse_as_dockers() {
-        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), [16, 17]);
-        assert_eq!(
-            parse_detach_keys("ctrl-@,a,ctrl-[,ctrl-_").unwrap(),
-            [0, b'a', 27, 31]
-        );
-        for bad in ["", "ctrl-", "ctrl-pp", "ab", "ctrl-1"] {
-            assert!(parse_detach_keys(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn escapable_copy_holds_a_partial_sequence_and_stops_on_the_whole() {
-        let keys = [16, 17];
-        let mut out = Vec::new();
-        // A broken sequence passes through; the whole one ends the copy unsent.
-        let input = b"ab\x10c\x10\x10\x11rest";
-        assert!(copy_escapable(&input[..], &mut out, &keys).unwrap());
-        assert_eq!(out, b"ab\x10c\x10");
-        let mut out = Vec::new();
-        assert!(!copy_escapable(&b"plain\x10"[..], &mut out, &keys).unwrap());
-        assert_eq!(out, b"plain", "a sequence cut by EOF is not sent");
-    }
 }

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod attach;
 mod build_cmd;
 mod compose_cmd;
 mod containers;
@@ -112,6 +113,22 @@ fn main() {
                 &id.to_string_lossy(),
                 berth_engine::monitor::report_fd(),
                 None,
+                None,
+            ));
+        }
+        [_, flag, root, cmd, id, first] if flag == "--root" && cmd == "container-monitor" => {
+            // `--attach-first=ROWS:COLS` (`run -it`).
+            let size = first
+                .to_str()
+                .and_then(|f| f.strip_prefix("--attach-first="))
+                .and_then(|s| s.split_once(':'))
+                .map(|(r, c)| (r.parse().unwrap_or(0), c.parse().unwrap_or(0)));
+            std::process::exit(berth_engine::monitor::main(
+                std::path::Path::new(root),
+                &id.to_string_lossy(),
+                berth_engine::monitor::report_fd(),
+                None,
+                Some(size.unwrap_or((0, 0))),
             ));
         }
         [_, flag, root, cmd, id, exited, code, delay]
@@ -128,6 +145,7 @@ fn main() {
                 &id.to_string_lossy(),
                 None,
                 Some((code, delay)),
+                None,
             ));
         }
         _ => {}

@@ -22,6 +22,9 @@ pub struct Engine {
     runtime: Runtime,
     /// Built on first use: a start needs it three times (prepare, mount, teardown).
     snapshotter: std::cell::OnceCell<berth_image::Snapshotter>,
+    /// The window size a new pty gets, when not our stdin's terminal's (a monitor
+    /// starting `run -it` for a client on a terminal it does not have).
+    pub tty_size: Option<(u16, u16)>,
 }
 
 /// An `exec` into a running container: what differs from its own process.
@@ -200,6 +203,7 @@ impl Engine {
             db,
             runtime,
             snapshotter: std::cell::OnceCell::new(),
+            tty_size: None,
         })
     }
 
@@ -691,7 +695,12 @@ impl Engine {
             .ctx(|| "console socket".into())?;
         let master = berth_runtime::console::recv_fd(std::os::fd::AsFd::as_fd(&stream))?;
         // Before the process starts, so that it reads the right size from the first.
-        berth_runtime::console::copy_window_size(0, master.as_raw_fd());
+        match self.tty_size {
+            Some((rows, cols)) => {
+                berth_runtime::console::set_window_size(master.as_raw_fd(), rows, cols)
+            }
+            None => berth_runtime::console::copy_window_size(0, master.as_raw_fd()),
+        }
         let pidfd = pidfd_open(pid)?;
         Ok(Launched {
             pid,
@@ -831,7 +840,15 @@ impl Engine {
             self.wait_inactive(&c.id, Some(Duration::from_secs(30)))?;
         }
         self.event(&c, "stop", &[]);
-        self.find(&c.id)
+        match self.find(&c.id) {
+            // `--rm`: its monitor removed it as it exited; the stop still succeeded.
+            Err(Error::NoSuchContainer(_)) if c.config.auto_remove => {
+                let mut gone = c;
+                gone.state.status = Status::Exited;
+                Ok(gone)
+            }
+            r => r,
+        }
     }
 
     /// `kill`: a signal to the container's init.

@@ -190,16 +190,42 @@ const ATTACH_LISTENER: u8 = 13;
 const ATTACH_CLIENT: u8 = 32;
 /// At most this many attach clients at once (poll kinds stay in a u8).
 const MAX_ATTACH: usize = 64;
+/// How long output waits for `run -it`'s client ([`AttachServer::waiting_for_first`]).
+pub const HOLD_LIMIT: Duration = Duration::from_secs(10);
+
+/// Attach frame streams: output, then the monitor's own messages.
+pub const FRAME_STDOUT: u8 = 0;
+pub const FRAME_STDERR: u8 = 1;
+/// First frame to every client, empty; with a tty it carries the pty master
+/// (SCM_RIGHTS), so that the client can give the pty its terminal's window size.
+pub const FRAME_HELLO: u8 = 2;
+/// Last frame: the container's exit code (i32 BE), sent before the socket closes.
+pub const FRAME_EXIT: u8 = 3;
 
 /// `berth attach`'s end in the monitor: a unix socket in the container's directory.
-/// Output goes to every client as frames (`[stream, len as u32 BE, bytes]`, stream 0
-/// stdout, 1 stderr); a client that cannot take a frame at once is dropped rather than
-/// let it block the container. Client input is written to the container's stdin.
+/// Output goes to every client as frames (`[stream, len as u32 BE, bytes]`, see the
+/// `FRAME_` streams); a client that cannot take a frame at once is dropped rather than
+/// let it block the container, except `run -it`'s own (`waits`). Client input is
+/// written to the container's stdin.
 #[derive(Debug)]
 pub struct AttachServer {
     path: PathBuf,
     listener: std::os::unix::net::UnixListener,
-    clients: Vec<std::os::unix::net::UnixStream>,
+    clients: Vec<Client>,
+    /// The pty master, handed to each client in its hello.
+    pty: Option<RawFd>,
+    /// The next client accepted is `run -it`'s own.
+    first_waits: bool,
+}
+
+#[derive(Debug)]
+struct Client {
+    sock: std::os::unix::net::UnixStream,
+    /// Output waits for this client instead of dropping it.
+    waits: bool,
+    /// Its input has ended (the client shut down its writing side): it still gets the
+    /// output until it goes.
+    input_done: bool,
 }
 
 impl AttachServer {
@@ -215,7 +241,17 @@ impl AttachServer {
             path: path.to_path_buf(),
             listener,
             clients: Vec::new(),
+            pty: None,
+            first_waits: false,
         })
+    }
+
+    /// `run -it`'s own client attaches as soon as the start is reported: leave the
+    /// output in the pty until a client connects (at most [`HOLD_LIMIT`]), and let that
+    /// client slow the container down, as a terminal would, rather than be dropped.
+    pub fn waiting_for_first(mut self, yes: bool) -> AttachServer {
+        self.first_waits = yes;
+        self
     }
 
     /// Takes over the listener the monitor bound before it exec'd the loop binary.
@@ -230,6 +266,8 @@ impl AttachServer {
             path: path.to_path_buf(),
             listener,
             clients: Vec::new(),
+            pty: None,
+            first_waits: false,
         })
     }
 
@@ -237,15 +275,29 @@ impl AttachServer {
         fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
         kinds.push(ATTACH_LISTENER);
         for (i, c) in self.clients.iter().enumerate() {
-            fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+            // Once its input is done, only POLLHUP (always reported): the client is gone.
+            let events = if c.input_done {
+                PollFlags::empty()
+            } else {
+                PollFlags::POLLIN
+            };
+            fds.push(PollFd::new(c.sock.as_fd(), events));
             kinds.push(ATTACH_CLIENT + i as u8);
         }
     }
 
     fn accept(&mut self) {
-        while let Ok((c, _)) = self.listener.accept() {
-            if self.clients.len() < MAX_ATTACH && c.set_nonblocking(true).is_ok() {
-                self.clients.push(c);
+        while let Ok((sock, _)) = self.listener.accept() {
+            if self.clients.len() < MAX_ATTACH
+                && sock.set_nonblocking(true).is_ok()
+                && hello(&sock, self.pty)
+            {
+                let waits = std::mem::take(&mut self.first_waits);
+                self.clients.push(Client {
+                    sock,
+                    waits,
+                    input_done: false,
+                });
             }
         }
     }
@@ -256,8 +308,18 @@ impl AttachServer {
         frame.push(stream);
         frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
         frame.extend_from_slice(data);
-        self.clients
-            .retain_mut(|c| matches!(c.write(&frame), Ok(n) if n == frame.len()));
+        self.clients.retain_mut(|c| {
+            if c.waits {
+                write_waiting(&c.sock, &frame)
+            } else {
+                matches!(c.sock.write(&frame), Ok(n) if n == frame.len())
+            }
+        });
+    }
+
+    /// Tells every client the exit code; the socket closes after.
+    fn finish(&mut self, code: i32) {
+        self.broadcast(FRAME_EXIT, &code.to_be_bytes());
     }
 
     fn read_client(&mut self, i: usize, buf: &mut [u8], stdin: Option<RawFd>) {
@@ -265,10 +327,12 @@ impl AttachServer {
         let Some(c) = self.clients.get_mut(i) else {
             return;
         };
-        match c.read(buf) {
-            Ok(0) => {
-                self.clients.remove(i);
-            }
+        if c.input_done {
+            self.clients.remove(i);
+            return;
+        }
+        match c.sock.read(buf) {
+            Ok(0) => c.input_done = true,
             Ok(n) => {
                 if let Some(fd) = stdin {
                     write_fd(fd, &buf[..n]);
@@ -286,6 +350,44 @@ impl Drop for AttachServer {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Sends a new client its hello frame, with the pty master when there is one.
+fn hello(sock: &std::os::unix::net::UnixStream, pty: Option<RawFd>) -> bool {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let frame = [FRAME_HELLO, 0, 0, 0, 0];
+    let iov = [std::io::IoSlice::new(&frame)];
+    let fds: Vec<RawFd> = pty.into_iter().collect();
+    let cmsg: Vec<ControlMessage> = if fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![ControlMessage::ScmRights(&fds)]
+    };
+    matches!(
+        sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None),
+        Ok(n) if n == frame.len()
+    )
+}
+
+/// Writes all of `data` to a non-blocking socket, waiting while it is full; false once
+/// the client is gone.
+fn write_waiting(mut sock: &std::os::unix::net::UnixStream, mut data: &[u8]) -> bool {
+    use std::io::Write;
+    while !data.is_empty() {
+        match sock.write(data) {
+            Ok(0) => return false,
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let mut fds = [PollFd::new(sock.as_fd(), PollFlags::POLLOUT)];
+                if poll(&mut fds, PollTimeout::NONE).is_err() {
+                    return false;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 pub fn pump(engine: &mut Engine, c: &Container, l: Launched, mut opts: PumpOptions) -> Result<i32> {
@@ -345,6 +447,13 @@ pub fn pump_loop(
         (true, None, false) => None,
     };
     let mut attach = opts.attach;
+    if let Some(a) = &mut attach {
+        a.pty = l.tty.then(|| streams[0].fd.as_raw_fd());
+    }
+    let mut holding = attach
+        .as_ref()
+        .is_some_and(|a| a.first_waits)
+        .then(|| Instant::now() + HOLD_LIMIT);
     // A terminal here and a pty there (`run -it`): the pty follows our window's size.
     let resize = (l.tty && opts.stdin).then(|| streams[0].fd.as_raw_fd());
     if let Some(master) = resize {
@@ -376,10 +485,14 @@ pub fn pump_loop(
         {
             break;
         }
+        let client_came = attach.as_ref().is_some_and(|a| !a.clients.is_empty());
+        if client_came || code.is_some() || holding.is_some_and(|d| Instant::now() >= d) {
+            holding = None;
+        }
         let mut fds: Vec<PollFd> = Vec::with_capacity(5);
         let mut kinds: Vec<u8> = Vec::with_capacity(5);
         for (i, s) in streams.iter().enumerate() {
-            if s.open {
+            if s.open && holding.is_none() {
                 fds.push(PollFd::new(s.fd.as_fd(), PollFlags::POLLIN));
                 kinds.push(i as u8);
             }
@@ -401,7 +514,7 @@ pub fn pump_loop(
         if let Some(a) = &attach {
             a.register(&mut fds, &mut kinds);
         }
-        let mut deadline = drain_until;
+        let mut deadline = drain_until.or(holding);
         if let (Some(h), None) = (&health, code) {
             let d = h.deadline();
             deadline = Some(deadline.map_or(d, |x| x.min(d)));
@@ -509,6 +622,9 @@ pub fn pump_loop(
         }
     }
     drop(stdin_pipe);
+    if let Some(a) = &mut attach {
+        a.finish(code.unwrap_or(255));
+    }
     drop(attach);
     if let Some(h) = &mut health {
         h.stop();
@@ -566,12 +682,14 @@ fn backoff(engine: &mut Engine, id: &str, delay: Duration) -> bool {
 /// `err <code>\n<message>` to `report` once the first start is decided, then hands the
 /// running container to the small `berth-monitor` loop binary (exec, so the container
 /// stays its child). That binary execs back here with `exited` = (code, back-off) when
-/// the container ends, to record it and apply the restart policy.
+/// the container ends, to record it and apply the restart policy. `attach_first` is
+/// `run -it`'s terminal size: its client attaches at once (see `hold_output`).
 pub fn main(
     root: &Path,
     id: &str,
     report_fd: Option<OwnedFd>,
     exited: Option<(i32, Duration)>,
+    attach_first: Option<(u16, u16)>,
 ) -> i32 {
     // SAFETY: plain signal disposition changes before any other work.
     unsafe {
@@ -586,6 +704,8 @@ pub fn main(
             return 1;
         }
     };
+    engine.tty_size = attach_first.filter(|s| s.0 > 0 && s.1 > 0);
+    let mut hold = attach_first.is_some();
     let mut delay = exited.map_or(Duration::from_millis(100), |e| e.1);
     let mut pending = exited.map(|e| e.0);
     loop {
@@ -603,7 +723,10 @@ pub fn main(
                 break;
             }
         };
-        let attach = AttachServer::bind(&attach_socket(&engine, id));
+        // Only the first start has `run -it`'s client waiting; restarts do not.
+        let first = std::mem::take(&mut hold);
+        let attach =
+            AttachServer::bind(&attach_socket(&engine, id)).map(|a| a.waiting_for_first(first));
         report(&mut rep, "ok\n");
         let Ok(c) = engine.find(id) else { break };
         let probe = ProbeSpec::for_container(&engine, &c);
@@ -750,6 +873,11 @@ fn exec_loop(
         .arg(if c.config.interactive { "1" } else { "0" })
         .arg(attach_socket(engine, &c.id))
         .arg(listen_fd.to_string())
+        .arg(if attach.is_some_and(|a| a.first_waits) {
+            "1"
+        } else {
+            "0"
+        })
         .arg(log_config(c).to_arg())
         .exec()
 }
@@ -805,7 +933,7 @@ fn smaps_header(line: &str) -> Option<Option<(usize, usize)>> {
 /// The loop binary's side: the arguments `exec_loop` passed, then back to `berth`.
 pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
     use std::os::unix::process::CommandExt;
-    let [_, log, pid, pidfd, out, err, interval, kill_after, start, exe, root, id, delay, stdin, interactive, sock, listen, log_opts] =
+    let [_, log, pid, pidfd, out, err, interval, kill_after, start, exe, root, id, delay, stdin, interactive, sock, listen, hold, log_opts] =
         args
     else {
         eprintln!("berth-monitor: started by berth only");
@@ -851,7 +979,8 @@ pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
         start_period: Duration::from_millis(start_period),
     });
     let opts = PumpOptions {
-        attach: AttachServer::adopt(Path::new(sock), num(listen) as RawFd),
+        attach: AttachServer::adopt(Path::new(sock), num(listen) as RawFd)
+            .map(|a| a.waiting_for_first(hold == "1")),
         attach_stdin: interactive == "1",
         log: logs::LogConfig::from_arg(&log_opts.to_string_lossy()),
         ..Default::default()
@@ -873,7 +1002,12 @@ pub fn loop_main(args: &[std::ffi::OsString]) -> i32 {
 
 /// Starts `berth container-monitor <id>` detached (double fork, new session) and returns
 /// the outcome it reports.
-pub fn spawn_detached(exe: &Path, root: &Path, id: &str) -> Result<()> {
+pub fn spawn_detached(
+    exe: &Path,
+    root: &Path,
+    id: &str,
+    attach_first: Option<(u16, u16)>,
+) -> Result<()> {
     use std::os::unix::process::CommandExt;
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::Io {
         context: "pipe".into(),
@@ -885,6 +1019,7 @@ pub fn spawn_detached(exe: &Path, root: &Path, id: &str) -> Result<()> {
         .arg(root)
         .arg("container-monitor")
         .arg(id)
+        .args(attach_first.map(|(r, c)| format!("--attach-first={r}:{c}")))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());

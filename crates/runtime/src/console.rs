@@ -20,14 +20,7 @@ pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<()> {
     unlockpt(&master).ctx(|| "unlockpt".into())?;
     let name = ptsname_r(&master).ctx(|| "ptsname".into())?;
     if let Some((rows, cols)) = size {
-        let ws = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads a winsize we own.
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        set_window_size(master.as_raw_fd(), rows, cols);
     }
     let slave = nix::fcntl::open(
         name.as_str(),
@@ -102,6 +95,18 @@ pub fn copy_window_size(from: std::os::fd::RawFd, to: std::os::fd::RawFd) {
         // SAFETY: TIOCSWINSZ reads a winsize we own.
         unsafe { libc::ioctl(to, libc::TIOCSWINSZ, &ws) };
     }
+}
+
+/// Sets the window size of the pty master `fd`.
+pub fn set_window_size(fd: RawFd, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize we own.
+    unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }
 
 /// The (rows, columns) of the terminal on `fd`, if it is one with a size.

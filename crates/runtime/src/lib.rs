@@ -35,7 +35,7 @@ pub mod reaper;
 pub mod seccomp;
 pub mod spawn;
 pub mod state;
-mod tty;
+pub mod tty;
 
 pub use container::{CreateOptions, Runtime};
 pub use error::{Error, Result};

@@ -24,13 +24,13 @@ pub struct Proxy {
 }
 
 /// Our terminal in raw mode, following the pty's window size, for as long as it lives;
-/// restored on drop.
-struct Terminal {
+/// restored on drop. Also for `berth attach`, which gets the pty master from the monitor.
+pub struct Terminal {
     saved: Option<nix::sys::termios::Termios>,
 }
 
 impl Terminal {
-    fn take(master: &OwnedFd) -> Terminal {
+    pub fn take(master: &OwnedFd) -> Terminal {
         let saved = make_raw();
         follow_window_size(master);
         Terminal { saved }
