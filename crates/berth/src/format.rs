@@ -124,154 +124,29 @@ pub fn label_matches<'a>(want: &str, get: impl Fn(&str) -> Option<&'a str>) -> b
     }
 }
 
-fn field<'a>(v: &'a Value, path: &str) -> &'a Value {
-    path.trim_start_matches('.')
-        .split('.')
-        .filter(|p| !p.is_empty())
-        .fold(v, |v, k| &v[k])
-}
-
-fn plain(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "<no value>".into(),
-        Value::Array(a) => format!("[{}]", a.iter().map(plain).collect::<Vec<_>>().join(" ")),
-        Value::Object(o) => format!(
-            "map[{}]",
-            o.iter()
-                .map(|(k, v)| format!("{k}:{}", plain(v)))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        v => v.to_string(),
-    }
-}
-
-/// Expands the Go-template subset scripts use with `--format`: `{{.A.B}}`, `{{json .A}}`,
-/// `{{len .A}}`, `{{index .A "key"}}` and `{{range .A}}…{{end}}` (over a list's items
-/// or a map's values, `.` being each in turn). Not text/template: no pipes, no `if`.
-pub fn render(template: &str, row: &Value) -> String {
+/// Expands a `--format` Go template (see [`crate::template`]) over `row`; `\t` and `\n`
+/// written literally (as shells pass them) are a tab and a newline, as in Docker.
+pub fn render(template: &str, row: &Value) -> Result<String, String> {
     let t = template.replace("\\t", "\t").replace("\\n", "\n");
-    let toks = tokens(&t);
-    let mut out = String::new();
-    eval(&toks, row, &mut out);
-    out
-}
-
-enum Tok<'a> {
-    Text(&'a str),
-    Action(&'a str),
-}
-
-fn tokens(t: &str) -> Vec<Tok<'_>> {
-    let mut toks = Vec::new();
-    let mut rest = t;
-    while let Some(start) = rest.find("{{") {
-        let Some(end) = rest[start..].find("}}") else {
-            break;
-        };
-        toks.push(Tok::Text(&rest[..start]));
-        toks.push(Tok::Action(rest[start + 2..start + end].trim()));
-        rest = &rest[start + end + 2..];
-    }
-    toks.push(Tok::Text(rest));
-    toks
-}
-
-fn eval(toks: &[Tok], row: &Value, out: &mut String) {
-    let mut i = 0;
-    while i < toks.len() {
-        match toks[i] {
-            Tok::Text(s) => out.push_str(s),
-            Tok::Action(e) if e.starts_with("range ") => {
-                let end = matching_end(toks, i);
-                let body = &toks[i + 1..end];
-                match value(e["range ".len()..].trim(), row) {
-                    Value::Array(items) => items.iter().for_each(|x| eval(body, x, out)),
-                    Value::Object(map) => map.values().for_each(|x| eval(body, x, out)),
-                    _ => {}
-                }
-                i = end;
-            }
-            Tok::Action("end") => {}
-            Tok::Action(e) => out.push_str(&action(e, row)),
-        }
-        i += 1;
-    }
-}
-
-/// The index of the `{{end}}` closing the `{{range}}` at `open` (or the end).
-fn matching_end(toks: &[Tok], open: usize) -> usize {
-    let mut depth = 0;
-    for (i, t) in toks.iter().enumerate().skip(open) {
-        match t {
-            Tok::Action(e) if e.starts_with("range ") => depth += 1,
-            Tok::Action("end") => {
-                depth -= 1;
-                if depth == 0 {
-                    return i;
-                }
-            }
-            _ => {}
-        }
-    }
-    toks.len()
-}
-
-/// The value an argument names: `.`, `.A.B`, or `index .A "key"` / `index .A 0`.
-fn value(expr: &str, row: &Value) -> Value {
-    if let Some(args) = expr.strip_prefix("index ") {
-        let mut parts = args.split_whitespace();
-        let base = value(parts.next().unwrap_or("."), row);
-        return parts.fold(base, |v, k| {
-            let k = k.trim_matches('"');
-            match k.parse::<usize>() {
-                Ok(n) if v.is_array() => v[n].clone(),
-                _ => v[k].clone(),
-            }
-        });
-    }
-    if expr == "." {
-        row.clone()
-    } else {
-        field(row, expr).clone()
-    }
-}
-
-fn action(expr: &str, row: &Value) -> String {
-    if let Some(p) = expr.strip_prefix("json ") {
-        return value(p.trim(), row).to_string();
-    }
-    if let Some(p) = expr.strip_prefix("len ") {
-        let n = match value(p.trim(), row) {
-            Value::Array(a) => a.len(),
-            Value::Object(o) => o.len(),
-            Value::String(s) => s.chars().count(),
-            _ => 0,
-        };
-        return n.to_string();
-    }
-    if expr.starts_with('.') || expr.starts_with("index ") {
-        return plain(&value(expr, row));
-    }
-    String::new()
+    crate::template::Template::parse(&t)
+        .and_then(|t| t.execute(row))
+        .map_err(|e| format!("template: {e}"))
 }
 
 /// One line per row; a `table ` prefix prints a header of the field names first.
 pub fn template_rows(out: &mut impl Write, template: &str, rows: &[Value]) -> std::io::Result<()> {
+    let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     if let Some(t) = template.strip_prefix("table") {
         let t = t.trim_start();
-        let header = render(t, &Value::Null);
-        let names = header_names(t);
-        let _ = header;
-        let mut table_rows = vec![names];
+        let mut table_rows = vec![header_names(t)];
         for r in rows {
-            table_rows.push(render(t, r).split('\t').map(str::to_owned).collect());
+            let line = render(t, r).map_err(invalid)?;
+            table_rows.push(line.split('\t').map(str::to_owned).collect());
         }
         return table(out, &table_rows);
     }
     for r in rows {
-        writeln!(out, "{}", render(template, r))?;
+        writeln!(out, "{}", render(template, r).map_err(invalid)?)?;
     }
     Ok(())
 }
@@ -353,6 +228,7 @@ mod tests {
 
     #[test]
     fn templates_expand_fields_and_json() {
+        let render = |t: &str, v: &Value| render(t, v).unwrap();
         let row = json!({"Names": "web", "State": {"Status": "running", "Pid": 7}});
         assert_eq!(
             render("{{.Names}}\\t{{.State.Status}}", &row),

@@ -1042,7 +1042,7 @@ fn inspect(root: &Path, images: &[String], format: Option<String>) -> CmdResult 
         // A template is applied to each image, one line each, as `docker inspect -f`.
         Some(t) => {
             for v in &out {
-                println!("{}", crate::format::render(t, v));
+                println!("{}", crate::format::render(t, v)?);
             }
         }
         None => println!("{}", serde_json::to_string_pretty(&out)?),

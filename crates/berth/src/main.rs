@@ -27,6 +27,7 @@ mod networks;
 mod prune_filter;
 mod registry_cmd;
 mod system;
+mod template;
 mod volumes;
 
 #[derive(Parser, Debug)]

@@ -134,7 +134,13 @@ pub fn version(format: Option<&str>) -> i32 {
     });
     match format {
         Some("json") => println!("{value}"),
-        Some(t) => println!("{}", crate::format::render(t, &value)),
+        Some(t) => match crate::format::render(t, &value) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("{e}");
+                return 1;
+            }
+        },
         None => println!(
             "Client:\n Version:           {v}\n API version:       {API_VERSION}\n \
              OS/Arch:           {os}/{arch}\n\nServer: berth (daemonless, the same binary)\n \
@@ -226,7 +232,7 @@ pub fn info(root: &Path, format: Option<&str>) -> CmdResult {
                 root.display()
             );
         }
-        Some(t) => println!("{}", crate::format::render(t, &v)),
+        Some(t) => println!("{}", crate::format::render(t, &v)?),
     }
     Ok(0)
 }
@@ -563,7 +569,9 @@ pub fn events(root: &Path, a: &EventsArgs) -> CmdResult {
     let mut out = std::io::stdout().lock();
     let show = |e: &events::Event, out: &mut dyn Write| -> std::io::Result<()> {
         if filters.keep(e) {
-            writeln!(out, "{}", render_event(e, a.format.as_deref()))?;
+            let line = render_event(e, a.format.as_deref())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+            writeln!(out, "{line}")?;
         }
         Ok(())
     };
@@ -600,11 +608,11 @@ pub fn events(root: &Path, a: &EventsArgs) -> CmdResult {
 }
 
 /// Docker's text line (`TIME TYPE ACTION ID (k=v, …)`), its JSON, or a template.
-fn render_event(e: &berth_engine::events::Event, format: Option<&str>) -> String {
+fn render_event(e: &berth_engine::events::Event, format: Option<&str>) -> Result<String, String> {
     let v = serde_json::to_value(e).unwrap_or(Value::Null);
-    match format {
+    Ok(match format {
         Some("json") | Some("{{json .}}") => v.to_string(),
-        Some(t) => crate::format::render(t, &v),
+        Some(t) => crate::format::render(t, &v)?,
         None => {
             let secs = e.time_nano.div_euclid(1_000_000_000);
             let ns = e.time_nano.rem_euclid(1_000_000_000);
@@ -625,7 +633,7 @@ fn render_event(e: &berth_engine::events::Event, format: Option<&str>) -> String
                 attrs.join(", ")
             )
         }
-    }
+    })
 }
 
 /// `--filter` for events: values of one key are alternatives, keys must all match.
