@@ -3123,3 +3123,40 @@ fn run_it_detaches_and_attach_takes_the_window_size() {
     assert_eq!(code(&o), 125);
     assert!(stderr(&o).contains("Invalid detach keys"), "{}", stderr(&o));
 }
+
+/// `start -ai` of a tty container is attached through its monitor too: the detach keys
+/// leave it running, and `start -ai` of the running container attaches to it.
+#[test]
+fn start_ai_of_a_tty_container_detaches_and_reattaches() {
+    let b = Berth::new();
+    let berth = format!(
+        "{} --root {}",
+        berth_tests::bin_dir().join("berth").display(),
+        b.root.path().display()
+    );
+    b.ok(&[
+        "create",
+        "-it",
+        "--name",
+        "sai",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+    ]);
+    let shown = typed_on_terminal(
+        &format!("{berth} start -ai sai; echo rc=$?"),
+        &[b"echo in''side\n", b"\x10\x11"],
+    );
+    assert!(
+        shown.contains("inside") && shown.contains("rc=0"),
+        "{shown:?}"
+    );
+    assert_eq!(b.status("sai"), "running");
+    let shown = typed_on_terminal(
+        &format!("{berth} start -ai sai; echo rc=$?"),
+        &[b"exit 4\n"],
+    );
+    assert!(shown.contains("rc=4"), "{shown:?}");
+    assert_eq!(b.status("sai"), "exited");
+}

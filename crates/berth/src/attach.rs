@@ -55,17 +55,20 @@ pub fn attach(root: &Path, name: &str, with_stdin: bool, detach_keys: &[u8]) -> 
     follow_log(&mut engine, &c)
 }
 
-/// `run -it` (and `run -i -t` with any stdin): the container starts under its own
-/// monitor, which waits for us before it reads the output; then we attach.
-pub fn run_attached(engine: &mut Engine, c: &Container, detach_keys: &[u8]) -> i32 {
+/// `run -it` and `start -ai` of a tty container: the container starts under its own
+/// monitor, which waits for us before it reads the output; then we attach (a running
+/// one is only attached to).
+pub fn start_attached(engine: &mut Engine, c: &Container, detach_keys: &[u8]) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
     let size = berth_runtime::console::terminal_size(0).unwrap_or((0, 0));
-    if let Err(e) = monitor::spawn_detached(&exe, &engine.root, &c.id, Some(size)) {
-        eprintln!("berth: Error response from daemon: {e}");
-        return berth_engine::exit_code_for(&e);
+    if !c.state.status.is_active() {
+        if let Err(e) = monitor::spawn_detached(&exe, &engine.root, &c.id, Some(size)) {
+            eprintln!("berth: Error response from daemon: {e}");
+            return berth_engine::exit_code_for(&e);
+        }
     }
     let sock = monitor::attach_socket(engine, &c.id);
     match UnixStream::connect(&sock) {

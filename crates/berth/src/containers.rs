@@ -344,6 +344,9 @@ pub enum ContainerCmd {
         /// Attach container's STDIN.
         #[arg(short, long)]
         interactive: bool,
+        /// Override the key sequence for detaching from a tty container.
+        #[arg(long, default_value = "ctrl-p,ctrl-q")]
+        detach_keys: String,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -627,8 +630,15 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
         ContainerCmd::Start {
             attach,
             interactive,
+            detach_keys,
             containers,
-        } => start(root, attach || interactive, interactive, &containers),
+        } => match crate::attach::parse_detach_keys(&detach_keys) {
+            Ok(keys) => start(root, attach || interactive, interactive, &keys, &containers),
+            Err(e) => {
+                eprintln!("{e}");
+                125
+            }
+        },
         ContainerCmd::Stop {
             time,
             signal,
@@ -1470,7 +1480,7 @@ fn run(root: &Path, a: RunArgs) -> i32 {
     if a.tty && streams.stdin {
         // As Docker's: the container runs under its monitor and we attach, so that the
         // detach keys can leave it running.
-        return crate::attach::run_attached(&mut engine, &c, &detach_keys);
+        return crate::attach::start_attached(&mut engine, &c, &detach_keys);
     }
     foreground(&mut engine, &c, streams)
 }
@@ -1565,7 +1575,7 @@ fn foreground(engine: &mut Engine, c: &Container, streams: Streams) -> i32 {
     code
 }
 
-fn start(root: &Path, attach_out: bool, stdin: bool, names: &[String]) -> i32 {
+fn start(root: &Path, attach_out: bool, stdin: bool, detach_keys: &[u8], names: &[String]) -> i32 {
     let mut engine = match Engine::open(root) {
         Ok(e) => e,
         Err(e) => return fail(e),
@@ -1576,6 +1586,10 @@ fn start(root: &Path, attach_out: bool, stdin: bool, names: &[String]) -> i32 {
             Ok(c) => c,
             Err(e) => return fail(e),
         };
+        if stdin && c.config.interactive && c.config.tty {
+            // Under its monitor with us attached, as `run -it`: the keys detach.
+            return crate::attach::start_attached(&mut engine, &c, detach_keys);
+        }
         // `-i` feeds our stdin to a container created with `-i`, as Docker.
         let streams = Streams {
             stdin: stdin && c.config.interactive,

@@ -840,6 +840,14 @@ impl Engine {
             self.wait_inactive(&c.id, Some(Duration::from_secs(30)))?;
         }
         self.event(&c, "stop", &[]);
+        if c.config.auto_remove {
+            // Its monitor removes it right after recording the exit: a `stop` that
+            // returns before that would leave the name taken for the next command.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(self.db.get(&c.id), Ok(Some(_))) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         match self.find(&c.id) {
             // `--rm`: its monitor removed it as it exited; the stop still succeeded.
             Err(Error::NoSuchContainer(_)) if c.config.auto_remove => {
