@@ -592,6 +592,13 @@ fn eval_cmd(
         args.extend(piped);
         return call(name, &args);
     }
+    // Docker's `ps`/`images` rows have a method `.Label "key"`: a label's value.
+    if let (Arg::Dot(path), [key]) = (first, rest) {
+        if path.last().is_some_and(|f| f == "Label") {
+            let owner = walk(dot, &path[..path.len() - 1]);
+            return Ok(label(&owner, &text(&eval_arg(key, dot, scope)?)));
+        }
+    }
     if !rest.is_empty() || piped.is_some() {
         return Err("can't give arguments to a non-function".into());
     }
@@ -606,6 +613,20 @@ fn eval_arg(a: &Arg, dot: &Value, scope: &Scope) -> Result<Value, String> {
         Arg::Sub(p, fields) => walk(&eval_cmds(&p.cmds, dot, scope)?, fields),
         Arg::Func(name) => call(name, &[])?,
     })
+}
+
+/// A label of a row whose `Labels` is a map, or Docker's `k=v,k2=v2` text.
+fn label(row: &Value, key: &str) -> Value {
+    match &row["Labels"] {
+        Value::Object(m) => m.get(key).cloned().unwrap_or(Value::String(String::new())),
+        Value::String(s) => Value::String(
+            s.split(',')
+                .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+                .unwrap_or("")
+                .to_string(),
+        ),
+        _ => Value::String(String::new()),
+    }
 }
 
 fn walk(v: &Value, fields: &[String]) -> Value {
@@ -1025,6 +1046,9 @@ mod tests {
             "web /w A B"
         );
         assert_eq!(render("{{println .Name}}", &d), "/web\n");
+        let row = json!({"Labels": "com.docker.compose.project=app,tier=web"});
+        assert_eq!(render(r#"{{.Label "tier"}}|{{.Label "none"}}"#, &row), "web|");
+        assert_eq!(render(r#"{{.Config.Label "a"}}"#, &d), "1");
     }
 
     #[test]
