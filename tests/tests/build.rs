@@ -2108,3 +2108,46 @@ fn remote_contexts_from_git_and_archive_urls() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("nosuch"), "{}", stderr(&out));
 }
+
+/// `builder prune --filter until=…` forgets only the older records and `--keep-storage`
+/// the oldest beyond its budget; the records kept still hit, with their layers.
+#[test]
+fn builder_prune_filters_keep_the_recent_cache() {
+    let b = Berth::new();
+    let old = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN head -c 4000 /dev/zero > /old\n",
+    )]);
+    let new = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN head -c 9000 /dev/zero > /new\n",
+    )]);
+    b.build(old.path(), &[]);
+    // Records are stamped in seconds: leave a clear gap.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    b.build(new.path(), &[]);
+    b.ok(&["builder", "prune", "-f", "--filter", "until=1s"]);
+    let (_, out) = b.build(new.path(), &[]);
+    assert_eq!(
+        cached_steps(&out).len(),
+        1,
+        "the recent step still hits: {out}"
+    );
+    let (_, out) = b.build(old.path(), &[]);
+    assert!(
+        cached_steps(&out).is_empty(),
+        "the old one was forgotten: {out}"
+    );
+    // Now `old` is the newest record: a budget that holds it alone drops `new`.
+    b.ok(&["builder", "prune", "-f", "--keep-storage", "5000"]);
+    let (_, out) = b.build(old.path(), &[]);
+    assert_eq!(cached_steps(&out).len(), 1, "{out}");
+    let (_, out) = b.build(new.path(), &[]);
+    assert!(cached_steps(&out).is_empty(), "{out}");
+    let o = b.run(&["builder", "prune", "-f", "--filter", "color=red"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("invalid filter"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -138,15 +138,62 @@ pub enum BuilderCmd {
         /// no "in use" entries).
         #[arg(short, long)]
         all: bool,
+        /// `until=TIME` (or `unused-for=`): only records made before it (a duration
+        /// ago such as `24h`, RFC 3339 or Unix seconds).
+        #[arg(long)]
+        filter: Vec<String>,
+        /// Keep the newest records whose layers add up to at most this size (`10GB`).
+        #[arg(long)]
+        keep_storage: Option<String>,
     },
+}
+
+/// `builder prune`'s `--filter` and `--keep-storage` as the prune reads them.
+fn prune_options(
+    filter: &[String],
+    keep_storage: Option<&str>,
+) -> Result<berth_build::prune::PruneOptions, String> {
+    let mut opts = berth_build::prune::PruneOptions::default();
+    for f in filter {
+        match crate::format::filter_kv(f)? {
+            ("until" | "unused-for", v) => {
+                let t = crate::containers::parse_since(v)
+                    .map_err(|_| format!("failed to parse value of filter (until={v})"))?;
+                let secs = t
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                opts.until = Some(secs);
+            }
+            (k, _) => return Err(format!("invalid filter '{k}'")),
+        }
+    }
+    if let Some(k) = keep_storage {
+        let bytes = berth_engine::units::parse_bytes(k)?;
+        opts.keep_storage = Some(bytes.max(0) as u64);
+    }
+    Ok(opts)
 }
 
 /// Runs `berth builder ...`; returns the exit status.
 pub fn builder(root: &Path, cmd: BuilderCmd) -> i32 {
-    let BuilderCmd::Prune { force: _, all: _ } = cmd;
+    let BuilderCmd::Prune {
+        force: _,
+        all: _,
+        filter,
+        keep_storage,
+    } = cmd;
+    let opts = match prune_options(&filter, keep_storage.as_deref()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return 1;
+        }
+    };
     let result = LocalStore::open(root)
         .map_err(anyhow::Error::from)
-        .and_then(|store| berth_build::prune::prune(&store).map_err(anyhow::Error::from));
+        .and_then(|store| {
+            berth_build::prune::prune_with(&store, &opts).map_err(anyhow::Error::from)
+        });
     match result {
         Ok(s) => {
             println!(

@@ -621,7 +621,11 @@ fn label(row: &Value, key: &str) -> Value {
         Value::Object(m) => m.get(key).cloned().unwrap_or(Value::String(String::new())),
         Value::String(s) => Value::String(
             s.split(',')
-                .find_map(|kv| kv.split_once('=').filter(|(k, _)| *k == key).map(|(_, v)| v))
+                .find_map(|kv| {
+                    kv.split_once('=')
+                        .filter(|(k, _)| *k == key)
+                        .map(|(_, v)| v)
+                })
                 .unwrap_or("")
                 .to_string(),
         ),
@@ -1047,7 +1051,10 @@ mod tests {
         );
         assert_eq!(render("{{println .Name}}", &d), "/web\n");
         let row = json!({"Labels": "com.docker.compose.project=app,tier=web"});
-        assert_eq!(render(r#"{{.Label "tier"}}|{{.Label "none"}}"#, &row), "web|");
+        assert_eq!(
+            render(r#"{{.Label "tier"}}|{{.Label "none"}}"#, &row),
+            "web|"
+        );
         assert_eq!(render(r#"{{.Config.Label "a"}}"#, &d), "1");
     }
 

@@ -42,6 +42,17 @@ impl CachedLayer {
     }
 }
 
+/// A record as a partial prune sees it.
+#[derive(Debug, Clone)]
+pub struct RecordInfo {
+    pub key: String,
+    pub created_unix: i64,
+    pub content_size: u64,
+    pub digest: String,
+    pub diff_id: String,
+    pub chain_id: Option<String>,
+}
+
 /// The cache table in the store's database.
 pub struct Cache {
     conn: Connection,
@@ -78,6 +89,15 @@ impl Cache {
                 files    BLOB NOT NULL
             )",
         )?;
+        // The layer directory a record's step made (`builder prune --filter` keeps the
+        // layers of the records it keeps); added to stores made before it existed. Two
+        // builds may race to add it: the loser's "duplicate column" is harmless.
+        if conn
+            .prepare("SELECT chain_id FROM build_cache LIMIT 0")
+            .is_err()
+        {
+            let _ = conn.execute_batch("ALTER TABLE build_cache ADD COLUMN chain_id TEXT");
+        }
         // Records are a cache: losing the last ones on a power cut costs a
         // re-run, so commits need not wait for the disk.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -212,15 +232,21 @@ impl Cache {
             .optional()?)
     }
 
-    /// Records (or replaces) what `key` produced.
-    pub fn put(&self, key: &str, layer: &CachedLayer) -> Result<(), CacheError> {
+    /// Records (or replaces) what `key` produced; `chain_id` is the layer directory it
+    /// is unpacked in, when known (not for records imported with `--cache-from`).
+    pub fn put(
+        &self,
+        key: &str,
+        layer: &CachedLayer,
+        chain_id: Option<&str>,
+    ) -> Result<(), CacheError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         self.conn.execute(
             "INSERT OR REPLACE INTO build_cache
-                (cache_key, diff_id, digest, size, media_type, content_size, created_unix)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                (cache_key, diff_id, digest, size, media_type, content_size, created_unix, chain_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 key,
                 layer.diff_id,
@@ -228,10 +254,43 @@ impl Cache {
                 layer.size as i64,
                 layer.media_type,
                 layer.content_size as i64,
-                now
+                now,
+                chain_id
             ],
         )?;
         Ok(())
+    }
+
+    /// Every record, for a partial prune.
+    pub fn records(&self) -> Result<Vec<RecordInfo>, CacheError> {
+        let mut st = self.conn.prepare(
+            "SELECT cache_key, created_unix, content_size, digest, diff_id, chain_id FROM build_cache",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(RecordInfo {
+                key: r.get(0)?,
+                created_unix: r.get(1)?,
+                content_size: r.get::<_, i64>(2)?.max(0) as u64,
+                digest: r.get(3)?,
+                diff_id: r.get(4)?,
+                chain_id: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forgets these records, and the copy-layer notes that name any of `chains`.
+    pub fn remove(&self, keys: &[String], chains: &[String]) -> Result<(), CacheError> {
+        self.conn.execute_batch("BEGIN")?;
+        for k in keys {
+            self.conn
+                .execute("DELETE FROM build_cache WHERE cache_key = ?1", [k])?;
+        }
+        for c in chains {
+            self.conn
+                .execute("DELETE FROM build_copy_layers WHERE chain_id = ?1", [c])?;
+        }
+        Ok(self.conn.execute_batch("COMMIT")?)
     }
 
     /// The layer a COPY of this `shape` (see the executor) made last time, and its files'
@@ -357,7 +416,7 @@ mod tests {
             media_type: "m".into(),
             content_size: 9,
         };
-        cache.put("k", &layer).unwrap();
+        cache.put("k", &layer, None).unwrap();
         assert_eq!(cache.get("k").unwrap(), Some(layer));
         assert_eq!(cache.get("other").unwrap(), None);
         let mut a = KeyHasher::new("p");

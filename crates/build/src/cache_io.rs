@@ -428,7 +428,9 @@ pub fn import(
                 }
             }
         };
-        cache.put(&r.key, &rec).map_err(ctx("record the cache"))?;
+        cache
+            .put(&r.key, &rec, None)
+            .map_err(ctx("record the cache"))?;
     }
     cache.commit().map_err(ctx("record the cache"))?;
     Ok(config.records.len())

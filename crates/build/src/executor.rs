@@ -1109,7 +1109,10 @@ impl<'a> Executor<'a> {
                 media_type: String::new(),
                 content_size: 0,
             });
-        self.cache.put(key, &rec).map_err(other("record cache"))
+        let chain = layer.map(|l| l.chain_id.to_string());
+        self.cache
+            .put(key, &rec, chain.as_deref())
+            .map_err(other("record cache"))
     }
 
     fn run(
