@@ -3160,3 +3160,40 @@ fn start_ai_of_a_tty_container_detaches_and_reattaches() {
     assert!(shown.contains("rc=4"), "{shown:?}");
     assert_eq!(b.status("sai"), "exited");
 }
+
+/// Flags berth takes for Docker's sake: its one runtime (also by Docker's default name),
+/// the local volume driver, content trust, and the deprecated kernel memory limit
+/// (ignored with Docker's warning); other runtimes and drivers are refused.
+#[test]
+fn docker_compat_flags_are_taken_or_refused_plainly() {
+    let b = Berth::new();
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--runtime",
+        "runc",
+        "--volume-driver",
+        "local",
+        "--disable-content-trust",
+        "--kernel-memory",
+        "10m",
+        IMAGE,
+        "echo",
+        "ran",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "ran");
+    assert!(
+        stderr(&o).contains("kernel memory limit is deprecated"),
+        "{}",
+        stderr(&o)
+    );
+    assert_refused_saying(
+        &b,
+        &["--runtime", "crun"],
+        "unknown or invalid runtime name",
+    );
+    assert_refused_saying(&b, &["--volume-driver", "nfs"], "not supported");
+}

@@ -168,6 +168,18 @@ pub struct RunArgs {
     /// Set platform if server is multi-platform capable.
     #[arg(long)]
     pub platform: Option<String>,
+    /// The OCI runtime: berth's own (`berth`; `runc`, Docker's default name, means it).
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// The driver of the container's volumes (only `local`).
+    #[arg(long)]
+    pub volume_driver: Option<String>,
+    /// Skip image verification (berth verifies no signatures: accepted for Docker's sake).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub disable_content_trust: Option<bool>,
+    /// Kernel memory limit: deprecated by Docker and ignored, with its warning.
+    #[arg(long)]
+    pub kernel_memory: Option<String>,
     /// Sysctl options.
     #[arg(long)]
     pub sysctl: Vec<String>,
@@ -1134,6 +1146,31 @@ fn blkio_list(flag: &str, list: &[String], kind: Blkio) -> Result<Vec<(String, u
         .collect()
 }
 
+/// Flags berth takes for Docker's sake: the one runtime and volume driver it has, and a
+/// deprecated limit Docker ignores too.
+fn check_compat(a: &RunArgs) -> Result<(), String> {
+    if let Some(r) = a
+        .runtime
+        .as_deref()
+        .filter(|r| !matches!(*r, "berth" | "runc"))
+    {
+        return Err(format!(
+            "unknown or invalid runtime name: {r} (berth runs containers with its own runtime)"
+        ));
+    }
+    if let Some(d) = a.volume_driver.as_deref().filter(|d| *d != "local") {
+        return Err(format!(
+            "volume driver {d:?} is not supported (only \"local\")"
+        ));
+    }
+    if a.kernel_memory.is_some() {
+        eprintln!(
+            "WARNING: Specifying a kernel memory limit is deprecated and will be removed in a future release."
+        );
+    }
+    Ok(())
+}
+
 fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -1159,6 +1196,7 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
         berth_engine::net::parse_add_host(h).map_err(|e| e.to_string())?;
     }
     check_modes(a)?;
+    check_compat(a)?;
     let mut labels = BTreeMap::new();
     for f in &a.label_file {
         labels.extend(kv(&read_env_file(f)?));
