@@ -1188,3 +1188,54 @@ services:
     );
     drop(bg);
 }
+
+/// Lifecycle hooks: `post_start` runs in the container once it has started (as its
+/// user, with its environment; a string command split as a shell would), `pre_stop`
+/// before it stops; a failing `post_start` fails `up` naming it.
+#[test]
+fn post_start_and_pre_stop_hooks_run_in_the_container() {
+    let p = Proj::new(
+        "hooks",
+        r#"
+services:
+  app:
+    image: cbox
+    command: ["sleep", "60"]
+    stop_signal: SIGKILL
+    network_mode: none
+    volumes: ["./out:/out"]
+    post_start:
+      - command: ["sh", "-c", "echo started $$WHO $$(id -u) > /out/started"]
+        user: "1000"
+        environment: ["WHO=hook"]
+    pre_stop:
+      - command: sh -c 'echo stopping > /out/stopped'
+"#,
+        true,
+    );
+    std::fs::create_dir_all(p.dir.path().join("out")).unwrap();
+    std::fs::set_permissions(
+        p.dir.path().join("out"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    p.ok(&["up", "-d"]);
+    let started = std::fs::read_to_string(p.dir.path().join("out/started")).unwrap();
+    assert_eq!(started.trim(), "started hook 1000");
+    assert!(!p.dir.path().join("out/stopped").exists());
+    p.ok(&["stop"]);
+    let stopped = std::fs::read_to_string(p.dir.path().join("out/stopped")).unwrap();
+    assert_eq!(stopped.trim(), "stopping");
+    p.ok(&["down"]);
+    p.write(
+        "compose.yaml",
+        "services:\n  app:\n    image: cbox\n    command: [\"sleep\", \"60\"]\n    network_mode: none\n    post_start:\n      - command: [\"false\"]\n",
+    );
+    let o = p.compose(&["up", "-d"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("post_start hook exited with 1"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -1440,8 +1440,80 @@ fn create_container(
     if start {
         containers::start_detached(&mut engine, &c.id).map_err(|e| e.to_string())?;
         eprintln!(" Container {}  Started", c.name);
+        drop(engine);
+        run_hooks(root, p, &c, Hook::PostStart)?;
     }
     Ok(c)
+}
+
+/// Runs one command spec (a `develop.watch` exec, a lifecycle hook) in a running
+/// container as `berth exec` would; its exit code.
+pub(crate) fn exec_spec(
+    root: &Path,
+    id: &str,
+    x: &berth_compose::WatchExec,
+    cmd: Vec<String>,
+) -> i32 {
+    containers::main(
+        root,
+        containers::ContainerCmd::Exec {
+            detach: false,
+            interactive: false,
+            tty: false,
+            env: x
+                .environment
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            env_file: Vec::new(),
+            privileged: x.privileged,
+            user: x.user.clone(),
+            workdir: x.working_dir.clone(),
+            container: id.to_string(),
+            cmd,
+        },
+    )
+}
+
+/// Which lifecycle hooks of a service to run.
+#[derive(Clone, Copy, PartialEq)]
+enum Hook {
+    PostStart,
+    PreStop,
+}
+
+/// Runs the service's `post_start` or `pre_stop` hooks in its running container `c`, in
+/// order; the first that fails ends them with an error naming it.
+fn run_hooks(root: &Path, p: &Project, c: &Container, which: Hook) -> Result<(), String> {
+    let service = service_of(c);
+    let Some(s) = p.services.get(service) else {
+        return Ok(());
+    };
+    let (key, spec) = match which {
+        Hook::PostStart => ("post_start", &s.post_start),
+        Hook::PreStop => ("pre_stop", &s.pre_stop),
+    };
+    let hooks = berth_compose::hooks(spec).map_err(|e| format!("service {service}: {key}: {e}"))?;
+    for h in &hooks {
+        let cmd = h
+            .argv()
+            .map_err(|e| format!("service {service}: {key}: {e}"))?;
+        let code = exec_spec(root, &c.id, h, cmd);
+        if code != 0 {
+            return Err(format!(
+                "container {}: {key} hook exited with {code}",
+                c.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `pre_stop` hooks before a stop: a failing one is reported, and the stop goes on.
+fn pre_stop(root: &Path, p: &Project, c: &Container) {
+    if let Err(e) = run_hooks(root, p, c, Hook::PreStop) {
+        eprintln!("WARNING: {e}");
+    }
 }
 
 /// A service's networks after the first, with the service name (and aliases) on each;
@@ -1592,9 +1664,11 @@ fn restart_running(root: &Path, p: &Project, name: &str) -> CmdResult {
     for c in list.iter().filter(|c| service_of(c) == name) {
         if engine.find(&c.id)?.state.status.is_active() {
             eprintln!(" Container {}  Restarting", c.name);
+            pre_stop(root, p, c);
             engine.stop(&c.id, None, None)?;
             containers::start_detached(&mut engine, &c.id)?;
             eprintln!(" Container {}  Started", c.name);
+            run_hooks(root, p, c, Hook::PostStart)?;
         }
     }
     Ok(0)
@@ -1623,6 +1697,9 @@ fn converge(
         let num = number_of(c);
         let same = current(c);
         if num > n || !same || force {
+            if c.state.status.is_active() {
+                pre_stop(root, p, c);
+            }
             engine.stop(&c.id, None, None)?;
             engine.remove(&c.id, true, false)?;
             eprintln!(" Container {}  Removed", c.name);
@@ -1630,6 +1707,7 @@ fn converge(
             if start {
                 containers::start_detached(&mut engine, &c.id)?;
                 eprintln!(" Container {}  Started", c.name);
+                run_hooks(root, p, c, Hook::PostStart)?;
             } else {
                 eprintln!(" Container {}  Created", c.name);
             }
@@ -1782,6 +1860,7 @@ fn down(
     list.sort_by_key(|c| std::cmp::Reverse(rank(c)));
     let mut engine = Engine::open(root)?;
     for c in list.iter().filter(|c| c.state.status.is_active()) {
+        pre_stop(root, p, c);
         engine.stop(&c.id, timeout, None)?;
         eprintln!(" Container {}  Stopped", c.name);
     }
@@ -1943,6 +2022,7 @@ fn start(root: &Path, p: &Project, services: &[String]) -> CmdResult {
             if !engine.find(&c.id)?.state.status.is_active() {
                 containers::start_detached(&mut engine, &c.id)?;
                 eprintln!(" Container {}  Started", c.name);
+                run_hooks(root, p, c, Hook::PostStart)?;
             }
         }
     }
@@ -1987,6 +2067,7 @@ fn stop(root: &Path, p: &Project, services: &[String], timeout: Option<i64>) -> 
     for name in &order {
         for c in list.iter().filter(|c| service_of(c) == name) {
             if c.state.status.is_active() {
+                pre_stop(root, p, c);
                 engine.stop(&c.id, timeout, None)?;
                 eprintln!(" Container {}  Stopped", c.name);
             }

@@ -586,6 +586,31 @@ impl Build {
     }
 }
 
+/// A service's lifecycle hooks (`post_start`, `pre_stop`): each is a command run in the
+/// container as `exec` runs one, so they read as [`WatchExec`]s; `environment` may be a
+/// list of `KEY=VALUE` as in a service.
+pub fn hooks(v: &Option<Value>) -> Result<Vec<WatchExec>, String> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let Value::Sequence(items) = v else {
+        return Err("must be a list of hooks".into());
+    };
+    items
+        .iter()
+        .map(|item| {
+            let mut item = item.clone();
+            if let Some(Value::Sequence(env)) = item.get("environment").cloned() {
+                let mut map = serde_yaml::Mapping::new();
+                for e in env.iter().filter_map(Value::as_str) {
+                    let (k, val) = e.split_once('=').unwrap_or((e, ""));
+                    map.insert(Value::from(k), Value::from(val));
+                }
+                item["environment"] = Value::Mapping(map);
+            }
+            serde_yaml::from_value::<WatchExec>(item).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 impl WatchExec {
     /// The command as argv: a list as is, a string split as a shell would.
     pub fn argv(&self) -> Result<Vec<String>, String> {

@@ -17,7 +17,6 @@ use berth_engine::Engine;
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::{interrupt, project_containers, service_of, CmdResult, UpArgs};
-use crate::containers::{self, ContainerCmd};
 
 /// Edits arriving closer together than this are one batch.
 const QUIET: Duration = Duration::from_millis(300);
@@ -312,25 +311,7 @@ fn exec_after_sync(root: &Path, p: &Project, r: &Rule) -> CmdResult {
         .argv()
         .map_err(|e| format!("service {}: develop.watch exec: {e}", r.service))?;
     for id in running(root, p, r.service)? {
-        let code = containers::main(
-            root,
-            ContainerCmd::Exec {
-                detach: false,
-                interactive: false,
-                tty: false,
-                env: x
-                    .environment
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect(),
-                env_file: Vec::new(),
-                privileged: x.privileged,
-                user: x.user.clone(),
-                workdir: x.working_dir.clone(),
-                container: id,
-                cmd: cmd.clone(),
-            },
-        );
+        let code = super::exec_spec(root, &id, x, cmd.clone());
         if code != 0 {
             eprintln!("watch: exec in {} exited with {code}", r.service);
         }
