@@ -1239,3 +1239,31 @@ services:
         stderr(&o)
     );
 }
+
+/// Keys berth cannot apply here are warned about, not silently dropped; `runtime` and
+/// `volume_driver` are checked as `run`'s flags are.
+#[test]
+fn keys_berth_cannot_apply_are_warned_or_refused() {
+    let p = Proj::new(
+        "ign",
+        "services:\n  app:\n    image: cbox\n    command: [\"true\"]\n    network_mode: none\n    gpus: all\n    cpu_count: 2\n    runtime: runc\n",
+        true,
+    );
+    let o = p.compose(&["up", "-d"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for key in ["`gpus`", "`cpu_count`"] {
+        assert!(stderr(&o).contains(key), "{key}: {}", stderr(&o));
+    }
+    assert!(!stderr(&o).contains("`runtime`"), "{}", stderr(&o));
+    p.write(
+        "compose.yaml",
+        "services:\n  app:\n    image: cbox\n    command: [\"true\"]\n    network_mode: none\n    runtime: kata\n",
+    );
+    let o = p.compose(&["up", "-d"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("unknown or invalid runtime name: kata"),
+        "{}",
+        stderr(&o)
+    );
+}

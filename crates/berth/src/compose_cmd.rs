@@ -1190,6 +1190,9 @@ fn service_mode(p: &Project, mode: &str) -> String {
 /// `cpu_quota`, `cpuset`, `oom_score_adj`, `oom_kill_disable`, `blkio_config.weight`,
 /// `device_cgroup_rules`, `logging`) as `run` flags.
 fn kernel_args(a: &mut RunArgs, p: &Project, s: &Service) -> Result<(), String> {
+    // Checked as `run --runtime/--volume-driver` are: berth's own, or refused.
+    a.runtime = scalar_text(&s.runtime);
+    a.volume_driver = scalar_text(&s.volume_driver);
     a.pid = s.pid.as_deref().map(|m| service_mode(p, m));
     a.ipc = s.ipc.as_deref().map(|m| service_mode(p, m));
     a.uts = scalar_text(&s.uts);
@@ -1549,9 +1552,33 @@ fn scale_overrides(list: &[String]) -> Result<BTreeMap<String, u32>, String> {
         .collect()
 }
 
+/// Service keys berth reads but cannot apply on this kind of host (Windows-only ones,
+/// GPUs, storage quotas, real-time CPU time, the API socket).
+fn ignored_keys(s: &Service) -> Vec<&'static str> {
+    [
+        ("cpu_count", s.cpu_count.is_some()),
+        ("cpu_percent", s.cpu_percent.is_some()),
+        ("cpu_rt_runtime", s.cpu_rt_runtime.is_some()),
+        ("cpu_rt_period", s.cpu_rt_period.is_some()),
+        ("storage_opt", s.storage_opt.is_some()),
+        ("isolation", s.isolation.is_some()),
+        ("gpus", s.gpus.is_some()),
+        ("credential_spec", s.credential_spec.is_some()),
+        ("use_api_socket", s.use_api_socket.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect()
+}
+
 fn up(root: &Path, p: &Project, u: &UpArgs) -> CmdResult {
     let order = start_order(p, &selected(p, &u.services)?, u.no_deps);
     let scale = scale_overrides(&u.scale)?;
+    for name in &order {
+        for key in ignored_keys(&p.services[name]) {
+            eprintln!("WARN service {name}: `{key}` is not supported by berth; ignored");
+        }
+    }
     ensure_resources(root, p)?;
     for name in &order {
         let s = &p.services[name];
