@@ -364,8 +364,15 @@ impl Writer {
             let file = match open_ingest_data(&dir, reference) {
                 Ok(file) => file,
                 // A writer that just committed or gave up removed the directory
-                // between our create and our open: start over on a fresh one.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 100 => {
+                // between our create and our open: start over on a fresh one. The
+                // same removal between create_dir_all's mkdir (EEXIST) and its own
+                // check that the directory is there reads as AlreadyExists.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::AlreadyExists
+                    ) && tries < 100 =>
+                {
                     tries += 1;
                     continue;
                 }
