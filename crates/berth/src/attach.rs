@@ -4,7 +4,7 @@
 //! running with nothing of the CLI's behind.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -182,25 +182,9 @@ fn settle(engine: &mut Engine, c: &Container, exit: Option<i32>) -> i32 {
 
 /// The monitor's first frame; with a tty container, the pty master that came with it.
 fn read_hello(stream: &UnixStream) -> Option<OwnedFd> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut head = [0u8; 5];
-    let mut iov = [std::io::IoSliceMut::new(&mut head)];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        stream.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_WAITALL,
-    )
-    .ok()?;
-    let mut fd = None;
-    for c in msg.cmsgs().ok()? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY: the kernel installed these descriptors for us; we own them now.
-            fd = fds.first().map(|&f| unsafe { OwnedFd::from_raw_fd(f) });
-        }
-    }
-    (msg.bytes == head.len() && head[0] == FRAME_HELLO)
+    let (n, fd) = berth_runtime::console::recv_with_fd(stream.as_fd(), &mut head, true).ok()?;
+    (n == head.len() && head[0] == FRAME_HELLO)
         .then_some(fd)
         .flatten()
 }

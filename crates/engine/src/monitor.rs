@@ -236,6 +236,10 @@ impl AttachServer {
         let listener = std::os::unix::net::UnixListener::bind(path)
             .map_err(|e| tracing::warn!("attach socket {}: {e}", path.display()))
             .ok()?;
+        AttachServer::serving(path, listener)
+    }
+
+    fn serving(path: &Path, listener: std::os::unix::net::UnixListener) -> Option<AttachServer> {
         listener.set_nonblocking(true).ok()?;
         Some(AttachServer {
             path: path.to_path_buf(),
@@ -261,14 +265,7 @@ impl AttachServer {
         }
         // SAFETY: the monitor passed this listening socket to this process to own.
         let listener = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
-        listener.set_nonblocking(true).ok()?;
-        Some(AttachServer {
-            path: path.to_path_buf(),
-            listener,
-            clients: Vec::new(),
-            pty: None,
-            first_waits: false,
-        })
+        AttachServer::serving(path, listener)
     }
 
     fn register<'a>(&'a self, fds: &mut Vec<PollFd<'a>>, kinds: &mut Vec<u8>) {

@@ -64,26 +64,37 @@ pub fn send_fd(socket: BorrowedFd<'_>, fd: RawFd, name: &[u8]) -> Result<()> {
 /// The receiving side, for `run` in the foreground with a terminal and for tests.
 pub fn recv_fd(socket: BorrowedFd<'_>) -> Result<OwnedFd> {
     let mut buf = [0u8; 4096];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    recv_with_fd(socket, &mut buf, false)?
+        .1
+        .ok_or_else(|| Error::Init("console socket: no file descriptor received".into()))
+}
+
+/// One message into `buf` (all of it with `whole`), with the descriptor sent along with
+/// it, if any: how many bytes came, and the descriptor.
+pub fn recv_with_fd(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    whole: bool,
+) -> Result<(usize, Option<OwnedFd>)> {
+    let mut iov = [std::io::IoSliceMut::new(buf)];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .ctx(|| "receive pty master".into())?;
-    for c in msg.cmsgs().ctx(|| "receive pty master".into())? {
+    let flags = if whole {
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_WAITALL
+    } else {
+        MsgFlags::MSG_CMSG_CLOEXEC
+    };
+    let msg = recvmsg::<()>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), flags)
+        .ctx(|| "receive a descriptor".into())?;
+    let mut fd = None;
+    for c in msg.cmsgs().ctx(|| "receive a descriptor".into())? {
         if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: the kernel installed this fd for us.
-                return Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-            }
+            // SAFETY: the kernel installed these descriptors for us; we own them now.
+            fd = fds
+                .first()
+                .map(|&f| unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(f) });
         }
     }
-    Err(Error::Init(
-        "console socket: no file descriptor received".into(),
-    ))
+    Ok((msg.bytes, fd))
 }
 
 /// Gives the pty master `to` the window size of the terminal on `from` (nothing when
