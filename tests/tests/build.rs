@@ -372,6 +372,7 @@ RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && test -f /scratch/x
 RUN --mount=type=bind,source=data,target=/data cat /data/d > /from-bind
 RUN --mount=type=bind,from=tools,source=/tools,target=/t cat /t/t > /from-tools
 RUN --mount=type=secret,id=tok,required test "$(tr a-z A-Z < /run/secrets/tok)" = S3CR3T && echo used > /secret-used
+RUN --mount=type=secret,id=tok,env=TOK test "$(echo $TOK | tr a-z A-Z)" = S3CR3T && test ! -e /run/secrets/tok && echo env > /secret-env
 "#,
         ),
     ]);
@@ -384,6 +385,7 @@ RUN --mount=type=secret,id=tok,required test "$(tr a-z A-Z < /run/secrets/tok)" 
     assert_eq!(read("/from-bind"), "bound");
     assert_eq!(read("/from-tools"), "tool\n");
     assert_eq!(read("/secret-used"), "used\n");
+    assert_eq!(read("/secret-env"), "env\n", "env= holds the secret, no file");
     for gone in ["/cache", "/scratch", "/data", "/t", "/run"] {
         assert!(
             b.find_in_layers("mounts", gone).is_none(),

@@ -1249,6 +1249,7 @@ impl<'a> Executor<'a> {
         let mut spec_mounts = Vec::new();
         let mut stubs = Vec::new();
         let mut ssh_sock = None;
+        let mut secret_env = Vec::new();
         for (i, (m, from)) in run_mounts.iter().zip(&bind_sources).enumerate() {
             let missing = mounts::first_missing(&rootfs, &m.target);
             let mount = match m.kind {
@@ -1301,6 +1302,12 @@ impl<'a> Executor<'a> {
                         }
                         continue;
                     };
+                    if let Some(name) = &m.env {
+                        secret_env.push(format!("{name}={}", String::from_utf8_lossy(bytes)));
+                    }
+                    if m.target.is_empty() {
+                        continue;
+                    }
                     let file = ws.dir.join(format!("secret-{i}"));
                     std::fs::write(&file, bytes).map_err(other("write secret"))?;
                     std::os::unix::fs::chown(
@@ -1366,6 +1373,8 @@ impl<'a> Executor<'a> {
                 run_env.push(format!("SSH_AUTH_SOCK={target}"));
             }
         }
+        // Secrets asked for as variables: in the process only, never in the key.
+        run_env.extend(secret_env);
         let spec = RunSpec {
             args: args.clone(),
             env: run_env,

@@ -8,8 +8,9 @@
 //! * `type=bind`: a read-only view of the context or, with `from=`, of a
 //!   stage or image; its content is part of the RUN's cache key.
 //! * `type=secret`: a file given with `berth build --secret id=…`, bound
-//!   read-only at `/run/secrets/<id>` (or `target=`); it is never part of a
-//!   layer, the config, the history or a cache key.
+//!   read-only at `/run/secrets/<id>` (or `target=`), or with `env=NAME` in that
+//!   variable of the RUN instead (both when `target=` is given too); it is never
+//!   part of a layer, the config, the history or a cache key.
 //! * `type=ssh`: the agent socket given with `berth build --ssh id[=SOCKET]`
 //!   (id `default` when none), bound at `/run/buildkit/ssh_agent.0` (or
 //!   `target=`) with `SSH_AUTH_SOCK` pointing at it, as BuildKit does. The
@@ -40,6 +41,8 @@ pub struct RunMount {
     pub gid: Option<u32>,
     /// tmpfs `size=`.
     pub size: Option<String>,
+    /// Secret `env=`: the variable that holds the secret.
+    pub env: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +68,7 @@ impl RunMount {
             uid: None,
             gid: None,
             size: None,
+            env: None,
         };
         let num = |k: &str, v: &str, radix: u32| {
             u32::from_str_radix(v, radix).map_err(|_| format!("invalid value for {k}: {v}"))
@@ -91,6 +95,7 @@ impl RunMount {
                 "uid" => m.uid = Some(num(k, v, 10)?),
                 "gid" => m.gid = Some(num(k, v, 10)?),
                 "size" => m.size = Some(v.to_string()),
+                "env" => m.env = Some(v.to_string()),
                 "ro" | "readonly" | "rw" | "readwrite" | "sharing" => {}
                 other => return Err(format!("unexpected key {other:?} in --mount={spec}")),
             }
@@ -102,8 +107,15 @@ impl RunMount {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
             }
-            if m.target.is_empty() {
+            if m.target.is_empty() && m.env.is_none() {
                 m.target = format!("/run/secrets/{}", m.id);
+            }
+            if m.id.is_empty() {
+                return Err(format!("--mount={spec}: a secret needs an id"));
+            }
+            if m.target.is_empty() {
+                // An environment variable only: nothing to mount.
+                return Ok(m);
             }
         }
         if m.kind == MountKind::Ssh {
