@@ -385,7 +385,11 @@ RUN --mount=type=secret,id=tok,env=TOK test "$(echo $TOK | tr a-z A-Z)" = S3CR3T
     assert_eq!(read("/from-bind"), "bound");
     assert_eq!(read("/from-tools"), "tool\n");
     assert_eq!(read("/secret-used"), "used\n");
-    assert_eq!(read("/secret-env"), "env\n", "env= holds the secret, no file");
+    assert_eq!(
+        read("/secret-env"),
+        "env\n",
+        "env= holds the secret, no file"
+    );
     for gone in ["/cache", "/scratch", "/data", "/t", "/run"] {
         assert!(
             b.find_in_layers("mounts", gone).is_none(),
@@ -738,6 +742,42 @@ fn dockerfile_errors_name_the_line_and_check_lints() {
     let ctx = context(&[("Dockerfile", "FROM busybox\nRUN exit 1\n")]);
     let out = b.run(&["build", "--check", ctx.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+
+    // A build lints too: findings are listed after it; `# check=error=true` (or the
+    // BUILDKIT_DOCKERFILE_CHECK build argument) makes them fail it before any step.
+    let lint = context(&[("Dockerfile", "FROM busybox\nMAINTAINER me\n")]);
+    let out = b.run(&["build", lint.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(" - MaintainerDeprecated: ") && stderr(&out).contains("(line 2)"),
+        "{}",
+        stderr(&out)
+    );
+    let strict = context(&[(
+        "Dockerfile",
+        "# check=error=true\nFROM busybox\nMAINTAINER me\nRUN touch /ran\n",
+    )]);
+    let out = b.run(&["build", strict.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("lint violation found for rules: MaintainerDeprecated"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("touch /ran"),
+        "no step ran: {}",
+        stderr(&out)
+    );
+    let skip = "BUILDKIT_DOCKERFILE_CHECK=skip=MaintainerDeprecated;error=true";
+    let out = b.run(&[
+        "build",
+        "--build-arg",
+        skip,
+        strict.path().to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning found"), "{}", stderr(&out));
 
     // -f - reads the Dockerfile from stdin.
     let mut child = b

@@ -279,6 +279,23 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         return Ok(check(&text, &file_name, &args));
     }
     let build_args = build_args(&args.build_args);
+    // BuildKit lints every build: findings are listed after it, or end it first with
+    // `# check=error=true`. A parse error is left to the build to report.
+    let setting = build_args
+        .get("BUILDKIT_DOCKERFILE_CHECK")
+        .map(String::as_str);
+    let (findings, fatal) = berth_build::check_with(&text, &file_name, setting);
+    let findings: Vec<_> = findings
+        .into_iter()
+        .filter(|d| d.rule != "ParseError")
+        .collect();
+    if fatal && !findings.is_empty() {
+        print_findings(&findings);
+        let mut rules: Vec<&str> = findings.iter().map(|d| d.rule).collect();
+        rules.sort_unstable();
+        rules.dedup();
+        anyhow::bail!("lint violation found for rules: {}", rules.join(", "));
+    }
     let epoch = build_args
         .get("SOURCE_DATE_EPOCH")
         .cloned()
@@ -405,8 +422,23 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
     }
     if args.quiet {
         println!("{id}");
+    } else {
+        print_findings(&findings);
     }
     Ok(0)
+}
+
+/// BuildKit's summary of a build's check findings.
+fn print_findings(findings: &[berth_build::Diagnostic]) {
+    if findings.is_empty() {
+        return;
+    }
+    let n = findings.len();
+    let plural = if n == 1 { "warning" } else { "warnings" };
+    eprintln!(" {n} {plural} found (use berth build --check to expand):");
+    for d in findings {
+        eprintln!(" - {}: {} (line {})", d.rule, d.message, d.line);
+    }
 }
 
 /// A fresh directory under the store's build work area, named after `what` and this

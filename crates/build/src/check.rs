@@ -58,15 +58,23 @@ impl fmt::Display for Diagnostic {
 
 /// Lints a Dockerfile. A file that does not parse yields one `ParseError`.
 pub fn check(text: &str, file: &str) -> Vec<Diagnostic> {
+    check_with(text, file, None).0
+}
+
+/// [`check`], with the `check` directive's settings also taken from `setting` (the
+/// `BUILDKIT_DOCKERFILE_CHECK` build argument, which wins over the file); and whether
+/// they say findings fail the build (`error=true`).
+pub fn check_with(text: &str, file: &str, setting: Option<&str>) -> (Vec<Diagnostic>, bool) {
     let df = match parse_raw(text, file) {
         Ok(df) => df,
         Err(e) => {
-            return vec![Diagnostic {
+            let d = Diagnostic {
                 rule: "ParseError",
                 message: e.kind.to_string(),
                 file: file.to_string(),
                 line: e.line,
-            }]
+            };
+            return (vec![d], false);
         }
     };
     let mut lint = Linter {
@@ -83,27 +91,29 @@ pub fn check(text: &str, file: &str) -> Vec<Diagnostic> {
             "Empty continuation line".into(),
         );
     }
-    let skip = skipped_rules(&df);
+    let settings = setting.or(df.directive("check")).unwrap_or("");
+    let (skip, error) = check_settings(settings);
     let mut out: Vec<Diagnostic> = lint
         .out
         .into_iter()
         .filter(|d| !skip.contains("all") && !skip.contains(d.rule))
         .collect();
     out.sort_by_key(|d| d.line);
-    out
+    (out, error)
 }
 
-/// Rules switched off by `# check=skip=A,B`.
-fn skipped_rules(df: &Dockerfile) -> BTreeSet<&str> {
+/// `skip=A,B;error=true`: the rules switched off, and whether findings are errors.
+fn check_settings(value: &str) -> (BTreeSet<&str>, bool) {
     let mut skip = BTreeSet::new();
-    if let Some(value) = df.directive("check") {
-        for part in value.split(';') {
-            if let Some(list) = part.trim().strip_prefix("skip=") {
-                skip.extend(list.split(',').map(str::trim));
-            }
+    let mut error = false;
+    for part in value.split(';').map(str::trim) {
+        if let Some(list) = part.strip_prefix("skip=") {
+            skip.extend(list.split(',').map(str::trim));
+        } else if let Some(v) = part.strip_prefix("error=") {
+            error = v.trim() == "true";
         }
     }
-    skip
+    (skip, error)
 }
 
 fn is_upper(s: &str) -> bool {
