@@ -430,6 +430,11 @@ pub enum ContainerCmd {
         /// Show timestamps.
         #[arg(short, long)]
         timestamps: bool,
+        /// Show extra details provided to logs: the labels and variables `--log-opt
+        /// labels=/env=` name, which berth's json-file driver does not record, so there
+        /// are none to show.
+        #[arg(long)]
+        details: bool,
         container: String,
     },
     /// Execute a command in a running container.
@@ -684,6 +689,7 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
             until,
             timestamps,
             container,
+            ..
         } => report(logs(
             root,
             &container,

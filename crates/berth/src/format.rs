@@ -138,7 +138,7 @@ pub fn template_rows(out: &mut impl Write, template: &str, rows: &[Value]) -> st
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
     if let Some(t) = template.strip_prefix("table") {
         let t = t.trim_start();
-        let mut table_rows = vec![header_names(t)];
+        let mut table_rows = vec![header_names(t, rows.first())];
         for r in rows {
             let line = render(t, r).map_err(invalid)?;
             table_rows.push(line.split('\t').map(str::to_owned).collect());
@@ -151,8 +151,11 @@ pub fn template_rows(out: &mut impl Write, template: &str, rows: &[Value]) -> st
     Ok(())
 }
 
-fn header_names(t: &str) -> Vec<String> {
+/// The column titles Docker prints for a table format's fields. `ID` is the id of what
+/// the rows are (an image row has a Repository, a network row a Scope).
+fn header_names(t: &str, sample: Option<&Value>) -> Vec<String> {
     let t = t.replace("\\t", "\t");
+    let has = |k: &str| sample.is_some_and(|r| r.get(k).is_some());
     t.split('\t')
         .map(|cell| {
             let name = cell
@@ -161,11 +164,22 @@ fn header_names(t: &str) -> Vec<String> {
                 .and_then(|s| s.split("}}").next())
                 .map(|s| s.trim().trim_start_matches('.'))
                 .unwrap_or(cell);
-            match name {
-                "ID" => "CONTAINER ID".to_string(),
-                "RunningFor" => "CREATED".to_string(),
-                n => n.to_ascii_uppercase(),
-            }
+            let title = match name {
+                "ID" if has("Repository") => "IMAGE ID",
+                "ID" if has("Scope") => "NETWORK ID",
+                "ID" => "CONTAINER ID",
+                "RunningFor" | "CreatedSince" => "CREATED",
+                "CreatedAt" => "CREATED AT",
+                "LocalVolumes" => "LOCAL VOLUMES",
+                "CPUPerc" => "CPU %",
+                "MemUsage" => "MEM USAGE / LIMIT",
+                "MemPerc" => "MEM %",
+                "NetIO" => "NET I/O",
+                "BlockIO" => "BLOCK I/O",
+                "Name" if has("Mountpoint") => "VOLUME NAME",
+                n => return n.to_ascii_uppercase(),
+            };
+            title.to_string()
         })
         .collect()
 }
@@ -224,6 +238,26 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "CONTAINER ID   IMAGE     PORTS     NAMES\n0123456789ab   bb                  web\n"
         );
+    }
+
+    #[test]
+    fn table_headers_are_dockers_titles() {
+        let image = json!({"Repository": "r", "ID": "i"});
+        assert_eq!(
+            header_names("{{.ID}}\\t{{.Repository}}", Some(&image)),
+            ["IMAGE ID", "REPOSITORY"]
+        );
+        let stats = json!({"Name": "n", "ID": "c"});
+        assert_eq!(
+            header_names(
+                "{{.ID}}\\t{{.CPUPerc}}\\t{{.MemUsage}}\\t{{.NetIO}}",
+                Some(&stats)
+            ),
+            ["CONTAINER ID", "CPU %", "MEM USAGE / LIMIT", "NET I/O"]
+        );
+        let volume = json!({"Name": "v", "Mountpoint": "/m"});
+        assert_eq!(header_names("{{.Name}}", Some(&volume)), ["VOLUME NAME"]);
+        assert_eq!(header_names("{{.Name}}", None), ["NAME"]);
     }
 
     #[test]
