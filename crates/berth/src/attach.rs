@@ -111,7 +111,7 @@ fn attach_stream(
     with_stdin: bool,
     detach_keys: &[u8],
 ) -> i32 {
-    let pty = read_hello(&stream);
+    let (pty, first) = read_hello(&stream);
     // On a terminal, a tty container's pty takes our window size and follows it.
     let terminal = match (&pty, c.config.tty && with_stdin) {
         (Some(pty), true) if nix::unistd::isatty(0).unwrap_or(false) => {
@@ -145,7 +145,7 @@ fn attach_stream(
             });
         }
     }
-    let exit = copy_frames(stream);
+    let exit = copy_frames(stream, first);
     drop(terminal);
     drop(raw);
     drop(pty);
@@ -180,26 +180,35 @@ fn settle(engine: &mut Engine, c: &Container, exit: Option<i32>) -> i32 {
     }
 }
 
-/// The monitor's first frame; with a tty container, the pty master that came with it.
-fn read_hello(stream: &UnixStream) -> Option<OwnedFd> {
+/// The monitor's first frame: with a tty container, the pty master that came with it.
+/// A monitor started by an older berth sends no hello: its first frame's header is
+/// handed back, for the copy to begin with.
+fn read_hello(stream: &UnixStream) -> (Option<OwnedFd>, Option<[u8; 5]>) {
     let mut head = [0u8; 5];
-    let (n, fd) = berth_runtime::console::recv_with_fd(stream.as_fd(), &mut head, true).ok()?;
-    (n == head.len() && head[0] == FRAME_HELLO)
-        .then_some(fd)
-        .flatten()
+    match berth_runtime::console::recv_with_fd(stream.as_fd(), &mut head, true) {
+        Ok((5, fd)) if head[0] == FRAME_HELLO => (fd, None),
+        Ok((5, _)) => (None, Some(head)),
+        _ => (None, None),
+    }
 }
 
 /// Copies output frames to stdout and stderr until the socket ends; the exit code if
 /// the monitor sent one.
-fn copy_frames(mut from: impl std::io::Read) -> std::io::Result<Option<i32>> {
+fn copy_frames(
+    mut from: impl std::io::Read,
+    mut first: Option<[u8; 5]>,
+) -> std::io::Result<Option<i32>> {
     let mut head = [0u8; 5];
     let mut data = Vec::new();
     let mut exit = None;
     loop {
-        match from.read_exact(&mut head) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(exit),
-            Err(e) => return Err(e),
+        match first.take() {
+            Some(h) => head = h,
+            None => match from.read_exact(&mut head) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(exit),
+                Err(e) => return Err(e),
+            },
         }
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         data.resize(len, 0);
@@ -271,6 +280,18 @@ mod tests {
         for bad in ["", "ctrl-", "ctrl-pp", "ab", "ctrl-1"] {
             assert!(parse_detach_keys(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn frames_end_with_the_exit_code_and_may_start_from_a_header_already_read() {
+        let mut bytes = vec![0u8, 0, 0, 0, 2];
+        bytes.extend_from_slice(b"hi");
+        bytes.extend_from_slice(&[3, 0, 0, 0, 4]);
+        bytes.extend_from_slice(&7i32.to_be_bytes());
+        assert_eq!(copy_frames(&bytes[..], None).unwrap(), Some(7));
+        let head = [0u8, 0, 0, 0, 2];
+        assert_eq!(copy_frames(&bytes[5..], Some(head)).unwrap(), Some(7));
+        assert_eq!(copy_frames(&bytes[..7], None).unwrap(), None, "no exit frame");
     }
 
     #[test]
