@@ -321,6 +321,23 @@ fn detached_container_logs_and_ps() {
     assert_eq!(names("before=later"), "chatty");
     assert_eq!(names("since=chatty"), "later");
     b.ok(&["rm", "later"]);
+    // publish=/expose= match container ports (a range, tcp unless named), as dockerd.
+    b.ok(&[
+        "create", "--name", "ported", "-p", "18123:80", "--expose", "9000/udp", IMAGE, "true",
+    ]);
+    for (f, hit) in [
+        ("publish=80", true),
+        ("publish=79-81", true),
+        ("publish=80/udp", false),
+        ("publish=18123", false),
+        ("expose=9000/udp", true),
+        ("expose=80", true),
+        ("expose=9000", false),
+    ] {
+        assert_eq!(names(f).lines().any(|n| n == "ported"), hit, "{f}");
+    }
+    assert_eq!(names("is-task=true"), "");
+    b.ok(&["rm", "ported"]);
     // COMMAND as dockerd lists it: arguments with spaces in single quotes, cut at 20.
     let ps = b.ok(&["ps", "--format", "{{.Command}}"]);
     assert_eq!(ps, "\"sh -c 'trap 'exit 1…\"");

@@ -291,7 +291,11 @@ mod tests {
         assert_eq!(copy_frames(&bytes[..], None).unwrap(), Some(7));
         let head = [0u8, 0, 0, 0, 2];
         assert_eq!(copy_frames(&bytes[5..], Some(head)).unwrap(), Some(7));
-        assert_eq!(copy_frames(&bytes[..7], None).unwrap(), None, "no exit frame");
+        assert_eq!(
+            copy_frames(&bytes[..7], None).unwrap(),
+            None,
+            "no exit frame"
+        );
     }
 
     #[test]

@@ -1799,8 +1799,48 @@ fn matches_filter(c: &Container, f: &str) -> Result<bool, String> {
             .mounts
             .iter()
             .any(|m| m.source == v || m.destination == v),
+        "publish" | "expose" => {
+            let want = port_range(v)?;
+            // Published ports are the container side of `-p` (all exposed ones with -P);
+            // exposed ones are those plus the image's and `--expose`'s.
+            let published = c
+                .config
+                .publish
+                .iter()
+                .filter_map(|spec| spec.rsplit(':').next().and_then(|p| port_range(p).ok()));
+            let exposed = c
+                .config
+                .exposed_ports
+                .iter()
+                .filter_map(|p| port_range(p).ok());
+            let mut ports: Vec<PortRange> = published.collect();
+            if k == "expose" || c.config.publish_all {
+                ports.extend(exposed);
+            }
+            ports
+                .iter()
+                .any(|p| p.2 == want.2 && p.0 <= want.1 && want.0 <= p.1)
+        }
+        // Swarm tasks: berth runs none.
+        "is-task" => v != "true",
         _ => return Err(format!("invalid filter '{k}'")),
     })
+}
+
+/// `PORT[-END][/PROTO]` (tcp when no protocol is named).
+type PortRange = (u16, u16, String);
+
+fn port_range(s: &str) -> Result<PortRange, String> {
+    let (ports, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    let num = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("invalid port filter {s:?}"))
+    };
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(ports)?, num(ports)?),
+    };
+    Ok((lo, hi, proto.to_ascii_lowercase()))
 }
 
 fn ps(root: &Path, a: &PsArgs) -> CmdResult {
