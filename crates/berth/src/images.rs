@@ -256,7 +256,8 @@ pub struct ListArgs {
     /// `json` for one JSON object per line, `table` (default).
     #[arg(long)]
     format: Option<String>,
-    /// Filter: `dangling=true|false`, `reference=PATTERN` (`*` within a path part).
+    /// Filter: `dangling=true|false`, `reference=PATTERN` (`*` within a path part),
+    /// `label=KEY[=VALUE]`, `before=IMAGE`, `since=IMAGE`, `until=TIME`.
     #[arg(short, long)]
     filter: Vec<String>,
     /// Only images of this REPOSITORY[:TAG].
@@ -554,15 +555,24 @@ struct Row {
     full_id: String,
     created: i64,
     size: u64,
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 fn rows(store: &LocalStore, filter: Option<&str>) -> Result<Vec<Row>, client::Error> {
     let filter = filter.map(Reference::parse_name).transpose()?;
     let mut out = Vec::new();
     for rec in store.meta.images()? {
-        let created = store
-            .config_json(&rec)
-            .ok()
+        let config = store.config_json(&rec).ok();
+        let labels: std::collections::BTreeMap<String, String> = config
+            .as_ref()
+            .and_then(|c| c["config"]["Labels"].as_object())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let created = config
             .and_then(|c| {
                 c.get("created")
                     .and_then(|v| v.as_str())
@@ -600,6 +610,7 @@ fn rows(store: &LocalStore, filter: Option<&str>) -> Result<Vec<Row>, client::Er
                 full_id: rec.config_digest.to_string(),
                 created,
                 size,
+                labels: labels.clone(),
             });
         }
     }
@@ -612,16 +623,32 @@ fn rows(store: &LocalStore, filter: Option<&str>) -> Result<Vec<Row>, client::Er
 }
 
 /// `images --filter` terms.
+#[derive(Default)]
 struct Filters {
     dangling: Option<bool>,
     references: Vec<String>,
+    /// `label=KEY[=VALUE]`, all must match.
+    labels: Vec<String>,
+    /// Created strictly before / after (seconds since the epoch): `before=IMAGE`,
+    /// `until=TIME` / `since=IMAGE`.
+    before: Option<i64>,
+    after: Option<i64>,
 }
 
 impl Filters {
-    fn parse(terms: &[String]) -> Result<Filters, String> {
-        let mut f = Filters {
-            dangling: None,
-            references: Vec::new(),
+    /// `rows` are every image, for `before=`/`since=` to find theirs in.
+    fn parse(terms: &[String], rows: &[Row]) -> Result<Filters, String> {
+        let mut f = Filters::default();
+        let created_of = |name: &str| {
+            rows.iter()
+                .find(|r| {
+                    format!("{}:{}", r.repository, r.tag) == name
+                        || (r.repository == name && r.tag == "latest")
+                        || r.full_id.trim_start_matches("sha256:").starts_with(name)
+                        || r.full_id == name
+                })
+                .map(|r| r.created)
+                .ok_or_else(|| format!("No such image: {name}"))
         };
         for t in terms {
             match t.split_once('=') {
@@ -633,6 +660,17 @@ impl Filters {
                     })
                 }
                 Some(("reference", v)) => f.references.push(v.to_string()),
+                Some(("label", v)) => f.labels.push(v.to_string()),
+                Some(("before", v)) => f.before = Some(created_of(v)?),
+                Some(("since", v)) => f.after = Some(created_of(v)?),
+                Some(("until", v)) => {
+                    let t = crate::containers::parse_since(v)
+                        .map_err(|_| format!("failed to parse value of filter (until={v})"))?;
+                    let secs = t
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs() as i64);
+                    f.before = Some(f.before.map_or(secs, |b| b.min(secs)));
+                }
                 _ => return Err(format!("invalid filter '{t}'")),
             }
         }
@@ -642,6 +680,16 @@ impl Filters {
     fn keep(&self, r: &Row) -> bool {
         let dangling = r.repository == "<none>";
         if self.dangling.is_some_and(|d| d != dangling) {
+            return false;
+        }
+        if self.before.is_some_and(|b| r.created >= b) || self.after.is_some_and(|a| r.created <= a)
+        {
+            return false;
+        }
+        let labelled = |want: &String| {
+            crate::format::label_matches(want, |k| r.labels.get(k).map(String::as_str))
+        };
+        if !self.labels.iter().all(labelled) {
             return false;
         }
         if self.references.is_empty() {
@@ -673,12 +721,14 @@ fn glob(pattern: &str, text: &str) -> bool {
 
 fn list(root: &Path, a: &ListArgs) -> CmdResult {
     let _ = a.all;
-    let filters = Filters::parse(&a.filter)?;
     let store = open(root)?;
-    let mut rows: Vec<Row> = rows(&store, a.reference.as_deref())?
-        .into_iter()
-        .filter(|r| filters.keep(r))
-        .collect();
+    let all = rows(&store, a.reference.as_deref())?;
+    let filters = if a.filter.is_empty() {
+        Filters::default()
+    } else {
+        Filters::parse(&a.filter, &rows(&store, None)?)?
+    };
+    let mut rows: Vec<Row> = all.into_iter().filter(|r| filters.keep(r)).collect();
     if a.no_trunc {
         for r in &mut rows {
             r.id = r.full_id.clone();
@@ -1181,9 +1231,44 @@ mod tests {
         assert!(glob("*/busybox", "127.0.0.1:5000/busybox"));
         assert!(!glob("*", "a/b"), "* stays within one path part");
         assert!(glob("a/?", "a/b"));
-        let f = Filters::parse(&["dangling=true".into()]).unwrap();
+        let f = Filters::parse(&["dangling=true".into()], &[]).unwrap();
         assert!(f.dangling == Some(true) && f.references.is_empty());
-        assert!(Filters::parse(&["label=x".into()]).is_err());
+        assert!(Filters::parse(&["color=x".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn time_and_label_filters() {
+        let row = |repo: &str, created: i64, label: Option<&str>| Row {
+            repository: repo.into(),
+            tag: "latest".into(),
+            digest: String::new(),
+            id: String::new(),
+            full_id: format!("sha256:{repo}0"),
+            created,
+            size: 0,
+            labels: label
+                .map(|l| (l.to_string(), "1".to_string()))
+                .into_iter()
+                .collect(),
+        };
+        let rows = [
+            row("old", 10, Some("tier")),
+            row("mid", 20, None),
+            row("new", 30, Some("tier")),
+        ];
+        let kept = |terms: &[&str]| -> Vec<String> {
+            let terms: Vec<String> = terms.iter().map(|t| t.to_string()).collect();
+            let f = Filters::parse(&terms, &rows).unwrap();
+            rows.iter()
+                .filter(|r| f.keep(r))
+                .map(|r| r.repository.clone())
+                .collect()
+        };
+        assert_eq!(kept(&["before=mid"]), ["old"]);
+        assert_eq!(kept(&["since=mid"]), ["new"]);
+        assert_eq!(kept(&["label=tier"]), ["old", "new"]);
+        assert_eq!(kept(&["label=tier=1", "since=old"]), ["new"]);
+        assert!(Filters::parse(&["before=nothing".into()], &rows).is_err());
     }
 
     #[test]
