@@ -1642,6 +1642,25 @@ fn containers_on_a_user_network_reach_each_other_by_name() {
     // Docker's filters: the predefined networks are builtin, ours is custom and unused.
     let ls = |f: &str| b.ok(&["network", "ls", "--format", "{{.Name}}", "--filter", f]);
     assert_eq!(ls("type=builtin"), "bridge\nhost\nnone");
+    // `--format json` rows carry Docker's keys.
+    let rows = b.ok(&["network", "ls", "--format", "json"]);
+    let row: Value = serde_json::from_str(rows.lines().next().unwrap()).unwrap();
+    for key in [
+        "ID",
+        "Name",
+        "Driver",
+        "Scope",
+        "Internal",
+        "IPv6",
+        "CreatedAt",
+        "Labels",
+    ] {
+        assert!(row.get(key).is_some(), "{key}: {row}");
+    }
+    assert!(
+        row["CreatedAt"].as_str().unwrap().ends_with(" +0000 UTC"),
+        "{row}"
+    );
     // The usual script idiom for a container's address.
     let probe = b.ok(&[
         "run",

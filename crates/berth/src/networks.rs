@@ -198,7 +198,19 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
             }
             let rows: Vec<serde_json::Value> = list
                 .iter()
-                .map(|n| serde_json::json!({"ID": &n.id[..12.min(n.id.len())], "Name": n.name, "Driver": n.driver, "Scope": "local", "Internal": n.internal.to_string()}))
+                .map(|n| {
+                    let created = serde_json::to_value(n)
+                        .ok()
+                        .and_then(|v| v["Created"].as_str().map(crate::format::docker_time))
+                        .unwrap_or_default();
+                    let labels: Vec<String> =
+                        n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    serde_json::json!({
+                        "ID": &n.id[..12.min(n.id.len())], "Name": n.name, "Driver": n.driver,
+                        "Scope": "local", "Internal": n.internal.to_string(), "IPv6": "false",
+                        "CreatedAt": created, "Labels": labels.join(","),
+                    })
+                })
                 .collect();
             match format.as_deref() {
                 Some("json") => {
