@@ -59,12 +59,12 @@ pub fn attach(root: &Path, name: &str, with_stdin: bool, detach_keys: &[u8]) -> 
 /// monitor, which waits for us before it reads the output; then we attach (a running
 /// one is only attached to).
 pub fn start_attached(engine: &mut Engine, c: &Container, detach_keys: &[u8]) -> i32 {
-    let exe = match std::env::current_exe() {
-        Ok(e) => e,
-        Err(e) => return fail(e),
-    };
-    let size = berth_runtime::console::terminal_size(0).unwrap_or((0, 0));
     if !c.state.status.is_active() {
+        let exe = match std::env::current_exe() {
+            Ok(e) => e,
+            Err(e) => return fail(e),
+        };
+        let size = berth_runtime::console::terminal_size(0).unwrap_or((0, 0));
         if let Err(e) = monitor::spawn_detached(&exe, &engine.root, &c.id, Some(size)) {
             eprintln!("berth: Error response from daemon: {e}");
             return berth_engine::exit_code_for(&e);

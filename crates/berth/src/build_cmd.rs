@@ -157,12 +157,7 @@ fn prune_options(
     for f in filter {
         match crate::format::filter_kv(f)? {
             ("until" | "unused-for", v) => {
-                let t = crate::containers::parse_since(v)
-                    .map_err(|_| format!("failed to parse value of filter (until={v})"))?;
-                let secs = t
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
-                opts.until = Some(secs);
+                opts.until = Some(crate::prune_filter::until_secs(v)?);
             }
             (k, _) => return Err(format!("invalid filter '{k}'")),
         }

@@ -127,26 +127,39 @@ pub fn label_matches<'a>(want: &str, get: impl Fn(&str) -> Option<&'a str>) -> b
 /// Expands a `--format` Go template (see [`crate::template`]) over `row`; `\t` and `\n`
 /// written literally (as shells pass them) are a tab and a newline, as in Docker.
 pub fn render(template: &str, row: &Value) -> Result<String, String> {
-    let t = template.replace("\\t", "\t").replace("\\n", "\n");
-    crate::template::Template::parse(&t)
-        .and_then(|t| t.execute(row))
+    parse(template)?
+        .execute(row)
         .map_err(|e| format!("template: {e}"))
+}
+
+fn parse(template: &str) -> Result<crate::template::Template, String> {
+    let t = template.replace("\\t", "\t").replace("\\n", "\n");
+    crate::template::Template::parse(&t).map_err(|e| format!("template: {e}"))
 }
 
 /// One line per row; a `table ` prefix prints a header of the field names first.
 pub fn template_rows(out: &mut impl Write, template: &str, rows: &[Value]) -> std::io::Result<()> {
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-    if let Some(t) = template.strip_prefix("table") {
-        let t = t.trim_start();
-        let mut table_rows = vec![header_names(t, rows.first())];
-        for r in rows {
-            let line = render(t, r).map_err(invalid)?;
-            table_rows.push(line.split('\t').map(str::to_owned).collect());
+    let (table_format, body) = match template.strip_prefix("table") {
+        Some(t) => (true, t.trim_start()),
+        None => (false, template),
+    };
+    // Parsed once for all the rows.
+    let parsed = parse(body).map_err(invalid)?;
+    let lines = rows.iter().map(|r| {
+        parsed
+            .execute(r)
+            .map_err(|e| invalid(format!("template: {e}")))
+    });
+    if table_format {
+        let mut table_rows = vec![header_names(body, rows.first())];
+        for line in lines {
+            table_rows.push(line?.split('\t').map(str::to_owned).collect());
         }
         return table(out, &table_rows);
     }
-    for r in rows {
-        writeln!(out, "{}", render(template, r).map_err(invalid)?)?;
+    for line in lines {
+        writeln!(out, "{}", line?)?;
     }
     Ok(())
 }

@@ -664,11 +664,7 @@ impl Filters {
                 Some(("before", v)) => f.before = Some(created_of(v)?),
                 Some(("since", v)) => f.after = Some(created_of(v)?),
                 Some(("until", v)) => {
-                    let t = crate::containers::parse_since(v)
-                        .map_err(|_| format!("failed to parse value of filter (until={v})"))?;
-                    let secs = t
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs() as i64);
+                    let secs = crate::prune_filter::until_secs(v)?;
                     f.before = Some(f.before.map_or(secs, |b| b.min(secs)));
                 }
                 _ => return Err(format!("invalid filter '{t}'")),

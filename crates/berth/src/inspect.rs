@@ -86,15 +86,15 @@ impl<'a> Stores<'a> {
                 return Some(v);
             }
         }
-        if wants("volume") || wants("network") {
-            self.engine
-                .get_or_insert_with(|| berth_engine::Engine::open(root).ok());
-        }
         if wants("volume") {
-            let engine = self.engine.as_ref().and_then(Option::as_ref)?;
-            let v = berth_engine::volumes::inspect(&engine.db, &engine.root, name);
-            if let Ok(v) = v {
-                return Some(v);
+            let engine = self
+                .engine
+                .get_or_insert_with(|| berth_engine::Engine::open(root).ok());
+            let v = engine
+                .as_ref()
+                .and_then(|e| berth_engine::volumes::inspect(&e.db, &e.root, name).ok());
+            if v.is_some() {
+                return v;
             }
         }
         if wants("network") {

@@ -199,10 +199,7 @@ fn run(root: &Path, cmd: NetworkCmd) -> CmdResult {
             let rows: Vec<serde_json::Value> = list
                 .iter()
                 .map(|n| {
-                    let created = serde_json::to_value(n)
-                        .ok()
-                        .and_then(|v| v["Created"].as_str().map(crate::format::docker_time))
-                        .unwrap_or_default();
+                    let created = crate::format::docker_time(&n.created_at());
                     let labels: Vec<String> =
                         n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     serde_json::json!({

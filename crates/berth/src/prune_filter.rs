@@ -19,12 +19,7 @@ impl PruneFilter {
         for item in list {
             let (key, value) = crate::format::filter_kv(item)?;
             match key {
-                "until" if allow_until => {
-                    f.until =
-                        Some(crate::containers::parse_since(value).map_err(|_| {
-                            format!("failed to parse value of filter (until={value})")
-                        })?);
-                }
+                "until" if allow_until => f.until = Some(parse_until(value)?),
                 "label" | "label!" => f.labels.push((key == "label", value.to_string())),
                 _ => return Err(format!("invalid filter '{key}'")),
             }
@@ -50,6 +45,19 @@ impl PruneFilter {
     pub(crate) fn needs_labels(&self) -> bool {
         !self.labels.is_empty()
     }
+}
+
+/// An `until=` filter's time: a duration ago, RFC 3339 or Unix seconds.
+pub(crate) fn parse_until(value: &str) -> Result<SystemTime, String> {
+    crate::containers::parse_since(value)
+        .map_err(|_| format!("failed to parse value of filter (until={value})"))
+}
+
+/// [`parse_until`] as seconds since the epoch (the build cache's and images' clock).
+pub(crate) fn until_secs(value: &str) -> Result<i64, String> {
+    let t = parse_until(value)?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64))
 }
 
 /// An RFC 3339 creation time as a `SystemTime` (the epoch when unreadable).

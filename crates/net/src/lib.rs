@@ -254,6 +254,11 @@ impl Network {
         matches!(self.name.as_str(), "bridge" | "host" | "none")
     }
 
+    /// When it was created, in RFC 3339 (UTC).
+    pub fn created_at(&self) -> String {
+        rfc3339(self.created)
+    }
+
     /// The MTU asked for at create, if any.
     pub fn mtu(&self) -> Option<u32> {
         self.options.get(OPT_MTU).and_then(|m| m.parse().ok())
@@ -362,7 +367,7 @@ impl Serialize for Network {
         NetworkView {
             name: &self.name,
             id: &self.id,
-            created: rfc3339(self.created),
+            created: self.created_at(),
             scope: "local",
             driver: &self.driver,
             enable_ipv6: false,
