@@ -91,6 +91,9 @@ pub fn check_with(text: &str, file: &str, setting: Option<&str>) -> (Vec<Diagnos
             "Empty continuation line".into(),
         );
     }
+    if let Err(e) = crate::instructions::validate(&df, file) {
+        lint.out.retain(|d| reached_before_error(d, e.line));
+    }
     let settings = setting.or(df.directive("check")).unwrap_or("");
     let (skip, error) = check_settings(settings);
     let mut out: Vec<Diagnostic> = lint
@@ -100,6 +103,18 @@ pub fn check_with(text: &str, file: &str, setting: Option<&str>) -> (Vec<Diagnos
         .collect();
     out.sort_by_key(|d| d.line);
     (out, error)
+}
+
+/// Whether BuildKit still reports `d` when instruction validation fails at
+/// `error_line`: its parser's warnings come first, and the rules it checks
+/// while parsing instructions (FROM's names, MAINTAINER) only for those before
+/// the failing one; everything else runs after parsing succeeded.
+fn reached_before_error(d: &Diagnostic, error_line: usize) -> bool {
+    match d.rule {
+        "NoEmptyContinuation" => true,
+        "StageNameCasing" | "FromAsCasing" | "MaintainerDeprecated" => d.line < error_line,
+        _ => false,
+    }
 }
 
 /// `skip=A,B;error=true`: the rules switched off, and whether findings are errors.
@@ -135,10 +150,14 @@ struct Linter<'a> {
 #[derive(Default)]
 struct StageState {
     name: Option<String>,
-    /// Lines of CMD, ENTRYPOINT and HEALTHCHECK.
-    singles: BTreeMap<&'static str, Vec<usize>>,
+    /// Line and keyword (as written) of each CMD, ENTRYPOINT and HEALTHCHECK.
+    singles: BTreeMap<&'static str, Vec<(usize, String)>>,
+    /// A SHELL was set here or in the stage this one is built on (BuildKit
+    /// looks at the image config's Shell, which stages inherit).
     has_shell: bool,
-    abs_workdir: bool,
+    /// A WORKDIR was set here or in the parent stage: BuildKit checks only
+    /// the first one for a relative path.
+    workdir_set: bool,
     /// ARG and ENV names declared so far (ENV ones are inherited).
     declared: BTreeSet<String>,
     env_names: BTreeSet<String>,
@@ -157,23 +176,23 @@ impl Linter<'_> {
     }
 
     /// ConsistentInstructionCasing: keywords should share the majority case.
+    /// BuildKit counts and checks the stages' instructions only, so the
+    /// global ARGs before the first FROM take no part.
     fn casing(&mut self, df: &Dockerfile) {
-        let upper = df
+        let first_from = df
             .instructions
             .iter()
-            .filter(|i| is_upper(&i.keyword))
-            .count();
-        let lower = df
-            .instructions
-            .iter()
-            .filter(|i| is_lower(&i.keyword))
-            .count();
+            .position(|i| i.kind == Kind::From)
+            .unwrap_or(df.instructions.len());
+        let staged = &df.instructions[first_from..];
+        let upper = staged.iter().filter(|i| is_upper(&i.keyword)).count();
+        let lower = staged.iter().filter(|i| is_lower(&i.keyword)).count();
         let (want_upper, name) = if upper >= lower {
             (true, "uppercase")
         } else {
             (false, "lowercase")
         };
-        for i in &df.instructions {
+        for i in staged {
             let ok = if want_upper {
                 is_upper(&i.keyword)
             } else {
@@ -211,7 +230,8 @@ impl Linter<'_> {
             match stage.as_mut() {
                 None => {
                     if inst.kind == Kind::Arg {
-                        self.secrets(inst);
+                        // No SecretsUsedInArgOrEnv here: BuildKit runs it when
+                        // a stage declares the ARG, not for global ones.
                         global.extend(arg_names(inst));
                         for a in &inst.args {
                             let (k, v) = a.split_once('=').unwrap_or((a, ""));
@@ -281,10 +301,11 @@ impl Linter<'_> {
         }
         let missing = undefined(&words, global);
         for var in &missing {
+            let hint = did_you_mean(suggest(var, global, true), "");
             self.push(
                 "UndefinedArgInFrom",
                 line,
-                format!("FROM argument '{var}' is not declared"),
+                format!("FROM argument '{var}' is not declared{hint}"),
             );
         }
         if missing.is_empty() && base.contains('$') {
@@ -306,7 +327,8 @@ impl Linter<'_> {
             st.known_base = true;
         } else if let Some(parent) = finished.get(&lower_base) {
             st.known_base = parent.known_base;
-            st.abs_workdir = parent.abs_workdir;
+            st.workdir_set = parent.workdir_set;
+            st.has_shell = parent.has_shell;
             st.env_names = parent.env_names.clone();
             st.declared = parent.env_names.clone();
         }
@@ -322,13 +344,18 @@ impl Linter<'_> {
                 format!("Setting platform to predefined {platform} in FROM is redundant as this is the default behavior"),
             );
         } else if !platform.contains('$') {
-            // A stage named after its platform (build-arm64) is deliberate.
-            let named_for_it = inst.args.get(2).is_some_and(|n| {
-                platform
-                    .split('/')
-                    .nth(1)
-                    .is_some_and(|arch| n.to_lowercase().contains(arch))
-            });
+            // As BuildKit: a value that does not parse is left to fail later,
+            // and a stage whose name holds the OS or the architecture
+            // (build-arm64, linux) is deliberate.
+            let Ok(parsed) = berth_registry::client::manifest::Platform::parse(platform) else {
+                return;
+            };
+            let name = inst
+                .args
+                .get(2)
+                .map(|n| n.to_lowercase())
+                .unwrap_or_default();
+            let named_for_it = name.contains(&parsed.os) || name.contains(&parsed.architecture);
             if !named_for_it {
                 self.push(
                     "FromPlatformFlagConstDisallowed",
@@ -346,15 +373,19 @@ impl Linter<'_> {
         }
         match inst.kind {
             Kind::Cmd | Kind::Entrypoint | Kind::Healthcheck => {
-                st.singles.entry(inst.kind.name()).or_default().push(line);
+                st.singles
+                    .entry(inst.kind.name())
+                    .or_default()
+                    .push((line, inst.keyword.clone()));
                 if inst.kind != Kind::Healthcheck
                     && !inst.json
                     && !inst.args.is_empty()
                     && !st.has_shell
                 {
+                    // BuildKit names the instruction as it is written (`cmd`).
                     let msg = format!(
                         "JSON arguments recommended for {} to prevent unintended behavior related to OS signals",
-                        inst.kind
+                        inst.keyword
                     );
                     self.push("JSONArgsRecommended", line, msg);
                 }
@@ -367,7 +398,7 @@ impl Linter<'_> {
             ),
             Kind::Env | Kind::Label => {
                 if inst.is_legacy_key_value() {
-                    let kw = inst.kind.name();
+                    let kw = &inst.keyword;
                     let msg = format!("\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format");
                     self.push("LegacyKeyValueFormat", line, msg);
                 }
@@ -384,16 +415,19 @@ impl Linter<'_> {
                 st.declared.extend(arg_names(inst));
             }
             Kind::Workdir => {
+                // Only the stage's first WORKDIR is checked: fixing it fixes
+                // the relative ones after it. A path starting with a variable
+                // is taken as absolute (its value may come from the image).
                 let dir = inst.args.first().map(String::as_str).unwrap_or("");
-                if dir.starts_with('/') || dir.starts_with('$') {
-                    st.abs_workdir = true;
-                } else if !st.abs_workdir {
+                let absolute = dir.starts_with('/') || dir.starts_with('$');
+                if !st.workdir_set && !absolute {
                     self.push(
                         "WorkdirRelativePath",
                         line,
                         format!("Relative workdir \"{dir}\" can have unexpected results if the base image changes"),
                     );
                 }
+                st.workdir_set = true;
             }
             Kind::Expose => {
                 for port in inst.args.iter().filter(|p| p.contains(':')) {
@@ -442,19 +476,23 @@ impl Linter<'_> {
         let mut known = st.declared.clone();
         known.extend(PROXY_ARGS.iter().map(|s| s.to_string()));
         for var in undefined(&words, &known) {
+            let hint = did_you_mean(suggest(&var, &st.declared, true), "$");
             self.push(
                 "UndefinedVar",
                 inst.start_line,
-                format!("Usage of undefined variable '${var}'"),
+                format!("Usage of undefined variable '${var}'{hint}"),
             );
         }
     }
 
     fn end_stage(&mut self, st: &StageState) {
-        for (kind, lines) in &st.singles {
-            for &line in &lines[..lines.len().saturating_sub(1)] {
+        // BuildKit reports the earlier instruction's line, named as the
+        // later one is written.
+        for seen in st.singles.values() {
+            for pair in seen.windows(2) {
+                let (line, later) = (pair[0].0, &pair[1].1);
                 let msg = format!(
-                    "Multiple {kind} instructions should not be used in the same stage because only the last one will be used"
+                    "Multiple {later} instructions should not be used in the same stage because only the last one will be used"
                 );
                 self.push("MultipleInstructionsDisallowed", line, msg);
             }
@@ -502,6 +540,77 @@ fn looks_secret(name: &str) -> bool {
     let allow =
         ALLOW.get_or_init(|| Regex::new(r"(?i)(?:_|^)public(?:_|$)").expect("static regex"));
     deny.is_match(name) && !allow.is_match(name)
+}
+
+/// BuildKit's `suggest.Search`: the closest option within an edit distance
+/// of 2, none for an exact match; without `case_sensitive` the match takes
+/// the casing of `val` when that is all upper or all lower.
+pub fn suggest<'a>(
+    val: &str,
+    options: impl IntoIterator<Item = &'a String>,
+    case_sensitive: bool,
+) -> Option<String> {
+    let fold = |s: &str| {
+        if case_sensitive {
+            s.to_string()
+        } else {
+            s.to_lowercase()
+        }
+    };
+    let wanted = fold(val);
+    let mut best: Option<String> = None;
+    let mut min = 3;
+    for opt in options {
+        let opt = fold(opt);
+        if opt == wanted {
+            return None;
+        }
+        let dist = levenshtein(&wanted, &opt);
+        if dist < min {
+            min = dist;
+            best = Some(if case_sensitive {
+                opt
+            } else {
+                match_case(&opt, val)
+            });
+        }
+    }
+    best
+}
+
+fn match_case(found: &str, original: &str) -> String {
+    if is_lower(original) {
+        found.to_lowercase()
+    } else if is_upper(original) {
+        found.to_uppercase()
+    } else {
+        found.to_string()
+    }
+}
+
+/// ` (did you mean PREFIXmatch?)`, or nothing.
+fn did_you_mean(found: Option<String>, prefix: &str) -> String {
+    found
+        .map(|m| format!(" (did you mean {prefix}{m}?)"))
+        .unwrap_or_default()
+}
+
+/// Edit distance (insertions, deletions, substitutions of characters).
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diag + usize::from(ca != *cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diag = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// Variables the words use that are not in `known`, in first-use order.
@@ -622,7 +731,7 @@ mod tests {
         );
         assert_eq!(
             rules("FROM a\nRUN a \\\n\n  b\n"),
-            vec![("NoEmptyContinuation", 3)]
+            vec![("NoEmptyContinuation", 4)]
         );
         assert_eq!(
             rules("FROM a\nEXPOSE 80 127.0.0.1:8080:80 9090:90/udp\n"),
@@ -637,6 +746,101 @@ mod tests {
         assert!(rules("ARG TAG=3.19\nFROM alpine:${TAG}\n").is_empty());
         assert!(rules("ARG V=3\nARG TAG=$V.19\nFROM alpine:$TAG\n").is_empty());
         assert!(rules("ARG IMG\nFROM ${IMG:-busybox}\n").is_empty());
+    }
+
+    fn messages(text: &str) -> Vec<String> {
+        check(text, "Dockerfile")
+            .into_iter()
+            .map(|d| format!("{}:{}:{}", d.rule, d.line, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn platform_constant_allowed_when_stage_names_os_or_arch() {
+        assert!(rules("FROM --platform=linux/arm64 busybox AS linux-tools\n").is_empty());
+        assert!(rules("FROM --platform=linux/x86_64 busybox AS amd64-tools\n").is_empty());
+        assert_eq!(
+            rules("FROM --platform=linux/arm64 busybox AS tools\n"),
+            vec![("FromPlatformFlagConstDisallowed", 1)]
+        );
+        // Not a platform at all: BuildKit leaves it to fail later.
+        assert!(rules("FROM --platform=a/b/c/d busybox\n").is_empty());
+    }
+
+    #[test]
+    fn only_the_first_workdir_of_a_stage_is_checked() {
+        assert_eq!(
+            rules("FROM busybox\nWORKDIR src\nWORKDIR out\n"),
+            vec![("WorkdirRelativePath", 2)]
+        );
+        assert!(
+            rules("FROM busybox AS a\nWORKDIR src\nFROM a\nWORKDIR out\n")
+                .iter()
+                .all(|r| r.1 == 2)
+        );
+    }
+
+    #[test]
+    fn shell_of_the_parent_stage_counts_for_json_args() {
+        assert!(
+            rules("FROM busybox AS a\nSHELL [\"/bin/ash\", \"-c\"]\nFROM a\nCMD run-it\n")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn global_args_are_not_linted_as_stage_instructions() {
+        // A lowercase global ARG neither counts for the casing majority nor
+        // is checked; a secret-looking global ARG is not reported.
+        assert!(rules("arg base=busybox\nARG API_TOKEN\nFROM $base\nRUN x\n").is_empty());
+    }
+
+    #[test]
+    fn keywords_are_named_as_written() {
+        let got = messages("from busybox\ncmd one\nenv k v\ncmd [\"two\"]\n");
+        assert_eq!(
+            got,
+            vec![
+                "JSONArgsRecommended:2:JSON arguments recommended for cmd to prevent unintended behavior related to OS signals",
+                "MultipleInstructionsDisallowed:2:Multiple cmd instructions should not be used in the same stage because only the last one will be used",
+                "LegacyKeyValueFormat:3:\"env key=value\" should be used instead of legacy \"env key value\" format",
+            ]
+        );
+    }
+
+    #[test]
+    fn undefined_names_get_a_suggestion() {
+        assert_eq!(
+            messages("ARG VERSION=1\nFROM busybox:$VERSON\n"),
+            vec!["UndefinedArgInFrom:2:FROM argument 'VERSON' is not declared (did you mean VERSION?)"]
+        );
+        assert_eq!(
+            messages("FROM scratch\nARG DIR_FILES=f\nCOPY $DIR_FILE /\nCOPY $ZZZ /\n"),
+            vec![
+                "UndefinedVar:3:Usage of undefined variable '$DIR_FILE' (did you mean $DIR_FILES?)",
+                "UndefinedVar:4:Usage of undefined variable '$ZZZ'",
+            ]
+        );
+        assert_eq!(
+            suggest("copyy", &["copy".to_string()], false).as_deref(),
+            Some("copy")
+        );
+        assert_eq!(
+            suggest("COPYY", &["copy".to_string()], false).as_deref(),
+            Some("COPY")
+        );
+        assert_eq!(suggest("copy", &["copy".to_string()], false), None);
+    }
+
+    #[test]
+    fn lints_stop_where_instruction_parsing_fails() {
+        // BuildKit parses instructions before most rules run: an unknown
+        // instruction leaves only the parser's warnings and the FROM and
+        // MAINTAINER rules of the lines before it.
+        assert_eq!(
+            rules("FROM busybox AS Base\nMAINTAINER me\nbogus x\nMAINTAINER you\ncmd y\n"),
+            vec![("StageNameCasing", 1), ("MaintainerDeprecated", 2)]
+        );
     }
 
     #[test]

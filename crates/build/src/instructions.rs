@@ -91,7 +91,7 @@ pub fn validate(df: &Dockerfile, file: &str) -> Result<()> {
 /// Validates one instruction.
 pub fn check_instruction(inst: &Instruction) -> std::result::Result<(), ErrorKind> {
     if inst.kind == Kind::Unknown {
-        return Err(ErrorKind::UnknownInstruction(inst.keyword.to_uppercase()));
+        return Err(unknown_instruction(&inst.keyword));
     }
     check_flags(inst)?;
     let args = |m: String| Err(ErrorKind::Args(m));
@@ -133,6 +133,40 @@ pub fn check_instruction(inst: &Instruction) -> std::result::Result<(), ErrorKin
         _ => {}
     }
     Ok(())
+}
+
+/// The instruction keywords, as BuildKit lists them for its suggestions.
+const KEYWORDS: [&str; 18] = [
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
+];
+
+/// BuildKit's error for an unknown keyword: named as written, with the
+/// closest known keyword suggested (`unknown instruction: copyy (did you
+/// mean copy?)`).
+fn unknown_instruction(keyword: &str) -> ErrorKind {
+    let known: Vec<String> = KEYWORDS.iter().map(|k| k.to_string()).collect();
+    let text = match crate::check::suggest(keyword, &known, false) {
+        Some(m) => format!("{keyword} (did you mean {m}?)"),
+        None => keyword.to_string(),
+    };
+    ErrorKind::UnknownInstruction(text)
 }
 
 fn check_flags(inst: &Instruction) -> std::result::Result<(), ErrorKind> {
@@ -318,7 +352,20 @@ mod tests {
     fn unknown_instruction_and_flags() {
         assert_eq!(
             err("FROM a\nFOO bar\n"),
-            "Dockerfile:2: unknown instruction: FOO"
+            "Dockerfile:2: unknown instruction: FOO (did you mean FROM?)"
+        );
+        assert_eq!(
+            err("FROM a\nBOGUS bar\n"),
+            "Dockerfile:2: unknown instruction: BOGUS"
+        );
+        // Named as written, with BuildKit's suggestion.
+        assert_eq!(
+            err("FROM a\ncopyy a b\n"),
+            "Dockerfile:2: unknown instruction: copyy (did you mean copy?)"
+        );
+        assert_eq!(
+            err("FROM a\nWORKDIRR /x\n"),
+            "Dockerfile:2: unknown instruction: WORKDIRR (did you mean WORKDIR?)"
         );
         assert_eq!(
             err("FROM a\nCOPY --doit=1 a b\n"),

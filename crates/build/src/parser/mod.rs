@@ -109,7 +109,7 @@ impl<'a> Parser<'a> {
             if done && logical.is_empty() {
                 continue;
             }
-            let mut empty_continuation = None;
+            let mut empty_continuation = false;
             while !done {
                 let Some(raw) = self.read() else { break };
                 let text = self.process_line(raw, false)?;
@@ -117,16 +117,19 @@ impl<'a> Parser<'a> {
                     continue;
                 }
                 if text.trim_start().is_empty() {
-                    empty_continuation.get_or_insert(self.next);
+                    empty_continuation = true;
                     continue;
                 }
                 let (more, end) = self.trim_continuation(&text);
                 logical.push_str(&more);
                 done = end;
             }
-            if let Some(line) = empty_continuation {
+            // BuildKit places the warning on the instruction's last line (the
+            // line it had read when the continuation ended), not on the
+            // empty line itself.
+            if empty_continuation {
                 self.warnings.push(Warning {
-                    line,
+                    line: self.next,
                     message: "Empty continuation line".to_string(),
                 });
             }
@@ -301,11 +304,19 @@ mod tests {
         assert_eq!(
             df.warnings,
             vec![Warning {
-                line: 4,
+                line: 5,
                 message: "Empty continuation line".into()
             }]
         );
         assert_eq!(df.instructions[2].start_line, 6);
+    }
+
+    #[test]
+    fn empty_continuation_warning_is_on_the_last_line() {
+        // Two empty lines inside one RUN: one warning, on the line that ends it.
+        let df = p("FROM a\nRUN one \\\n\n  two \\\n\n  three\nRUN x\n");
+        assert_eq!(df.warnings.len(), 1);
+        assert_eq!(df.warnings[0].line, 6);
     }
 
     #[test]
