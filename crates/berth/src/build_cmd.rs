@@ -705,9 +705,13 @@ fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String, Option<P
 
 /// `--check`: lint rules, then the parse and stage graph; non-zero on any finding.
 fn check(text: &str, file: &str, args: &BuildArgs) -> i32 {
-    let mut findings = 0;
-    for d in berth_build::check(text, file) {
-        findings += 1;
+    // As `docker build --check`: the warnings first, then the error that
+    // stops the build, if any. A file the parser refuses comes back as a
+    // ParseError finding, which is that error, not a warning.
+    let (parse_errors, warnings): (Vec<_>, Vec<_>) = berth_build::check(text, file)
+        .into_iter()
+        .partition(|d| d.rule == "ParseError");
+    for d in &warnings {
         eprintln!(
             "WARNING: {} - {}\n{}\n{}:{}",
             d.rule,
@@ -717,35 +721,37 @@ fn check(text: &str, file: &str, args: &BuildArgs) -> i32 {
             d.line
         );
     }
-    let graph = berth_build::parse(text, file).and_then(|df| {
-        let opts = berth_build::stages::BuildOptions {
-            build_args: build_args(&args.build_args),
-            ..Default::default()
-        };
-        berth_build::stages::StageGraph::new(&df, &opts, file)
-    });
-    match graph {
-        Err(e) => {
-            // A parse error is already reported as a ParseError finding.
-            if findings == 0 {
-                eprintln!("ERROR: {e}");
-            }
-            return 1;
-        }
-        Ok(g) => {
-            if let Err(k) = g.plan(args.target.as_deref()) {
-                eprintln!("ERROR: {k}");
-                return 1;
-            }
-        }
+    if let Some(e) = parse_errors.first() {
+        eprintln!("ERROR: {}:{}: {}", e.file, e.line, e.message);
+        return 1;
     }
-    if findings == 0 {
+    if let Err(e) = plan_stages(text, file, args) {
+        eprintln!("ERROR: {e}");
+        return 1;
+    }
+    if warnings.is_empty() {
         eprintln!("Check complete, no warnings found.");
         0
     } else {
-        eprintln!("Check complete, {findings} warning(s) have been found!");
+        eprintln!(
+            "Check complete, {} warning(s) have been found!",
+            warnings.len()
+        );
         1
     }
+}
+
+/// Validates the instructions and plans the stages the target needs, as a
+/// build would before running anything.
+fn plan_stages(text: &str, file: &str, args: &BuildArgs) -> anyhow::Result<()> {
+    let df = berth_build::parse(text, file)?;
+    let opts = berth_build::stages::BuildOptions {
+        build_args: build_args(&args.build_args),
+        ..Default::default()
+    };
+    let graph = berth_build::stages::StageGraph::new(&df, &opts, file)?;
+    graph.plan(args.target.as_deref())?;
+    Ok(())
 }
 
 fn build_args(list: &[String]) -> BTreeMap<String, String> {
