@@ -325,6 +325,9 @@ impl Linter<'_> {
         let lower_base = base.to_lowercase();
         if lower_base == "scratch" {
             st.known_base = true;
+            // BuildKit's empty image still sets PATH in its config.
+            st.env_names.insert("PATH".to_string());
+            st.declared.insert("PATH".to_string());
         } else if let Some(parent) = finished.get(&lower_base) {
             st.known_base = parent.known_base;
             st.workdir_set = parent.workdir_set;
@@ -830,6 +833,14 @@ mod tests {
             Some("COPY")
         );
         assert_eq!(suggest("copy", &["copy".to_string()], false), None);
+    }
+
+    #[test]
+    fn scratch_has_path_in_its_environment() {
+        assert_eq!(
+            rules("FROM scratch AS a\nENV PATH=$PATH:/app\nFROM a\nCOPY $PATH$HOME /\n"),
+            vec![("UndefinedVar", 4)]
+        );
     }
 
     #[test]

@@ -427,6 +427,26 @@ impl Builder<'_> {
             .map_err(|e| self.err(line, ErrorKind::Expansion(e.to_string())))
     }
 
+    /// Expands FROM's `--platform` and refuses what BuildKit refuses before
+    /// building: an empty result (an ARG not declared globally) or a value
+    /// that is not a platform.
+    fn stage_platform(&self, raw: &str, global: &Vars, line: usize) -> Result<String> {
+        let platform = self.expand(raw, global, line)?;
+        if platform.is_empty() {
+            return Err(self.err(
+                line,
+                ErrorKind::Args(format!("empty platform value from expression {raw}")),
+            ));
+        }
+        if let Err(e) = berth_registry::client::manifest::Platform::parse(&platform) {
+            return Err(self.err(
+                line,
+                ErrorKind::Args(format!("failed to parse platform {raw}: {e}")),
+            ));
+        }
+        Ok(platform)
+    }
+
     fn open_stage(
         &mut self,
         inst: &Instruction,
@@ -443,7 +463,7 @@ impl Builder<'_> {
             ));
         }
         let platform = match inst.flag("platform") {
-            Some(p) => Some(self.expand(p, global, line)?),
+            Some(p) => Some(self.stage_platform(p, global, line)?),
             None => None,
         };
         let lower = base_name.to_ascii_lowercase();
@@ -719,6 +739,26 @@ mod tests {
             g.stages[1].steps[0].vars.lookup("X").as_deref(),
             Some("env")
         );
+    }
+
+    #[test]
+    fn from_platform_must_expand_to_a_platform() {
+        let opts = BuildOptions::default();
+        let graph = |text: &str| {
+            let df = crate::parser::parse(text, "Dockerfile").unwrap();
+            StageGraph::new(&df, &opts, "Dockerfile").map(|_| ())
+        };
+        // An ARG declared inside a stage is not seen by a later FROM.
+        let e = graph("FROM busybox\nARG P=linux/arm64\nFROM --platform=$P busybox\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:3: empty platform value from expression $P"
+        );
+        let e = graph("ARG P=linux/\nFROM --platform=$P busybox\n").unwrap_err();
+        assert!(e
+            .to_string()
+            .starts_with("Dockerfile:2: failed to parse platform $P"));
+        assert!(graph("ARG P=linux/arm64\nFROM --platform=$P busybox\n").is_ok());
     }
 
     #[test]
