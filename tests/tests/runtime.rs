@@ -952,6 +952,44 @@ fn mount_propagation_flags() {
     assert!(optional(&line("/pr")).is_empty(), "{out}");
 }
 
+/// pivot_root refuses a rootfs whose parent mount is shared: with a propagation that
+/// leaves it shared (`slave` alone changes only "/", `rshared` shares everything) the
+/// runtime must make that parent private first; the default rslave needs nothing.
+#[test]
+fn rootfs_under_a_shared_mount_starts_with_every_propagation() {
+    for (i, prop) in [None, Some("slave"), Some("rshared"), Some("private")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut b = Bundle::new(&["true"]);
+        if let Some(p) = prop {
+            b.spec["linux"]["rootfsPropagation"] = json!(p);
+        }
+        let dir = b.path().to_path_buf();
+        let mount = |args: &[&str]| {
+            let out = std::process::Command::new("mount")
+                .args(args)
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "mount {args:?}: {}", stderr(&out));
+        };
+        // The bundle on a shared mount of its own: the rootfs' parent mount is shared.
+        mount(&["--bind", dir.to_str().unwrap()]);
+        mount(&["--make-shared"]);
+        let out = Runc::new().run_bundle(&format!("sharedparent{i}"), &b);
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&dir)
+            .status();
+        assert!(
+            out.status.success(),
+            "rootfsPropagation {prop:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
 #[test]
 fn preserve_fds_passes_extra_descriptors() {
     use std::os::unix::process::CommandExt;

@@ -115,6 +115,27 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
         .map_err(|_| Error::Invalid(format!("invalid signal: {s}")))
 }
 
+/// Unmounts container `c`'s rootfs and removes its snapshot and directory `dir`.
+fn remove_container_files(
+    dir: &Path,
+    c: &Container,
+    snapshotter: &berth_image::Snapshotter,
+) -> Result<()> {
+    unmount_container(dir, c);
+    tracing::debug!("teardown: unmounted");
+    match snapshotter.remove(&c.id) {
+        Ok(()) | Err(berth_image::SnapshotError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    tracing::debug!("teardown: snapshot removed");
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).ctx(|| format!("remove {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn umount(path: &Path) {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
 }
@@ -151,12 +172,41 @@ const SHM: &str = "shm";
 
 pub(crate) fn is_mountpoint(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
+    if let Some(root) = statx_mount_root(path) {
+        return root;
+    }
     let (Ok(a), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
         return false;
     };
     std::fs::metadata(parent).is_ok_and(|b| a.dev() != b.dev())
         || std::fs::read_to_string("/proc/self/mountinfo")
             .is_ok_and(|m| m.lines().any(|l| l.split(' ').nth(4) == path.to_str()))
+}
+
+/// Whether `path` is the root of a mount, from statx's STATX_ATTR_MOUNT_ROOT (Linux
+/// 5.8+): one call where the fallback reads the whole mount table. `None` when the
+/// kernel does not say (or `path` cannot be looked up), so the caller falls back.
+fn statx_mount_root(path: &Path) -> Option<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` a buffer the size statx writes.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            0,
+            st.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statx succeeded and filled the struct.
+    let st = unsafe { st.assume_init() };
+    let bit = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    (st.stx_attributes_mask & bit != 0).then_some(st.stx_attributes & bit != 0)
 }
 
 fn pidfd_open(pid: i32) -> Result<OwnedFd> {
@@ -583,12 +633,14 @@ impl Engine {
             }
             m.mount_at(&rootfs)
                 .ctx(|| format!("mount rootfs at {}", rootfs.display()))?;
+            tracing::debug!("launch: rootfs mounted");
         }
         let vols = self.volume_mounts(c, &rootfs)?;
         let joins = self.joins(c)?;
         let spec = spec::build(c, &dir, &joins, &vols)?;
         std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
             .ctx(|| "write config.json".into())?;
+        tracing::debug!("launch: bundle written");
         let l = if c.config.tty {
             self.create_tty(c, &dir)?
         } else {
@@ -597,6 +649,7 @@ impl Engine {
         let extra = self.extra_hosts(c, &joins.links)?;
         let endpoint = match net::attach(&self.root, c, l.pid, &dir, extra).and_then(|ep| {
             self.runtime.start(&c.id)?;
+            tracing::debug!("launch: started");
             Ok(ep)
         }) {
             Ok(ep) => ep,
@@ -918,20 +971,12 @@ impl Engine {
     /// Removes every trace of a stopped container; idempotent.
     fn teardown(&mut self, c: &Container, with_volumes: bool) -> Result<()> {
         let _ = self.runtime.delete(&c.id, true);
+        tracing::debug!("teardown: runtime state deleted");
         let _ = net::release(&self.root, c);
-        let dir = self.dir(&c.id);
-        unmount_container(&dir, c);
-        match self.snapshotter()?.remove(&c.id) {
-            Ok(()) | Err(berth_image::SnapshotError::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(e).ctx(|| format!("remove {}", dir.display()))
-            }
-            _ => {}
-        }
+        remove_container_files(&self.dir(&c.id), c, &self.snapshotter()?)?;
+        tracing::debug!("teardown: files removed");
         self.db.delete(&c.id)?;
+        tracing::debug!("teardown: record deleted");
         self.event(c, "destroy", &[]);
         if with_volumes {
             for m in c.config.mounts.iter().filter(|m| m.anonymous) {

@@ -395,7 +395,11 @@ impl Runtime {
             if rec.public.status == Status::Paused {
                 let _ = rec.cgroup.freeze(false);
             }
-            let _ = kill(Pid::from_raw(rec.public.pid), Signal::SIGKILL);
+            // The init may be gone and reaped already (a foreground run's monitor reaps
+            // it before deleting): a pid whose start time differs is someone else's.
+            if rec.start_time == 0 || state::process_alive(rec.public.pid, rec.start_time) {
+                let _ = kill(Pid::from_raw(rec.public.pid), Signal::SIGKILL);
+            }
             for pid in rec.cgroup.pids().unwrap_or_default() {
                 let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }

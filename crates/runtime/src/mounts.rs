@@ -187,8 +187,12 @@ pub fn prepare_rootfs(
         .filter(|p| !p.is_empty())
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mnt(None, Path::new("/"), None, prop, None)?;
-    // pivot_root refuses a shared parent; make the rootfs' parent mount private.
-    make_parent_private(rootfs)?;
+    // pivot_root refuses a shared parent. A recursive slave, private or unbindable "/"
+    // (the default rslave) left no mount shared; otherwise the rootfs' parent mount is
+    // found in mountinfo and made private.
+    if prop.contains(MsFlags::MS_SHARED) || !prop.contains(MsFlags::MS_REC) {
+        make_parent_private(rootfs)?;
+    }
     mnt(
         Some(rootfs),
         rootfs,
