@@ -950,6 +950,19 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
 }
 
+/// A compose duration given as microseconds (`95000`) or with a unit (`400ms`), as
+/// `cpu_rt_runtime`/`cpu_rt_period` take it; in microseconds.
+fn micros(v: &Option<berth_compose::YamlValue>, key: &str) -> Result<Option<i64>, String> {
+    let Some(t) = scalar_text(v) else {
+        return Ok(None);
+    };
+    if let Ok(n) = t.parse::<i64>() {
+        return Ok(Some(n));
+    }
+    let d = parse_duration(&t).map_err(|e| format!("{key}: {e}"))?;
+    Ok(Some(d.as_micros() as i64))
+}
+
 fn ns(s: &Option<String>) -> Result<u64, String> {
     s.as_deref()
         .map(|d| parse_duration(d).map(|d| d.as_nanos() as u64))
@@ -1215,6 +1228,8 @@ fn kernel_args(a: &mut RunArgs, p: &Project, s: &Service) -> Result<(), String> 
     a.memory_swappiness = scalar_num(&s.mem_swappiness, "mem_swappiness")?;
     a.cpu_period = scalar_num(&s.cpu_period, "cpu_period")?;
     a.cpu_quota = scalar_num(&s.cpu_quota, "cpu_quota")?;
+    a.cpu_rt_period = micros(&s.cpu_rt_period, "cpu_rt_period")?.map(|v| v as u64);
+    a.cpu_rt_runtime = micros(&s.cpu_rt_runtime, "cpu_rt_runtime")?;
     a.cpuset_cpus = a.cpuset_cpus.take().or_else(|| scalar_text(&s.cpuset));
     a.oom_score_adj = scalar_num(&s.oom_score_adj, "oom_score_adj")?;
     a.oom_kill_disable = scalar_text(&s.oom_kill_disable).is_some_and(|v| v == "true");
@@ -1553,13 +1568,11 @@ fn scale_overrides(list: &[String]) -> Result<BTreeMap<String, u32>, String> {
 }
 
 /// Service keys berth reads but cannot apply on this kind of host (Windows-only ones,
-/// GPUs, storage quotas, real-time CPU time, the API socket).
+/// GPUs, storage quotas, the API socket).
 fn ignored_keys(s: &Service) -> Vec<&'static str> {
     [
         ("cpu_count", s.cpu_count.is_some()),
         ("cpu_percent", s.cpu_percent.is_some()),
-        ("cpu_rt_runtime", s.cpu_rt_runtime.is_some()),
-        ("cpu_rt_period", s.cpu_rt_period.is_some()),
         ("storage_opt", s.storage_opt.is_some()),
         ("isolation", s.isolation.is_some()),
         ("gpus", s.gpus.is_some()),
@@ -2280,4 +2293,22 @@ fn images(root: &Path, p: &Project, services: &[String]) -> CmdResult {
     }
     crate::format::table(&mut std::io::stdout().lock(), &rows)?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_compose::YamlValue;
+
+    #[test]
+    fn realtime_durations_read_as_microseconds() {
+        let v = |y: YamlValue| micros(&Some(y), "cpu_rt_runtime");
+        assert_eq!(v(YamlValue::from(95000)), Ok(Some(95000)));
+        assert_eq!(v(YamlValue::from("400ms")), Ok(Some(400_000)));
+        assert_eq!(v(YamlValue::from("1s")), Ok(Some(1_000_000)));
+        assert!(v(YamlValue::from("soon"))
+            .unwrap_err()
+            .starts_with("cpu_rt_runtime: invalid duration"));
+        assert_eq!(micros(&None, "cpu_rt_period"), Ok(None));
+    }
 }

@@ -231,6 +231,12 @@ pub struct RunArgs {
     /// Limit CPU CFS (Completely Fair Scheduler) quota.
     #[arg(long, allow_hyphen_values = true)]
     pub cpu_quota: Option<i64>,
+    /// Limit CPU real-time period in microseconds.
+    #[arg(long)]
+    pub cpu_rt_period: Option<u64>,
+    /// Limit CPU real-time runtime in microseconds.
+    #[arg(long)]
+    pub cpu_rt_runtime: Option<i64>,
     /// MEMs in which to allow execution (0-3, 0,1).
     #[arg(long)]
     pub cpuset_mems: Option<String>,
@@ -518,6 +524,20 @@ pub enum ContainerCmd {
         cpu_shares: Option<u64>,
         #[arg(long)]
         cpuset_cpus: Option<String>,
+        #[arg(long)]
+        cpuset_mems: Option<String>,
+        #[arg(long)]
+        cpu_period: Option<u64>,
+        #[arg(long, allow_hyphen_values = true)]
+        cpu_quota: Option<i64>,
+        #[arg(long)]
+        cpu_rt_period: Option<u64>,
+        #[arg(long)]
+        cpu_rt_runtime: Option<i64>,
+        #[arg(long)]
+        memory_reservation: Option<String>,
+        #[arg(long)]
+        blkio_weight: Option<u16>,
         #[arg(long, allow_hyphen_values = true)]
         pids_limit: Option<i64>,
         #[arg(long)]
@@ -763,18 +783,27 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
             cpus,
             cpu_shares,
             cpuset_cpus,
+            cpuset_mems,
+            cpu_period,
+            cpu_quota,
+            cpu_rt_period,
+            cpu_rt_runtime,
+            memory_reservation,
+            blkio_weight,
             pids_limit,
             restart,
             containers,
         } => {
             let parsed = (|| -> Result<_, String> {
+                check_realtime(cpu_rt_period, cpu_rt_runtime)?;
                 Ok((
                     memory.as_deref().map(parse_bytes).transpose()?,
                     memory_swap.as_deref().map(parse_bytes).transpose()?,
+                    memory_reservation.as_deref().map(parse_bytes).transpose()?,
                     restart.as_deref().map(RestartPolicy::parse).transpose()?,
                 ))
             })();
-            let (mem, swap, restart) = match parsed {
+            let (mem, swap, reservation, restart) = match parsed {
                 Ok(v) => v,
                 Err(e) => return fail(e),
             };
@@ -794,6 +823,27 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
                     }
                     if cpuset_cpus.is_some() {
                         cfg.cpuset_cpus = cpuset_cpus.clone();
+                    }
+                    if cpuset_mems.is_some() {
+                        cfg.cpuset_mems = cpuset_mems.clone();
+                    }
+                    if cpu_period.is_some() {
+                        cfg.cpu_period = cpu_period;
+                    }
+                    if cpu_quota.is_some() {
+                        cfg.cpu_quota = cpu_quota;
+                    }
+                    if cpu_rt_period.is_some() {
+                        cfg.cpu_rt_period = cpu_rt_period;
+                    }
+                    if cpu_rt_runtime.is_some() {
+                        cfg.cpu_rt_runtime = cpu_rt_runtime;
+                    }
+                    if reservation.is_some() {
+                        cfg.memory_reservation = reservation;
+                    }
+                    if blkio_weight.is_some() {
+                        cfg.blkio_weight = blkio_weight;
                     }
                     if pids_limit.is_some() {
                         cfg.pids_limit = pids_limit;
@@ -1041,6 +1091,7 @@ fn check_modes(a: &RunArgs) -> Result<(), String> {
     if a.cpu_quota.is_some_and(|q| q != -1 && q < 1000) {
         return Err("CPU cfs quota can not be less than 1ms (i.e. 1000)".into());
     }
+    check_realtime(a.cpu_rt_period, a.cpu_rt_runtime)?;
     if let Some(s) = a
         .memory_swappiness
         .filter(|s| *s != -1 && !(0..=100).contains(s))
@@ -1177,6 +1228,19 @@ fn check_compat(a: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Docker's checks of `--cpu-rt-period`/`--cpu-rt-runtime` (what the kernel would refuse
+/// less clearly): a period of 1 ms to 1 s, a runtime within the period.
+fn check_realtime(period: Option<u64>, runtime: Option<i64>) -> Result<(), String> {
+    if period.is_some_and(|p| !(1000..=1_000_000).contains(&p)) {
+        return Err("CPU real-time period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)".into());
+    }
+    let within = period.unwrap_or(1_000_000) as i64;
+    if runtime.is_some_and(|r| r < -1 || r > within) {
+        return Err("cpu-rt-runtime cannot be higher than cpu-rt-period".into());
+    }
+    Ok(())
+}
+
 fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -1283,6 +1347,8 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
         cgroup_parent: a.cgroup_parent.clone().unwrap_or_default(),
         cpu_period: a.cpu_period,
         cpu_quota: a.cpu_quota,
+        cpu_rt_period: a.cpu_rt_period,
+        cpu_rt_runtime: a.cpu_rt_runtime,
         cpuset_mems: a.cpuset_mems.clone(),
         memory_reservation,
         memory_swappiness: a.memory_swappiness,
@@ -2227,6 +2293,8 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
             "CgroupParent": cfg.cgroup_parent,
             "CpuPeriod": cfg.cpu_period.unwrap_or(0),
             "CpuQuota": cfg.cpu_quota.unwrap_or(0),
+            "CpuRealtimePeriod": cfg.cpu_rt_period.unwrap_or(0),
+            "CpuRealtimeRuntime": cfg.cpu_rt_runtime.unwrap_or(0),
             "CpusetMems": cfg.cpuset_mems.clone().unwrap_or_default(),
             "MemoryReservation": cfg.memory_reservation.unwrap_or(0),
             "MemorySwappiness": cfg.memory_swappiness,

@@ -300,6 +300,12 @@ pub struct RunConfig {
     pub cpu_period: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_quota: Option<i64>,
+    /// `--cpu-rt-period` (µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_rt_period: Option<u64>,
+    /// `--cpu-rt-runtime` (µs of real-time scheduling per period).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_rt_runtime: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpuset_mems: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -623,6 +623,12 @@ pub fn resources_json(c: &Container) -> Result<Value> {
     if let Some(q) = cfg.cpu_quota {
         cpu["quota"] = json!(q);
     }
+    if let Some(p) = cfg.cpu_rt_period {
+        cpu["realtimePeriod"] = json!(p);
+    }
+    if let Some(r) = cfg.cpu_rt_runtime {
+        cpu["realtimeRuntime"] = json!(r);
+    }
     if let Some(m) = &cfg.cpuset_mems {
         cpu["mems"] = json!(m);
     }

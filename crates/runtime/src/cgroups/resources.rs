@@ -183,8 +183,18 @@ impl Cgroup {
                         write(d, "cpu.rt_period_us", &p.to_string())?;
                     }
                     if let Some(r) = c.realtime_runtime() {
+                        if let Some(parent) = d.parent() {
+                            ensure_rt_budget(parent, r.saturating_add(children_rt(parent, d)))?;
+                        }
                         write(d, "cpu.rt_runtime_us", &r.to_string())?;
                     }
+                }
+                Place::V2(d) if c.realtime_runtime().is_some() || c.realtime_period().is_some() => {
+                    return Err(cg_err(
+                        d,
+                        "cgroup v2 has no real-time budget (cpu.rt_runtime_us is cgroup v1's)"
+                            .into(),
+                    ));
                 }
                 Place::V2(d) => {
                     if let Some(s) = c.shares() {
@@ -389,6 +399,45 @@ pub fn shares_to_weight(shares: u64) -> u64 {
 
 fn blkio_to_io_weight(w: u16) -> u64 {
     1 + (u64::from(w.clamp(10, 1000)) - 10) * 9999 / 990
+}
+
+/// Makes cgroup v1 `dir`'s real-time budget at least `need` µs, raising its ancestors
+/// first as far as needed. A new cgroup gets no real-time time at all, and the kernel
+/// refuses a child more than its parent holds beside its siblings, so without this
+/// `--cpu-rt-runtime` could never be granted under berth's parent cgroup (dockerd
+/// configures its parent the same way). The hierarchy's root keeps the kernel's
+/// budget: what it cannot give is the kernel's "invalid argument" for the container.
+fn ensure_rt_budget(dir: &Path, need: i64) -> Result<()> {
+    let have = read(dir, "cpu.rt_runtime_us").and_then(|v| v.trim().parse::<i64>().ok());
+    let Some(have) = have else {
+        return Ok(());
+    };
+    if have >= need {
+        return Ok(());
+    }
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    if read(parent, "cpu.rt_runtime_us").is_none() {
+        // `dir` is the hierarchy's root.
+        return Ok(());
+    }
+    ensure_rt_budget(parent, need.saturating_add(children_rt(parent, dir)))?;
+    write(dir, "cpu.rt_runtime_us", &need.to_string())
+}
+
+/// The real-time budget the child cgroups of `dir` other than `except` hold.
+fn children_rt(dir: &Path, except: &Path) -> i64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()) && e.path() != except)
+        .filter_map(|e| read(&e.path(), "cpu.rt_runtime_us"))
+        .filter_map(|v| v.trim().parse::<i64>().ok())
+        .filter(|v| *v > 0)
+        .sum()
 }
 
 #[cfg(test)]
