@@ -237,6 +237,59 @@ ONBUILD RUN echo triggered > /tmp/trig
     assert!(b.inspect("ep")["Config"]["Cmd"].is_null());
 }
 
+/// The history lines and config fields BuildKit composes itself, found different by
+/// building the same Dockerfiles with Docker: COPY/ADD name only `--parents`,
+/// `--chown` and `--chmod`; ARG shows the values taken; RUN lists every ARG in scope,
+/// a parent stage's included; HEALTHCHECK is Go's `%q` of its struct; ONBUILD has no
+/// history entry and fires in a stage built FROM the stage that declared it; CMD sets
+/// ArgsEscaped; a scratch stage works in `/`.
+#[test]
+fn history_and_config_read_as_buildkits() {
+    let b = Berth::new();
+    let ctx = context(&[
+        ("a.txt", "a\n"),
+        (
+            "Dockerfile",
+            "ARG VER=1.0\n\
+             FROM busybox AS base\n\
+             ARG VER\n\
+             ARG EMPTY\n\
+             ONBUILD RUN echo triggered > /trig\n\
+             HEALTHCHECK --interval=90s --retries=3 CMD true\n\
+             FROM base AS child\n\
+             RUN cat /trig && echo \"$VER\" > /ver\n\
+             COPY --from=base --chmod=0644 --link --chown=1:2 /etc/group /etc/passwd /dst/\n\
+             CMD [\"sh\"]\n\
+             FROM scratch AS empty\n\
+             COPY --from=child /ver /\n",
+        ),
+    ]);
+    b.build(
+        ctx.path(),
+        &["-t", "child", "--target", "child", "--build-arg", "VER=2.0"],
+    );
+    let h = history(&b, "child");
+    for line in [
+        "ARG VER=2.0",
+        "ARG EMPTY",
+        r#"HEALTHCHECK &{["CMD-SHELL" "true"] "1m30s" "0s" "0s" "0s" '\x03'}"#,
+        "RUN |2 VER=2.0 EMPTY= /bin/sh -c cat /trig && echo \"$VER\" > /ver # buildkit",
+        "COPY --chown=1:2 --chmod=0644 /etc/group /etc/passwd /dst/ # buildkit",
+    ] {
+        assert!(h.contains(line), "{line:?} not in\n{h}");
+    }
+    assert!(!h.contains("ONBUILD"), "{h}");
+    assert!(!h.contains("--from"), "{h}");
+    let c = &b.inspect("child")["Config"];
+    assert_eq!(c["ArgsEscaped"], true, "{c}");
+    assert!(c["OnBuild"].is_null(), "{c}");
+    let ver = b.find_in_layers("child", "/ver").expect("/ver");
+    assert_eq!(std::fs::read_to_string(ver).unwrap(), "2.0\n");
+
+    b.build(ctx.path(), &["-t", "empty", "--build-arg", "VER=2.0"]);
+    assert_eq!(b.inspect("empty")["Config"]["WorkingDir"], "/");
+}
+
 #[test]
 fn run_and_copy_build_real_layers() {
     let b = Berth::new();

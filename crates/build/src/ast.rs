@@ -281,7 +281,7 @@ pub fn go_quote(s: &str) -> String {
 
 /// An approximation of Go's `unicode.IsPrint`: graphic characters and the
 /// ASCII space, but not other spaces, controls or format characters.
-fn is_go_printable(c: char) -> bool {
+pub(crate) fn is_go_printable(c: char) -> bool {
     if c == ' ' {
         return true;
     }

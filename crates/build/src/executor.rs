@@ -34,6 +34,7 @@ use crate::copy::{self, CopyOptions, SourceRoot};
 use crate::dockerignore::{pick_ignore_file, read_patterns, PatternMatcher};
 use crate::export::{self, Image, Layer};
 use crate::fsutil;
+use crate::history;
 use crate::mounts::{self, MountKind, RunMount};
 use crate::relink;
 use crate::runner::{self, Network, RunSpec};
@@ -576,7 +577,8 @@ impl<'a> Executor<'a> {
                 Ok(State {
                     config: json!({
                         "architecture": p.architecture, "os": p.os,
-                        "config": {"Env": [DEFAULT_PATH]},
+                        // BuildKit's empty image: PATH and a working directory of /.
+                        "config": {"Env": [DEFAULT_PATH], "WorkingDir": "/"},
                         "history": [],
                     }),
                     layers: Vec::new(),
@@ -597,6 +599,7 @@ impl<'a> Executor<'a> {
                 let step = Step {
                     instruction: df.instructions[1].clone(),
                     vars: Default::default(),
+                    declared_args: Vec::new(),
                 };
                 self.copy(graph, &mut state, &step, &[], done)?;
                 Ok(state)
@@ -793,7 +796,9 @@ impl<'a> Executor<'a> {
         );
         let _ = writeln!(self.out, "#{} DONE 0.0s", self.step_no);
         let _ = df;
-        if matches!(stage.base, Base::Image(_)) {
+        // ONBUILD fires in a stage built FROM an image or FROM an earlier stage that
+        // declared it, as in BuildKit.
+        if matches!(stage.base, Base::Image(_) | Base::Stage(_)) {
             self.run_triggers(graph, &mut state, stage, done)?;
         }
         for (i, step) in stage.steps.iter().enumerate() {
@@ -885,6 +890,7 @@ impl<'a> Executor<'a> {
                     .first()
                     .map(|s| s.vars.clone())
                     .unwrap_or_default(),
+                declared_args: Vec::new(),
             };
             self.step_no += 1;
             let _ = writeln!(self.out, "#{} [onbuild] {trigger}", self.step_no);
@@ -952,7 +958,16 @@ impl<'a> Executor<'a> {
                 state.history(format!("LABEL {}", parts.join(" ")), true, &created);
             }
             Kind::Arg => {
-                state.history(format!("ARG {}", inst.args.join(" ")), true, &created);
+                // BuildKit shows the values the ARGs took, not the defaults written.
+                let shown: Vec<String> = step
+                    .declared_args
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Some(v) => format!("{k}={v}"),
+                        None => k.clone(),
+                    })
+                    .collect();
+                state.history(format!("ARG {}", shown.join(" ")), true, &created);
             }
             Kind::Workdir => {
                 let w = word(&inst.args[0])?;
@@ -1037,13 +1052,16 @@ impl<'a> Executor<'a> {
             }
             Kind::Healthcheck => {
                 let hc = healthcheck(inst);
-                state.history(format!("HEALTHCHECK {hc}"), true, &created);
+                state.history(history::healthcheck_created_by(&hc), true, &created);
                 state.cfg().insert("Healthcheck".into(), hc);
             }
             Kind::Cmd => {
                 let cmd = command(state, inst);
                 state.history(format!("CMD {}", go_list(&cmd)), true, &created);
                 state.cfg().insert("Cmd".into(), json!(cmd));
+                // BuildKit marks every CMD, either form, as already escaped (a
+                // Windows notion that Linux images carry all the same).
+                state.cfg().insert("ArgsEscaped".into(), json!(true));
                 state.cmd_set = true;
             }
             Kind::Entrypoint => {
@@ -1063,7 +1081,7 @@ impl<'a> Executor<'a> {
                 if let Some(l) = list.as_array_mut() {
                     l.push(json!(trigger));
                 }
-                state.history(format!("ONBUILD {trigger}"), true, &created);
+                // No history entry: BuildKit records ONBUILD in the config only.
             }
             Kind::Maintainer => {
                 state.config["author"] = json!(inst.args[0]);
@@ -1163,13 +1181,12 @@ impl<'a> Executor<'a> {
             run_mounts.push(RunMount::parse(&spec).map_err(BuildError::Other)?);
         }
         let mut run_env: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let mut used_args = Vec::new();
         for (k, v) in &step.vars.args {
             if !env.iter().any(|(e, _)| e == k) {
                 run_env.push(format!("{k}={v}"));
-                used_args.push(format!("{k}={v}"));
             }
         }
+        let build_args = history_build_args(&step.vars, env);
         let user = state.str_field("User");
         let cwd = match state.str_field("WorkingDir") {
             w if w.is_empty() => "/".to_string(),
@@ -1211,16 +1228,7 @@ impl<'a> Executor<'a> {
             });
         }
         let key = key.finish();
-        let created_by = if used_args.is_empty() {
-            format!("RUN {} # buildkit", args.join(" "))
-        } else {
-            format!(
-                "RUN |{} {} {} # buildkit",
-                used_args.len(),
-                used_args.join(" "),
-                args.join(" ")
-            )
-        };
+        let created_by = history::run_created_by(&args, &build_args);
         if let Some(hit) = self.lookup_cache(state, &key) {
             push_layer(state, hit, created_by, &self.created, key);
             return Ok(true);
@@ -1536,13 +1544,16 @@ impl<'a> Executor<'a> {
             .flag("unpack")
             .map(|v| v.is_empty() || v.eq_ignore_ascii_case("true"));
         let chown = inst.flag("chown").map(&expand).transpose()?;
-        let chmod = match inst.flag("chmod").map(&expand).transpose()? {
-            Some(m) => Some(u32::from_str_radix(&m, 8).map_err(|_| {
+        let chmod_text = inst.flag("chmod").map(&expand).transpose()?;
+        let chmod = match &chmod_text {
+            Some(m) => Some(u32::from_str_radix(m, 8).map_err(|_| {
                 BuildError::Other(format!("invalid chmod parameter: {m:?} (octal modes only)"))
             })?),
             None => None,
         };
         let n = inst.args.len();
+        // Every non-inline source as expanded, in the Dockerfile's order (for history).
+        let mut sources = Vec::new();
         let mut patterns = Vec::new();
         let mut heredocs = Vec::new();
         let mut urls = Vec::new();
@@ -1564,6 +1575,7 @@ impl<'a> Executor<'a> {
                 }
                 _ => {
                     let p = expand(a)?;
+                    sources.push(p.clone());
                     let http = p.starts_with("http://") || p.starts_with("https://");
                     let repo = (inst.kind == Kind::Add)
                         .then(|| crate::git::parse(&p))
@@ -1663,13 +1675,17 @@ impl<'a> Executor<'a> {
         }
         let key = key.finish();
         tracing::debug!("copy: sources hashed");
-        let mut shown: Vec<String> = inst.flags.clone();
-        shown.extend(patterns.iter().cloned());
-        shown.extend(heredocs.iter().map(|(n, _)| n.clone()));
-        shown.extend(urls.iter().cloned());
-        shown.extend(repos.iter().map(|r| r.remote.clone()));
-        shown.push(raw_dest.clone());
-        let created_by = format!("{keyword} {} # buildkit", shown.join(" "));
+        let heredoc_names: Vec<String> = heredocs.iter().map(|(n, _)| n.clone()).collect();
+        let created_by = history::CopyLine {
+            keyword,
+            parents,
+            chown: chown.as_deref(),
+            chmod: chmod_text.as_deref(),
+            sources: &sources,
+            heredocs: &heredoc_names,
+            dest: &raw_dest,
+        }
+        .created_by();
         if let Some(hit) = self.lookup_cache(state, &key) {
             push_layer(state, hit, created_by, &self.created, key);
             return Ok(true);
@@ -1800,7 +1816,9 @@ impl<'a> Executor<'a> {
                     if inst.kind == Kind::Copy && named_dir.is_none() {
                         // Not ADD: an archive it extracts could overwrite a file after
                         // the record of what the layer holds was taken.
-                        let shape = self.copy_shape(&created_by, &wd, &dest);
+                        // The history line leaves most flags out; the shape keeps them.
+                        let shape =
+                            self.copy_shape(&format!("{created_by} {:?}", inst.flags), &wd, &dest);
                         let earlier = self.earlier_copy(&shape);
                         let mut reuse = relink::Relink::new(
                             &rootfs,
@@ -2094,6 +2112,23 @@ fn onbuild_text(inst: &Instruction) -> String {
     }
 }
 
+/// The build arguments a RUN's history lists, as BuildKit's `runCommandString`: every
+/// ARG declared in the stage (with or without a value), in declaration order, each with
+/// the value the step sees (an ENV of the same name wins; none at all is `""`).
+fn history_build_args(
+    vars: &crate::stages::Vars,
+    env: &[(String, String)],
+) -> Vec<(String, String)> {
+    vars.declared
+        .iter()
+        .map(|k| {
+            let from_env = env.iter().rev().find(|(e, _)| e == k).map(|(_, v)| v);
+            let v = from_env.or_else(|| vars.args.get(k)).cloned();
+            (k.clone(), v.unwrap_or_default())
+        })
+        .collect()
+}
+
 /// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`...
 fn expose_ports(word: &str) -> Result<Vec<String>, BuildError> {
     let (ports, proto) = match word.split_once('/') {
@@ -2210,6 +2245,31 @@ mod tests {
         assert_eq!(
             emulator_hint(other.into(), &json!({ "architecture": foreign })),
             other
+        );
+    }
+
+    #[test]
+    fn run_history_lists_every_declared_arg_with_the_value_seen() {
+        let vars = crate::stages::Vars {
+            args: [
+                ("B".to_string(), "argb".to_string()),
+                ("C".into(), "argc".into()),
+            ]
+            .into(),
+            env: Default::default(),
+            declared: vec!["C".into(), "A".into(), "B".into()],
+        };
+        let env = [
+            ("PATH".to_string(), "/bin".to_string()),
+            ("B".into(), "envb".into()),
+        ];
+        assert_eq!(
+            history_build_args(&vars, &env),
+            [
+                ("C".to_string(), "argc".to_string()),
+                ("A".into(), "".into()),
+                ("B".into(), "envb".into()),
+            ]
         );
     }
 

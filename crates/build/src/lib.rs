@@ -85,6 +85,7 @@ pub mod fetch;
 pub mod fsutil;
 pub mod git;
 pub mod heredoc;
+pub mod history;
 pub mod instructions;
 pub mod mounts;
 pub mod par;

@@ -158,6 +158,9 @@ pub struct Vars {
     pub args: BTreeMap<String, String>,
     /// ENV set by this Dockerfile (base-image ENV is the builder's to add).
     pub env: BTreeMap<String, String>,
+    /// Every ARG name in scope, with or without a value, in the order first declared
+    /// (a parent stage's first): the order BuildKit lists them in a RUN's history.
+    pub declared: Vec<String>,
 }
 
 impl VarSource for Vars {
@@ -185,6 +188,9 @@ pub struct Step {
     pub instruction: Instruction,
     /// Variables in scope *before* the instruction runs.
     pub vars: Vars,
+    /// For an ARG: each name it declares with the value it took (`None`: declared
+    /// without one), for its history line.
+    pub declared_args: Vec<(String, Option<String>)>,
 }
 
 /// One build stage.
@@ -284,7 +290,7 @@ impl StageGraph {
         };
         let mut global = Vars {
             args: b.platform.clone(),
-            env: BTreeMap::new(),
+            ..Vars::default()
         };
         let mut stages: Vec<Stage> = Vec::new();
         for inst in &df.instructions {
@@ -296,7 +302,7 @@ impl StageGraph {
                 _ => match stages.last_mut() {
                     Some(stage) => b.add_step(stage, inst, &global)?,
                     None if inst.kind == Kind::Arg => {
-                        b.declare_args(inst, &mut global.args, None)?
+                        b.declare_args(inst, &mut global, None)?;
                     }
                     None => {
                         return Err(b.err(
@@ -491,14 +497,11 @@ impl Builder<'_> {
                 )),
             ));
         };
-        // A stage inherits the ENV of the stage it is built on.
-        let env = match base {
-            Base::Stage(i) => earlier[i].final_vars.env.clone(),
-            _ => BTreeMap::new(),
-        };
-        let vars = Vars {
-            args: BTreeMap::new(),
-            env,
+        // A stage inherits the ENV of the stage it is built on, and its ARGs with
+        // their values too: BuildKit keeps both in the state a child stage starts from.
+        let vars = match base {
+            Base::Stage(i) => earlier[i].final_vars.clone(),
+            _ => Vars::default(),
         };
         Ok(Stage {
             index: earlier.len(),
@@ -516,8 +519,11 @@ impl Builder<'_> {
 
     fn add_step(&mut self, stage: &mut Stage, inst: &Instruction, global: &Vars) -> Result<()> {
         let before = stage.final_vars.clone();
+        let mut declared_args = Vec::new();
         match inst.kind {
-            Kind::Arg => self.declare_args(inst, &mut stage.final_vars.args, Some(global))?,
+            Kind::Arg => {
+                declared_args = self.declare_args(inst, &mut stage.final_vars, Some(global))?;
+            }
             Kind::Env => {
                 for (k, v) in inst.key_values() {
                     let value = self.expand(v, &stage.final_vars, inst.start_line)?;
@@ -529,18 +535,21 @@ impl Builder<'_> {
         stage.steps.push(Step {
             instruction: inst.clone(),
             vars: before,
+            declared_args,
         });
         Ok(())
     }
 
-    /// Declares the ARGs of one ARG line into `scope`. In a stage, `global`
-    /// provides the value of a redeclared global ARG.
+    /// Declares the ARGs of one ARG line into `scope`; returns each name with the
+    /// value it took. In a stage, `global` provides the value of a redeclared global
+    /// ARG. A default is expanded with the ENV in force too, as BuildKit does.
     fn declare_args(
         &mut self,
         inst: &Instruction,
-        scope: &mut BTreeMap<String, String>,
+        scope: &mut Vars,
         global: Option<&Vars>,
-    ) -> Result<()> {
+    ) -> Result<Vec<(String, Option<String>)>> {
+        let mut declared = Vec::new();
         for word in &inst.args {
             let (name, default) = match word.split_once('=') {
                 Some((n, d)) => (n.to_string(), Some(d)),
@@ -550,22 +559,22 @@ impl Builder<'_> {
             let value = if let Some(v) = self.opts.build_args.get(&name) {
                 Some(v.clone())
             } else if let Some(d) = default {
-                let vars = Vars {
-                    args: scope.clone(),
-                    env: BTreeMap::new(),
-                };
-                Some(self.expand(d, &vars, inst.start_line)?)
+                Some(self.expand(d, &*scope, inst.start_line)?)
             } else if let Some(v) = global.and_then(|g| g.args.get(&name)) {
                 Some(v.clone())
             } else {
                 self.platform.get(&name).cloned()
             };
-            match value {
-                Some(v) => scope.insert(name, v),
-                None => scope.remove(&name),
+            match &value {
+                Some(v) => scope.args.insert(name.clone(), v.clone()),
+                None => scope.args.remove(&name),
             };
+            if !scope.declared.contains(&name) {
+                scope.declared.push(name.clone());
+            }
+            declared.push((name, value));
         }
-        Ok(())
+        Ok(declared)
     }
 
     fn unused(&self) -> Vec<String> {
@@ -709,6 +718,43 @@ mod tests {
         assert_eq!(s.steps[0].vars.lookup("TAG"), None);
         assert_eq!(s.steps[0].vars.lookup("OTHER"), None);
         assert_eq!(s.steps[2].vars.lookup("TAG").as_deref(), Some("1.0"));
+    }
+
+    #[test]
+    fn a_child_stage_inherits_the_parents_args() {
+        let g = graph(
+            "ARG VER=1.0\nFROM img AS base\nARG VER\nARG ONLY\nFROM base\nARG MINE=m\nRUN x\n",
+            &[("VER", "2.0")],
+        )
+        .unwrap();
+        let child = &g.stages[1];
+        assert_eq!(child.steps[1].vars.lookup("VER").as_deref(), Some("2.0"));
+        assert_eq!(child.steps[1].vars.declared, ["VER", "ONLY", "MINE"]);
+        // A stage on an image starts with no ARG in scope.
+        let g = graph("FROM img AS a\nARG A=1\nFROM img\nRUN x\n", &[]).unwrap();
+        assert_eq!(g.stages[1].steps[0].vars.lookup("A"), None);
+        assert!(g.stages[1].steps[0].vars.declared.is_empty());
+    }
+
+    #[test]
+    fn args_record_the_values_they_took_and_defaults_see_env() {
+        let g = graph(
+            "ARG G=glob\nFROM img\nENV E=env\nARG G D=${E}-x N L=def\nARG L=again\n",
+            &[("L", "cli")],
+        )
+        .unwrap();
+        let s = &g.stages[0];
+        assert_eq!(
+            s.steps[1].declared_args,
+            [
+                ("G".to_string(), Some("glob".to_string())),
+                ("D".into(), Some("env-x".into())),
+                ("N".into(), None),
+                ("L".into(), Some("cli".into())),
+            ]
+        );
+        // A name declared twice keeps its first place.
+        assert_eq!(s.final_vars.declared, ["G", "D", "N", "L"]);
     }
 
     #[test]
