@@ -290,6 +290,22 @@ fn history_and_config_read_as_buildkits() {
     assert_eq!(b.inspect("empty")["Config"]["WorkingDir"], "/");
 }
 
+/// BuildKit runs a RUN heredoc that starts with `#!` as a file under /dev/pipes, so
+/// its interpreter line chooses the program; nothing of it lands in the layer.
+#[test]
+fn a_run_heredoc_with_an_interpreter_line_runs_as_a_file() {
+    let b = Berth::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN <<EOF\n#!/bin/sh\necho \"$0\" > /script\nEOF\n",
+    )]);
+    b.build(ctx.path(), &["-t", "script", "--network", "none"]);
+    let file = b.find_in_layers("script", "/script").expect("/script");
+    assert_eq!(std::fs::read_to_string(file).unwrap(), "/dev/pipes/EOF\n");
+    assert!(b.find_in_layers("script", "/dev/pipes").is_none());
+    assert!(history(&b, "script").contains("/bin/sh -c /dev/pipes/EOF # buildkit"));
+}
+
 #[test]
 fn run_and_copy_build_real_layers() {
     let b = Berth::new();

@@ -1142,7 +1142,7 @@ impl<'a> Executor<'a> {
         done: &[Option<State>],
     ) -> Result<bool, BuildError> {
         let inst = &step.instruction;
-        let args = run_args(state, inst)?;
+        let RunCommand { args, script } = run_args(state, inst)?;
         let network = match inst.flag("network") {
             Some(n) => n.parse::<Network>().map_err(BuildError::Other)?,
             None => self.req.network,
@@ -1197,6 +1197,9 @@ impl<'a> Executor<'a> {
         key.str("RUN")
             .str(&args.join("\0"))
             .str(&run_env.join("\0"));
+        if let Some(s) = &script {
+            key.str("script").str(&s.name).str(&s.content);
+        }
         key.str(&user).str(&cwd).str(&format!("{network:?}"));
         let options = &self.req.run_options;
         if !options.key().is_empty() {
@@ -1345,6 +1348,9 @@ impl<'a> Executor<'a> {
                 stubs.push((missing, m.target.clone()));
             }
             spec_mounts.push(mount);
+        }
+        if let Some(s) = &script {
+            spec_mounts.push(s.mount(&ws.dir)?);
         }
         let mut binds = host_binds(&rootfs, network, &ws.dir);
         if !options.extra_hosts.is_empty() {
@@ -2037,21 +2043,77 @@ fn host_binds(rootfs: &Path, network: Network, scratch: &Path) -> Vec<(PathBuf, 
         .collect()
 }
 
+/// Where BuildKit mounts a RUN's script heredoc (read-only, one file per script).
+const PIPES_DIR: &str = "/dev/pipes";
+
+/// A RUN's process arguments, and the script file it executes when its only
+/// heredoc starts with `#!`.
+struct RunCommand {
+    args: Vec<String>,
+    script: Option<Script>,
+}
+
+/// A heredoc BuildKit runs as a program (`RUN <<EOF` whose body starts with `#!`):
+/// written to `/dev/pipes/NAME` with mode 0755, so its interpreter line is honoured
+/// (`#!/usr/bin/env python3` runs Python, not the shell).
+struct Script {
+    name: String,
+    content: String,
+}
+
+impl Script {
+    fn path(&self) -> String {
+        format!("{PIPES_DIR}/{}", self.name)
+    }
+
+    /// Writes the script under `scratch` and returns its read-only mount.
+    fn mount(&self, scratch: &Path) -> Result<Value, BuildError> {
+        let dir = scratch.join("pipes");
+        std::fs::create_dir_all(&dir).map_err(other("create the script directory"))?;
+        let file = dir.join(&self.name);
+        std::fs::write(&file, &self.content).map_err(other("write the heredoc script"))?;
+        set_mode(&file, 0o755)?;
+        Ok(mounts::spec_mount(
+            PIPES_DIR,
+            "bind",
+            &dir,
+            &["rbind", "ro"],
+        ))
+    }
+}
+
 /// The process arguments of a RUN, heredocs included (BuildKit's rules).
-fn run_args(state: &State, inst: &Instruction) -> Result<Vec<String>, BuildError> {
+fn run_args(state: &State, inst: &Instruction) -> Result<RunCommand, BuildError> {
     if inst.json {
-        return Ok(inst.args.clone());
+        return Ok(RunCommand {
+            args: inst.args.clone(),
+            script: None,
+        });
     }
     let shell = shell_of(state);
     let cmd = inst.args.join(" ");
+    let only_heredoc = inst.heredocs.len() == 1
+        && crate::heredoc::parse_delimiter(cmd.trim())
+            .ok()
+            .flatten()
+            .is_some();
+    let mut script = None;
     let body = if inst.heredocs.is_empty() {
         cmd
-    } else if crate::heredoc::parse_delimiter(cmd.trim())
-        .ok()
-        .flatten()
-        .is_some()
-        && inst.heredocs.len() == 1
+    } else if only_heredoc
+        && inst.heredocs[0].content.starts_with("#!")
+        && !inst.heredocs[0].name.contains('/')
     {
+        // The script is named after the heredoc (quotes already removed by the
+        // parser); a name with a slash could not be one file, so it runs as text.
+        let s = Script {
+            name: inst.heredocs[0].name.clone(),
+            content: inst.heredocs[0].content.clone(),
+        };
+        let path = s.path();
+        script = Some(s);
+        path
+    } else if only_heredoc {
         inst.heredocs[0].content.clone()
     } else {
         let mut full = cmd;
@@ -2064,7 +2126,7 @@ fn run_args(state: &State, inst: &Instruction) -> Result<Vec<String>, BuildError
     };
     let mut args = shell;
     args.push(body);
-    Ok(args)
+    Ok(RunCommand { args, script })
 }
 
 fn shell_of(state: &State) -> Vec<String> {
@@ -2271,6 +2333,32 @@ mod tests {
                 ("B".into(), "envb".into()),
             ]
         );
+    }
+
+    fn run_of(dockerfile: &str) -> RunCommand {
+        let df = crate::parse(dockerfile, "Dockerfile").expect("valid Dockerfile");
+        let state = State {
+            config: json!({}),
+            layers: Vec::new(),
+            key: String::new(),
+            cmd_set: false,
+        };
+        run_args(&state, &df.instructions[1]).expect("run arguments")
+    }
+
+    #[test]
+    fn a_heredoc_with_an_interpreter_line_runs_as_a_file() {
+        let run = run_of("FROM x\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n");
+        assert_eq!(run.args, ["/bin/sh", "-c", "/dev/pipes/EOF"]);
+        let script = run.script.expect("a script");
+        assert_eq!(script.content, "#!/usr/bin/env python3\nprint(1)\n");
+        // Without `#!` the body is the shell's command, as before.
+        let run = run_of("FROM x\nRUN <<EOF\necho hi\nEOF\n");
+        assert_eq!(run.args, ["/bin/sh", "-c", "echo hi\n"]);
+        assert!(run.script.is_none());
+        // A heredoc fed to a command is the shell's to read.
+        let run = run_of("FROM x\nRUN python3 <<EOF\n#!/x\nEOF\n");
+        assert!(run.script.is_none());
     }
 
     #[test]
