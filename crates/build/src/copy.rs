@@ -46,6 +46,10 @@ pub struct SourceRoot<'a> {
 pub struct Source {
     pub path: PathBuf,
     pub rel: String,
+    /// The leading directories of `rel` that `--parents` leaves out: those before a
+    /// `/./` in the pattern (BuildKit's pivot, `COPY --parents ./src/./app /d/` makes
+    /// `/d/app`), empty when the pattern has none.
+    pub pivot: String,
 }
 
 /// What a COPY/ADD does with its sources.
@@ -86,36 +90,57 @@ pub fn has_wildcards(s: &str) -> bool {
 pub fn expand_sources(root: &SourceRoot, patterns: &[String]) -> Result<Vec<Source>, CopyError> {
     let mut out = Vec::new();
     for pattern in patterns {
-        let clean = fsutil::clean_abs(pattern);
-        let rel = clean.trim_start_matches('/').to_string();
-        if has_wildcards(&rel) {
-            // As BuildKit (AllowEmptyWildcard): a wildcard that matches nothing copies
-            // nothing (`COPY package.json yarn.lock* ./`), but the fixed directories
-            // before the first wildcard must exist.
-            let parts: Vec<&str> = rel.split('/').collect();
-            let fixed = parts.iter().take_while(|p| !has_wildcards(p)).count();
-            let prefix = parts[..fixed].join("/");
-            if !prefix.is_empty() {
-                let path = fsutil::resolve_in_root(root.dir, &prefix, true)
-                    .map_err(io_ctx(format!("resolve {pattern}")))?;
-                if is_ignored(root, &prefix) || fs::symlink_metadata(&path).is_err() {
-                    return Err(CopyError::NotFound(prefix));
-                }
-            }
-            glob(root, "", &parts, &mut out)?;
-            continue;
+        let first = out.len();
+        expand_pattern(root, pattern, &mut out)?;
+        let pivot = pattern
+            .split_once("/./")
+            .map(|(base, _)| fsutil::clean_abs(base).trim_start_matches('/').to_string())
+            .unwrap_or_default();
+        for s in &mut out[first..] {
+            s.pivot.clone_from(&pivot);
         }
-        // Symlinks resolve inside the root, so a link in the context cannot
-        // pull in a file of the host.
-        let path = fsutil::resolve_in_root(root.dir, &rel, true)
-            .map_err(io_ctx(format!("resolve {pattern}")))?;
-        let excluded = !rel.is_empty() && is_ignored(root, &rel);
-        if excluded || fs::symlink_metadata(&path).is_err() {
-            return Err(CopyError::NotFound(rel));
-        }
-        out.push(Source { path, rel });
     }
     Ok(out)
+}
+
+/// The sources one pattern names, appended to `out`.
+fn expand_pattern(
+    root: &SourceRoot,
+    pattern: &str,
+    out: &mut Vec<Source>,
+) -> Result<(), CopyError> {
+    let clean = fsutil::clean_abs(pattern);
+    let rel = clean.trim_start_matches('/').to_string();
+    if has_wildcards(&rel) {
+        // As BuildKit (AllowEmptyWildcard): a wildcard that matches nothing copies
+        // nothing (`COPY package.json yarn.lock* ./`), but the fixed directories
+        // before the first wildcard must exist.
+        let parts: Vec<&str> = rel.split('/').collect();
+        let fixed = parts.iter().take_while(|p| !has_wildcards(p)).count();
+        let prefix = parts[..fixed].join("/");
+        if !prefix.is_empty() {
+            let path = fsutil::resolve_in_root(root.dir, &prefix, true)
+                .map_err(io_ctx(format!("resolve {pattern}")))?;
+            if is_ignored(root, &prefix) || fs::symlink_metadata(&path).is_err() {
+                return Err(CopyError::NotFound(prefix));
+            }
+        }
+        return glob(root, "", &parts, out);
+    }
+    // Symlinks resolve inside the root, so a link in the context cannot
+    // pull in a file of the host.
+    let path = fsutil::resolve_in_root(root.dir, &rel, true)
+        .map_err(io_ctx(format!("resolve {pattern}")))?;
+    let excluded = !rel.is_empty() && is_ignored(root, &rel);
+    if excluded || fs::symlink_metadata(&path).is_err() {
+        return Err(CopyError::NotFound(rel));
+    }
+    out.push(Source {
+        path,
+        rel,
+        pivot: String::new(),
+    });
+    Ok(())
 }
 
 /// Whether `rel` (root-relative) is excluded by `--exclude`, relative to
@@ -200,7 +225,11 @@ fn glob(
             }
             let path = fsutil::resolve_in_root(root.dir, &rel, true)
                 .map_err(io_ctx(format!("resolve {rel}")))?;
-            out.push(Source { path, rel });
+            out.push(Source {
+                path,
+                rel,
+                pivot: String::new(),
+            });
         } else if root.dir.join(&rel).is_dir() {
             glob(root, &rel, rest, out)?;
         }
@@ -518,10 +547,14 @@ pub fn copy_into_reusing(
         let md = fs::metadata(&s.path).map_err(io_ctx(format!("stat {}", s.rel)))?;
         // --parents: each source lands under its own parent directories.
         let (target, dest_is_dir) = if opts.parents {
+            let kept = s
+                .rel
+                .strip_prefix(s.pivot.as_str())
+                .map_or(s.rel.as_str(), |r| r.trim_start_matches('/'));
             let under = if md.is_dir() {
-                Path::new(&s.rel)
+                Path::new(kept)
             } else {
-                Path::new(&s.rel).parent().unwrap_or(Path::new(""))
+                Path::new(kept).parent().unwrap_or(Path::new(""))
             };
             (target.join(under), true)
         } else {
@@ -1083,5 +1116,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(k1.finish(), k2.finish());
+    }
+
+    #[test]
+    fn parents_keep_the_directories_after_a_pivot() {
+        let ctx = tempfile::tempdir().unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        fs::create_dir_all(ctx.path().join("src/app/lib")).unwrap();
+        fs::write(ctx.path().join("src/app/lib/x.go"), "x").unwrap();
+        fs::write(ctx.path().join("src/main.go"), "m").unwrap();
+        let ignore = PatternMatcher::new::<&str>(&[]).unwrap();
+        let root = context_root(ctx.path(), &ignore);
+        let opts = CopyOptions {
+            parents: true,
+            ..Default::default()
+        };
+        // Without a pivot every directory of the source is kept; with `/./` only
+        // those after it (BuildKit: `COPY --parents ./src/./app/lib /p/`).
+        for (pattern, want) in [
+            ("src/app/lib/x.go", "a/src/app/lib/x.go"),
+            ("./src/./app/lib", "b/app/lib/x.go"),
+            ("src/./*.go", "c/main.go"),
+        ] {
+            let dest = format!("/{}/", &want[..1]);
+            let srcs = expand_sources(&root, &[pattern.into()]).unwrap();
+            copy_into(&root, &srcs, rootfs.path(), &dest, &opts).unwrap();
+            assert!(rootfs.path().join(want).is_file(), "{pattern} → {want}");
+        }
+        assert!(!rootfs.path().join("b/src").exists());
     }
 }
