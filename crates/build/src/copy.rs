@@ -11,7 +11,7 @@
 //! * Files from the context are owned by root unless `--chown`; files from
 //!   a stage or image keep their owners. `--chmod` sets the mode of every
 //!   copied entry. Parent directories that do not exist are made 0755.
-//! * ADD extracts local tar archives (plain or gzip) into the destination.
+//! * ADD extracts local tar archives (plain, gzip, bzip2, xz or zstd) into the destination.
 //!
 //! The cache key of a COPY hashes each source's relative path, type, mode,
 //! owner, size and content (or link target), but never its mtime, so a
@@ -805,13 +805,16 @@ fn lchown(path: &Path, ids: Ids) -> Result<(), CopyError> {
         .map_err(io_ctx(format!("chown {}", path.display())))
 }
 
-/// Whether a file is a tar archive, plain or gzip-compressed.
+/// Whether a file is a tar archive, plain or compressed (see [`crate::decompress`]).
 fn is_archive(path: &Path) -> bool {
     let Ok(f) = File::open(path) else {
         return false;
     };
+    let Ok(mut reader) = crate::decompress::decompressed(f) else {
+        return false;
+    };
     let mut head = [0u8; 512];
-    let Ok(n) = read_full(&mut archive_reader(f, path), &mut head) else {
+    let Ok(n) = read_full(&mut reader, &mut head) else {
         return false;
     };
     n == 512 && (&head[257..262] == b"ustar" || tar_checksum_ok(&head))
@@ -848,22 +851,11 @@ fn tar_checksum_ok(h: &[u8; 512]) -> bool {
     sum == want && h[0] != 0
 }
 
-fn archive_reader(mut f: File, path: &Path) -> Box<dyn Read> {
-    let mut magic = [0u8; 2];
-    let gz = f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    let Ok(f) = File::open(path) else {
-        return Box::new(io::empty());
-    };
-    if gz {
-        Box::new(flate2::read::GzDecoder::new(f))
-    } else {
-        Box::new(f)
-    }
-}
-
 fn extract(path: &Path, target: &Path, opts: &CopyOptions) -> Result<(), CopyError> {
     let f = File::open(path).map_err(io_ctx(format!("open {}", path.display())))?;
-    let mut ar = tar::Archive::new(archive_reader(f, path));
+    let reader = crate::decompress::decompressed(f)
+        .map_err(io_ctx(format!("read archive {}", path.display())))?;
+    let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
     ar.set_preserve_ownerships(true);
     ar.set_unpack_xattrs(false);
@@ -1116,6 +1108,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(k1.finish(), k2.finish());
+    }
+
+    #[test]
+    fn add_unpacks_xz_and_bzip2_archives_too() {
+        let ctx = tempfile::tempdir().unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        tar.append_data(&mut h, "inside", &b"i\n"[..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let mut xz = Vec::new();
+        lzma_rs::xz_compress(&mut io::BufReader::new(&tar[..]), &mut xz).unwrap();
+        fs::write(ctx.path().join("a.tar.xz"), xz).unwrap();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        io::Write::write_all(&mut bz, &tar).unwrap();
+        fs::write(ctx.path().join("b.tbz"), bz.finish().unwrap()).unwrap();
+        let ignore = PatternMatcher::new::<&str>(&[]).unwrap();
+        let root = context_root(ctx.path(), &ignore);
+        let opts = CopyOptions {
+            extract: true,
+            ..Default::default()
+        };
+        for (src, dest) in [("a.tar.xz", "/x/"), ("b.tbz", "/b/")] {
+            let srcs = expand_sources(&root, &[src.into()]).unwrap();
+            copy_into(&root, &srcs, rootfs.path(), dest, &opts).unwrap();
+            let got = fs::read_to_string(rootfs.path().join(&dest[1..]).join("inside"));
+            assert_eq!(got.unwrap(), "i\n", "{src}");
+        }
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub mod cache;
 pub mod cache_io;
 pub mod check;
 pub mod copy;
+pub mod decompress;
 pub mod dockerignore;
 pub mod error;
 pub mod executor;
