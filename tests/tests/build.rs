@@ -306,6 +306,36 @@ fn a_run_heredoc_with_an_interpreter_line_runs_as_a_file() {
     assert!(history(&b, "script").contains("/bin/sh -c /dev/pipes/EOF # buildkit"));
 }
 
+/// `COPY --link` copies onto an empty tree that becomes the layer (BuildKit's merge):
+/// the directories on the way are made anew, 0755 and owned by `--chown`'s owner or
+/// root, replacing the base's metadata, and a symlink of the base is not followed.
+/// With `--chmod` BuildKit ignores `--link`.
+#[test]
+fn copy_link_makes_its_directories_anew() {
+    let b = Berth::new();
+    let ctx = context(&[
+        ("a.txt", "a\n"),
+        (
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN mkdir -p /app /kept /real && chmod 700 /app /kept && chown 1000:1000 /app /kept \\\n\
+              && ln -s /real /lnk\n\
+             COPY --link a.txt /app/\n\
+             COPY --link a.txt /lnk/\n\
+             COPY --link --chmod=644 a.txt /kept/\n\
+             RUN stat -c '%n %a %u %F' /app /lnk /kept > /stat && ls /real > /real.txt\n",
+        ),
+    ]);
+    b.build(ctx.path(), &["-t", "link", "--network", "none"]);
+    let stat = b.find_in_layers("link", "/stat").expect("/stat");
+    assert_eq!(
+        std::fs::read_to_string(stat).unwrap(),
+        "/app 755 0 directory\n/lnk 755 0 directory\n/kept 700 1000 directory\n"
+    );
+    let real = b.find_in_layers("link", "/real.txt").expect("/real.txt");
+    assert_eq!(std::fs::read_to_string(real).unwrap(), "");
+}
+
 #[test]
 fn run_and_copy_build_real_layers() {
     let b = Berth::new();

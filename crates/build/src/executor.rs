@@ -1545,6 +1545,13 @@ impl<'a> Executor<'a> {
         let parents = inst
             .flag("parents")
             .is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true"));
+        // --link copies onto an empty tree that becomes the layer, so directories on
+        // the way are made anew (0755, --chown's owner) and replace the base's, and
+        // symlinks of the base are not followed. BuildKit ignores it with --chmod.
+        let link = inst
+            .flag("link")
+            .is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true"))
+            && inst.flag("chmod").is_none();
         // ADD --unpack: local archives are unpacked unless false, remote ones only if true.
         let unpack = inst
             .flag("unpack")
@@ -1617,7 +1624,7 @@ impl<'a> Executor<'a> {
         key.str(&format!("{:?}", self.req.compression));
         key.str(keyword)
             .str(&dest)
-            .str(&format!("{chown:?}{chmod:?}{parents:?}{unpack:?}"));
+            .str(&format!("{chown:?}{chmod:?}{parents:?}{unpack:?}{link:?}"));
         // Where the sources come from: another stage or image (keyed by its
         // layers, which are content-addressed), or the context (keyed by
         // the files' content and metadata).
@@ -1707,8 +1714,16 @@ impl<'a> Executor<'a> {
             .snapshots
             .upper_dir(&ws.key)
             .map_err(other("find the upper dir"))?;
-        make_workdir(&rootfs, &wd)?;
+        // Owner names still resolve in the stage's files, --link or not.
         let chown_ids = chown.as_deref().map(|c| fsutil::file_owner(&rootfs, c));
+        let into = if link {
+            let tree = ws.dir.join("link");
+            std::fs::create_dir(&tree).map_err(other("create the --link tree"))?;
+            tree
+        } else {
+            make_workdir(&rootfs, &wd)?;
+            rootfs.clone()
+        };
         let opts = CopyOptions {
             chown: chown_ids,
             chmod,
@@ -1731,7 +1746,7 @@ impl<'a> Executor<'a> {
                 extract: false,
                 ..opts.clone()
             };
-            copy::copy_into(&root, &sources, &rootfs, &dest, &hopts).map_err(fail)?;
+            copy::copy_into(&root, &sources, &into, &dest, &hopts).map_err(fail)?;
         }
         if !downloaded.is_empty() {
             let root = SourceRoot {
@@ -1747,7 +1762,7 @@ impl<'a> Executor<'a> {
                 extract: unpack == Some(true),
                 ..opts.clone()
             };
-            copy::copy_into(&root, &sources, &rootfs, &dest, &dopts).map_err(fail)?;
+            copy::copy_into(&root, &sources, &into, &dest, &dopts).map_err(fail)?;
         }
         for (i, (repo, commit)) in repos.iter().zip(&commits).enumerate() {
             let checkout = scratch.join(format!("git{i}"));
@@ -1781,12 +1796,12 @@ impl<'a> Executor<'a> {
                 extract: false,
                 ..opts.clone()
             };
-            let into = if dest.ends_with('/') {
+            let into_dir = if dest.ends_with('/') {
                 dest.clone()
             } else {
                 format!("{dest}/")
             };
-            copy::copy_into(&root, &sources, &rootfs, &into, &gopts).map_err(fail)?;
+            copy::copy_into(&root, &sources, &into, &into_dir, &gopts).map_err(fail)?;
         }
         let mut relink = None;
         if !patterns.is_empty() {
@@ -1813,13 +1828,13 @@ impl<'a> Executor<'a> {
                         exclude,
                     };
                     let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
-                    copy::copy_into(&root, &sources, &rootfs, &dest, &opts).map_err(fail)?;
+                    copy::copy_into(&root, &sources, &into, &dest, &opts).map_err(fail)?;
                 }
                 None => {
                     let root = self.named_or_context_root(named_dir, exclude);
                     let sources = copy::expand_sources(&root, &patterns).map_err(fail)?;
                     // The links of an earlier copy are remembered for the build context only.
-                    if inst.kind == Kind::Copy && named_dir.is_none() {
+                    if inst.kind == Kind::Copy && named_dir.is_none() && !link {
                         // Not ADD: an archive it extracts could overwrite a file after
                         // the record of what the layer holds was taken.
                         // The history line leaves most flags out; the shape keeps them.
@@ -1838,12 +1853,15 @@ impl<'a> Executor<'a> {
                             .map_err(fail)?;
                         relink = Some((reuse, shape));
                     } else {
-                        copy::copy_into(&root, &sources, &rootfs, &dest, &opts).map_err(fail)?;
+                        copy::copy_into(&root, &sources, &into, &dest, &opts).map_err(fail)?;
                     }
                 }
             }
         }
         ws.unmount_all()?;
+        if link {
+            return self.commit_step(&into, state, key, created_by);
+        }
         let Some((reuse, shape)) = relink else {
             return self.commit_step(&upper, state, key, created_by);
         };
