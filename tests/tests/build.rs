@@ -336,6 +336,24 @@ fn copy_link_makes_its_directories_anew() {
     assert_eq!(std::fs::read_to_string(real).unwrap(), "");
 }
 
+/// `FROM --platform=$BUILDPLATFORM img` and `FROM img` in one Dockerfile ask for the
+/// same image on this host (a common cross-compiling layout); berth refused it as
+/// two platforms of one name.
+#[test]
+fn build_platform_and_host_platform_are_one_platform() {
+    let b = Berth::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM --platform=$BUILDPLATFORM busybox AS tools\n\
+         ARG TARGETARCH\n\
+         RUN echo $TARGETARCH > /arch\n\
+         FROM busybox\n\
+         COPY --from=tools /arch /arch\n",
+    )]);
+    b.build(ctx.path(), &["-t", "plat", "--network", "none"]);
+    assert!(b.find_in_layers("plat", "/arch").is_some());
+}
+
 #[test]
 fn run_and_copy_build_real_layers() {
     let b = Berth::new();

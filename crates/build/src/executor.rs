@@ -427,7 +427,7 @@ impl<'a> Executor<'a> {
                 // The store keeps one image per name, so one build cannot use a name at
                 // two platforms.
                 match wanted.insert(name, platform) {
-                    Some(other) if other != platform => {
+                    Some(other) if !same_platform(other, platform) => {
                         return Err(BuildError::Step {
                             file: self.req.file_name.clone(),
                             line: stage.line,
@@ -2061,6 +2061,20 @@ fn host_binds(rootfs: &Path, network: Network, scratch: &Path) -> Vec<(PathBuf, 
         .collect()
 }
 
+/// Whether two stages ask for one platform: no platform means the host's, so
+/// `FROM --platform=$BUILDPLATFORM img` and `FROM img` agree on this host.
+fn same_platform(a: Option<&str>, b: Option<&str>) -> bool {
+    use berth_registry::client::Platform;
+    let concrete = |p: Option<&str>| match p {
+        None => Ok(Platform::host()),
+        Some(p) => Platform::parse(p),
+    };
+    match (concrete(a), concrete(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 /// Where BuildKit mounts a RUN's script heredoc (read-only, one file per script).
 const PIPES_DIR: &str = "/dev/pipes";
 
@@ -2377,6 +2391,21 @@ mod tests {
         // A heredoc fed to a command is the shell's to read.
         let run = run_of("FROM x\nRUN python3 <<EOF\n#!/x\nEOF\n");
         assert!(run.script.is_none());
+    }
+
+    #[test]
+    fn the_hosts_platform_written_out_is_the_host_platform() {
+        let host = berth_registry::client::Platform::host();
+        let written = format!("{}/{}", host.os, host.architecture);
+        assert!(same_platform(None, Some(&written)));
+        assert!(same_platform(Some(&written), None));
+        assert!(same_platform(None, None));
+        let other = if host.architecture == "arm64" {
+            "linux/amd64"
+        } else {
+            "linux/arm64"
+        };
+        assert!(!same_platform(None, Some(other)));
     }
 
     #[test]
