@@ -354,6 +354,27 @@ fn build_platform_and_host_platform_are_one_platform() {
     assert!(b.find_in_layers("plat", "/arch").is_some());
 }
 
+/// A FIFO a RUN made is in the layer, and `berth export` of a container of the image
+/// writes it under its name (the tar crate used the host path and failed).
+#[test]
+fn export_writes_fifos_a_run_made() {
+    let b = Berth::new();
+    let ctx = context(&[("Dockerfile", "FROM busybox\nRUN mkfifo /pipe\n")]);
+    b.build(ctx.path(), &["-t", "fifo", "--network", "none"]);
+    let id = b.ok(&["create", "fifo", "true"]);
+    let out = b.root.path().join("export.tar");
+    b.ok(&["export", "-o", out.to_str().unwrap(), id.trim()]);
+    let mut ar = tar::Archive::new(std::fs::File::open(&out).unwrap());
+    let fifo = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().ends_with("pipe"))
+        .expect("./pipe in the export");
+    assert_eq!(fifo.header().entry_type(), tar::EntryType::Fifo);
+    b.ok(&["rm", id.trim()]);
+}
+
 #[test]
 fn run_and_copy_build_real_layers() {
     let b = Berth::new();

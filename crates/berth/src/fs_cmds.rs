@@ -521,9 +521,49 @@ fn append_tree(
             }
             seen.insert((md.dev(), md.ino()), inner.clone());
         }
+        if is_special(&md) {
+            append_special(ar, &md, &inner)?;
+            continue;
+        }
         ar.append_path_with_name(&path, &inner)?;
     }
     Ok(())
+}
+
+/// A FIFO, device node or socket: the `tar` crate names these by their host path
+/// (which fails as an absolute path), so they are written by hand.
+fn is_special(md: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let t = md.file_type();
+    t.is_fifo() || t.is_char_device() || t.is_block_device() || t.is_socket()
+}
+
+/// Appends a FIFO or device node under `name`; a socket is left out, as Docker does.
+fn append_special(
+    ar: &mut tar::Builder<Box<dyn Write>>,
+    md: &std::fs::Metadata,
+    name: &Path,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let t = md.file_type();
+    let kind = if t.is_fifo() {
+        tar::EntryType::Fifo
+    } else if t.is_char_device() {
+        tar::EntryType::Char
+    } else if t.is_block_device() {
+        tar::EntryType::Block
+    } else {
+        return Ok(());
+    };
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata(md);
+    h.set_entry_type(kind);
+    h.set_size(0);
+    if kind != tar::EntryType::Fifo {
+        h.set_device_major(libc::major(md.rdev()))?;
+        h.set_device_minor(libc::minor(md.rdev()))?;
+    }
+    ar.append_data(&mut h, name, std::io::empty())
 }
 
 fn read_num(dir: &Path, file: &str) -> Option<u64> {
