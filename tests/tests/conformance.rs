@@ -393,7 +393,9 @@ struct Image {
 }
 
 /// The compared config keys, empty values dropped (null, "", [] and {} all mean unset)
-/// and buildah's own version label left out.
+/// and buildah's own version label left out. A WorkingDir of `/` means unset too (a
+/// process starts there either way): BuildKit's empty image, which a scratch stage
+/// starts from, has `/` where buildah's has none.
 fn config_of(c: &Value) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for k in CONFIG_KEYS {
@@ -403,6 +405,7 @@ fn config_of(c: &Value) -> BTreeMap<String, Value> {
         }
         let empty = match &v {
             Value::Null => true,
+            Value::String(s) if *k == "WorkingDir" => s.is_empty() || s == "/",
             Value::String(s) => s.is_empty(),
             Value::Array(a) => a.is_empty(),
             Value::Object(o) => o.is_empty(),
