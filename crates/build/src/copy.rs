@@ -419,11 +419,13 @@ fn children(
     names.sort();
     let mut out = Vec::new();
     for name in names {
-        let name = name.to_string_lossy().into_owned();
+        // Patterns match the name as text; the file is found by its bytes (a name
+        // that is not UTF-8 must not turn into one that does not exist).
+        let text = name.to_string_lossy();
         let child_rel = if rel.is_empty() {
-            name.clone()
+            text.into_owned()
         } else {
-            format!("{rel}/{name}")
+            format!("{rel}/{text}")
         };
         if !is_ignored(root, &child_rel) && !is_excluded(root, top, &child_rel) {
             out.push((dir.join(&name), child_rel));
@@ -1142,6 +1144,22 @@ mod tests {
             let got = fs::read_to_string(rootfs.path().join(&dest[1..]).join("inside"));
             assert_eq!(got.unwrap(), "i\n", "{src}");
         }
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_copied_as_it_is() {
+        use std::os::unix::ffi::OsStrExt;
+        let ctx = tempfile::tempdir().unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9");
+        fs::create_dir(ctx.path().join("d")).unwrap();
+        fs::write(ctx.path().join("d").join(name), "latin1").unwrap();
+        let ignore = PatternMatcher::new::<&str>(&[]).unwrap();
+        let root = context_root(ctx.path(), &ignore);
+        let srcs = expand_sources(&root, &[".".into()]).unwrap();
+        copy_into(&root, &srcs, rootfs.path(), "/c/", &CopyOptions::default()).unwrap();
+        let copied = rootfs.path().join("c/d").join(name);
+        assert_eq!(fs::read_to_string(copied).unwrap(), "latin1");
     }
 
     #[test]
