@@ -207,7 +207,7 @@ ONBUILD RUN echo triggered > /tmp/trig
         "{h}"
     );
     assert!(
-        h.contains("EXPOSE [53/udp 80/tcp 8000/tcp 8001/tcp]"),
+        h.contains("EXPOSE [80/tcp 53/udp 8000/tcp 8001/tcp]"),
         "{h}"
     );
     // Metadata steps add no layer; each WORKDIR made its directory (as the USER).

@@ -1016,7 +1016,8 @@ impl<'a> Executor<'a> {
                         m.insert(p.clone(), json!({}));
                     }
                 }
-                ports.sort();
+                // BuildKit lists the ports as written (ranges expanded, duplicates
+                // kept); only the config's map makes them unique.
                 state.history(format!("EXPOSE [{}]", ports.join(" ")), true, &created);
             }
             Kind::Volume => {
