@@ -877,6 +877,15 @@ fn dockerfile_errors_name_the_line_and_check_lints() {
         err.contains("StageNameCasing") && err.contains("Dockerfile:1"),
         "{err}"
     );
+    // The BUILDKIT_DOCKERFILE_CHECK build argument's skip= applies to --check as well.
+    let skipped = b.run(&[
+        "build",
+        "--check",
+        "--build-arg",
+        "BUILDKIT_DOCKERFILE_CHECK=skip=StageNameCasing,ConsistentInstructionCasing",
+        ctx.path().to_str().unwrap(),
+    ]);
+    assert!(skipped.status.success(), "{}", stderr(&skipped));
     let ctx = context(&[("Dockerfile", "FROM busybox\nRUN exit 1\n")]);
     let out = b.run(&["build", "--check", ctx.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -708,7 +708,13 @@ fn check(text: &str, file: &str, args: &BuildArgs) -> i32 {
     // As `docker build --check`: the warnings first, then the error that
     // stops the build, if any. A file the parser refuses comes back as a
     // ParseError finding, which is that error, not a warning.
-    let (parse_errors, warnings): (Vec<_>, Vec<_>) = berth_build::check(text, file)
+    // The `BUILDKIT_DOCKERFILE_CHECK` build argument (`skip=…`) counts here as in a build.
+    let args_given = build_args(&args.build_args);
+    let setting = args_given
+        .get("BUILDKIT_DOCKERFILE_CHECK")
+        .map(String::as_str);
+    let (parse_errors, warnings): (Vec<_>, Vec<_>) = berth_build::check_with(text, file, setting)
+        .0
         .into_iter()
         .partition(|d| d.rule == "ParseError");
     for d in &warnings {
