@@ -293,6 +293,10 @@ fn pull_list_push_and_remove() {
     assert_eq!(img["Os"], "linux");
     assert_eq!(img["Architecture"], "amd64");
     assert_eq!(img["RepoTags"][0], src.as_str());
+    // Docker's empty strings, not nulls, where the config has nothing.
+    for key in ["Author", "Comment", "Parent", "DockerVersion", "Variant"] {
+        assert_eq!(img[key], "", "{key} in {img}");
+    }
     // `images --format` and `image inspect -f` take Go templates, as Docker's.
     let listed = berth.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(listed.lines().any(|l| l == src), "{listed}");

@@ -363,16 +363,20 @@ impl LocalStore {
             .collect();
         repo_digests.dedup();
         let size: u64 = rec.layers.iter().map(|l| l.size).sum();
-        Ok(serde_json::json!({
+        // Docker prints these strings even when empty (`jq .Author` gives "", not null).
+        let text = |key: &str| config.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+        let mut out = serde_json::json!({
             "Id": rec.config_digest.to_string(),
             "RepoTags": repo_tags,
             "RepoDigests": repo_digests,
+            "Parent": "",
+            "Comment": text("comment"),
             "Created": config.get("created").cloned().unwrap_or(serde_json::Value::Null),
-            "Author": config.get("author").cloned().unwrap_or_default(),
-            "Config": config.get("config").cloned().unwrap_or_default(),
+            "DockerVersion": text("docker_version"),
+            "Author": text("author"),
+            "Config": config.get("config").cloned().unwrap_or_else(|| serde_json::json!({})),
             "Architecture": rec.platform.architecture,
             "Os": rec.platform.os,
-            "Variant": rec.platform.variant,
             "Size": size,
             "RootFS": {
                 "Type": "layers",
@@ -391,7 +395,11 @@ impl LocalStore {
                         .collect::<Vec<_>>().join(":"),
                 },
             },
-        }))
+        });
+        // Docker's JSON leaves an empty Variant out, but its templates run on the struct
+        // and print "" for it; an empty string serves both (`null` served neither).
+        out["Variant"] = serde_json::json!(rec.platform.variant.as_deref().unwrap_or_default());
+        Ok(out)
     }
 }
 
