@@ -544,25 +544,12 @@ fn append_special(
     md: &std::fs::Metadata,
     name: &Path,
 ) -> std::io::Result<()> {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let t = md.file_type();
-    let kind = if t.is_fifo() {
-        tar::EntryType::Fifo
-    } else if t.is_char_device() {
-        tar::EntryType::Char
-    } else if t.is_block_device() {
-        tar::EntryType::Block
-    } else {
+    let Some(kind) = berth_image::layer::special_entry_type(&md.file_type()) else {
         return Ok(());
     };
     let mut h = tar::Header::new_gnu();
     h.set_metadata(md);
-    h.set_entry_type(kind);
-    h.set_size(0);
-    if kind != tar::EntryType::Fifo {
-        h.set_device_major(libc::major(md.rdev()))?;
-        h.set_device_minor(libc::minor(md.rdev()))?;
-    }
+    berth_image::layer::set_special(&mut h, kind, md)?;
     ar.append_data(&mut h, name, std::io::empty())
 }
 

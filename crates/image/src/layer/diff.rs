@@ -271,13 +271,7 @@ impl<W: Write> Walker<'_, W> {
             return append_raw(self.builder, &mut header, arc, None, pax, f)
                 .map_err(ctx("archive"));
         }
-        let kind = if ft.is_char_device() {
-            tar::EntryType::Char
-        } else if ft.is_block_device() {
-            tar::EntryType::Block
-        } else if ft.is_fifo() {
-            tar::EntryType::Fifo
-        } else {
+        let Some(kind) = special_entry_type(&ft) else {
             // Sockets are runtime objects; like Docker, leave them out (and
             // out of a layer directory too, so it matches the tar).
             if self.adopt {
@@ -285,12 +279,7 @@ impl<W: Write> Walker<'_, W> {
             }
             return Ok(());
         };
-        header.set_entry_type(kind);
-        if kind != tar::EntryType::Fifo {
-            let (major, minor) = (libc::major(md.rdev()), libc::minor(md.rdev()));
-            header.set_device_major(major).map_err(ctx("archive"))?;
-            header.set_device_minor(minor).map_err(ctx("archive"))?;
-        }
+        set_special(&mut header, kind, &md).map_err(ctx("archive"))?;
         append_raw(self.builder, &mut header, arc, None, pax, io::empty()).map_err(ctx("archive"))
     }
 
@@ -378,4 +367,35 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 fn is_opaque(path: &Path) -> io::Result<bool> {
     let v = sys::lgetxattr(path, OsStr::new(OPAQUE_XATTR))?;
     Ok(v.as_deref() == Some(b"y"))
+}
+
+/// The tar entry type of a FIFO or device node; `None` for anything else (a socket is
+/// left out of archives, as Docker does).
+pub fn special_entry_type(ft: &fs::FileType) -> Option<tar::EntryType> {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_char_device() {
+        Some(tar::EntryType::Char)
+    } else if ft.is_block_device() {
+        Some(tar::EntryType::Block)
+    } else if ft.is_fifo() {
+        Some(tar::EntryType::Fifo)
+    } else {
+        None
+    }
+}
+
+/// Makes `header` a `kind` entry (from [`special_entry_type`]) with `md`'s device numbers.
+pub fn set_special(
+    header: &mut tar::Header,
+    kind: tar::EntryType,
+    md: &fs::Metadata,
+) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    header.set_entry_type(kind);
+    header.set_size(0);
+    if kind != tar::EntryType::Fifo {
+        header.set_device_major(libc::major(md.rdev()))?;
+        header.set_device_minor(libc::minor(md.rdev()))?;
+    }
+    Ok(())
 }

@@ -23,7 +23,10 @@ use oci_spec::image::MediaType;
 use crate::digest::Digest;
 
 pub use apply::{content_size, AppliedLayer, ApplyOptions, DevicePolicy, LayerStore, UnpackStats};
-pub use diff::{write_layer, write_layer_and_adopt, write_layer_excluding, DiffOutput};
+pub use diff::{
+    set_special, special_entry_type, write_layer, write_layer_and_adopt, write_layer_excluding,
+    DiffOutput,
+};
 
 /// Layer failures.
 #[derive(Debug, thiserror::Error)]
