@@ -3279,3 +3279,83 @@ fn docker_compat_flags_are_taken_or_refused_plainly() {
     );
     assert_refused_saying(&b, &["--volume-driver", "nfs"], "not supported");
 }
+
+/// Everything after the image is the command's, even words that look like run's own flags:
+/// `-d` right after the image went to `--detach` and the container ran in the background.
+#[test]
+fn args_after_the_image_belong_to_the_command() {
+    let b = Berth::new();
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "ls",
+        IMAGE,
+        "-d",
+        "/",
+    ]);
+    assert_eq!(out, "/");
+    let id = b.ok(&["create", "--network", "none", IMAGE, "-t", "x"]);
+    let args = b.ok(&["inspect", "-f", "{{.Path}} {{json .Args}}", &id]);
+    assert_eq!(args, r#"-t ["x"]"#);
+}
+
+/// `--read-only` covers the engine's /etc/hosts, /etc/hostname and /etc/resolv.conf
+/// binds too, as Docker's: they were left writable.
+#[test]
+fn read_only_root_makes_the_network_files_read_only() {
+    let b = Berth::new();
+    let script = "for f in hosts hostname resolv.conf; do \
+                  grep \" /etc/$f \" /proc/self/mountinfo | cut -d' ' -f6 | cut -d, -f1; done";
+    let ro = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--read-only",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(ro, "ro\nro\nro");
+    let rw = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        IMAGE,
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert_eq!(rw, "rw\nrw\nrw");
+}
+
+/// On the host's network a container is named after the host and starts from the host's
+/// /etc/hosts (plus `--add-host` lines), as Docker's: it got its id and berth's own file.
+#[test]
+fn host_network_takes_the_hosts_name_and_hosts_file() {
+    let b = Berth::new();
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "--add-host",
+        "extra.test:10.1.2.3",
+        IMAGE,
+        "sh",
+        "-c",
+        "hostname; echo $HOSTNAME; cat /etc/hostname; cat /etc/hosts",
+    ]);
+    let expected = format!(
+        "{host}\n{host}\n{host}\n{}\n10.1.2.3\textra.test",
+        host_hosts.trim_end()
+    );
+    assert_eq!(out, expected);
+}

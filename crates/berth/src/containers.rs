@@ -307,10 +307,35 @@ pub struct RunArgs {
     #[arg(long, action = ArgAction::Help)]
     pub help: Option<bool>,
     /// The image.
+    #[arg(skip)]
     pub image: String,
     /// The command and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(skip)]
     pub cmd: Vec<String>,
+    /// The image, then the command and its arguments, as typed: one trailing list, so
+    /// that everything after the image belongs to the command even when it looks like
+    /// one of run's flags (`run --entrypoint ls IMG -d /`), as Docker stops parsing its
+    /// flags at the image. Split into `image` and `cmd` by [`RunArgs::split_positional`].
+    #[arg(
+        value_name = "IMAGE [COMMAND] [ARG...]",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub(crate) positional: Vec<String>,
+}
+
+impl RunArgs {
+    /// Moves the parsed `IMAGE [COMMAND] [ARG...]` list into `image` and `cmd`
+    /// (arguments built in code, as compose's, already have them and no list).
+    fn split_positional(mut self) -> Self {
+        let mut rest = std::mem::take(&mut self.positional).into_iter();
+        if let Some(image) = rest.next() {
+            self.image = image;
+            self.cmd = rest.collect();
+        }
+        self
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -662,8 +687,8 @@ fn report(r: CmdResult) -> i32 {
 
 pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
     match cmd {
-        ContainerCmd::Run(a) => run(root, a),
-        ContainerCmd::Create(a) => create_cmd(root, a),
+        ContainerCmd::Run(a) => run(root, a.split_positional()),
+        ContainerCmd::Create(a) => create_cmd(root, a.split_positional()),
         ContainerCmd::Start {
             attach,
             interactive,
@@ -1241,6 +1266,20 @@ fn check_realtime(period: Option<u64>, runtime: Option<i64>) -> Result<(), Strin
     Ok(())
 }
 
+/// `--hostname`, else the host's name where the container shares the host's UTS or
+/// network namespace (Docker names a `--network host` container after the host, whose
+/// addresses it has), else none: the engine then takes the id's first 12 digits.
+fn default_hostname(a: &RunArgs) -> Option<String> {
+    if a.hostname.is_some() {
+        return a.hostname.clone();
+    }
+    let host_ns = a.uts.as_deref() == Some("host") || a.network == "host";
+    host_ns
+        .then(nix::unistd::gethostname)
+        .and_then(|h| h.ok())
+        .map(|h| h.to_string_lossy().into_owned())
+}
+
 fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
     let mut env = Vec::new();
     for f in &a.env_file {
@@ -1292,12 +1331,7 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
             );
         }
     }
-    let hostname = match (&a.hostname, a.uts.as_deref()) {
-        (None, Some("host")) => nix::unistd::gethostname()
-            .ok()
-            .map(|h| h.to_string_lossy().into_owned()),
-        (h, _) => h.clone(),
-    };
+    let hostname = default_hostname(a);
     let cfg = RunConfig {
         env,
         workdir: a.workdir.clone().unwrap_or_default(),

@@ -448,7 +448,7 @@ impl Engine {
             std::fs::write(dir.join(name), text).ctx(|| format!("write {name}"))
         };
         write("hostname", format!("{}\n", c.config.hostname))?;
-        write("hosts", berth_net::hosts_file(&self.extra_hosts(c, &[])?))?;
+        write("hosts", net::hosts_text(c, &self.extra_hosts(c, &[])?))?;
         write("resolv.conf", net::resolv_conf(c))?;
         std::fs::File::create(self.log_path(&c.id)).ctx(|| "create log".into())?;
         for m in c.config.mounts.iter().filter(|m| m.kind == "volume") {

@@ -213,6 +213,24 @@ pub fn release(root: &Path, c: &Container) -> Result<()> {
         .map_err(net_err)
 }
 
+/// The hosts file the container starts with; `extra` are its `--add-host` and link lines.
+/// In the host's network namespace it is the host's own `/etc/hosts` with `extra` after it,
+/// as Docker copies it: the host's names and addresses are the container's there.
+pub fn hosts_text(c: &Container, extra: &[String]) -> String {
+    if mode(&c.config.network) != Mode::Host {
+        return berth_net::hosts_file(extra);
+    }
+    let mut out = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    for l in extra {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
 /// The resolv.conf text for the container: `--dns`/`--dns-search`, else the host's
 /// (minus loopback name servers, which do not answer inside another netns).
 pub fn resolv_conf(c: &Container) -> String {

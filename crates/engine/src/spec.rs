@@ -349,6 +349,23 @@ impl Link {
     }
 }
 
+/// The binds of the engine's `/etc/resolv.conf`, `/etc/hostname` and `/etc/hosts`. With
+/// `--read-only` they are read-only too, as Docker makes them: a read-only container must
+/// not rewrite its name or resolver for the engine (which rewrites the hosts file itself).
+fn network_file_mounts(dir: &Path, read_only: bool) -> Vec<Value> {
+    let mut options = vec!["rbind", "rprivate"];
+    if read_only {
+        options.push("ro");
+    }
+    ["resolv.conf", "hostname", "hosts"]
+        .iter()
+        .map(|f| {
+            json!({"destination": format!("/etc/{f}"), "type": "bind",
+                "source": dir.join(f), "options": options})
+        })
+        .collect()
+}
+
 /// The spec as JSON. `rootfs` must be mounted (the user is looked up in it); `volumes`
 /// maps volume mounts to their host directories; `joins` the namespaces it shares.
 pub fn build(
@@ -380,10 +397,7 @@ pub fn build(
             "options": ["nosuid", "noexec", "nodev", "mode=1777", bytes_option(shm)]}),
         ),
     }
-    for f in ["resolv.conf", "hostname", "hosts"] {
-        mounts.push(json!({"destination": format!("/etc/{f}"), "type": "bind",
-            "source": dir.join(f), "options": ["rbind", "rprivate"]}));
-    }
+    mounts.extend(network_file_mounts(dir, cfg.read_only));
     for (m, host) in volumes {
         let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
         if m.read_only {
