@@ -181,7 +181,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub kernel_memory: Option<String>,
     /// Sysctl options.
-    #[arg(long)]
+    #[arg(long, value_parser = namespaced_sysctl)]
     pub sysctl: Vec<String>,
     /// Add a host device to the container.
     #[arg(long)]
@@ -1226,6 +1226,30 @@ fn blkio_list(flag: &str, list: &[String], kind: Blkio) -> Result<Vec<(String, u
             Ok((dev.to_string(), n))
         })
         .collect()
+}
+
+/// `--sysctl KEY=VALUE` where KEY belongs to a namespace a container can have of its own
+/// (Docker's client list: System V IPC, POSIX message queues, network), refused with
+/// Docker's words otherwise; any other key would be the host's.
+fn namespaced_sysctl(s: &str) -> Result<String, String> {
+    const IPC: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let ok = s.split_once('=').is_some_and(|(k, _)| {
+        IPC.contains(&k) || k.starts_with("fs.mqueue.") || k.starts_with("net.")
+    });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("sysctl '{s}' is not allowed"))
+    }
 }
 
 /// Flags berth takes for Docker's sake: the one runtime and volume driver it has, and a

@@ -152,7 +152,7 @@ fn main() {
         _ => {}
     }
     drop(args);
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| exit_on_usage_error(&e));
     // Warnings from the libraries (a hosts file not updated, a bridge not deleted) reach
     // the user always; `-D` adds the timed debug events.
     berth_cli::log::Log {
@@ -235,4 +235,11 @@ fn prints_only(cmd: &Cmd) -> bool {
         ),
         _ => false,
     }
+}
+
+/// Prints clap's message and exits as Docker's CLI does: 0 for `--help`/`--version`, 125
+/// for a bad flag or value (clap's own 2 is not a code Docker scripts expect).
+fn exit_on_usage_error(e: &clap::Error) -> ! {
+    let _ = e.print();
+    std::process::exit(if e.use_stderr() { 125 } else { 0 })
 }

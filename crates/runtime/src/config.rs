@@ -96,6 +96,7 @@ fn validate(spec: &Spec) -> Result<()> {
                 "a new user namespace needs uid mappings",
             ));
         }
+        validate_sysctls(linux)?;
     }
     if let Some(process) = spec.process() {
         validate_rlimits(process)?;
@@ -107,6 +108,66 @@ fn validate(spec: &Spec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The sysctls of IPC namespaces (runc's list): System V IPC and POSIX message queues.
+const IPC_SYSCTLS: [&str; 8] = [
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// A sysctl is written from inside the container's namespaces, so one whose namespace the
+/// container shares with the runtime (the host's, usually) would change the host: refuse
+/// it, as runc does, instead of writing `net.ipv4.ip_forward` for the whole machine.
+fn validate_sysctls(linux: &oci_spec::runtime::Linux) -> Result<()> {
+    // `kind`: the namespace's name under /proc/<pid>/ns.
+    let own_ns = |typ: LinuxNamespaceType, kind: &str| {
+        linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .find(|n| n.typ() == typ)
+            .is_some_and(|n| n.path().as_ref().is_none_or(|p| !is_runtime_ns(p, kind)))
+    };
+    for key in linux.sysctl().iter().flat_map(|m| m.keys()) {
+        let field = format!("linux.sysctl[{key}]");
+        let ipc = IPC_SYSCTLS.contains(&key.as_str()) || key.starts_with("fs.mqueue.");
+        if ipc && !own_ns(LinuxNamespaceType::Ipc, "ipc") {
+            let msg = format!("sysctl {key:?} is not allowed in the hosts ipc namespace");
+            return Err(Error::config(field, msg));
+        }
+        if key.starts_with("net.") && !own_ns(LinuxNamespaceType::Network, "net") {
+            let msg = format!("sysctl {key:?} not allowed in host network namespace");
+            return Err(Error::config(field, msg));
+        }
+        let uts = key == "kernel.hostname" || key == "kernel.domainname";
+        if uts && !own_ns(LinuxNamespaceType::Uts, "uts") {
+            let msg = format!("sysctl {key:?} is not allowed in the hosts uts namespace");
+            return Err(Error::config(field, msg));
+        }
+        if !ipc && !uts && !key.starts_with("net.") {
+            let msg = format!("sysctl {key:?} is not in a separate kernel namespace");
+            return Err(Error::config(field, msg));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the namespace file `path` is the runtime's own namespace of `kind` (a spec may
+/// join the host's network namespace by path rather than by leaving it out).
+fn is_runtime_ns(path: &Path, kind: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata(format!("/proc/self/ns/{kind}"));
+    match (std::fs::metadata(path), own) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Without CAP_SYS_RESOURCE (as on our build machines) the hard limits can only go down,
@@ -199,4 +260,47 @@ pub(crate) fn has_effective_cap(cap: u32) -> bool {
 
 pub(crate) fn read_u64(path: &str) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn linux(namespaces: &[&str], key: &str) -> oci_spec::runtime::Linux {
+        let ns: Vec<_> = namespaces
+            .iter()
+            .map(|t| serde_json::json!({"type": t}))
+            .collect();
+        serde_json::from_value(serde_json::json!({"namespaces": ns, "sysctl": {key: "1"}})).unwrap()
+    }
+
+    #[test]
+    fn sysctls_of_the_hosts_namespaces_are_refused() {
+        let e = validate_sysctls(&linux(&["mount"], "net.ipv4.ip_forward")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("not allowed in host network namespace"),
+            "{e}"
+        );
+        let e = validate_sysctls(&linux(&["network"], "kernel.shmmax")).unwrap_err();
+        assert!(e.to_string().contains("hosts ipc namespace"), "{e}");
+        let e = validate_sysctls(&linux(&["network", "ipc"], "vm.swappiness")).unwrap_err();
+        assert!(
+            e.to_string().contains("not in a separate kernel namespace"),
+            "{e}"
+        );
+        let own = linux(&["network", "ipc"], "net.ipv4.ip_forward");
+        assert!(validate_sysctls(&own).is_ok());
+        assert!(validate_sysctls(&linux(&["ipc"], "fs.mqueue.msg_max")).is_ok());
+    }
+
+    #[test]
+    fn joining_the_runtimes_own_network_namespace_is_the_host_one() {
+        let l: oci_spec::runtime::Linux = serde_json::from_value(serde_json::json!({
+            "namespaces": [{"type": "network", "path": "/proc/self/ns/net"}],
+            "sysctl": {"net.ipv4.ip_forward": "1"}
+        }))
+        .unwrap();
+        assert!(validate_sysctls(&l).is_err());
+    }
 }
