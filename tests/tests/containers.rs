@@ -3407,3 +3407,39 @@ fn sysctls_of_the_hosts_namespaces_are_refused() {
         stderr(&o)
     );
 }
+
+/// Refusals in Docker's words: an unknown capability names its list, an unknown
+/// `--group-add` group says "Unable", a relative working directory is refused at create.
+#[test]
+fn refusals_say_what_docker_says() {
+    let b = Berth::new();
+    let refused = |args: &[&str], cmd: &str, msg: &str| {
+        let mut full = vec![cmd, "--network", "none"];
+        full.extend_from_slice(args);
+        full.extend([IMAGE, "true"]);
+        let o = b.run(&full);
+        assert_ne!(code(&o), 0, "{args:?} was accepted");
+        assert!(stderr(&o).contains(msg), "{args:?}: {}", stderr(&o));
+    };
+    refused(
+        &["--cap-add", "FOO"],
+        "run",
+        r#"invalid CapAdd: unknown capability: "CAP_FOO""#,
+    );
+    refused(
+        &["--cap-drop", "BAR"],
+        "run",
+        r#"invalid CapDrop: unknown capability: "CAP_BAR""#,
+    );
+    let msg = "Unable to find group nogrp: no matching entries in group file";
+    refused(&["--group-add", "nogrp"], "run", msg);
+    let msg = "the working directory 'rel' is invalid, it needs to be an absolute path";
+    refused(&["-w", "rel"], "create", msg);
+    let env = b.root.path().join("env");
+    std::fs::write(&env, "A=1\nB = 2\n").unwrap();
+    let msg = format!(
+        "invalid env file ({}): variable 'B ' contains whitespaces",
+        env.display()
+    );
+    refused(&["--env-file", env.to_str().unwrap()], "run", &msg);
+}

@@ -957,18 +957,41 @@ fn parse_duration_ns(s: &str) -> Result<u64, String> {
 
 fn read_env_file(path: &str) -> Result<Vec<String>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("open {path}: {e}"))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| {
-            if l.contains('=') {
-                Some(l.to_string())
-            } else {
-                std::env::var(l).ok().map(|v| format!("{l}={v}"))
-            }
-        })
-        .collect())
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut out = Vec::new();
+    for line in text.lines() {
+        match env_file_line(line) {
+            Ok(Some(v)) => out.push(v),
+            Ok(None) => {}
+            Err(e) => return Err(format!("invalid env file ({path}): {e}")),
+        }
+    }
+    Ok(out)
+}
+
+/// One line of an env file, read as Docker's client reads it: leading blanks dropped, the
+/// value kept as written (trailing blanks and quotes included), a name with blanks in it
+/// refused (`A = 1` is an error, not `A =" 1"`), a bare name taking the caller's value or
+/// nothing when unset.
+fn env_file_line(line: &str) -> Result<Option<String>, String> {
+    let line = line.trim_start();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let (name, value) = match line.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (line, None),
+    };
+    if name.contains(char::is_whitespace) {
+        return Err(format!("variable '{name}' contains whitespaces"));
+    }
+    if name.is_empty() {
+        return Err(format!("no variable name on line '{line}'"));
+    }
+    Ok(match value {
+        Some(v) => Some(format!("{name}={v}")),
+        None => std::env::var(name).ok().map(|v| format!("{name}={v}")),
+    })
 }
 
 fn expand_env(e: &str) -> Option<String> {
@@ -2631,4 +2654,27 @@ pub(crate) fn writable_size(engine: &Engine, id: &str) -> u64 {
         .upper_dir(id)
         .map(|d| crate::system::dir_size(&d))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_file_lines_read_as_dockers_client_reads_them() {
+        assert_eq!(env_file_line("  A=1 ").unwrap(), Some("A=1 ".into()));
+        assert_eq!(env_file_line("C=\"q\"").unwrap(), Some("C=\"q\"".into()));
+        assert_eq!(env_file_line("D=a=b").unwrap(), Some("D=a=b".into()));
+        assert_eq!(env_file_line("  # note").unwrap(), None);
+        assert_eq!(env_file_line("").unwrap(), None);
+        assert_eq!(env_file_line("BERTH_SURELY_UNSET_VAR").unwrap(), None);
+        assert_eq!(
+            env_file_line("B = 2").unwrap_err(),
+            "variable 'B ' contains whitespaces"
+        );
+        assert_eq!(
+            env_file_line("=x").unwrap_err(),
+            "no variable name on line '=x'"
+        );
+    }
 }

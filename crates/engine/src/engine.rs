@@ -344,6 +344,13 @@ impl Engine {
         if cfg.args.is_empty() {
             return Err(Error::Invalid("no command specified".into()));
         }
+        // Refused at create as Docker does, not at start by the runtime's spec check.
+        if !cfg.workdir.is_empty() && !cfg.workdir.starts_with('/') {
+            return Err(Error::Invalid(format!(
+                "the working directory '{}' is invalid, it needs to be an absolute path",
+                cfg.workdir
+            )));
+        }
         for m in cfg
             .mounts
             .iter_mut()

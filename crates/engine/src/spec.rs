@@ -130,17 +130,20 @@ pub fn capabilities(c: &Container) -> Result<Vec<String>> {
         return Ok(all_caps());
     }
     let known = kernel_caps();
-    let check = |n: &String| {
-        if n == "CAP_ALL" || known.contains(n) {
-            Ok(())
-        } else {
-            Err(Error::Invalid(format!("unknown capability: {n:?}")))
-        }
+    // `field` names the list in the error, as Docker's "invalid CapAdd: …".
+    let check = |field: &str, names: &[String]| match names
+        .iter()
+        .find(|n| *n != "CAP_ALL" && !known.contains(n))
+    {
+        Some(n) => Err(Error::Invalid(format!(
+            "invalid {field}: unknown capability: {n:?}"
+        ))),
+        None => Ok(()),
     };
     let drop: Vec<String> = cfg.cap_drop.iter().map(|s| cap_name(s)).collect();
     let add: Vec<String> = cfg.cap_add.iter().map(|s| cap_name(s)).collect();
-    drop.iter().try_for_each(check)?;
-    add.iter().try_for_each(check)?;
+    check("CapAdd", &add)?;
+    check("CapDrop", &drop)?;
     let mut caps: Vec<String> = if drop.iter().any(|d| d == "CAP_ALL") {
         Vec::new()
     } else {
@@ -219,7 +222,12 @@ pub fn resolve_user(
         }
     }
     for g in group_add {
-        let id = lookup_group(&group, g)?;
+        // Docker's words for an unknown --group-add, capitalised unlike the user's group's.
+        let id = lookup_group(&group, g).map_err(|_| {
+            Error::Invalid(format!(
+                "Unable to find group {g}: no matching entries in group file"
+            ))
+        })?;
         if !extra.contains(&id) {
             extra.push(id);
         }
