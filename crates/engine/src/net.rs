@@ -214,21 +214,17 @@ pub fn release(root: &Path, c: &Container) -> Result<()> {
 }
 
 /// The hosts file the container starts with; `extra` are its `--add-host` and link lines.
-/// In the host's network namespace it is the host's own `/etc/hosts` with `extra` after it,
-/// as Docker copies it: the host's names and addresses are the container's there.
+/// In the host's network namespace without `extra` it is a copy of the host's own
+/// `/etc/hosts`, as Docker makes it: the host's names and addresses are the container's
+/// there. With `extra` it is the standard file, as Docker's, so that an `--add-host` can
+/// override a name the host's file has.
 pub fn hosts_text(c: &Container, extra: &[String]) -> String {
-    if mode(&c.config.network) != Mode::Host {
-        return berth_net::hosts_file(extra);
+    if mode(&c.config.network) == Mode::Host && extra.is_empty() {
+        if let Ok(host) = std::fs::read_to_string("/etc/hosts") {
+            return host;
+        }
     }
-    let mut out = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    if !out.is_empty() && !out.ends_with('\n') {
-        out.push('\n');
-    }
-    for l in extra {
-        out.push_str(l);
-        out.push('\n');
-    }
-    out
+    berth_net::hosts_file(extra)
 }
 
 /// The resolv.conf text for the container: `--dns`/`--dns-search`, else the host's
