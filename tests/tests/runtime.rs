@@ -551,7 +551,12 @@ fn terminal_through_console_socket() {
     let sockdir = tempfile::tempdir().unwrap();
     let sock = sockdir.path().join("console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let mut b = Bundle::new(&["sh", "-c", "tty; sleep 0.5"]);
+    // The pty is also the container's /dev/console, as the runtime spec asks.
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "t=$(tty); [ /dev/console -ef \"$t\" ] && echo \"$t is the console\"; sleep 0.5",
+    ]);
     b.spec["process"]["terminal"] = json!(true);
     b.save();
     let rc = Runc::new();
@@ -599,6 +604,7 @@ fn terminal_through_console_socket() {
     }
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("/dev/pts/"), "{text}");
+    assert!(text.contains(" is the console"), "{text}");
     assert!(rc.run(&["delete", "--force", "tty1"]).status.success());
 }
 

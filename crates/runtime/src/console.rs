@@ -14,6 +14,17 @@ use crate::error::{Context, Error, Result};
 /// Allocates the pty, sends the master over `socket`, and makes the slave the calling
 /// process's controlling terminal and stdio.
 pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<()> {
+    setup_with_console(socket, size, false)
+}
+
+/// [`setup`] for a container's init in its own mount namespace: the pty's slave is also
+/// bound over `/dev/console`, as the runtime spec asks for a process with a terminal
+/// (programs that write to the console then reach the caller's terminal, not nothing).
+pub fn setup_with_console(
+    socket: BorrowedFd<'_>,
+    size: Option<(u16, u16)>,
+    bind_console: bool,
+) -> Result<()> {
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .ctx(|| "open /dev/ptmx".into())?;
     grantpt(&master).ctx(|| "grantpt".into())?;
@@ -28,6 +39,9 @@ pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<()> {
         nix::sys::stat::Mode::empty(),
     )
     .ctx(|| format!("open {name}"))?;
+    if bind_console {
+        bind_dev_console(&name)?;
+    }
     send_fd(socket, master.as_raw_fd(), name.as_bytes())?;
     drop(master);
     nix::unistd::setsid().ctx(|| "setsid".into())?;
@@ -45,6 +59,28 @@ pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<()> {
         let _ = nix::unistd::close(slave);
     }
     Ok(())
+}
+
+/// Binds the pty slave `slave` (`/dev/pts/N` of the container's own devpts) over
+/// `/dev/console`, made as an empty file first when missing.
+fn bind_dev_console(slave: &str) -> Result<()> {
+    let console = std::path::Path::new("/dev/console");
+    if std::fs::symlink_metadata(console).is_err() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(console)
+            .ctx(|| "create /dev/console".into())?;
+    }
+    nix::mount::mount(
+        Some(slave),
+        console,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {slave} over /dev/console"))
 }
 
 pub fn send_fd(socket: BorrowedFd<'_>, fd: RawFd, name: &[u8]) -> Result<()> {
