@@ -668,6 +668,32 @@ fn named_volume_survives_rm_and_is_seeded_from_the_image() {
         "{}",
         stdout(&o)
     );
+    // As runc: a tmpfs without mode= keeps the covered directory's mode (the image's /root
+    // is 0755, its /tmp 1777); over a new path it has tmpfs' 1777; mode= wins.
+    let o = b.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--tmpfs",
+        "/root",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        "/fresh",
+        "--tmpfs",
+        "/bin2:mode=700",
+        IMAGE,
+        "sh",
+        "-c",
+        "stat -c '%n %a' /root /tmp /fresh /bin2",
+    ]);
+    assert_eq!(
+        stdout(&o),
+        "/root 755\n/tmp 1777\n/fresh 1777\n/bin2 700\n",
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

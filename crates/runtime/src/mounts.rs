@@ -215,6 +215,27 @@ pub fn prepare_rootfs(
     Ok(())
 }
 
+/// A tmpfs without `mode=` takes the mode of the directory it covers, as runc mounts it
+/// (`--tmpfs /tmp` over a 0755 `/tmp` stays 0755); over a path that does not exist yet
+/// it keeps tmpfs' own 1777.
+fn tmpfs_keeps_dir_mode(target: &Path, data: String) -> String {
+    use std::os::unix::fs::MetadataExt;
+    if data.split(',').any(|o| o.starts_with("mode=")) {
+        return data;
+    }
+    match std::fs::metadata(target) {
+        Ok(md) if md.is_dir() => {
+            let mode = format!("mode={:04o}", md.mode() & 0o7777);
+            if data.is_empty() {
+                mode
+            } else {
+                format!("{mode},{data}")
+            }
+        }
+        _ => data,
+    }
+}
+
 fn make_parent_private(rootfs: &Path) -> Result<()> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ctx(|| "mountinfo".into())?;
     let mut best: Option<PathBuf> = None;
@@ -262,7 +283,10 @@ fn mount_one(rootfs: &Path, m: &Mount, cgroup: &Cgroup, cgroupns: bool) -> Resul
         return mount_cgroup(&target, &opts, cgroup, cgroupns);
     }
     let source = m.source().as_deref();
-    let data = opts.data.join(",");
+    let mut data = opts.data.join(",");
+    if fstype == "tmpfs" {
+        data = tmpfs_keeps_dir_mode(&target, data);
+    }
     let data = (!data.is_empty()).then_some(data.as_str());
     if is_bind {
         let src = source.ok_or_else(|| {
