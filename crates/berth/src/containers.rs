@@ -834,45 +834,19 @@ pub fn main(root: &Path, cmd: ContainerCmd) -> i32 {
             };
             each(root, &containers, |e, c| {
                 e.update(c, |cfg| {
-                    if mem.is_some() {
-                        cfg.memory = mem;
-                    }
-                    if swap.is_some() {
-                        cfg.memory_swap = swap;
-                    }
-                    if let Some(n) = cpus {
-                        cfg.nano_cpus = Some((n * 1e9) as i64);
-                    }
-                    if cpu_shares.is_some() {
-                        cfg.cpu_shares = cpu_shares;
-                    }
-                    if cpuset_cpus.is_some() {
-                        cfg.cpuset_cpus = cpuset_cpus.clone();
-                    }
-                    if cpuset_mems.is_some() {
-                        cfg.cpuset_mems = cpuset_mems.clone();
-                    }
-                    if cpu_period.is_some() {
-                        cfg.cpu_period = cpu_period;
-                    }
-                    if cpu_quota.is_some() {
-                        cfg.cpu_quota = cpu_quota;
-                    }
-                    if cpu_rt_period.is_some() {
-                        cfg.cpu_rt_period = cpu_rt_period;
-                    }
-                    if cpu_rt_runtime.is_some() {
-                        cfg.cpu_rt_runtime = cpu_rt_runtime;
-                    }
-                    if reservation.is_some() {
-                        cfg.memory_reservation = reservation;
-                    }
-                    if blkio_weight.is_some() {
-                        cfg.blkio_weight = blkio_weight;
-                    }
-                    if pids_limit.is_some() {
-                        cfg.pids_limit = pids_limit;
-                    }
+                    set(&mut cfg.memory, mem);
+                    set(&mut cfg.memory_swap, swap);
+                    set(&mut cfg.nano_cpus, cpus.map(|n| (n * 1e9) as i64));
+                    set(&mut cfg.cpu_shares, cpu_shares);
+                    set(&mut cfg.cpuset_cpus, cpuset_cpus.clone());
+                    set(&mut cfg.cpuset_mems, cpuset_mems.clone());
+                    set(&mut cfg.cpu_period, cpu_period);
+                    set(&mut cfg.cpu_quota, cpu_quota);
+                    set(&mut cfg.cpu_rt_period, cpu_rt_period);
+                    set(&mut cfg.cpu_rt_runtime, cpu_rt_runtime);
+                    set(&mut cfg.memory_reservation, reservation);
+                    set(&mut cfg.blkio_weight, blkio_weight);
+                    set(&mut cfg.pids_limit, pids_limit);
                     if let Some(r) = &restart {
                         cfg.restart = r.clone();
                     }
@@ -953,6 +927,14 @@ fn parse_duration_ns(s: &str) -> Result<u64, String> {
     humantime::parse_duration(s)
         .map(|d| d.as_nanos() as u64)
         .map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// `update`: a limit given on the command line replaces the recorded one; one not given
+/// leaves it as it is.
+fn set<T>(slot: &mut Option<T>, given: Option<T>) {
+    if given.is_some() {
+        *slot = given;
+    }
 }
 
 fn read_env_file(path: &str) -> Result<Vec<String>, String> {
@@ -1255,19 +1237,9 @@ fn blkio_list(flag: &str, list: &[String], kind: Blkio) -> Result<Vec<(String, u
 /// (Docker's client list: System V IPC, POSIX message queues, network), refused with
 /// Docker's words otherwise; any other key would be the host's.
 fn namespaced_sysctl(s: &str) -> Result<String, String> {
-    const IPC: [&str; 8] = [
-        "kernel.msgmax",
-        "kernel.msgmnb",
-        "kernel.msgmni",
-        "kernel.sem",
-        "kernel.shmall",
-        "kernel.shmmax",
-        "kernel.shmmni",
-        "kernel.shm_rmid_forced",
-    ];
-    let ok = s.split_once('=').is_some_and(|(k, _)| {
-        IPC.contains(&k) || k.starts_with("fs.mqueue.") || k.starts_with("net.")
-    });
+    let ok = s
+        .split_once('=')
+        .is_some_and(|(k, _)| berth_runtime::config::is_ipc_sysctl(k) || k.starts_with("net."));
     if ok {
         Ok(s.to_string())
     } else {

@@ -568,7 +568,7 @@ pub fn suggest<'a>(
         if opt == wanted {
             return None;
         }
-        let dist = levenshtein(&wanted, &opt);
+        let dist = strsim::levenshtein(&wanted, &opt);
         if dist < min {
             min = dist;
             best = Some(if case_sensitive {
@@ -596,24 +596,6 @@ fn did_you_mean(found: Option<String>, prefix: &str) -> String {
     found
         .map(|m| format!(" (did you mean {prefix}{m}?)"))
         .unwrap_or_default()
-}
-
-/// Edit distance (insertions, deletions, substitutions of characters).
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diag = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (diag + usize::from(ca != *cb))
-                .min(above + 1)
-                .min(row[j] + 1);
-            diag = above;
-        }
-    }
-    row[b.len()]
 }
 
 /// Variables the words use that are not in `known`, in first-use order.

@@ -110,7 +110,8 @@ fn validate(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// The sysctls of IPC namespaces (runc's list): System V IPC and POSIX message queues.
+/// The sysctls of IPC namespaces (runc's list, Docker's client's too): System V IPC and
+/// POSIX message queues.
 const IPC_SYSCTLS: [&str; 8] = [
     "kernel.msgmax",
     "kernel.msgmnb",
@@ -121,6 +122,11 @@ const IPC_SYSCTLS: [&str; 8] = [
     "kernel.shmmni",
     "kernel.shm_rmid_forced",
 ];
+
+/// Whether sysctl `key` belongs to an IPC namespace.
+pub fn is_ipc_sysctl(key: &str) -> bool {
+    IPC_SYSCTLS.contains(&key) || key.starts_with("fs.mqueue.")
+}
 
 /// A sysctl is written from inside the container's namespaces, so one whose namespace the
 /// container shares with the runtime (the host's, usually) would change the host: refuse
@@ -137,7 +143,7 @@ fn validate_sysctls(linux: &oci_spec::runtime::Linux) -> Result<()> {
     };
     for key in linux.sysctl().iter().flat_map(|m| m.keys()) {
         let field = format!("linux.sysctl[{key}]");
-        let ipc = IPC_SYSCTLS.contains(&key.as_str()) || key.starts_with("fs.mqueue.");
+        let ipc = is_ipc_sysctl(key);
         if ipc && !own_ns(LinuxNamespaceType::Ipc, "ipc") {
             let msg = format!("sysctl {key:?} is not allowed in the hosts ipc namespace");
             return Err(Error::config(field, msg));

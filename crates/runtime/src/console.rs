@@ -12,19 +12,10 @@ use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, Ms
 use crate::error::{Context, Error, Result};
 
 /// Allocates the pty, sends the master over `socket`, and makes the slave the calling
-/// process's controlling terminal and stdio.
-pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<()> {
-    setup_with_console(socket, size, false)
-}
-
-/// [`setup`] for a container's init in its own mount namespace: the pty's slave is also
-/// bound over `/dev/console`, as the runtime spec asks for a process with a terminal
-/// (programs that write to the console then reach the caller's terminal, not nothing).
-pub fn setup_with_console(
-    socket: BorrowedFd<'_>,
-    size: Option<(u16, u16)>,
-    bind_console: bool,
-) -> Result<()> {
+/// process's controlling terminal and stdio. With `bind_console` (a container's init in
+/// its own mount namespace) the slave is also bound over `/dev/console`, as the runtime
+/// spec asks for a process with a terminal; an exec joins a /dev that has it already.
+pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>, bind_console: bool) -> Result<()> {
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .ctx(|| "open /dev/ptmx".into())?;
     grantpt(&master).ctx(|| "grantpt".into())?;

@@ -170,7 +170,7 @@ fn exec_child(
                 .console_size()
                 .map(|b| (b.height() as u16, b.width() as u16))
                 .or_else(|| crate::console::terminal_size(0));
-            crate::console::setup(sock.as_fd(), size)?;
+            crate::console::setup(sock.as_fd(), size, false)?;
         }
     }
     init::apply_process_limits(process)?;

@@ -185,7 +185,7 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
         let size = process
             .console_size()
             .map(|b| (b.height() as u16, b.width() as u16));
-        console::setup_with_console(sock.as_fd(), size, new_mnt)?;
+        console::setup(sock.as_fd(), size, new_mnt)?;
     }
     apply_process_limits(process)?;
     set_personality(spec)?;

@@ -183,9 +183,7 @@ impl Cgroup {
                         write(d, "cpu.rt_period_us", &p.to_string())?;
                     }
                     if let Some(r) = c.realtime_runtime() {
-                        if let Some(parent) = d.parent() {
-                            ensure_rt_budget(parent, r.saturating_add(children_rt(parent, d)))?;
-                        }
+                        make_rt_room(d, r)?;
                         write(d, "cpu.rt_runtime_us", &r.to_string())?;
                     }
                 }
@@ -401,29 +399,27 @@ fn blkio_to_io_weight(w: u16) -> u64 {
     1 + (u64::from(w.clamp(10, 1000)) - 10) * 9999 / 990
 }
 
-/// Makes cgroup v1 `dir`'s real-time budget at least `need` µs, raising its ancestors
-/// first as far as needed. A new cgroup gets no real-time time at all, and the kernel
-/// refuses a child more than its parent holds beside its siblings, so without this
-/// `--cpu-rt-runtime` could never be granted under berth's parent cgroup (dockerd
-/// configures its parent the same way). The hierarchy's root keeps the kernel's
-/// budget: what it cannot give is the kernel's "invalid argument" for the container.
-fn ensure_rt_budget(dir: &Path, need: i64) -> Result<()> {
-    let have = read(dir, "cpu.rt_runtime_us").and_then(|v| v.trim().parse::<i64>().ok());
-    let Some(have) = have else {
-        return Ok(());
-    };
-    if have >= need {
-        return Ok(());
-    }
+/// Raises the real-time budget of cgroup v1 `dir`'s ancestors as far as `dir` needs to
+/// hold `need` µs beside its siblings. A new cgroup gets no real-time time at all, and
+/// the kernel refuses a child more than its parent holds beside its siblings, so without
+/// this `--cpu-rt-runtime` could never be granted under berth's parent cgroup (dockerd
+/// configures its parent the same way). The hierarchy's root keeps the kernel's budget:
+/// what it cannot give is the kernel's "invalid argument" for the container.
+fn make_rt_room(dir: &Path, need: i64) -> Result<()> {
+    let rt = |d: &Path| read(d, "cpu.rt_runtime_us").and_then(|v| v.trim().parse::<i64>().ok());
     let Some(parent) = dir.parent() else {
         return Ok(());
     };
-    if read(parent, "cpu.rt_runtime_us").is_none() {
-        // `dir` is the hierarchy's root.
+    let Some(have) = rt(parent) else {
+        return Ok(());
+    };
+    let parent_need = need.saturating_add(children_rt(parent, dir));
+    let parent_is_root = parent.parent().is_none_or(|g| rt(g).is_none());
+    if have >= parent_need || parent_is_root {
         return Ok(());
     }
-    ensure_rt_budget(parent, need.saturating_add(children_rt(parent, dir)))?;
-    write(dir, "cpu.rt_runtime_us", &need.to_string())
+    make_rt_room(parent, parent_need)?;
+    write(parent, "cpu.rt_runtime_us", &parent_need.to_string())
 }
 
 /// The real-time budget the child cgroups of `dir` other than `except` hold.
