@@ -217,8 +217,19 @@ fn shortener_builds_runs_redirects_counts_and_goes_away() {
         || ex.http("GET", &stats).2.trim() == "2",
         "two visits counted",
     );
-    let logs = ex.compose(&["logs", "--no-color", "worker"]);
-    assert!(logs.contains(&format!("visit of {code}, now 2")), "{logs}");
+    // The worker logs a visit after counting it, and its monitor writes the line to the
+    // log a moment later: the count can be read before the line is there.
+    let line = format!("visit of {code}, now 2");
+    let mut logs = String::new();
+    let seen = (0..500).any(|_| {
+        logs = ex.compose(&["logs", "--no-color", "worker"]);
+        let found = logs.contains(&line);
+        if !found {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        found
+    });
+    assert!(seen, "{logs}");
 
     // A second up changes nothing.
     let ids = ex.ids();
