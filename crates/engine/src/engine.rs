@@ -2,12 +2,13 @@
 //! detached monitor), stop, kill, remove, exec and the queries behind ps/inspect.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_runtime::state::{now_rfc3339, proc_stat, process_alive};
-use berth_runtime::{CreateOptions, Runtime};
+use berth_runtime::{CreateOptions, Held, Runtime};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -115,6 +116,37 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
         .map_err(|_| Error::Invalid(format!("invalid signal: {s}")))
 }
 
+/// Emptied container directories kept for the next create (`Snapshotter::with_spares`).
+const SPARE_DIRS: usize = 16;
+
+/// Deletes the engine's files in container directory `dir` (bundle, network files, logs),
+/// leaving the snapshot's and the empty `rootfs` mount point, so that the snapshotter may
+/// keep the directory for the next container.
+fn remove_own_files(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).ctx(|| format!("read {}", dir.display())),
+    };
+    for e in entries {
+        let e = e.ctx(|| format!("read {}", dir.display()))?;
+        let name = e.file_name();
+        if ["upper", "work", "fs", "snapshot.json", "rootfs"]
+            .map(OsStr::new)
+            .contains(&&*name)
+        {
+            continue;
+        }
+        let path = e.path();
+        let removed = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+            _ => std::fs::remove_file(&path),
+        };
+        removed.ctx(|| format!("remove {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Unmounts container `c`'s rootfs and removes its snapshot and directory `dir`.
 fn remove_container_files(
     dir: &Path,
@@ -123,6 +155,7 @@ fn remove_container_files(
 ) -> Result<()> {
     unmount_container(dir, c);
     tracing::debug!("teardown: unmounted");
+    remove_own_files(dir)?;
     match snapshotter.remove(&c.id) {
         Ok(()) | Err(berth_image::SnapshotError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
@@ -282,7 +315,8 @@ impl Engine {
             layers,
             berth_image::SnapshotMode::Auto,
         )?
-        .with_mount_points(true);
+        .with_mount_points(true)
+        .with_spares(SPARE_DIRS);
         Ok(self.snapshotter.get_or_init(|| s).clone())
     }
 
@@ -648,14 +682,14 @@ impl Engine {
         std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
             .ctx(|| "write config.json".into())?;
         tracing::debug!("launch: bundle written");
-        let l = if c.config.tty {
+        let (l, held) = if c.config.tty {
             self.create_tty(c, &dir)?
         } else {
             self.create_piped(c, &dir, interactive)?
         };
         let extra = self.extra_hosts(c, &joins.links)?;
         let endpoint = match net::attach(&self.root, c, l.pid, &dir, extra).and_then(|ep| {
-            self.runtime.start(&c.id)?;
+            held.start()?;
             tracing::debug!("launch: started");
             Ok(ep)
         }) {
@@ -700,8 +734,12 @@ impl Engine {
         Ok(l)
     }
 
-    fn create_piped(&mut self, c: &Container, dir: &Path, interactive: bool) -> Result<Launched> {
-        let _ = dir;
+    fn create_piped(
+        &mut self,
+        c: &Container,
+        dir: &Path,
+        interactive: bool,
+    ) -> Result<(Launched, Held)> {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (in_r, in_w) = if interactive {
@@ -712,23 +750,24 @@ impl Engine {
             (OwnedFd::from(f), None)
         };
         let opts = CreateOptions::default();
-        let pid = with_stdio(
+        let held = with_stdio(
             [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-            || self.runtime.create(&c.id, &self.dir(&c.id), &opts),
+            || self.runtime.create_held(&c.id, dir, &opts),
         )??;
+        let pid = held.pid();
         let pidfd = pidfd_open(pid)?;
-        Ok(Launched {
+        let l = Launched {
             pid,
             pidfd,
             out: out_r,
             err: Some(err_r),
             stdin: in_w,
             tty: false,
-        })
+        };
+        Ok((l, held))
     }
 
-    fn create_tty(&mut self, c: &Container, dir: &Path) -> Result<Launched> {
-        let _ = dir;
+    fn create_tty(&mut self, c: &Container, dir: &Path) -> Result<(Launched, Held)> {
         let sock_dir = self.root.join("run");
         std::fs::create_dir_all(&sock_dir).ctx(|| format!("create {}", sock_dir.display()))?;
         let path = sock_dir.join(format!(
@@ -743,9 +782,10 @@ impl Engine {
             console_socket: Some(path.clone()),
             ..Default::default()
         };
-        let created = self.runtime.create(&c.id, &self.dir(&c.id), &opts);
+        let created = self.runtime.create_held(&c.id, dir, &opts);
         let _ = std::fs::remove_file(&path);
-        let pid = created?;
+        let held = created?;
+        let pid = held.pid();
         listener
             .set_nonblocking(true)
             .ctx(|| "console socket".into())?;
@@ -762,14 +802,15 @@ impl Engine {
             None => berth_runtime::console::copy_window_size(0, master.as_raw_fd()),
         }
         let pidfd = pidfd_open(pid)?;
-        Ok(Launched {
+        let l = Launched {
             pid,
             pidfd,
             out: master,
             err: None,
             stdin: None,
             tty: true,
-        })
+        };
+        Ok((l, held))
     }
 
     /// Host directories for the container's volume and bind mounts; new named volumes are

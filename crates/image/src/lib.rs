@@ -36,6 +36,7 @@ pub mod layer;
 pub mod meta;
 pub mod reference;
 pub mod snapshot;
+mod spare;
 mod sys;
 #[cfg(test)]
 mod testutil;

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::layer::LayerStore;
+use crate::spare::Spares;
 use crate::sys;
 
 /// Snapshot failures.
@@ -166,7 +167,11 @@ pub struct Snapshotter {
     mode: SnapshotMode,
     durable: bool,
     mount_points: bool,
+    spares: Option<Spares>,
 }
+
+/// The mode of a new snapshot's upper dir (which overlay shows as the root's).
+const UPPER_MODE: u32 = 0o755;
 
 impl Snapshotter {
     /// A snapshotter keeping snapshots under `root` and reading layers from
@@ -188,7 +193,17 @@ impl Snapshotter {
             mode,
             durable: true,
             mount_points: false,
+            spares: None,
         })
+    }
+
+    /// Keeps up to `cap` emptied directories of removed writable overlay snapshots for
+    /// the next `prepare` (see `spare.rs`: directories are costly to make and delete on
+    /// some filesystems). Anything else the key dir held must be gone before `remove`;
+    /// a subdirectory the owner left empty (a mount point) is kept with it.
+    pub fn with_spares(mut self, cap: usize) -> Self {
+        self.spares = (cap > 0).then(|| Spares::new(self.root.join(".spares"), cap));
+        self
     }
 
     /// Whether a new snapshot's record is fsynced before `prepare`/`view` return (the
@@ -250,6 +265,18 @@ impl Snapshotter {
         // Drop the record first: a crash midway leaves no half snapshot
         // that looks usable.
         fs::remove_file(dir.join("snapshot.json")).map_err(io_ctx("remove snapshot record"))?;
+        if let Some(spares) = self
+            .spares
+            .as_ref()
+            .filter(|_| self.mode == SnapshotMode::Overlay)
+        {
+            let emptied = ["upper", "work"]
+                .iter()
+                .try_for_each(|s| empty_dir(&dir.join(s)));
+            if emptied.is_ok() && spares.put(&dir, UPPER_MODE) {
+                return Ok(());
+            }
+        }
         for sub in ["upper", "work", "fs"] {
             match fs::remove_dir_all(dir.join(sub)) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -281,7 +308,12 @@ impl Snapshotter {
                 return Err(SnapshotError::LayerNotFound(p.clone()));
             }
         }
-        fs::create_dir_all(&dir).map_err(io_ctx(format!("create {}", dir.display())))?;
+        let spare = !readonly
+            && self.mode == SnapshotMode::Overlay
+            && self.spares.as_ref().is_some_and(|s| s.take(&dir));
+        if !spare {
+            fs::create_dir_all(&dir).map_err(io_ctx(format!("create {}", dir.display())))?;
+        }
         let mount_points = self.mount_points
             && self.mode == SnapshotMode::Overlay
             && !readonly
@@ -485,9 +517,22 @@ fn make_overlay_dirs(dir: &Path, record: &Record) -> Result<()> {
     if record.readonly && !record.parents.is_empty() {
         return Ok(());
     }
-    mkdir_mode(&dir.join("upper"), 0o755)?;
+    mkdir_mode(&dir.join("upper"), UPPER_MODE)?;
     if !record.parents.is_empty() {
         mkdir_mode(&dir.join("work"), 0o711)?;
+    }
+    Ok(())
+}
+
+/// Deletes what directory `path` holds, keeping it.
+fn empty_dir(path: &Path) -> io::Result<()> {
+    for e in fs::read_dir(path)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            fs::remove_dir_all(e.path())?;
+        } else {
+            fs::remove_file(e.path())?;
+        }
     }
     Ok(())
 }
@@ -738,6 +783,58 @@ mod tests {
             snaps.remove("c1"),
             Err(SnapshotError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn removed_snapshots_leave_emptied_dirs_that_the_next_prepare_takes() {
+        if !can_mount() {
+            return;
+        }
+        let f = fixture();
+        let root = f.tmp.path().join("containers");
+        let spares = || fs::read_dir(root.join(".spares")).map_or(0, Iterator::count);
+        let snaps = Snapshotter::new(&root, f.layers.clone(), SnapshotMode::Overlay)
+            .unwrap()
+            .with_spares(1);
+        let parents = [f.l1.chain_id.clone(), f.l2.chain_id.clone()];
+        let m = snaps.prepare("c1", &parents).unwrap().remove(0);
+        let guard = mount(&m, &root.join("c1/rootfs"));
+        fs::write(root.join("c1/rootfs/c"), b"changed").unwrap();
+        fs::create_dir_all(root.join("c1/rootfs/new/deep")).unwrap();
+        fs::remove_file(root.join("c1/rootfs/b")).unwrap();
+        drop(guard);
+        let ino = fs::metadata(root.join("c1")).unwrap().ino();
+        snaps.remove("c1").unwrap();
+        assert!(!root.join("c1").exists());
+        assert_eq!(spares(), 1);
+
+        // The next snapshot gets that directory, emptied, and shows the image unchanged.
+        let m = snaps.prepare("c2", &parents).unwrap().remove(0);
+        assert_eq!(fs::metadata(root.join("c2")).unwrap().ino(), ino);
+        assert_eq!(spares(), 0);
+        assert_eq!(fs::read_dir(root.join("c2/upper")).unwrap().count(), 0);
+        let merged = root.join("c2/rootfs");
+        let guard = mount(&m, &merged);
+        assert_eq!(fs::read(merged.join("b")).unwrap(), b"b");
+        assert!(!merged.join("new").exists() && !merged.join("a").exists());
+        // A root whose mode the container changed (it is the upper dir's) is not kept.
+        fs::set_permissions(&merged, fs::Permissions::from_mode(0o700)).unwrap();
+        drop(guard);
+        snaps.remove("c2").unwrap();
+        assert!(!root.join("c2/upper").exists(), "deleted as before");
+        assert_eq!(spares(), 0);
+
+        // Nor a directory holding something the owner left, nor one past the cap.
+        for key in ["c3", "c4", "c5"] {
+            snaps.prepare(key, &parents).unwrap();
+        }
+        fs::write(root.join("c3/bundle.json"), b"{}").unwrap();
+        for key in ["c3", "c4", "c5"] {
+            snaps.remove(key).unwrap();
+        }
+        assert_eq!(spares(), 1);
+        assert!(root.join("c3/bundle.json").exists() && !root.join("c3/upper").exists());
+        assert!(!root.join("c4").exists() && !root.join("c5").exists());
     }
 
     #[test]

@@ -78,6 +78,19 @@ impl Runtime {
         Ok(pid)
     }
 
+    /// `create` for a caller that starts the container itself, in this process: the init
+    /// waits on the setup channel instead of exec.fifo, so there is no fifo to make and
+    /// open, and [`Held::start`] needs no state read back. Dropping the [`Held`] without
+    /// starting closes the channel, and the init exits; the caller still `delete`s.
+    pub fn create_held(&self, id: &str, bundle: &Path, opts: &CreateOptions) -> Result<Held> {
+        let (pid, spawned) = self.spawn(id, bundle, opts, Mode::Run)?;
+        Ok(Held {
+            pid,
+            chan: spawned.chan,
+            hooks: spawned.poststart,
+        })
+    }
+
     /// `run`: create and start in one go. Detached, returns once the program runs;
     /// otherwise waits for it, deletes the container (unless `keep`, runc's `--keep`,
     /// which leaves it stopped for a later `delete`) and returns its exit code.
@@ -102,7 +115,7 @@ impl Runtime {
             return Err(e);
         }
         tracing::debug!("program started");
-        self.poststart(&rec);
+        run_poststart(ctx.poststart.as_ref());
         if detach {
             return Ok(0);
         }
@@ -253,11 +266,13 @@ impl Runtime {
             write_pid_file(p, pid)?;
         }
         guard.armed = false;
+        let poststart = Poststart::of(&rec);
         Ok((
             pid,
             Spawned {
                 chan: parent_chan,
                 pty_master,
+                poststart,
             },
         ))
     }
@@ -302,26 +317,8 @@ impl Runtime {
             ));
         }
         release_fifo(&sd.fifo())?;
-        self.poststart(&rec);
+        run_poststart(Poststart::of(&rec).as_ref());
         Ok(())
-    }
-
-    fn poststart(&self, rec: &Record) {
-        let mut public = rec.public.clone();
-        public.status = Status::Running;
-        let json = serde_json::to_vec(&public).unwrap_or_default();
-        if let Some(h) = rec
-            .config
-            .hooks()
-            .as_ref()
-            .and_then(|h| h.poststart().as_ref())
-        {
-            for hook in h {
-                if let Err(e) = hooks::run(hook, &json) {
-                    tracing::warn!("poststart {e}");
-                }
-            }
-        }
     }
 
     pub fn state(&self, id: &str) -> Result<PublicState> {
@@ -467,6 +464,61 @@ impl Runtime {
 pub(crate) struct Spawned {
     pub chan: Channel,
     pub pty_master: Option<OwnedFd>,
+    pub poststart: Option<Poststart>,
+}
+
+/// A container made by [`Runtime::create_held`], its init waiting for [`Held::start`].
+pub struct Held {
+    pid: i32,
+    chan: Channel,
+    hooks: Option<Poststart>,
+}
+
+impl Held {
+    /// The container's init.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Lets the init go on to exec the program, then runs the poststart hooks. As with
+    /// `start` through exec.fifo, what fails after this point (an exec format error) is
+    /// the program's exit, told on its stderr, not an error of the start.
+    pub fn start(self) -> Result<()> {
+        self.chan.send(Tag::Start, &[])?;
+        run_poststart(self.hooks.as_ref());
+        Ok(())
+    }
+}
+
+/// The poststart hooks and the state they are given, taken at create so that starting
+/// needs no state read back.
+pub(crate) struct Poststart {
+    hooks: Vec<oci_spec::runtime::Hook>,
+    state: Vec<u8>,
+}
+
+impl Poststart {
+    fn of(rec: &Record) -> Option<Poststart> {
+        let hooks = rec.config.hooks().as_ref()?.poststart().clone()?;
+        if hooks.is_empty() {
+            return None;
+        }
+        let mut public = rec.public.clone();
+        public.status = Status::Running;
+        Some(Poststart {
+            hooks,
+            state: serde_json::to_vec(&public).unwrap_or_default(),
+        })
+    }
+}
+
+fn run_poststart(p: Option<&Poststart>) {
+    let Some(p) = p else { return };
+    for hook in &p.hooks {
+        if let Err(e) = hooks::run(hook, &p.state) {
+            tracing::warn!("poststart {e}");
+        }
+    }
 }
 
 fn bad_state(rec: &Record, msg: &str) -> Error {

@@ -314,13 +314,28 @@ impl Cgroup {
     fn apply_devices(&self, rules: &[LinuxDeviceCgroup]) -> Result<()> {
         match self.place("devices") {
             Some(Place::V1(d)) => {
+                // The kernel takes one rule per write(2); each file is opened once for
+                // all of them (a dozen opens of cgroupfs files were ~0.2 ms of a start).
+                let mut files: [Option<std::fs::File>; 2] = [None, None];
                 for r in rules {
-                    let file = if r.allow() {
+                    let name = if r.allow() {
                         "devices.allow"
                     } else {
                         "devices.deny"
                     };
-                    write(d, file, &device_rule(r))?;
+                    let slot = &mut files[usize::from(r.allow())];
+                    let file = match slot {
+                        Some(f) => f,
+                        None => slot.insert(
+                            std::fs::OpenOptions::new()
+                                .write(true)
+                                .open(d.join(name))
+                                .map_err(|e| cg_err(d, format!("open {name}: {e}")))?,
+                        ),
+                    };
+                    let rule = device_rule(r);
+                    std::io::Write::write_all(file, rule.as_bytes())
+                        .map_err(|e| cg_err(d, format!("write {rule:?} to {name}: {e}")))?;
                 }
                 Ok(())
             }

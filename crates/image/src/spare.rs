@@ -1,0 +1,125 @@
+//! Spare snapshot directories: the emptied directories of removed snapshots, kept for the
+//! next `prepare` instead of being deleted and made again.
+//!
+//! Why: a container snapshot is four directories (the key dir, `upper`, `work`, the
+//! owner's `rootfs` mount point), made at create and deleted at removal. On ext4 every
+//! directory holds a data block, and where the filesystem runs without a journal and with
+//! `discard` (the project's machines) freeing that block is a synchronous discard: an
+//! `rmdir` costs ~0.2 ms and a `mkdir` ~0.1 ms there, about 1 ms of every
+//! `run --rm`. A rename of an emptied directory costs neither.
+//!
+//! A spare is taken with `renameat2(RENAME_NOREPLACE)`, so two takers never share one and
+//! a key that exists is never replaced. Only directories that hold nothing but empty
+//! subdirectories on the same filesystem, with the mode and owner a fresh one would
+//! have and no extended attributes but overlay's uuid (an `opaque` mark on a reused upper dir would
+//! hide the image), become spares; anything else is deleted as before.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The spares of one snapshotter root.
+#[derive(Debug, Clone)]
+pub(crate) struct Spares {
+    dir: PathBuf,
+    cap: usize,
+}
+
+impl Spares {
+    /// Spares kept in `dir`, at most `cap` of them.
+    pub(crate) fn new(dir: PathBuf, cap: usize) -> Spares {
+        Spares { dir, cap }
+    }
+
+    /// Moves a spare to `dest`; false when none could be had (the caller makes the
+    /// directory itself).
+    pub(crate) fn take(&self, dest: &Path) -> bool {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return false;
+        };
+        for e in entries.flatten() {
+            match renameat2_noreplace(&e.path(), dest) {
+                Ok(()) => return true,
+                // Taken by another process meanwhile: try the next one.
+                Err(err) if err.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Keeps `dir` (its subdirectories already emptied) as a spare when it qualifies and
+    /// there is room; false when the caller must delete it.
+    pub(crate) fn put(&self, dir: &Path, upper_mode: u32) -> bool {
+        if !reusable(dir, upper_mode).unwrap_or(false) {
+            return false;
+        }
+        match fs::read_dir(&self.dir).map(Iterator::count) {
+            Ok(n) if n >= self.cap => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if fs::create_dir(&self.dir).is_err() && !self.dir.is_dir() {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+        renameat2_noreplace(dir, &self.dir.join(unique_name())).is_ok()
+    }
+}
+
+/// Whether `dir` holds only empty directories on its own filesystem, `upper` among them
+/// with `upper_mode`, our owner and no extended attributes.
+fn reusable(dir: &Path, upper_mode: u32) -> io::Result<bool> {
+    let dev = fs::symlink_metadata(dir)?.dev();
+    let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let m = fs::symlink_metadata(e.path())?;
+        // A different device is a mount point still in place (a rootfs not unmounted).
+        if !m.is_dir() || m.dev() != dev || fs::read_dir(e.path())?.next().is_some() {
+            return Ok(false);
+        }
+        if e.file_name() == OsStr::new("upper")
+            && (m.mode() & 0o7777 != upper_mode
+                || m.uid() != uid.as_raw()
+                || m.gid() != gid.as_raw()
+                || !only_overlay_uuid(&crate::sys::llistxattr(&e.path())?))
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Overlay marks an upper dir's root with the mount's uuid (for file handles); it carries
+/// no meaning for the tree. Any other mark (opaque, impure, origin, redirect) might.
+fn only_overlay_uuid(names: &[std::ffi::OsString]) -> bool {
+    names.iter().all(|n| {
+        matches!(
+            n.to_str(),
+            Some("trusted.overlay.uuid" | "user.overlay.uuid")
+        )
+    })
+}
+
+fn renameat2_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    nix::fcntl::renameat2(
+        None,
+        from,
+        None,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(io::Error::from)
+}
+
+/// A name no other spare has: a clash only fails the rename, and the dir is deleted.
+fn unique_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
+}
