@@ -2,7 +2,7 @@
 #   make demo   installs what is missing, builds, and runs the main demo
 #   make test   installs what is missing, builds, and runs every test (as root)
 SHELL := /bin/bash
-DEB_PACKAGES := busybox-static bsdutils runc crun containerd hyperfine jq time docker-registry skopeo apache2-utils openssl podman wrk iptables iproute2 docker.io zstd docker-compose podman-compose curl openssh-client git qemu-user-static
+DEB_PACKAGES := busybox-static bsdutils runc crun containerd hyperfine jq time docker-registry skopeo apache2-utils openssl podman wrk iptables iproute2 docker.io zstd xz-utils bzip2 docker-compose podman-compose curl openssh-client git qemu-user-static
 # Peer test data (BuildKit parser cases, moby's .dockerignore table, ...): see README.
 TESTDATA ?= $(firstword $(wildcard $(BERTH_TESTDATA) shared/testdata ../shared/testdata /work/shared/testdata))
 

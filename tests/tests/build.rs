@@ -951,25 +951,36 @@ fn dockerfile_errors_name_the_line_and_check_lints() {
         ("Dockerfile", "FROM busybox\nCOPY data.txt /\n"),
         ("data.txt", "in the tarball"),
     ]);
-    let tarball = ctx.path().with_extension("tar");
-    let st = Command::new("tar")
-        .arg("-cf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(ctx.path())
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let out = b
-        .cmd(&["build", "-q", "-t", "fromtar", "-"])
-        .stdin(std::fs::File::open(&tarball).unwrap())
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_file(&tarball);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let data = b.find_in_layers("fromtar", "/data.txt").unwrap();
-    assert_eq!(std::fs::read_to_string(data).unwrap(), "in the tarball");
+    // Plain, and compressed as Docker's CLI takes it: gzip, bzip2, xz, zstd.
+    for (tag, compress) in [
+        ("plain", None),
+        ("gzip", Some("--gzip")),
+        ("bzip2", Some("--bzip2")),
+        ("xz", Some("--xz")),
+        ("zstd", Some("--zstd")),
+    ] {
+        let tarball = ctx.path().with_extension("tar");
+        let st = Command::new("tar")
+            .args(compress)
+            .arg("-cf")
+            .arg(&tarball)
+            .arg("-C")
+            .arg(ctx.path())
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let name = format!("fromtar:{tag}");
+        let out = b
+            .cmd(&["build", "-q", "-t", &name, "-"])
+            .stdin(std::fs::File::open(&tarball).unwrap())
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_file(&tarball);
+        assert!(out.status.success(), "{tag}: {}", stderr(&out));
+        let data = b.find_in_layers(&name, "/data.txt").unwrap();
+        assert_eq!(std::fs::read_to_string(data).unwrap(), "in the tarball");
+    }
 }
 
 /// `--output type=oci` writes an archive other tools read: skopeo verifies every blob

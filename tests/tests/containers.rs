@@ -1550,6 +1550,15 @@ fn create_start_wait_and_detached_errors() {
         "echo hi; exit 7",
     ]);
     assert_eq!(b.status("later"), "created");
+    // Docker's Attach* say which streams run/create attached: stdout and stderr by
+    // default, stdin with -i, those of -a, none with -d.
+    let attached = |name: &str| {
+        let c = &b.inspect(name)["Config"];
+        ["AttachStdin", "AttachStdout", "AttachStderr"].map(|k| c[k].as_bool().unwrap())
+    };
+    assert_eq!(attached("later"), [false, true, true]);
+    b.ok(&["create", "-i", "-a", "stdin", "--name", "in", IMAGE, "cat"]);
+    assert_eq!(attached("in"), [true, false, false]);
     assert!(b
         .ok(&["ps", "-a", "--filter", "status=created", "-q", "--no-trunc"])
         .contains(&id));
@@ -1573,6 +1582,7 @@ fn create_start_wait_and_detached_errors() {
     assert_eq!(code(&o), 127, "{}", stderr(&o));
     assert!(stderr(&o).contains("/nope"), "{}", stderr(&o));
     assert_eq!(b.inspect("missing")["State"]["ExitCode"], 127);
+    assert_eq!(attached("missing"), [false; 3]);
     // Names are unique; --rm -d removes the container when it exits.
     let o = b.run(&["create", "--network", "none", "--name", "later", IMAGE]);
     assert_eq!(code(&o), 125);
@@ -3271,7 +3281,8 @@ fn start_ai_of_a_tty_container_detaches_and_reattaches() {
 
 /// Flags berth takes for Docker's sake: its one runtime (also by Docker's default name),
 /// the local volume driver, content trust, and the deprecated kernel memory limit
-/// (ignored with Docker's warning); other runtimes and drivers are refused.
+/// (ignored with Docker's warning); other runtimes and drivers, and storage options
+/// (no project quotas under berth's upper dirs), are refused.
 #[test]
 fn docker_compat_flags_are_taken_or_refused_plainly() {
     let b = Berth::new();
@@ -3304,6 +3315,11 @@ fn docker_compat_flags_are_taken_or_refused_plainly() {
         "unknown or invalid runtime name",
     );
     assert_refused_saying(&b, &["--volume-driver", "nfs"], "not supported");
+    assert_refused_saying(
+        &b,
+        &["--storage-opt", "size=1G"],
+        "--storage-opt is supported only for overlay over xfs with 'pquota' mount option",
+    );
 }
 
 /// Everything after the image is the command's, even words that look like run's own flags:

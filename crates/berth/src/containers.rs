@@ -180,6 +180,10 @@ pub struct RunArgs {
     /// Kernel memory limit: deprecated by Docker and ignored, with its warning.
     #[arg(long)]
     pub kernel_memory: Option<String>,
+    /// Storage driver options (`size=`): refused as Docker's overlay2 refuses them where
+    /// the backing filesystem has no project quotas.
+    #[arg(long)]
+    pub storage_opt: Vec<String>,
     /// Sysctl options.
     #[arg(long, value_parser = namespaced_sysctl)]
     pub sysctl: Vec<String>,
@@ -1264,6 +1268,17 @@ fn check_compat(a: &RunArgs) -> Result<(), String> {
             "volume driver {d:?} is not supported (only \"local\")"
         ));
     }
+    if let Some(o) = a.storage_opt.iter().find(|o| !o.contains('=')) {
+        return Err(format!("invalid storage option {o:?}: expected key=value"));
+    }
+    if !a.storage_opt.is_empty() {
+        // berth's upper dirs are plain directories on the store's filesystem: a size
+        // limit would need project quotas (xfs `pquota`), which berth does not set up.
+        return Err(
+            "--storage-opt is supported only for overlay over xfs with 'pquota' mount option"
+                .into(),
+        );
+    }
     if a.kernel_memory.is_some() {
         eprintln!(
             "WARNING: Specifying a kernel memory limit is deprecated and will be removed in a future release."
@@ -1320,6 +1335,7 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
     if a.detach && !a.attach.is_empty() {
         return Err("Conflicting options: -a and -d".into());
     }
+    let streams = Streams::of(a)?;
     for h in &a.add_host {
         berth_engine::net::parse_add_host(h).map_err(|e| e.to_string())?;
     }
@@ -1360,6 +1376,11 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
         domainname: a.domainname.clone().unwrap_or_default(),
         tty: a.tty,
         interactive: a.interactive,
+        attached: if a.detach {
+            [false; 3]
+        } else {
+            [streams.stdin, streams.stdout, streams.stderr]
+        },
         network: a.network.clone(),
         dns: a.dns.clone(),
         dns_search: a.dns_search.clone(),
@@ -2371,7 +2392,9 @@ pub fn inspect_json(engine: &Engine, c: &Container) -> Value {
             "Hostname": cfg.hostname,
             "Domainname": cfg.domainname,
             "User": cfg.user,
-            "AttachStdin": cfg.interactive,
+            "AttachStdin": cfg.attached[0],
+            "AttachStdout": cfg.attached[1],
+            "AttachStderr": cfg.attached[2],
             "Tty": cfg.tty,
             "OpenStdin": cfg.interactive,
             "Env": cfg.env,

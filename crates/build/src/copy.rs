@@ -896,23 +896,23 @@ pub fn read_stdin_context(mut input: impl Read, dir: &Path) -> Result<StdinConte
     input
         .read_to_end(&mut data)
         .map_err(io_ctx("read the context from stdin"))?;
-    let gz = data.starts_with(&[0x1f, 0x8b]);
+    // Compressed input is a context (gzip, bzip2, xz or zstd, as Docker's CLI takes it);
+    // so is an uncompressed tar; anything else is a lone Dockerfile.
+    let compressed =
+        crate::decompress::Compression::detect(&data) != crate::decompress::Compression::None;
     let tar = data.len() >= 512
         && (&data[257..262] == b"ustar" || {
             let mut h = [0u8; 512];
             h.copy_from_slice(&data[..512]);
             tar_checksum_ok(&h)
         });
-    if !gz && !tar {
+    if !compressed && !tar {
         return Ok(StdinContext::Dockerfile(
             String::from_utf8_lossy(&data).into_owned(),
         ));
     }
-    let reader: Box<dyn Read> = if gz {
-        Box::new(flate2::read::GzDecoder::new(&data[..]))
-    } else {
-        Box::new(&data[..])
-    };
+    let reader = crate::decompress::decompressed(std::io::Cursor::new(data))
+        .map_err(io_ctx("decompress the context from stdin"))?;
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
     ar.unpack(dir)

@@ -43,6 +43,9 @@ pub enum ErrorKind {
     /// An instruction other than ARG comes before the first FROM.
     #[error("no build stage in current context (instruction {0} needs a FROM before it)")]
     MissingFrom(String),
+    /// The file has instructions (global ARGs) but no FROM at all.
+    #[error("dockerfile contains no stages to build")]
+    NoStages,
     /// The requested target stage is not in the file.
     #[error("target stage \"{0}\" could not be found")]
     UnknownTarget(String),

@@ -315,7 +315,7 @@ impl StageGraph {
         }
         if stages.is_empty() {
             let line = df.instructions.last().map_or(1, |i| i.end_line);
-            return Err(b.err(line, ErrorKind::MissingFrom("(none)".into())));
+            return Err(b.err(line, ErrorKind::NoStages));
         }
         for i in 0..stages.len() {
             b.resolve_deps(&mut stages, i)?;

@@ -232,6 +232,10 @@ pub struct RunConfig {
     pub domainname: String,
     pub tty: bool,
     pub interactive: bool,
+    /// The streams `run`/`create` attached (`-a`, or stdout and stderr by default; none
+    /// with `-d`): stdin, stdout, stderr, shown by inspect as Docker's `Attach*`.
+    #[serde(default)]
+    pub attached: [bool; 3],
     pub network: String,
     pub dns: Vec<String>,
     pub dns_search: Vec<String>,
