@@ -599,7 +599,7 @@ fn seccomp(c: &Container, caps: &[String]) -> Result<Option<Value>> {
 
 /// Docker's default seccomp profile for a container holding `caps` (berth-seccomp's).
 pub fn default_seccomp(caps: &[String]) -> Result<Value> {
-    Ok(serde_json::to_value(berth_seccomp::docker_default(caps))?)
+    Ok(berth_seccomp::docker_default_json(caps))
 }
 
 /// `linux.resources` for the container's limits.

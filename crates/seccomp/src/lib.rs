@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompFilterFlag};
 
 pub use bpf::Insn;
-pub use profile::docker_default;
+pub use profile::{docker_default, docker_default_json};
 
 /// Errors name the spec field at fault, e.g.
 /// `linux.seccomp.syscalls[3].args[0].index: 7 is out of range, ...`.

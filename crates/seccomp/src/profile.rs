@@ -138,6 +138,14 @@ const AF_VSOCK: u64 = 40;
 /// The default profile for a container holding `capabilities` (bounding set names such
 /// as `CAP_SYS_ADMIN`).
 pub fn docker_default(capabilities: &[String]) -> LinuxSeccomp {
+    // The JSON is fixed by this module and its shape is checked by the tests.
+    serde_json::from_value(docker_default_json(capabilities))
+        .expect("the default seccomp profile is well-formed")
+}
+
+/// [`docker_default`] as the runtime spec's JSON, for a caller that writes a spec as JSON
+/// anyway (the engine): the typed round trip cost ~0.1 ms of every container start.
+pub fn docker_default_json(capabilities: &[String]) -> Value {
     let has = |cap: &str| capabilities.iter().any(|c| c == cap);
     let mut rules = vec![allow(ALLOWED.split_whitespace().collect())];
     let granted: Vec<&str> = BY_CAPABILITY
@@ -175,14 +183,12 @@ pub fn docker_default(capabilities: &[String]) -> LinuxSeccomp {
             "errnoRet": libc::ENOSYS,
         }));
     }
-    let profile = json!({
+    json!({
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": libc::EPERM,
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
         "syscalls": rules,
-    });
-    // The JSON above is fixed by this module and its shape is checked by the tests.
-    serde_json::from_value(profile).expect("the default seccomp profile is well-formed")
+    })
 }
 
 fn allow(names: Vec<&str>) -> Value {
