@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Build speed: a 4-step Dockerfile (FROM a busybox base, COPY, RUN, RUN, CMD) built cold
 # (--no-cache: every step runs) and fully cached (nothing changed since the last build),
-# with `berth build` side by side with `podman build` and `buildah bud --layers` when they
-# are installed. Each builder gets a private store under a temp dir; RUN uses the host
+# with `berth build` side by side with `podman build`, `buildah bud --layers` and `docker
+# build` (Debian's dockerd, BuildKit and the legacy builder) when they are installed. Each builder gets a private store under a temp dir; RUN uses the host
 # network everywhere, so the numbers compare the builders rather than network setup
 # (bench/build-cache.sh measures RUN on each network). Everything is removed on exit.
 # Usage: bench/build.sh [RUNS]   (as root; needs hyperfine and busybox-static;
-#                                 podman and buildah optional)
+#                                 podman, buildah, docker.io optional;
+#                                 BENCH_DOCKER=0 skips docker)
 set -euo pipefail
 runs=${1:-10}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +20,9 @@ podman_args "$work"
 buildah=(buildah --root "$work/buildah" --runroot "$work/buildah-run" --storage-driver overlay)
 have_podman=$(command -v podman >/dev/null && echo 1 || echo 0)
 have_buildah=$(command -v buildah >/dev/null && echo 1 || echo 0)
+dockerd_pid=
 cleanup() {
+  stop_dockerd
   [ "$have_podman" = 1 ] && "${podman[@]}" system reset -f >/dev/null 2>&1 || true
   [ "$have_buildah" = 1 ] && "${buildah[@]}" rm -a >/dev/null 2>&1 || true
   umount -R "$work"/* 2>/dev/null || true
@@ -52,6 +55,16 @@ if [ "$have_buildah" = 1 ]; then
   cached+=(-n "buildah bud --layers (cached)" "$q -t bench/out $ctx")
 else
   echo "buildah is not installed: skipped" >&2
+fi
+if [ "${BENCH_DOCKER:-1}" = 1 ] && command -v dockerd >/dev/null; then
+  start_dockerd "$work"
+  "${docker[@]}" import "$work/rootfs.tar" bench/busybox:latest >/dev/null
+  for kit in 1 0; do
+    name=$([ $kit = 1 ] && echo "docker build (BuildKit)" || echo "docker build (legacy)")
+    d="env DOCKER_BUILDKIT=$kit ${docker[*]} build -q --network host"
+    cold+=(-n "$name (cold)" "$d --no-cache -t bench/out $ctx")
+    cached+=(-n "$name (cached)" "$d -t bench/out $ctx")
+  done
 fi
 hyperfine -N --warmup 1 --runs "$runs" --export-json "$work/cold.json" "${cold[@]}"
 hyperfine -N --warmup 2 --runs "$((runs * 3))" --export-json "$work/cached.json" "${cached[@]}"

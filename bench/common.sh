@@ -5,6 +5,9 @@
 #   FROM $BASE (default bench/busybox), COPY, RUN, RUN, CMD.
 # busybox_rootfs WORK: makes WORK/rootfs (busybox-static and its applet links, root in
 #   /etc/passwd and /etc/group) and its tar WORK/rootfs.tar.
+# start_dockerd WORK: a private dockerd (data, exec root and socket under WORK, no bridge,
+#   no iptables rules) in the background; sets `dockerd_pid` and the array `docker` to a
+#   client of it, and returns once it answers. stop_dockerd: removes its containers, stops it.
 podman_args() {
   podman=(podman --root "$1/podman" --runroot "$1/podman-run" --tmpdir "$1/podman-tmp"
           --storage-driver overlay --cgroup-manager cgroupfs --events-backend none)
@@ -31,4 +34,18 @@ RUN cp /app/app.txt /app/copy
 RUN wc -c /app/copy > /app/size
 CMD ["cat", "/app/size"]
 DOCKERFILE
+}
+
+start_dockerd() {
+  docker=(docker -H "unix://$1/docker.sock")
+  dockerd --data-root "$1/docker" --exec-root "$1/docker-run" -H "unix://$1/docker.sock" \
+    --pidfile "$1/docker.pid" --bridge none --iptables=false >"$1/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 100); do "${docker[@]}" info >/dev/null 2>&1 && break; sleep 0.2; done
+}
+
+stop_dockerd() {
+  [ -n "${dockerd_pid:-}" ] || return 0
+  "${docker[@]}" rm -f $("${docker[@]}" ps -aq) >/dev/null 2>&1 || true
+  kill "$dockerd_pid" 2>/dev/null; wait "$dockerd_pid" 2>/dev/null || true
 }

@@ -25,10 +25,7 @@ cleanup() {
   "$berth" rm -f $("$berth" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
   "${podman[@]}" rm -af >/dev/null 2>&1 || true
   "${podman[@]}" system reset -f >/dev/null 2>&1 || true
-  if [ -n "$dockerd_pid" ]; then
-    docker -H "unix://$work/docker.sock" rm -f $(docker -H "unix://$work/docker.sock" ps -aq) >/dev/null 2>&1 || true
-    kill "$dockerd_pid" 2>/dev/null; wait "$dockerd_pid" 2>/dev/null || true
-  fi
+  stop_dockerd
   umount -R "$work"/* 2>/dev/null || true
   rm -rf "$work"
 }
@@ -50,12 +47,9 @@ cmds+=(-n "podman run --network none" "${podman[*]} run --rm $plimits --network 
        -n "berth run (bridge)" "$berth run --rm bench/busybox true"
        -n "podman run (bridge)" "${podman[*]} run --rm $plimits localhost/bench/busybox true")
 if [ "${BENCH_DOCKER:-1}" = 1 ] && command -v dockerd >/dev/null; then
-  dockerd --data-root "$work/docker" --exec-root "$work/docker-run" -H "unix://$work/docker.sock" \
-    --pidfile "$work/docker.pid" --bridge none --iptables=false >"$work/dockerd.log" 2>&1 &
-  dockerd_pid=$!
-  for _ in $(seq 100); do docker -H "unix://$work/docker.sock" info >/dev/null 2>&1 && break; sleep 0.2; done
-  docker -H "unix://$work/docker.sock" import "$work/rootfs.tar" bench/busybox:latest >/dev/null
-  cmds+=(-n "docker run --network none" "docker -H unix://$work/docker.sock run --rm --network none bench/busybox true")
+  start_dockerd "$work"
+  "${docker[@]}" import "$work/rootfs.tar" bench/busybox:latest >/dev/null
+  cmds+=(-n "docker run --network none" "${docker[*]} run --rm --network none bench/busybox true")
 fi
 hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/run.json" "${cmds[@]}"
 jq -r '.results[] | "\(.command): median \(.median*1000*100|floor/100) ms"' "$work/run.json"

@@ -11,6 +11,7 @@ use berth_engine::monitor::{self, PumpOptions};
 use berth_engine::record::{HealthConfig, MountSpec, RestartPolicy, RunConfig};
 use berth_engine::units::parse_bytes;
 use berth_engine::{Container, CreateRequest, Engine, ImageInfo, Status};
+use berth_image::meta::MetaStore;
 use clap::{ArgAction, Args, Subcommand};
 use serde_json::{json, Value};
 
@@ -1481,16 +1482,17 @@ fn run_config(a: &RunArgs) -> Result<(RunConfig, CreateRequest), String> {
 }
 
 /// Finds the image, pulling it (in a child `berth pull`, so this process stays
-/// single-threaded for the runtime) as `--pull` says.
+/// single-threaded for the runtime) as `--pull` says; with the image store's database
+/// connection, for the engine to go on with.
 fn resolve_image(
     root: &Path,
     name: &str,
     policy: &str,
     platform: Option<&str>,
     quiet: bool,
-) -> Result<ImageInfo, String> {
+) -> Result<(ImageInfo, MetaStore), String> {
     use berth_registry::client::{store::LocalStore, Error as RegErr};
-    let lookup = || -> Result<Option<ImageInfo>, String> {
+    let lookup = || -> Result<Option<(ImageInfo, MetaStore)>, String> {
         let store = LocalStore::open(root).map_err(|e| e.to_string())?;
         match store.find(name) {
             Ok(rec) => {
@@ -1498,15 +1500,13 @@ fn resolve_image(
                     warn_foreign_platform(&rec.platform);
                 }
                 let config = store.config_json(&rec).map_err(|e| e.to_string())?;
-                // Closing the store's database would checkpoint it (two fsyncs) on the
-                // path of every `run`; the process exits soon and the WAL stays valid.
-                std::mem::forget(store);
-                Ok(Some(ImageInfo {
+                let info = ImageInfo {
                     name: name.to_string(),
                     id: rec.config_digest.to_string(),
                     chain_ids: rec.layers.iter().map(|l| l.chain_id.to_string()).collect(),
                     config: config["config"].clone(),
-                }))
+                };
+                Ok(Some((info, store.meta)))
             }
             Err(RegErr::ImageNotFound(_)) => Ok(None),
             Err(e) => Err(e.to_string()),
@@ -1583,9 +1583,9 @@ pub(crate) fn create(root: &Path, a: &RunArgs) -> Result<(Engine, Container), St
             "Container ID file found, make sure the other container isn't running or delete {f}"
         ));
     }
-    let image = resolve_image(root, &a.image, &a.pull, a.platform.as_deref(), a.quiet)?;
+    let (image, meta) = resolve_image(root, &a.image, &a.pull, a.platform.as_deref(), a.quiet)?;
     tracing::debug!("create: image resolved");
-    let mut engine = Engine::open(root).map_err(|e| e.to_string())?;
+    let mut engine = Engine::open_sharing(root, meta).map_err(|e| e.to_string())?;
     tracing::debug!("create: engine open");
     let c = engine
         .create(&image, &req, cfg)

@@ -37,7 +37,12 @@ impl Db {
     }
 
     fn open_once(path: &Path) -> Result<Db> {
-        let conn = Connection::open(path)?;
+        Db::on(Connection::open(path)?)
+    }
+
+    /// The engine's database on a connection already open to the store's file (the image
+    /// store's, see `MetaStore::into_connection`), set up as `open` does.
+    pub fn on(conn: Connection) -> Result<Db> {
         conn.busy_timeout(Duration::from_secs(10))?;
         let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {

@@ -26,6 +26,8 @@ pub struct Engine {
     /// The window size a new pty gets, when not our stdin's terminal's (a monitor
     /// starting `run -it` for a client on a terminal it does not have).
     pub tty_size: Option<(u16, u16)>,
+    /// Containers this process started, by id: deleting one needs no state read back.
+    started: HashMap<String, berth_runtime::Started>,
 }
 
 /// An `exec` into a running container: what differs from its own process.
@@ -279,15 +281,24 @@ fn with_stdio<T>(fds: [RawFd; 3], f: impl FnOnce() -> T) -> Result<T> {
 impl Engine {
     pub fn open(root: &Path) -> Result<Engine> {
         std::fs::create_dir_all(root).ctx(|| format!("create {}", root.display()))?;
-        let db = Db::open(&root.join("berth.db"))?;
-        let runtime = Runtime::new(root.join("run").join("runtime"));
-        Ok(Engine {
+        Ok(Engine::with_db(root, Db::open(&root.join("berth.db"))?))
+    }
+
+    /// [`Engine::open`] going on with the image store's database connection (one schema
+    /// parse fewer on `run`'s path, which looks the image up first).
+    pub fn open_sharing(root: &Path, meta: berth_image::meta::MetaStore) -> Result<Engine> {
+        Ok(Engine::with_db(root, Db::on(meta.into_connection())?))
+    }
+
+    fn with_db(root: &Path, db: Db) -> Engine {
+        Engine {
             root: root.to_path_buf(),
             db,
-            runtime,
+            runtime: Runtime::new(root.join("run").join("runtime")),
             snapshotter: std::cell::OnceCell::new(),
             tty_size: None,
-        })
+            started: HashMap::new(),
+        }
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -346,7 +357,7 @@ impl Engine {
             return Ok(c);
         }
         tracing::debug!("{}: monitor gone; marking exited", c.id);
-        let _ = self.runtime.delete(&c.id, true);
+        self.delete_runtime(&c.id);
         unmount_container(&self.dir(&c.id), &c);
         let _ = net::release(&self.root, &c);
         self.db.update(&c.id, |c| {
@@ -515,7 +526,7 @@ impl Engine {
                 Ok(l)
             }
             Err(e) => {
-                let _ = self.runtime.delete(&c.id, true);
+                self.delete_runtime(&c.id);
                 unmount_container(&self.dir(&c.id), &c);
                 let _ = net::release(&self.root, &c);
                 let code = exit_code_for(&e);
@@ -689,13 +700,16 @@ impl Engine {
         };
         let extra = self.extra_hosts(c, &joins.links)?;
         let endpoint = match net::attach(&self.root, c, l.pid, &dir, extra).and_then(|ep| {
-            held.start()?;
+            let started = held.start()?;
             tracing::debug!("launch: started");
-            Ok(ep)
+            Ok((ep, started))
         }) {
-            Ok(ep) => ep,
+            Ok((ep, started)) => {
+                self.started.insert(c.id.clone(), started);
+                ep
+            }
             Err(e) => {
-                let _ = self.runtime.delete(&c.id, true);
+                self.delete_runtime(&c.id);
                 let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(l.pid), None);
                 // A further network may have failed after the first was wired up.
                 let _ = net::release(&self.root, c);
@@ -850,12 +864,11 @@ impl Engine {
     /// After the container's init exited with `code`: record it and tear the runtime
     /// state, network and rootfs mount down.
     pub fn finish(&mut self, id: &str, code: i32) -> Result<Container> {
-        let oom = self
-            .runtime
-            .record(id)
-            .map(|r| r.cgroup.oom_killed())
-            .unwrap_or(false);
-        let _ = self.runtime.delete(id, true);
+        let oom = match self.started.get(id) {
+            Some(s) => s.oom_killed(),
+            None => self.runtime.record(id).is_ok_and(|r| r.cgroup.oom_killed()),
+        };
+        self.delete_runtime(id);
         let c = self.db.find(id)?;
         if oom {
             self.event(&c, "oom", &[]);
@@ -1016,9 +1029,18 @@ impl Engine {
         crate::events::record(&self.root, "container", action, &c.id, attrs);
     }
 
+    /// Deletes the runtime's container (killing what is left of it), with the record from
+    /// its start when this process started it.
+    fn delete_runtime(&mut self, id: &str) {
+        let _ = match self.started.remove(id) {
+            Some(s) => self.runtime.delete_started(s),
+            None => self.runtime.delete(id, true),
+        };
+    }
+
     /// Removes every trace of a stopped container; idempotent.
     fn teardown(&mut self, c: &Container, with_volumes: bool) -> Result<()> {
-        let _ = self.runtime.delete(&c.id, true);
+        self.delete_runtime(&c.id);
         tracing::debug!("teardown: runtime state deleted");
         let _ = net::release(&self.root, c);
         remove_container_files(&self.dir(&c.id), c, &self.snapshotter()?)?;

@@ -152,6 +152,12 @@ pub struct MetaStore {
 }
 
 impl MetaStore {
+    /// The open connection, for a caller that goes on with the same database file (the
+    /// engine after an image lookup): a second connection would parse the schema again.
+    pub fn into_connection(self) -> Connection {
+        self.conn
+    }
+
     /// Opens (creating and migrating if needed) the database at `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         // Switching a brand-new database to WAL needs an exclusive lock, and SQLite

@@ -88,6 +88,7 @@ impl Runtime {
             pid,
             chan: spawned.chan,
             hooks: spawned.poststart,
+            record: spawned.record,
         })
     }
 
@@ -104,7 +105,7 @@ impl Runtime {
     ) -> Result<i32> {
         let (pid, ctx) = self.spawn(id, bundle, opts, Mode::Run)?;
         let sd = self.dir(id)?;
-        let rec = sd.load(id)?;
+        let mut rec = ctx.record;
         let started = ctx
             .chan
             .send(Tag::Start, &[])
@@ -125,7 +126,8 @@ impl Runtime {
         tracing::debug!("program exited");
         drop(proxy);
         if !keep {
-            self.destroy(&sd, &sd.load(id)?)?;
+            rec.public.status = sd.status_of(&rec);
+            self.destroy(&sd, &rec)?;
             tracing::debug!("deleted");
         }
         Ok(code)
@@ -273,6 +275,7 @@ impl Runtime {
                 chan: parent_chan,
                 pty_master,
                 poststart,
+                record: rec,
             },
         ))
     }
@@ -386,6 +389,15 @@ impl Runtime {
         self.destroy(&sd, &rec)
     }
 
+    /// `delete --force` of a container this process created and started.
+    pub fn delete_started(&self, s: Started) -> Result<()> {
+        let sd = self.dir(&s.record.public.id)?;
+        let mut rec = s.record;
+        // As `load` does: what the kernel says now, not what was saved.
+        rec.public.status = sd.status_of(&rec);
+        self.destroy(&sd, &rec)
+    }
+
     /// Kills whatever is left, runs poststop hooks, removes the cgroup and the state.
     fn destroy(&self, sd: &StateDir, rec: &Record) -> Result<()> {
         if rec.public.status != Status::Stopped {
@@ -465,6 +477,8 @@ pub(crate) struct Spawned {
     pub chan: Channel,
     pub pty_master: Option<OwnedFd>,
     pub poststart: Option<Poststart>,
+    /// What was saved as state.json.
+    pub record: Record,
 }
 
 /// A container made by [`Runtime::create_held`], its init waiting for [`Held::start`].
@@ -472,6 +486,20 @@ pub struct Held {
     pid: i32,
     chan: Channel,
     hooks: Option<Poststart>,
+    record: Record,
+}
+
+/// A held container once started: [`Runtime::delete_started`] deletes it with the record
+/// made at create instead of reading state.json back.
+pub struct Started {
+    record: Record,
+}
+
+impl Started {
+    /// Whether the kernel's OOM killer struck in the container's cgroup.
+    pub fn oom_killed(&self) -> bool {
+        self.record.cgroup.oom_killed()
+    }
 }
 
 impl Held {
@@ -483,10 +511,12 @@ impl Held {
     /// Lets the init go on to exec the program, then runs the poststart hooks. As with
     /// `start` through exec.fifo, what fails after this point (an exec format error) is
     /// the program's exit, told on its stderr, not an error of the start.
-    pub fn start(self) -> Result<()> {
+    pub fn start(self) -> Result<Started> {
         self.chan.send(Tag::Start, &[])?;
         run_poststart(self.hooks.as_ref());
-        Ok(())
+        Ok(Started {
+            record: self.record,
+        })
     }
 }
 

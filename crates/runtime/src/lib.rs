@@ -37,7 +37,7 @@ pub mod spawn;
 pub mod state;
 pub mod tty;
 
-pub use container::{CreateOptions, Held, Runtime};
+pub use container::{CreateOptions, Held, Runtime, Started};
 pub use error::{Error, Result};
 pub use exec::ExecOptions;
 pub use state::{PublicState, Status};

@@ -112,7 +112,7 @@ impl StateDir {
         Ok(rec)
     }
 
-    fn status_of(&self, rec: &Record) -> Status {
+    pub(crate) fn status_of(&self, rec: &Record) -> Status {
         let pid = rec.public.pid;
         if pid <= 0 || !process_alive(pid, rec.start_time) {
             return Status::Stopped;
