@@ -37,7 +37,10 @@ DOCKERFILE
 }
 
 start_dockerd() {
-  docker=(docker -H "unix://$1/docker.sock")
+  # Debian's client, of the daemon's version: it builds with BuildKit itself, where a newer
+  # docker on PATH would want the buildx plugin.
+  local cli=docker; [ -x /usr/bin/docker ] && cli=/usr/bin/docker
+  docker=("$cli" -H "unix://$1/docker.sock")
   dockerd --data-root "$1/docker" --exec-root "$1/docker-run" -H "unix://$1/docker.sock" \
     --pidfile "$1/docker.pid" --bridge none --iptables=false >"$1/dockerd.log" 2>&1 &
   dockerd_pid=$!
