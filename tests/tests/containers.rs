@@ -1886,12 +1886,26 @@ fn namespace_modes_share_what_they_name() {
         "/dev/shm",
     ]);
     assert_ne!(code(&o), 0);
-    // --uts host: the host's name, and --hostname with it is refused.
+    // --uts host: the kernel says the host's name, /etc/hostname the id (as Docker writes
+    // it), and --hostname with it is refused.
     let host = nix::unistd::gethostname()
         .unwrap()
         .to_string_lossy()
         .into_owned();
-    assert_eq!(run(&["--uts", "host", IMAGE, "hostname"]), host);
+    let both = run(&[
+        "--uts",
+        "host",
+        IMAGE,
+        "sh",
+        "-c",
+        "hostname; cat /etc/hostname",
+    ]);
+    let (kernel, file) = both.split_once('\n').unwrap();
+    assert_eq!(kernel, host);
+    assert!(
+        file.len() == 12 && file.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{both:?}"
+    );
     let o = b.run(&["run", "--rm", "--uts", "host", "-h", "x", IMAGE, "true"]);
     assert_eq!(code(&o), 125);
     for (flag, value) in [

@@ -1301,15 +1301,16 @@ fn check_realtime(period: Option<u64>, runtime: Option<i64>) -> Result<(), Strin
     Ok(())
 }
 
-/// `--hostname`, else the host's name where the container shares the host's UTS or
-/// network namespace (Docker names a `--network host` container after the host, whose
-/// addresses it has), else none: the engine then takes the id's first 12 digits.
+/// `--hostname`, else the host's name where the container shares the host's network
+/// namespace (Docker names a `--network host` container after the host, whose addresses
+/// it has), else none: the engine then takes the id's first 12 digits. `--uts host` alone
+/// keeps that default, as Docker: the kernel's name is the host's, `/etc/hostname` and
+/// `.Config.Hostname` say the id.
 fn default_hostname(a: &RunArgs) -> Option<String> {
     if a.hostname.is_some() {
         return a.hostname.clone();
     }
-    let host_ns = a.uts.as_deref() == Some("host") || a.network == "host";
-    host_ns
+    (a.network == "host")
         .then(nix::unistd::gethostname)
         .and_then(|h| h.ok())
         .map(|h| h.to_string_lossy().into_owned())
