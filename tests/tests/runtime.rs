@@ -687,11 +687,20 @@ fn bad_bundles_fail_with_one_line_naming_the_field_and_leave_nothing() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("config.json"), "{}", stderr(&out));
     b.spec = json!({});
-    assert_eq!(
-        std::fs::read_dir(rc.root.path()).unwrap().count(),
-        0,
-        "no state may remain"
-    );
+    // Nothing but emptied directories kept for the next create.
+    let left: Vec<_> = std::fs::read_dir(rc.root.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != "@spares")
+        .collect();
+    assert!(left.is_empty(), "no state may remain: {left:?}");
+    for spare in std::fs::read_dir(rc.root.path().join("@spares"))
+        .into_iter()
+        .flatten()
+    {
+        let spare = spare.unwrap().path();
+        assert_eq!(std::fs::read_dir(&spare).unwrap().count(), 0, "{spare:?}");
+    }
 }
 
 #[test]

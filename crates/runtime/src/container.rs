@@ -147,12 +147,7 @@ impl Runtime {
         let sd = self.dir(id)?;
         std::fs::create_dir_all(&self.root)
             .ctx(|| format!("state root {}", self.root.display()))?;
-        match std::fs::create_dir(&sd.dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::Exists(id.into()))
-            }
-            r => r.ctx(|| format!("{}", sd.dir.display()))?,
-        }
+        sd.create(id)?;
         let mut guard = Cleanup {
             sd: &sd,
             cgroup: None,

@@ -68,10 +68,66 @@ pub struct StateDir {
 pub const FIFO: &str = "exec.fifo";
 const FILE: &str = "state.json";
 
+/// Emptied state directories of deleted containers, kept beside the others for the next
+/// create. Where freeing a directory's block is a synchronous discard (ext4 mounted with
+/// `discard` and no journal, the project's machines) a mkdir and an rmdir are ~0.3 ms of a
+/// start; a rename is not. The name is no valid container id (`validate_id`).
+const SPARES: &str = "@spares";
+const SPARES_CAP: usize = 16;
+
 impl StateDir {
     pub fn new(root: &Path, id: &str) -> Result<StateDir> {
         validate_id(id)?;
         Ok(StateDir { dir: root.join(id) })
+    }
+
+    /// Makes the container's directory, from a spare when there is one; `Exists` when
+    /// the id is taken.
+    pub fn create(&self, id: &str) -> Result<()> {
+        let spares = self.spares();
+        if let Some(entries) = spares.as_deref().and_then(|s| std::fs::read_dir(s).ok()) {
+            for e in entries.flatten() {
+                match rename_noreplace(&e.path(), &self.dir) {
+                    Ok(()) => return Ok(()),
+                    Err(nix::errno::Errno::EEXIST) => return Err(Error::Exists(id.into())),
+                    // Taken by another create meanwhile.
+                    Err(nix::errno::Errno::ENOENT) => continue,
+                    Err(_) => break,
+                }
+            }
+        }
+        match std::fs::create_dir(&self.dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(Error::Exists(id.into()))
+            }
+            r => r.ctx(|| format!("{}", self.dir.display())),
+        }
+    }
+
+    fn spares(&self) -> Option<PathBuf> {
+        self.dir.parent().map(|root| root.join(SPARES))
+    }
+
+    /// Keeps the emptied directory as a spare when there is room.
+    fn keep_as_spare(&self) -> bool {
+        let Some(spares) = self.spares() else {
+            return false;
+        };
+        match std::fs::read_dir(&spares).map(Iterator::count) {
+            Ok(n) if n >= SPARES_CAP => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if std::fs::create_dir(&spares).is_err() && !spares.is_dir() {
+                    return false;
+                }
+            }
+            Err(_) => return false,
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("{}-{nanos}", std::process::id());
+        rename_noreplace(&self.dir, &spares.join(name)).is_ok()
     }
 
     pub fn fifo(&self) -> PathBuf {
@@ -126,15 +182,46 @@ impl StateDir {
         Status::Running
     }
 
+    /// Deletes the state; the emptied directory may be kept as a spare.
     pub fn remove(&self) -> Result<()> {
-        match std::fs::remove_dir_all(&self.dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
-                context: self.dir.display().to_string(),
-                err: e,
-            }),
+        let io = |err| Error::Io {
+            context: self.dir.display().to_string(),
+            err,
+        };
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(e)),
+        };
+        for e in entries {
+            let e = e.map_err(io)?;
+            let removed = match e.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(e.path()),
+                _ => std::fs::remove_file(e.path()),
+            };
+            match removed {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(io(err)),
+                _ => {}
+            }
+        }
+        if self.keep_as_spare() {
+            return Ok(());
+        }
+        match std::fs::remove_dir(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
             _ => Ok(()),
         }
     }
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
+    nix::fcntl::renameat2(
+        None,
+        from,
+        None,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
 }
 
 /// runc accepts these characters; anything else could escape the state directory.
@@ -187,6 +274,41 @@ mod tests {
         for good in ["abc", "A-1_b.c+d", "c2-1234"] {
             assert!(validate_id(good).is_ok(), "{good:?}");
         }
+    }
+
+    #[test]
+    fn deleted_state_dirs_are_kept_emptied_and_taken_by_the_next_create() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let a = StateDir::new(root.path(), "a").unwrap();
+        a.create("a").unwrap();
+        std::fs::write(a.dir.join(FILE), b"{}").unwrap();
+        assert!(matches!(a.create("a"), Err(Error::Exists(_))));
+        let ino = std::fs::metadata(&a.dir).unwrap().ino();
+        a.remove().unwrap();
+        assert!(!a.dir.exists());
+        assert!(
+            validate_id(SPARES).is_err(),
+            "a spare never looks like a container"
+        );
+        let spares = || std::fs::read_dir(root.path().join(SPARES)).unwrap().count();
+        assert_eq!(spares(), 1);
+
+        let b = StateDir::new(root.path(), "b").unwrap();
+        b.create("b").unwrap();
+        assert_eq!(std::fs::metadata(&b.dir).unwrap().ino(), ino);
+        assert_eq!(std::fs::read_dir(&b.dir).unwrap().count(), 0, "emptied");
+        assert_eq!(spares(), 0);
+        // A taken id stays taken while there are spares, and keeps them.
+        b.remove().unwrap();
+        let c = StateDir::new(root.path(), "b").unwrap();
+        c.create("b").unwrap();
+        let d = StateDir::new(root.path(), "d").unwrap();
+        d.create("d").unwrap();
+        d.remove().unwrap();
+        assert_eq!(spares(), 1);
+        assert!(matches!(c.create("b"), Err(Error::Exists(_))));
+        assert_eq!(spares(), 1, "the failed create took no spare");
     }
 
     #[test]
