@@ -121,9 +121,12 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 /// Emptied container directories kept for the next create (`Snapshotter::with_spares`).
 const SPARE_DIRS: usize = 16;
 
-/// Deletes the engine's files in container directory `dir` (bundle, network files, logs),
-/// leaving the snapshot's and the empty `rootfs` mount point, so that the snapshotter may
-/// keep the directory for the next container.
+/// Deletes the engine's files in container directory `dir` (bundle, network files, logs,
+/// the `rootfs` mount point), leaving the snapshot's, so that the snapshotter may keep the
+/// directory for the next container. The mount point is removed, not kept: an rmdir
+/// detaches the copies of the rootfs mount that other mount namespaces may hold (a
+/// container given the host's `/` with `rbind`), which would otherwise keep the old
+/// overlay, and its upper dir, in use.
 fn remove_own_files(dir: &Path) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -133,10 +136,16 @@ fn remove_own_files(dir: &Path) -> Result<()> {
     for e in entries {
         let e = e.ctx(|| format!("read {}", dir.display()))?;
         let name = e.file_name();
-        if ["upper", "work", "fs", "snapshot.json", "rootfs"]
+        if ["upper", "work", "fs", "snapshot.json"]
             .map(OsStr::new)
             .contains(&&*name)
         {
+            continue;
+        }
+        if name == "rootfs" {
+            // Still mounted here (the unmount failed): the snapshotter then sees another
+            // device and deletes the directory instead of keeping it.
+            let _ = std::fs::remove_dir(e.path());
             continue;
         }
         let path = e.path();

@@ -1,18 +1,20 @@
 //! Spare snapshot directories: the emptied directories of removed snapshots, kept for the
 //! next `prepare` instead of being deleted and made again.
 //!
-//! Why: a container snapshot is four directories (the key dir, `upper`, `work`, the
-//! owner's `rootfs` mount point), made at create and deleted at removal. On ext4 every
-//! directory holds a data block, and where the filesystem runs without a journal and with
-//! `discard` (the project's machines) freeing that block is a synchronous discard: an
-//! `rmdir` costs ~0.2 ms and a `mkdir` ~0.1 ms there, about 1 ms of every
-//! `run --rm`. A rename of an emptied directory costs neither.
+//! Why: a container snapshot is three directories (the key dir, `upper`, `work`), made at
+//! create and deleted at removal. On ext4 every directory holds a data block, and where
+//! the filesystem runs without a journal and with `discard` (the project's machines)
+//! freeing that block is a synchronous discard: an `rmdir` costs ~0.2 ms and a `mkdir`
+//! ~0.1 ms there, about 1 ms of every `run --rm`. A rename of an emptied directory costs
+//! neither.
 //!
 //! A spare is taken with `renameat2(RENAME_NOREPLACE)`, so two takers never share one and
 //! a key that exists is never replaced. Only directories that hold nothing but empty
-//! subdirectories on the same filesystem, with the mode and owner a fresh one would
-//! have and no extended attributes but overlay's uuid (an `opaque` mark on a reused upper dir would
-//! hide the image), become spares; anything else is deleted as before.
+//! subdirectories on the same filesystem, with the mode and owner a fresh one would have
+//! and no extended attributes but overlay's uuid (an `opaque` mark on a reused upper dir
+//! would hide the image), become spares; anything else is deleted as before. The owner
+//! deletes its mount point itself (the engine does: an rmdir also detaches the copies of
+//! the mount other namespaces hold, which would keep the old overlay using the upper dir).
 
 use std::ffi::OsStr;
 use std::fs;
