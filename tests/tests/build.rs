@@ -889,6 +889,19 @@ fn dockerfile_errors_name_the_line_and_check_lints() {
     let ctx = context(&[("Dockerfile", "FROM busybox\nRUN exit 1\n")]);
     let out = b.run(&["build", "--check", ctx.path().to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
+    // UndefinedVar in a stage on a local image knows that image's ENV; on an image the
+    // store lacks it says nothing (BuildKit would read its config; a check pulls nothing).
+    let base = context(&[("Dockerfile", "FROM busybox\nENV GREETING=hi\n")]);
+    b.build(base.path(), &["-t", "greeter"]);
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM greeter\nCOPY $GREETING$ZZZ /\nFROM notlocal\nCOPY $YYY /\n",
+    )]);
+    let out = b.run(&["build", "--check", ctx.path().to_str().unwrap()]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("Usage of undefined variable '$ZZZ'"), "{err}");
+    assert!(!err.contains("$GREETING") && !err.contains("$YYY"), "{err}");
 
     // A build lints too: findings are listed after it; `# check=error=true` (or the
     // BUILDKIT_DOCKERFILE_CHECK build argument) makes them fail it before any step.

@@ -271,7 +271,7 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         None => read_dockerfile(&args)?,
     };
     if args.check {
-        return Ok(check(&text, &file_name, &args));
+        return Ok(check(root, &text, &file_name, &args));
     }
     let build_args = build_args(&args.build_args);
     // BuildKit lints every build: findings are listed after it, or end it first with
@@ -279,7 +279,10 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
     let setting = build_args
         .get("BUILDKIT_DOCKERFILE_CHECK")
         .map(String::as_str);
-    let (findings, fatal) = berth_build::check_with(&text, &file_name, setting);
+    let mut store = LocalStore::open(root)?;
+    let (findings, fatal) = berth_build::check_against(&text, &file_name, setting, &|name| {
+        local_image_env(&store, name)
+    });
     let findings: Vec<_> = findings
         .into_iter()
         .filter(|d| d.rule != "ParseError")
@@ -357,7 +360,6 @@ fn build(root: &Path, mut args: BuildArgs) -> anyhow::Result<i32> {
         named_contexts: named_contexts(root, &args.build_contexts, &mut _remote_ctxs)?,
         run_options: run_options(root, &args)?,
     };
-    let mut store = LocalStore::open(root)?;
     let mut progress: Box<dyn Write> = if args.quiet {
         Box::new(std::io::sink())
     } else {
@@ -703,8 +705,22 @@ fn read_dockerfile(args: &BuildArgs) -> anyhow::Result<(String, String, Option<P
     }
 }
 
+/// The environment variable names of an image in the local store, for the lints (which
+/// pull nothing).
+fn local_image_env(store: &LocalStore, name: &str) -> Option<Vec<String>> {
+    let rec = store.find(name).ok()?;
+    let config = store.config_json(&rec).ok()?;
+    let env = config["config"]["Env"].as_array().map(|list| {
+        list.iter()
+            .filter_map(|e| e.as_str())
+            .map(|e| e.split_once('=').map_or(e, |(k, _)| k).to_string())
+            .collect()
+    });
+    Some(env.unwrap_or_default())
+}
+
 /// `--check`: lint rules, then the parse and stage graph; non-zero on any finding.
-fn check(text: &str, file: &str, args: &BuildArgs) -> i32 {
+fn check(root: &Path, text: &str, file: &str, args: &BuildArgs) -> i32 {
     // As `docker build --check`: the warnings first, then the error that
     // stops the build, if any. A file the parser refuses comes back as a
     // ParseError finding, which is that error, not a warning.
@@ -713,10 +729,18 @@ fn check(text: &str, file: &str, args: &BuildArgs) -> i32 {
     let setting = args_given
         .get("BUILDKIT_DOCKERFILE_CHECK")
         .map(String::as_str);
-    let (parse_errors, warnings): (Vec<_>, Vec<_>) = berth_build::check_with(text, file, setting)
-        .0
-        .into_iter()
-        .partition(|d| d.rule == "ParseError");
+    // A check looks into an existing store and makes none.
+    let store = root
+        .join("berth.db")
+        .exists()
+        .then(|| LocalStore::open(root).ok())
+        .flatten();
+    let base_env = |name: &str| store.as_ref().and_then(|s| local_image_env(s, name));
+    let (parse_errors, warnings): (Vec<_>, Vec<_>) =
+        berth_build::check_against(text, file, setting, &base_env)
+            .0
+            .into_iter()
+            .partition(|d| d.rule == "ParseError");
     for d in &warnings {
         eprintln!(
             "WARNING: {} - {}\n{}\n{}:{}",

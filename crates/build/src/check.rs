@@ -4,9 +4,9 @@
 //! Rule names, messages and documentation links are BuildKit's, so a
 //! `# check=skip=RuleName` directive written for Docker works here too.
 //! Rules that need the base image's configuration (UndefinedVar in stages
-//! built on images, InvalidBaseImagePlatform) are only applied where the
-//! Dockerfile tells everything: UndefinedVar runs for stages rooted in
-//! `scratch`.
+//! built on images, InvalidBaseImagePlatform) are only applied where it is
+//! known without pulling: UndefinedVar runs for stages rooted in `scratch` or
+//! in an image whose environment the caller can look up (the local store).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -65,6 +65,18 @@ pub fn check(text: &str, file: &str) -> Vec<Diagnostic> {
 /// `BUILDKIT_DOCKERFILE_CHECK` build argument, which wins over the file); and whether
 /// they say findings fail the build (`error=true`).
 pub fn check_with(text: &str, file: &str, setting: Option<&str>) -> (Vec<Diagnostic>, bool) {
+    check_against(text, file, setting, &|_| None)
+}
+
+/// [`check_with`], knowing the environment variable names of the base images that
+/// `base_env` finds (by the name FROM gives, global ARG defaults expanded): stages built
+/// on them get UndefinedVar as BuildKit, which reads the image's config, gives it.
+pub fn check_against(
+    text: &str,
+    file: &str,
+    setting: Option<&str>,
+    base_env: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> (Vec<Diagnostic>, bool) {
     let df = match parse_raw(text, file) {
         Ok(df) => df,
         Err(e) => {
@@ -81,6 +93,7 @@ pub fn check_with(text: &str, file: &str, setting: Option<&str>) -> (Vec<Diagnos
         file,
         out: Vec::new(),
         defaults: BTreeMap::new(),
+        base_env,
     };
     lint.casing(&df);
     lint.stages(&df);
@@ -144,6 +157,8 @@ struct Linter<'a> {
     out: Vec<Diagnostic>,
     /// Global ARGs' default values (and the platform ARGs'), for the base names.
     defaults: BTreeMap<String, String>,
+    /// The environment variable names of a base image, when the caller knows them.
+    base_env: &'a dyn Fn(&str) -> Option<Vec<String>>,
 }
 
 /// What the lint tracks through one stage.
@@ -334,6 +349,13 @@ impl Linter<'_> {
             st.has_shell = parent.has_shell;
             st.env_names = parent.env_names.clone();
             st.declared = parent.env_names.clone();
+        } else if let Some(env) = crate::shell::expand_word(base, &self.defaults)
+            .ok()
+            .and_then(|name| (self.base_env)(&name))
+        {
+            st.known_base = true;
+            st.env_names = env.into_iter().collect();
+            st.declared = st.env_names.clone();
         }
         st
     }
@@ -815,6 +837,26 @@ mod tests {
             Some("COPY")
         );
         assert_eq!(suggest("copy", &["copy".to_string()], false), None);
+    }
+
+    #[test]
+    fn undefined_vars_in_stages_on_images_whose_environment_is_known() {
+        let text = "ARG TAG=1\nFROM app:$TAG AS a\nCOPY $HOME$ZZZ /\nFROM other\nCOPY $ZZZ /\nFROM a\nENV X=$HOMEE\n";
+        let known = |name: &str| (name == "app:1").then(|| vec!["PATH".into(), "HOME".into()]);
+        let found: Vec<String> = check_against(text, "Dockerfile", None, &known)
+            .0
+            .into_iter()
+            .map(|d| format!("{}:{}:{}", d.rule, d.line, d.message))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "UndefinedVar:3:Usage of undefined variable '$ZZZ'",
+                "UndefinedVar:7:Usage of undefined variable '$HOMEE' (did you mean $HOME?)",
+            ],
+            "`other` is not known: nothing is said of its stage"
+        );
+        assert!(check(text, "Dockerfile").is_empty());
     }
 
     #[test]

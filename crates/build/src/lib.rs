@@ -99,7 +99,7 @@ pub mod shell;
 pub mod stages;
 
 pub use ast::{Directive, Dockerfile, Heredoc, Instruction, Kind};
-pub use check::{check, check_with, Diagnostic};
+pub use check::{check, check_against, check_with, Diagnostic};
 pub use error::{Error, ErrorKind, Result};
 pub use executor::{BuildError, BuildRequest, Built, Executor};
 pub use parser::{parse, parse_raw};
