@@ -2,7 +2,6 @@
 //! detached monitor), stop, kill, remove, exec and the queries behind ps/inspect.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -121,43 +120,6 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 /// Emptied container directories kept for the next create (`Snapshotter::with_spares`).
 const SPARE_DIRS: usize = 16;
 
-/// Deletes the engine's files in container directory `dir` (bundle, network files, logs,
-/// the `rootfs` mount point), leaving the snapshot's, so that the snapshotter may keep the
-/// directory for the next container. The mount point is removed, not kept: an rmdir
-/// detaches the copies of the rootfs mount that other mount namespaces may hold (a
-/// container given the host's `/` with `rbind`), which would otherwise keep the old
-/// overlay, and its upper dir, in use.
-fn remove_own_files(dir: &Path) -> Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).ctx(|| format!("read {}", dir.display())),
-    };
-    for e in entries {
-        let e = e.ctx(|| format!("read {}", dir.display()))?;
-        let name = e.file_name();
-        if ["upper", "work", "fs", "snapshot.json"]
-            .map(OsStr::new)
-            .contains(&&*name)
-        {
-            continue;
-        }
-        if name == "rootfs" {
-            // Still mounted here (the unmount failed): the snapshotter then sees another
-            // device and deletes the directory instead of keeping it.
-            let _ = std::fs::remove_dir(e.path());
-            continue;
-        }
-        let path = e.path();
-        let removed = match e.file_type() {
-            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
-            _ => std::fs::remove_file(&path),
-        };
-        removed.ctx(|| format!("remove {}", path.display()))?;
-    }
-    Ok(())
-}
-
 /// Unmounts container `c`'s rootfs and removes its snapshot and directory `dir`.
 fn remove_container_files(
     dir: &Path,
@@ -166,7 +128,6 @@ fn remove_container_files(
 ) -> Result<()> {
     unmount_container(dir, c);
     tracing::debug!("teardown: unmounted");
-    remove_own_files(dir)?;
     match snapshotter.remove(&c.id) {
         Ok(()) | Err(berth_image::SnapshotError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),

@@ -199,8 +199,10 @@ impl Snapshotter {
 
     /// Keeps up to `cap` emptied directories of removed writable overlay snapshots for
     /// the next `prepare` (see `spare.rs`: directories are costly to make and delete on
-    /// some filesystems). Anything else the key dir held must be gone before `remove`;
-    /// a subdirectory the owner left empty (a mount point) is kept with it.
+    /// some filesystems). What the owner keeps in the key dir goes with it at `remove`:
+    /// its files are deleted and its empty directories (mount points) removed — an rmdir
+    /// also detaches copies of a mount other namespaces hold, which would keep an old
+    /// overlay using the upper dir. A key dir holding anything else is not kept.
     pub fn with_spares(mut self, cap: usize) -> Self {
         self.spares = (cap > 0).then(|| Spares::new(self.root.join(".spares"), cap));
         self
@@ -270,10 +272,7 @@ impl Snapshotter {
             .as_ref()
             .filter(|_| self.mode == SnapshotMode::Overlay)
         {
-            let emptied = ["upper", "work"]
-                .iter()
-                .try_for_each(|s| empty_dir(&dir.join(s)));
-            if emptied.is_ok() && spares.put(&dir, UPPER_MODE) {
+            if clear_for_spare(&dir).is_ok() && spares.put(&dir, UPPER_MODE) {
                 return Ok(());
             }
         }
@@ -520,6 +519,22 @@ fn make_overlay_dirs(dir: &Path, record: &Record) -> Result<()> {
     mkdir_mode(&dir.join("upper"), UPPER_MODE)?;
     if !record.parents.is_empty() {
         mkdir_mode(&dir.join("work"), 0o711)?;
+    }
+    Ok(())
+}
+
+/// Empties a removed snapshot's key dir down to its empty `upper` and `work`: the owner's
+/// files deleted, its empty directories removed. Fails (and the caller deletes instead) on
+/// a directory of the owner's that is not empty or still a mount point.
+fn clear_for_spare(dir: &Path) -> io::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let path = e.path();
+        match e.file_name().to_str() {
+            Some("upper" | "work") => empty_dir(&path)?,
+            _ if e.file_type()?.is_dir() => fs::remove_dir(&path)?,
+            _ => fs::remove_file(&path)?,
+        }
     }
     Ok(())
 }
@@ -824,16 +839,20 @@ mod tests {
         assert!(!root.join("c2/upper").exists(), "deleted as before");
         assert_eq!(spares(), 0);
 
-        // Nor a directory holding something the owner left, nor one past the cap.
+        // Nor a directory holding something of the owner's that is not a file or an empty
+        // dir (those go with it: c4's bundle and mount point), nor one past the cap.
         for key in ["c3", "c4", "c5"] {
             snaps.prepare(key, &parents).unwrap();
         }
-        fs::write(root.join("c3/bundle.json"), b"{}").unwrap();
+        fs::create_dir(root.join("c3/logs")).unwrap();
+        fs::write(root.join("c3/logs/old.log"), b"x").unwrap();
+        fs::write(root.join("c4/bundle.json"), b"{}").unwrap();
+        fs::create_dir(root.join("c4/rootfs")).unwrap();
         for key in ["c3", "c4", "c5"] {
             snaps.remove(key).unwrap();
         }
         assert_eq!(spares(), 1);
-        assert!(root.join("c3/bundle.json").exists() && !root.join("c3/upper").exists());
+        assert!(root.join("c3/logs/old.log").exists() && !root.join("c3/upper").exists());
         assert!(!root.join("c4").exists() && !root.join("c5").exists());
     }
 

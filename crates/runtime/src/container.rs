@@ -87,7 +87,6 @@ impl Runtime {
         Ok(Held {
             pid,
             chan: spawned.chan,
-            hooks: spawned.poststart,
             record: spawned.record,
         })
     }
@@ -105,7 +104,7 @@ impl Runtime {
     ) -> Result<i32> {
         let (pid, ctx) = self.spawn(id, bundle, opts, Mode::Run)?;
         let sd = self.dir(id)?;
-        let mut rec = ctx.record;
+        let rec = ctx.record;
         let started = ctx
             .chan
             .send(Tag::Start, &[])
@@ -116,7 +115,7 @@ impl Runtime {
             return Err(e);
         }
         tracing::debug!("program started");
-        run_poststart(ctx.poststart.as_ref());
+        poststart(&rec);
         if detach {
             return Ok(0);
         }
@@ -126,8 +125,7 @@ impl Runtime {
         tracing::debug!("program exited");
         drop(proxy);
         if !keep {
-            rec.public.status = sd.status_of(&rec);
-            self.destroy(&sd, &rec)?;
+            self.destroy_as_now(&sd, rec)?;
             tracing::debug!("deleted");
         }
         Ok(code)
@@ -263,13 +261,11 @@ impl Runtime {
             write_pid_file(p, pid)?;
         }
         guard.armed = false;
-        let poststart = Poststart::of(&rec);
         Ok((
             pid,
             Spawned {
                 chan: parent_chan,
                 pty_master,
-                poststart,
                 record: rec,
             },
         ))
@@ -315,7 +311,7 @@ impl Runtime {
             ));
         }
         release_fifo(&sd.fifo())?;
-        run_poststart(Poststart::of(&rec).as_ref());
+        poststart(&rec);
         Ok(())
     }
 
@@ -387,10 +383,14 @@ impl Runtime {
     /// `delete --force` of a container this process created and started.
     pub fn delete_started(&self, s: Started) -> Result<()> {
         let sd = self.dir(&s.record.public.id)?;
-        let mut rec = s.record;
-        // As `load` does: what the kernel says now, not what was saved.
+        self.destroy_as_now(&sd, s.record)
+    }
+
+    /// [`Runtime::destroy`] of a record this process kept, with its status read from the
+    /// kernel now, as `load` does, not as it was saved.
+    fn destroy_as_now(&self, sd: &StateDir, mut rec: Record) -> Result<()> {
         rec.public.status = sd.status_of(&rec);
-        self.destroy(&sd, &rec)
+        self.destroy(sd, &rec)
     }
 
     /// Kills whatever is left, runs poststop hooks, removes the cgroup and the state.
@@ -471,7 +471,6 @@ impl Runtime {
 pub(crate) struct Spawned {
     pub chan: Channel,
     pub pty_master: Option<OwnedFd>,
-    pub poststart: Option<Poststart>,
     /// What was saved as state.json.
     pub record: Record,
 }
@@ -480,7 +479,6 @@ pub(crate) struct Spawned {
 pub struct Held {
     pid: i32,
     chan: Channel,
-    hooks: Option<Poststart>,
     record: Record,
 }
 
@@ -508,39 +506,28 @@ impl Held {
     /// the program's exit, told on its stderr, not an error of the start.
     pub fn start(self) -> Result<Started> {
         self.chan.send(Tag::Start, &[])?;
-        run_poststart(self.hooks.as_ref());
+        poststart(&self.record);
         Ok(Started {
             record: self.record,
         })
     }
 }
 
-/// The poststart hooks and the state they are given, taken at create so that starting
-/// needs no state read back.
-pub(crate) struct Poststart {
-    hooks: Vec<oci_spec::runtime::Hook>,
-    state: Vec<u8>,
-}
-
-impl Poststart {
-    fn of(rec: &Record) -> Option<Poststart> {
-        let hooks = rec.config.hooks().as_ref()?.poststart().clone()?;
-        if hooks.is_empty() {
-            return None;
-        }
-        let mut public = rec.public.clone();
-        public.status = Status::Running;
-        Some(Poststart {
-            hooks,
-            state: serde_json::to_vec(&public).unwrap_or_default(),
-        })
-    }
-}
-
-fn run_poststart(p: Option<&Poststart>) {
-    let Some(p) = p else { return };
-    for hook in &p.hooks {
-        if let Err(e) = hooks::run(hook, &p.state) {
+/// Runs the spec's poststart hooks, giving them the state as running.
+fn poststart(rec: &Record) {
+    let Some(hooks) = rec
+        .config
+        .hooks()
+        .as_ref()
+        .and_then(|h| h.poststart().as_ref())
+    else {
+        return;
+    };
+    let mut public = rec.public.clone();
+    public.status = Status::Running;
+    let json = serde_json::to_vec(&public).unwrap_or_default();
+    for hook in hooks {
+        if let Err(e) = hooks::run(hook, &json) {
             tracing::warn!("poststart {e}");
         }
     }

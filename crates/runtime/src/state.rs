@@ -71,7 +71,10 @@ const FILE: &str = "state.json";
 /// Emptied state directories of deleted containers, kept beside the others for the next
 /// create. Where freeing a directory's block is a synchronous discard (ext4 mounted with
 /// `discard` and no journal, the project's machines) a mkdir and an rmdir are ~0.3 ms of a
-/// start; a rename is not. The name is no valid container id (`validate_id`).
+/// start; a rename is not. The name is no valid container id (`validate_id`). berth-image
+/// keeps container snapshot directories the same way (`spare.rs`); the two crates are
+/// siblings with no lower crate of ours to hold one copy, and each needs only the few
+/// lines of its own case.
 const SPARES: &str = "@spares";
 const SPARES_CAP: usize = 16;
 
