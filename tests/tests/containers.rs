@@ -107,7 +107,27 @@ impl Drop for Berth {
                 let _ = self.run(&["network", "rm", n]);
             }
         }
+        // A `run --rm`'s detached purger may still be deleting in the root.
+        let trash = self.root.path().join("containers/.trash");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_dir(&trash).is_ok_and(|mut d| d.next().is_some())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
+}
+
+/// Names in `dir` (none when it is missing).
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir).map_or_else(
+        |_| Vec::new(),
+        |d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        },
+    )
 }
 
 fn code(o: &Output) -> i32 {
@@ -153,6 +173,49 @@ fn assert_refused_saying(b: &Berth, flags: &[&str], why: &str) {
     let o = b.run(&full);
     assert_eq!(code(&o), 125, "{flags:?}: {}", stderr(&o));
     assert!(stderr(&o).contains(why), "{flags:?}: {}", stderr(&o));
+}
+
+#[test]
+fn run_rm_leaves_no_directory_and_its_detached_purger_empties_the_trash() {
+    let b = Berth::new();
+    let dir = b.root.path().join("containers");
+    let run = || b.ok(&["run", "--rm", "--network", "none", IMAGE, "echo", "hi"]);
+    // Output through a pipe: `output` returns at its end, which a purger must not hold.
+    assert_eq!(run(), "hi");
+    let visible = || -> Vec<String> {
+        entries(&dir)
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    };
+    assert_eq!(
+        visible(),
+        Vec::<String>::new(),
+        "the directory left its key at once"
+    );
+    wait_for(
+        || entries(&dir.join(".trash")).is_empty(),
+        "the trash emptied",
+    );
+    // What is kept for reuse holds nothing of the container's.
+    for spare in entries(&dir.join(".spares")) {
+        let spare = dir.join(".spares").join(spare);
+        for sub in entries(&spare) {
+            assert_eq!(entries(&spare.join(&sub)), Vec::<String>::new(), "{sub}");
+        }
+    }
+
+    // An entry nobody purges (its purger was killed) goes with the next purge's sweep.
+    let abandoned = dir.join(".trash/abandoned");
+    std::fs::create_dir_all(abandoned.join("upper/deep")).unwrap();
+    std::fs::create_dir_all(abandoned.join("work/work")).unwrap();
+    std::fs::write(abandoned.join("upper/deep/file"), b"x").unwrap();
+    assert_eq!(run(), "hi");
+    wait_for(
+        || entries(&dir.join(".trash")).is_empty(),
+        "the trash swept",
+    );
+    assert_eq!(visible(), Vec::<String>::new());
 }
 
 #[test]

@@ -27,6 +27,14 @@ pub struct Engine {
     pub tty_size: Option<(u16, u16)>,
     /// Containers this process started, by id: deleting one needs no state read back.
     started: HashMap<String, berth_runtime::Started>,
+    /// Middle children of detached purges (`crate::purge`), reaped on drop.
+    purgers: Vec<nix::unistd::Pid>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        crate::purge::reap(&mut self.purgers);
+    }
 }
 
 /// An `exec` into a running container: what differs from its own process.
@@ -117,27 +125,38 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
         .map_err(|_| Error::Invalid(format!("invalid signal: {s}")))
 }
 
+/// When a removed container's directory is deleted.
+#[derive(Debug, Clone, Copy)]
+enum Purge {
+    /// Before the removal returns.
+    Now,
+    /// By a process of its own, while the caller goes on (`crate::purge`).
+    Detached,
+}
+
 /// Emptied container directories kept for the next create (`Snapshotter::with_spares`).
 const SPARE_DIRS: usize = 16;
 
-/// Unmounts container `c`'s rootfs and removes its snapshot and directory `dir`.
-fn remove_container_files(
+/// Unmounts container `c`'s rootfs and moves its directory `dir` (snapshot, bundle, logs)
+/// to the snapshotter's trash, for the caller to purge; deletes it when it holds no
+/// snapshot.
+fn retire_container_files(
     dir: &Path,
     c: &Container,
     snapshotter: &berth_image::Snapshotter,
-) -> Result<()> {
+) -> Result<Option<berth_image::Retired>> {
     unmount_container(dir, c);
     tracing::debug!("teardown: unmounted");
-    match snapshotter.remove(&c.id) {
-        Ok(()) | Err(berth_image::SnapshotError::NotFound(_)) => {}
+    match snapshotter.retire(&c.id) {
+        Ok(r) => return Ok(Some(r)),
+        Err(berth_image::SnapshotError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    tracing::debug!("teardown: snapshot removed");
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).ctx(|| format!("remove {}", dir.display()))
         }
-        _ => Ok(()),
+        _ => Ok(None),
     }
 }
 
@@ -268,6 +287,7 @@ impl Engine {
             snapshotter: std::cell::OnceCell::new(),
             tty_size: None,
             started: HashMap::new(),
+            purgers: Vec::new(),
         }
     }
 
@@ -984,7 +1004,7 @@ impl Engine {
         if let Some(code) = code {
             self.event(&c, "die", &[("exitCode", code.to_string())]);
         }
-        self.teardown(&c, true)
+        self.teardown_as(&c, true, Purge::Detached)
     }
 
     /// Records a container event with Docker's attributes: image, name, the labels and
@@ -1010,10 +1030,23 @@ impl Engine {
 
     /// Removes every trace of a stopped container; idempotent.
     fn teardown(&mut self, c: &Container, with_volumes: bool) -> Result<()> {
+        self.teardown_as(c, with_volumes, Purge::Now)
+    }
+
+    fn teardown_as(&mut self, c: &Container, with_volumes: bool, purge: Purge) -> Result<()> {
         self.delete_runtime(&c.id);
         tracing::debug!("teardown: runtime state deleted");
         let _ = net::release(&self.root, c);
-        remove_container_files(&self.dir(&c.id), c, &self.snapshotter()?)?;
+        let snapshotter = self.snapshotter()?;
+        if let Some(retired) = retire_container_files(&self.dir(&c.id), c, &snapshotter)? {
+            match purge {
+                Purge::Now => retired.purge()?,
+                Purge::Detached => {
+                    self.purgers
+                        .extend(crate::purge::detached(retired, &snapshotter));
+                }
+            }
+        }
         tracing::debug!("teardown: files removed");
         self.db.delete(&c.id)?;
         tracing::debug!("teardown: record deleted");

@@ -53,6 +53,7 @@ pub mod logs;
 pub mod monitor;
 pub mod names;
 pub mod net;
+mod purge;
 pub mod record;
 pub mod spec;
 pub mod units;

@@ -40,13 +40,14 @@ mod spare;
 mod sys;
 #[cfg(test)]
 mod testutil;
+mod trash;
 
 pub use content::{Claim, ContentError, ContentStore, Writer};
 pub use digest::{Algorithm, Digest, DigestError};
 pub use layer::{chain_id, chain_ids, Compression};
 pub use meta::{ImageRecord, LayerRecord, MetaError, MetaStore, Platform};
 pub use reference::{AnyReference, Reference, ReferenceError};
-pub use snapshot::{Mount, SnapshotError, SnapshotMode, Snapshotter};
+pub use snapshot::{Mount, Retired, SnapshotError, SnapshotMode, Snapshotter};
 
 /// Opens `rel` below the directory `root` with `openat2(RESOLVE_IN_ROOT)`: `..` stops at
 /// `root` and absolute symlinks restart from it, so a tree someone else controls (a layer,

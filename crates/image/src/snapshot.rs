@@ -170,6 +170,42 @@ pub struct Snapshotter {
     spares: Option<Spares>,
 }
 
+/// A removed snapshot's directory in the trash (see [`Snapshotter::retire`]), held for
+/// the one who purges it. Dropped unpurged, it is left to a later
+/// [`Snapshotter::sweep_trash`].
+#[derive(Debug)]
+pub struct Retired {
+    entry: crate::trash::Entry,
+    spares: Option<Spares>,
+}
+
+impl Retired {
+    /// Deletes the directory, or empties it and keeps it as a spare.
+    pub fn purge(self) -> Result<()> {
+        let path = &self.entry.path;
+        if let Some(spares) = &self.spares {
+            if clear_for_spare(path).is_ok() && spares.put(path, UPPER_MODE) {
+                return Ok(());
+            }
+        }
+        match fs::remove_dir_all(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_ctx(format!("remove {}", path.display()))(e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The descriptor holding the entry's lock, for a purger that closes the others.
+    pub fn lock_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.entry.lock.as_raw_fd()
+    }
+}
+
+/// Where removed snapshots wait to be purged, under the snapshotter root.
+const TRASH: &str = ".trash";
+
 /// The mode of a new snapshot's upper dir (which overlay shows as the root's).
 const UPPER_MODE: u32 = 0o755;
 
@@ -258,8 +294,17 @@ impl Snapshotter {
         Ok(self.mounts_for(&dir, &record))
     }
 
-    /// Deletes a snapshot's directories. The caller unmounts first.
+    /// Deletes a snapshot's directories (and whatever else its key dir holds). The caller
+    /// unmounts first.
     pub fn remove(&self, key: &str) -> Result<()> {
+        self.retire(key)?.purge()
+    }
+
+    /// Removes a snapshot from its key at once — the key is free when this returns — and
+    /// hands back its directory, moved into the snapshotter's trash (`.trash/`), for
+    /// [`Retired::purge`] to delete, now or later and from another process (see
+    /// `trash.rs`). The caller unmounts first.
+    pub fn retire(&self, key: &str) -> Result<Retired> {
         let dir = self.key_dir(key)?;
         if !dir.join("snapshot.json").exists() {
             return Err(SnapshotError::NotFound(key.to_string()));
@@ -267,26 +312,25 @@ impl Snapshotter {
         // Drop the record first: a crash midway leaves no half snapshot
         // that looks usable.
         fs::remove_file(dir.join("snapshot.json")).map_err(io_ctx("remove snapshot record"))?;
-        if let Some(spares) = self
+        let entry = crate::trash::retire(&dir, &self.root.join(TRASH))
+            .map_err(io_ctx(format!("move {} to the trash", dir.display())))?;
+        Ok(self.retired(entry))
+    }
+
+    /// Purges the trash's entries no one is purging (their purger was killed), so none
+    /// stays for long; [`Retired::purge`] after a detached removal is the place to call it.
+    pub fn sweep_trash(&self) {
+        for entry in crate::trash::unheld(&self.root.join(TRASH)) {
+            let _ = self.retired(entry).purge();
+        }
+    }
+
+    fn retired(&self, entry: crate::trash::Entry) -> Retired {
+        let spares = self
             .spares
-            .as_ref()
-            .filter(|_| self.mode == SnapshotMode::Overlay)
-        {
-            if clear_for_spare(&dir).is_ok() && spares.put(&dir, UPPER_MODE) {
-                return Ok(());
-            }
-        }
-        for sub in ["upper", "work", "fs"] {
-            match fs::remove_dir_all(dir.join(sub)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(io_ctx(format!("remove {sub} of {key:?}"))(e))
-                }
-                _ => {}
-            }
-        }
-        // The key dir may hold the engine's own files (bundle, logs).
-        let _ = fs::remove_dir(&dir);
-        Ok(())
+            .clone()
+            .filter(|_| self.mode == SnapshotMode::Overlay);
+        Retired { entry, spares }
     }
 
     fn key_dir(&self, key: &str) -> Result<PathBuf> {
@@ -840,7 +884,8 @@ mod tests {
         assert_eq!(spares(), 0);
 
         // Nor a directory holding something of the owner's that is not a file or an empty
-        // dir (those go with it: c4's bundle and mount point), nor one past the cap.
+        // dir (those go with it: c4's bundle and mount point), nor one past the cap: those
+        // are deleted whole.
         for key in ["c3", "c4", "c5"] {
             snaps.prepare(key, &parents).unwrap();
         }
@@ -852,8 +897,56 @@ mod tests {
             snaps.remove(key).unwrap();
         }
         assert_eq!(spares(), 1);
-        assert!(root.join("c3/logs/old.log").exists() && !root.join("c3/upper").exists());
-        assert!(!root.join("c4").exists() && !root.join("c5").exists());
+        for key in ["c3", "c4", "c5"] {
+            assert!(!root.join(key).exists());
+        }
+        assert_eq!(fs::read_dir(root.join(TRASH)).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_retired_snapshot_frees_its_key_at_once_and_is_purged_later_or_swept() {
+        if !can_mount() {
+            return;
+        }
+        let f = fixture();
+        let root = f.tmp.path().join("containers");
+        let count = |d: &str| fs::read_dir(root.join(d)).map_or(0, Iterator::count);
+        let snaps = Snapshotter::new(&root, f.layers.clone(), SnapshotMode::Overlay)
+            .unwrap()
+            .with_spares(4);
+        let parents = [f.l1.chain_id.clone()];
+        for key in ["c1", "c2"] {
+            snaps.prepare(key, &parents).unwrap();
+            fs::write(root.join(key).join("upper/changed"), b"x").unwrap();
+        }
+        let first = snaps.retire("c1").unwrap();
+        let second = snaps.retire("c2").unwrap();
+        assert!(!root.join("c1").exists() && !root.join("c2").exists());
+        assert!(matches!(
+            snaps.mounts("c1"),
+            Err(SnapshotError::NotFound(_))
+        ));
+        snaps
+            .prepare("c1", &parents)
+            .expect("the key is free again");
+        assert_eq!(count(TRASH), 2);
+
+        // A held entry is not swept; purging it empties it into a spare.
+        snaps.sweep_trash();
+        assert_eq!(count(TRASH), 2);
+        first.purge().unwrap();
+        assert_eq!((count(TRASH), count(".spares")), (1, 1));
+        let spare = fs::read_dir(root.join(".spares"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(fs::read_dir(spare.path().join("upper")).unwrap().count(), 0);
+
+        // One whose purger went away (its lock closed unpurged) is swept by the next.
+        drop(second);
+        snaps.sweep_trash();
+        assert_eq!((count(TRASH), count(".spares")), (0, 2));
     }
 
     #[test]

@@ -119,7 +119,7 @@ fn renameat2_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// A name no other spare has: a clash only fails the rename, and the dir is deleted.
-fn unique_name() -> String {
+pub(crate) fn unique_name() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
