@@ -160,6 +160,22 @@ fn retire_container_files(
     }
 }
 
+/// Renames the log a reused directory kept from its last container (emptied, see
+/// berth-image's `spare.rs`) to `log`, so creating it writes that inode again instead of
+/// making one.
+fn take_kept_log(dir: &Path, log: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let kept = entries
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_str().is_some_and(|s| s.ends_with("-json.log")) && p != log);
+    if let Some(kept) = kept {
+        let _ = std::fs::rename(kept, log);
+    }
+}
+
 fn umount(path: &Path) {
     let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
 }
@@ -492,7 +508,9 @@ impl Engine {
         write("hostname", format!("{}\n", c.config.hostname))?;
         write("hosts", net::hosts_text(c, &self.extra_hosts(c, &[])?))?;
         write("resolv.conf", net::resolv_conf(c))?;
-        std::fs::File::create(self.log_path(&c.id)).ctx(|| "create log".into())?;
+        let log = self.log_path(&c.id);
+        take_kept_log(&dir, &log);
+        std::fs::File::create(&log).ctx(|| "create log".into())?;
         for m in c.config.mounts.iter().filter(|m| m.kind == "volume") {
             volumes::create(&mut self.db, &self.root, Some(&m.source), &[])?;
         }

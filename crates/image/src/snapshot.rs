@@ -203,6 +203,9 @@ impl Retired {
     }
 }
 
+/// The snapshot record's file while it is written (and after its snapshot is removed).
+const RECORD_TMP: &str = "snapshot.json.tmp";
+
 /// Where removed snapshots wait to be purged, under the snapshotter root.
 const TRASH: &str = ".trash";
 
@@ -309,9 +312,10 @@ impl Snapshotter {
         if !dir.join("snapshot.json").exists() {
             return Err(SnapshotError::NotFound(key.to_string()));
         }
-        // Drop the record first: a crash midway leaves no half snapshot
-        // that looks usable.
-        fs::remove_file(dir.join("snapshot.json")).map_err(io_ctx("remove snapshot record"))?;
+        // Drop the record first: a crash midway leaves no half snapshot that looks
+        // usable. Renamed, not deleted: its inode is the next record's (see `spare.rs`).
+        fs::rename(dir.join("snapshot.json"), dir.join(RECORD_TMP))
+            .map_err(io_ctx("remove snapshot record"))?;
         let entry = crate::trash::retire(&dir, &self.root.join(TRASH))
             .map_err(io_ctx(format!("move {} to the trash", dir.display())))?;
         Ok(self.retired(entry))
@@ -567,9 +571,11 @@ fn make_overlay_dirs(dir: &Path, record: &Record) -> Result<()> {
     Ok(())
 }
 
-/// Empties a removed snapshot's key dir down to its empty `upper` and `work`: the owner's
-/// files deleted, its empty directories removed. Fails (and the caller deletes instead) on
-/// a directory of the owner's that is not empty or still a mount point.
+/// Empties a removed snapshot's key dir down to its empty `upper` and `work` and its
+/// files, emptied (the record's and the owner's, kept for the next owner to write again:
+/// `spare::keep_file`, which deletes one a container changed); its empty directories are
+/// removed. Fails (and the caller deletes instead) on a directory of the owner's that is
+/// not empty or still a mount point.
 fn clear_for_spare(dir: &Path) -> io::Result<()> {
     for e in fs::read_dir(dir)? {
         let e = e?;
@@ -577,7 +583,11 @@ fn clear_for_spare(dir: &Path) -> io::Result<()> {
         match e.file_name().to_str() {
             Some("upper" | "work") => empty_dir(&path)?,
             _ if e.file_type()?.is_dir() => fs::remove_dir(&path)?,
-            _ => fs::remove_file(&path)?,
+            _ => {
+                if !crate::spare::keep_file(&path)? {
+                    fs::remove_file(&path)?;
+                }
+            }
         }
     }
     Ok(())
@@ -608,7 +618,7 @@ fn mkdir_mode(path: &Path, mode: u32) -> Result<()> {
 fn write_record(dir: &Path, record: &Record, durable: bool) -> Result<()> {
     let json = serde_json::to_vec_pretty(record)
         .map_err(|e| SnapshotError::Corrupt(dir.to_path_buf(), e.to_string()))?;
-    let tmp = dir.join("snapshot.json.tmp");
+    let tmp = dir.join(RECORD_TMP);
     fs::write(&tmp, json).map_err(io_ctx("write snapshot record"))?;
     if durable {
         fs::File::open(&tmp)
@@ -862,16 +872,34 @@ mod tests {
         fs::create_dir_all(root.join("c1/rootfs/new/deep")).unwrap();
         fs::remove_file(root.join("c1/rootfs/b")).unwrap();
         drop(guard);
-        let ino = fs::metadata(root.join("c1")).unwrap().ino();
+        // The owner's files: one as made, one a container changed through a bind mount.
+        fs::write(root.join("c1/hosts"), b"10.0.0.2 c1\n").unwrap();
+        fs::set_permissions(root.join("c1/hosts"), fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(root.join("c1/resolv.conf"), b"nameserver 10.0.0.1\n").unwrap();
+        fs::set_permissions(
+            root.join("c1/resolv.conf"),
+            fs::Permissions::from_mode(0o666),
+        )
+        .unwrap();
+        let ino_of = |p: &str| fs::metadata(root.join(p)).unwrap().ino();
+        let (ino, hosts_ino, record_ino) =
+            (ino_of("c1"), ino_of("c1/hosts"), ino_of("c1/snapshot.json"));
         snaps.remove("c1").unwrap();
         assert!(!root.join("c1").exists());
         assert_eq!(spares(), 1);
 
-        // The next snapshot gets that directory, emptied, and shows the image unchanged.
+        // The next snapshot gets that directory, emptied, and shows the image unchanged;
+        // the files come back empty, in the same inodes, but for the changed one.
         let m = snaps.prepare("c2", &parents).unwrap().remove(0);
-        assert_eq!(fs::metadata(root.join("c2")).unwrap().ino(), ino);
+        assert_eq!(ino_of("c2"), ino);
         assert_eq!(spares(), 0);
         assert_eq!(fs::read_dir(root.join("c2/upper")).unwrap().count(), 0);
+        assert_eq!(
+            (ino_of("c2/hosts"), fs::read(root.join("c2/hosts")).unwrap()),
+            (hosts_ino, vec![])
+        );
+        assert_eq!(ino_of("c2/snapshot.json"), record_ino);
+        assert!(!root.join("c2/resolv.conf").exists());
         let merged = root.join("c2/rootfs");
         let guard = mount(&m, &merged);
         assert_eq!(fs::read(merged.join("b")).unwrap(), b"b");

@@ -8,13 +8,25 @@
 //! ~0.1 ms there, about 1 ms of every `run --rm`. A rename of an emptied directory costs
 //! neither.
 //!
+//! The files at the top of the key dir (the snapshot record, the owner's bundle, hosts
+//! files and log) are kept too, emptied, under their names: the next owner writes them
+//! again in place. Why: without a journal, ext4 will not reuse an inode deleted in the
+//! last minutes (`recently_deleted`), and every new inode in a block group first steps
+//! over each such one, so each file a `run --rm` creates and deletes makes every later
+//! creation slower — at benchmark rates, milliseconds a run. An inode written again is
+//! neither created nor deleted.
+//!
 //! A spare is taken with `renameat2(RENAME_NOREPLACE)`, so two takers never share one and
 //! a key that exists is never replaced. Only directories that hold nothing but empty
-//! subdirectories on the same filesystem, with the mode and owner a fresh one would have
-//! and no extended attributes but overlay's uuid (an `opaque` mark on a reused upper dir
-//! would hide the image), become spares; anything else is deleted as before. The owner
-//! deletes its mount point itself (the engine does: an rmdir also detaches the copies of
-//! the mount other namespaces hold, which would keep the old overlay using the upper dir).
+//! subdirectories on the same filesystem and such emptied files, with the mode and owner a
+//! fresh one would have and no extended attributes but overlay's uuid (an `opaque` mark on
+//! a reused upper dir would hide the image), become spares; anything else is deleted as
+//! before. A kept file must be what its owner made: a container may chmod, chown or
+//! label a file bind-mounted into it (its /etc/hosts), and the next container must not
+//! inherit that, so a file with another mode, owner, link count or any extended attribute
+//! is deleted instead. The owner's mount point is removed (an rmdir also detaches the
+//! copies of the mount other namespaces hold, which would keep the old overlay using the
+//! upper dir).
 
 use std::ffi::OsStr;
 use std::fs;
@@ -72,14 +84,51 @@ impl Spares {
     }
 }
 
-/// Whether `dir` holds only empty directories on its own filesystem, `upper` among them
-/// with `upper_mode`, our owner and no extended attributes.
+/// The mode a kept file must have: what the owner's `File::create` makes under the usual
+/// umask.
+const KEPT_FILE_MODE: u32 = 0o644;
+
+/// Empties the file at `path` for the next owner, when it is one as its owner made it
+/// (see the module's notes); false when it must be deleted instead.
+pub(crate) fn keep_file(path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: a FIFO without a reader fails here instead of blocking.
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let m = f.metadata()?;
+    if !owned_plain_file(&m) || crate::sys::has_xattrs(&f)? {
+        return Ok(false);
+    }
+    f.set_len(0)?;
+    Ok(true)
+}
+
+/// A regular file of ours, of one link and the mode a fresh one has.
+fn owned_plain_file(m: &fs::Metadata) -> bool {
+    m.file_type().is_file()
+        && m.nlink() == 1
+        && m.mode() & 0o7777 == KEPT_FILE_MODE
+        && m.uid() == nix::unistd::geteuid().as_raw()
+        && m.gid() == nix::unistd::getegid().as_raw()
+}
+
+/// Whether `dir` holds only empty directories on its own filesystem and emptied files as
+/// [`keep_file`] leaves them, `upper` among the directories with `upper_mode`, our owner
+/// and no extended attributes.
 fn reusable(dir: &Path, upper_mode: u32) -> io::Result<bool> {
     let dev = fs::symlink_metadata(dir)?.dev();
     let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
     for e in fs::read_dir(dir)? {
         let e = e?;
         let m = fs::symlink_metadata(e.path())?;
+        if m.file_type().is_file() {
+            if !owned_plain_file(&m) || m.len() != 0 {
+                return Ok(false);
+            }
+            continue;
+        }
         // A different device is a mount point still in place (a rootfs not unmounted).
         if !m.is_dir() || m.dev() != dev || fs::read_dir(e.path())?.next().is_some() {
             return Ok(false);

@@ -303,6 +303,21 @@ pub(crate) fn llistxattr(path: &std::path::Path) -> io::Result<Vec<OsString>> {
         .collect())
 }
 
+/// Whether an open file has any extended attribute.
+pub(crate) fn has_xattrs(f: &std::fs::File) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a size query: no buffer is written.
+    let n = unsafe { libc::flistxattr(f.as_raw_fd(), std::ptr::null_mut(), 0) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOTSUP) => Ok(false),
+            _ => Err(err),
+        };
+    }
+    Ok(n > 0)
+}
+
 /// Reads one xattr of a path without following a final symlink.
 pub(crate) fn lgetxattr(path: &std::path::Path, key: &OsStr) -> io::Result<Option<Vec<u8>>> {
     let p = cstr(path.as_os_str())?;
