@@ -42,9 +42,13 @@ pub(crate) fn detached(retired: Retired, snapshotter: &Snapshotter) -> Option<Pi
 
 /// Reaps the middle children [`detached`] returned.
 pub(crate) fn reap(children: &mut Vec<Pid>) {
+    if children.is_empty() {
+        return;
+    }
     for pid in children.drain(..) {
         let _ = nix::sys::wait::waitpid(pid, None);
     }
+    tracing::debug!("purgers reaped");
 }
 
 /// Leaves the caller's session and streams: a pipe reader waiting for the command's

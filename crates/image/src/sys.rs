@@ -202,7 +202,7 @@ pub(crate) fn fchmod(fd: BorrowedFd<'_>, mode: libc::mode_t) -> io::Result<()> {
 
 fn timespecs(atime: (i64, i64), mtime: (i64, i64)) -> [libc::timespec; 2] {
     let ts = |(s, ns): (i64, i64)| libc::timespec {
-        tv_sec: s as libc::time_t,
+        tv_sec: s as _,
         tv_nsec: ns as _,
     };
     [ts(atime), ts(mtime)]

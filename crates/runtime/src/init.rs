@@ -360,9 +360,9 @@ pub fn apply_process_limits(p: &Process) -> Result<()> {
                 )))
             }
         };
-        let param = libc::sched_param {
-            sched_priority: s.priority().unwrap_or(0),
-        };
+        // SAFETY: sched_param is plain integers (musl's has more fields than glibc's).
+        let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+        param.sched_priority = s.priority().unwrap_or(0);
         // SAFETY: sched_setscheduler reads the param we own.
         if unsafe { libc::sched_setscheduler(0, policy, &param) } != 0 {
             return Err(Error::config(

@@ -149,14 +149,7 @@ impl StateDir {
         let mut f = std::fs::File::create(&tmp).ctx(|| format!("{}", tmp.display()))?;
         f.write_all(&data).ctx(|| format!("{}", tmp.display()))?;
         let file = self.dir.join(FILE);
-        let swapped = nix::fcntl::renameat2(
-            None,
-            &tmp,
-            None,
-            &file,
-            nix::fcntl::RenameFlags::RENAME_EXCHANGE,
-        );
-        match swapped {
+        match renameat2(&tmp, &file, libc::RENAME_EXCHANGE) {
             Ok(()) => Ok(()),
             Err(nix::errno::Errno::ENOENT) => {
                 std::fs::rename(&tmp, &file).ctx(|| format!("{}", self.dir.display()))
@@ -269,13 +262,29 @@ fn empty_file(path: &Path) -> bool {
 }
 
 fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
-    nix::fcntl::renameat2(
-        None,
-        from,
-        None,
-        to,
-        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-    )
+    renameat2(from, to, libc::RENAME_NOREPLACE)
+}
+
+/// `renameat2(2)` by its system call: nix wraps it for glibc targets only (musl's libc
+/// has no wrapper), and the engine is also built against musl.
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> nix::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
+    let (Ok(from), Ok(to)) = (c(from), c(to)) else {
+        return Err(nix::errno::Errno::EINVAL);
+    };
+    // SAFETY: two valid C strings; the call reads them and touches no other memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    nix::errno::Errno::result(r).map(drop)
 }
 
 /// runc accepts these characters; anything else could escape the state directory.
