@@ -1742,6 +1742,9 @@ fn foreground(engine: &mut Engine, c: &Container, streams: Streams) -> i32 {
         signals: streams.signals,
         ..Default::default()
     };
+    if c.config.auto_remove {
+        engine.prepare_purger();
+    }
     tracing::debug!("run: launched");
     let code = monitor::pump(engine, c, l, opts).unwrap_or(255);
     tracing::debug!("run: exited");

@@ -27,14 +27,9 @@ pub struct Engine {
     pub tty_size: Option<(u16, u16)>,
     /// Containers this process started, by id: deleting one needs no state read back.
     started: HashMap<String, berth_runtime::Started>,
-    /// Middle children of detached purges (`crate::purge`), reaped on drop.
-    purgers: Vec<nix::unistd::Pid>,
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        crate::purge::reap(&mut self.purgers);
-    }
+    /// A purger forked ahead for a foreground `run --rm` (`crate::purge`): the
+    /// container's directory is deleted by it.
+    purger: Option<crate::purge::Purger>,
 }
 
 /// An `exec` into a running container: what differs from its own process.
@@ -130,7 +125,8 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 enum Purge {
     /// Before the removal returns.
     Now,
-    /// By a process of its own, while the caller goes on (`crate::purge`).
+    /// By the purger forked ahead, if there is one (`crate::purge`), while the caller
+    /// goes on.
     Detached,
 }
 
@@ -303,7 +299,7 @@ impl Engine {
             snapshotter: std::cell::OnceCell::new(),
             tty_size: None,
             started: HashMap::new(),
-            purgers: Vec::new(),
+            purger: None,
         }
     }
 
@@ -1014,9 +1010,21 @@ impl Engine {
         Ok(c)
     }
 
+    /// Forks the purger a later [`Engine::discard_exited`] hands the container's
+    /// directory to; for a foreground `run --rm`, while its container runs and this
+    /// process only waits (`crate::purge`).
+    pub fn prepare_purger(&mut self) {
+        if self.purger.is_none() {
+            if let Ok(s) = self.snapshotter() {
+                self.purger = crate::purge::Purger::spawn(&s);
+            }
+        }
+    }
+
     /// `run --rm` in the foreground: the container just exited under this process (with
     /// `code`; `None` when it never started), so its record goes at once, without first
-    /// recording the exit.
+    /// recording the exit. Its directory is left to the purger [`Engine::prepare_purger`]
+    /// made, if any.
     pub fn discard_exited(&mut self, id: &str, code: Option<i32>) -> Result<()> {
         let c = self.db.find(id)?;
         if let Some(code) = code {
@@ -1059,10 +1067,11 @@ impl Engine {
         if let Some(retired) = retire_container_files(&self.dir(&c.id), c, &snapshotter)? {
             match purge {
                 Purge::Now => retired.purge()?,
-                Purge::Detached => {
-                    self.purgers
-                        .extend(crate::purge::detached(retired, &snapshotter));
-                }
+                Purge::Detached => match self.purger.take() {
+                    // The lock let go first, then the purger's pipe: it sweeps the trash.
+                    Some(purger) => drop((retired, purger)),
+                    None => retired.purge()?,
+                },
             }
         }
         tracing::debug!("teardown: files removed");

@@ -4,55 +4,73 @@
 //! gone, but deleting the directory it leaves (the overlay upper and work dirs, the mount
 //! point, the bundle) costs about a millisecond where every freed directory block is a
 //! synchronous discard (see berth-image's `trash.rs`). The directory is already out of
-//! the way in the trash, so a detached purger deletes it while the command exits.
+//! the way in the trash, so a purger deletes it while the command exits.
+//!
+//! The purger is forked ahead, while the container runs and this process only waits,
+//! so its fork (a copy of this process's page tables, then copy-on-write faults) is not
+//! paid between the container's exit and the command's. It waits on a pipe; when the
+//! pipe closes — the container's directory retired and its lock let go, or this process
+//! gone — it sweeps the trash (`Snapshotter::sweep_trash`: every entry no one holds) and
+//! exits.
 
-use berth_image::{Retired, Snapshotter};
-use nix::unistd::{ForkResult, Pid};
+use std::os::fd::{AsRawFd, OwnedFd};
 
-/// Purges `retired` (then sweeps the trash) in a grandchild nobody waits for, and returns
-/// the middle child, which exits at once: the caller reaps it when convenient (a process
-/// about to exit need not — init does), so it waits for neither fork but its own. The
-/// purger belongs to init and holds the entry's lock until done.
-pub(crate) fn detached(retired: Retired, snapshotter: &Snapshotter) -> Option<Pid> {
-    // SAFETY: the children make syscalls and allocate (glibc's fork leaves malloc usable
-    // in the child) and end with `_exit`, running no destructor of the parent's state.
-    match unsafe { nix::unistd::fork() } {
-        Ok(ForkResult::Child) => {
-            if let Ok(ForkResult::Parent { .. }) = unsafe { nix::unistd::fork() } {
-                // SAFETY: ends the middle child without unwinding or flushing.
+use berth_image::Snapshotter;
+use nix::unistd::ForkResult;
+
+/// A purger waiting for its signal: dropping this closes the pipe it waits on.
+#[derive(Debug)]
+pub(crate) struct Purger {
+    _go: OwnedFd,
+}
+
+impl Purger {
+    /// Forks the purger as a grandchild that belongs to init (the middle child exits at
+    /// once and is reaped here), so no one need wait for it; `None` when it cannot.
+    pub(crate) fn spawn(snapshotter: &Snapshotter) -> Option<Purger> {
+        let (wait_end, go) = nix::unistd::pipe().ok()?;
+        // SAFETY: the children make syscalls and allocate (glibc's fork leaves malloc
+        // usable in the child) and end with `_exit`, running no destructor of the
+        // parent's state (its SQLite connection above all).
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => {
+                if !matches!(unsafe { nix::unistd::fork() }, Ok(ForkResult::Child)) {
+                    // SAFETY: ends the middle child without unwinding or flushing.
+                    unsafe { libc::_exit(0) }
+                }
+                drop(go);
+                let _ = nix::sys::prctl::set_name(c"berth-purge");
+                detach(wait_end.as_raw_fd());
+                wait_for_eof(&wait_end);
+                snapshotter.sweep_trash();
+                // SAFETY: as above.
                 unsafe { libc::_exit(0) }
             }
-            // The grandchild, or the middle child when it could not fork: purge here,
-            // under a name `ps` and `top` show for what it is.
-            let _ = nix::sys::prctl::set_name(c"berth-purge");
-            detach(retired.lock_fd());
-            let _ = retired.purge();
-            snapshotter.sweep_trash();
-            // SAFETY: as above; the SQLite connection and the rest are the parent's.
-            unsafe { libc::_exit(0) }
-        }
-        // Closing our copy of the lock (dropping `retired`) leaves it held by the purger.
-        Ok(ForkResult::Parent { child }) => Some(child),
-        Err(_) => {
-            let _ = retired.purge();
-            None
+            Ok(ForkResult::Parent { child }) => {
+                drop(wait_end);
+                let _ = nix::sys::wait::waitpid(child, None);
+                tracing::debug!("purger forked");
+                Some(Purger { _go: go })
+            }
+            Err(_) => None,
         }
     }
 }
 
-/// Reaps the middle children [`detached`] returned.
-pub(crate) fn reap(children: &mut Vec<Pid>) {
-    if children.is_empty() {
-        return;
+fn wait_for_eof(fd: &OwnedFd) {
+    let mut buf = [0u8; 64];
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => return,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
     }
-    for pid in children.drain(..) {
-        let _ = nix::sys::wait::waitpid(pid, None);
-    }
-    tracing::debug!("purgers reaped");
 }
 
 /// Leaves the caller's session and streams: a pipe reader waiting for the command's
-/// output to end must not wait for the purger, nor a terminal's signals reach it.
+/// output to end must not wait for the purger, nor a terminal's signals reach it, nor
+/// the container's pipes stay open in it.
 fn detach(keep: std::os::fd::RawFd) {
     let _ = nix::unistd::setsid();
     if let Ok(null) = std::fs::OpenOptions::new()
@@ -60,7 +78,6 @@ fn detach(keep: std::os::fd::RawFd) {
         .write(true)
         .open("/dev/null")
     {
-        use std::os::fd::AsRawFd;
         for fd in 0..3 {
             let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
         }
