@@ -266,7 +266,8 @@ fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
 }
 
 /// `renameat2(2)` by its system call: nix wraps it for glibc targets only (musl's libc
-/// has no wrapper), and the engine is also built against musl.
+/// has no wrapper), and berth also builds for musl. berth-image's `spare.rs` has the same
+/// few lines: the two crates are siblings, with no lower crate of ours to share them.
 fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> nix::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
