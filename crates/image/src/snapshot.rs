@@ -195,12 +195,6 @@ impl Retired {
             _ => Ok(()),
         }
     }
-
-    /// The descriptor holding the entry's lock, for a purger that closes the others.
-    pub fn lock_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::AsRawFd;
-        self.entry.lock.as_raw_fd()
-    }
 }
 
 /// The snapshot record's file while it is written (and after its snapshot is removed).
@@ -239,9 +233,10 @@ impl Snapshotter {
     /// Keeps up to `cap` emptied directories of removed writable overlay snapshots for
     /// the next `prepare` (see `spare.rs`: directories are costly to make and delete on
     /// some filesystems). What the owner keeps in the key dir goes with it at `remove`:
-    /// its files are deleted and its empty directories (mount points) removed — an rmdir
-    /// also detaches copies of a mount other namespaces hold, which would keep an old
-    /// overlay using the upper dir. A key dir holding anything else is not kept.
+    /// its files are kept emptied (unless a container changed them) and its empty
+    /// directories (mount points) removed — an rmdir also detaches copies of a mount
+    /// other namespaces hold, which would keep an old overlay using the upper dir. A key
+    /// dir holding anything else is not kept.
     pub fn with_spares(mut self, cap: usize) -> Self {
         self.spares = (cap > 0).then(|| Spares::new(self.root.join(".spares"), cap));
         self
@@ -321,8 +316,8 @@ impl Snapshotter {
         Ok(self.retired(entry))
     }
 
-    /// Purges the trash's entries no one is purging (their purger was killed), so none
-    /// stays for long; [`Retired::purge`] after a detached removal is the place to call it.
+    /// Purges the trash's entries no one holds: those retired and let go for a purger
+    /// (the engine's for `run --rm`), and those whose purger was killed.
     pub fn sweep_trash(&self) {
         for entry in crate::trash::unheld(&self.root.join(TRASH)) {
             let _ = self.retired(entry).purge();

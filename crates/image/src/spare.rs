@@ -156,28 +156,9 @@ fn only_overlay_uuid(names: &[std::ffi::OsString]) -> bool {
     })
 }
 
-/// `renameat2(2)` by its system call: nix wraps it for glibc targets only (musl's libc
-/// has no wrapper), and berth is also built against musl.
 fn renameat2_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
-    let (from, to) = (c(from)?, c(to)?);
-    // SAFETY: two valid C strings; the call reads them and touches no other memory.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    use rustix::fs::{renameat_with, RenameFlags, CWD};
+    renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE).map_err(io::Error::from)
 }
 
 /// A name no other spare has: a clash only fails the rename, and the dir is deleted.

@@ -10,22 +10,22 @@
 //! cleanup pass.
 //!
 //! Whoever will still purge an entry holds an exclusive `flock` on it, taken before the
-//! entry is moved here. The lock belongs to the open file, so a child forked to purge
-//! keeps it after its parent exits; an entry nobody holds (its purger was killed) is
-//! swept by the next [`sweep`].
+//! entry is moved here, so a sweep ([`unheld`]) never takes an entry from its purger. An
+//! entry let go unpurged — handed to another process's sweep, or left by a purger that
+//! was killed — is swept by the next one.
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 /// A directory moved to the trash, locked until purged.
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) path: PathBuf,
-    /// Closing it without purging leaves the entry to a later sweep (no `LOCK_UN`: a
-    /// forked purger shares the lock and must keep it).
-    pub(crate) lock: OwnedFd,
+    /// Held while the entry is; closing it without purging leaves the entry to a later
+    /// sweep.
+    _lock: OwnedFd,
 }
 
 /// Locks `dir` and moves it into `trash` (made when missing) under a fresh name.
@@ -43,7 +43,7 @@ pub(crate) fn retire(dir: &Path, trash: &Path) -> io::Result<Entry> {
         }
         r => r?,
     }
-    Ok(Entry { path, lock })
+    Ok(Entry { path, _lock: lock })
 }
 
 /// The entries of `trash` no one holds, each locked for the caller to purge.
@@ -57,18 +57,20 @@ pub(crate) fn unheld(trash: &Path) -> Vec<Entry> {
             let path = e.path();
             // Held (a purger is at it) or gone meanwhile: not ours.
             let lock = lock_dir(&path, true).ok()?;
-            Some(Entry { path, lock })
+            Some(Entry { path, _lock: lock })
         })
         .collect()
 }
 
 fn lock_dir(dir: &Path, nonblocking: bool) -> io::Result<OwnedFd> {
+    use rustix::fs::FlockOperation::{LockExclusive, NonBlockingLockExclusive};
     let fd: OwnedFd = fs::File::open(dir)?.into();
-    let op = libc::LOCK_EX | if nonblocking { libc::LOCK_NB } else { 0 };
-    // SAFETY: flock on a descriptor we own; it touches no memory.
-    if unsafe { libc::flock(fd.as_raw_fd(), op) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let op = if nonblocking {
+        NonBlockingLockExclusive
+    } else {
+        LockExclusive
+    };
+    rustix::fs::flock(&fd, op)?;
     Ok(fd)
 }
 
@@ -86,7 +88,7 @@ mod tests {
         assert!(!dir.exists());
         assert!(entry.path.join("upper").is_dir());
         assert!(unheld(&trash).is_empty(), "a held entry is not swept");
-        drop(entry.lock);
+        drop(entry);
         let swept = unheld(&trash);
         assert_eq!(swept.len(), 1);
         assert!(unheld(&trash).is_empty(), "the sweeper holds it now");

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Spec;
+use rustix::fs::{RenameFlags, CWD};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
@@ -93,9 +94,9 @@ impl StateDir {
             for e in entries.flatten() {
                 match rename_noreplace(&e.path(), &self.dir) {
                     Ok(()) => return Ok(()),
-                    Err(nix::errno::Errno::EEXIST) => return Err(Error::Exists(id.into())),
+                    Err(rustix::io::Errno::EXIST) => return Err(Error::Exists(id.into())),
                     // Taken by another create meanwhile.
-                    Err(nix::errno::Errno::ENOENT) => continue,
+                    Err(rustix::io::Errno::NOENT) => continue,
                     Err(_) => break,
                 }
             }
@@ -149,9 +150,9 @@ impl StateDir {
         let mut f = std::fs::File::create(&tmp).ctx(|| format!("{}", tmp.display()))?;
         f.write_all(&data).ctx(|| format!("{}", tmp.display()))?;
         let file = self.dir.join(FILE);
-        match renameat2(&tmp, &file, libc::RENAME_EXCHANGE) {
+        match rustix::fs::renameat_with(CWD, &tmp, CWD, &file, RenameFlags::EXCHANGE) {
             Ok(()) => Ok(()),
-            Err(nix::errno::Errno::ENOENT) => {
+            Err(rustix::io::Errno::NOENT) => {
                 std::fs::rename(&tmp, &file).ctx(|| format!("{}", self.dir.display()))
             }
             Err(e) => Err(Error::Io {
@@ -261,31 +262,8 @@ fn empty_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
-    renameat2(from, to, libc::RENAME_NOREPLACE)
-}
-
-/// `renameat2(2)` by its system call: nix wraps it for glibc targets only (musl's libc
-/// has no wrapper), and berth also builds for musl. berth-image's `spare.rs` has the same
-/// few lines: the two crates are siblings, with no lower crate of ours to share them.
-fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> nix::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes());
-    let (Ok(from), Ok(to)) = (c(from), c(to)) else {
-        return Err(nix::errno::Errno::EINVAL);
-    };
-    // SAFETY: two valid C strings; the call reads them and touches no other memory.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            flags,
-        )
-    };
-    nix::errno::Errno::result(r).map(drop)
+fn rename_noreplace(from: &Path, to: &Path) -> rustix::io::Result<()> {
+    rustix::fs::renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE)
 }
 
 /// runc accepts these characters; anything else could escape the state directory.
