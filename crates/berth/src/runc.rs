@@ -258,6 +258,7 @@ fn create_options(a: &CreateArgs) -> CreateOptions {
         no_pivot: a.no_pivot,
         no_new_keyring: a.no_new_keyring,
         preserve_fds: a.preserve_fds,
+        spec: None,
     }
 }
 

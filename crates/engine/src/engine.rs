@@ -499,14 +499,15 @@ impl Engine {
         let dir = self.dir(&c.id);
         std::fs::create_dir_all(dir.join("rootfs")).ctx(|| format!("create {}", dir.display()))?;
         let write = |name: &str, text: String| {
-            std::fs::write(dir.join(name), text).ctx(|| format!("write {name}"))
+            berth_image::write_in_place(&dir.join(name), text.as_bytes())
+                .ctx(|| format!("write {name}"))
         };
         write("hostname", format!("{}\n", c.config.hostname))?;
         write("hosts", net::hosts_text(c, &self.extra_hosts(c, &[])?))?;
         write("resolv.conf", net::resolv_conf(c))?;
         let log = self.log_path(&c.id);
         take_kept_log(&dir, &log);
-        std::fs::File::create(&log).ctx(|| "create log".into())?;
+        berth_image::write_in_place(&log, b"").ctx(|| "create log".into())?;
         for m in c.config.mounts.iter().filter(|m| m.kind == "volume") {
             volumes::create(&mut self.db, &self.root, Some(&m.source), &[])?;
         }
@@ -694,13 +695,16 @@ impl Engine {
         let vols = self.volume_mounts(c, &rootfs)?;
         let joins = self.joins(c)?;
         let spec = spec::build(c, &dir, &joins, &vols)?;
-        std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)
+        berth_image::write_in_place(&dir.join("config.json"), &serde_json::to_vec(&spec)?)
             .ctx(|| "write config.json".into())?;
+        // The runtime takes the spec from here rather than parse the file back; a spec it
+        // cannot take this way is read from the file, whose error names the field.
+        let spec: Option<oci_spec::runtime::Spec> = serde_json::from_value(spec).ok();
         tracing::debug!("launch: bundle written");
         let (l, held) = if c.config.tty {
-            self.create_tty(c, &dir)?
+            self.create_tty(c, &dir, spec)?
         } else {
-            self.create_piped(c, &dir, interactive)?
+            self.create_piped(c, &dir, interactive, spec)?
         };
         let extra = self.extra_hosts(c, &joins.links)?;
         let endpoint = match net::attach(&self.root, c, l.pid, &dir, extra).and_then(|ep| {
@@ -757,6 +761,7 @@ impl Engine {
         c: &Container,
         dir: &Path,
         interactive: bool,
+        spec: Option<oci_spec::runtime::Spec>,
     ) -> Result<(Launched, Held)> {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
@@ -767,7 +772,10 @@ impl Engine {
             let f = std::fs::File::open("/dev/null").ctx(|| "open /dev/null".into())?;
             (OwnedFd::from(f), None)
         };
-        let opts = CreateOptions::default();
+        let opts = CreateOptions {
+            spec,
+            ..Default::default()
+        };
         let held = with_stdio(
             [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
             || self.runtime.create_held(&c.id, dir, &opts),
@@ -785,7 +793,12 @@ impl Engine {
         Ok((l, held))
     }
 
-    fn create_tty(&mut self, c: &Container, dir: &Path) -> Result<(Launched, Held)> {
+    fn create_tty(
+        &mut self,
+        c: &Container,
+        dir: &Path,
+        spec: Option<oci_spec::runtime::Spec>,
+    ) -> Result<(Launched, Held)> {
         let sock_dir = self.root.join("run");
         std::fs::create_dir_all(&sock_dir).ctx(|| format!("create {}", sock_dir.display()))?;
         let path = sock_dir.join(format!(
@@ -798,6 +811,7 @@ impl Engine {
             .ctx(|| format!("bind {}", path.display()))?;
         let opts = CreateOptions {
             console_socket: Some(path.clone()),
+            spec,
             ..Default::default()
         };
         let created = self.runtime.create_held(&c.id, dir, &opts);

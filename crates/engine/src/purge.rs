@@ -25,19 +25,18 @@ pub(crate) struct Purger {
 }
 
 impl Purger {
-    /// Forks the purger as a grandchild that belongs to init (the middle child exits at
-    /// once and is reaped here), so no one need wait for it; `None` when it cannot.
+    /// Forks the purger; `None` when it cannot. It stays this process's child, but no one
+    /// waits for it: it cannot finish before the pipe closes, which this process does only
+    /// as it is done, so it is soon an orphan that init reaps. Why not fork twice to
+    /// orphan it at once: the middle child's fork and exit were the larger part of the
+    /// cost, paid on this process's path while the container starts.
     pub(crate) fn spawn(snapshotter: &Snapshotter) -> Option<Purger> {
         let (wait_end, go) = nix::unistd::pipe().ok()?;
-        // SAFETY: the children make syscalls and allocate (glibc's fork leaves malloc
-        // usable in the child) and end with `_exit`, running no destructor of the
+        // SAFETY: the child makes syscalls and allocates (glibc's fork leaves malloc
+        // usable in the child) and ends with `_exit`, running no destructor of the
         // parent's state (its SQLite connection above all).
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Child) => {
-                if !matches!(unsafe { nix::unistd::fork() }, Ok(ForkResult::Child)) {
-                    // SAFETY: ends the middle child without unwinding or flushing.
-                    unsafe { libc::_exit(0) }
-                }
                 drop(go);
                 let _ = nix::sys::prctl::set_name(c"berth-purge");
                 detach(wait_end.as_raw_fd());
@@ -46,9 +45,8 @@ impl Purger {
                 // SAFETY: as above.
                 unsafe { libc::_exit(0) }
             }
-            Ok(ForkResult::Parent { child }) => {
+            Ok(ForkResult::Parent { .. }) => {
                 drop(wait_end);
-                let _ = nix::sys::wait::waitpid(child, None);
                 tracing::debug!("purger forked");
                 Some(Purger { _go: go })
             }

@@ -56,10 +56,7 @@ pub(crate) fn all_caps() -> Vec<String> {
 
 /// Every capability the running kernel knows.
 fn kernel_caps() -> Vec<String> {
-    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40);
+    let last = berth_runtime::caps::last_cap();
     caps_names()
         .iter()
         .take(last as usize + 1)

@@ -48,6 +48,7 @@ pub use layer::{chain_id, chain_ids, Compression};
 pub use meta::{ImageRecord, LayerRecord, MetaError, MetaStore, Platform};
 pub use reference::{AnyReference, Reference, ReferenceError};
 pub use snapshot::{Mount, Retired, SnapshotError, SnapshotMode, Snapshotter};
+pub use spare::write_in_place;
 
 /// Opens `rel` below the directory `root` with `openat2(RESOLVE_IN_ROOT)`: `..` stops at
 /// `root` and absolute symlinks restart from it, so a tree someone else controls (a layer,

@@ -614,7 +614,7 @@ fn write_record(dir: &Path, record: &Record, durable: bool) -> Result<()> {
     let json = serde_json::to_vec_pretty(record)
         .map_err(|e| SnapshotError::Corrupt(dir.to_path_buf(), e.to_string()))?;
     let tmp = dir.join(RECORD_TMP);
-    fs::write(&tmp, json).map_err(io_ctx("write snapshot record"))?;
+    crate::spare::write_in_place(&tmp, &json).map_err(io_ctx("write snapshot record"))?;
     if durable {
         fs::File::open(&tmp)
             .and_then(|f| f.sync_all())

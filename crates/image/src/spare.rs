@@ -105,6 +105,31 @@ pub(crate) fn keep_file(path: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
+/// Writes `data` as the whole content of the file at `path`, creating it when missing,
+/// the way a kept file must be written again: in place, never through `O_TRUNC`.
+///
+/// Why: ext4 (without `noauto_da_alloc`) treats a file truncated to nothing and written
+/// again as a replacement that must survive a crash, and starts its writeback when it is
+/// closed — a block allocation and a disk request on the writer's path, ~0.1 ms for each
+/// of the half-dozen files a container start writes. A file that is only written over and
+/// then cut to its new length (never to zero) is left to the usual background writeback.
+/// A fresh file is not affected either way.
+pub fn write_in_place(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    f.write_all(data)?;
+    // Only a longer old content is cut; the file is never truncated before the write.
+    let len = data.len() as u64;
+    if f.metadata()?.len() != len {
+        f.set_len(len)?;
+    }
+    Ok(())
+}
+
 /// A regular file of ours, of one link and the mode a fresh one has.
 fn owned_plain_file(m: &fs::Metadata) -> bool {
     m.file_type().is_file()
@@ -167,4 +192,24 @@ pub(crate) fn unique_name() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     format!("{}-{nanos}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_in_place_rewrites_the_same_inode_to_exactly_the_new_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        write_in_place(&path, b"a longer first content\n").unwrap();
+        let ino = fs::metadata(&path).unwrap().ino();
+        write_in_place(&path, b"short\n").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"short\n");
+        write_in_place(&path, b"longer than short\n").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"longer than short\n");
+        write_in_place(&path, b"").unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), 0);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), ino);
+    }
 }

@@ -43,11 +43,16 @@ impl Sets {
     }
 }
 
-fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
+/// The highest capability the running kernel knows, read once per process (a container
+/// start asks for it in the engine, then in the init it forks, for every set it drops).
+pub fn last_cap() -> u32 {
+    static LAST: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40)
+    })
 }
 
 pub fn drop_bounding(keep: u64) -> Result<()> {

@@ -19,6 +19,17 @@ impl Bundle {
     pub fn load(dir: &Path) -> Result<Bundle> {
         let dir = std::fs::canonicalize(dir).ctx(|| format!("bundle {}", dir.display()))?;
         let spec = load_spec(&dir.join("config.json"))?;
+        Bundle::checked(dir, spec)
+    }
+
+    /// The bundle in `dir` with `spec`, the config.json its caller has just written:
+    /// checked as [`Bundle::load`] checks it, without reading and parsing it back.
+    pub fn with_spec(dir: &Path, spec: Spec) -> Result<Bundle> {
+        let dir = std::fs::canonicalize(dir).ctx(|| format!("bundle {}", dir.display()))?;
+        Bundle::checked(dir, spec)
+    }
+
+    fn checked(dir: PathBuf, spec: Spec) -> Result<Bundle> {
         let rootfs = rootfs_path(&dir, &spec)?;
         validate(&spec)?;
         Ok(Bundle { dir, spec, rootfs })

@@ -147,8 +147,20 @@ impl StateDir {
         let tmp = self.dir.join(TMP);
         let data =
             serde_json::to_vec(rec).map_err(|e| Error::Init(format!("encode state: {e}")))?;
-        let mut f = std::fs::File::create(&tmp).ctx(|| format!("{}", tmp.display()))?;
+        // Written over, not truncated first: ext4 flushes a file emptied by truncation and
+        // written again when it is closed (berth-image's `write_in_place` says more), and
+        // the swapped-out file here always holds an older state.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&tmp)
+            .ctx(|| format!("{}", tmp.display()))?;
         f.write_all(&data).ctx(|| format!("{}", tmp.display()))?;
+        if f.metadata().map(|m| m.len()).unwrap_or(0) > data.len() as u64 {
+            f.set_len(data.len() as u64)
+                .ctx(|| format!("{}", tmp.display()))?;
+        }
         let file = self.dir.join(FILE);
         match rustix::fs::renameat_with(CWD, &tmp, CWD, &file, RenameFlags::EXCHANGE) {
             Ok(()) => Ok(()),
@@ -374,6 +386,10 @@ mod tests {
         b.save(&rec).unwrap();
         assert!(b.exists());
         assert_eq!(b.load("b").unwrap().public.created, "again");
+        // A save shorter than the older state it is written over is cut to its length.
+        rec.public.created = "x".into();
+        b.save(&rec).unwrap();
+        assert_eq!(b.load("b").unwrap().public.created, "x");
         assert_eq!(names(&b.dir), [TMP, FILE]);
         let inos = [FILE, TMP].map(|n| std::fs::metadata(b.dir.join(n)).unwrap().ino());
         assert!(inos.contains(&state_ino), "{inos:?} {state_ino}");

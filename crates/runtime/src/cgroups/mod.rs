@@ -161,11 +161,14 @@ impl Cgroup {
             .then_some(v2)
     }
 
-    pub fn create(&self) -> Result<()> {
+    /// Makes the cgroup2 directory (`v2`) and/or the v1 ones (`v1`).
+    pub fn create_where(&self, v2: bool, v1: bool) -> Result<()> {
         for (key, dir) in &self.dirs {
             if key.is_empty() {
-                self.create_v2(dir)?;
-            } else {
+                if v2 {
+                    self.create_v2(dir)?;
+                }
+            } else if v1 {
                 mkdir_p(dir)?;
                 if key.split(',').any(|c| c == "cpuset") {
                     init_cpuset(dir)?;
