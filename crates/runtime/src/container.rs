@@ -167,16 +167,10 @@ impl Runtime {
         }
         let linux = spec.linux().as_ref();
         let cgroup = Cgroup::resolve(linux.and_then(|l| l.cgroups_path().as_deref()), id);
-        let resources = linux.and_then(|l| l.resources().as_ref());
-        // The v1 hierarchies (a dozen mkdirs on a hybrid host) are made after the clone,
-        // while the init sets up its mounts; it joins them once told they exist (`Joined`),
-        // before the cgroup mounts and long before it runs anything of the container's.
-        // cgroup2 comes first: CLONE_INTO_CGROUP needs its directory, with its limits.
-        let v1_after_clone = cgroup.has_v1();
         tracing::debug!("create cgroup");
+        cgroup.create()?;
         guard.cgroup = Some(cgroup.clone());
-        cgroup.create_where(true, !v1_after_clone)?;
-        if let Some(res) = resources.filter(|_| !v1_after_clone) {
+        if let Some(res) = linux.and_then(|l| l.resources().as_ref()) {
             cgroup.apply(res)?;
         }
         let (filter, seccomp_listener) = match linux.and_then(|l| l.seccomp().as_ref()) {
@@ -262,12 +256,6 @@ impl Runtime {
         let state_json = serde_json::to_vec(&rec.public).unwrap_or_default();
         parent_chan.send(Tag::Go, &state_json)?;
         tracing::debug!("go sent; joining cgroups");
-        if v1_after_clone {
-            cgroup.create_where(false, true)?;
-            if let Some(res) = resources {
-                cgroup.apply(res)?;
-            }
-        }
         cgroup.add_where(pid, clone_fd.is_none(), !init_joins_v1)?;
         parent_chan.send(Tag::Joined, &[])?;
         tracing::debug!("cgroups joined");

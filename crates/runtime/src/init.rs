@@ -33,8 +33,7 @@ pub struct InitConfig<'a> {
     /// The cgroup namespace is made after the runtime moved us into our cgroup (v1 has no
     /// CLONE_INTO_CGROUP), so that its root is the container's cgroup, not the caller's.
     pub unshare_cgroupns: bool,
-    /// Move ourselves into the v1 hierarchies (`Cgroup::join_v1_self`) when the runtime
-    /// says they exist (`Joined`).
+    /// Move ourselves into the v1 hierarchies first thing (`Cgroup::join_v1_self`).
     pub join_v1: bool,
 }
 
@@ -73,7 +72,7 @@ pub enum Never {}
 fn recv_expect(cfg: &InitConfig<'_>, joined: &std::cell::Cell<bool>, want: Tag) -> Result<Vec<u8>> {
     loop {
         match cfg.chan.recv()? {
-            Some((Tag::Joined, _)) if want != Tag::Joined => on_joined(cfg, joined)?,
+            Some((Tag::Joined, _)) if want != Tag::Joined => joined.set(true),
             Some((tag, payload)) if tag == want => return Ok(payload),
             Some((tag, _)) => {
                 return Err(Error::Init(format!("sync: expected {want:?}, got {tag:?}")))
@@ -90,22 +89,15 @@ fn recv_expect(cfg: &InitConfig<'_>, joined: &std::cell::Cell<bool>, want: Tag) 
 fn wait_joined(cfg: &InitConfig<'_>, joined: &std::cell::Cell<bool>) -> Result<()> {
     if !joined.get() {
         recv_expect(cfg, joined, Tag::Joined)?;
-        on_joined(cfg, joined)?;
+        joined.set(true);
     }
-    Ok(())
-}
-
-/// The runtime's cgroup step is done: its directories exist and it has moved us where it
-/// had to; the v1 hierarchies we join ourselves.
-fn on_joined(cfg: &InitConfig<'_>, joined: &std::cell::Cell<bool>) -> Result<()> {
-    if cfg.join_v1 {
-        cfg.cgroup.join_v1_self()?;
-    }
-    joined.set(true);
     Ok(())
 }
 
 fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
+    if cfg.join_v1 {
+        cfg.cgroup.join_v1_self()?;
+    }
     let state_json = match cfg.chan.recv()? {
         Some((Tag::Go, payload)) => payload,
         _ => {
@@ -128,7 +120,7 @@ fn setup(cfg: &InitConfig<'_>) -> Result<Never> {
     let cgroupns_done = std::cell::Cell::new(!cfg.unshare_cgroupns);
     // The namespace's root is the cgroup we are in when we unshare it, so this waits for
     // `Joined` — as late as possible (before the first cgroup mount), letting the mounts
-    // before it overlap the runtime's v1 mkdirs and cgroup.procs writes.
+    // before it overlap the runtime's cgroup.procs writes.
     let mut enter_cgroupns = || -> Result<()> {
         if !cgroupns_done.get() {
             wait_joined(cfg, &joined)?;

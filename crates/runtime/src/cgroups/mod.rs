@@ -161,14 +161,11 @@ impl Cgroup {
             .then_some(v2)
     }
 
-    /// Makes the cgroup2 directory (`v2`) and/or the v1 ones (`v1`).
-    pub fn create_where(&self, v2: bool, v1: bool) -> Result<()> {
+    pub fn create(&self) -> Result<()> {
         for (key, dir) in &self.dirs {
             if key.is_empty() {
-                if v2 {
-                    self.create_v2(dir)?;
-                }
-            } else if v1 {
+                self.create_v2(dir)?;
+            } else {
                 mkdir_p(dir)?;
                 if key.split(',').any(|c| c == "cpuset") {
                     init_cpuset(dir)?;
