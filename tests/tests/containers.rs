@@ -228,6 +228,34 @@ fn run_rm_leaves_no_directory_and_its_detached_purger_empties_the_trash() {
         "the trash swept",
     );
     assert_eq!(visible(), Vec::<String>::new());
+
+    // The container's cgroup, left to the purger too, goes with it in every hierarchy.
+    let cid = scratch.path().join("cid");
+    let cid_arg = cid.to_str().unwrap();
+    let probe = "cat /proc/self/cgroup >/dev/null; echo hi";
+    let args = ["run", "--rm", "--network", "none", "--cidfile", cid_arg];
+    assert_eq!(
+        b.ok(&[&args[..], &["plain", "sh", "-c", probe]].concat()),
+        "hi"
+    );
+    let id = std::fs::read_to_string(&cid).unwrap();
+    let hierarchies: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .chain([std::path::PathBuf::from("/sys/fs/cgroup")])
+        .filter(|h| h.join("berth").is_dir())
+        .collect();
+    assert!(!hierarchies.is_empty(), "berth made no cgroup parent");
+    wait_for(
+        || {
+            hierarchies
+                .iter()
+                .all(|h| !h.join("berth").join(&id).exists())
+        },
+        "the container's cgroup removed",
+    );
 }
 
 #[test]

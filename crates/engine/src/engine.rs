@@ -1074,18 +1074,39 @@ impl Engine {
     }
 
     fn teardown_as(&mut self, c: &Container, with_volumes: bool, purge: Purge) -> Result<()> {
-        self.delete_runtime(&c.id);
+        let purger = match purge {
+            Purge::Now => None,
+            Purge::Detached => self.purger.take(),
+        };
+        // With a purger, the cgroup is its to remove, after this process is done.
+        let cgroup = match (&purger, self.started.remove(&c.id)) {
+            (Some(_), Some(s)) => self.runtime.delete_started_but_cgroup(s).unwrap_or(None),
+            (_, started) => {
+                let _ = match started {
+                    Some(s) => self.runtime.delete_started(s),
+                    None => self.runtime.delete(&c.id, true),
+                };
+                None
+            }
+        };
         tracing::debug!("teardown: runtime state deleted");
         let _ = net::release(&self.root, c);
         let snapshotter = self.snapshotter()?;
-        if let Some(retired) = retire_container_files(&self.dir(&c.id), c, &snapshotter)? {
-            match purge {
-                Purge::Now => retired.purge()?,
-                Purge::Detached => match self.purger.take() {
-                    // The lock let go first, then the purger's pipe: it sweeps the trash.
-                    Some(purger) => drop((retired, purger)),
-                    None => retired.purge()?,
-                },
+        let retired = retire_container_files(&self.dir(&c.id), c, &snapshotter);
+        match (retired, purger) {
+            // The lock let go first, then the purger's pipe: it sweeps the trash.
+            (Ok(retired), Some(purger)) => {
+                drop(retired);
+                purger.finish(cgroup.as_ref());
+            }
+            (retired, purger) => {
+                drop(purger);
+                if let Some(cg) = cgroup {
+                    let _ = cg.destroy();
+                }
+                if let Some(retired) = retired? {
+                    retired.purge()?;
+                }
             }
         }
         tracing::debug!("teardown: files removed");

@@ -10,18 +10,19 @@
 //! so its fork (a copy of this process's page tables, then copy-on-write faults) is not
 //! paid between the container's exit and the command's. It waits on a pipe; when the
 //! pipe closes — the container's directory retired and its lock let go, or this process
-//! gone — it sweeps the trash (`Snapshotter::sweep_trash`: every entry no one holds) and
-//! exits.
+//! gone — it sweeps the trash (`Snapshotter::sweep_trash`: every entry no one holds),
+//! removes the container's cgroup when it was handed one on the pipe, and exits.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use berth_image::Snapshotter;
+use berth_runtime::cgroups::Cgroup;
 use nix::unistd::ForkResult;
 
 /// A purger waiting for its signal: dropping this closes the pipe it waits on.
 #[derive(Debug)]
 pub(crate) struct Purger {
-    _go: OwnedFd,
+    go: OwnedFd,
 }
 
 impl Purger {
@@ -40,28 +41,45 @@ impl Purger {
                 drop(go);
                 let _ = nix::sys::prctl::set_name(c"berth-purge");
                 detach(wait_end.as_raw_fd());
-                wait_for_eof(&wait_end);
+                let cgroup = read_to_eof(&wait_end);
                 snapshotter.sweep_trash();
+                if let Ok(cgroup) = serde_json::from_slice::<Cgroup>(&cgroup) {
+                    if let Err(e) = cgroup.destroy() {
+                        tracing::warn!("purger: {e}");
+                    }
+                }
                 // SAFETY: as above.
                 unsafe { libc::_exit(0) }
             }
             Ok(ForkResult::Parent { .. }) => {
                 drop(wait_end);
                 tracing::debug!("purger forked");
-                Some(Purger { _go: go })
+                Some(Purger { go })
             }
             Err(_) => None,
         }
     }
+
+    /// Lets the purger go, with a container's cgroup to remove after its sweep (see
+    /// `Runtime::delete_started_but_cgroup`). A cgroup's JSON is a few hundred bytes,
+    /// far within what a pipe holds, so the write never waits for the purger.
+    pub(crate) fn finish(self, cgroup: Option<&Cgroup>) {
+        if let Some(json) = cgroup.and_then(|c| serde_json::to_vec(c).ok()) {
+            let _ = nix::unistd::write(&self.go, &json);
+        }
+    }
 }
 
-fn wait_for_eof(fd: &OwnedFd) {
-    let mut buf = [0u8; 64];
+/// Everything written to the pipe until its writer closes it.
+fn read_to_eof(fd: &OwnedFd) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
     loop {
         match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
-            Ok(0) => return,
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return,
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return out,
         }
     }
 }

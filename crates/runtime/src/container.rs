@@ -392,6 +392,29 @@ impl Runtime {
         self.destroy_as_now(&sd, s.record)
     }
 
+    /// [`Runtime::delete_started`] that leaves the container's cgroup for the caller to
+    /// remove later ([`Cgroup::destroy`]) and returns it — when the container is already
+    /// stopped (its init reaped) and has no poststop hooks, which run after the cgroup
+    /// goes; otherwise it deletes everything and returns `None`. Why: the cgroup's dozen
+    /// rmdirs on a v1 host are ~0.2 ms of a foreground `run --rm`, after the container's
+    /// exit and before the command's, and nothing in them is wanted any more.
+    pub fn delete_started_but_cgroup(&self, s: Started) -> Result<Option<Cgroup>> {
+        let sd = self.dir(&s.record.public.id)?;
+        let mut rec = s.record;
+        rec.public.status = sd.status_of(&rec);
+        let poststop = rec
+            .config
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.poststop().as_ref())
+            .is_some_and(|h| !h.is_empty());
+        if rec.public.status != Status::Stopped || poststop {
+            return self.destroy(&sd, &rec).map(|()| None);
+        }
+        sd.remove()?;
+        Ok(Some(rec.cgroup))
+    }
+
     /// [`Runtime::destroy`] of a record this process kept, with its status read from the
     /// kernel now, as `load` does, not as it was saved.
     fn destroy_as_now(&self, sd: &StateDir, mut rec: Record) -> Result<()> {
