@@ -246,13 +246,11 @@ fn statx_mount_root(path: &Path) -> Option<bool> {
 }
 
 fn pidfd_open(pid: i32) -> Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).ctx(|| format!("pidfd_open {pid}"));
-    }
-    // SAFETY: the kernel just handed us this fd; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    rustix::process::Pid::from_raw(pid)
+        .ok_or(rustix::io::Errno::SRCH)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()))
+        .map_err(std::io::Error::from)
+        .ctx(|| format!("pidfd_open {pid}"))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
