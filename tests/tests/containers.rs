@@ -3164,6 +3164,55 @@ fn events_follow_and_filter_what_changed() {
     assert_ne!(code(&o), 0);
 }
 
+/// A foreground `run --rm` removes its container with the record it wrote at launch, but
+/// under the name it has then: renamed while it ran, it dies and goes under the new one;
+/// removed meanwhile by `rm -f`, its death and removal are announced once.
+#[test]
+fn run_rm_renamed_while_running_dies_under_its_new_name() {
+    let b = Berth::new();
+    let mut fg = b
+        .cmd()
+        .args(["run", "--rm", "--network", "none", "--name", "before"])
+        .args([IMAGE, "sleep", "2"])
+        .spawn()
+        .unwrap();
+    wait_for(
+        || b.status_of("before").as_deref() == Some("running"),
+        "the container running",
+    );
+    b.ok(&["rename", "before", "after"]);
+    assert!(fg.wait().unwrap().success());
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    let names = |event: &str| {
+        let filter = format!("event={event}");
+        let args = ["events", "--since", "5m", "--until", "0s", "--filter"];
+        let format = [
+            "--filter",
+            "type=container",
+            "--format",
+            "{{.Type}} {{.Actor.Attributes.name}}",
+        ];
+        b.ok(&[&args[..], &[filter.as_str()], &format[..]].concat())
+    };
+    assert_eq!(names("die"), "container after");
+    assert_eq!(names("destroy"), "container after");
+
+    let mut fg = b
+        .cmd()
+        .args(["run", "--rm", "--network", "none", "--name", "gone"])
+        .args([IMAGE, "sleep", "30"])
+        .spawn()
+        .unwrap();
+    wait_for(
+        || b.status_of("gone").as_deref() == Some("running"),
+        "the second container running",
+    );
+    b.ok(&["rm", "-f", "gone"]);
+    let _ = fg.wait().unwrap();
+    assert_eq!(names("die"), "container after\ncontainer gone");
+    assert_eq!(names("destroy"), "container after\ncontainer gone");
+}
+
 /// `berth inspect` finds any kind of object as Docker's does (container, image, volume,
 /// network, or the `--type` named); `container inspect` only containers.
 #[test]

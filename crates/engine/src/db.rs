@@ -127,6 +127,16 @@ impl Db {
         Ok(serde_json::from_str(&data)?)
     }
 
+    /// The current name of container `id`, without decoding its record.
+    pub fn name_of(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT name FROM containers WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
     pub fn get(&self, id: &str) -> Result<Option<Container>> {
         let data: Option<String> = self
             .conn
@@ -231,10 +241,12 @@ impl Db {
         Ok(())
     }
 
-    pub fn delete(&mut self, id: &str) -> Result<()> {
-        self.conn
+    /// Deletes container `id`'s record; false when there was none (removed meanwhile).
+    pub fn delete(&mut self, id: &str) -> Result<bool> {
+        let n = self
+            .conn
             .execute("DELETE FROM containers WHERE id = ?1", [id])?;
-        Ok(())
+        Ok(n > 0)
     }
 
     /// Volume rows: (name, created, data JSON).

@@ -27,6 +27,9 @@ pub struct Engine {
     pub tty_size: Option<(u16, u16)>,
     /// Containers this process started, by id: deleting one needs no state read back.
     started: HashMap<String, berth_runtime::Started>,
+    /// The records this process wrote when it launched them, for their removal after
+    /// they exit in the foreground (`discard_exited`) without reading them back.
+    launched: HashMap<String, Container>,
     /// A purger forked ahead for a foreground `run --rm` (`crate::purge`): the
     /// container's directory is deleted by it.
     purger: Option<crate::purge::Purger>,
@@ -297,6 +300,7 @@ impl Engine {
             snapshotter: std::cell::OnceCell::new(),
             tty_size: None,
             started: HashMap::new(),
+            launched: HashMap::new(),
             purger: None,
         }
     }
@@ -734,7 +738,7 @@ impl Engine {
                 status: "starting".into(),
                 ..Default::default()
             });
-        self.db.update(&c.id, |c| {
+        let running = self.db.update(&c.id, |c| {
             c.state.status = Status::Running;
             c.state.pid = l.pid;
             c.state.pid_start = pid_start;
@@ -751,6 +755,9 @@ impl Engine {
                 c.state.health = health;
             }
         })?;
+        if running.config.auto_remove {
+            self.launched.insert(running.id.clone(), running);
+        }
         Ok(l)
     }
 
@@ -1038,7 +1045,17 @@ impl Engine {
     /// recording the exit. Its directory is left to the purger [`Engine::prepare_purger`]
     /// made, if any.
     pub fn discard_exited(&mut self, id: &str, code: Option<i32>) -> Result<()> {
-        let c = self.db.find(id)?;
+        // What teardown reads of the record (config, endpoint) is what this process
+        // wrote at launch; only the name may have changed since (`rename`), and a
+        // record removed meanwhile (`rm -f`) is an error, as a lookup would make it.
+        let mut c = match self.launched.remove(id) {
+            Some(c) => c,
+            None => self.db.find(id)?,
+        };
+        c.name = self
+            .db
+            .name_of(&c.id)?
+            .ok_or_else(|| Error::NoSuchContainer(id.into()))?;
         if let Some(code) = code {
             self.event(&c, "die", &[("exitCode", code.to_string())]);
         }
@@ -1108,9 +1125,13 @@ impl Engine {
             }
         }
         tracing::debug!("teardown: files removed");
-        self.db.delete(&c.id)?;
+        // Two removals may race (a foreground `run --rm` and an `rm -f`): the one that
+        // deleted the record announces it.
+        let deleted = self.db.delete(&c.id)?;
         tracing::debug!("teardown: record deleted");
-        self.event(c, "destroy", &[]);
+        if deleted {
+            self.event(c, "destroy", &[]);
+        }
         if with_volumes {
             for m in c.config.mounts.iter().filter(|m| m.anonymous) {
                 let users = self.volume_users(&m.source)?;
