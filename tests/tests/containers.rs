@@ -3170,19 +3170,20 @@ fn events_follow_and_filter_what_changed() {
 #[test]
 fn run_rm_renamed_while_running_dies_under_its_new_name() {
     let b = Berth::new();
-    let mut fg = b
-        .cmd()
-        .args(["run", "--rm", "--network", "none", "--name", "before"])
-        .args([IMAGE, "sleep", "2"])
-        .spawn()
-        .unwrap();
-    wait_for(
-        || b.status_of("before").as_deref() == Some("running"),
-        "the container running",
-    );
-    b.ok(&["rename", "before", "after"]);
-    assert!(fg.wait().unwrap().success());
-    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    // A foreground `run --rm` of `sleep secs`, once its container runs.
+    let running = |name: &str, secs: &str| {
+        let fg = b
+            .cmd()
+            .args(["run", "--rm", "--network", "none", "--name", name])
+            .args([IMAGE, "sleep", secs])
+            .spawn()
+            .unwrap();
+        wait_for(
+            || b.status_of(name).as_deref() == Some("running"),
+            "the container running",
+        );
+        fg
+    };
     let names = |event: &str| {
         let filter = format!("event={event}");
         let args = ["events", "--since", "5m", "--until", "0s", "--filter"];
@@ -3194,19 +3195,14 @@ fn run_rm_renamed_while_running_dies_under_its_new_name() {
         ];
         b.ok(&[&args[..], &[filter.as_str()], &format[..]].concat())
     };
+    let mut fg = running("before", "2");
+    b.ok(&["rename", "before", "after"]);
+    assert!(fg.wait().unwrap().success());
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
     assert_eq!(names("die"), "container after");
     assert_eq!(names("destroy"), "container after");
 
-    let mut fg = b
-        .cmd()
-        .args(["run", "--rm", "--network", "none", "--name", "gone"])
-        .args([IMAGE, "sleep", "30"])
-        .spawn()
-        .unwrap();
-    wait_for(
-        || b.status_of("gone").as_deref() == Some("running"),
-        "the second container running",
-    );
+    let mut fg = running("gone", "30");
     b.ok(&["rm", "-f", "gone"]);
     let _ = fg.wait().unwrap();
     assert_eq!(names("die"), "container after\ncontainer gone");
