@@ -1094,13 +1094,11 @@ impl Engine {
             Purge::Detached => self.purger.take(),
         };
         // With a purger, the cgroup is its to remove, after this process is done.
-        let cgroup = match (&purger, self.started.remove(&c.id)) {
-            (Some(_), Some(s)) => self.runtime.delete_started_but_cgroup(s).unwrap_or(None),
-            (_, started) => {
-                let _ = match started {
-                    Some(s) => self.runtime.delete_started(s),
-                    None => self.runtime.delete(&c.id, true),
-                };
+        let started = purger.as_ref().and_then(|_| self.started.remove(&c.id));
+        let cgroup = match started {
+            Some(s) => self.runtime.delete_started_but_cgroup(s).unwrap_or(None),
+            None => {
+                self.delete_runtime(&c.id);
                 None
             }
         };

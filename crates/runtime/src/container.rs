@@ -402,12 +402,7 @@ impl Runtime {
         let sd = self.dir(&s.record.public.id)?;
         let mut rec = s.record;
         rec.public.status = sd.status_of(&rec);
-        let poststop = rec
-            .config
-            .hooks()
-            .as_ref()
-            .and_then(|h| h.poststop().as_ref())
-            .is_some_and(|h| !h.is_empty());
+        let poststop = poststop_hooks(&rec).is_some_and(|h| !h.is_empty());
         if rec.public.status != Status::Stopped || poststop {
             return self.destroy(&sd, &rec).map(|()| None);
         }
@@ -442,12 +437,7 @@ impl Runtime {
         let mut public = rec.public.clone();
         public.status = Status::Stopped;
         let json = serde_json::to_vec(&public).unwrap_or_default();
-        if let Some(h) = rec
-            .config
-            .hooks()
-            .as_ref()
-            .and_then(|h| h.poststop().as_ref())
-        {
+        if let Some(h) = poststop_hooks(rec) {
             for hook in h {
                 if let Err(e) = hooks::run(hook, &json) {
                     tracing::warn!("poststop {e}");
@@ -509,6 +499,11 @@ pub struct Held {
     pid: i32,
     chan: Channel,
     record: Record,
+}
+
+/// The container's poststop hooks, which run once its cgroup is gone.
+fn poststop_hooks(rec: &Record) -> Option<&Vec<oci_spec::runtime::Hook>> {
+    rec.config.hooks().as_ref()?.poststop().as_ref()
 }
 
 /// A held container once started: [`Runtime::delete_started`] deletes it with the record
